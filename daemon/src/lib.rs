@@ -1,1 +1,84 @@
-//! placeholder
+//! `gatewayd`: the Gateway AI daemon.
+//!
+//! Modules in reading order:
+//! - [`config`]: embedded defaults + optional TOML file → validated runtime config.
+//! - [`clock`]: the injectable source of "now".
+//! - [`store`]: SQLite (WAL, migrations, one writer); the only module with SQL.
+//! - [`keys`]: the in-memory key table and the service that changes keys.
+//! - [`admin_api`]: the management API router (SPEC §6).
+//! - [`server`]: listeners, HTTP/1 serving and draining.
+//! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers.
+//!
+//! [`run`] wires them together; `main.rs` only parses flags, loads config and waits for a
+//! signal, so tests can call `run` with their own listeners, clock and shutdown future.
+
+pub mod admin_api;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http_util;
+pub mod keys;
+pub mod server;
+pub mod store;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use server::Listeners;
+
+use admin_api::AdminApi;
+use keys::{KeyCache, KeyService};
+use store::Store;
+
+/// Runs the daemon until `shutdown` completes, then drains and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    prepare_data_dir(&config)?;
+    let store = Store::open(&config.database_path())?;
+    let records = store.load_keys().await.context("loading keys")?;
+    let cache = Arc::new(KeyCache::new(records));
+    let keys = Arc::new(KeyService::new(store.clone(), Arc::clone(&cache), Arc::clone(&clock)));
+    let admin = Arc::new(AdminApi { keys });
+
+    let stop = CancellationToken::new();
+    let admin_task = tokio::spawn(server::serve_admin_socket(
+        listeners.admin_socket,
+        listeners.admin_socket_path.clone(),
+        admin,
+        stop.clone(),
+    ));
+    tracing::info!(
+        socket = %listeners.admin_socket_path.display(),
+        data_dir = %config.data_dir.display(),
+        keys = cache.len(),
+        "ready"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    admin_task.await.context("admin server task panicked")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the data directory (0700: it holds the database and, later, TLS keys).
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting mode of {}", dir.display()))?;
+    }
+    Ok(())
+}

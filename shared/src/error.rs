@@ -97,6 +97,16 @@ impl ErrorCode {
         }
     }
 
+    /// The status on the management API, where the same code can mean something else: there
+    /// `key_revoked` answers an attempt to edit a revoked key, a conflict with its state
+    /// (SPEC §6), while on the data plane it refuses a request (SPEC §3).
+    pub fn management_status(self) -> u16 {
+        match self {
+            Self::KeyRevoked => 409,
+            other => other.status(),
+        }
+    }
+
     /// The wire name, e.g. `key_revoked`. Low cardinality: safe as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {

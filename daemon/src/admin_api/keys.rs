@@ -1,0 +1,50 @@
+//! `/v1/keys` handlers.
+
+use gateway_shared::KeyState;
+use gateway_shared::api::{CreateKey, UpdateKey};
+use gateway_shared::validate::FieldError;
+use hyper::body::Incoming;
+
+use super::query::Query;
+use super::{AdminApi, json_body};
+use crate::error::GatewayError;
+use crate::http_util::{self, Response};
+use crate::keys::Actor;
+
+pub fn list(api: &AdminApi, request: &http::Request<Incoming>) -> Result<Response, GatewayError> {
+    let query = Query::parse(request.uri(), &["state", "limit", "cursor"])?;
+    let state = query
+        .get("state")
+        .map(|text| text.parse::<KeyState>().map_err(|reason| FieldError::invalid("state", reason)))
+        .transpose()?;
+    let page = api.keys.list(state, query.get("cursor"), query.limit()?)?;
+    Ok(http_util::json(200, &page))
+}
+
+pub async fn create(api: &AdminApi, actor: &Actor, request: http::Request<Incoming>) -> Result<Response, GatewayError> {
+    let body = json_body(request).await?;
+    let create = CreateKey::from_json(&body)?;
+    let created = api.keys.create(actor, create).await?;
+    Ok(http_util::json(201, &created))
+}
+
+pub fn show(api: &AdminApi, id: &str) -> Result<Response, GatewayError> {
+    Ok(http_util::json(200, &api.keys.get(id)?))
+}
+
+pub async fn edit(
+    api: &AdminApi,
+    actor: &Actor,
+    id: &str,
+    request: http::Request<Incoming>,
+) -> Result<Response, GatewayError> {
+    // The key must exist before its body is judged: an unknown id is a 404 whatever the body.
+    api.keys.get(id)?;
+    let body = json_body(request).await?;
+    let update = UpdateKey::from_json(&body)?;
+    Ok(http_util::json(200, &api.keys.update(actor, id, update).await?))
+}
+
+pub async fn revoke(api: &AdminApi, actor: &Actor, id: &str) -> Result<Response, GatewayError> {
+    Ok(http_util::json(200, &api.keys.revoke(actor, id).await?))
+}

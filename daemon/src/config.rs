@@ -1,0 +1,305 @@
+//! Configuration: an embedded `default.toml`, overridden field by field by an optional file.
+//!
+//! The daemon must start with no file at all, and a typo in a file must stop it with a
+//! message naming the line, never be silently ignored. So the file is parsed on its own into
+//! [`FileConfig`] (every field optional, unknown fields refused, toml's errors carry the
+//! line), the embedded defaults are parsed into the same type, and [`Config::resolve`] merges
+//! the two and validates the result into runtime types (socket addresses, CIDRs, URIs).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use gateway_shared::Provider;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The validated configuration the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub provider: Provider,
+    pub base_url: http::Uri,
+    pub credential: CredentialSource,
+}
+
+/// Where a provider credential is read from. The secret itself is read when the proxy starts,
+/// so it never sits in this (printable) struct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// The file format. Every field is optional; see `default.toml` for the defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub proxy: Option<ProxyFile>,
+    pub admin: Option<AdminFile>,
+    pub providers: Option<ProvidersFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    pub listen: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub socket: Option<PathBuf>,
+    pub socket_mode: Option<String>,
+    pub listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersFile {
+    pub openai: Option<ProviderFile>,
+    pub anthropic: Option<ProviderFile>,
+    pub gemini: Option<ProviderFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderFile {
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Embedded defaults, overridden by `path` when given.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                parse_file(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file)
+    }
+
+    /// Merges a parsed file over the embedded defaults and validates the result.
+    pub fn resolve(file: FileConfig) -> anyhow::Result<Config> {
+        let defaults = parse_file(DEFAULT_TOML).context("embedded default.toml")?;
+        let proxy = merge_proxy(file.proxy.unwrap_or_default(), defaults.proxy.unwrap_or_default());
+        let admin = merge_admin(file.admin.unwrap_or_default(), defaults.admin.unwrap_or_default());
+        let user_providers = file.providers.unwrap_or_default();
+        let default_providers = defaults.providers.unwrap_or_default();
+
+        let mut providers = Vec::new();
+        for provider in Provider::ALL {
+            let user = pick(&user_providers, provider);
+            let default = pick(&default_providers, provider).unwrap_or_default();
+            providers.push(
+                resolve_provider(provider, user, default)
+                    .with_context(|| format!("[providers.{provider}]"))?,
+            );
+        }
+
+        Ok(Config {
+            data_dir: file
+                .data_dir
+                .or(defaults.data_dir)
+                .unwrap_or_else(gateway_shared::paths::default_data_dir),
+            proxy: ProxyConfig {
+                listen: parse_addr("proxy.listen", proxy.listen.as_deref())?,
+                trusted_proxies: proxy
+                    .trusted_proxies
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|text| {
+                        gateway_shared::validate::parse_ip_rule(text.trim()).with_context(|| {
+                            format!("proxy.trusted_proxies: {text:?} is not an IP address or CIDR range")
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            admin: AdminConfig {
+                socket: admin.socket.unwrap_or_else(gateway_shared::paths::default_socket_path),
+                socket_mode: parse_mode(admin.socket_mode.as_deref().unwrap_or("0660"))?,
+                listen: parse_addr("admin.listen", admin.listen.as_deref())?,
+                tls_cert: admin.tls_cert,
+                tls_key: admin.tls_key,
+            },
+            providers,
+        })
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("gateway.db")
+    }
+
+    pub fn provider(&self, provider: Provider) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.provider == provider)
+    }
+}
+
+fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    // toml's error names the line and column and quotes the offending line.
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {
+    ProxyFile {
+        listen: user.listen.or(default.listen),
+        trusted_proxies: user.trusted_proxies.or(default.trusted_proxies),
+    }
+}
+
+fn merge_admin(user: AdminFile, default: AdminFile) -> AdminFile {
+    AdminFile {
+        socket: user.socket.or(default.socket),
+        socket_mode: user.socket_mode.or(default.socket_mode),
+        listen: user.listen.or(default.listen),
+        tls_cert: user.tls_cert.or(default.tls_cert),
+        tls_key: user.tls_key.or(default.tls_key),
+    }
+}
+
+fn pick(providers: &ProvidersFile, provider: Provider) -> Option<ProviderFile> {
+    match provider {
+        Provider::Openai => providers.openai.clone(),
+        Provider::Anthropic => providers.anthropic.clone(),
+        Provider::Gemini => providers.gemini.clone(),
+    }
+}
+
+fn resolve_provider(
+    provider: Provider,
+    user: Option<ProviderFile>,
+    default: ProviderFile,
+) -> anyhow::Result<ProviderConfig> {
+    let user = user.unwrap_or_default();
+    let base_url = user.base_url.or(default.base_url).context("base_url is required")?;
+    let base_url: http::Uri = base_url
+        .parse()
+        .with_context(|| format!("base_url {base_url:?} is not a URL"))?;
+    if !matches!(base_url.scheme_str(), Some("http" | "https")) || base_url.host().is_none() {
+        bail!("base_url {base_url} must be an http:// or https:// URL with a host");
+    }
+    if base_url.query().is_some() {
+        bail!("base_url {base_url} must not have a query string");
+    }
+    // A credential named by the user replaces the default one as a whole: setting
+    // api_key_file must not leave the default api_key_env in force beside it.
+    let credential = match (user.api_key_env, user.api_key_file) {
+        (Some(_), Some(_)) => bail!("set either api_key_env or api_key_file for {provider}, not both"),
+        (Some(env), None) => CredentialSource::Env(env),
+        (None, Some(file)) => CredentialSource::File(file),
+        (None, None) => match (default.api_key_env, default.api_key_file) {
+            (_, Some(file)) => CredentialSource::File(file),
+            (Some(env), None) => CredentialSource::Env(env),
+            (None, None) => bail!("api_key_env or api_key_file is required"),
+        },
+    };
+    Ok(ProviderConfig { provider, base_url, credential })
+}
+
+fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {
+    let value = value.with_context(|| format!("{field} is required"))?;
+    value
+        .parse()
+        .with_context(|| format!("{field}: {value:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn parse_mode(text: &str) -> anyhow::Result<u32> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => bail!("admin.socket_mode: {text:?} is not an octal file mode like \"0660\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> anyhow::Result<Config> {
+        Config::resolve(parse_file(text)?)
+    }
+
+    #[test]
+    fn runs_on_embedded_defaults() {
+        let config = Config::resolve(FileConfig::default()).expect("defaults are valid");
+        assert_eq!(config.proxy.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(config.admin.socket_mode, 0o660);
+        let openai = config.provider(Provider::Openai).expect("openai");
+        assert_eq!(openai.credential, CredentialSource::Env("OPENAI_API_KEY".into()));
+        assert_eq!(openai.base_url.host(), Some("api.openai.com"));
+    }
+
+    #[test]
+    fn file_overrides_field_by_field() {
+        let config = load_str(
+            r#"
+            data_dir = "/tmp/gw"
+            [proxy]
+            trusted_proxies = ["10.0.0.0/8"]
+            [providers.openai]
+            api_key_file = "/etc/gatewayd/secrets/openai"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/gw"));
+        assert_eq!(config.proxy.listen.port(), 8080, "unset fields keep their default");
+        assert_eq!(config.proxy.trusted_proxies.len(), 1);
+        let openai = config.provider(Provider::Openai).expect("openai");
+        assert_eq!(openai.credential, CredentialSource::File("/etc/gatewayd/secrets/openai".into()));
+        assert_eq!(openai.base_url.host(), Some("api.openai.com"));
+    }
+
+    #[test]
+    fn unknown_field_names_its_line() {
+        let err = load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n").expect_err("unknown field");
+        let message = format!("{err:#}");
+        assert!(message.contains("listn"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, needle) in [
+            ("[proxy]\nlisten = \"nope\"", "proxy.listen"),
+            ("[proxy]\ntrusted_proxies = [\"10.0.0.0/99\"]", "trusted_proxies"),
+            ("[admin]\nsocket_mode = \"999\"", "socket_mode"),
+            ("[providers.gemini]\nbase_url = \"ftp://x\"", "providers.gemini"),
+            ("data_dir = 3", "data_dir"),
+        ] {
+            let err = load_str(text).expect_err(text);
+            assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `GatewayError`: a SPEC error code, a sentence for the client, and (for internal failures) a
+//! cause that is logged but never sent.
+//!
+//! [`GatewayError::into_response`] is the only place a gateway error becomes HTTP, so the JSON
+//! shape, the status and the logging of internal causes cannot drift between routes.
+
+use gateway_shared::validate::FieldError;
+use gateway_shared::{ErrorBody, ErrorCode};
+
+use crate::http_util::{self, Response};
+
+/// Which listener answers: the same code can carry a different status on each (SPEC §3, §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plane {
+    Data,
+    Management,
+}
+
+#[derive(Debug)]
+pub struct GatewayError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds, for 429 (SPEC §4).
+    pub retry_after: Option<u64>,
+    /// What went wrong inside, for the log only.
+    internal: Option<anyhow::Error>,
+}
+
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+impl GatewayError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after: None, internal: None }
+    }
+
+    /// A failure of ours (database, I/O): the client gets a generic sentence, the log the cause.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ErrorCode::InternalError,
+            message: "The gateway hit an internal error; the operator can find it in the log.".into(),
+            retry_after: None,
+            internal: Some(cause.into()),
+        }
+    }
+
+    pub fn into_response(self, plane: Plane) -> Response {
+        let status = match plane {
+            Plane::Data => self.code.status(),
+            Plane::Management => self.code.management_status(),
+        };
+        if let Some(cause) = &self.internal {
+            tracing::error!(code = %self.code, error = format!("{cause:#}"), "internal error");
+        }
+        let body = ErrorBody::new(self.code, self.message).to_json();
+        let mut response = http_util::json_response(status, body);
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<FieldError> for GatewayError {
+    fn from(err: FieldError) -> Self {
+        let reason = err.reason.trim_end_matches('.');
+        let message = match err.code {
+            ErrorCode::FieldNotEditable => format!("Field {} {reason}.", err.field),
+            _ => format!("Invalid {}: {reason}.", err.field),
+        };
+        Self::new(err.code, message)
+    }
+}

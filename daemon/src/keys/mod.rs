@@ -1,0 +1,10 @@
+//! Proxy keys inside the daemon: the record type, the in-memory table the proxy reads, and
+//! the service that changes keys (validate → commit with an audit row → update the table).
+
+pub mod cache;
+pub mod record;
+pub mod service;
+
+pub use cache::KeyCache;
+pub use record::KeyRecord;
+pub use service::{Actor, KeyService};

@@ -1,0 +1,231 @@
+//! Business rules of the management API for keys: ids, timestamps from the `Clock`, what may
+//! change, the audit row in the same transaction, and the in-memory table updated only after
+//! the commit succeeds.
+//!
+//! Changes are serialised by one async mutex: management traffic is light, and a
+//! read-modify-write of a key must not interleave with another, or one PATCH could silently
+//! undo a concurrent one. Reads never take it.
+
+use std::sync::Arc;
+
+use gateway_shared::api::{AuditList, CreateKey, KeyCreated, KeyList, KeyView, Patch, UpdateKey};
+use gateway_shared::key::random_base62;
+use gateway_shared::validate::FieldError;
+use gateway_shared::{ErrorCode, KeyState, ProxyKey};
+use serde_json::{Map, Value, json};
+
+use super::cache::KeyCache;
+use super::record::KeyRecord;
+use crate::clock::Clock;
+use crate::error::{GatewayError, Result};
+use crate::store::{AuditQuery, AuditRecord, Store};
+
+/// Who made a change, as the audit log names them: `uid:1000` on the Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+pub struct KeyService {
+    store: Store,
+    cache: Arc<KeyCache>,
+    clock: Arc<dyn Clock>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl KeyService {
+    pub fn new(store: Store, cache: Arc<KeyCache>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, cache, clock, writes: tokio::sync::Mutex::new(()) }
+    }
+
+    pub async fn create(&self, actor: &Actor, request: CreateKey) -> Result<KeyCreated> {
+        let _serialised = self.writes.lock().await;
+        let now = self.clock.now();
+        if request.expires_at.is_some_and(|at| at <= now) {
+            return Err(FieldError::invalid("expires_at", format!("must be in the future (now is {now})")).into());
+        }
+        let secret = ProxyKey::generate().map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
+        let id_suffix = random_base62(20).map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
+        let record = KeyRecord {
+            id: format!("key_{id_suffix}"),
+            hash: secret.hash(),
+            prefix: secret.display_prefix(),
+            name: request.name,
+            allowed_providers: request.allowed_providers,
+            allowed_models: request.allowed_models,
+            allowed_ips: request.allowed_ips,
+            rate_limit_rpm: request.rate_limit_rpm,
+            spend_limit: request.spend_limit_usd,
+            spend_reset: request.spend_reset,
+            expires_at: request.expires_at,
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            spend_total: Default::default(),
+            spend_period: Default::default(),
+            period_resets_at: request.spend_reset.map(|reset| reset.next_reset(now)),
+            request_count: 0,
+        };
+        let audit = AuditRecord {
+            at: now,
+            actor: actor.0.clone(),
+            action: "key.create",
+            key_id: Some(record.id.clone()),
+            details: settings_json(&record),
+        };
+        self.store.insert_key(record.clone(), audit).await.map_err(GatewayError::internal)?;
+        let record = self.cache.upsert(record);
+        tracing::info!(key_id = %record.id, prefix = %record.prefix, actor = %actor.0, "key created");
+        Ok(KeyCreated { key: record.view(now), secret: secret.expose().to_owned() })
+    }
+
+    pub async fn update(&self, actor: &Actor, id: &str, update: UpdateKey) -> Result<KeyView> {
+        let _serialised = self.writes.lock().await;
+        let now = self.clock.now();
+        let old = self.find(id)?;
+        if old.is_revoked_at(now) {
+            return Err(GatewayError::new(
+                ErrorCode::KeyRevoked,
+                format!("Key {id} is revoked and can no longer be edited."),
+            ));
+        }
+        let mut new = (*old).clone();
+        if let Some(name) = update.name {
+            new.name = name;
+        }
+        if let Some(list) = update.allowed_providers {
+            new.allowed_providers = list;
+        }
+        if let Some(list) = update.allowed_models {
+            new.allowed_models = list;
+        }
+        if let Some(list) = update.allowed_ips {
+            new.allowed_ips = list;
+        }
+        new.rate_limit_rpm = update.rate_limit_rpm.apply(old.rate_limit_rpm);
+        new.spend_limit = update.spend_limit_usd.apply(old.spend_limit);
+        // Clearing the limit clears its reset period too, unless the same request sets one
+        // (which is then refused below: a reset period needs a limit).
+        let reset_patch = match (update.spend_limit_usd, update.spend_reset) {
+            (Patch::Clear, Patch::Keep) => Patch::Clear,
+            (_, patch) => patch,
+        };
+        new.spend_reset = reset_patch.apply(old.spend_reset);
+        if new.spend_reset.is_some() && new.spend_limit.is_none() {
+            return Err(FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset").into());
+        }
+        if new.spend_reset != old.spend_reset {
+            // Spend already counted in the period that is still running carries over; a
+            // period that has ended counts nothing.
+            new.spend_period = old.spend().counted_at(now);
+            new.period_resets_at = new.spend_reset.map(|reset| reset.next_reset(now));
+        }
+
+        let changes = diff(&old, &new);
+        if changes.is_empty() {
+            return Ok(old.view(now));
+        }
+        new.updated_at = now;
+        let audit = AuditRecord {
+            at: now,
+            actor: actor.0.clone(),
+            action: "key.update",
+            key_id: Some(new.id.clone()),
+            details: Value::Object(changes),
+        };
+        self.store.update_key(new.clone(), audit).await.map_err(GatewayError::internal)?;
+        let record = self.cache.upsert(new);
+        tracing::info!(key_id = %record.id, actor = %actor.0, "key updated");
+        Ok(record.view(now))
+    }
+
+    /// Revokes a key now. Revoking a revoked key changes nothing and is not an error.
+    pub async fn revoke(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        let _serialised = self.writes.lock().await;
+        let now = self.clock.now();
+        let old = self.find(id)?;
+        if old.is_revoked_at(now) {
+            return Ok(old.view(now));
+        }
+        let mut new = (*old).clone();
+        new.revoked_at = Some(now);
+        new.updated_at = now;
+        let audit = AuditRecord {
+            at: now,
+            actor: actor.0.clone(),
+            action: "key.revoke",
+            key_id: Some(new.id.clone()),
+            details: json!({"name": new.name, "prefix": new.prefix}),
+        };
+        self.store.update_key(new.clone(), audit).await.map_err(GatewayError::internal)?;
+        let record = self.cache.upsert(new);
+        tracing::info!(key_id = %record.id, actor = %actor.0, "key revoked");
+        Ok(record.view(now))
+    }
+
+    pub fn get(&self, id: &str) -> Result<KeyView> {
+        Ok(self.find(id)?.view(self.clock.now()))
+    }
+
+    pub fn list(&self, state: Option<KeyState>, cursor: Option<&str>, limit: usize) -> Result<KeyList> {
+        let now = self.clock.now();
+        let (records, next_cursor) = self
+            .cache
+            .page(cursor, limit, |record| state.is_none_or(|s| record.state_at(now) == s))
+            .ok_or_else(|| FieldError::invalid("cursor", "does not name a key; pass the next_cursor of a previous page"))?;
+        Ok(KeyList { keys: records.iter().map(|r| r.view(now)).collect(), next_cursor })
+    }
+
+    pub async fn audit(&self, key_id: Option<String>, cursor: Option<&str>, limit: usize) -> Result<AuditList> {
+        let before_id = match cursor {
+            None => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                GatewayError::from(FieldError::invalid("cursor", "is not a cursor from a previous page"))
+            })?),
+        };
+        let query = AuditQuery { key_id, before_id, limit: limit + 1 };
+        let mut entries = self.store.list_audit(query).await.map_err(GatewayError::internal)?;
+        let next_cursor = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(AuditList { entries, next_cursor })
+    }
+
+    fn find(&self, id: &str) -> Result<Arc<KeyRecord>> {
+        self.cache
+            .get(id)
+            .ok_or_else(|| GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}.")))
+    }
+}
+
+/// The settings of a key as the audit log records them at creation.
+fn settings_json(r: &KeyRecord) -> Value {
+    json!({
+        "name": r.name,
+        "prefix": r.prefix,
+        "allowed_providers": r.allowed_providers,
+        "allowed_models": r.allowed_models,
+        "allowed_ips": r.allowed_ips,
+        "rate_limit_rpm": r.rate_limit_rpm,
+        "spend_limit_usd": r.spend_limit,
+        "spend_reset": r.spend_reset,
+        "expires_at": r.expires_at,
+    })
+}
+
+/// `{"field": {"from": old, "to": new}}` for every editable field that changed.
+fn diff(old: &KeyRecord, new: &KeyRecord) -> Map<String, Value> {
+    let (old, new) = (settings_json(old), settings_json(new));
+    let mut changes = Map::new();
+    if let (Value::Object(old), Value::Object(new)) = (old, new) {
+        for (field, to) in new {
+            let from = old.get(&field).cloned().unwrap_or(Value::Null);
+            if from != to {
+                changes.insert(field, json!({"from": from, "to": to}));
+            }
+        }
+    }
+    changes
+}

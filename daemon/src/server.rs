@@ -1,0 +1,135 @@
+//! Listeners and connection handling: binding the admin Unix socket safely, serving HTTP/1 on
+//! it with hyper, and draining connections on shutdown.
+//!
+//! HTTP/1 is served with `hyper::server::conn::http1` and a `TokioTimer`: without a timer
+//! hyper's header-read timeout is silently off (research/reliability.md §0.2), and a client
+//! that connects and says nothing would hold a connection forever.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin_api::AdminApi;
+use crate::config::Config;
+use crate::keys::Actor;
+
+/// How long a client may take to send a request's headers (also the keep-alive idle limit).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for open management connections.
+const ADMIN_DRAIN: Duration = Duration::from_secs(10);
+
+/// The sockets the daemon serves, bound before [`crate::run`] so that start-up fails early
+/// (and tests can bind port 0 and learn the address).
+pub struct Listeners {
+    pub admin_socket: UnixListener,
+    pub admin_socket_path: PathBuf,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let path = config.admin.socket.clone();
+        let admin_socket = bind_unix(&path, config.admin.socket_mode).await?;
+        Ok(Listeners { admin_socket, admin_socket_path: path })
+    }
+}
+
+/// Binds the admin socket: refuses when a live daemon answers on `path`, replaces a stale
+/// socket file left by a crash, never deletes anything that is not a socket.
+async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating socket directory {}", parent.display()))?;
+            // Operators reach the socket through its group; others cannot even look in.
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o750))
+                .with_context(|| format!("setting mode of {}", parent.display()))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match tokio::net::UnixStream::connect(path).await {
+                Ok(_) => bail!(
+                    "another gatewayd is already serving the admin socket {}; stop it first or set admin.socket",
+                    path.display()
+                ),
+                Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+                    tracing::warn!(socket = %path.display(), "removing stale admin socket");
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("removing stale socket {}", path.display()))?;
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("checking existing socket {}", path.display()));
+                }
+            }
+        }
+        Ok(_) => bail!("{} exists and is not a socket; refusing to replace it", path.display()),
+        Err(err) if err.kind() == ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("inspecting {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the management API on the Unix socket until `stop` fires, then lets open
+/// requests finish (bounded) and removes the socket file.
+pub async fn serve_admin_socket(listener: UnixListener, path: PathBuf, api: Arc<AdminApi>, stop: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // The peer's uid is the actor of every change made on this connection.
+        let actor = match stream.peer_cred() {
+            Ok(cred) => Actor(format!("uid:{}", cred.uid())),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read admin socket peer credentials; closing");
+                continue;
+            }
+        };
+        let api = Arc::clone(&api);
+        let service = service_fn(move |request| {
+            let api = Arc::clone(&api);
+            let actor = actor.clone();
+            async move { Ok::<_, std::convert::Infallible>(api.handle(actor, request).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if let Err(err) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %err, socket = %path.display(), "could not remove admin socket");
+    }
+    if tokio::time::timeout(ADMIN_DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("admin connections still open after the drain deadline; closing them");
+    }
+}

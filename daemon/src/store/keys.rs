@@ -1,0 +1,134 @@
+//! Rows of the `keys` table ⇄ `KeyRecord`.
+
+use anyhow::Context;
+use gateway_shared::{KeyHash, Nanodollars};
+use jiff::Timestamp;
+use rusqlite::{Connection, Row, Transaction};
+
+use crate::keys::record::KeyRecord;
+
+const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models, allowed_ips, \
+    rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, updated_at, \
+    revoked_at, last_used_at, spend_total_nanos, spend_period_nanos, period_resets_at, request_count";
+
+pub fn load_all(conn: &Connection) -> anyhow::Result<Vec<KeyRecord>> {
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM keys ORDER BY created_at, id"))?;
+    let rows = statement.query_map([], |row| Ok(from_row(row)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
+    let sql = format!(
+        "INSERT INTO keys ({COLUMNS}) VALUES (:id, :hash, :prefix, :name, :allowed_providers, \
+         :allowed_models, :allowed_ips, :rate_limit_rpm, :spend_limit_nanos, :spend_reset, \
+         :expires_at, :created_at, :updated_at, :revoked_at, :last_used_at, \
+         :spend_total_nanos, :spend_period_nanos, :period_resets_at, :request_count)"
+    );
+    let owned = params(record)?;
+    tx.execute(&sql, borrow(&owned).as_slice()).context("inserting key")?;
+    Ok(())
+}
+
+pub fn update(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
+    let owned = params(record)?;
+    let changed = tx
+        .execute(
+            "UPDATE keys SET hash = :hash, prefix = :prefix, name = :name, \
+             allowed_providers = :allowed_providers, allowed_models = :allowed_models, \
+             allowed_ips = :allowed_ips, rate_limit_rpm = :rate_limit_rpm, \
+             spend_limit_nanos = :spend_limit_nanos, spend_reset = :spend_reset, \
+             expires_at = :expires_at, created_at = :created_at, updated_at = :updated_at, \
+             revoked_at = :revoked_at, last_used_at = :last_used_at, \
+             spend_total_nanos = :spend_total_nanos, spend_period_nanos = :spend_period_nanos, \
+             period_resets_at = :period_resets_at, request_count = :request_count WHERE id = :id",
+            borrow(&owned).as_slice(),
+        )
+        .context("updating key")?;
+    anyhow::ensure!(changed == 1, "key {} is not in the database", record.id);
+    Ok(())
+}
+
+type Params = Vec<(&'static str, Box<dyn rusqlite::ToSql>)>;
+
+fn params(r: &KeyRecord) -> anyhow::Result<Params> {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+    Ok(vec![
+        (":id", Box::new(r.id.clone())),
+        (":hash", Box::new(r.hash.to_hex())),
+        (":prefix", Box::new(r.prefix.clone())),
+        (":name", Box::new(r.name.clone())),
+        (":allowed_providers", Box::new(serde_json::to_string(&r.allowed_providers)?)),
+        (":allowed_models", Box::new(serde_json::to_string(&r.allowed_models)?)),
+        (":allowed_ips", Box::new(serde_json::to_string(&r.allowed_ips)?)),
+        (":rate_limit_rpm", Box::new(r.rate_limit_rpm)),
+        (":spend_limit_nanos", Box::new(r.spend_limit.map(nanos_to_sql))),
+        (":spend_reset", Box::new(r.spend_reset.map(|p| p.as_str()))),
+        (":expires_at", Box::new(time(r.expires_at))),
+        (":created_at", Box::new(r.created_at.to_string())),
+        (":updated_at", Box::new(r.updated_at.to_string())),
+        (":revoked_at", Box::new(time(r.revoked_at))),
+        (":last_used_at", Box::new(time(r.last_used_at))),
+        (":spend_total_nanos", Box::new(nanos_to_sql(r.spend_total))),
+        (":spend_period_nanos", Box::new(nanos_to_sql(r.spend_period))),
+        (":period_resets_at", Box::new(time(r.period_resets_at))),
+        (":request_count", Box::new(i64::try_from(r.request_count).unwrap_or(i64::MAX))),
+    ])
+}
+
+fn borrow(owned: &Params) -> Vec<(&str, &dyn rusqlite::ToSql)> {
+    owned.iter().map(|(name, value)| (*name, value.as_ref())).collect()
+}
+
+/// SQLite integers are i64; amounts beyond $9.2 billion saturate (limits are capped far lower).
+fn nanos_to_sql(n: Nanodollars) -> i64 {
+    i64::try_from(n.0).unwrap_or(i64::MAX)
+}
+
+fn nanos_from_sql(n: i64) -> Nanodollars {
+    Nanodollars(u64::try_from(n).unwrap_or(0))
+}
+
+fn from_row(row: &Row<'_>) -> anyhow::Result<KeyRecord> {
+    let id: String = row.get("id")?;
+    let context = || format!("key {id} has a malformed column");
+    let time = |column: &str| -> anyhow::Result<Option<Timestamp>> {
+        let text: Option<String> = row.get(column)?;
+        text.map(|t| t.parse::<Timestamp>()).transpose().with_context(|| format!("{}: {column}", context()))
+    };
+    let json_list = |column: &str| -> anyhow::Result<Vec<String>> {
+        let text: String = row.get(column)?;
+        serde_json::from_str(&text).with_context(|| format!("{}: {column}", context()))
+    };
+    let hash: String = row.get("hash")?;
+    let providers: String = row.get("allowed_providers")?;
+    let reset: Option<String> = row.get("spend_reset")?;
+    Ok(KeyRecord {
+        hash: KeyHash::from_hex(&hash).with_context(|| format!("{}: hash", context()))?,
+        prefix: row.get("prefix")?,
+        name: row.get("name")?,
+        allowed_providers: serde_json::from_str(&providers)
+            .with_context(|| format!("{}: allowed_providers", context()))?,
+        allowed_models: json_list("allowed_models")?,
+        allowed_ips: json_list("allowed_ips")?,
+        rate_limit_rpm: row.get("rate_limit_rpm")?,
+        spend_limit: row.get::<_, Option<i64>>("spend_limit_nanos")?.map(nanos_from_sql),
+        spend_reset: reset
+            .map(|r| r.parse())
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("{}: spend_reset: {e}", context()))?,
+        expires_at: time("expires_at")?,
+        created_at: time("created_at")?.with_context(context)?,
+        updated_at: time("updated_at")?.with_context(context)?,
+        revoked_at: time("revoked_at")?,
+        last_used_at: time("last_used_at")?,
+        spend_total: nanos_from_sql(row.get("spend_total_nanos")?),
+        spend_period: nanos_from_sql(row.get("spend_period_nanos")?),
+        period_resets_at: time("period_resets_at")?,
+        request_count: u64::try_from(row.get::<_, i64>("request_count")?).unwrap_or(0),
+        id,
+    })
+}

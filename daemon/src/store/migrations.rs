@@ -1,0 +1,58 @@
+//! Versioned schema migrations keyed on SQLite's `PRAGMA user_version`.
+//!
+//! Hand-written rather than `rusqlite_migration`: that crate pins an older rusqlite (only one
+//! `libsqlite3-sys` can link), and all it would do for us is these few lines. Each migration
+//! runs in its own transaction together with the version bump, so a crash leaves the schema
+//! at a whole version. **Invariant:** migrations are only ever appended, never edited.
+
+use anyhow::{Context, bail};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_keys_and_audit.sql")];
+
+/// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
+pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: usize = conn
+        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+        .context("reading schema version")?
+        .try_into()
+        .unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        bail!(
+            "database schema version {current} is newer than this gatewayd supports ({}); \
+             run a newer gatewayd",
+            MIGRATIONS.len()
+        );
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        let tx = conn.transaction().context("starting migration")?;
+        tx.execute_batch(sql).with_context(|| format!("applying migration {version}"))?;
+        tx.pragma_update(None, "user_version", version as i64)?;
+        tx.commit().with_context(|| format!("committing migration {version}"))?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("first");
+        migrate(&mut conn).expect("second is a no-op");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "user_version", 999).expect("set");
+        let err = migrate(&mut conn).expect_err("newer");
+        assert!(format!("{err:#}").contains("newer"));
+    }
+}

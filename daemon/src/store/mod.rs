@@ -1,0 +1,103 @@
+//! SQLite persistence: the one connection, its pragmas, and the typed operations on it.
+//!
+//! SQLite allows one writer at a time, so the store holds exactly one connection behind a
+//! mutex and every operation runs on tokio's blocking pool: there is never a second writer to
+//! get `SQLITE_BUSY`. WAL mode lets the file be read (backups, `sqlite3`) while we write;
+//! `synchronous = FULL` because these rows are money and revocations, and batching keeps it
+//! affordable. **Invariant:** no SQL outside this module, and nothing on the proxy's request
+//! path calls it.
+
+mod audit;
+mod keys;
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use gateway_shared::api::AuditEntry;
+use rusqlite::{Connection, TransactionBehavior};
+
+pub use audit::{AuditQuery, AuditRecord};
+
+use crate::keys::record::KeyRecord;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    // Std mutex: only locked inside `spawn_blocking`, never across `.await`.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!("database {} could not be put in WAL mode (got {mode})", path.display());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn)
+            .with_context(|| format!("migrating database {}", path.display()))?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Every key, for the in-memory table at start-up.
+    pub async fn load_keys(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        self.call(|conn| keys::load_all(conn)).await
+    }
+
+    /// Inserts a new key and its audit row in one transaction.
+    pub async fn insert_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
+        self.write(move |tx| {
+            keys::insert(tx, &record)?;
+            audit::insert(tx, &audit)
+        })
+        .await
+    }
+
+    /// Replaces a key's row and appends its audit row in one transaction.
+    pub async fn update_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
+        self.write(move |tx| {
+            keys::update(tx, &record)?;
+            audit::insert(tx, &audit)
+        })
+        .await
+    }
+
+    pub async fn list_audit(&self, query: AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {
+        self.call(move |conn| audit::list(conn, &query)).await
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits it.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.call(move |conn| {
+            // IMMEDIATE takes the write lock up front; a deferred transaction that upgrades
+            // later gets SQLITE_BUSY without honouring busy_timeout.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .context("database task panicked")?
+    }
+}
