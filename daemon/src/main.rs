@@ -40,8 +40,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Handlers are installed before anything is announced as ready, so a SIGTERM sent
+        // the moment the ready line appears still drains instead of killing the process.
+        let shutdown = shutdown_signal()?;
         let listeners = Listeners::bind(&config).await?;
-        gatewayd::run(config, listeners, Arc::new(SystemClock), shutdown_signal()).await
+        gatewayd::run(config, listeners, Arc::new(SystemClock), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,19 +69,15 @@ fn init_logging() {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the returned future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
-    }
+    })
 }

@@ -1,1 +1,16 @@
-//! placeholder
+//! The one end-to-end test binary: real `gatewayd` and `gwctl` processes.
+//!
+//! Modules:
+//! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
+//! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
+//! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
+//! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
+//! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `tidy`: source-tree rules (module docs, no stray prints).
+
+mod clock;
+mod gwctl;
+mod keys;
+mod persistence;
+mod startup;
+mod tidy;

@@ -1,0 +1,1 @@
+//! gwctl end to end (SPEC §7). Filled in once gwctl lands.

@@ -1,0 +1,177 @@
+//! A real `gatewayd` process in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::admin::Admin;
+use crate::gwctl::{self, GwctlOutput};
+
+/// How long a daemon may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// TOML appended to the generated config (which sets data_dir and admin.socket).
+    pub extra_config: String,
+    /// `GATEWAYD_LOG` filter. Trace by default, so that secret-leak checks see everything.
+    pub log_filter: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self { extra_config: String::new(), log_filter: "trace".into() }
+    }
+}
+
+pub struct Gateway {
+    /// Holds the directory for the gateway's lifetime.
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub config_path: PathBuf,
+    options: GatewayOptions,
+    child: Option<Child>,
+    /// Everything every run of this daemon wrote to stderr.
+    logs: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Self::start_with(GatewayOptions::default()).await
+    }
+
+    pub async fn start_with(options: GatewayOptions) -> Gateway {
+        let dir = tempfile::Builder::new().prefix("gw-e2e-").tempdir().expect("temp dir");
+        let root = dir.path().to_path_buf();
+        let data_dir = root.join("data");
+        let socket = root.join("run/admin.sock");
+        let config_path = root.join("gatewayd.toml");
+        let config = format!(
+            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n{}\n",
+            options.extra_config,
+            data_dir = data_dir.display().to_string(),
+            socket = socket.display().to_string(),
+        );
+        std::fs::write(&config_path, config).expect("writing config");
+        let mut gateway = Gateway {
+            _dir: dir,
+            root,
+            data_dir,
+            socket,
+            config_path,
+            options,
+            child: None,
+            logs: Arc::new(Mutex::new(String::new())),
+        };
+        gateway.spawn().await;
+        gateway
+    }
+
+    /// Starts the daemon and waits for its ready line.
+    async fn spawn(&mut self) {
+        let mut child = gatewayd_command(&self.config_path, &self.options.log_filter)
+            .spawn()
+            .expect("spawning gatewayd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let logs = Arc::clone(&self.logs);
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let is_ready = line.contains("gatewayd: ready");
+                {
+                    let mut logs = logs.lock().unwrap_or_else(|p| p.into_inner());
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+                if is_ready {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                panic!("gatewayd did not become ready (exit: {status:?}); log:\n{}", self.logs());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin { socket: self.socket.clone() }
+    }
+
+    pub async fn gwctl(&self, args: &[&str]) -> GwctlOutput {
+        gwctl::run(&self.socket, args).await
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway is running");
+        let pid = child.id().expect("running child has a pid");
+        signal(pid, rustix::process::Signal::TERM);
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("gatewayd exits within 30 s of SIGTERM")
+            .expect("waiting for gatewayd")
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("gateway is running");
+        child.kill().await.expect("kill -9");
+    }
+
+    /// Starts the daemon again on the same directory and config.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop the gateway first");
+        self.spawn().await;
+    }
+
+    pub async fn restart(&mut self) {
+        let status = self.stop().await;
+        assert!(status.success(), "gatewayd exited with {status:?}; log:\n{}", self.logs());
+        self.start_again().await;
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The command that starts gatewayd with a config, logs piped.
+pub fn gatewayd_command(config: &Path, log_filter: &str) -> Command {
+    let mut command = Command::new(&crate::binaries::gatewayd());
+    command
+        .arg("--config")
+        .arg(config)
+        .env("GATEWAYD_LOG", log_filter)
+        .env_remove("GATEWAYD_CONFIG")
+        .env_remove("GATEWAYD_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits")).expect("nonzero pid");
+    rustix::process::kill_process(pid, signal).expect("sending signal");
+}
