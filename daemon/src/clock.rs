@@ -31,7 +31,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { now: Mutex::new(start) }
+        Self {
+            now: Mutex::new(start),
+        }
     }
 
     pub fn set(&self, to: Timestamp) {
@@ -60,6 +62,9 @@ mod tests {
         let clock = ManualClock::new(start);
         assert_eq!(clock.now(), start);
         clock.advance(SignedDuration::from_secs(1));
-        assert_eq!(clock.now(), "2026-12-01T00:00:00Z".parse::<Timestamp>().expect("ts"));
+        assert_eq!(
+            clock.now(),
+            "2026-12-01T00:00:00Z".parse::<Timestamp>().expect("ts")
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gateway_shared::Provider;
@@ -29,6 +30,14 @@ pub struct Config {
 pub struct ProxyConfig {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    /// Longest silence from a provider, before its headers or between body frames. Not a
+    /// total deadline: a long healthy stream is never cut.
+    pub upstream_idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +79,12 @@ pub struct FileConfig {
 pub struct ProxyFile {
     pub listen: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub header_read_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub upstream_connect_timeout: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -115,8 +130,14 @@ impl Config {
     /// Merges a parsed file over the embedded defaults and validates the result.
     pub fn resolve(file: FileConfig) -> anyhow::Result<Config> {
         let defaults = parse_file(DEFAULT_TOML).context("embedded default.toml")?;
-        let proxy = merge_proxy(file.proxy.unwrap_or_default(), defaults.proxy.unwrap_or_default());
-        let admin = merge_admin(file.admin.unwrap_or_default(), defaults.admin.unwrap_or_default());
+        let proxy = merge_proxy(
+            file.proxy.unwrap_or_default(),
+            defaults.proxy.unwrap_or_default(),
+        );
+        let admin = merge_admin(
+            file.admin.unwrap_or_default(),
+            defaults.admin.unwrap_or_default(),
+        );
         let user_providers = file.providers.unwrap_or_default();
         let default_providers = defaults.providers.unwrap_or_default();
 
@@ -143,13 +164,32 @@ impl Config {
                     .iter()
                     .map(|text| {
                         gateway_shared::validate::parse_ip_rule(text.trim()).with_context(|| {
-                            format!("proxy.trusted_proxies: {text:?} is not an IP address or CIDR range")
+                            format!(
+                                "proxy.trusted_proxies: {text:?} is not an IP address or CIDR range"
+                            )
                         })
                     })
                     .collect::<anyhow::Result<_>>()?,
+                max_body_bytes: positive("proxy.max_body_bytes", proxy.max_body_bytes)?,
+                max_connections: positive("proxy.max_connections", proxy.max_connections)?,
+                header_read_timeout: duration(
+                    "proxy.header_read_timeout",
+                    proxy.header_read_timeout,
+                )?,
+                drain_timeout: duration("proxy.drain_timeout", proxy.drain_timeout)?,
+                upstream_connect_timeout: duration(
+                    "proxy.upstream_connect_timeout",
+                    proxy.upstream_connect_timeout,
+                )?,
+                upstream_idle_timeout: duration(
+                    "proxy.upstream_idle_timeout",
+                    proxy.upstream_idle_timeout,
+                )?,
             },
             admin: AdminConfig {
-                socket: admin.socket.unwrap_or_else(gateway_shared::paths::default_socket_path),
+                socket: admin
+                    .socket
+                    .unwrap_or_else(gateway_shared::paths::default_socket_path),
                 socket_mode: parse_mode(admin.socket_mode.as_deref().unwrap_or("0660"))?,
                 listen: parse_addr("admin.listen", admin.listen.as_deref())?,
                 tls_cert: admin.tls_cert,
@@ -177,6 +217,14 @@ fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {
     ProxyFile {
         listen: user.listen.or(default.listen),
         trusted_proxies: user.trusted_proxies.or(default.trusted_proxies),
+        max_body_bytes: user.max_body_bytes.or(default.max_body_bytes),
+        max_connections: user.max_connections.or(default.max_connections),
+        header_read_timeout: user.header_read_timeout.or(default.header_read_timeout),
+        drain_timeout: user.drain_timeout.or(default.drain_timeout),
+        upstream_connect_timeout: user
+            .upstream_connect_timeout
+            .or(default.upstream_connect_timeout),
+        upstream_idle_timeout: user.upstream_idle_timeout.or(default.upstream_idle_timeout),
     }
 }
 
@@ -204,7 +252,10 @@ fn resolve_provider(
     default: ProviderFile,
 ) -> anyhow::Result<ProviderConfig> {
     let user = user.unwrap_or_default();
-    let base_url = user.base_url.or(default.base_url).context("base_url is required")?;
+    let base_url = user
+        .base_url
+        .or(default.base_url)
+        .context("base_url is required")?;
     let base_url: http::Uri = base_url
         .parse()
         .with_context(|| format!("base_url {base_url:?} is not a URL"))?;
@@ -217,7 +268,9 @@ fn resolve_provider(
     // A credential named by the user replaces the default one as a whole: setting
     // api_key_file must not leave the default api_key_env in force beside it.
     let credential = match (user.api_key_env, user.api_key_file) {
-        (Some(_), Some(_)) => bail!("set either api_key_env or api_key_file for {provider}, not both"),
+        (Some(_), Some(_)) => {
+            bail!("set either api_key_env or api_key_file for {provider}, not both")
+        }
         (Some(env), None) => CredentialSource::Env(env),
         (None, Some(file)) => CredentialSource::File(file),
         (None, None) => match (default.api_key_env, default.api_key_file) {
@@ -226,7 +279,11 @@ fn resolve_provider(
             (None, None) => bail!("api_key_env or api_key_file is required"),
         },
     };
-    Ok(ProviderConfig { provider, base_url, credential })
+    Ok(ProviderConfig {
+        provider,
+        base_url,
+        credential,
+    })
 }
 
 fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {
@@ -234,6 +291,24 @@ fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {
     value
         .parse()
         .with_context(|| format!("{field}: {value:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn positive(field: &str, value: Option<u64>) -> anyhow::Result<usize> {
+    match value.map(usize::try_from) {
+        Some(Ok(n)) if n > 0 => Ok(n),
+        Some(_) => bail!("{field} must be a positive whole number"),
+        None => bail!("{field} is required"),
+    }
+}
+
+fn duration(field: &str, value: Option<String>) -> anyhow::Result<Duration> {
+    let text = value.with_context(|| format!("{field} is required"))?;
+    let parsed = humantime::parse_duration(&text)
+        .with_context(|| format!("{field}: {text:?} is not a duration like \"30s\" or \"5m\""))?;
+    if parsed.is_zero() {
+        bail!("{field} must be longer than zero");
+    }
+    Ok(parsed)
 }
 
 fn parse_mode(text: &str) -> anyhow::Result<u32> {
@@ -257,7 +332,10 @@ mod tests {
         assert_eq!(config.proxy.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(config.admin.socket_mode, 0o660);
         let openai = config.provider(Provider::Openai).expect("openai");
-        assert_eq!(openai.credential, CredentialSource::Env("OPENAI_API_KEY".into()));
+        assert_eq!(
+            openai.credential,
+            CredentialSource::Env("OPENAI_API_KEY".into())
+        );
         assert_eq!(openai.base_url.host(), Some("api.openai.com"));
     }
 
@@ -274,16 +352,24 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/gw"));
-        assert_eq!(config.proxy.listen.port(), 8080, "unset fields keep their default");
+        assert_eq!(
+            config.proxy.listen.port(),
+            8080,
+            "unset fields keep their default"
+        );
         assert_eq!(config.proxy.trusted_proxies.len(), 1);
         let openai = config.provider(Provider::Openai).expect("openai");
-        assert_eq!(openai.credential, CredentialSource::File("/etc/gatewayd/secrets/openai".into()));
+        assert_eq!(
+            openai.credential,
+            CredentialSource::File("/etc/gatewayd/secrets/openai".into())
+        );
         assert_eq!(openai.base_url.host(), Some("api.openai.com"));
     }
 
     #[test]
     fn unknown_field_names_its_line() {
-        let err = load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n").expect_err("unknown field");
+        let err = load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n")
+            .expect_err("unknown field");
         let message = format!("{err:#}");
         assert!(message.contains("listn"), "{message}");
         assert!(message.contains("line 3"), "{message}");
@@ -293,10 +379,18 @@ mod tests {
     fn bad_values_are_named() {
         for (text, needle) in [
             ("[proxy]\nlisten = \"nope\"", "proxy.listen"),
-            ("[proxy]\ntrusted_proxies = [\"10.0.0.0/99\"]", "trusted_proxies"),
+            (
+                "[proxy]\ntrusted_proxies = [\"10.0.0.0/99\"]",
+                "trusted_proxies",
+            ),
             ("[admin]\nsocket_mode = \"999\"", "socket_mode"),
-            ("[providers.gemini]\nbase_url = \"ftp://x\"", "providers.gemini"),
+            (
+                "[providers.gemini]\nbase_url = \"ftp://x\"",
+                "providers.gemini",
+            ),
             ("data_dir = 3", "data_dir"),
+            ("[proxy]\ndrain_timeout = \"soon\"", "proxy.drain_timeout"),
+            ("[proxy]\nmax_connections = 0", "proxy.max_connections"),
         ] {
             let err = load_str(text).expect_err(text);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");

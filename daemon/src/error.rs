@@ -30,14 +30,20 @@ pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
 
 impl GatewayError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None, internal: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+            internal: None,
+        }
     }
 
     /// A failure of ours (database, I/O): the client gets a generic sentence, the log the cause.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             code: ErrorCode::InternalError,
-            message: "The gateway hit an internal error; the operator can find it in the log.".into(),
+            message: "The gateway hit an internal error; the operator can find it in the log."
+                .into(),
             retry_after: None,
             internal: Some(cause.into()),
         }
@@ -54,7 +60,9 @@ impl GatewayError {
         let body = ErrorBody::new(self.code, self.message).to_json();
         let mut response = http_util::json_response(status, body);
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         response
     }

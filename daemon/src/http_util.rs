@@ -13,7 +13,9 @@ pub type ResponseBody = BoxBody<Bytes, BoxError>;
 pub type Response = http::Response<ResponseBody>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response {
@@ -37,22 +39,33 @@ pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {
 
 /// Reads a whole request body of at most `limit` bytes: 413 `body_too_large` beyond it,
 /// decided from `Content-Length` before reading when the client sent one.
-pub async fn read_body(request: http::Request<Incoming>, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read_body(
+    request: http::Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let (parts, body) = request.into_parts();
+    read_limited(&parts.headers, body, limit).await
+}
+
+pub async fn read_limited(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::new(
             ErrorCode::BodyTooLarge,
             format!("The request body is larger than the limit of {limit} bytes."),
         )
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(err) => Err(GatewayError::new(

@@ -47,7 +47,11 @@ pub async fn run(
     let store = Store::open(&config.database_path())?;
     let records = store.load_keys().await.context("loading keys")?;
     let cache = Arc::new(KeyCache::new(records));
-    let keys = Arc::new(KeyService::new(store.clone(), Arc::clone(&cache), Arc::clone(&clock)));
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        Arc::clone(&cache),
+        Arc::clone(&clock),
+    ));
     let admin = Arc::new(AdminApi { keys });
 
     let stop = CancellationToken::new();
@@ -76,7 +80,8 @@ pub async fn run(
 fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.data_dir;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting mode of {}", dir.display()))?;
     }

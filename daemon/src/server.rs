@@ -39,15 +39,20 @@ impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let path = config.admin.socket.clone();
         let admin_socket = bind_unix(&path, config.admin.socket_mode).await?;
-        Ok(Listeners { admin_socket, admin_socket_path: path })
+        Ok(Listeners {
+            admin_socket,
+            admin_socket_path: path,
+        })
     }
 }
 
 /// Binds the admin socket: refuses when a live daemon answers on `path`, replaces a stale
 /// socket file left by a crash, never deletes anything that is not a socket.
 async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating socket directory {}", parent.display()))?;
             // Operators reach the socket through its group; others cannot even look in.
@@ -68,16 +73,20 @@ async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
                         .with_context(|| format!("removing stale socket {}", path.display()))?;
                 }
                 Err(err) => {
-                    return Err(err).with_context(|| format!("checking existing socket {}", path.display()));
+                    return Err(err)
+                        .with_context(|| format!("checking existing socket {}", path.display()));
                 }
             }
         }
-        Ok(_) => bail!("{} exists and is not a socket; refusing to replace it", path.display()),
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
         Err(err) if err.kind() == ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("inspecting {}", path.display())),
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode of {}", path.display()))?;
     Ok(listener)
@@ -85,7 +94,12 @@ async fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// Serves the management API on the Unix socket until `stop` fires, then lets open
 /// requests finish (bounded) and removes the socket file.
-pub async fn serve_admin_socket(listener: UnixListener, path: PathBuf, api: Arc<AdminApi>, stop: CancellationToken) {
+pub async fn serve_admin_socket(
+    listener: UnixListener,
+    path: PathBuf,
+    api: Arc<AdminApi>,
+    stop: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -129,7 +143,10 @@ pub async fn serve_admin_socket(listener: UnixListener, path: PathBuf, api: Arc<
     if let Err(err) = std::fs::remove_file(&path) {
         tracing::warn!(error = %err, socket = %path.display(), "could not remove admin socket");
     }
-    if tokio::time::timeout(ADMIN_DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(ADMIN_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("admin connections still open after the drain deadline; closing them");
     }
 }

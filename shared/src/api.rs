@@ -13,7 +13,7 @@ use crate::money::{self, Nanodollars};
 use crate::period::SpendReset;
 use crate::provider::Provider;
 use crate::state::KeyState;
-use crate::validate::{self, FieldError, EDITABLE, NOT_EDITABLE};
+use crate::validate::{self, EDITABLE, FieldError, NOT_EDITABLE};
 
 /// A key as every read of the management API shows it. Never carries the secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,7 +49,10 @@ pub struct KeyCreated {
 
 impl std::fmt::Debug for KeyCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCreated").field("key", &self.key).field("secret", &"***").finish()
+        f.debug_struct("KeyCreated")
+            .field("key", &self.key)
+            .field("secret", &"***")
+            .finish()
     }
 }
 
@@ -157,18 +160,24 @@ impl CreateKey {
         let spend_limit_usd = optional(object, "spend_limit_usd", spend_limit)?;
         let spend_reset = optional(object, "spend_reset", spend_reset)?;
         if spend_reset.is_some() && spend_limit_usd.is_none() {
-            return Err(FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset"));
+            return Err(FieldError::invalid(
+                "spend_reset",
+                "needs a spend_limit_usd to reset",
+            ));
         }
         Ok(Self {
             name,
-            allowed_providers: optional(object, "allowed_providers", providers)?.unwrap_or_default(),
+            allowed_providers: optional(object, "allowed_providers", providers)?
+                .unwrap_or_default(),
             allowed_models: optional(object, "allowed_models", models)?.unwrap_or_default(),
             allowed_ips: optional(object, "allowed_ips", ips)?.unwrap_or_default(),
             rate_limit_rpm: optional(object, "rate_limit_rpm", rpm)?,
             spend_limit_usd,
             spend_reset,
             expires_at: optional(object, "expires_at", |v| {
-                let text = v.as_str().ok_or_else(|| FieldError::invalid("expires_at", "must be an RFC 3339 string"))?;
+                let text = v.as_str().ok_or_else(|| {
+                    FieldError::invalid("expires_at", "must be an RFC 3339 string")
+                })?;
                 validate::timestamp("expires_at", text)
             })?,
         })
@@ -188,7 +197,10 @@ impl UpdateKey {
         }
         let required = |field: &str| -> Result<Option<&Value>, FieldError> {
             match object.get(field) {
-                Some(Value::Null) => Err(FieldError::invalid(field, "cannot be null; send [] for no restriction")),
+                Some(Value::Null) => Err(FieldError::invalid(
+                    field,
+                    "cannot be null; send [] for no restriction",
+                )),
                 other => Ok(other),
             }
         };
@@ -218,24 +230,45 @@ impl UpdateKey {
             object.insert("name".into(), Value::from(name.as_str()));
         }
         if let Some(list) = &self.allowed_providers {
-            object.insert("allowed_providers".into(), list.iter().map(|p| p.as_str()).collect());
+            object.insert(
+                "allowed_providers".into(),
+                list.iter().map(|p| p.as_str()).collect(),
+            );
         }
         if let Some(list) = &self.allowed_models {
-            object.insert("allowed_models".into(), list.iter().map(String::as_str).collect());
+            object.insert(
+                "allowed_models".into(),
+                list.iter().map(String::as_str).collect(),
+            );
         }
         if let Some(list) = &self.allowed_ips {
-            object.insert("allowed_ips".into(), list.iter().map(String::as_str).collect());
+            object.insert(
+                "allowed_ips".into(),
+                list.iter().map(String::as_str).collect(),
+            );
         }
-        insert_patch(&mut object, "rate_limit_rpm", self.rate_limit_rpm, Value::from);
+        insert_patch(
+            &mut object,
+            "rate_limit_rpm",
+            self.rate_limit_rpm,
+            Value::from,
+        );
         insert_patch(&mut object, "spend_limit_usd", self.spend_limit_usd, |n| {
             Value::from(n.as_dollars_f64())
         });
-        insert_patch(&mut object, "spend_reset", self.spend_reset, |r| Value::from(r.as_str()));
+        insert_patch(&mut object, "spend_reset", self.spend_reset, |r| {
+            Value::from(r.as_str())
+        });
         Value::Object(object)
     }
 }
 
-fn insert_patch<T>(object: &mut Map<String, Value>, field: &str, patch: Patch<T>, to_value: impl Fn(T) -> Value) {
+fn insert_patch<T>(
+    object: &mut Map<String, Value>,
+    field: &str,
+    patch: Patch<T>,
+    to_value: impl Fn(T) -> Value,
+) {
     match patch {
         Patch::Keep => {}
         Patch::Clear => {
@@ -248,13 +281,17 @@ fn insert_patch<T>(object: &mut Map<String, Value>, field: &str, patch: Patch<T>
 }
 
 fn as_object(body: &Value) -> Result<&Map<String, Value>, FieldError> {
-    body.as_object().ok_or_else(|| FieldError::invalid("body", "must be a JSON object"))
+    body.as_object()
+        .ok_or_else(|| FieldError::invalid("body", "must be a JSON object"))
 }
 
 fn unknown_field(field: &str, extra: &[&str]) -> FieldError {
     let mut known: Vec<&str> = EDITABLE.to_vec();
     known.extend_from_slice(extra);
-    FieldError::invalid(field, format!("unknown field (expected one of: {})", known.join(", ")))
+    FieldError::invalid(
+        field,
+        format!("unknown field (expected one of: {})", known.join(", ")),
+    )
 }
 
 /// A field that may be absent or `null` (both mean "not set" on create).
@@ -287,7 +324,10 @@ fn string_list<'a>(field: &str, value: &'a Value) -> Result<Vec<&'a str>, FieldE
         .ok_or_else(|| FieldError::invalid(field, "must be an array of strings"))?;
     items
         .iter()
-        .map(|item| item.as_str().ok_or_else(|| FieldError::invalid(field, "must be an array of strings")))
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| FieldError::invalid(field, "must be an array of strings"))
+        })
         .collect()
 }
 
@@ -320,10 +360,14 @@ fn spend_limit(value: &Value) -> Result<Nanodollars, FieldError> {
 }
 
 fn spend_reset(value: &Value) -> Result<SpendReset, FieldError> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| FieldError::invalid("spend_reset", "must be \"daily\", \"weekly\" or \"monthly\""))?;
-    text.parse().map_err(|reason| FieldError::invalid("spend_reset", reason))
+    let text = value.as_str().ok_or_else(|| {
+        FieldError::invalid(
+            "spend_reset",
+            "must be \"daily\", \"weekly\" or \"monthly\"",
+        )
+    })?;
+    text.parse()
+        .map_err(|reason| FieldError::invalid("spend_reset", reason))
 }
 
 #[cfg(test)]
@@ -353,7 +397,8 @@ mod tests {
         assert_eq!(create.spend_limit_usd, Some(Nanodollars(12_500_000_000)));
         assert_eq!(create.rate_limit_rpm, Some(60));
         // What gwctl serialises is what the daemon parses.
-        let again = CreateKey::from_json(&serde_json::to_value(&create).expect("ser")).expect("valid");
+        let again =
+            CreateKey::from_json(&serde_json::to_value(&create).expect("ser")).expect("valid");
         assert_eq!(again, create);
     }
 
@@ -362,40 +407,81 @@ mod tests {
         let cases = [
             (json!({}), "name"),
             (json!({"name": 3}), "name"),
-            (json!({"name": "a", "allowed_models": ["gpt-[4"]}), "allowed_models"),
-            (json!({"name": "a", "allowed_ips": ["10.0.0.0/33"]}), "allowed_ips"),
+            (
+                json!({"name": "a", "allowed_models": ["gpt-[4"]}),
+                "allowed_models",
+            ),
+            (
+                json!({"name": "a", "allowed_ips": ["10.0.0.0/33"]}),
+                "allowed_ips",
+            ),
             (json!({"name": "a", "rate_limit_rpm": 0}), "rate_limit_rpm"),
-            (json!({"name": "a", "rate_limit_rpm": 1.5}), "rate_limit_rpm"),
+            (
+                json!({"name": "a", "rate_limit_rpm": 1.5}),
+                "rate_limit_rpm",
+            ),
             (json!({"name": "a", "rate_limit_rpm": -4}), "rate_limit_rpm"),
-            (json!({"name": "a", "spend_limit_usd": 0}), "spend_limit_usd"),
-            (json!({"name": "a", "spend_limit_usd": -1}), "spend_limit_usd"),
-            (json!({"name": "a", "spend_limit_usd": 1, "spend_reset": "hourly"}), "spend_reset"),
+            (
+                json!({"name": "a", "spend_limit_usd": 0}),
+                "spend_limit_usd",
+            ),
+            (
+                json!({"name": "a", "spend_limit_usd": -1}),
+                "spend_limit_usd",
+            ),
+            (
+                json!({"name": "a", "spend_limit_usd": 1, "spend_reset": "hourly"}),
+                "spend_reset",
+            ),
             (json!({"name": "a", "spend_reset": "daily"}), "spend_reset"),
             (json!({"name": "a", "expires_at": "soon"}), "expires_at"),
             (json!({"name": "a", "colour": "red"}), "colour"),
             (json!([1]), "body"),
         ];
         for (body, field) in cases {
-            assert_eq!(create_err(body.clone()), (ErrorCode::InvalidArgument, field.to_owned()), "{body}");
+            assert_eq!(
+                create_err(body.clone()),
+                (ErrorCode::InvalidArgument, field.to_owned()),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn update_distinguishes_keep_clear_and_set() {
-        let update = UpdateKey::from_json(&json!({"rate_limit_rpm": null, "spend_limit_usd": 5})).expect("valid");
+        let update = UpdateKey::from_json(&json!({"rate_limit_rpm": null, "spend_limit_usd": 5}))
+            .expect("valid");
         assert_eq!(update.rate_limit_rpm, Patch::Clear);
-        assert_eq!(update.spend_limit_usd, Patch::Set(Nanodollars(5_000_000_000)));
+        assert_eq!(
+            update.spend_limit_usd,
+            Patch::Set(Nanodollars(5_000_000_000))
+        );
         assert_eq!(update.spend_reset, Patch::Keep);
-        assert_eq!(UpdateKey::from_json(&update.to_json()).expect("round trip"), update);
+        assert_eq!(
+            UpdateKey::from_json(&update.to_json()).expect("round trip"),
+            update
+        );
         assert!(UpdateKey::from_json(&json!({})).expect("empty").is_empty());
     }
 
     #[test]
     fn update_refuses_fields_that_are_not_editable() {
-        assert_eq!(update_err(json!({"expires_at": "2030-01-01T00:00:00Z"})), (ErrorCode::FieldNotEditable, "expires_at".to_owned()));
-        assert_eq!(update_err(json!({"id": "key_x"})), (ErrorCode::FieldNotEditable, "id".to_owned()));
-        assert_eq!(update_err(json!({"bogus": 1})), (ErrorCode::InvalidArgument, "bogus".to_owned()));
-        assert_eq!(update_err(json!({"allowed_ips": null})), (ErrorCode::InvalidArgument, "allowed_ips".to_owned()));
+        assert_eq!(
+            update_err(json!({"expires_at": "2030-01-01T00:00:00Z"})),
+            (ErrorCode::FieldNotEditable, "expires_at".to_owned())
+        );
+        assert_eq!(
+            update_err(json!({"id": "key_x"})),
+            (ErrorCode::FieldNotEditable, "id".to_owned())
+        );
+        assert_eq!(
+            update_err(json!({"bogus": 1})),
+            (ErrorCode::InvalidArgument, "bogus".to_owned())
+        );
+        assert_eq!(
+            update_err(json!({"allowed_ips": null})),
+            (ErrorCode::InvalidArgument, "allowed_ips".to_owned())
+        );
     }
 
     #[test]
@@ -409,7 +495,10 @@ mod tests {
             "period_resets_at": null, "request_count": 0
         }))
         .expect("view");
-        let created = KeyCreated { key: view, secret: "sk-proxy-SECRET".into() };
+        let created = KeyCreated {
+            key: view,
+            secret: "sk-proxy-SECRET".into(),
+        };
         assert!(!format!("{created:?}").contains("SECRET"));
     }
 }

@@ -27,6 +27,26 @@ pub const PROXY_KEY_PREFIX: &str = "sk-proxy-";
 /// The prefix of every admin token.
 pub const ADMIN_TOKEN_PREFIX: &str = "gwadm-";
 
+/// The prefix of key ids: stable, not secret, safe to log (`key_…`).
+pub const KEY_ID_PREFIX: &str = "key_";
+/// Random base62 characters after the id prefix.
+pub const KEY_ID_RANDOM_LEN: usize = 20;
+
+/// A fresh key id: `key_` and 20 base62 characters from the OS CSPRNG.
+pub fn new_key_id() -> Result<String, getrandom::Error> {
+    Ok(format!(
+        "{KEY_ID_PREFIX}{}",
+        random_base62(KEY_ID_RANDOM_LEN)?
+    ))
+}
+
+/// Whether `text` has the shape of a key id (it may still name no key).
+pub fn is_key_id(text: &str) -> bool {
+    text.strip_prefix(KEY_ID_PREFIX).is_some_and(|rest| {
+        rest.len() == KEY_ID_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 /// Why a presented string is not a well-formed token. Deliberately carries no part of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -220,11 +240,22 @@ mod tests {
         let raw = key.expose();
         assert_eq!(ProxyKey::parse(""), Err(ParseError::Prefix));
         assert_eq!(ProxyKey::parse(&raw[1..]), Err(ParseError::Prefix));
-        assert_eq!(ProxyKey::parse(&raw[..raw.len() - 1]), Err(ParseError::Length));
+        assert_eq!(
+            ProxyKey::parse(&raw[..raw.len() - 1]),
+            Err(ParseError::Length)
+        );
         let bad_alphabet = format!("{}-{}", &raw[..20], &raw[21..]);
         assert_eq!(ProxyKey::parse(&bad_alphabet), Err(ParseError::Alphabet));
         // A proxy key is not an admin token, even with a valid checksum.
         assert_eq!(AdminToken::parse(raw), Err(ParseError::Prefix));
+    }
+
+    #[test]
+    fn key_ids_have_their_shape() {
+        let id = new_key_id().expect("rng");
+        assert!(is_key_id(&id), "{id}");
+        assert!(!is_key_id("key_short"));
+        assert!(!is_key_id("backend-prod"));
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl Nanodollars {
     /// Dollars as a float, for display and JSON only; never accumulate these.
     pub fn as_dollars_f64(self) -> f64 {
         // Parsing the exact decimal text rounds once, correctly, to the nearest float.
-        let text = format!("{}.{:09}", self.0 / NANOS_PER_DOLLAR, self.0 % NANOS_PER_DOLLAR);
+        let text = format!(
+            "{}.{:09}",
+            self.0 / NANOS_PER_DOLLAR,
+            self.0 % NANOS_PER_DOLLAR
+        );
         text.parse().unwrap_or(f64::MAX)
     }
 }
@@ -71,8 +75,7 @@ impl FromStr for Nanodollars {
         if whole.is_empty() && frac.is_empty() {
             return Err(MoneyError::Syntax);
         }
-        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MoneyError::Syntax);
         }
         if frac.len() > 9 {
@@ -101,7 +104,11 @@ impl fmt::Display for Nanodollars {
         let whole = self.0 / NANOS_PER_DOLLAR;
         let frac = format!("{:09}", self.0 % NANOS_PER_DOLLAR);
         let trimmed = frac.trim_end_matches('0');
-        let shown = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+        let shown = if trimmed.len() < 2 {
+            &frac[..2]
+        } else {
+            trimmed
+        };
         write!(f, "${whole}.{shown}")
     }
 }

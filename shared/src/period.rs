@@ -95,24 +95,77 @@ mod tests {
     }
 
     fn check(reset: SpendReset, at: &str, start: &str, next: &str) {
-        assert_eq!(reset.period_start(ts(at)), ts(start), "start of {reset} at {at}");
-        assert_eq!(reset.next_reset(ts(at)), ts(next), "next {reset} after {at}");
+        assert_eq!(
+            reset.period_start(ts(at)),
+            ts(start),
+            "start of {reset} at {at}"
+        );
+        assert_eq!(
+            reset.next_reset(ts(at)),
+            ts(next),
+            "next {reset} after {at}"
+        );
     }
 
     #[test]
     fn calendar_boundaries() {
         use SpendReset::*;
-        check(Daily, "2026-11-26T23:59:59.999Z", "2026-11-26T00:00:00Z", "2026-11-27T00:00:00Z");
-        check(Daily, "2026-11-27T00:00:00Z", "2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z");
+        check(
+            Daily,
+            "2026-11-26T23:59:59.999Z",
+            "2026-11-26T00:00:00Z",
+            "2026-11-27T00:00:00Z",
+        );
+        check(
+            Daily,
+            "2026-11-27T00:00:00Z",
+            "2026-11-27T00:00:00Z",
+            "2026-11-28T00:00:00Z",
+        );
         // 2026-11-26 is a Thursday; 2026-11-30 a Monday.
-        check(Weekly, "2026-11-26T12:00:00Z", "2026-11-23T00:00:00Z", "2026-11-30T00:00:00Z");
-        check(Weekly, "2026-11-30T00:00:00Z", "2026-11-30T00:00:00Z", "2026-12-07T00:00:00Z");
-        check(Weekly, "2026-11-29T23:59:59Z", "2026-11-23T00:00:00Z", "2026-11-30T00:00:00Z");
-        check(Monthly, "2026-12-31T23:00:00Z", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z");
-        check(Monthly, "2028-02-29T10:00:00Z", "2028-02-01T00:00:00Z", "2028-03-01T00:00:00Z");
-        check(Monthly, "2027-01-31T10:00:00Z", "2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z");
+        check(
+            Weekly,
+            "2026-11-26T12:00:00Z",
+            "2026-11-23T00:00:00Z",
+            "2026-11-30T00:00:00Z",
+        );
+        check(
+            Weekly,
+            "2026-11-30T00:00:00Z",
+            "2026-11-30T00:00:00Z",
+            "2026-12-07T00:00:00Z",
+        );
+        check(
+            Weekly,
+            "2026-11-29T23:59:59Z",
+            "2026-11-23T00:00:00Z",
+            "2026-11-30T00:00:00Z",
+        );
+        check(
+            Monthly,
+            "2026-12-31T23:00:00Z",
+            "2026-12-01T00:00:00Z",
+            "2027-01-01T00:00:00Z",
+        );
+        check(
+            Monthly,
+            "2028-02-29T10:00:00Z",
+            "2028-02-01T00:00:00Z",
+            "2028-03-01T00:00:00Z",
+        );
+        check(
+            Monthly,
+            "2027-01-31T10:00:00Z",
+            "2027-01-01T00:00:00Z",
+            "2027-02-01T00:00:00Z",
+        );
         // Offsets other than Z name the same instant.
-        check(Daily, "2026-11-27T01:30:00+02:00", "2026-11-26T00:00:00Z", "2026-11-27T00:00:00Z");
+        check(
+            Daily,
+            "2026-11-27T01:30:00+02:00",
+            "2026-11-26T00:00:00Z",
+            "2026-11-27T00:00:00Z",
+        );
     }
 
     proptest! {

@@ -47,7 +47,9 @@ impl FromStr for KeyState {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown state {s:?} (expected active, exhausted, expired or revoked)"))
+            .ok_or_else(|| {
+                format!("unknown state {s:?} (expected active, exhausted, expired or revoked)")
+            })
     }
 }
 
@@ -89,7 +91,8 @@ impl SpendSnapshot {
     }
 
     pub fn is_exhausted_at(&self, now: Timestamp) -> bool {
-        self.limit.is_some_and(|limit| self.counted_at(now) >= limit)
+        self.limit
+            .is_some_and(|limit| self.counted_at(now) >= limit)
     }
 }
 
@@ -120,7 +123,11 @@ mod tests {
         let past = Some(ts("2026-11-26T11:00:00Z"));
         Lifecycle {
             revoked_at: if revoked { past } else { None },
-            expires_at: if expired { past } else { Some(ts("2027-01-01T00:00:00Z")) },
+            expires_at: if expired {
+                past
+            } else {
+                Some(ts("2027-01-01T00:00:00Z"))
+            },
             spend: SpendSnapshot {
                 limit: Some(Nanodollars(100)),
                 reset: Some(SpendReset::Daily),
@@ -144,7 +151,11 @@ mod tests {
             } else {
                 KeyState::Active
             };
-            assert_eq!(state_at(&key(revoked, expired, exhausted), ts(NOW)), expected, "{bits:03b}");
+            assert_eq!(
+                state_at(&key(revoked, expired, exhausted), ts(NOW)),
+                expected,
+                "{bits:03b}"
+            );
         }
     }
 
@@ -152,7 +163,10 @@ mod tests {
     fn expiry_is_exact_to_the_instant() {
         let mut k = key(false, false, false);
         k.expires_at = Some(ts(NOW));
-        assert_eq!(state_at(&k, ts("2026-11-26T11:59:59.999Z")), KeyState::Active);
+        assert_eq!(
+            state_at(&k, ts("2026-11-26T11:59:59.999Z")),
+            KeyState::Active
+        );
         assert_eq!(state_at(&k, ts(NOW)), KeyState::Expired);
     }
 
@@ -167,7 +181,10 @@ mod tests {
     #[test]
     fn exhausted_returns_to_active_at_the_reset() {
         let k = key(false, false, true);
-        assert_eq!(state_at(&k, ts("2026-11-26T23:59:59Z")), KeyState::Exhausted);
+        assert_eq!(
+            state_at(&k, ts("2026-11-26T23:59:59Z")),
+            KeyState::Exhausted
+        );
         assert_eq!(state_at(&k, ts("2026-11-27T00:00:00Z")), KeyState::Active);
     }
 
@@ -177,6 +194,9 @@ mod tests {
         k.spend.reset = None;
         k.spend.period_resets_at = None;
         // Total spend (500) is over the limit (100) forever.
-        assert_eq!(state_at(&k, ts("2026-12-31T00:00:00Z")), KeyState::Exhausted);
+        assert_eq!(
+            state_at(&k, ts("2026-12-31T00:00:00Z")),
+            KeyState::Exhausted
+        );
     }
 }

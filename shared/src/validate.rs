@@ -31,13 +31,24 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { code: ErrorCode::InvalidArgument, field: field.into(), reason: reason.into() }
+        Self {
+            code: ErrorCode::InvalidArgument,
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn not_editable(field: impl Into<String>) -> Self {
         let field = field.into();
-        let reason = format!("cannot be changed after a key is created (editable: {})", EDITABLE.join(", "));
-        Self { code: ErrorCode::FieldNotEditable, field, reason }
+        let reason = format!(
+            "cannot be changed after a key is created (editable: {})",
+            EDITABLE.join(", ")
+        );
+        Self {
+            code: ErrorCode::FieldNotEditable,
+            field,
+            reason,
+        }
     }
 }
 
@@ -90,7 +101,10 @@ pub fn name(value: &str) -> Result<String, FieldError> {
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(FieldError::invalid("name", "must not contain control characters"));
+        return Err(FieldError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -120,10 +134,17 @@ pub fn model_globs<S: AsRef<str>>(values: &[S]) -> Result<Vec<String>, FieldErro
             return Err(FieldError::invalid(FIELD, "patterns must not be empty"));
         }
         if pattern.chars().count() > GLOB_MAX_CHARS {
-            return Err(FieldError::invalid(FIELD, format!("patterns must be at most {GLOB_MAX_CHARS} characters")));
+            return Err(FieldError::invalid(
+                FIELD,
+                format!("patterns must be at most {GLOB_MAX_CHARS} characters"),
+            ));
         }
-        globset::Glob::new(pattern)
-            .map_err(|e| FieldError::invalid(FIELD, format!("{pattern:?} is not a valid glob: {}", e.kind())))?;
+        globset::Glob::new(pattern).map_err(|e| {
+            FieldError::invalid(
+                FIELD,
+                format!("{pattern:?} is not a valid glob: {}", e.kind()),
+            )
+        })?;
         if !out.iter().any(|p| p == pattern) {
             out.push(pattern.to_owned());
         }
@@ -146,7 +167,9 @@ pub fn ips<S: AsRef<str>>(values: &[S]) -> Result<Vec<String>, FieldError> {
         } else {
             return Err(FieldError::invalid(
                 FIELD,
-                format!("{text:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32)"),
+                format!(
+                    "{text:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32)"
+                ),
             ));
         };
         if !out.contains(&normalised) {
@@ -167,10 +190,11 @@ pub fn parse_ip_rule(text: &str) -> Option<IpNet> {
 fn canonical_net(net: IpNet) -> IpNet {
     if let IpNet::V6(v6) = net {
         // ::ffff:a.b.c.d/104 is the IPv4 network a.b.c.d/8.
-        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
-            if let Ok(v4net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96) {
-                return IpNet::V4(v4net.trunc());
-            }
+        if let Some(v4) = v6.addr().to_ipv4_mapped()
+            && v6.prefix_len() >= 96
+            && let Ok(v4net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+        {
+            return IpNet::V4(v4net.trunc());
         }
     }
     net.trunc()
@@ -181,30 +205,44 @@ pub fn rate_limit_rpm(value: u64) -> Result<u32, FieldError> {
         Ok(rpm) if (1..=RPM_MAX).contains(&rpm) => Ok(rpm),
         _ => Err(FieldError::invalid(
             "rate_limit_rpm",
-            format!("must be a whole number of requests per minute from 1 to {RPM_MAX} (got {value})"),
+            format!(
+                "must be a whole number of requests per minute from 1 to {RPM_MAX} (got {value})"
+            ),
         )),
     }
 }
 
 pub fn spend_limit(value: Nanodollars) -> Result<Nanodollars, FieldError> {
     if value == Nanodollars::ZERO {
-        return Err(FieldError::invalid("spend_limit_usd", "must be greater than 0"));
+        return Err(FieldError::invalid(
+            "spend_limit_usd",
+            "must be greater than 0",
+        ));
     }
     if value > SPEND_LIMIT_MAX {
-        return Err(FieldError::invalid("spend_limit_usd", format!("must be at most {SPEND_LIMIT_MAX}")));
+        return Err(FieldError::invalid(
+            "spend_limit_usd",
+            format!("must be at most {SPEND_LIMIT_MAX}"),
+        ));
     }
     Ok(value)
 }
 
 pub fn timestamp(field: &str, value: &str) -> Result<Timestamp, FieldError> {
     value.parse::<Timestamp>().map_err(|_| {
-        FieldError::invalid(field, format!("{value:?} is not an RFC 3339 instant (e.g. 2027-01-31T00:00:00Z)"))
+        FieldError::invalid(
+            field,
+            format!("{value:?} is not an RFC 3339 instant (e.g. 2027-01-31T00:00:00Z)"),
+        )
     })
 }
 
 fn check_list_len(field: &str, n: usize) -> Result<(), FieldError> {
     if n > LIST_MAX_ITEMS {
-        return Err(FieldError::invalid(field, format!("must have at most {LIST_MAX_ITEMS} entries (got {n})")));
+        return Err(FieldError::invalid(
+            field,
+            format!("must have at most {LIST_MAX_ITEMS} entries (got {n})"),
+        ));
     }
     Ok(())
 }
@@ -224,7 +262,10 @@ mod tests {
 
     #[test]
     fn providers_are_sorted_and_unique() {
-        assert_eq!(providers(&["gemini", "openai", "gemini"]), Ok(vec![Provider::Openai, Provider::Gemini]));
+        assert_eq!(
+            providers(&["gemini", "openai", "gemini"]),
+            Ok(vec![Provider::Openai, Provider::Gemini])
+        );
         let err = providers(&["azure"]).expect_err("unknown");
         assert_eq!(err.field, "allowed_providers");
         assert!(err.reason.contains("azure"));
@@ -232,7 +273,10 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert_eq!(model_globs(&["gpt-4o*", "claude-*", "gpt-4o*"]), Ok(vec!["gpt-4o*".to_owned(), "claude-*".to_owned()]));
+        assert_eq!(
+            model_globs(&["gpt-4o*", "claude-*", "gpt-4o*"]),
+            Ok(vec!["gpt-4o*".to_owned(), "claude-*".to_owned()])
+        );
         let err = model_globs(&["gpt-[4"]).expect_err("unclosed class");
         assert_eq!(err.field, "allowed_models");
         assert!(model_globs(&[""]).is_err());
@@ -240,10 +284,21 @@ mod tests {
 
     #[test]
     fn ip_rules_are_canonical() {
-        let got = ips(&["10.0.0.7/8", "192.168.1.1", "::ffff:10.1.2.3", "2001:db8::1/32", "::ffff:10.0.0.0/104"]);
+        let got = ips(&[
+            "10.0.0.7/8",
+            "192.168.1.1",
+            "::ffff:10.1.2.3",
+            "2001:db8::1/32",
+            "::ffff:10.0.0.0/104",
+        ]);
         assert_eq!(
             got,
-            Ok(vec!["10.0.0.0/8".to_owned(), "192.168.1.1".to_owned(), "10.1.2.3".to_owned(), "2001:db8::/32".to_owned()])
+            Ok(vec![
+                "10.0.0.0/8".to_owned(),
+                "192.168.1.1".to_owned(),
+                "10.1.2.3".to_owned(),
+                "2001:db8::/32".to_owned()
+            ])
         );
         for bad in ["10.0.0.0/33", "300.1.1.1", "example.com", ""] {
             let err = ips(&[bad]).expect_err(bad);
@@ -260,6 +315,9 @@ mod tests {
         assert!(spend_limit(Nanodollars::ZERO).is_err());
         assert!(spend_limit(Nanodollars(1)).is_ok());
         assert!(timestamp("expires_at", "2027-01-31T00:00:00Z").is_ok());
-        assert_eq!(timestamp("expires_at", "tomorrow").map_err(|e| e.field), Err("expires_at".to_owned()));
+        assert_eq!(
+            timestamp("expires_at", "tomorrow").map_err(|e| e.field),
+            Err("expires_at".to_owned())
+        );
     }
 }

@@ -12,15 +12,31 @@ fn ts(text: &str) -> Timestamp {
 async fn a_key_expires_exactly_at_its_instant() {
     let gateway = InProcessGateway::start(ts("2026-11-26T12:00:00Z")).await;
     let admin = &gateway.admin;
-    let (id, _, created) = admin.create_key(json!({"name": "temp", "expires_at": "2026-11-30T00:00:00Z"})).await;
+    let (id, _, created) = admin
+        .create_key(json!({"name": "temp", "expires_at": "2026-11-30T00:00:00Z"}))
+        .await;
     assert_eq!(created["state"], "active");
-    assert_eq!(created["created_at"], "2026-11-26T12:00:00Z", "timestamps come from the injected clock");
+    assert_eq!(
+        created["created_at"], "2026-11-26T12:00:00Z",
+        "timestamps come from the injected clock"
+    );
 
     gateway.clock.set(ts("2026-11-29T23:59:59.999Z"));
-    assert_eq!(admin.get(&format!("/v1/keys/{id}")).await.body["state"], "active");
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{id}")).await.body["state"],
+        "active"
+    );
     gateway.clock.advance(SignedDuration::from_millis(1));
-    assert_eq!(admin.get(&format!("/v1/keys/{id}")).await.body["state"], "expired");
-    assert_eq!(admin.get("/v1/keys?state=expired").await.body["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{id}")).await.body["state"],
+        "expired"
+    );
+    assert_eq!(
+        admin.get("/v1/keys?state=expired").await.body["keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // An expired key can still be revoked, and revoked wins over expired.
     let revoked = admin.delete(&format!("/v1/keys/{id}")).await;
@@ -31,7 +47,13 @@ async fn a_key_expires_exactly_at_its_instant() {
 #[tokio::test]
 async fn expiry_in_the_past_is_refused_at_creation() {
     let gateway = InProcessGateway::start(ts("2030-01-01T00:00:00Z")).await;
-    let response = gateway.admin.post("/v1/keys", json!({"name": "late", "expires_at": "2029-12-31T23:59:59Z"})).await;
+    let response = gateway
+        .admin
+        .post(
+            "/v1/keys",
+            json!({"name": "late", "expires_at": "2029-12-31T23:59:59Z"}),
+        )
+        .await;
     assert_eq!(response.status, 400);
     assert_eq!(response.error_code(), "invalid_argument");
     assert!(response.error_message().contains("expires_at"));
@@ -42,12 +64,18 @@ async fn expiry_in_the_past_is_refused_at_creation() {
 async fn the_period_reset_instant_follows_the_clock() {
     let gateway = InProcessGateway::start(ts("2026-11-26T12:00:00Z")).await; // a Thursday
     let admin = &gateway.admin;
-    let (id, _, created) =
-        admin.create_key(json!({"name": "budget", "spend_limit_usd": 10, "spend_reset": "weekly"})).await;
+    let (id, _, created) = admin
+        .create_key(json!({"name": "budget", "spend_limit_usd": 10, "spend_reset": "weekly"}))
+        .await;
     assert_eq!(created["period_resets_at"], "2026-11-30T00:00:00Z");
     gateway.clock.set(ts("2026-11-30T00:00:00Z"));
-    assert_eq!(admin.get(&format!("/v1/keys/{id}")).await.body["period_resets_at"], "2026-12-07T00:00:00Z");
-    let monthly = admin.patch(&format!("/v1/keys/{id}"), json!({"spend_reset": "monthly"})).await;
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{id}")).await.body["period_resets_at"],
+        "2026-12-07T00:00:00Z"
+    );
+    let monthly = admin
+        .patch(&format!("/v1/keys/{id}"), json!({"spend_reset": "monthly"}))
+        .await;
     assert_eq!(monthly.body["period_resets_at"], "2026-12-01T00:00:00Z");
     gateway.stop().await;
 }

@@ -9,7 +9,9 @@ async fn create_then_list_and_show_report_active() {
     let gateway = Gateway::start().await;
     let admin = gateway.admin();
     let (id, secret, created) = admin
-        .create_key(json!({"name": "backend-prod", "allowed_models": ["gpt-4o*"], "rate_limit_rpm": 60}))
+        .create_key(
+            json!({"name": "backend-prod", "allowed_models": ["gpt-4o*"], "rate_limit_rpm": 60}),
+        )
         .await;
     assert!(id.starts_with("key_"));
     assert!(secret.starts_with("sk-proxy-") && secret.len() >= 9 + 32);
@@ -19,7 +21,10 @@ async fn create_then_list_and_show_report_active() {
     let shown = admin.get(&format!("/v1/keys/{id}")).await;
     assert_eq!(shown.status, 200);
     assert_eq!(shown.body["state"], "active");
-    assert!(shown.body.get("secret").is_none(), "the secret is shown only once");
+    assert!(
+        shown.body.get("secret").is_none(),
+        "the secret is shown only once"
+    );
     assert_eq!(shown.body["allowed_models"], json!(["gpt-4o*"]));
 
     let listed = admin.get("/v1/keys").await;
@@ -28,7 +33,10 @@ async fn create_then_list_and_show_report_active() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["id"], id.as_str());
     assert_eq!(keys[0]["state"], "active");
-    assert!(!listed.body.to_string().contains(&secret[9..]), "list never carries the secret");
+    assert!(
+        !listed.body.to_string().contains(&secret[9..]),
+        "list never carries the secret"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +64,12 @@ async fn every_editable_field_is_seen_at_once() {
         }
     }
     // `null` clears an optional field; clearing the limit clears its reset period.
-    let cleared = admin.patch(&path, json!({"rate_limit_rpm": null, "spend_limit_usd": null})).await;
+    let cleared = admin
+        .patch(
+            &path,
+            json!({"rate_limit_rpm": null, "spend_limit_usd": null}),
+        )
+        .await;
     assert_eq!(cleared.status, 200, "{}", cleared.body);
     assert_eq!(cleared.body["rate_limit_rpm"], json!(null));
     assert_eq!(cleared.body["spend_limit_usd"], json!(null));
@@ -69,7 +82,9 @@ async fn every_editable_field_is_seen_at_once() {
 async fn fields_that_are_not_editable_are_refused() {
     let gateway = Gateway::start().await;
     let admin = gateway.admin();
-    let (id, _, _) = admin.create_key(json!({"name": "svc", "expires_at": "2099-01-01T00:00:00Z"})).await;
+    let (id, _, _) = admin
+        .create_key(json!({"name": "svc", "expires_at": "2099-01-01T00:00:00Z"}))
+        .await;
     for body in [
         json!({"expires_at": "2100-01-01T00:00:00Z"}),
         json!({"id": "key_other"}),
@@ -79,8 +94,14 @@ async fn fields_that_are_not_editable_are_refused() {
         let response = admin.patch(&format!("/v1/keys/{id}"), body.clone()).await;
         assert_eq!(response.status, 400, "{body}");
         assert_eq!(response.error_code(), "field_not_editable", "{body}");
-        let field = body.as_object().and_then(|o| o.keys().next().cloned()).expect("field");
-        assert!(response.error_message().contains(&field), "message names {field}");
+        let field = body
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .expect("field");
+        assert!(
+            response.error_message().contains(&field),
+            "message names {field}"
+        );
     }
     let shown = admin.get(&format!("/v1/keys/{id}")).await.body;
     assert_eq!(shown["expires_at"], "2099-01-01T00:00:00Z");
@@ -102,7 +123,10 @@ async fn revoked_keys_cannot_be_edited_and_revoking_twice_is_harmless() {
     let second = admin.delete(&path).await;
     assert_eq!(second.status, 200, "{}", second.body);
     assert_eq!(second.body["state"], "revoked");
-    assert_eq!(second.body["revoked_at"], revoked_at, "the first revocation stands");
+    assert_eq!(
+        second.body["revoked_at"], revoked_at,
+        "the first revocation stands"
+    );
 
     let edit = admin.patch(&path, json!({"name": "again"})).await;
     assert_eq!(edit.status, 409);
@@ -121,7 +145,9 @@ async fn unknown_ids_are_404_on_every_verb() {
     let admin = gateway.admin();
     for response in [
         admin.get("/v1/keys/key_doesnotexist").await,
-        admin.patch("/v1/keys/key_doesnotexist", json!({"name": "x"})).await,
+        admin
+            .patch("/v1/keys/key_doesnotexist", json!({"name": "x"}))
+            .await,
         admin.delete("/v1/keys/key_doesnotexist").await,
     ] {
         assert_eq!(response.status, 404);
@@ -134,17 +160,47 @@ async fn bad_input_is_400_invalid_argument_naming_the_field() {
     let gateway = Gateway::start().await;
     let admin = gateway.admin();
     let cases = [
-        (json!({"name": "a", "allowed_models": ["gpt-[4"]}), "allowed_models"),
-        (json!({"name": "a", "allowed_ips": ["10.0.0.0/33"]}), "allowed_ips"),
-        (json!({"name": "a", "allowed_ips": ["not-an-ip"]}), "allowed_ips"),
+        (
+            json!({"name": "a", "allowed_models": ["gpt-[4"]}),
+            "allowed_models",
+        ),
+        (
+            json!({"name": "a", "allowed_ips": ["10.0.0.0/33"]}),
+            "allowed_ips",
+        ),
+        (
+            json!({"name": "a", "allowed_ips": ["not-an-ip"]}),
+            "allowed_ips",
+        ),
         (json!({"name": "a", "rate_limit_rpm": 0}), "rate_limit_rpm"),
-        (json!({"name": "a", "rate_limit_rpm": "fast"}), "rate_limit_rpm"),
-        (json!({"name": "a", "spend_limit_usd": 0}), "spend_limit_usd"),
-        (json!({"name": "a", "spend_limit_usd": -5}), "spend_limit_usd"),
-        (json!({"name": "a", "spend_limit_usd": 5, "spend_reset": "yearly"}), "spend_reset"),
-        (json!({"name": "a", "allowed_providers": ["azure"]}), "allowed_providers"),
-        (json!({"name": "a", "expires_at": "next week"}), "expires_at"),
-        (json!({"name": "a", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
+        (
+            json!({"name": "a", "rate_limit_rpm": "fast"}),
+            "rate_limit_rpm",
+        ),
+        (
+            json!({"name": "a", "spend_limit_usd": 0}),
+            "spend_limit_usd",
+        ),
+        (
+            json!({"name": "a", "spend_limit_usd": -5}),
+            "spend_limit_usd",
+        ),
+        (
+            json!({"name": "a", "spend_limit_usd": 5, "spend_reset": "yearly"}),
+            "spend_reset",
+        ),
+        (
+            json!({"name": "a", "allowed_providers": ["azure"]}),
+            "allowed_providers",
+        ),
+        (
+            json!({"name": "a", "expires_at": "next week"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "a", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(65)}), "name"),
         (json!({"allowed_models": []}), "name"),
@@ -154,7 +210,11 @@ async fn bad_input_is_400_invalid_argument_naming_the_field() {
         let response = admin.post("/v1/keys", body.clone()).await;
         assert_eq!(response.status, 400, "{body}: {}", response.body);
         assert_eq!(response.error_code(), "invalid_argument", "{body}");
-        assert!(response.error_message().contains(field), "{body}: {}", response.error_message());
+        assert!(
+            response.error_message().contains(field),
+            "{body}: {}",
+            response.error_message()
+        );
     }
 
     let (id, _, _) = admin.create_key(json!({"name": "ok"})).await;
@@ -168,9 +228,18 @@ async fn bad_input_is_400_invalid_argument_naming_the_field() {
         let response = admin.patch(&format!("/v1/keys/{id}"), body.clone()).await;
         assert_eq!(response.status, 400, "{body}");
         assert_eq!(response.error_code(), "invalid_argument", "{body}");
-        assert!(response.error_message().contains(field), "{body}: {}", response.error_message());
+        assert!(
+            response.error_message().contains(field),
+            "{body}: {}",
+            response.error_message()
+        );
     }
-    assert_eq!(admin.get("/v1/keys").await.body["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        admin.get("/v1/keys").await.body["keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -178,8 +247,12 @@ async fn every_error_has_the_spec_shape() {
     let gateway = Gateway::start().await;
     let admin = gateway.admin();
     let responses = [
-        admin.send("POST", "/v1/keys", Some("{not json".into())).await,
-        admin.send("POST", "/v1/keys", Some("x".repeat(70 * 1024))).await,
+        admin
+            .send("POST", "/v1/keys", Some("{not json".into()))
+            .await,
+        admin
+            .send("POST", "/v1/keys", Some("x".repeat(70 * 1024)))
+            .await,
         admin.get("/v1/nothing-here").await,
         admin.send("PUT", "/v1/keys", None).await,
         admin.get("/v1/keys?limit=0").await,
@@ -201,9 +274,17 @@ async fn every_error_has_the_spec_shape() {
     ];
     for (response, (status, code)) in responses.iter().zip(expected) {
         assert_error_shape(&response.body);
-        assert_eq!((response.status, response.error_code().as_str()), (status, code), "{}", response.body);
         assert_eq!(
-            response.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            (response.status, response.error_code().as_str()),
+            (status, code),
+            "{}",
+            response.body
+        );
+        assert_eq!(
+            response
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json")
         );
     }
@@ -241,20 +322,32 @@ async fn the_audit_log_names_each_change_and_its_actor() {
     let gateway = Gateway::start().await;
     let admin = gateway.admin();
     let (id, secret, _) = admin.create_key(json!({"name": "audited"})).await;
-    admin.patch(&format!("/v1/keys/{id}"), json!({"rate_limit_rpm": 5})).await;
+    admin
+        .patch(&format!("/v1/keys/{id}"), json!({"rate_limit_rpm": 5}))
+        .await;
     admin.delete(&format!("/v1/keys/{id}")).await;
     admin.delete(&format!("/v1/keys/{id}")).await; // a no-op, not audited twice
 
     let audit = admin.get(&format!("/v1/audit?key_id={id}")).await;
     assert_eq!(audit.status, 200);
     let entries = audit.body["entries"].as_array().expect("entries");
-    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap_or("")).collect();
-    assert_eq!(actions, ["key.revoke", "key.update", "key.create"], "newest first");
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.revoke", "key.update", "key.create"],
+        "newest first"
+    );
     let uid = rustix::process::geteuid().as_raw();
     for entry in entries {
         assert_eq!(entry["actor"], format!("uid:{uid}"));
         assert_eq!(entry["key_id"], id.as_str());
     }
-    assert_eq!(entries[1]["details"]["rate_limit_rpm"], json!({"from": null, "to": 5}));
+    assert_eq!(
+        entries[1]["details"]["rate_limit_rpm"],
+        json!({"from": null, "to": 5})
+    );
     assert!(!audit.body.to_string().contains(&secret[9..]));
 }

@@ -6,10 +6,12 @@
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
 mod clock;
 mod gwctl;
+mod install;
 mod keys;
 mod persistence;
 mod startup;

@@ -9,7 +9,9 @@ fn all_bytes_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&path) else { continue };
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -30,24 +32,40 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn the_raw_key_never_reaches_the_data_directory_or_the_log() {
     let mut gateway = Gateway::start().await;
     let admin = gateway.admin();
-    let (id, secret, created) = admin.create_key(json!({"name": "secretive", "rate_limit_rpm": 10})).await;
+    let (id, secret, created) = admin
+        .create_key(json!({"name": "secretive", "rate_limit_rpm": 10}))
+        .await;
     let (other_id, other_secret, _) = admin.create_key(json!({"name": "other"})).await;
-    admin.patch(&format!("/v1/keys/{id}"), json!({"name": "secretive-2", "allowed_ips": ["127.0.0.1"]})).await;
+    admin
+        .patch(
+            &format!("/v1/keys/{id}"),
+            json!({"name": "secretive-2", "allowed_ips": ["127.0.0.1"]}),
+        )
+        .await;
     admin.delete(&format!("/v1/keys/{other_id}")).await;
 
     let check = |when: &str, gateway: &Gateway| {
         let files = all_bytes_under(&gateway.root);
-        assert!(files.iter().any(|(name, _)| name.ends_with("gateway.db")), "{when}: database exists");
+        assert!(
+            files.iter().any(|(name, _)| name.ends_with("gateway.db")),
+            "{when}: database exists"
+        );
         for (name, bytes) in &files {
             for secret in [&secret, &other_secret] {
                 // The random part alone is enough to rebuild the key: look for that.
-                assert!(!contains(bytes, secret[9..].as_bytes()), "{when}: a raw key is in {name}");
+                assert!(
+                    !contains(bytes, &secret.as_bytes()[9..]),
+                    "{when}: a raw key is in {name}"
+                );
             }
         }
         let logs = gateway.logs();
         assert!(!logs.is_empty());
         for secret in [&secret, &other_secret] {
-            assert!(!logs.contains(&secret[9..]), "{when}: a raw key is in the log");
+            assert!(
+                !logs.contains(&secret[9..]),
+                "{when}: a raw key is in the log"
+            );
         }
     };
     check("while running", &gateway);
@@ -59,7 +77,10 @@ async fn the_raw_key_never_reaches_the_data_directory_or_the_log() {
     assert!(stopped.success());
     let files = all_bytes_under(&gateway.data_dir);
     let everything: Vec<u8> = files.into_iter().flat_map(|(_, b)| b).collect();
-    assert!(contains(&everything, KeyHash::of(&secret).to_hex().as_bytes()), "hash stored");
+    assert!(
+        contains(&everything, KeyHash::of(&secret).to_hex().as_bytes()),
+        "hash stored"
+    );
     let prefix = created["prefix"].as_str().expect("prefix");
     assert!(contains(&everything, prefix.as_bytes()), "prefix stored");
 }
@@ -76,7 +97,9 @@ async fn a_restart_keeps_keys_states_and_audit_rows() {
         }))
         .await;
     let (gone, _, _) = admin.create_key(json!({"name": "gone"})).await;
-    admin.patch(&format!("/v1/keys/{kept}"), json!({"name": "kept-renamed"})).await;
+    admin
+        .patch(&format!("/v1/keys/{kept}"), json!({"name": "kept-renamed"}))
+        .await;
     admin.delete(&format!("/v1/keys/{gone}")).await;
     let before_keys = admin.get("/v1/keys").await.body;
     let before_audit = admin.get("/v1/audit").await.body;
@@ -86,8 +109,14 @@ async fn a_restart_keeps_keys_states_and_audit_rows() {
     let admin = gateway.admin();
     assert_eq!(admin.get("/v1/keys").await.body, before_keys);
     assert_eq!(admin.get("/v1/audit").await.body, before_audit);
-    assert_eq!(admin.get(&format!("/v1/keys/{gone}")).await.body["state"], "revoked");
-    assert_eq!(admin.get(&format!("/v1/keys/{kept}")).await.body["state"], "active");
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{gone}")).await.body["state"],
+        "revoked"
+    );
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{kept}")).await.body["state"],
+        "active"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +129,12 @@ async fn a_crash_loses_no_acknowledged_change() {
         ids.push(id);
     }
     admin.delete(&format!("/v1/keys/{}", ids[0])).await;
-    admin.patch(&format!("/v1/keys/{}", ids[1]), json!({"rate_limit_rpm": 7})).await;
+    admin
+        .patch(
+            &format!("/v1/keys/{}", ids[1]),
+            json!({"rate_limit_rpm": 7}),
+        )
+        .await;
     gateway.kill9().await;
     // The socket file is left behind by the crash; the next start replaces it.
     assert!(gateway.socket.exists());
@@ -108,7 +142,18 @@ async fn a_crash_loses_no_acknowledged_change() {
     let admin = gateway.admin();
     let keys = admin.get("/v1/keys").await.body;
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(20));
-    assert_eq!(admin.get(&format!("/v1/keys/{}", ids[0])).await.body["state"], "revoked");
-    assert_eq!(admin.get(&format!("/v1/keys/{}", ids[1])).await.body["rate_limit_rpm"], 7);
-    assert_eq!(admin.get("/v1/audit?limit=1000").await.body["entries"].as_array().map(Vec::len), Some(22));
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{}", ids[0])).await.body["state"],
+        "revoked"
+    );
+    assert_eq!(
+        admin.get(&format!("/v1/keys/{}", ids[1])).await.body["rate_limit_rpm"],
+        7
+    );
+    assert_eq!(
+        admin.get("/v1/audit?limit=1000").await.body["entries"]
+            .as_array()
+            .map(Vec::len),
+        Some(22)
+    );
 }

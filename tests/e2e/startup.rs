@@ -9,13 +9,20 @@ async fn start_with_config(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).expect("write");
-    let output = gatewayd_command(&path, "info").output().await.expect("run gatewayd");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    let output = gatewayd_command(&path, "info")
+        .output()
+        .await
+        .expect("run gatewayd");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
 async fn an_unknown_config_field_stops_start_up_naming_the_line() {
-    let (code, stderr) = start_with_config("[proxy]\nlisten = \"127.0.0.1:0\"\ntrusted_proxy = []\n").await;
+    let (code, stderr) =
+        start_with_config("[proxy]\nlisten = \"127.0.0.1:0\"\ntrusted_proxy = []\n").await;
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("trusted_proxy"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
@@ -49,8 +56,15 @@ async fn sigint_also_shuts_down_cleanly() {
 
 #[tokio::test]
 async fn a_second_daemon_refuses_a_live_socket() {
-    let gateway = Gateway::start_with(GatewayOptions { log_filter: "info".into(), ..Default::default() }).await;
-    let output = gatewayd_command(&gateway.config_path, "info").output().await.expect("second gatewayd");
+    let gateway = Gateway::start_with(GatewayOptions {
+        log_filter: "info".into(),
+        ..Default::default()
+    })
+    .await;
+    let output = gatewayd_command(&gateway.config_path, "info")
+        .output()
+        .await
+        .expect("second gatewayd");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("already serving"), "{stderr}");

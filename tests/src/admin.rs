@@ -26,24 +26,40 @@ impl ApiResponse {
     /// The SPEC error code, asserting the whole error shape on the way.
     pub fn error_code(&self) -> String {
         assert_error_shape(&self.body);
-        self.body["error"]["code"].as_str().unwrap_or_default().to_owned()
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn error_message(&self) -> String {
         assert_error_shape(&self.body);
-        self.body["error"]["message"].as_str().unwrap_or_default().to_owned()
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
 /// `{"error": {"type": "gateway_error", "code": "...", "message": "..."}}` and nothing else.
 pub fn assert_error_shape(body: &Value) {
-    let object = body.as_object().unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
     assert_eq!(object.len(), 1, "error body has extra fields: {body}");
-    let error = body["error"].as_object().unwrap_or_else(|| panic!("no error object: {body}"));
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object: {body}"));
     assert_eq!(error.len(), 3, "error object has extra fields: {body}");
     assert_eq!(error["type"], "gateway_error", "{body}");
-    assert!(error["code"].as_str().is_some_and(|c| !c.is_empty()), "{body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        error["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 impl Admin {
@@ -85,14 +101,27 @@ impl Admin {
         let response = sender.send_request(request).await.expect("admin response");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("admin body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("admin body")
+            .to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("admin body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "admin body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
         };
-        ApiResponse { status, headers, body }
+        ApiResponse {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Creates a key from a JSON body, asserting 201; returns (id, secret, view).

@@ -29,7 +29,9 @@ fn build(package: &str, binary: &str) -> PathBuf {
     if let Some(target_dir) = profile_dir.parent() {
         command.env("CARGO_TARGET_DIR", target_dir);
     }
-    let status = command.status().unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
     assert!(status.success(), "cargo build -p {package} failed");
     profile_dir.join(binary)
 }

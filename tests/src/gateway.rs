@@ -25,7 +25,10 @@ pub struct GatewayOptions {
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        Self { extra_config: String::new(), log_filter: "trace".into() }
+        Self {
+            extra_config: String::new(),
+            log_filter: "trace".into(),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ impl Gateway {
     }
 
     pub async fn start_with(options: GatewayOptions) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("gw-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("gw-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let root = dir.path().to_path_buf();
         let data_dir = root.join("data");
         let socket = root.join("run/admin.sock");
@@ -92,10 +98,8 @@ impl Gateway {
                     logs.push_str(&line);
                     logs.push('\n');
                 }
-                if is_ready {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
+                if is_ready && let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
                 }
             }
         });
@@ -103,14 +107,19 @@ impl Gateway {
             Ok(Ok(())) => {}
             _ => {
                 let status = child.try_wait().ok().flatten();
-                panic!("gatewayd did not become ready (exit: {status:?}); log:\n{}", self.logs());
+                panic!(
+                    "gatewayd did not become ready (exit: {status:?}); log:\n{}",
+                    self.logs()
+                );
             }
         }
         self.child = Some(child);
     }
 
     pub fn admin(&self) -> Admin {
-        Admin { socket: self.socket.clone() }
+        Admin {
+            socket: self.socket.clone(),
+        }
     }
 
     pub async fn gwctl(&self, args: &[&str]) -> GwctlOutput {
@@ -146,7 +155,11 @@ impl Gateway {
 
     pub async fn restart(&mut self) {
         let status = self.stop().await;
-        assert!(status.success(), "gatewayd exited with {status:?}; log:\n{}", self.logs());
+        assert!(
+            status.success(),
+            "gatewayd exited with {status:?}; log:\n{}",
+            self.logs()
+        );
         self.start_again().await;
     }
 
@@ -157,7 +170,7 @@ impl Gateway {
 
 /// The command that starts gatewayd with a config, logs piped.
 pub fn gatewayd_command(config: &Path, log_filter: &str) -> Command {
-    let mut command = Command::new(&crate::binaries::gatewayd());
+    let mut command = Command::new(crate::binaries::gatewayd());
     command
         .arg("--config")
         .arg(config)
@@ -171,7 +184,13 @@ pub fn gatewayd_command(config: &Path, log_filter: &str) -> Command {
     command
 }
 
+/// Sends `signal` to `pid`; a process that has already exited is not an error.
 pub fn signal(pid: u32, signal: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits")).expect("nonzero pid");
-    rustix::process::kill_process(pid, signal).expect("sending signal");
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let _ = rustix::process::kill_process(pid, signal);
 }

@@ -11,20 +11,37 @@ pub struct GwctlOutput {
 
 impl GwctlOutput {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("gwctl stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "gwctl stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
-        assert_eq!(self.code, 0, "gwctl failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "gwctl failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 /// Runs `gwctl --socket <socket> args…` with no terminal on stdin.
 pub async fn run(socket: &std::path::Path, args: &[&str]) -> GwctlOutput {
-    let output = tokio::process::Command::new(&crate::binaries::gwctl())
+    run_binary(crate::binaries::gwctl(), socket, args).await
+}
+
+/// The same with a given gwctl binary (e.g. the one install.sh installed).
+pub async fn run_binary(
+    gwctl: &std::path::Path,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> GwctlOutput {
+    let output = tokio::process::Command::new(gwctl)
         .arg("--socket")
         .arg(socket)
         .args(args)

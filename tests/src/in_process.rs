@@ -22,11 +22,17 @@ pub struct InProcessGateway {
 
 impl InProcessGateway {
     pub async fn start(now: Timestamp) -> InProcessGateway {
-        let dir = tempfile::Builder::new().prefix("gw-inproc-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("gw-inproc-")
+            .tempdir()
+            .expect("temp dir");
         let socket = dir.path().join("admin.sock");
         let file = gatewayd::config::FileConfig {
             data_dir: Some(dir.path().join("data")),
-            admin: Some(gatewayd::config::AdminFile { socket: Some(socket.clone()), ..Default::default() }),
+            admin: Some(gatewayd::config::AdminFile {
+                socket: Some(socket.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let config = Config::resolve(file).expect("valid config");
@@ -36,7 +42,13 @@ impl InProcessGateway {
         let task = tokio::spawn(gatewayd::run(config, listeners, clock.clone(), async {
             let _ = stopped.await;
         }));
-        InProcessGateway { _dir: dir, clock, admin: Admin { socket }, stop: Some(stop), task: Some(task) }
+        InProcessGateway {
+            _dir: dir,
+            clock,
+            admin: Admin { socket },
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(mut self) {

@@ -15,13 +15,20 @@ pub fn list(api: &AdminApi, request: &http::Request<Incoming>) -> Result<Respons
     let query = Query::parse(request.uri(), &["state", "limit", "cursor"])?;
     let state = query
         .get("state")
-        .map(|text| text.parse::<KeyState>().map_err(|reason| FieldError::invalid("state", reason)))
+        .map(|text| {
+            text.parse::<KeyState>()
+                .map_err(|reason| FieldError::invalid("state", reason))
+        })
         .transpose()?;
     let page = api.keys.list(state, query.get("cursor"), query.limit()?)?;
     Ok(http_util::json(200, &page))
 }
 
-pub async fn create(api: &AdminApi, actor: &Actor, request: http::Request<Incoming>) -> Result<Response, GatewayError> {
+pub async fn create(
+    api: &AdminApi,
+    actor: &Actor,
+    request: http::Request<Incoming>,
+) -> Result<Response, GatewayError> {
     let body = json_body(request).await?;
     let create = CreateKey::from_json(&body)?;
     let created = api.keys.create(actor, create).await?;
@@ -42,7 +49,10 @@ pub async fn edit(
     api.keys.get(id)?;
     let body = json_body(request).await?;
     let update = UpdateKey::from_json(&body)?;
-    Ok(http_util::json(200, &api.keys.update(actor, id, update).await?))
+    Ok(http_util::json(
+        200,
+        &api.keys.update(actor, id, update).await?,
+    ))
 }
 
 pub async fn revoke(api: &AdminApi, actor: &Actor, id: &str) -> Result<Response, GatewayError> {

@@ -32,7 +32,11 @@ impl AdminApi {
         }
     }
 
-    async fn route(&self, actor: Actor, request: http::Request<Incoming>) -> Result<Response, GatewayError> {
+    async fn route(
+        &self,
+        actor: Actor,
+        request: http::Request<Incoming>,
+    ) -> Result<Response, GatewayError> {
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = request.method().clone();
@@ -45,11 +49,16 @@ impl AdminApi {
             (["v1", "keys", id], &M::PATCH) => keys::edit(self, &actor, id, request).await,
             (["v1", "keys", id], &M::DELETE) => keys::revoke(self, &actor, id).await,
             (["v1", "audit"], &M::GET) => audit::list(self, &request).await,
-            (["healthz"] | ["v1", "keys"] | ["v1", "keys", _] | ["v1", "audit"], _) => Err(GatewayError::new(
-                ErrorCode::MethodNotAllowed,
-                format!("{method} is not supported on {path}."),
+            (["healthz"] | ["v1", "keys"] | ["v1", "keys", _] | ["v1", "audit"], _) => {
+                Err(GatewayError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{method} is not supported on {path}."),
+                ))
+            }
+            _ => Err(GatewayError::new(
+                ErrorCode::UnknownRoute,
+                format!("There is no management route {path}."),
             )),
-            _ => Err(GatewayError::new(ErrorCode::UnknownRoute, format!("There is no management route {path}."))),
         }
     }
 }
@@ -58,6 +67,9 @@ impl AdminApi {
 async fn json_body(request: http::Request<Incoming>) -> Result<serde_json::Value, GatewayError> {
     let bytes = http_util::read_body(request, MAX_BODY_BYTES).await?;
     serde_json::from_slice(&bytes).map_err(|err| {
-        GatewayError::new(ErrorCode::InvalidArgument, format!("Invalid body: not valid JSON ({err})."))
+        GatewayError::new(
+            ErrorCode::InvalidArgument,
+            format!("Invalid body: not valid JSON ({err})."),
+        )
     })
 }

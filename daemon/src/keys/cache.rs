@@ -11,7 +11,23 @@ use std::sync::{Arc, RwLock};
 use gateway_shared::KeyHash;
 use jiff::Timestamp;
 
+use super::policy::Policy;
 use super::record::KeyRecord;
+
+/// A key as the request path needs it: the record and its compiled restrictions.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub record: KeyRecord,
+    pub policy: Policy,
+}
+
+impl std::ops::Deref for KeyEntry {
+    type Target = KeyRecord;
+
+    fn deref(&self) -> &KeyRecord {
+        &self.record
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct KeyCache {
@@ -21,8 +37,8 @@ pub struct KeyCache {
 
 #[derive(Debug, Default)]
 struct Index {
-    by_id: HashMap<String, Arc<KeyRecord>>,
-    by_hash: HashMap<KeyHash, Arc<KeyRecord>>,
+    by_id: HashMap<String, Arc<KeyEntry>>,
+    by_hash: HashMap<KeyHash, Arc<KeyEntry>>,
     /// Creation order, for stable pagination.
     order: BTreeSet<(Timestamp, String)>,
 }
@@ -37,8 +53,9 @@ impl KeyCache {
     }
 
     /// Inserts or replaces a key (matched by id). Call only after the change has committed.
-    pub fn upsert(&self, record: KeyRecord) -> Arc<KeyRecord> {
-        let record = Arc::new(record);
+    pub fn upsert(&self, record: KeyRecord) -> Arc<KeyEntry> {
+        let policy = Policy::compile(&record);
+        let record = Arc::new(KeyEntry { record, policy });
         let mut index = self.write();
         if let Some(old) = index.by_id.insert(record.id.clone(), Arc::clone(&record)) {
             index.by_hash.remove(&old.hash);
@@ -49,11 +66,11 @@ impl KeyCache {
         record
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<KeyRecord>> {
+    pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.read().by_id.get(id).cloned()
     }
 
-    pub fn by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyRecord>> {
+    pub fn by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
         self.read().by_hash.get(hash).cloned()
     }
 
@@ -71,8 +88,8 @@ impl KeyCache {
         &self,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&KeyRecord) -> bool,
-    ) -> Option<(Vec<Arc<KeyRecord>>, Option<String>)> {
+        keep: impl Fn(&KeyEntry) -> bool,
+    ) -> Option<(Vec<Arc<KeyEntry>>, Option<String>)> {
         let index = self.read();
         let start = match after {
             None => None,
@@ -80,18 +97,21 @@ impl KeyCache {
         };
         let range = match &start {
             None => index.order.range::<(Timestamp, String), _>(..),
-            Some(start) => index
-                .order
-                .range::<(Timestamp, String), _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded)),
+            Some(start) => index.order.range::<(Timestamp, String), _>((
+                std::ops::Bound::Excluded(start),
+                std::ops::Bound::Unbounded,
+            )),
         };
         let mut out = Vec::new();
         for (_, id) in range {
-            let Some(record) = index.by_id.get(id) else { continue };
+            let Some(record) = index.by_id.get(id) else {
+                continue;
+            };
             if !keep(record) {
                 continue;
             }
             if out.len() == limit {
-                let cursor = out.last().map(|r: &Arc<KeyRecord>| r.id.clone());
+                let cursor = out.last().map(|r: &Arc<KeyEntry>| r.id.clone());
                 return Some((out, cursor));
             }
             out.push(Arc::clone(record));
@@ -142,12 +162,21 @@ mod tests {
     fn pages_in_creation_order_with_a_cursor() {
         let cache = KeyCache::new([record("c", 3), record("a", 1), record("b", 2)]);
         let (first, cursor) = cache.page(None, 2, |_| true).expect("page");
-        assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(cursor.as_deref(), Some("b"));
         let (second, cursor) = cache.page(Some("b"), 2, |_| true).expect("page");
-        assert_eq!(second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(
+            second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
         assert_eq!(cursor, None);
-        assert!(cache.page(Some("zzz"), 2, |_| true).is_none(), "unknown cursor");
+        assert!(
+            cache.page(Some("zzz"), 2, |_| true).is_none(),
+            "unknown cursor"
+        );
         let (filtered, _) = cache.page(None, 10, |r| r.id != "b").expect("page");
         assert_eq!(filtered.len(), 2);
     }
@@ -161,6 +190,11 @@ mod tests {
         cache.upsert(edited);
         assert_eq!(cache.len(), 1);
         assert!(cache.by_hash(&KeyHash::of("a")).is_none());
-        assert_eq!(cache.by_hash(&KeyHash::of("new secret")).map(|r| r.name.clone()), Some("renamed".into()));
+        assert_eq!(
+            cache
+                .by_hash(&KeyHash::of("new secret"))
+                .map(|r| r.name.clone()),
+            Some("renamed".into())
+        );
     }
 }

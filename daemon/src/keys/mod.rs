@@ -2,9 +2,10 @@
 //! the service that changes keys (validate → commit with an audit row → update the table).
 
 pub mod cache;
+pub mod policy;
 pub mod record;
 pub mod service;
 
-pub use cache::KeyCache;
+pub use cache::{KeyCache, KeyEntry};
 pub use record::KeyRecord;
 pub use service::{Actor, KeyService};

@@ -9,12 +9,13 @@
 use std::sync::Arc;
 
 use gateway_shared::api::{AuditList, CreateKey, KeyCreated, KeyList, KeyView, Patch, UpdateKey};
-use gateway_shared::key::random_base62;
+use gateway_shared::key::new_key_id;
 use gateway_shared::validate::FieldError;
 use gateway_shared::{ErrorCode, KeyState, ProxyKey};
 use serde_json::{Map, Value, json};
 
 use super::cache::KeyCache;
+use super::cache::KeyEntry;
 use super::record::KeyRecord;
 use crate::clock::Clock;
 use crate::error::{GatewayError, Result};
@@ -33,19 +34,30 @@ pub struct KeyService {
 
 impl KeyService {
     pub fn new(store: Store, cache: Arc<KeyCache>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, cache, clock, writes: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            cache,
+            clock,
+            writes: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub async fn create(&self, actor: &Actor, request: CreateKey) -> Result<KeyCreated> {
         let _serialised = self.writes.lock().await;
         let now = self.clock.now();
         if request.expires_at.is_some_and(|at| at <= now) {
-            return Err(FieldError::invalid("expires_at", format!("must be in the future (now is {now})")).into());
+            return Err(FieldError::invalid(
+                "expires_at",
+                format!("must be in the future (now is {now})"),
+            )
+            .into());
         }
-        let secret = ProxyKey::generate().map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
-        let id_suffix = random_base62(20).map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
+        let secret = ProxyKey::generate()
+            .map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
+        let id = new_key_id()
+            .map_err(|e| GatewayError::internal(anyhow::anyhow!("OS random source: {e}")))?;
         let record = KeyRecord {
-            id: format!("key_{id_suffix}"),
+            id,
             hash: secret.hash(),
             prefix: secret.display_prefix(),
             name: request.name,
@@ -72,10 +84,16 @@ impl KeyService {
             key_id: Some(record.id.clone()),
             details: settings_json(&record),
         };
-        self.store.insert_key(record.clone(), audit).await.map_err(GatewayError::internal)?;
+        self.store
+            .insert_key(record.clone(), audit)
+            .await
+            .map_err(GatewayError::internal)?;
         let record = self.cache.upsert(record);
         tracing::info!(key_id = %record.id, prefix = %record.prefix, actor = %actor.0, "key created");
-        Ok(KeyCreated { key: record.view(now), secret: secret.expose().to_owned() })
+        Ok(KeyCreated {
+            key: record.view(now),
+            secret: secret.expose().to_owned(),
+        })
     }
 
     pub async fn update(&self, actor: &Actor, id: &str, update: UpdateKey) -> Result<KeyView> {
@@ -88,7 +106,7 @@ impl KeyService {
                 format!("Key {id} is revoked and can no longer be edited."),
             ));
         }
-        let mut new = (*old).clone();
+        let mut new = old.record.clone();
         if let Some(name) = update.name {
             new.name = name;
         }
@@ -111,7 +129,9 @@ impl KeyService {
         };
         new.spend_reset = reset_patch.apply(old.spend_reset);
         if new.spend_reset.is_some() && new.spend_limit.is_none() {
-            return Err(FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset").into());
+            return Err(
+                FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset").into(),
+            );
         }
         if new.spend_reset != old.spend_reset {
             // Spend already counted in the period that is still running carries over; a
@@ -132,7 +152,10 @@ impl KeyService {
             key_id: Some(new.id.clone()),
             details: Value::Object(changes),
         };
-        self.store.update_key(new.clone(), audit).await.map_err(GatewayError::internal)?;
+        self.store
+            .update_key(new.clone(), audit)
+            .await
+            .map_err(GatewayError::internal)?;
         let record = self.cache.upsert(new);
         tracing::info!(key_id = %record.id, actor = %actor.0, "key updated");
         Ok(record.view(now))
@@ -146,7 +169,7 @@ impl KeyService {
         if old.is_revoked_at(now) {
             return Ok(old.view(now));
         }
-        let mut new = (*old).clone();
+        let mut new = old.record.clone();
         new.revoked_at = Some(now);
         new.updated_at = now;
         let audit = AuditRecord {
@@ -156,7 +179,10 @@ impl KeyService {
             key_id: Some(new.id.clone()),
             details: json!({"name": new.name, "prefix": new.prefix}),
         };
-        self.store.update_key(new.clone(), audit).await.map_err(GatewayError::internal)?;
+        self.store
+            .update_key(new.clone(), audit)
+            .await
+            .map_err(GatewayError::internal)?;
         let record = self.cache.upsert(new);
         tracing::info!(key_id = %record.id, actor = %actor.0, "key revoked");
         Ok(record.view(now))
@@ -166,37 +192,71 @@ impl KeyService {
         Ok(self.find(id)?.view(self.clock.now()))
     }
 
-    pub fn list(&self, state: Option<KeyState>, cursor: Option<&str>, limit: usize) -> Result<KeyList> {
+    pub fn list(
+        &self,
+        state: Option<KeyState>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyList> {
         let now = self.clock.now();
         let (records, next_cursor) = self
             .cache
-            .page(cursor, limit, |record| state.is_none_or(|s| record.state_at(now) == s))
-            .ok_or_else(|| FieldError::invalid("cursor", "does not name a key; pass the next_cursor of a previous page"))?;
-        Ok(KeyList { keys: records.iter().map(|r| r.view(now)).collect(), next_cursor })
+            .page(cursor, limit, |record| {
+                state.is_none_or(|s| record.state_at(now) == s)
+            })
+            .ok_or_else(|| {
+                FieldError::invalid(
+                    "cursor",
+                    "does not name a key; pass the next_cursor of a previous page",
+                )
+            })?;
+        Ok(KeyList {
+            keys: records.iter().map(|r| r.view(now)).collect(),
+            next_cursor,
+        })
     }
 
-    pub async fn audit(&self, key_id: Option<String>, cursor: Option<&str>, limit: usize) -> Result<AuditList> {
+    pub async fn audit(
+        &self,
+        key_id: Option<String>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditList> {
         let before_id = match cursor {
             None => None,
             Some(text) => Some(text.parse::<i64>().map_err(|_| {
-                GatewayError::from(FieldError::invalid("cursor", "is not a cursor from a previous page"))
+                GatewayError::from(FieldError::invalid(
+                    "cursor",
+                    "is not a cursor from a previous page",
+                ))
             })?),
         };
-        let query = AuditQuery { key_id, before_id, limit: limit + 1 };
-        let mut entries = self.store.list_audit(query).await.map_err(GatewayError::internal)?;
+        let query = AuditQuery {
+            key_id,
+            before_id,
+            limit: limit + 1,
+        };
+        let mut entries = self
+            .store
+            .list_audit(query)
+            .await
+            .map_err(GatewayError::internal)?;
         let next_cursor = if entries.len() > limit {
             entries.truncate(limit);
             entries.last().map(|e| e.id.to_string())
         } else {
             None
         };
-        Ok(AuditList { entries, next_cursor })
+        Ok(AuditList {
+            entries,
+            next_cursor,
+        })
     }
 
-    fn find(&self, id: &str) -> Result<Arc<KeyRecord>> {
-        self.cache
-            .get(id)
-            .ok_or_else(|| GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}.")))
+    fn find(&self, id: &str) -> Result<Arc<KeyEntry>> {
+        self.cache.get(id).ok_or_else(|| {
+            GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}."))
+        })
     }
 }
 

@@ -46,7 +46,11 @@ pub fn list(conn: &Connection, query: &AuditQuery) -> anyhow::Result<Vec<AuditEn
          ORDER BY id DESC LIMIT ?3",
     )?;
     let rows = statement.query_map(
-        params![query.key_id, query.before_id, i64::try_from(query.limit).unwrap_or(i64::MAX)],
+        params![
+            query.key_id,
+            query.before_id,
+            i64::try_from(query.limit).unwrap_or(i64::MAX)
+        ],
         |row| {
             Ok((
                 row.get::<_, i64>(0)?,
@@ -63,7 +67,9 @@ pub fn list(conn: &Connection, query: &AuditQuery) -> anyhow::Result<Vec<AuditEn
         let (id, at, actor, action, key_id, details) = row?;
         out.push(AuditEntry {
             id,
-            at: at.parse().with_context(|| format!("audit row {id} has a malformed time"))?,
+            at: at
+                .parse()
+                .with_context(|| format!("audit row {id} has a malformed time"))?,
             actor,
             action,
             key_id,

@@ -12,7 +12,9 @@ const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models
     revoked_at, last_used_at, spend_total_nanos, spend_period_nanos, period_resets_at, request_count";
 
 pub fn load_all(conn: &Connection) -> anyhow::Result<Vec<KeyRecord>> {
-    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM keys ORDER BY created_at, id"))?;
+    let mut statement = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM keys ORDER BY created_at, id"
+    ))?;
     let rows = statement.query_map([], |row| Ok(from_row(row)))?;
     let mut out = Vec::new();
     for row in rows {
@@ -29,7 +31,8 @@ pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
          :spend_total_nanos, :spend_period_nanos, :period_resets_at, :request_count)"
     );
     let owned = params(record)?;
-    tx.execute(&sql, borrow(&owned).as_slice()).context("inserting key")?;
+    tx.execute(&sql, borrow(&owned).as_slice())
+        .context("inserting key")?;
     Ok(())
 }
 
@@ -61,11 +64,23 @@ fn params(r: &KeyRecord) -> anyhow::Result<Params> {
         (":hash", Box::new(r.hash.to_hex())),
         (":prefix", Box::new(r.prefix.clone())),
         (":name", Box::new(r.name.clone())),
-        (":allowed_providers", Box::new(serde_json::to_string(&r.allowed_providers)?)),
-        (":allowed_models", Box::new(serde_json::to_string(&r.allowed_models)?)),
-        (":allowed_ips", Box::new(serde_json::to_string(&r.allowed_ips)?)),
+        (
+            ":allowed_providers",
+            Box::new(serde_json::to_string(&r.allowed_providers)?),
+        ),
+        (
+            ":allowed_models",
+            Box::new(serde_json::to_string(&r.allowed_models)?),
+        ),
+        (
+            ":allowed_ips",
+            Box::new(serde_json::to_string(&r.allowed_ips)?),
+        ),
         (":rate_limit_rpm", Box::new(r.rate_limit_rpm)),
-        (":spend_limit_nanos", Box::new(r.spend_limit.map(nanos_to_sql))),
+        (
+            ":spend_limit_nanos",
+            Box::new(r.spend_limit.map(nanos_to_sql)),
+        ),
         (":spend_reset", Box::new(r.spend_reset.map(|p| p.as_str()))),
         (":expires_at", Box::new(time(r.expires_at))),
         (":created_at", Box::new(r.created_at.to_string())),
@@ -73,14 +88,23 @@ fn params(r: &KeyRecord) -> anyhow::Result<Params> {
         (":revoked_at", Box::new(time(r.revoked_at))),
         (":last_used_at", Box::new(time(r.last_used_at))),
         (":spend_total_nanos", Box::new(nanos_to_sql(r.spend_total))),
-        (":spend_period_nanos", Box::new(nanos_to_sql(r.spend_period))),
+        (
+            ":spend_period_nanos",
+            Box::new(nanos_to_sql(r.spend_period)),
+        ),
         (":period_resets_at", Box::new(time(r.period_resets_at))),
-        (":request_count", Box::new(i64::try_from(r.request_count).unwrap_or(i64::MAX))),
+        (
+            ":request_count",
+            Box::new(i64::try_from(r.request_count).unwrap_or(i64::MAX)),
+        ),
     ])
 }
 
 fn borrow(owned: &Params) -> Vec<(&str, &dyn rusqlite::ToSql)> {
-    owned.iter().map(|(name, value)| (*name, value.as_ref())).collect()
+    owned
+        .iter()
+        .map(|(name, value)| (*name, value.as_ref()))
+        .collect()
 }
 
 /// SQLite integers are i64; amounts beyond $9.2 billion saturate (limits are capped far lower).
@@ -97,7 +121,9 @@ fn from_row(row: &Row<'_>) -> anyhow::Result<KeyRecord> {
     let context = || format!("key {id} has a malformed column");
     let time = |column: &str| -> anyhow::Result<Option<Timestamp>> {
         let text: Option<String> = row.get(column)?;
-        text.map(|t| t.parse::<Timestamp>()).transpose().with_context(|| format!("{}: {column}", context()))
+        text.map(|t| t.parse::<Timestamp>())
+            .transpose()
+            .with_context(|| format!("{}: {column}", context()))
     };
     let json_list = |column: &str| -> anyhow::Result<Vec<String>> {
         let text: String = row.get(column)?;
@@ -115,7 +141,9 @@ fn from_row(row: &Row<'_>) -> anyhow::Result<KeyRecord> {
         allowed_models: json_list("allowed_models")?,
         allowed_ips: json_list("allowed_ips")?,
         rate_limit_rpm: row.get("rate_limit_rpm")?,
-        spend_limit: row.get::<_, Option<i64>>("spend_limit_nanos")?.map(nanos_from_sql),
+        spend_limit: row
+            .get::<_, Option<i64>>("spend_limit_nanos")?
+            .map(nanos_from_sql),
         spend_reset: reset
             .map(|r| r.parse())
             .transpose()

@@ -27,9 +27,11 @@ pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = index + 1;
         let tx = conn.transaction().context("starting migration")?;
-        tx.execute_batch(sql).with_context(|| format!("applying migration {version}"))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {version}"))?;
         tx.pragma_update(None, "user_version", version as i64)?;
-        tx.commit().with_context(|| format!("committing migration {version}"))?;
+        tx.commit()
+            .with_context(|| format!("committing migration {version}"))?;
         tracing::info!(version, "applied database migration");
     }
     Ok(())
@@ -44,7 +46,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("open");
         migrate(&mut conn).expect("first");
         migrate(&mut conn).expect("second is a no-op");
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
         assert_eq!(version as usize, MIGRATIONS.len());
     }
 

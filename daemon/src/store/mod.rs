@@ -36,13 +36,18 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!("database {} could not be put in WAL mode (got {mode})", path.display());
+            anyhow::bail!(
+                "database {} could not be put in WAL mode (got {mode})",
+                path.display()
+            );
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::migrate(&mut conn)
             .with_context(|| format!("migrating database {}", path.display()))?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Every key, for the in-memory table at start-up.

@@ -1,0 +1,337 @@
+//! `gwctl keys …`: the verbs, plus what they share: turning flag text into validated field
+//! values, and finding the key an operator means.
+//!
+//! Flag values are checked here with `gateway_shared::validate`, the daemon's own rules, so a
+//! typo is refused before any round trip with the same field-naming message the daemon would
+//! give, and the same exit code.
+
+pub mod create;
+pub mod edit;
+pub mod list;
+pub mod revoke;
+pub mod show;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use gateway_shared::api::KeyView;
+use gateway_shared::validate::{self, FieldError};
+use gateway_shared::{ErrorCode, KeyState, Nanodollars};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::Refusal;
+use crate::client::ApiClient;
+use crate::output::Output;
+
+/// The help text of every `KEY` argument.
+pub const KEY_HELP: &str = "The key: its id (key_…), or its exact name or display prefix \
+(sk-proxy-a1b2). A name several keys share picks the one that is not revoked, if only one is.";
+
+#[derive(Debug, Args)]
+pub struct Cmd {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Create a key and print its secret, the only time it is shown.
+    Create(create::Cmd),
+    /// List keys (every page), optionally in one state.
+    List(list::Cmd),
+    /// Show every field of one key, with its current spend and state.
+    Show(show::Cmd),
+    /// Change a key's name, restrictions or limits (not its expiry).
+    Edit(edit::Cmd),
+    /// Revoke a key for good; asks first unless --yes.
+    Revoke(revoke::Cmd),
+}
+
+impl Cmd {
+    pub async fn run(self, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
+        match self.verb {
+            Verb::Create(cmd) => cmd.run(client, output).await,
+            Verb::List(cmd) => cmd.run(client, output).await,
+            Verb::Show(cmd) => cmd.run(client, output).await,
+            Verb::Edit(cmd) => cmd.run(client, output).await,
+            Verb::Revoke(cmd) => cmd.run(client, output).await,
+        }
+    }
+}
+
+/// The key an operator named: fetched by id, or found by name or prefix in the full list.
+pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
+    if is_key_id(wanted) {
+        return client.get_key(wanted).await;
+    }
+    let keys = client
+        .list_all_keys(None)
+        .await
+        .with_context(|| format!("listing keys to find {wanted:?}"))?;
+    Ok(pick(&keys, wanted)?.clone())
+}
+
+/// Like [`resolve`], but an id is taken as is, without asking the daemon.
+pub async fn resolve_id(client: &ApiClient, wanted: &str) -> anyhow::Result<String> {
+    if is_key_id(wanted) {
+        return Ok(wanted.to_owned());
+    }
+    Ok(resolve(client, wanted).await?.id)
+}
+
+pub use gateway_shared::key::is_key_id;
+
+/// Exact name first, then exact display prefix. Several matches are ambiguous, unless only
+/// one of them is still usable: a revoked key's name is often reused by its replacement.
+fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
+    let wanted = wanted.trim();
+    let mut matches: Vec<&KeyView> = keys.iter().filter(|k| k.name == wanted).collect();
+    if matches.is_empty() {
+        matches = keys.iter().filter(|k| k.prefix == wanted).collect();
+    }
+    if matches.len() > 1 {
+        let live: Vec<&KeyView> = matches
+            .iter()
+            .copied()
+            .filter(|k| k.state != KeyState::Revoked)
+            .collect();
+        if live.len() == 1 {
+            matches = live;
+        }
+    }
+    match matches.as_slice() {
+        [] => Err(Refusal {
+            code: ErrorCode::KeyNotFound,
+            message: format!("No key has the id, name or prefix {wanted:?}."),
+        }),
+        [one] => Ok(one),
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|k| format!("{} ({})", k.id, k.state))
+                .collect();
+            Err(Refusal::invalid(format!(
+                "{wanted:?} names {} keys: {}. Use an id.",
+                many.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// Comma-separated, blanks trimmed and dropped: `''` is the empty list.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn parse_rpm(text: &str) -> Result<u32, FieldError> {
+    let n: u64 = text.trim().parse().map_err(|_| {
+        FieldError::invalid(
+            "rate_limit_rpm",
+            format!("must be a whole number of requests per minute (got {text:?})"),
+        )
+    })?;
+    validate::rate_limit_rpm(n)
+}
+
+pub fn parse_spend_limit(text: &str) -> Result<Nanodollars, FieldError> {
+    let amount: Nanodollars = text
+        .parse()
+        .map_err(|e| FieldError::invalid("spend_limit_usd", format!("{e} (got {text:?})")))?;
+    validate::spend_limit(amount)
+}
+
+/// Help for `--expires`, shared by create and (to say it is refused) edit.
+pub const EXPIRES_FORMS: &str = "an RFC 3339 instant (2027-01-31T00:00:00Z), a date meaning \
+00:00 UTC at the start of that day (2027-01-31), or a duration from now in minutes, hours, \
+days or weeks (90m, 12h, 30d, 2w)";
+
+/// `--expires`: an instant, a date (its first instant, UTC) or a duration from `now`. The
+/// result must be in the future, as the daemon requires.
+pub fn parse_expires(text: &str, now: Timestamp) -> Result<Timestamp, FieldError> {
+    const FIELD: &str = "expires_at";
+    let text = text.trim();
+    let at = if let Ok(at) = text.parse::<Timestamp>() {
+        at
+    } else if let Some(date) = parse_date(text) {
+        TimeZone::UTC
+            .to_timestamp(date.at(0, 0, 0, 0))
+            .map_err(|e| FieldError::invalid(FIELD, format!("{text:?}: {e}")))?
+    } else if let Some(duration) = parse_duration(text) {
+        now.checked_add(duration).map_err(|_| {
+            FieldError::invalid(FIELD, format!("{text:?} from now is too far in the future"))
+        })?
+    } else {
+        return Err(FieldError::invalid(
+            FIELD,
+            format!("{text:?} is not {EXPIRES_FORMS}"),
+        ));
+    };
+    if at <= now {
+        return Err(FieldError::invalid(
+            FIELD,
+            format!("must be in the future (now is {now})"),
+        ));
+    }
+    Ok(at)
+}
+
+/// `2027-01-31` and nothing more: jiff also reads a date out of a datetime, which would turn
+/// an instant missing its offset (`2027-01-31T15:00:00`) into midnight without a word.
+fn parse_date(text: &str) -> Option<Date> {
+    if !text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `90m`, `12h`, `30d`, `2w`: whole units, nothing else.
+fn parse_duration(text: &str) -> Option<SignedDuration> {
+    let unit_at = text.len().checked_sub(1)?;
+    let (digits, unit) = text.split_at_checked(unit_at)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds_per_unit: i64 = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    let n: i64 = digits.parse().ok()?;
+    Some(SignedDuration::from_secs(n.checked_mul(seconds_per_unit)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::sample_key;
+
+    fn ts(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    const NOW: &str = "2027-01-02T10:30:00Z";
+
+    fn check_expires(text: &str, expected: Result<&str, &str>) {
+        let got = parse_expires(text, ts(NOW))
+            .map(|at| at.to_string())
+            .map_err(|e| {
+                assert_eq!(e.field, "expires_at");
+                e.reason
+            });
+        match expected {
+            Ok(at) => assert_eq!(got, Ok(at.to_owned()), "{text}"),
+            Err(fragment) => {
+                let reason = got.expect_err(text);
+                assert!(reason.contains(fragment), "{text}: {reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn expires_forms() {
+        check_expires("2027-01-31T00:00:00Z", Ok("2027-01-31T00:00:00Z"));
+        check_expires("2027-01-31T02:00:00+02:00", Ok("2027-01-31T00:00:00Z"));
+        check_expires("2027-01-31", Ok("2027-01-31T00:00:00Z"));
+        check_expires("90m", Ok("2027-01-02T12:00:00Z"));
+        check_expires("12h", Ok("2027-01-02T22:30:00Z"));
+        check_expires("30d", Ok("2027-02-01T10:30:00Z"));
+        check_expires("2w", Ok("2027-01-16T10:30:00Z"));
+        check_expires(" 1d ", Ok("2027-01-03T10:30:00Z"));
+        check_expires("0d", Err("must be in the future"));
+        check_expires("2027-01-02", Err("must be in the future"));
+        check_expires("2020-01-01T00:00:00Z", Err("must be in the future"));
+        check_expires("2027-01-31T00:00:00", Err("is not an RFC 3339 instant"));
+        check_expires("2027-01-31 15:00", Err("is not an RFC 3339 instant"));
+        check_expires("30", Err("is not"));
+        check_expires("d", Err("is not"));
+        check_expires("-3d", Err("is not"));
+        check_expires("3y", Err("is not"));
+        check_expires("soon", Err("is not"));
+        check_expires("99999999999999999w", Err("is not"));
+        check_expires("999999999w", Err("too far"));
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        assert_eq!(parse_list("openai,anthropic"), ["openai", "anthropic"]);
+        assert_eq!(parse_list(" gpt-4o* , claude-*,"), ["gpt-4o*", "claude-*"]);
+        assert!(parse_list("").is_empty());
+        assert!(parse_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn numbers_name_their_field() {
+        assert_eq!(parse_rpm("60"), Ok(60));
+        for bad in ["0", "-1", "1.5", "lots", "99999999999"] {
+            assert_eq!(
+                parse_rpm(bad).map_err(|e| e.field),
+                Err("rate_limit_rpm".to_owned()),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_spend_limit("12.50"), Ok(Nanodollars(12_500_000_000)));
+        assert_eq!(parse_spend_limit("$0.10"), Ok(Nanodollars(100_000_000)));
+        for bad in ["0", "-5", "ten", "1e3"] {
+            assert_eq!(
+                parse_spend_limit(bad).map_err(|e| e.field),
+                Err("spend_limit_usd".to_owned()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_recognised_exactly() {
+        assert!(is_key_id("key_0123456789abcdefghij"));
+        assert!(!is_key_id("key_0123456789abcdefghi"));
+        assert!(!is_key_id("key_backup"));
+        assert!(!is_key_id("key_0123456789abcdefgh-j"));
+        assert!(!is_key_id("backend-prod"));
+    }
+
+    fn key(id: &str, name: &str, prefix: &str, state: KeyState) -> KeyView {
+        KeyView {
+            id: id.into(),
+            name: name.into(),
+            prefix: prefix.into(),
+            state,
+            ..sample_key()
+        }
+    }
+
+    #[test]
+    fn names_and_prefixes_resolve() {
+        let keys = [
+            key("key_a", "web", "sk-proxy-aaaa", KeyState::Active),
+            key("key_b", "batch", "sk-proxy-bbbb", KeyState::Active),
+            key("key_c", "batch", "sk-proxy-cccc", KeyState::Expired),
+            key("key_d", "web", "sk-proxy-dddd", KeyState::Revoked),
+            key("key_e", "sk-proxy-bbbb", "sk-proxy-eeee", KeyState::Active),
+        ];
+        let check = |wanted: &str, expected: Result<&str, ErrorCode>| {
+            let got = pick(&keys, wanted)
+                .map(|k| k.id.as_str())
+                .map_err(|e| e.code);
+            assert_eq!(got, expected, "{wanted}");
+        };
+        check("web", Ok("key_a")); // the revoked namesake does not make it ambiguous
+        check("sk-proxy-cccc", Ok("key_c"));
+        check("sk-proxy-bbbb", Ok("key_e")); // a name wins over a prefix
+        check("batch", Err(ErrorCode::InvalidArgument));
+        check("nope", Err(ErrorCode::KeyNotFound));
+        let err = pick(&keys, "batch").expect_err("ambiguous");
+        assert!(
+            err.message.contains("key_b (active)") && err.message.contains("key_c (expired)"),
+            "{}",
+            err.message
+        );
+    }
+}

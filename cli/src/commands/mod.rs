@@ -1,0 +1,28 @@
+//! The verbs, one module each, dispatched from one `match`.
+//!
+//! Each verb is a clap `Args` struct with an `async fn run(self, client, output)`: parse the
+//! flags into a `gateway_shared::api` value, make the call, hand the answer to `output`.
+//! Nothing here knows about sockets or exit codes.
+
+pub mod audit;
+pub mod keys;
+
+use clap::Subcommand;
+
+use crate::client::ApiClient;
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect, edit and revoke proxy keys.
+    Keys(keys::Cmd),
+    /// Show who changed what, newest first.
+    Audit(audit::Cmd),
+}
+
+pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
+    match command {
+        Command::Keys(cmd) => cmd.run(client, output).await,
+        Command::Audit(cmd) => cmd.run(client, output).await,
+    }
+}

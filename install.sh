@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Installs and starts Gateway AI (gatewayd + gwctl) on this machine. Safe to run again: it
+# rebuilds, reinstalls, keeps an existing config and data, and restarts the daemon.
+#
+#   ./install.sh                      # build, install, write default config, start gatewayd
+#   ./install.sh --systemd            # (root) install and start a hardened systemd unit instead
+#   ./install.sh --prefix /opt/gw     # install binaries under /opt/gw/bin
+#
+# Options:
+#   --prefix DIR      where bin/ goes (default /usr/local as root, ~/.local otherwise)
+#   --config-dir DIR  where gatewayd.toml goes (default /etc/gatewayd, ~/.config/gatewayd)
+#   --data-dir DIR    database and TLS material (default /var/lib/gatewayd, ~/.local/share/gatewayd)
+#   --socket PATH     admin socket, written into a new config (default: gatewayd's own default)
+#   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only)
+#   --no-start        install only
+# Environment: INSTALL_PROFILE=dev builds a debug binary (used by the test suite).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+is_root=false; [ "$(id -u)" -eq 0 ] && is_root=true
+
+if $is_root; then
+  prefix=/usr/local; config_dir=/etc/gatewayd; data_dir=/var/lib/gatewayd
+else
+  prefix="$HOME/.local"
+  config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/gatewayd"
+  data_dir="${XDG_DATA_HOME:-$HOME/.local/share}/gatewayd"
+fi
+socket=""; use_systemd=false; start=true
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="$2"; shift 2 ;;
+    --config-dir) config_dir="$2"; shift 2 ;;
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --socket) socket="$2"; shift 2 ;;
+    --systemd) use_systemd=true; shift ;;
+    --no-start) start=false; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+if $use_systemd && ! $is_root; then die "--systemd needs root"; fi
+command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
+
+# 1. Build.
+profile="${INSTALL_PROFILE:-release}"
+say "building gatewayd and gwctl ($profile)"
+if [ "$profile" = release ]; then
+  (cd "$here" && cargo build --release --locked -p gatewayd -p gwctl)
+  bin_dir="$here/target/release"
+else
+  (cd "$here" && cargo build --locked -p gatewayd -p gwctl)
+  bin_dir="$here/target/debug"
+fi
+
+# 2. Install the binaries (rename into place, so a running daemon's binary is never truncated).
+mkdir -p "$prefix/bin"
+for bin in gatewayd gwctl; do
+  install -m 0755 "$bin_dir/$bin" "$prefix/bin/.$bin.new"
+  mv -f "$prefix/bin/.$bin.new" "$prefix/bin/$bin"
+done
+say "installed $prefix/bin/gatewayd and $prefix/bin/gwctl"
+
+# 3. Config and data directory, only if absent.
+config="$config_dir/gatewayd.toml"
+mkdir -p "$config_dir"
+if [ -e "$config" ]; then
+  say "keeping existing config $config"
+else
+  socket_line="# socket = \"/run/gatewayd/admin.sock\"   # default: see gatewayd's docs"
+  [ -n "$socket" ] && socket_line="socket = \"$socket\""
+  umask 027
+  cat > "$config" <<TOML
+# gatewayd configuration. Every field is optional; unset fields use the embedded defaults.
+data_dir = "$data_dir"
+
+[proxy]
+listen = "127.0.0.1:8080"
+trusted_proxies = []                    # CIDRs whose X-Forwarded-For is believed
+
+[admin]
+$socket_line
+listen = "127.0.0.1:8443"               # HTTPS; tls_cert / tls_key, else self-signed
+
+# Provider credentials are read from the environment or a file, never from this file:
+# [providers.openai]
+# base_url = "https://api.openai.com"
+# api_key_env = "OPENAI_API_KEY"        # or api_key_file = "/etc/gatewayd/secrets/openai"
+TOML
+  umask 022
+  say "wrote default config $config"
+fi
+mkdir -p "$data_dir"
+chmod 0700 "$data_dir"
+"$prefix/bin/gatewayd" --config "$config" --check-config || die "the config $config is invalid"
+
+$start || { say "installed; not started (--no-start)"; exit 0; }
+
+# 4a. systemd.
+if $use_systemd; then
+  command -v systemctl >/dev/null && [ -d /run/systemd/system ] || die "systemd is not running here"
+  id -u gatewayd >/dev/null 2>&1 || useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin gatewayd
+  chown -R gatewayd:gatewayd "$data_dir"
+  chgrp gatewayd "$config"
+  cat > /etc/systemd/system/gatewayd.service <<UNIT
+[Unit]
+Description=Gateway AI LLM gateway
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=$prefix/bin/gatewayd --config $config
+ExecReload=/bin/kill -HUP \$MAINPID
+User=gatewayd
+Group=gatewayd
+StateDirectory=gatewayd
+RuntimeDirectory=gatewayd
+RuntimeDirectoryMode=0750
+UMask=0027
+Restart=on-failure
+TimeoutStopSec=45
+LimitNOFILE=65536
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=$data_dir
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+CapabilityBoundingSet=
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable gatewayd >/dev/null
+  systemctl restart gatewayd
+  say "gatewayd is running under systemd (systemctl status gatewayd; journalctl -u gatewayd)"
+  say "operators join the gatewayd group to use gwctl: usermod -aG gatewayd <user>"
+  exit 0
+fi
+
+# 4b. A background process, restarted if this script started one before.
+pidfile="$data_dir/gatewayd.pid"
+logfile="$data_dir/gatewayd.log"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  old="$(cat "$pidfile")"
+  say "stopping the running gatewayd (pid $old)"
+  kill -TERM "$old"
+  for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$old" 2>/dev/null && die "gatewayd (pid $old) did not stop"
+fi
+log_offset=$(( $( [ -f "$logfile" ] && wc -c <"$logfile" || echo 0 ) + 1 ))
+nohup "$prefix/bin/gatewayd" --config "$config" >>"$logfile" 2>&1 </dev/null &
+echo $! > "$pidfile"
+ready=false
+for _ in $(seq 1 100); do
+  if tail -c "+$log_offset" "$logfile" 2>/dev/null | grep -q "gatewayd: ready"; then ready=true; break; fi
+  kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+  sleep 0.1
+done
+$ready || { tail -c "+$log_offset" "$logfile" | tail -n 20 >&2; die "gatewayd failed to start (log: $logfile)"; }
+say "gatewayd is running (pid $(cat "$pidfile"), log $logfile)"
+say "to run it in the foreground instead: kill $(cat "$pidfile"); $prefix/bin/gatewayd --config $config"
+case ":$PATH:" in *":$prefix/bin:"*) ;; *) say "add $prefix/bin to your PATH" ;; esac
+if [ -n "$socket" ]; then
+  say "next: gwctl --socket $socket keys create --name my-service"
+else
+  say "next: gwctl keys create --name my-service"
+fi

@@ -1,0 +1,83 @@
+//! `install.sh`: installs, writes a default config, starts the daemon; running it again keeps
+//! the config and data and restarts the daemon (SPEC §8).
+
+use std::path::Path;
+use std::process::Stdio;
+
+fn install(root: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
+    std::process::Command::new("bash")
+        .arg(script)
+        .arg("--prefix")
+        .arg(root.join("prefix"))
+        .arg("--config-dir")
+        .arg(root.join("etc"))
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--socket")
+        .arg(root.join("admin.sock"))
+        .env("INSTALL_PROFILE", "dev")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running install.sh")
+}
+
+/// Stops the daemon install.sh started, even when an assertion fails first.
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("data/gatewayd.pid"))
+            && let Ok(pid) = pid.trim().parse::<u32>()
+        {
+            gateway_tests::gateway::signal(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+#[tokio::test]
+async fn install_starts_a_working_gateway_and_is_idempotent() {
+    let dir = tempfile::Builder::new()
+        .prefix("gw-install-")
+        .tempdir()
+        .expect("dir");
+    let root = dir.path();
+    let _stop = StopOnDrop(root);
+    let first = install(root);
+    let log = String::from_utf8_lossy(&first.stdout).into_owned()
+        + &String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "install.sh failed:\n{log}");
+    for bin in ["gatewayd", "gwctl"] {
+        assert!(
+            root.join("prefix/bin").join(bin).exists(),
+            "{bin} installed"
+        );
+    }
+    let config = root.join("etc/gatewayd.toml");
+    assert!(config.exists(), "default config written");
+
+    let gwctl = root.join("prefix/bin/gwctl");
+    let socket = root.join("admin.sock");
+    let created = gateway_tests::gwctl::run_binary(
+        &gwctl,
+        &socket,
+        &["-o", "json", "keys", "create", "--name", "installed"],
+    )
+    .await;
+    created.assert_success();
+
+    // A second run keeps an edited config and the data, and restarts the daemon.
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("# edited by the operator\n");
+    std::fs::write(&config, &text).expect("edit config");
+    let second = install(root);
+    let log = String::from_utf8_lossy(&second.stdout).into_owned()
+        + &String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "second install.sh failed:\n{log}");
+    assert!(log.contains("keeping existing config"), "{log}");
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), text);
+    let listed =
+        gateway_tests::gwctl::run_binary(&gwctl, &socket, &["-o", "json", "keys", "list"]).await;
+    listed.assert_success();
+    assert_eq!(listed.json()["keys"][0]["name"], "installed");
+}
