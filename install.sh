@@ -11,6 +11,7 @@
 #   --config-dir DIR  where gatewayd.toml goes (default /etc/gatewayd, ~/.config/gatewayd)
 #   --data-dir DIR    database and TLS material (default /var/lib/gatewayd, ~/.local/share/gatewayd)
 #   --socket PATH     admin socket, written into a new config (default: gatewayd's own default)
+#   --proxy-listen A  proxy listen address, written into a new config (default 127.0.0.1:8080)
 #   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only)
 #   --no-start        install only
 # Environment: INSTALL_PROFILE=dev builds a debug binary (used by the test suite).
@@ -26,7 +27,7 @@ else
   config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/gatewayd"
   data_dir="${XDG_DATA_HOME:-$HOME/.local/share}/gatewayd"
 fi
-socket=""; use_systemd=false; start=true
+socket=""; proxy_listen="127.0.0.1:8080"; use_systemd=false; start=true
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,9 +35,10 @@ while [ $# -gt 0 ]; do
     --config-dir) config_dir="$2"; shift 2 ;;
     --data-dir) data_dir="$2"; shift 2 ;;
     --socket) socket="$2"; shift 2 ;;
+    --proxy-listen) proxy_listen="$2"; shift 2 ;;
     --systemd) use_systemd=true; shift ;;
     --no-start) start=false; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -80,7 +82,7 @@ else
 data_dir = "$data_dir"
 
 [proxy]
-listen = "127.0.0.1:8080"
+listen = "$proxy_listen"
 trusted_proxies = []                    # CIDRs whose X-Forwarded-For is believed
 
 [admin]

@@ -5,6 +5,7 @@
 //! - [`clock`]: the injectable source of "now".
 //! - [`store`]: SQLite (WAL, migrations, one writer); the only module with SQL.
 //! - [`keys`]: the in-memory key table and the service that changes keys.
+//! - [`proxy`]: the data plane's request pipeline (SPEC §3).
 //! - [`admin_api`]: the management API router (SPEC §6).
 //! - [`server`]: listeners, HTTP/1 serving and draining.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod http_util;
 pub mod keys;
+pub mod proxy;
 pub mod server;
 pub mod store;
 
@@ -53,8 +55,27 @@ pub async fn run(
         Arc::clone(&clock),
     ));
     let admin = Arc::new(AdminApi { keys });
+    let proxy = Arc::new(proxy::Proxy::new(
+        &config,
+        Arc::clone(&cache),
+        Arc::clone(&clock),
+    )?);
 
     let stop = CancellationToken::new();
+    let proxy_addr = listeners
+        .proxy
+        .local_addr()
+        .context("proxy listener address")?;
+    let proxy_task = tokio::spawn(server::serve_proxy(
+        listeners.proxy,
+        proxy,
+        server::ProxyLimits {
+            max_connections: config.proxy.max_connections,
+            header_read_timeout: config.proxy.header_read_timeout,
+            drain_timeout: config.proxy.drain_timeout,
+        },
+        stop.clone(),
+    ));
     let admin_task = tokio::spawn(server::serve_admin_socket(
         listeners.admin_socket,
         listeners.admin_socket_path.clone(),
@@ -62,6 +83,7 @@ pub async fn run(
         stop.clone(),
     ));
     tracing::info!(
+        proxy = %proxy_addr,
         socket = %listeners.admin_socket_path.display(),
         data_dir = %config.data_dir.display(),
         keys = cache.len(),
@@ -71,7 +93,9 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
-    admin_task.await.context("admin server task panicked")?;
+    let (proxy_done, admin_done) = tokio::join!(proxy_task, admin_task);
+    proxy_done.context("proxy server task panicked")?;
+    admin_done.context("admin server task panicked")?;
     tracing::info!("stopped");
     Ok(())
 }

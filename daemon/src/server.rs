@@ -16,12 +16,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_api::AdminApi;
 use crate::config::Config;
+use crate::error::{GatewayError, Plane};
 use crate::keys::Actor;
+use crate::proxy::Proxy;
+use gateway_shared::ErrorCode;
 
 /// How long a client may take to send a request's headers (also the keep-alive idle limit).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,15 +35,20 @@ const ADMIN_DRAIN: Duration = Duration::from_secs(10);
 /// The sockets the daemon serves, bound before [`crate::run`] so that start-up fails early
 /// (and tests can bind port 0 and learn the address).
 pub struct Listeners {
+    pub proxy: TcpListener,
     pub admin_socket: UnixListener,
     pub admin_socket_path: PathBuf,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let proxy = TcpListener::bind(config.proxy.listen)
+            .await
+            .with_context(|| format!("binding the proxy listener {}", config.proxy.listen))?;
         let path = config.admin.socket.clone();
         let admin_socket = bind_unix(&path, config.admin.socket_mode).await?;
         Ok(Listeners {
+            proxy,
             admin_socket,
             admin_socket_path: path,
         })
@@ -149,4 +158,91 @@ pub async fn serve_admin_socket(
     {
         tracing::warn!("admin connections still open after the drain deadline; closing them");
     }
+}
+
+/// Limits of the proxy listener (from `[proxy]` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// Serves the proxy until `stop` fires; then stops accepting, turns health to 503, lets
+/// in-flight requests and streams finish within the drain deadline, and returns.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: ProxyLimits,
+    stop: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(error = %err, "proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tokio::spawn(refuse_overloaded(stream));
+            continue;
+        };
+        let proxy = Arc::clone(&proxy);
+        let service = service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "proxy connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    proxy.start_draining();
+    tracing::info!(deadline = ?limits.drain_timeout, "draining proxy connections");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the drain deadline; cutting them");
+    }
+}
+
+/// Beyond the connection cap: answer one fast 503 and close, rather than queue.
+async fn refuse_overloaded(stream: tokio::net::TcpStream) {
+    let service = service_fn(|_request| async {
+        let mut response = GatewayError::new(
+            ErrorCode::Overloaded,
+            "The gateway is at its connection limit; retry shortly.",
+        )
+        .into_response(Plane::Data);
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = connection.await;
 }

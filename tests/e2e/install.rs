@@ -16,6 +16,8 @@ fn install(root: &Path) -> std::process::Output {
         .arg(root.join("data"))
         .arg("--socket")
         .arg(root.join("admin.sock"))
+        .arg("--proxy-listen")
+        .arg("127.0.0.1:0")
         .env("INSTALL_PROFILE", "dev")
         .stdin(Stdio::null())
         .output()

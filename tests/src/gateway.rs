@@ -1,5 +1,6 @@
 //! A real `gatewayd` process in a temporary directory.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,25 +12,61 @@ use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::gwctl::{self, GwctlOutput};
+use crate::mock::MockProvider;
 
 /// How long a daemon may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayOptions {
-    /// TOML appended to the generated config (which sets data_dir and admin.socket).
+    /// TOML appended to the generated config (which sets data_dir, admin.socket, the proxy
+    /// listener on port 0 and, with a mock, the providers).
     pub extra_config: String,
+    /// Lines for the `[proxy]` section (the harness writes the header and `listen`).
+    pub proxy_config: String,
     /// `GATEWAYD_LOG` filter. Trace by default, so that secret-leak checks see everything.
     pub log_filter: String,
+    /// Point all three providers at this mock, with credentials from `PROVIDER_KEYS`.
+    pub mock: Option<MockProvider>,
 }
 
 impl Default for GatewayOptions {
     fn default() -> Self {
         Self {
             extra_config: String::new(),
+            proxy_config: String::new(),
             log_filter: "trace".into(),
+            mock: None,
         }
     }
+}
+
+/// The provider credentials the daemon is given in tests: (provider, env var, secret). The
+/// mock checks it sees these; leak checks grep the logs for them.
+pub const PROVIDER_KEYS: [(&str, &str, &str); 3] = [
+    (
+        "openai",
+        "GW_TEST_OPENAI_KEY",
+        "sk-upstream-openai-Q7ZLm2xVbN4kR8tY",
+    ),
+    (
+        "anthropic",
+        "GW_TEST_ANTHROPIC_KEY",
+        "sk-ant-upstream-W3pHs9dKfJ6qA1zC",
+    ),
+    (
+        "gemini",
+        "GW_TEST_GEMINI_KEY",
+        "AIzaUpstreamGemini5mT2vX8nB4cL7",
+    ),
+];
+
+pub fn provider_key(provider: &str) -> &'static str {
+    PROVIDER_KEYS
+        .iter()
+        .find(|(p, _, _)| *p == provider)
+        .map(|(_, _, key)| *key)
+        .expect("known provider")
 }
 
 pub struct Gateway {
@@ -39,6 +76,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub config_path: PathBuf,
+    /// The proxy listener's address, from the ready line.
+    pub proxy_addr: SocketAddr,
     options: GatewayOptions,
     child: Option<Child>,
     /// Everything every run of this daemon wrote to stderr.
@@ -59,12 +98,21 @@ impl Gateway {
         let data_dir = root.join("data");
         let socket = root.join("run/admin.sock");
         let config_path = root.join("gatewayd.toml");
-        let config = format!(
-            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n{}\n",
-            options.extra_config,
+        let mut config = format!(
+            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n",
+            options.proxy_config,
             data_dir = data_dir.display().to_string(),
             socket = socket.display().to_string(),
         );
+        if let Some(mock) = &options.mock {
+            for (provider, env, _) in PROVIDER_KEYS {
+                config.push_str(&format!(
+                    "[providers.{provider}]\nbase_url = {:?}\napi_key_env = {env:?}\n",
+                    mock.base_url(provider)
+                ));
+            }
+        }
+        config.push_str(&options.extra_config);
         std::fs::write(&config_path, config).expect("writing config");
         let mut gateway = Gateway {
             _dir: dir,
@@ -72,6 +120,7 @@ impl Gateway {
             data_dir,
             socket,
             config_path,
+            proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             options,
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
@@ -86,7 +135,7 @@ impl Gateway {
             .spawn()
             .expect("spawning gatewayd");
         let stderr = child.stderr.take().expect("piped stderr");
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<String>();
         let logs = Arc::clone(&self.logs);
         tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
@@ -99,12 +148,18 @@ impl Gateway {
                     logs.push('\n');
                 }
                 if is_ready && let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
+                    let _ = tx.send(line);
                 }
             }
         });
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(line)) => {
+                self.proxy_addr = line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("proxy="))
+                    .and_then(|addr| addr.parse().ok())
+                    .unwrap_or_else(|| panic!("no proxy= address in the ready line: {line}"));
+            }
             _ => {
                 let status = child.try_wait().ok().flatten();
                 panic!(
@@ -114,6 +169,11 @@ impl Gateway {
             }
         }
         self.child = Some(child);
+    }
+
+    /// `http://127.0.0.1:PORT` of the proxy listener.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy_addr)
     }
 
     pub fn admin(&self) -> Admin {
@@ -177,6 +237,10 @@ pub fn gatewayd_command(config: &Path, log_filter: &str) -> Command {
         .env("GATEWAYD_LOG", log_filter)
         .env_remove("GATEWAYD_CONFIG")
         .env_remove("GATEWAYD_LOG_FORMAT")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .envs(PROVIDER_KEYS.iter().map(|(_, env, key)| (*env, *key)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -29,6 +29,10 @@ impl InProcessGateway {
         let socket = dir.path().join("admin.sock");
         let file = gatewayd::config::FileConfig {
             data_dir: Some(dir.path().join("data")),
+            proxy: Some(gatewayd::config::ProxyFile {
+                listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            }),
             admin: Some(gatewayd::config::AdminFile {
                 socket: Some(socket.clone()),
                 ..Default::default()

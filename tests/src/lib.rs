@@ -10,7 +10,9 @@ pub mod binaries;
 pub mod gateway;
 pub mod gwctl;
 pub mod in_process;
+pub mod mock;
 
 pub use admin::{Admin, ApiResponse};
 pub use gateway::{Gateway, GatewayOptions};
 pub use gwctl::GwctlOutput;
+pub use mock::MockProvider;

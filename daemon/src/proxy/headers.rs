@@ -1,0 +1,110 @@
+//! Which headers cross the proxy, in each direction.
+//!
+//! Hop-by-hop headers describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+//! The client's credentials are dropped so the proxy key never reaches the provider; the
+//! provider credential is added by `upstream`. `accept-encoding` is dropped so providers
+//! answer in plain text the gateway can meter.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client credential headers of every provider.
+const CREDENTIALS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
+
+/// The request headers to send upstream.
+pub fn for_upstream(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len());
+    let named_by_connection = connection_tokens(client);
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CREDENTIALS.contains(&n)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::ACCEPT_ENCODING
+            || named_by_connection.iter().any(|t| t == name)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Removes hop-by-hop headers from a provider's response before it goes to the client.
+pub fn strip_response(headers: &mut HeaderMap) {
+    for name in connection_tokens(headers) {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Marks credential headers sensitive so `http`'s `Debug` prints `Sensitive`, never a key.
+pub fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in CREDENTIALS {
+        if let header::Entry::Occupied(mut entry) = headers.entry(*name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_stay_behind() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer sk-proxy-x"),
+            ("x-api-key", "sk-proxy-x"),
+            ("x-goog-api-key", "sk-proxy-x"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("host", "gateway"),
+            ("accept-encoding", "gzip"),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+            ("openai-beta", "assistants=v2"),
+        ] {
+            client.append(name, value.parse().expect("value"));
+        }
+        let out = for_upstream(&client);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "anthropic-version", "openai-beta"]);
+    }
+
+    #[test]
+    fn sensitive_values_do_not_print() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", "sk-proxy-secret".parse().expect("value"));
+        mark_sensitive(&mut headers);
+        assert!(!format!("{headers:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The connection to providers: one pooled HTTP(S) client, each provider's base URL and
+//! credential, and the mapping of transport failures to SPEC codes.
+//!
+//! Provider credentials are read once at start-up from the environment or a file and kept
+//! only as sensitive header values, so neither `Debug` nor a log line can print them. A
+//! provider without a credential still routes: its requests fail with a 502 that tells the
+//! operator what to set, instead of the whole daemon refusing to start.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_shared::{ErrorCode, Provider};
+use http::{HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Config, CredentialSource, ProviderConfig};
+use crate::error::GatewayError;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    targets: Vec<Target>,
+    idle_timeout: Duration,
+}
+
+struct Target {
+    provider: Provider,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path of the base URL without its trailing `/` (usually empty).
+    base_path: String,
+    credential: Result<(HeaderName, HeaderValue), String>,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> anyhow::Result<Upstream> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.proxy.upstream_connect_timeout));
+        http.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_native_roots() {
+            Ok(builder) => builder,
+            Err(err) => {
+                tracing::warn!(error = %err, "no system CA certificates; using the bundled web PKI roots");
+                hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            // Below providers' own idle limits, so a pooled connection is not reused just as
+            // the far end closes it.
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let targets = config
+            .providers
+            .iter()
+            .map(target)
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Upstream {
+            client,
+            targets,
+            idle_timeout: config.proxy.upstream_idle_timeout,
+        })
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Builds the provider request: base URL + path + query, the given headers, the
+    /// provider credential in the provider's own header.
+    pub fn request(
+        &self,
+        provider: Provider,
+        method: http::Method,
+        path: &str,
+        query: Option<&str>,
+        mut headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, GatewayError> {
+        let target = self.target(provider)?;
+        let (name, value) = target.credential.as_ref().map_err(|reason| {
+            GatewayError::new(
+                ErrorCode::UpstreamUnreachable,
+                format!("The gateway has no credential for {provider}: {reason}."),
+            )
+        })?;
+        headers.insert(name.clone(), value.clone());
+        let path_and_query = match query {
+            Some(query) => format!("{}{path}?{query}", target.base_path),
+            None => format!("{}{path}", target.base_path),
+        };
+        let uri = http::Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|err| {
+                GatewayError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("The request path is not valid: {err}."),
+                )
+            })?;
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// Sends a request: 502 `upstream_unreachable` when no connection could be made, 504
+    /// `upstream_timeout` when the provider sends no response headers within the idle limit.
+    pub async fn send(
+        &self,
+        provider: Provider,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, GatewayError> {
+        match tokio::time::timeout(self.idle_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => {
+                let what = if err.is_connect() {
+                    "could not connect to"
+                } else {
+                    "lost the connection to"
+                };
+                tracing::warn!(%provider, error = %err, "upstream request failed");
+                Err(GatewayError::new(
+                    ErrorCode::UpstreamUnreachable,
+                    format!("The gateway {what} {provider}."),
+                ))
+            }
+            Err(_) => Err(GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "{provider} sent no response within {:?}.",
+                    self.idle_timeout
+                ),
+            )),
+        }
+    }
+
+    fn target(&self, provider: Provider) -> Result<&Target, GatewayError> {
+        self.targets
+            .iter()
+            .find(|t| t.provider == provider)
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorCode::UpstreamUnreachable,
+                    format!("{provider} is not configured."),
+                )
+            })
+    }
+}
+
+fn target(config: &ProviderConfig) -> anyhow::Result<Target> {
+    let parts = config.base_url.clone().into_parts();
+    let scheme = parts
+        .scheme
+        .ok_or_else(|| anyhow::anyhow!("{} base_url has no scheme", config.provider))?;
+    let authority = parts
+        .authority
+        .ok_or_else(|| anyhow::anyhow!("{} base_url has no host", config.provider))?;
+    let base_path = parts
+        .path_and_query
+        .map(|p| p.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    let credential = read_credential(config.provider, &config.credential);
+    if let Err(reason) = &credential {
+        tracing::warn!(provider = %config.provider, "no provider credential ({reason}); its requests will fail with 502");
+    }
+    Ok(Target {
+        provider: config.provider,
+        scheme,
+        authority,
+        base_path,
+        credential,
+    })
+}
+
+/// The provider's credential as its own header, marked sensitive.
+fn read_credential(
+    provider: Provider,
+    source: &CredentialSource,
+) -> Result<(HeaderName, HeaderValue), String> {
+    let secret = match source {
+        CredentialSource::Env(name) => {
+            std::env::var(name).map_err(|_| format!("set the environment variable {name}"))?
+        }
+        CredentialSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {} ({})", path.display(), err.kind()))?,
+    };
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err("the configured credential is empty".into());
+    }
+    let (name, value) = match provider {
+        Provider::Openai => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
+        Provider::Anthropic => (HeaderName::from_static("x-api-key"), secret.to_owned()),
+        Provider::Gemini => (HeaderName::from_static("x-goog-api-key"), secret.to_owned()),
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| "the credential contains characters not allowed in a header".to_owned())?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}

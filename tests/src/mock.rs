@@ -1,0 +1,433 @@
+//! A mock provider speaking the OpenAI, Anthropic and Gemini wire formats, JSON and
+//! streaming, on one port: each provider under its own path prefix (`/openai`, `/anthropic`,
+//! `/gemini`), which doubles as a test that the gateway keeps a base URL's path.
+//!
+//! It records every request it receives (so "refused requests never reach the provider" and
+//! "the provider sees its own credential, never the proxy key" can be asserted) and is
+//! steered per request by `x-mock-*` headers, which the gateway forwards like any other:
+//! - `x-mock-status: 500` — answer with that status and a provider-shaped error body;
+//! - `x-mock-delay-ms: 1000` — pause between stream events;
+//! - `x-mock-events: 7` — number of content events in a stream;
+//! - `x-mock-stall: 1` — send headers and the first event, then go silent;
+//! - `x-mock-headers-delay-ms: 500` — wait before sending response headers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Token counts every mock response reports, so costs are predictable.
+pub const PROMPT_TOKENS: u64 = 11;
+pub const COMPLETION_TOKENS: u64 = 7;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as received.
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Clone)]
+pub struct MockProvider {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl MockProvider {
+    pub async fn start() -> MockProvider {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let addr = listener.local_addr().expect("mock addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::clone(&received);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(respond(request, state).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockProvider { addr, received }
+    }
+
+    /// The base URL of one provider on this mock.
+    pub fn base_url(&self, provider: &str) -> String {
+        format!("http://{}/{provider}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.received().pop().expect("the mock received a request")
+    }
+}
+
+async fn respond(
+    request: http::Request<Incoming>,
+    received: Arc<Mutex<Vec<Recorded>>>,
+) -> http::Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(recorded.clone());
+
+    let control = Control::from(&recorded);
+    if let Some(delay) = control.headers_delay {
+        tokio::time::sleep(delay).await;
+    }
+    let path = parts.uri.path();
+    let (provider, rest) = path[1..].split_once('/').unwrap_or(("", ""));
+    if let Some(status) = control.status {
+        return error_response(provider, status);
+    }
+    let json_body = recorded.json();
+    let model = json_body["model"]
+        .as_str()
+        .unwrap_or("unknown-model")
+        .to_owned();
+    let streaming = json_body["stream"].as_bool().unwrap_or(false);
+    match (provider, rest) {
+        ("openai", "v1/models") | ("anthropic", "v1/models") => json_response(model_list()),
+        ("gemini", "v1beta/models") => json_response(gemini_model_list()),
+        ("openai", "v1/chat/completions") if streaming => {
+            stream_response(openai_stream(&model, &json_body, control.events), &control)
+        }
+        ("openai", "v1/chat/completions") => json_response(openai_completion(&model)),
+        ("openai", "v1/embeddings") => json_response(json!({
+            "object": "list", "model": model,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}
+        })),
+        ("anthropic", "v1/messages") if streaming => {
+            stream_response(anthropic_stream(&model, control.events), &control)
+        }
+        ("anthropic", "v1/messages") => json_response(anthropic_message(&model)),
+        ("gemini", rest) if rest.contains(":streamGenerateContent") => {
+            let sse = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+            let model = gemini_model(rest);
+            stream_response(gemini_stream(&model, control.events, sse), &control)
+        }
+        ("gemini", rest) if rest.contains(":generateContent") => {
+            json_response(gemini_response(&gemini_model(rest), 1, true))
+        }
+        _ => {
+            let mut response =
+                json_response(json!({"error": {"message": format!("mock: no route {path}")}}));
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+/// Per-request steering from `x-mock-*` headers.
+struct Control {
+    status: Option<u16>,
+    delay: Duration,
+    events: usize,
+    stall: bool,
+    headers_delay: Option<Duration>,
+}
+
+impl Control {
+    fn from(recorded: &Recorded) -> Control {
+        let number = |name: &str| recorded.header(name).and_then(|v| v.parse::<u64>().ok());
+        Control {
+            status: number("x-mock-status").and_then(|s| u16::try_from(s).ok()),
+            delay: Duration::from_millis(number("x-mock-delay-ms").unwrap_or(0)),
+            events: number("x-mock-events").map_or(3, |n| n as usize),
+            stall: recorded.header("x-mock-stall").is_some(),
+            headers_delay: number("x-mock-headers-delay-ms").map(Duration::from_millis),
+        }
+    }
+}
+
+fn json_response(value: Value) -> http::Response<Body> {
+    let mut response = http::Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        "x-ratelimit-limit-requests",
+        http::HeaderValue::from_static("10000"),
+    );
+    response
+}
+
+fn error_response(provider: &str, status: u16) -> http::Response<Body> {
+    let body = match provider {
+        "anthropic" => {
+            json!({"type": "error", "error": {"type": "api_error", "message": "mock provider failure"}})
+        }
+        "gemini" => {
+            json!({"error": {"code": status, "message": "mock provider failure", "status": "INTERNAL"}})
+        }
+        _ => {
+            json!({"error": {"message": "mock provider failure", "type": "server_error", "param": null, "code": null}})
+        }
+    };
+    let mut response = json_response(body);
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert("x-mock-error", http::HeaderValue::from_static("1"));
+    response
+}
+
+/// Streams `chunks` with `control.delay` between them, or stalls after the first.
+fn stream_response(chunks: Vec<String>, control: &Control) -> http::Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let delay = control.delay;
+    let stall = control.stall;
+    let sse = chunks.first().is_some_and(|c| !c.starts_with('['));
+    tokio::spawn(async move {
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if i > 0 {
+                if stall {
+                    // Hold the connection open, silent, until the client gives up.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let mut response = http::Response::new(BodyExt::boxed(body));
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static(content_type));
+    response
+}
+
+/// A `Stream` over an mpsc receiver, without pulling in tokio-stream.
+fn tokio_stream_from<T>(rx: mpsc::Receiver<T>) -> impl futures_core_stream::Stream<Item = T> {
+    futures_core_stream::ReceiverStream(rx)
+}
+
+mod futures_core_stream {
+    //! The minimal `Stream` adapter `StreamBody` needs.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub use futures_core::Stream;
+
+    pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+/// What `GET /v1/models` answers for OpenAI and Anthropic (both use `data[].id`).
+pub const LISTED_MODELS: &[&str] = &[
+    "gpt-4o",
+    "gpt-4o-mini",
+    "o3-mini",
+    "claude-sonnet-4-5",
+    "claude-3-5-haiku-latest",
+];
+
+fn model_list() -> Value {
+    let data: Vec<Value> = LISTED_MODELS
+        .iter()
+        .map(|id| {
+            json!({"id": id, "object": "model", "type": "model", "created": 1_700_000_000,
+                   "owned_by": "mock", "display_name": id, "created_at": "2025-01-01T00:00:00Z"})
+        })
+        .collect();
+    json!({"object": "list", "data": data, "has_more": false, "first_id": LISTED_MODELS[0], "last_id": LISTED_MODELS[4]})
+}
+
+fn gemini_model_list() -> Value {
+    let models: Vec<Value> = ["gemini-2.0-flash", "gemini-2.5-pro"]
+        .iter()
+        .map(|m| json!({"name": format!("models/{m}"), "displayName": m}))
+        .collect();
+    json!({ "models": models })
+}
+
+fn openai_completion(model: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock."}, "finish_reason": "stop", "logprobs": null}],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
+    })
+}
+
+fn openai_stream(model: &str, request: &Value, events: usize) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
+    };
+    let mut out = vec![format!(
+        "data: {}\n\n",
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null)
+    )];
+    for i in 0..events {
+        out.push(format!(
+            "data: {}\n\n",
+            chunk(json!({"content": format!("part{i} ")}), Value::Null)
+        ));
+    }
+    out.push(format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
+    if request["stream_options"]["include_usage"].as_bool() == Some(true) {
+        let usage = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}});
+        out.push(format!("data: {usage}\n\n"));
+    }
+    out.push("data: [DONE]\n\n".to_owned());
+    out
+}
+
+fn anthropic_message(model: &str) -> Value {
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from the mock."}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+    })
+}
+
+fn anthropic_stream(model: &str, events: usize) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for i in 0..events {
+        out.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("part{i} ")}})));
+    }
+    out.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})));
+    out.push(event("message_stop", json!({"type": "message_stop"})));
+    out
+}
+
+fn gemini_model(rest: &str) -> String {
+    rest.split('/')
+        .nth(2)
+        .and_then(|m| m.split(':').next())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn gemini_response(model: &str, part: usize, last: bool) -> Value {
+    let mut candidate = json!({"content": {"role": "model", "parts": [{"text": format!("part{part} ")}]}, "index": 0});
+    if last {
+        candidate["finishReason"] = json!("STOP");
+    }
+    json!({
+        "candidates": [candidate],
+        "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": if last { COMPLETION_TOKENS } else { part as u64 + 1 }, "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "modelVersion": model
+    })
+}
+
+fn gemini_stream(model: &str, events: usize, sse: bool) -> Vec<String> {
+    let events = events.max(1);
+    let responses: Vec<Value> = (0..events)
+        .map(|i| gemini_response(model, i, i + 1 == events))
+        .collect();
+    if sse {
+        return responses
+            .iter()
+            .map(|r| format!("data: {r}\r\n\r\n"))
+            .collect();
+    }
+    // Without alt=sse Gemini streams one JSON array, element by element.
+    let mut out = Vec::new();
+    for (i, response) in responses.iter().enumerate() {
+        let lead = if i == 0 { "[" } else { ",\r\n" };
+        out.push(format!("{lead}{response}"));
+    }
+    out.push("]".to_owned());
+    out
+}
