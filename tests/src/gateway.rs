@@ -99,7 +99,12 @@ impl Gateway {
         let socket = root.join("run/admin.sock");
         let config_path = root.join("gatewayd.toml");
         let mut config = format!(
-            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n",
+            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n[proxy]\n{}\n{}\n",
+            if options.proxy_config.contains("listen") {
+                ""
+            } else {
+                "listen = \"127.0.0.1:0\""
+            },
             options.proxy_config,
             data_dir = data_dir.display().to_string(),
             socket = socket.display().to_string(),
@@ -257,4 +262,34 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) {
         return;
     };
     let _ = rustix::process::kill_process(pid, signal);
+}
+
+impl Drop for Gateway {
+    /// Every test is also a leak test: whatever it did, the daemon's trace-level log must not
+    /// contain a raw proxy key or a provider credential.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_secrets("the gatewayd log", &self.logs());
+        }
+    }
+}
+
+/// Fails if `text` contains a provider credential or anything shaped like a raw proxy key
+/// (`sk-proxy-` and 38 base62 characters; display prefixes have only 4).
+pub fn assert_no_secrets(what: &str, text: &str) {
+    for (provider, _, key) in PROVIDER_KEYS {
+        assert!(
+            !text.contains(key),
+            "{what} contains the {provider} provider key"
+        );
+    }
+    for (at, _) in text.match_indices("sk-proxy-") {
+        let tail = &text[at + "sk-proxy-".len()..];
+        let run = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        assert!(
+            run < 32,
+            "{what} contains a raw proxy key: {}…",
+            &text[at..at + 13]
+        );
+    }
 }

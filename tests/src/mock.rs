@@ -280,6 +280,19 @@ fn tokio_stream_from<T>(rx: mpsc::Receiver<T>) -> impl futures_core_stream::Stre
     futures_core_stream::ReceiverStream(rx)
 }
 
+/// A `Stream` over an iterator, for request bodies in tests.
+pub struct IterStream<I>(pub I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
 mod futures_core_stream {
     //! The minimal `Stream` adapter `StreamBody` needs.
     use std::pin::Pin;
