@@ -4,6 +4,7 @@
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
+//! - `proxy`: the data plane's checks and forwarding (SPEC §3).
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `install`: install.sh into a temporary prefix, twice.
@@ -14,5 +15,6 @@ mod gwctl;
 mod install;
 mod keys;
 mod persistence;
+mod proxy;
 mod startup;
 mod tidy;
