@@ -214,15 +214,47 @@ pub async fn serve_proxy(
             drop(permit);
         });
     }
-    drop(listener);
+    // Drain: in-flight requests and streams may finish; the listener stays open only to
+    // answer new requests 503 `shutting_down` (and health 503) and close, so clients and load
+    // balancers get a clear answer rather than a refused connection.
     proxy.start_draining();
     tracing::info!(deadline = ?limits.drain_timeout, "draining proxy connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after the drain deadline; cutting them");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    let deadline = tokio::time::sleep(limits.drain_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut drained => break,
+            () = &mut deadline => {
+                tracing::warn!("requests still in flight after the drain deadline; cutting them");
+                break;
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, peer)) = accepted {
+                    tokio::spawn(serve_one_and_close(stream, peer, Arc::clone(&proxy)));
+                }
+            }
+        }
     }
+}
+
+/// One request on a connection that is then closed: used while draining.
+async fn serve_one_and_close(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    proxy: Arc<Proxy>,
+) {
+    let service = service_fn(move |request| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Beyond the connection cap: answer one fast 503 and close, rather than queue.

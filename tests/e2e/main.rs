@@ -5,6 +5,8 @@
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
 //! - `proxy`: the data plane's checks and forwarding (SPEC §3).
+//! - `shutdown`: SIGTERM drains open streams and refuses new requests.
+//! - `streaming`: byte-exact, unbuffered streams; idle timeout, not a total deadline.
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `install`: install.sh into a temporary prefix, twice.
@@ -16,5 +18,7 @@ mod install;
 mod keys;
 mod persistence;
 mod proxy;
+mod shutdown;
 mod startup;
+mod streaming;
 mod tidy;
