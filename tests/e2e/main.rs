@@ -8,11 +8,13 @@
 //! - `shutdown`: SIGTERM drains open streams and refuses new requests.
 //! - `streaming`: byte-exact, unbuffered streams; idle timeout, not a total deadline.
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
+//! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
 mod clock;
+mod edge;
 mod gwctl;
 mod install;
 mod keys;

@@ -70,16 +70,22 @@ impl Proxy {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// The one exit for gateway errors on the data plane.
+    /// The one exit for gateway errors on the data plane. Logs one line per request at
+    /// debug level: method, path (never the query, which may hold a Gemini `key=`), status.
     pub async fn handle(&self, peer: SocketAddr, mut request: http::Request<Incoming>) -> Response {
         headers::mark_sensitive(request.headers_mut());
-        match self.pipeline(peer, request).await {
+        let started = std::time::Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = match self.pipeline(peer, request).await {
             Ok(response) => response,
             Err(err) => {
-                tracing::debug!(code = %err.code, "request refused");
+                tracing::debug!(code = %err.code, %method, %path, "request refused");
                 err.into_response(Plane::Data)
             }
-        }
+        };
+        tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        response
     }
 
     async fn pipeline(
@@ -109,6 +115,7 @@ impl Proxy {
             credential::presented(route.provider, request.headers(), request.uri().query())
                 .ok_or_else(|| missing_key(&route))?;
         let key = self.authenticate(presented)?;
+        tracing::trace!(key_id = %key.id, prefix = %key.prefix, provider = %route.provider, "authenticated");
         check_lifecycle(&key, self.clock.now())?;
         check_ip(&key, client_ip)?;
         if !key.policy.allows_provider(route.provider) {
