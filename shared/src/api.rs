@@ -89,6 +89,47 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 
+/// `GET /v1/keys/{id}/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`: spend and requests over a range
+/// of UTC days (both ends included; default the last 30 days up to today).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub key_id: String,
+    pub from: jiff::civil::Date,
+    pub to: jiff::civil::Date,
+    pub total: UsageTotals,
+    /// One entry per day of the range, oldest first, days without requests included.
+    pub by_day: Vec<DailyUsage>,
+    /// One entry per (provider, model) used in the range, most expensive first.
+    pub by_model: Vec<ModelUsage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Nanodollars,
+    /// Requests whose cost is an estimate (usage never reported, e.g. a client disconnect).
+    pub estimated_requests: u64,
+    /// Requests that could not be priced (model with no price): counted, never free.
+    pub unpriced_requests: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    pub date: jiff::civil::Date,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    pub provider: Provider,
+    pub model: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
 /// `POST /v1/keys`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CreateKey {
