@@ -5,26 +5,52 @@
 //! sleeping. **Invariant:** nothing outside this file reads the system clock.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
 pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock time: expiry, spend periods, audit and usage timestamps.
     fn now(&self) -> Timestamp;
+
+    /// Time since the clock was made, never going backwards: rate-limit windows, so that a
+    /// wall-clock step (NTP) can neither open nor close a window.
+    fn monotonic(&self) -> Duration;
 }
 
 /// The real clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+#[derive(Clone, Copy, Debug)]
+pub struct SystemClock {
+    started: Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> Self {
+        Self { started: Instant::now() }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
+
+    fn monotonic(&self) -> Duration {
+        self.started.elapsed()
+    }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to. Its monotonic time is the distance from `start`;
+/// tests move it forward only.
 #[derive(Debug)]
 pub struct ManualClock {
+    start: Timestamp,
     // Std mutex: held for a copy, never across `.await`.
     now: Mutex<Timestamp>,
 }
@@ -32,6 +58,7 @@ pub struct ManualClock {
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
         Self {
+            start,
             now: Mutex::new(start),
         }
     }
@@ -49,6 +76,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn monotonic(&self) -> Duration {
+        let since = self.now().duration_since(self.start);
+        Duration::try_from(since).unwrap_or(Duration::ZERO)
     }
 }
 

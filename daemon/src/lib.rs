@@ -19,8 +19,10 @@ pub mod config;
 pub mod error;
 pub mod http_util;
 pub mod keys;
+pub mod limits;
 pub mod proxy;
 pub mod server;
+pub mod spend;
 pub mod store;
 
 use std::future::Future;
@@ -48,7 +50,7 @@ pub async fn run(
     prepare_data_dir(&config)?;
     let store = Store::open(&config.database_path())?;
     let records = store.load_keys().await.context("loading keys")?;
-    let cache = Arc::new(KeyCache::new(records));
+    let cache = Arc::new(KeyCache::new(records, Arc::clone(&clock)));
     let keys = Arc::new(KeyService::new(
         store.clone(),
         Arc::clone(&cache),

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         // the moment the ready line appears still drains instead of killing the process.
         let shutdown = shutdown_signal()?;
         let listeners = Listeners::bind(&config).await?;
-        gatewayd::run(config, listeners, Arc::new(SystemClock), shutdown).await
+        gatewayd::run(config, listeners, Arc::new(SystemClock::new()), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

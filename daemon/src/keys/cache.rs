@@ -6,19 +6,48 @@
 //! an edit or a revocation (SPEC §1) without any database read on the request path.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use gateway_shared::KeyHash;
 use jiff::Timestamp;
 
 use super::policy::Policy;
 use super::record::KeyRecord;
+use crate::clock::Clock;
+use crate::limits::rate::RateWindow;
+use crate::spend::ledger::{Ledger, SpendState};
 
-/// A key as the request path needs it: the record and its compiled restrictions.
+/// A key as the request path needs it: the record, its compiled restrictions, and the live
+/// state (rate window, spend ledger) that outlives edits of the record.
 #[derive(Debug)]
 pub struct KeyEntry {
     pub record: KeyRecord,
     pub policy: Policy,
+    pub runtime: Arc<KeyRuntime>,
+}
+
+/// Per-key state that changes on every request. Kept across edits: an edit replaces the
+/// record, never the requests already counted against it.
+#[derive(Debug)]
+pub struct KeyRuntime {
+    // Std mutex: held for a few comparisons per request, never across `.await`.
+    pub rate: Mutex<RateWindow>,
+    pub ledger: Arc<Ledger>,
+}
+
+impl KeyRuntime {
+    fn new(record: &KeyRecord, clock: Arc<dyn Clock>) -> Self {
+        let initial = SpendState {
+            total: record.spend_total,
+            period: record.spend_period,
+            period_resets_at: record.period_resets_at,
+            period_kind: record.spend_reset,
+            request_count: record.request_count,
+            last_used_at: record.last_used_at,
+            ..SpendState::default()
+        };
+        Self { rate: Mutex::new(RateWindow::default()), ledger: Arc::new(Ledger::new(initial, clock)) }
+    }
 }
 
 impl std::ops::Deref for KeyEntry {
@@ -29,10 +58,16 @@ impl std::ops::Deref for KeyEntry {
     }
 }
 
-#[derive(Debug, Default)]
 pub struct KeyCache {
     // Std RwLock: held only to clone an `Arc` or swap one in, never across `.await`.
     inner: RwLock<Index>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").field("keys", &self.len()).finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -44,19 +79,24 @@ struct Index {
 }
 
 impl KeyCache {
-    pub fn new(records: impl IntoIterator<Item = KeyRecord>) -> Self {
-        let cache = Self::default();
+    pub fn new(records: impl IntoIterator<Item = KeyRecord>, clock: Arc<dyn Clock>) -> Self {
+        let cache = Self { inner: RwLock::default(), clock };
         for record in records {
             cache.upsert(record);
         }
         cache
     }
 
-    /// Inserts or replaces a key (matched by id). Call only after the change has committed.
+    /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
+    /// the change has committed.
     pub fn upsert(&self, record: KeyRecord) -> Arc<KeyEntry> {
         let policy = Policy::compile(&record);
-        let record = Arc::new(KeyEntry { record, policy });
         let mut index = self.write();
+        let runtime = match index.by_id.get(&record.id) {
+            Some(old) => Arc::clone(&old.runtime),
+            None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+        };
+        let record = Arc::new(KeyEntry { record, policy, runtime });
         if let Some(old) = index.by_id.insert(record.id.clone(), Arc::clone(&record)) {
             index.by_hash.remove(&old.hash);
             index.order.remove(&(old.created_at, old.id.clone()));
@@ -72,6 +112,11 @@ impl KeyCache {
 
     pub fn by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
         self.read().by_hash.get(hash).cloned()
+    }
+
+    /// Every key, for the usage writer's and metrics' sweeps.
+    pub fn all(&self) -> Vec<Arc<KeyEntry>> {
+        self.read().by_id.values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -133,6 +178,10 @@ mod tests {
     use super::*;
     use gateway_shared::Nanodollars;
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH))
+    }
+
     fn record(id: &str, second: i64) -> KeyRecord {
         let at = Timestamp::from_second(second).expect("ts");
         KeyRecord {
@@ -160,7 +209,7 @@ mod tests {
 
     #[test]
     fn pages_in_creation_order_with_a_cursor() {
-        let cache = KeyCache::new([record("c", 3), record("a", 1), record("b", 2)]);
+        let cache = KeyCache::new([record("c", 3), record("a", 1), record("b", 2)], clock());
         let (first, cursor) = cache.page(None, 2, |_| true).expect("page");
         assert_eq!(
             first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -183,12 +232,14 @@ mod tests {
 
     #[test]
     fn upsert_replaces_by_id_and_rehashes() {
-        let cache = KeyCache::new([record("a", 1)]);
+        let cache = KeyCache::new([record("a", 1)], clock());
         let mut edited = record("a", 1);
         edited.name = "renamed".into();
         edited.hash = KeyHash::of("new secret");
+        let before = cache.get("a").expect("a").runtime.clone();
         cache.upsert(edited);
         assert_eq!(cache.len(), 1);
+        assert!(Arc::ptr_eq(&before, &cache.get("a").expect("a").runtime), "live state survives edits");
         assert!(cache.by_hash(&KeyHash::of("a")).is_none());
         assert_eq!(
             cache

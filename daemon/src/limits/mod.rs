@@ -1,0 +1,3 @@
+//! Per-key request limits enforced on the request path (SPEC §4).
+
+pub mod rate;

@@ -1,0 +1,341 @@
+//! Per-key spend in memory, and reservations that make the spend cap hard (SPEC §5).
+//!
+//! Admission is atomic per key: under the key's lock, spend this period + open reservations
+//! + this request's worst case must fit under the limit, and the reservation is recorded in
+//! the same critical section, so fifty concurrent requests cannot all see the same headroom.
+//! A [`Reservation`] is a guard: settling consumes it, and dropping it unsettled settles its
+//! estimate, so no way out of a request (error, timeout, disconnect, panic) leaks headroom.
+//!
+//! Periods roll lazily: whoever touches the state after `period_resets_at` starts the new
+//! period. Nothing runs on a timer, so a daemon that was down over midnight is still right.
+
+use std::sync::{Arc, Mutex};
+
+use gateway_shared::{Nanodollars, SpendReset};
+use jiff::Timestamp;
+
+use crate::clock::Clock;
+
+use super::price::{Price, Tokens};
+
+/// A key's spend as the ledger knows it. Persisted by the usage writer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpendState {
+    pub total: Nanodollars,
+    /// Spend in the period that ends at `period_resets_at` (for a lifetime cap: all spend).
+    pub period: Nanodollars,
+    pub period_resets_at: Option<Timestamp>,
+    /// The reset period `period_resets_at` was computed for.
+    pub period_kind: Option<SpendReset>,
+    /// Sum of open reservations.
+    pub reserved: Nanodollars,
+    pub open_reservations: u32,
+    pub request_count: u64,
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl SpendState {
+    /// Starts a new period if the recorded one has ended or the reset period changed.
+    /// Spend already counted in a period that is still running carries over a change of
+    /// period kind; a lifetime cap counts all spend.
+    pub fn roll(&mut self, reset: Option<SpendReset>, now: Timestamp) {
+        match reset {
+            None => {
+                self.period = self.total;
+                self.period_resets_at = None;
+            }
+            Some(kind) => {
+                let ended = self.period_resets_at.is_none_or(|at| now >= at);
+                if ended && self.period_kind.is_some() {
+                    self.period = Nanodollars::ZERO;
+                }
+                if ended || self.period_kind != Some(kind) {
+                    self.period_resets_at = Some(kind.next_reset(now));
+                }
+            }
+        }
+        self.period_kind = reset;
+    }
+}
+
+/// Why a request may not spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpendRefusal {
+    /// The limit is reached for the period.
+    Exhausted { resets_at: Option<Timestamp> },
+    /// Not reached, but the open reservations and this request's worst case do not fit.
+    WouldExceed { resets_at: Option<Timestamp>, headroom: Nanodollars },
+}
+
+/// What a request asks of the ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask {
+    pub price: Price,
+    /// Upper bound of prompt tokens (UTF-8 bytes of the request body).
+    pub input_tokens_bound: u64,
+    /// The request's own output limit, or the model's maximum.
+    pub output_tokens: u64,
+    /// Clamping may lower the output limit to no fewer than this.
+    pub min_output_tokens: u64,
+    /// Clamp instead of refusing when the worst case does not fit.
+    pub clamp: bool,
+}
+
+impl Ask {
+    fn input_cost(&self) -> Nanodollars {
+        let per_token = self.price.max_input_price();
+        let price = Price { input: per_token, ..self.price };
+        price.cost(&Tokens { input: self.input_tokens_bound, ..Default::default() })
+    }
+
+    fn output_cost(&self, tokens: u64) -> Nanodollars {
+        self.price.cost(&Tokens { output: tokens, ..Default::default() })
+    }
+}
+
+/// The state the ledger guards, with the clock settlements read.
+pub struct Ledger {
+    // Std mutex: every critical section is a few arithmetic operations, never an `.await`.
+    state: Mutex<SpendState>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("state", &self.snapshot()).finish()
+    }
+}
+
+impl Ledger {
+    pub fn new(initial: SpendState, clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::new(initial), clock }
+    }
+
+    pub fn snapshot(&self) -> SpendState {
+        *self.lock()
+    }
+
+    /// The state as of now under `reset` (rolled, not persisted).
+    pub fn view(&self, reset: Option<SpendReset>) -> SpendState {
+        let mut state = self.lock();
+        state.roll(reset, self.clock.now());
+        *state
+    }
+
+    /// Reserves the worst case of `ask` against `limit`, or a clamped output limit when
+    /// that fits and clamping is allowed. Keys without a limit are always admitted (their
+    /// reservation still tracks what is in flight).
+    pub fn reserve(
+        self: &Arc<Self>,
+        limit: Option<Nanodollars>,
+        reset: Option<SpendReset>,
+        ask: &Ask,
+    ) -> Result<Reservation, SpendRefusal> {
+        let now = self.clock.now();
+        let input_cost = ask.input_cost();
+        let worst = input_cost.saturating_add(ask.output_cost(ask.output_tokens));
+        let mut state = self.lock();
+        state.roll(reset, now);
+        let (amount, clamped_output) = match limit {
+            None => (worst, None),
+            Some(limit) => {
+                let resets_at = state.period_resets_at;
+                if state.period >= limit {
+                    return Err(SpendRefusal::Exhausted { resets_at });
+                }
+                let headroom = limit.saturating_sub(state.period).saturating_sub(state.reserved);
+                if worst <= headroom {
+                    (worst, None)
+                } else {
+                    let min_cost = input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
+                    if !ask.clamp || min_cost > headroom {
+                        return Err(SpendRefusal::WouldExceed { resets_at, headroom });
+                    }
+                    let affordable = ask.price.output_tokens_for(headroom.saturating_sub(input_cost));
+                    let tokens = affordable.min(ask.output_tokens);
+                    (input_cost.saturating_add(ask.output_cost(tokens)), Some(tokens))
+                }
+            }
+        };
+        state.reserved = state.reserved.saturating_add(amount);
+        state.open_reservations += 1;
+        drop(state);
+        Ok(Reservation { ledger: Arc::clone(self), amount, estimate: amount, clamped_output, settled: false })
+    }
+
+    fn settle(&self, amount: Nanodollars, actual: Nanodollars) -> SpendState {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.reserved = state.reserved.saturating_sub(amount);
+        state.open_reservations = state.open_reservations.saturating_sub(1);
+        let kind = state.period_kind;
+        state.roll(kind, now);
+        state.total = state.total.saturating_add(actual);
+        state.period = state.period.saturating_add(actual);
+        state.request_count += 1;
+        state.last_used_at = Some(now);
+        *state
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpendState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Headroom held for one request in flight. Settle it with the actual cost; if it is dropped
+/// instead, it settles its current estimate (initially the whole reservation).
+#[must_use = "a reservation must be settled; dropping it settles its estimate"]
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    amount: Nanodollars,
+    estimate: Nanodollars,
+    clamped_output: Option<u64>,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn amount(&self) -> Nanodollars {
+        self.amount
+    }
+
+    /// The lowered output limit, when the request was clamped to fit.
+    pub fn clamped_output(&self) -> Option<u64> {
+        self.clamped_output
+    }
+
+    /// What to settle if this reservation is dropped without `settle`.
+    pub fn set_estimate(&mut self, estimate: Nanodollars) {
+        self.estimate = estimate;
+    }
+
+    /// Records `actual` as spent, releases the reservation, returns the key's new state.
+    pub fn settle(mut self, actual: Nanodollars) -> SpendState {
+        self.settled = true;
+        self.ledger.settle(self.amount, actual)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.ledger.settle(self.amount, self.estimate);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    /// $100 per million output tokens, free input: 1000 output tokens cost exactly $0.10.
+    fn ask(output_tokens: u64) -> Ask {
+        Ask {
+            price: Price {
+                input: Nanodollars::ZERO,
+                output: Nanodollars(100_000_000_000),
+                cache_read: Nanodollars::ZERO,
+                cache_write: Nanodollars::ZERO,
+                max_output_tokens: 100_000,
+            },
+            input_tokens_bound: 500,
+            output_tokens,
+            min_output_tokens: 100,
+            clamp: true,
+        }
+    }
+
+    fn ledger(now: &str) -> (Arc<Ledger>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(ts(now)));
+        (Arc::new(Ledger::new(SpendState::default(), clock.clone())), clock)
+    }
+
+    const DOLLAR: Nanodollars = Nanodollars(1_000_000_000);
+
+    #[test]
+    fn concurrent_reservations_cannot_overshoot() {
+        let (ledger, _) = ledger("2026-11-26T12:00:00Z");
+        let mut admitted = Vec::new();
+        let mut refused = 0;
+        for _ in 0..50 {
+            match ledger.reserve(Some(DOLLAR), None, &Ask { clamp: false, ..ask(1000) }) {
+                Ok(r) => admitted.push(r),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!((admitted.len(), refused), (10, 40));
+        for reservation in admitted {
+            let amount = reservation.amount();
+            reservation.settle(amount);
+        }
+        let state = ledger.snapshot();
+        assert_eq!(state.total, DOLLAR);
+        assert_eq!(state.reserved, Nanodollars::ZERO);
+        assert_eq!(state.open_reservations, 0);
+        assert!(matches!(
+            ledger.reserve(Some(DOLLAR), None, &ask(1)),
+            Err(SpendRefusal::Exhausted { resets_at: None })
+        ));
+    }
+
+    #[test]
+    fn near_the_cap_the_output_is_clamped_instead_of_refused() {
+        let (ledger, _) = ledger("2026-11-26T12:00:00Z");
+        ledger.reserve(Some(DOLLAR), None, &ask(9500)).expect("fits").settle(Nanodollars(950_000_000));
+        // $0.05 left; the worst case of 16384 tokens is $1.64: clamp to 500 tokens.
+        let clamped = ledger.reserve(Some(DOLLAR), None, &ask(16384)).expect("clamped, not refused");
+        assert_eq!(clamped.clamped_output(), Some(500));
+        assert_eq!(clamped.amount(), Nanodollars(50_000_000));
+        clamped.settle(Nanodollars::ZERO);
+        // Refuse-instead-of-clamp refuses the same request.
+        let refused = ledger.reserve(Some(DOLLAR), None, &Ask { clamp: false, ..ask(16384) });
+        assert!(matches!(refused, Err(SpendRefusal::WouldExceed { .. })));
+    }
+
+    #[test]
+    fn a_dropped_reservation_settles_its_estimate() {
+        let (ledger, _) = ledger("2026-11-26T12:00:00Z");
+        let mut reservation = ledger.reserve(Some(DOLLAR), None, &ask(1000)).expect("fits");
+        reservation.set_estimate(Nanodollars(123));
+        assert_eq!(ledger.snapshot().open_reservations, 1);
+        drop(reservation);
+        let state = ledger.snapshot();
+        assert_eq!((state.total, state.reserved, state.open_reservations), (Nanodollars(123), Nanodollars::ZERO, 0));
+    }
+
+    #[test]
+    fn periods_reset_exactly_at_midnight_monday_and_the_first() {
+        for (reset, before, boundary) in [
+            (SpendReset::Daily, "2026-11-26T23:59:59Z", "2026-11-27T00:00:00Z"),
+            (SpendReset::Weekly, "2026-11-29T23:59:59Z", "2026-11-30T00:00:00Z"),
+            (SpendReset::Monthly, "2026-11-30T23:59:59Z", "2026-12-01T00:00:00Z"),
+        ] {
+            let (ledger, clock) = ledger(before);
+            ledger.reserve(Some(DOLLAR), Some(reset), &ask(10_000)).expect("fits").settle(DOLLAR);
+            assert!(matches!(
+                ledger.reserve(Some(DOLLAR), Some(reset), &ask(1)),
+                Err(SpendRefusal::Exhausted { resets_at: Some(at) }) if at == ts(boundary)
+            ), "{reset} exhausted before {boundary}");
+            clock.set(ts(boundary));
+            let again = ledger.reserve(Some(DOLLAR), Some(reset), &ask(1000));
+            assert!(again.is_ok(), "{reset} resets at {boundary}");
+            drop(again);
+            assert_eq!(ledger.snapshot().total.0, DOLLAR.0 + 100_000_000, "lifetime total keeps counting");
+        }
+    }
+
+    #[test]
+    fn without_a_reset_the_cap_is_for_life() {
+        let (ledger, clock) = ledger("2026-11-26T12:00:00Z");
+        ledger.reserve(Some(DOLLAR), None, &ask(10_000)).expect("fits").settle(DOLLAR);
+        clock.set(ts("2030-01-01T00:00:00Z"));
+        assert!(ledger.reserve(Some(DOLLAR), None, &ask(1)).is_err());
+        // Raising the limit applies at once.
+        assert!(ledger.reserve(Some(Nanodollars(2 * DOLLAR.0)), None, &ask(1)).is_ok());
+    }
+}

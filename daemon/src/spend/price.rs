@@ -1,0 +1,253 @@
+//! The price table: the shipped default (`prices.toml`), overridden and extended by the
+//! operator's `[[prices]]`, plus an optional fallback for models neither names.
+//!
+//! Prices are nano-dollars per million tokens, parsed from their decimal text, so a price
+//! like $0.075/M is exact; a cost is rounded up once, after summing every kind of token, so
+//! many small requests can never add up to less than they cost.
+
+use anyhow::Context;
+use gateway_shared::Nanodollars;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+const SHIPPED: &str = include_str!("../prices.toml");
+
+/// Per-million-token prices of one model, and its largest possible output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Price {
+    pub input: Nanodollars,
+    pub output: Nanodollars,
+    pub cache_read: Nanodollars,
+    pub cache_write: Nanodollars,
+    pub max_output_tokens: u64,
+}
+
+/// Tokens of one request, by how they are billed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Prompt tokens billed at the input price (not served from or written to a cache).
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Tokens {
+    pub fn total_input(&self) -> u64 {
+        self.input.saturating_add(self.cache_read).saturating_add(self.cache_write)
+    }
+}
+
+impl Price {
+    /// ceil(Σ tokens × price / 1e6), in u128 so no realistic count can overflow.
+    pub fn cost(&self, tokens: &Tokens) -> Nanodollars {
+        let sum = u128::from(tokens.input) * u128::from(self.input.0)
+            + u128::from(tokens.output) * u128::from(self.output.0)
+            + u128::from(tokens.cache_read) * u128::from(self.cache_read.0)
+            + u128::from(tokens.cache_write) * u128::from(self.cache_write.0);
+        Nanodollars(u64::try_from(sum.div_ceil(1_000_000)).unwrap_or(u64::MAX))
+    }
+
+    /// The dearest way a prompt token can be billed: bounds the input of a reservation.
+    pub fn max_input_price(&self) -> Nanodollars {
+        self.input.max(self.cache_read).max(self.cache_write)
+    }
+
+    /// How many output tokens `budget` pays for after `input_cost`.
+    pub fn output_tokens_for(&self, budget: Nanodollars) -> u64 {
+        if self.output.0 == 0 {
+            return u64::MAX;
+        }
+        let tokens = u128::from(budget.0) * 1_000_000 / u128::from(self.output.0);
+        u64::try_from(tokens).unwrap_or(u64::MAX)
+    }
+}
+
+/// One `[[prices]]` entry as written in TOML.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    pub model: String,
+    pub input: Decimal,
+    pub output: Decimal,
+    pub cache_read: Option<Decimal>,
+    pub cache_write: Option<Decimal>,
+    pub max_output_tokens: Option<u64>,
+}
+
+/// A fallback price: an entry without a model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackEntry {
+    pub input: Decimal,
+    pub output: Decimal,
+    pub cache_read: Option<Decimal>,
+    pub cache_write: Option<Decimal>,
+    pub max_output_tokens: u64,
+}
+
+/// A price as TOML may write it: `0.15`, `2`, or `"0.15"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Decimal {
+    Integer(u64),
+    Float(f64),
+    Text(String),
+}
+
+impl Decimal {
+    fn dollars(&self) -> anyhow::Result<Nanodollars> {
+        // Rust prints a float as the shortest decimal that reads back to it: the text the
+        // operator wrote, for any price with up to 15 significant digits.
+        let text = match self {
+            Decimal::Integer(n) => n.to_string(),
+            Decimal::Float(f) if f.is_finite() && *f >= 0.0 => f.to_string(),
+            Decimal::Float(f) => anyhow::bail!("{f} is not a price"),
+            Decimal::Text(t) => t.clone(),
+        };
+        text.parse().map_err(|e| anyhow::anyhow!("{text:?} {e}"))
+    }
+}
+
+#[derive(Debug)]
+pub struct PriceTable {
+    globs: GlobSet,
+    prices: Vec<Price>,
+    fallback: Option<Price>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShippedFile {
+    prices: Vec<PriceEntry>,
+}
+
+impl PriceTable {
+    /// The operator's entries first, then the shipped table; first match wins.
+    pub fn new(overrides: &[PriceEntry], fallback: Option<&FallbackEntry>) -> anyhow::Result<PriceTable> {
+        let shipped: ShippedFile = toml::from_str(SHIPPED).context("the shipped prices.toml")?;
+        let mut builder = GlobSetBuilder::new();
+        let mut prices = Vec::new();
+        for (index, entry) in overrides.iter().chain(&shipped.prices).enumerate() {
+            let origin = if index < overrides.len() { "[[prices]]" } else { "shipped prices.toml" };
+            let glob = GlobBuilder::new(&entry.model)
+                .literal_separator(false)
+                .build()
+                .with_context(|| format!("{origin}: model {:?} is not a valid glob", entry.model))?;
+            builder.add(glob);
+            prices.push(
+                price(&entry.input, &entry.output, entry.cache_read.as_ref(), entry.cache_write.as_ref(), entry.max_output_tokens)
+                    .with_context(|| format!("{origin} for {:?}", entry.model))?,
+            );
+        }
+        let fallback = fallback
+            .map(|f| price(&f.input, &f.output, f.cache_read.as_ref(), f.cache_write.as_ref(), Some(f.max_output_tokens)))
+            .transpose()
+            .context("[spend.fallback_price]")?;
+        Ok(PriceTable { globs: builder.build().context("compiling price globs")?, prices, fallback })
+    }
+
+    /// The price of `model`: the first matching entry, else the fallback, else `None`.
+    pub fn lookup(&self, model: &str) -> Option<Price> {
+        let first = self.globs.matches(model).into_iter().min();
+        first.and_then(|i| self.prices.get(i).copied()).or(self.fallback)
+    }
+}
+
+fn price(
+    input: &Decimal,
+    output: &Decimal,
+    cache_read: Option<&Decimal>,
+    cache_write: Option<&Decimal>,
+    max_output_tokens: Option<u64>,
+) -> anyhow::Result<Price> {
+    let input = input.dollars().context("input")?;
+    Ok(Price {
+        input,
+        output: output.dollars().context("output")?,
+        cache_read: cache_read.map(Decimal::dollars).transpose().context("cache_read")?.unwrap_or(input),
+        cache_write: cache_write.map(Decimal::dollars).transpose().context("cache_write")?.unwrap_or(input),
+        max_output_tokens: max_output_tokens.context("max_output_tokens is required")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(model: &str, input: f64, output: f64) -> PriceEntry {
+        PriceEntry {
+            model: model.into(),
+            input: Decimal::Float(input),
+            output: Decimal::Float(output),
+            cache_read: None,
+            cache_write: None,
+            max_output_tokens: Some(1000),
+        }
+    }
+
+    #[test]
+    fn the_shipped_table_parses_and_orders_narrow_before_wide() {
+        let table = PriceTable::new(&[], None).expect("shipped table");
+        let mini = table.lookup("gpt-4o-mini-2024-07-18").expect("priced");
+        assert_eq!(mini.input, Nanodollars(150_000_000), "$0.15 per million");
+        assert_eq!(mini.cache_read, Nanodollars(75_000_000));
+        assert_eq!(table.lookup("gpt-4o").expect("priced").input, Nanodollars(2_500_000_000));
+        assert_eq!(table.lookup("claude-sonnet-4-5-20250929").expect("priced").cache_write, Nanodollars(3_750_000_000));
+        assert_eq!(table.lookup("gemini-2.5-flash-lite").expect("priced").output, Nanodollars(400_000_000));
+        assert!(table.lookup("llama-3-70b").is_none());
+    }
+
+    #[test]
+    fn overrides_come_first_and_the_fallback_last() {
+        let fallback = FallbackEntry {
+            input: Decimal::Text("1".into()),
+            output: Decimal::Integer(2),
+            cache_read: None,
+            cache_write: None,
+            max_output_tokens: 4096,
+        };
+        let table = PriceTable::new(&[entry("gpt-4o*", 1.0, 3.0)], Some(&fallback)).expect("table");
+        assert_eq!(table.lookup("gpt-4o-mini").expect("override").output, Nanodollars(3_000_000_000));
+        assert_eq!(table.lookup("my-local-model").expect("fallback").max_output_tokens, 4096);
+    }
+
+    #[test]
+    fn costs_round_up_once() {
+        let price = Price {
+            input: Nanodollars(150_000_000),
+            output: Nanodollars(600_000_000),
+            cache_read: Nanodollars(75_000_000),
+            cache_write: Nanodollars(150_000_000),
+            max_output_tokens: 16384,
+        };
+        // 1000 × $0.15/M + 500 × $0.60/M + 200 × $0.075/M = $0.000465
+        let tokens = Tokens { input: 1000, output: 500, cache_read: 200, cache_write: 0 };
+        assert_eq!(price.cost(&tokens), Nanodollars(465_000));
+        // A token at $0.001 per million is a thousandth of a nano-dollar: it rounds up to 1,
+        // never down to 0.
+        let tiny = Price { input: Nanodollars(1_000_000), ..price };
+        assert_eq!(tiny.cost(&Tokens { input: 1, ..Default::default() }), Nanodollars(1));
+        assert_eq!(price.output_tokens_for(Nanodollars(600_000)), 1000);
+    }
+
+    proptest! {
+        #[test]
+        fn cost_is_monotone_and_never_overflows(
+            a in 0u64..u32::MAX as u64, b in 0u64..u32::MAX as u64,
+            per_million in 0u64..1_000_000_000_000_000,
+        ) {
+            let price = Price { input: Nanodollars(per_million), output: Nanodollars(per_million),
+                cache_read: Nanodollars(per_million), cache_write: Nanodollars(per_million), max_output_tokens: 1 };
+            let (lo, hi) = (a.min(b), a.max(b));
+            let low = price.cost(&Tokens { input: lo, ..Default::default() });
+            let high = price.cost(&Tokens { input: hi, ..Default::default() });
+            prop_assert!(low <= high);
+            // Exact: cost × 1e6 ≥ tokens × price > (cost − 1) × 1e6.
+            let exact = u128::from(hi) * u128::from(per_million);
+            prop_assert!(u128::from(high.0) * 1_000_000 >= exact);
+            prop_assert!(high.0 == 0 || u128::from(high.0 - 1) * 1_000_000 < exact);
+        }
+    }
+}
