@@ -46,7 +46,10 @@ impl KeyRuntime {
             last_used_at: record.last_used_at,
             ..SpendState::default()
         };
-        Self { rate: Mutex::new(RateWindow::default()), ledger: Arc::new(Ledger::new(initial, clock)) }
+        Self {
+            rate: Mutex::new(RateWindow::default()),
+            ledger: Arc::new(Ledger::new(initial, clock)),
+        }
     }
 }
 
@@ -66,7 +69,9 @@ pub struct KeyCache {
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache").field("keys", &self.len()).finish()
+        f.debug_struct("KeyCache")
+            .field("keys", &self.len())
+            .finish()
     }
 }
 
@@ -80,7 +85,10 @@ struct Index {
 
 impl KeyCache {
     pub fn new(records: impl IntoIterator<Item = KeyRecord>, clock: Arc<dyn Clock>) -> Self {
-        let cache = Self { inner: RwLock::default(), clock };
+        let cache = Self {
+            inner: RwLock::default(),
+            clock,
+        };
         for record in records {
             cache.upsert(record);
         }
@@ -96,7 +104,11 @@ impl KeyCache {
             Some(old) => Arc::clone(&old.runtime),
             None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
         };
-        let record = Arc::new(KeyEntry { record, policy, runtime });
+        let record = Arc::new(KeyEntry {
+            record,
+            policy,
+            runtime,
+        });
         if let Some(old) = index.by_id.insert(record.id.clone(), Arc::clone(&record)) {
             index.by_hash.remove(&old.hash);
             index.order.remove(&(old.created_at, old.id.clone()));
@@ -239,7 +251,10 @@ mod tests {
         let before = cache.get("a").expect("a").runtime.clone();
         cache.upsert(edited);
         assert_eq!(cache.len(), 1);
-        assert!(Arc::ptr_eq(&before, &cache.get("a").expect("a").runtime), "live state survives edits");
+        assert!(
+            Arc::ptr_eq(&before, &cache.get("a").expect("a").runtime),
+            "live state survives edits"
+        );
         assert!(cache.by_hash(&KeyHash::of("a")).is_none());
         assert_eq!(
             cache

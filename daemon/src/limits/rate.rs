@@ -62,16 +62,28 @@ impl RateWindow {
         let freeing = (used + 1).saturating_sub(limit.max(1)) as usize;
         let reset_after = match freeing.checked_sub(1).and_then(|i| self.admitted.get(i)) {
             Some(&at) if !admitted => (at + WINDOW).saturating_sub(now),
-            _ => self.admitted.front().map_or(Duration::ZERO, |&at| (at + WINDOW).saturating_sub(now)),
+            _ => self
+                .admitted
+                .front()
+                .map_or(Duration::ZERO, |&at| (at + WINDOW).saturating_sub(now)),
         };
-        RateDecision { admitted, limit, remaining: limit.saturating_sub(used), reset_after }
+        RateDecision {
+            admitted,
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_after,
+        }
     }
 }
 
 /// Whole seconds for `Retry-After`, rounded up so that waiting them always suffices.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs();
-    if wait.subsec_nanos() > 0 { secs + 1 } else { secs.max(1) }
+    if wait.subsec_nanos() > 0 {
+        secs + 1
+    } else {
+        secs.max(1)
+    }
 }
 
 /// OpenAI's reset format: `250ms`, `1.5s`, `1m0s`.
@@ -81,7 +93,11 @@ pub fn format_reset(wait: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         let tenths = ms / 100;
-        if tenths % 10 == 0 { format!("{}s", tenths / 10) } else { format!("{}.{}s", tenths / 10, tenths % 10) }
+        if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
     } else {
         format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
     }
@@ -106,7 +122,11 @@ mod tests {
         }
         let refused = window.admit(at(10_000), 3);
         assert!(!refused.admitted);
-        assert_eq!(refused.reset_after, at(50_000), "the admission at t=0 leaves at t=60 s");
+        assert_eq!(
+            refused.reset_after,
+            at(50_000),
+            "the admission at t=0 leaves at t=60 s"
+        );
         assert_eq!(retry_after_secs(refused.reset_after), 50);
         assert!(!window.admit(at(59_999), 3).admitted);
         assert!(window.admit(at(60_000), 3).admitted);
@@ -119,7 +139,10 @@ mod tests {
         for t in (1..60_000).step_by(997) {
             assert!(!window.admit(at(t), 1).admitted);
         }
-        assert!(window.admit(at(60_000), 1).admitted, "hammering did not move the slot");
+        assert!(
+            window.admit(at(60_000), 1).admitted,
+            "hammering did not move the slot"
+        );
     }
 
     #[test]
@@ -130,7 +153,11 @@ mod tests {
         }
         let refused = window.admit(at(30_000), 1);
         assert!(!refused.admitted);
-        assert_eq!(refused.reset_after, at(50_000), "all three must leave; the last at t=80 s");
+        assert_eq!(
+            refused.reset_after,
+            at(50_000),
+            "all three must leave; the last at t=80 s"
+        );
     }
 
     #[test]

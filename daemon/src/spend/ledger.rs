@@ -1,10 +1,11 @@
 //! Per-key spend in memory, and reservations that make the spend cap hard (SPEC §5).
 //!
-//! Admission is atomic per key: under the key's lock, spend this period + open reservations
-//! + this request's worst case must fit under the limit, and the reservation is recorded in
-//! the same critical section, so fifty concurrent requests cannot all see the same headroom.
-//! A [`Reservation`] is a guard: settling consumes it, and dropping it unsettled settles its
-//! estimate, so no way out of a request (error, timeout, disconnect, panic) leaks headroom.
+//! Admission is atomic per key: under the key's lock, the spend this period plus the open
+//! reservations plus this request's worst case must fit under the limit, and the reservation
+//! is recorded in the same critical section, so fifty concurrent requests cannot all see the
+//! same headroom. A [`Reservation`] is a guard: settling consumes it, and dropping it
+//! unsettled settles its estimate, so no way out of a request (error, timeout, disconnect,
+//! panic) leaks headroom.
 //!
 //! Periods roll lazily: whoever touches the state after `period_resets_at` starts the new
 //! period. Nothing runs on a timer, so a daemon that was down over midnight is still right.
@@ -64,7 +65,10 @@ pub enum SpendRefusal {
     /// The limit is reached for the period.
     Exhausted { resets_at: Option<Timestamp> },
     /// Not reached, but the open reservations and this request's worst case do not fit.
-    WouldExceed { resets_at: Option<Timestamp>, headroom: Nanodollars },
+    WouldExceed {
+        resets_at: Option<Timestamp>,
+        headroom: Nanodollars,
+    },
 }
 
 /// What a request asks of the ledger.
@@ -84,12 +88,21 @@ pub struct Ask {
 impl Ask {
     fn input_cost(&self) -> Nanodollars {
         let per_token = self.price.max_input_price();
-        let price = Price { input: per_token, ..self.price };
-        price.cost(&Tokens { input: self.input_tokens_bound, ..Default::default() })
+        let price = Price {
+            input: per_token,
+            ..self.price
+        };
+        price.cost(&Tokens {
+            input: self.input_tokens_bound,
+            ..Default::default()
+        })
     }
 
     fn output_cost(&self, tokens: u64) -> Nanodollars {
-        self.price.cost(&Tokens { output: tokens, ..Default::default() })
+        self.price.cost(&Tokens {
+            output: tokens,
+            ..Default::default()
+        })
     }
 }
 
@@ -102,13 +115,18 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("state", &self.snapshot()).finish()
+        f.debug_struct("Ledger")
+            .field("state", &self.snapshot())
+            .finish()
     }
 }
 
 impl Ledger {
     pub fn new(initial: SpendState, clock: Arc<dyn Clock>) -> Self {
-        Self { state: Mutex::new(initial), clock }
+        Self {
+            state: Mutex::new(initial),
+            clock,
+        }
     }
 
     pub fn snapshot(&self) -> SpendState {
@@ -143,24 +161,41 @@ impl Ledger {
                 if state.period >= limit {
                     return Err(SpendRefusal::Exhausted { resets_at });
                 }
-                let headroom = limit.saturating_sub(state.period).saturating_sub(state.reserved);
+                let headroom = limit
+                    .saturating_sub(state.period)
+                    .saturating_sub(state.reserved);
                 if worst <= headroom {
                     (worst, None)
                 } else {
-                    let min_cost = input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
+                    let min_cost =
+                        input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
                     if !ask.clamp || min_cost > headroom {
-                        return Err(SpendRefusal::WouldExceed { resets_at, headroom });
+                        return Err(SpendRefusal::WouldExceed {
+                            resets_at,
+                            headroom,
+                        });
                     }
-                    let affordable = ask.price.output_tokens_for(headroom.saturating_sub(input_cost));
+                    let affordable = ask
+                        .price
+                        .output_tokens_for(headroom.saturating_sub(input_cost));
                     let tokens = affordable.min(ask.output_tokens);
-                    (input_cost.saturating_add(ask.output_cost(tokens)), Some(tokens))
+                    (
+                        input_cost.saturating_add(ask.output_cost(tokens)),
+                        Some(tokens),
+                    )
                 }
             }
         };
         state.reserved = state.reserved.saturating_add(amount);
         state.open_reservations += 1;
         drop(state);
-        Ok(Reservation { ledger: Arc::clone(self), amount, estimate: amount, clamped_output, settled: false })
+        Ok(Reservation {
+            ledger: Arc::clone(self),
+            amount,
+            estimate: amount,
+            clamped_output,
+            settled: false,
+        })
     }
 
     fn settle(&self, amount: Nanodollars, actual: Nanodollars) -> SpendState {
@@ -252,7 +287,10 @@ mod tests {
 
     fn ledger(now: &str) -> (Arc<Ledger>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(ts(now)));
-        (Arc::new(Ledger::new(SpendState::default(), clock.clone())), clock)
+        (
+            Arc::new(Ledger::new(SpendState::default(), clock.clone())),
+            clock,
+        )
     }
 
     const DOLLAR: Nanodollars = Nanodollars(1_000_000_000);
@@ -263,7 +301,14 @@ mod tests {
         let mut admitted = Vec::new();
         let mut refused = 0;
         for _ in 0..50 {
-            match ledger.reserve(Some(DOLLAR), None, &Ask { clamp: false, ..ask(1000) }) {
+            match ledger.reserve(
+                Some(DOLLAR),
+                None,
+                &Ask {
+                    clamp: false,
+                    ..ask(1000)
+                },
+            ) {
                 Ok(r) => admitted.push(r),
                 Err(_) => refused += 1,
             }
@@ -286,56 +331,102 @@ mod tests {
     #[test]
     fn near_the_cap_the_output_is_clamped_instead_of_refused() {
         let (ledger, _) = ledger("2026-11-26T12:00:00Z");
-        ledger.reserve(Some(DOLLAR), None, &ask(9500)).expect("fits").settle(Nanodollars(950_000_000));
+        ledger
+            .reserve(Some(DOLLAR), None, &ask(9500))
+            .expect("fits")
+            .settle(Nanodollars(950_000_000));
         // $0.05 left; the worst case of 16384 tokens is $1.64: clamp to 500 tokens.
-        let clamped = ledger.reserve(Some(DOLLAR), None, &ask(16384)).expect("clamped, not refused");
+        let clamped = ledger
+            .reserve(Some(DOLLAR), None, &ask(16384))
+            .expect("clamped, not refused");
         assert_eq!(clamped.clamped_output(), Some(500));
         assert_eq!(clamped.amount(), Nanodollars(50_000_000));
         clamped.settle(Nanodollars::ZERO);
         // Refuse-instead-of-clamp refuses the same request.
-        let refused = ledger.reserve(Some(DOLLAR), None, &Ask { clamp: false, ..ask(16384) });
+        let refused = ledger.reserve(
+            Some(DOLLAR),
+            None,
+            &Ask {
+                clamp: false,
+                ..ask(16384)
+            },
+        );
         assert!(matches!(refused, Err(SpendRefusal::WouldExceed { .. })));
     }
 
     #[test]
     fn a_dropped_reservation_settles_its_estimate() {
         let (ledger, _) = ledger("2026-11-26T12:00:00Z");
-        let mut reservation = ledger.reserve(Some(DOLLAR), None, &ask(1000)).expect("fits");
+        let mut reservation = ledger
+            .reserve(Some(DOLLAR), None, &ask(1000))
+            .expect("fits");
         reservation.set_estimate(Nanodollars(123));
         assert_eq!(ledger.snapshot().open_reservations, 1);
         drop(reservation);
         let state = ledger.snapshot();
-        assert_eq!((state.total, state.reserved, state.open_reservations), (Nanodollars(123), Nanodollars::ZERO, 0));
+        assert_eq!(
+            (state.total, state.reserved, state.open_reservations),
+            (Nanodollars(123), Nanodollars::ZERO, 0)
+        );
     }
 
     #[test]
     fn periods_reset_exactly_at_midnight_monday_and_the_first() {
         for (reset, before, boundary) in [
-            (SpendReset::Daily, "2026-11-26T23:59:59Z", "2026-11-27T00:00:00Z"),
-            (SpendReset::Weekly, "2026-11-29T23:59:59Z", "2026-11-30T00:00:00Z"),
-            (SpendReset::Monthly, "2026-11-30T23:59:59Z", "2026-12-01T00:00:00Z"),
+            (
+                SpendReset::Daily,
+                "2026-11-26T23:59:59Z",
+                "2026-11-27T00:00:00Z",
+            ),
+            (
+                SpendReset::Weekly,
+                "2026-11-29T23:59:59Z",
+                "2026-11-30T00:00:00Z",
+            ),
+            (
+                SpendReset::Monthly,
+                "2026-11-30T23:59:59Z",
+                "2026-12-01T00:00:00Z",
+            ),
         ] {
             let (ledger, clock) = ledger(before);
-            ledger.reserve(Some(DOLLAR), Some(reset), &ask(10_000)).expect("fits").settle(DOLLAR);
-            assert!(matches!(
-                ledger.reserve(Some(DOLLAR), Some(reset), &ask(1)),
-                Err(SpendRefusal::Exhausted { resets_at: Some(at) }) if at == ts(boundary)
-            ), "{reset} exhausted before {boundary}");
+            ledger
+                .reserve(Some(DOLLAR), Some(reset), &ask(10_000))
+                .expect("fits")
+                .settle(DOLLAR);
+            assert!(
+                matches!(
+                    ledger.reserve(Some(DOLLAR), Some(reset), &ask(1)),
+                    Err(SpendRefusal::Exhausted { resets_at: Some(at) }) if at == ts(boundary)
+                ),
+                "{reset} exhausted before {boundary}"
+            );
             clock.set(ts(boundary));
             let again = ledger.reserve(Some(DOLLAR), Some(reset), &ask(1000));
             assert!(again.is_ok(), "{reset} resets at {boundary}");
             drop(again);
-            assert_eq!(ledger.snapshot().total.0, DOLLAR.0 + 100_000_000, "lifetime total keeps counting");
+            assert_eq!(
+                ledger.snapshot().total.0,
+                DOLLAR.0 + 100_000_000,
+                "lifetime total keeps counting"
+            );
         }
     }
 
     #[test]
     fn without_a_reset_the_cap_is_for_life() {
         let (ledger, clock) = ledger("2026-11-26T12:00:00Z");
-        ledger.reserve(Some(DOLLAR), None, &ask(10_000)).expect("fits").settle(DOLLAR);
+        ledger
+            .reserve(Some(DOLLAR), None, &ask(10_000))
+            .expect("fits")
+            .settle(DOLLAR);
         clock.set(ts("2030-01-01T00:00:00Z"));
         assert!(ledger.reserve(Some(DOLLAR), None, &ask(1)).is_err());
         // Raising the limit applies at once.
-        assert!(ledger.reserve(Some(Nanodollars(2 * DOLLAR.0)), None, &ask(1)).is_ok());
+        assert!(
+            ledger
+                .reserve(Some(Nanodollars(2 * DOLLAR.0)), None, &ask(1))
+                .is_ok()
+        );
     }
 }

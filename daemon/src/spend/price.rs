@@ -34,7 +34,9 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn total_input(&self) -> u64 {
-        self.input.saturating_add(self.cache_read).saturating_add(self.cache_write)
+        self.input
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write)
     }
 }
 
@@ -124,33 +126,62 @@ struct ShippedFile {
 
 impl PriceTable {
     /// The operator's entries first, then the shipped table; first match wins.
-    pub fn new(overrides: &[PriceEntry], fallback: Option<&FallbackEntry>) -> anyhow::Result<PriceTable> {
+    pub fn new(
+        overrides: &[PriceEntry],
+        fallback: Option<&FallbackEntry>,
+    ) -> anyhow::Result<PriceTable> {
         let shipped: ShippedFile = toml::from_str(SHIPPED).context("the shipped prices.toml")?;
         let mut builder = GlobSetBuilder::new();
         let mut prices = Vec::new();
         for (index, entry) in overrides.iter().chain(&shipped.prices).enumerate() {
-            let origin = if index < overrides.len() { "[[prices]]" } else { "shipped prices.toml" };
+            let origin = if index < overrides.len() {
+                "[[prices]]"
+            } else {
+                "shipped prices.toml"
+            };
             let glob = GlobBuilder::new(&entry.model)
                 .literal_separator(false)
                 .build()
-                .with_context(|| format!("{origin}: model {:?} is not a valid glob", entry.model))?;
+                .with_context(|| {
+                    format!("{origin}: model {:?} is not a valid glob", entry.model)
+                })?;
             builder.add(glob);
             prices.push(
-                price(&entry.input, &entry.output, entry.cache_read.as_ref(), entry.cache_write.as_ref(), entry.max_output_tokens)
-                    .with_context(|| format!("{origin} for {:?}", entry.model))?,
+                price(
+                    &entry.input,
+                    &entry.output,
+                    entry.cache_read.as_ref(),
+                    entry.cache_write.as_ref(),
+                    entry.max_output_tokens,
+                )
+                .with_context(|| format!("{origin} for {:?}", entry.model))?,
             );
         }
         let fallback = fallback
-            .map(|f| price(&f.input, &f.output, f.cache_read.as_ref(), f.cache_write.as_ref(), Some(f.max_output_tokens)))
+            .map(|f| {
+                price(
+                    &f.input,
+                    &f.output,
+                    f.cache_read.as_ref(),
+                    f.cache_write.as_ref(),
+                    Some(f.max_output_tokens),
+                )
+            })
             .transpose()
             .context("[spend.fallback_price]")?;
-        Ok(PriceTable { globs: builder.build().context("compiling price globs")?, prices, fallback })
+        Ok(PriceTable {
+            globs: builder.build().context("compiling price globs")?,
+            prices,
+            fallback,
+        })
     }
 
     /// The price of `model`: the first matching entry, else the fallback, else `None`.
     pub fn lookup(&self, model: &str) -> Option<Price> {
         let first = self.globs.matches(model).into_iter().min();
-        first.and_then(|i| self.prices.get(i).copied()).or(self.fallback)
+        first
+            .and_then(|i| self.prices.get(i).copied())
+            .or(self.fallback)
     }
 }
 
@@ -165,8 +196,16 @@ fn price(
     Ok(Price {
         input,
         output: output.dollars().context("output")?,
-        cache_read: cache_read.map(Decimal::dollars).transpose().context("cache_read")?.unwrap_or(input),
-        cache_write: cache_write.map(Decimal::dollars).transpose().context("cache_write")?.unwrap_or(input),
+        cache_read: cache_read
+            .map(Decimal::dollars)
+            .transpose()
+            .context("cache_read")?
+            .unwrap_or(input),
+        cache_write: cache_write
+            .map(Decimal::dollars)
+            .transpose()
+            .context("cache_write")?
+            .unwrap_or(input),
         max_output_tokens: max_output_tokens.context("max_output_tokens is required")?,
     })
 }
@@ -193,9 +232,24 @@ mod tests {
         let mini = table.lookup("gpt-4o-mini-2024-07-18").expect("priced");
         assert_eq!(mini.input, Nanodollars(150_000_000), "$0.15 per million");
         assert_eq!(mini.cache_read, Nanodollars(75_000_000));
-        assert_eq!(table.lookup("gpt-4o").expect("priced").input, Nanodollars(2_500_000_000));
-        assert_eq!(table.lookup("claude-sonnet-4-5-20250929").expect("priced").cache_write, Nanodollars(3_750_000_000));
-        assert_eq!(table.lookup("gemini-2.5-flash-lite").expect("priced").output, Nanodollars(400_000_000));
+        assert_eq!(
+            table.lookup("gpt-4o").expect("priced").input,
+            Nanodollars(2_500_000_000)
+        );
+        assert_eq!(
+            table
+                .lookup("claude-sonnet-4-5-20250929")
+                .expect("priced")
+                .cache_write,
+            Nanodollars(3_750_000_000)
+        );
+        assert_eq!(
+            table
+                .lookup("gemini-2.5-flash-lite")
+                .expect("priced")
+                .output,
+            Nanodollars(400_000_000)
+        );
         assert!(table.lookup("llama-3-70b").is_none());
     }
 
@@ -209,8 +263,17 @@ mod tests {
             max_output_tokens: 4096,
         };
         let table = PriceTable::new(&[entry("gpt-4o*", 1.0, 3.0)], Some(&fallback)).expect("table");
-        assert_eq!(table.lookup("gpt-4o-mini").expect("override").output, Nanodollars(3_000_000_000));
-        assert_eq!(table.lookup("my-local-model").expect("fallback").max_output_tokens, 4096);
+        assert_eq!(
+            table.lookup("gpt-4o-mini").expect("override").output,
+            Nanodollars(3_000_000_000)
+        );
+        assert_eq!(
+            table
+                .lookup("my-local-model")
+                .expect("fallback")
+                .max_output_tokens,
+            4096
+        );
     }
 
     #[test]
@@ -223,12 +286,26 @@ mod tests {
             max_output_tokens: 16384,
         };
         // 1000 × $0.15/M + 500 × $0.60/M + 200 × $0.075/M = $0.000465
-        let tokens = Tokens { input: 1000, output: 500, cache_read: 200, cache_write: 0 };
+        let tokens = Tokens {
+            input: 1000,
+            output: 500,
+            cache_read: 200,
+            cache_write: 0,
+        };
         assert_eq!(price.cost(&tokens), Nanodollars(465_000));
         // A token at $0.001 per million is a thousandth of a nano-dollar: it rounds up to 1,
         // never down to 0.
-        let tiny = Price { input: Nanodollars(1_000_000), ..price };
-        assert_eq!(tiny.cost(&Tokens { input: 1, ..Default::default() }), Nanodollars(1));
+        let tiny = Price {
+            input: Nanodollars(1_000_000),
+            ..price
+        };
+        assert_eq!(
+            tiny.cost(&Tokens {
+                input: 1,
+                ..Default::default()
+            }),
+            Nanodollars(1)
+        );
         assert_eq!(price.output_tokens_for(Nanodollars(600_000)), 1000);
     }
 
