@@ -21,6 +21,7 @@ mod listing;
 mod model;
 mod route;
 mod upstream;
+pub mod usage;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

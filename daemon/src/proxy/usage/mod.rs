@@ -1,0 +1,236 @@
+//! Metering a response as it streams: which format it is, and an observer that reads usage
+//! from it without changing a byte (except, when the gateway asked OpenAI for a usage chunk
+//! the client did not want, removing exactly that chunk).
+
+mod extract;
+mod json_array;
+mod sse;
+
+use bytes::Bytes;
+use gateway_shared::Provider;
+use serde_json::Value;
+
+pub use extract::Observed;
+use json_array::JsonArraySplitter;
+use sse::SseParser;
+
+/// Largest non-streaming body read for usage; beyond it the cost is estimated.
+const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Sse,
+    /// Gemini `:streamGenerateContent` without `alt=sse`.
+    JsonArray,
+    /// One JSON document.
+    Json,
+}
+
+impl Format {
+    pub fn of(provider: Provider, path: &str, headers: &http::HeaderMap) -> Format {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("text/event-stream") {
+            Format::Sse
+        } else if provider == Provider::Gemini && path.contains(":streamGenerateContent") {
+            Format::JsonArray
+        } else {
+            Format::Json
+        }
+    }
+}
+
+pub struct UsageObserver {
+    provider: Provider,
+    format: Format,
+    sse: SseParser,
+    array: JsonArraySplitter,
+    json: Vec<Bytes>,
+    json_len: usize,
+    /// Drop OpenAI's usage-only chunk (the gateway injected `include_usage`).
+    strip_usage_chunk: bool,
+    pub observed: Observed,
+}
+
+impl UsageObserver {
+    pub fn new(provider: Provider, format: Format, strip_usage_chunk: bool) -> Self {
+        let strip = strip_usage_chunk && format == Format::Sse;
+        Self {
+            provider,
+            format,
+            sse: SseParser::new(strip),
+            array: JsonArraySplitter::default(),
+            json: Vec::new(),
+            json_len: 0,
+            strip_usage_chunk: strip,
+            observed: Observed::default(),
+        }
+    }
+
+    /// Observes one chunk and returns what the client receives: the chunk itself, or, when
+    /// stripping, the complete SSE blocks in it minus the usage chunk (an unfinished block is
+    /// held until it completes: a client cannot use half an event).
+    pub fn observe(&mut self, chunk: Bytes) -> Bytes {
+        match self.format {
+            Format::Sse => {
+                let mut blocks = Vec::new();
+                self.sse.feed(&chunk, &mut blocks);
+                if !self.strip_usage_chunk {
+                    for block in blocks {
+                        self.apply_event(block.event.as_ref().map(|e| e.data.as_str()));
+                    }
+                    return chunk;
+                }
+                let mut out = Vec::with_capacity(chunk.len());
+                for block in blocks {
+                    let data = block.event.as_ref().map(|e| e.data.as_str());
+                    let is_usage_chunk = data
+                        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                        .is_some_and(|v| {
+                            v.get("choices")
+                                .and_then(Value::as_array)
+                                .is_some_and(Vec::is_empty)
+                                && v.get("usage").is_some_and(Value::is_object)
+                        });
+                    self.apply_event(data);
+                    if !is_usage_chunk {
+                        out.extend_from_slice(&block.raw);
+                    }
+                }
+                Bytes::from(out)
+            }
+            Format::JsonArray => {
+                let mut elements = Vec::new();
+                self.array.feed(&chunk, &mut elements);
+                for element in elements {
+                    if let Ok(document) = serde_json::from_slice::<Value>(&element) {
+                        extract::apply(self.provider, &document, &mut self.observed);
+                    }
+                }
+                chunk
+            }
+            Format::Json => {
+                if self.json_len + chunk.len() <= MAX_JSON_BODY {
+                    self.json_len += chunk.len();
+                    self.json.push(chunk.clone());
+                }
+                chunk
+            }
+        }
+    }
+
+    /// The body ended: parses a buffered JSON body; returns bytes still held back.
+    pub fn finish(&mut self) -> Bytes {
+        if self.format == Format::Json && !self.json.is_empty() {
+            let whole: Vec<u8> = self.json.drain(..).flat_map(|b| b.to_vec()).collect();
+            if let Ok(document) = serde_json::from_slice::<Value>(&whole) {
+                extract::apply(self.provider, &document, &mut self.observed);
+            }
+        }
+        if self.strip_usage_chunk {
+            Bytes::from(self.sse.take_pending_raw())
+        } else {
+            Bytes::new()
+        }
+    }
+
+    fn apply_event(&mut self, data: Option<&str>) {
+        let Some(data) = data else { return };
+        if data == "[DONE]" {
+            return;
+        }
+        if let Ok(document) = serde_json::from_str::<Value>(data) {
+            extract::apply(self.provider, &document, &mut self.observed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spend::price::Tokens;
+
+    const OPENAI_STREAM: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n\
+        data: [DONE]\n\n";
+
+    fn run(observer: &mut UsageObserver, text: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in text.chunks(chunk) {
+            out.extend_from_slice(&observer.observe(Bytes::copy_from_slice(piece)));
+        }
+        out.extend_from_slice(&observer.finish());
+        out
+    }
+
+    #[test]
+    fn observing_never_changes_the_bytes() {
+        for chunk in [1, 3, 7, 64, 4096] {
+            let mut observer = UsageObserver::new(Provider::Openai, Format::Sse, false);
+            assert_eq!(
+                run(&mut observer, OPENAI_STREAM.as_bytes(), chunk),
+                OPENAI_STREAM.as_bytes()
+            );
+            assert_eq!(
+                observer.observed.reported,
+                Some(Tokens {
+                    input: 9,
+                    output: 2,
+                    ..Default::default()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn the_injected_usage_chunk_and_only_it_is_stripped() {
+        let expected = OPENAI_STREAM.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n",
+            "",
+        );
+        for chunk in [1, 2, 5, 33, 4096] {
+            let mut observer = UsageObserver::new(Provider::Openai, Format::Sse, true);
+            assert_eq!(
+                String::from_utf8(run(&mut observer, OPENAI_STREAM.as_bytes(), chunk))
+                    .expect("utf-8"),
+                expected
+            );
+            assert_eq!(
+                observer.observed.reported.map(|t| t.output),
+                Some(2),
+                "usage still metered"
+            );
+        }
+    }
+
+    #[test]
+    fn gemini_json_array_and_plain_json() {
+        let array = br#"[{"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1}}
+,{"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 8}}]"#;
+        let mut observer = UsageObserver::new(Provider::Gemini, Format::JsonArray, false);
+        assert_eq!(run(&mut observer, array, 10), array.to_vec());
+        assert_eq!(
+            observer.observed.reported,
+            Some(Tokens {
+                input: 5,
+                output: 8,
+                ..Default::default()
+            })
+        );
+
+        let body = br#"{"type": "message", "usage": {"input_tokens": 3, "output_tokens": 4}}"#;
+        let mut observer = UsageObserver::new(Provider::Anthropic, Format::Json, false);
+        assert_eq!(run(&mut observer, body, 9), body.to_vec());
+        assert_eq!(
+            observer.observed.reported,
+            Some(Tokens {
+                input: 3,
+                output: 4,
+                ..Default::default()
+            })
+        );
+    }
+}
