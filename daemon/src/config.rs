@@ -15,6 +15,8 @@ use gateway_shared::Provider;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::spend::price::{FallbackEntry, PriceEntry, PriceTable};
+
 const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The validated configuration the daemon runs with.
@@ -24,6 +26,18 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,
+    /// The operator's `[[prices]]`, searched before the shipped table.
+    pub prices: Vec<PriceEntry>,
+    pub spend: SpendConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpendConfig {
+    /// Near a cap, lower the request's output limit to fit instead of refusing it.
+    pub clamp_output: bool,
+    /// Clamp only when the headroom pays for at least this many output tokens.
+    pub min_output_tokens: u64,
+    pub fallback_price: Option<FallbackEntry>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +86,16 @@ pub struct FileConfig {
     pub proxy: Option<ProxyFile>,
     pub admin: Option<AdminFile>,
     pub providers: Option<ProvidersFile>,
+    pub prices: Option<Vec<PriceEntry>>,
+    pub spend: Option<SpendFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendFile {
+    pub clamp_output: Option<bool>,
+    pub min_output_tokens: Option<u64>,
+    pub fallback_price: Option<FallbackEntry>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -151,7 +175,26 @@ impl Config {
             );
         }
 
+        let spend_user = file.spend.unwrap_or_default();
+        let spend_default = defaults.spend.unwrap_or_default();
+        let spend = SpendConfig {
+            clamp_output: spend_user
+                .clamp_output
+                .or(spend_default.clamp_output)
+                .unwrap_or(true),
+            min_output_tokens: spend_user
+                .min_output_tokens
+                .or(spend_default.min_output_tokens)
+                .unwrap_or(256),
+            fallback_price: spend_user.fallback_price.or(spend_default.fallback_price),
+        };
+        let prices = file.prices.unwrap_or_default();
+        // Built here only to validate: a bad glob or price stops start-up with its name.
+        PriceTable::new(&prices, spend.fallback_price.as_ref())?;
+
         Ok(Config {
+            prices,
+            spend,
             data_dir: file
                 .data_dir
                 .or(defaults.data_dir)
@@ -391,6 +434,15 @@ mod tests {
             ("data_dir = 3", "data_dir"),
             ("[proxy]\ndrain_timeout = \"soon\"", "proxy.drain_timeout"),
             ("[proxy]\nmax_connections = 0", "proxy.max_connections"),
+            (
+                "[[prices]]\nmodel = \"x[\"\ninput = 1\noutput = 1\nmax_output_tokens = 1",
+                "x[",
+            ),
+            (
+                "[[prices]]\nmodel = \"x\"\ninput = -1\noutput = 1\nmax_output_tokens = 1",
+                "input",
+            ),
+            ("[spend]\nclamp = true", "clamp"),
         ] {
             let err = load_str(text).expect_err(text);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");

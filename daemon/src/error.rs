@@ -20,8 +20,8 @@ pub enum Plane {
 pub struct GatewayError {
     pub code: ErrorCode,
     pub message: String,
-    /// Seconds, for 429 (SPEC §4).
-    pub retry_after: Option<u64>,
+    /// Headers the answer carries (`Retry-After` and `x-ratelimit-*` on a 429).
+    pub headers: http::HeaderMap,
     /// What went wrong inside, for the log only.
     internal: Option<anyhow::Error>,
 }
@@ -33,9 +33,14 @@ impl GatewayError {
         Self {
             code,
             message: message.into(),
-            retry_after: None,
+            headers: http::HeaderMap::new(),
             internal: None,
         }
+    }
+
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// A failure of ours (database, I/O): the client gets a generic sentence, the log the cause.
@@ -44,7 +49,7 @@ impl GatewayError {
             code: ErrorCode::InternalError,
             message: "The gateway hit an internal error; the operator can find it in the log."
                 .into(),
-            retry_after: None,
+            headers: http::HeaderMap::new(),
             internal: Some(cause.into()),
         }
     }
@@ -59,11 +64,7 @@ impl GatewayError {
         }
         let body = ErrorBody::new(self.code, self.message).to_json();
         let mut response = http_util::json_response(status, body);
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
-        }
+        response.headers_mut().extend(self.headers);
         response
     }
 }

@@ -57,10 +57,12 @@ pub async fn run(
         Arc::clone(&clock),
     ));
     let admin = Arc::new(AdminApi { keys });
+    let (usage, usage_task) = store::writer::UsageWriter::spawn(store.clone());
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
         Arc::clone(&cache),
         Arc::clone(&clock),
+        usage.clone(),
     )?);
 
     let stop = CancellationToken::new();
@@ -98,6 +100,12 @@ pub async fn run(
     let (proxy_done, admin_done) = tokio::join!(proxy_task, admin_task);
     proxy_done.context("proxy server task panicked")?;
     admin_done.context("admin server task panicked")?;
+    // Every request that finished has queued its usage: commit it before exiting.
+    let pending = usage.queue_depth();
+    usage.flush().await;
+    drop(usage);
+    tracing::info!(records = pending, "usage flushed");
+    drop(usage_task);
     tracing::info!("stopped");
     Ok(())
 }

@@ -130,6 +130,31 @@ pub struct ModelUsage {
     pub totals: UsageTotals,
 }
 
+/// `GET /gateway/v1/key` on the proxy listener: a key reads its own state and headroom
+/// (SPEC §5), authenticated by itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub state: KeyState,
+    pub allowed_providers: Vec<Provider>,
+    pub allowed_models: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub spend_limit_usd: Option<Nanodollars>,
+    pub spend_reset: Option<SpendReset>,
+    pub spend_period_usd: Nanodollars,
+    pub spend_total_usd: Nanodollars,
+    /// Budget left this period; absent without a spend limit.
+    pub remaining_usd: Option<Nanodollars>,
+    pub period_resets_at: Option<Timestamp>,
+    pub rate_limit_rpm: Option<u32>,
+    /// Requests the key may still make in the current 60 s window.
+    pub rate_limit_remaining: Option<u32>,
+    /// Seconds until a window slot frees (0 when none is in use).
+    pub rate_limit_reset_seconds: Option<f64>,
+}
+
 /// `POST /v1/keys`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CreateKey {

@@ -64,6 +64,7 @@ impl InProcessGateway {
                 ..Default::default()
             }),
             providers,
+            ..Default::default()
         };
         let config = Config::resolve(file).expect("valid config");
         let listeners = Listeners::bind(&config).await.expect("bind");

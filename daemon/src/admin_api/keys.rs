@@ -58,3 +58,24 @@ pub async fn edit(
 pub async fn revoke(api: &AdminApi, actor: &Actor, id: &str) -> Result<Response, GatewayError> {
     Ok(http_util::json(200, &api.keys.revoke(actor, id).await?))
 }
+
+pub async fn usage(
+    api: &AdminApi,
+    id: &str,
+    request: &http::Request<Incoming>,
+) -> Result<Response, GatewayError> {
+    let query = Query::parse(request.uri(), &["from", "to"])?;
+    let date = |field: &str| -> Result<Option<jiff::civil::Date>, GatewayError> {
+        query
+            .get(field)
+            .map(|text| {
+                text.parse::<jiff::civil::Date>().map_err(|_| {
+                    FieldError::invalid(field, format!("{text:?} is not a date like 2026-11-26"))
+                        .into()
+                })
+            })
+            .transpose()
+    };
+    let report = api.keys.usage(id, date("from")?, date("to")?).await?;
+    Ok(http_util::json(200, &report))
+}

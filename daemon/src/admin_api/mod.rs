@@ -48,13 +48,19 @@ impl AdminApi {
             (["v1", "keys", id], &M::GET) => keys::show(self, id),
             (["v1", "keys", id], &M::PATCH) => keys::edit(self, &actor, id, request).await,
             (["v1", "keys", id], &M::DELETE) => keys::revoke(self, &actor, id).await,
+            (["v1", "keys", id, "usage"], &M::GET) => keys::usage(self, id, &request).await,
             (["v1", "audit"], &M::GET) => audit::list(self, &request).await,
-            (["healthz"] | ["v1", "keys"] | ["v1", "keys", _] | ["v1", "audit"], _) => {
-                Err(GatewayError::new(
-                    ErrorCode::MethodNotAllowed,
-                    format!("{method} is not supported on {path}."),
-                ))
-            }
+            (
+                ["healthz"]
+                | ["v1", "keys"]
+                | ["v1", "keys", _]
+                | ["v1", "keys", _, "usage"]
+                | ["v1", "audit"],
+                _,
+            ) => Err(GatewayError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not supported on {path}."),
+            )),
             _ => Err(GatewayError::new(
                 ErrorCode::UnknownRoute,
                 format!("There is no management route {path}."),

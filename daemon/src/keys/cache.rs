@@ -53,6 +53,21 @@ impl KeyRuntime {
     }
 }
 
+impl KeyEntry {
+    /// Live spend, rolled to the current period.
+    pub fn spend(&self) -> SpendState {
+        self.runtime.ledger.view(self.record.spend_reset)
+    }
+
+    pub fn state_at(&self, now: jiff::Timestamp) -> gateway_shared::KeyState {
+        self.record.state_at(&self.spend(), now)
+    }
+
+    pub fn view(&self, now: jiff::Timestamp) -> gateway_shared::api::KeyView {
+        self.record.view(&self.spend(), now)
+    }
+}
+
 impl std::ops::Deref for KeyEntry {
     type Target = KeyRecord;
 

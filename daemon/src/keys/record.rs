@@ -1,7 +1,10 @@
-//! `KeyRecord`: everything the gateway knows about one proxy key, as stored, minus the secret.
+//! `KeyRecord`: one proxy key's settings and lifecycle as stored, minus the secret. Its spend
+//! fields are the values loaded at start-up; live spend is in the key's ledger.
 
 use gateway_shared::api::KeyView;
 use gateway_shared::state::{Lifecycle, SpendSnapshot, state_at};
+
+use crate::spend::ledger::SpendState;
 use gateway_shared::{KeyHash, KeyState, Nanodollars, Provider, SpendReset};
 use jiff::Timestamp;
 
@@ -30,26 +33,23 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    pub fn lifecycle(&self) -> Lifecycle {
+    /// The record's lifecycle with `spend` as the key's live spend.
+    pub fn lifecycle(&self, spend: &SpendState) -> Lifecycle {
         Lifecycle {
             revoked_at: self.revoked_at,
             expires_at: self.expires_at,
-            spend: self.spend(),
+            spend: SpendSnapshot {
+                limit: self.spend_limit,
+                reset: self.spend_reset,
+                period: spend.period,
+                period_resets_at: spend.period_resets_at,
+                total: spend.total,
+            },
         }
     }
 
-    pub fn spend(&self) -> SpendSnapshot {
-        SpendSnapshot {
-            limit: self.spend_limit,
-            reset: self.spend_reset,
-            period: self.spend_period,
-            period_resets_at: self.period_resets_at,
-            total: self.spend_total,
-        }
-    }
-
-    pub fn state_at(&self, now: Timestamp) -> KeyState {
-        state_at(&self.lifecycle(), now)
+    pub fn state_at(&self, spend: &SpendState, now: Timestamp) -> KeyState {
+        state_at(&self.lifecycle(spend), now)
     }
 
     /// Revoked for good at `now` (a rotation's future `revoked_at` does not count yet).
@@ -57,13 +57,14 @@ impl KeyRecord {
         self.revoked_at.is_some_and(|at| at <= now)
     }
 
-    pub fn view(&self, now: Timestamp) -> KeyView {
-        let spend = self.spend();
+    /// The key as the management API shows it, with `spend` as its live spend.
+    pub fn view(&self, spend: &SpendState, now: Timestamp) -> KeyView {
+        let snapshot = self.lifecycle(spend).spend;
         KeyView {
             id: self.id.clone(),
             name: self.name.clone(),
             prefix: self.prefix.clone(),
-            state: self.state_at(now),
+            state: self.state_at(spend, now),
             allowed_providers: self.allowed_providers.clone(),
             allowed_models: self.allowed_models.clone(),
             allowed_ips: self.allowed_ips.clone(),
@@ -74,11 +75,11 @@ impl KeyRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             revoked_at: self.revoked_at,
-            last_used_at: self.last_used_at,
-            spend_period_usd: spend.counted_at(now),
-            spend_total_usd: self.spend_total,
-            period_resets_at: spend.resets_at(now),
-            request_count: self.request_count,
+            last_used_at: spend.last_used_at,
+            spend_period_usd: snapshot.counted_at(now),
+            spend_total_usd: spend.total,
+            period_resets_at: snapshot.resets_at(now),
+            request_count: spend.request_count,
         }
     }
 }

@@ -133,12 +133,6 @@ impl KeyService {
                 FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset").into(),
             );
         }
-        if new.spend_reset != old.spend_reset {
-            // Spend already counted in the period that is still running carries over; a
-            // period that has ended counts nothing.
-            new.spend_period = old.spend().counted_at(now);
-            new.period_resets_at = new.spend_reset.map(|reset| reset.next_reset(now));
-        }
 
         let changes = diff(&old, &new);
         if changes.is_empty() {
@@ -251,6 +245,35 @@ impl KeyService {
             entries,
             next_cursor,
         })
+    }
+
+    /// Spend and requests of a key over UTC days `from..=to` (default: the last 30 days).
+    pub async fn usage(
+        &self,
+        id: &str,
+        from: Option<jiff::civil::Date>,
+        to: Option<jiff::civil::Date>,
+    ) -> Result<gateway_shared::api::UsageReport> {
+        self.find(id)?;
+        let today = jiff::tz::TimeZone::UTC.to_datetime(self.clock.now()).date();
+        let to = to.unwrap_or(today);
+        let from = match from {
+            Some(from) => from,
+            None => to.checked_sub(jiff::ToSpan::days(29)).unwrap_or(to),
+        };
+        if from > to {
+            return Err(FieldError::invalid("from", "must not be after to").into());
+        }
+        if to
+            .since(from)
+            .map_or(true, |span| span.get_days() > 366 * 2)
+        {
+            return Err(FieldError::invalid("from", "the range may span at most two years").into());
+        }
+        self.store
+            .usage_report(id.to_owned(), from, to)
+            .await
+            .map_err(GatewayError::internal)
     }
 
     fn find(&self, id: &str) -> Result<Arc<KeyEntry>> {

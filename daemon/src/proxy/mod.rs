@@ -1,24 +1,32 @@
-//! The data plane: one request pipeline, read top to bottom (SPEC §3).
+//! The data plane: one request pipeline, read top to bottom (SPEC §3–§5).
 //!
 //! 1. `route::resolve` — provider, upstream path, where the model is named (404 `unknown_route`).
 //! 2. `client_ip::resolve` — TCP peer, or X-Forwarded-For from a trusted proxy.
 //! 3. `credential::presented` — the key where the provider's SDK puts it (401 `missing_key`).
 //! 4. `authenticate` — checksum before any look-up, then the in-memory table (401 `invalid_key`).
 //! 5. `check_lifecycle` — 403 `key_revoked`, 403 `key_expired`.
-//! 6. `policy.allows_ip` / `allows_provider` — 403 `ip_not_allowed`, `provider_not_allowed`.
-//! 7. body (413) → `model::named` (400) → `model::check` — 403 `model_not_allowed`.
-//! 8. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`.
-//! 9. the response streams back frame by frame; provider errors pass through untouched.
+//! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`.
+//! 7. body (413) → `model::json_body` (400) → `model::check` — 403 `model_not_allowed`.
+//! 8. `admit_rate` — the exact rolling window; 429 `rate_limit_exceeded` with `Retry-After`.
+//! 9. `reserve_spend` — price (403 `model_not_priced`), then the reservation: fits, clamped,
+//!    or 402 `spend_limit_exceeded`.
+//! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage.
+//! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`.
+//! 12. `respond` — the body streams back frame by frame through the meter, which settles the
+//!     reservation however the response ends; provider errors pass through untouched.
 //!
-//! Every step reads memory only: no database on the request path. A refused request never
-//! reaches the provider, because forwarding is the last step.
+//! Every step reads memory only: no database on the request path (usage goes to the writer's
+//! channel). A refused request never reaches the provider: forwarding is step 11. The
+//! pipeline runs in its own task, so a client that disconnects cannot cancel settlement.
 
 mod client_ip;
 mod credential;
 mod headers;
 mod idle_timeout;
 mod listing;
+mod meter;
 mod model;
+mod rewrite;
 mod route;
 mod upstream;
 pub mod usage;
@@ -26,25 +34,39 @@ pub mod usage;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use gateway_shared::{ErrorCode, KeyState, ProxyKey};
+use bytes::Bytes;
+use gateway_shared::api::SelfView;
+use gateway_shared::{ErrorCode, KeyState, Nanodollars, ProxyKey};
+use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
+use serde_json::{Map, Value};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SpendConfig};
 use crate::error::{GatewayError, Plane};
 use crate::http_util::{self, Response};
 use crate::keys::{KeyCache, KeyEntry};
+use crate::limits::rate::{self, RateDecision};
+use crate::spend::ledger::{Ask, Reservation, SpendRefusal};
+use crate::spend::price::{Price, PriceTable, Tokens};
+use crate::store::writer::UsageWriter;
 use idle_timeout::IdleTimeout;
+use meter::{Meter, MeteredBody, Outcome};
 use route::{ModelSource, ProviderRoute, Route};
 pub use upstream::Upstream;
+use usage::{Format, Observed, UsageObserver};
 
 pub struct Proxy {
     keys: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
     upstream: Upstream,
+    prices: PriceTable,
+    spend: SpendConfig,
+    usage: UsageWriter,
     trusted_proxies: Vec<IpNet>,
     max_body_bytes: usize,
     /// Set when shutdown begins: health turns 503 and new requests are refused.
@@ -56,11 +78,15 @@ impl Proxy {
         config: &Config,
         keys: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
+        usage: UsageWriter,
     ) -> anyhow::Result<Proxy> {
         Ok(Proxy {
             keys,
             clock,
             upstream: Upstream::new(config)?,
+            prices: PriceTable::new(&config.prices, config.spend.fallback_price.as_ref())?,
+            spend: config.spend.clone(),
+            usage,
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             max_body_bytes: config.proxy.max_body_bytes,
             draining: AtomicBool::new(false),
@@ -73,16 +99,28 @@ impl Proxy {
 
     /// The one exit for gateway errors on the data plane. Logs one line per request at
     /// debug level: method, path (never the query, which may hold a Gemini `key=`), status.
-    pub async fn handle(&self, peer: SocketAddr, mut request: http::Request<Incoming>) -> Response {
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        mut request: http::Request<Incoming>,
+    ) -> Response {
         headers::mark_sensitive(request.headers_mut());
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = match self.pipeline(peer, request).await {
-            Ok(response) => response,
-            Err(err) => {
+        // Its own task: if the client goes away mid-request, hyper drops this future, but the
+        // pipeline still reaches its end and settles what the request cost.
+        let proxy = Arc::clone(&self);
+        let outcome = tokio::spawn(async move { proxy.pipeline(peer, request).await }).await;
+        let response = match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
                 tracing::debug!(code = %err.code, %method, %path, "request refused");
                 err.into_response(Plane::Data)
+            }
+            Err(join_error) => {
+                GatewayError::internal(anyhow::anyhow!("request task failed: {join_error}"))
+                    .into_response(Plane::Data)
             }
         };
         tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
@@ -94,15 +132,9 @@ impl Proxy {
         peer: SocketAddr,
         request: http::Request<Incoming>,
     ) -> Result<Response, GatewayError> {
-        let route = route::resolve(request.method(), request.uri().path())?;
-        let route = match route {
+        let route = match route::resolve(request.method(), request.uri().path())? {
             Route::Health => return Ok(self.health()),
-            Route::SelfService => {
-                return Err(GatewayError::new(
-                    ErrorCode::UnknownRoute,
-                    "Self-service is not available yet.",
-                ));
-            }
+            Route::SelfService => return self.self_service(peer, &request),
             Route::Provider(route) => route,
         };
         if self.draining.load(Ordering::SeqCst) {
@@ -111,6 +143,7 @@ impl Proxy {
                 "The gateway is shutting down; retry shortly.",
             ));
         }
+        let started = Instant::now();
         let client_ip = client_ip::resolve(peer, request.headers(), &self.trusted_proxies);
         let presented =
             credential::presented(route.provider, request.headers(), request.uri().query())
@@ -128,8 +161,43 @@ impl Proxy {
 
         let (parts, body) = request.into_parts();
         let body = http_util::read_limited(&parts.headers, body, self.max_body_bytes).await?;
-        let model = model::named(&route.model, &parts.headers, &body)?;
+        let mut json = model::json_body(&route.model, &parts.headers, &body)?;
+        let model = model::named(&route.model, json.as_ref())?;
         model::check(&route.model, model.as_deref(), &key.policy)?;
+
+        let rate = self.admit_rate(&key)?;
+        let (price, reservation) =
+            self.reserve_spend(&route, &key, model.as_deref(), json.as_ref(), body.len())?;
+        let clamped = reservation.clamped_output();
+
+        let mut strip_usage_chunk = false;
+        let body = match json.as_mut() {
+            Some(object) => {
+                if let Some(tokens) = clamped {
+                    rewrite::set_output_limit(route.provider, &route.upstream_path, object, tokens);
+                }
+                strip_usage_chunk =
+                    rewrite::inject_include_usage(route.provider, &route.upstream_path, object);
+                if clamped.is_some() || strip_usage_chunk {
+                    Bytes::from(serde_json::to_vec(object).map_err(GatewayError::internal)?)
+                } else {
+                    body
+                }
+            }
+            None => body,
+        };
+        let mut meter = Meter {
+            key_id: key.id.clone(),
+            provider: route.provider,
+            model: model.unwrap_or_default(),
+            price,
+            input_tokens_bound: body.len() as u64,
+            reservation: Some(reservation),
+            status: 0,
+            started,
+            writer: self.usage.clone(),
+            clock: Arc::clone(&self.clock),
+        };
 
         let query = credential::strip_key_param(parts.uri.query());
         let upstream_request = self.upstream.request(
@@ -140,25 +208,118 @@ impl Proxy {
             headers::for_upstream(&parts.headers),
             body,
         )?;
-        let response = self.upstream.send(route.provider, upstream_request).await?;
-        self.respond(&route, &key, response).await
+        let response = match self.upstream.send(route.provider, upstream_request).await {
+            Ok(response) => response,
+            Err(err) => {
+                meter.status = err.code.status();
+                return Err(err);
+            }
+        };
+        let mut response = self
+            .respond(&route, &key, response, meter, strip_usage_chunk)
+            .await?;
+        let headers = response.headers_mut();
+        if let Some(decision) = rate {
+            set_rate_headers(headers, &decision);
+        }
+        if let Some(tokens) = clamped {
+            headers.insert("x-gateway-output-clamped", HeaderValue::from(tokens));
+        }
+        Ok(response)
     }
 
-    /// Streams the provider's answer back as it arrives. A listing for a key with a model
-    /// restriction is the one response read whole, to filter it.
+    /// Step 8: SPEC §4's exact window. Only admitted requests count.
+    fn admit_rate(&self, key: &KeyEntry) -> Result<Option<RateDecision>, GatewayError> {
+        let Some(limit) = key.rate_limit_rpm else {
+            return Ok(None);
+        };
+        let decision = key
+            .runtime
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(self.clock.monotonic(), limit);
+        if decision.admitted {
+            return Ok(Some(decision));
+        }
+        let retry_after = rate::retry_after_secs(decision.reset_after);
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        set_rate_headers(&mut headers, &decision);
+        Err(GatewayError::new(
+            ErrorCode::RateLimitExceeded,
+            format!("This key allows {limit} requests per minute; retry in {retry_after} s."),
+        )
+        .with_headers(headers))
+    }
+
+    /// Step 9: the price, and the reservation of the request's worst case (SPEC §5).
+    fn reserve_spend(
+        &self,
+        route: &ProviderRoute,
+        key: &KeyEntry,
+        model: Option<&str>,
+        json: Option<&Map<String, Value>>,
+        body_len: usize,
+    ) -> Result<(Option<Price>, Reservation), GatewayError> {
+        let limit = key.spend_limit;
+        let price = if route.model == ModelSource::Listing {
+            Some(FREE)
+        } else {
+            model.and_then(|m| self.prices.lookup(m))
+        };
+        if price.is_none() && limit.is_some() {
+            let what = model.map_or_else(
+                || "this request names no model".to_owned(),
+                |m| format!("the model {m:?} has no price"),
+            );
+            return Err(GatewayError::new(
+                ErrorCode::ModelNotPriced,
+                format!("This key has a spend limit and {what}, so its cost cannot be bounded."),
+            ));
+        }
+        let charge = price.unwrap_or(FREE);
+        let requested = json.and_then(|j| rewrite::requested_output(route.provider, j));
+        let ask = Ask {
+            price: charge,
+            input_tokens_bound: body_len as u64,
+            output_tokens: requested.unwrap_or(charge.max_output_tokens),
+            min_output_tokens: self.spend.min_output_tokens,
+            clamp: self.spend.clamp_output,
+        };
+        let reservation = key
+            .runtime
+            .ledger
+            .reserve(limit, key.spend_reset, &ask)
+            .map_err(|refusal| spend_refused(refusal, limit))?;
+        Ok((price, reservation))
+    }
+
+    /// Step 12: streams the provider's answer back as it arrives, through the meter.
     async fn respond(
         &self,
         route: &ProviderRoute,
         key: &KeyEntry,
         response: http::Response<Incoming>,
+        mut meter: Meter,
+        strip_usage_chunk: bool,
     ) -> Result<Response, GatewayError> {
         let (mut parts, body) = response.into_parts();
         headers::strip_response(&mut parts.headers);
+        // The gateway's own limit replaces the provider's account-wide one.
+        if key.rate_limit_rpm.is_some() {
+            for name in RATE_HEADERS {
+                parts.headers.remove(*name);
+            }
+        }
+        meter.status = parts.status.as_u16();
         let body = IdleTimeout::new(body, self.upstream.idle_timeout());
-        if route.model == ModelSource::Listing
-            && key.policy.restricts_models()
-            && parts.status.is_success()
-        {
+        if !parts.status.is_success() {
+            // Provider errors pass through untouched and are not billed.
+            meter.settle(&Observed::default(), Outcome::ProviderError);
+            return Ok(http::Response::from_parts(parts, body.boxed()));
+        }
+        if route.model == ModelSource::Listing && key.policy.restricts_models() {
             let bytes = body
                 .collect()
                 .await
@@ -169,11 +330,78 @@ impl Proxy {
                     )
                 })?
                 .to_bytes();
+            let free = Observed {
+                reported: Some(Tokens::default()),
+                ..Observed::default()
+            };
+            meter.settle(&free, Outcome::Complete);
             let filtered = listing::filter(route.provider, &bytes, &key.policy);
             parts.headers.remove(http::header::CONTENT_LENGTH);
             return Ok(http::Response::from_parts(parts, http_util::full(filtered)));
         }
+        let format = Format::of(route.provider, &route.upstream_path, &parts.headers);
+        let observer = UsageObserver::new(route.provider, format, strip_usage_chunk);
+        if observer.may_change_bytes() {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let enforce_cut = key.spend_limit.is_some();
+        let body = MeteredBody::new(body, observer, meter, enforce_cut);
         Ok(http::Response::from_parts(parts, body.boxed()))
+    }
+
+    /// `GET /gateway/v1/key`: a key reads its own state, budget and rate headroom. The same
+    /// authentication as a proxied request; no provider is involved.
+    fn self_service(
+        &self,
+        peer: SocketAddr,
+        request: &http::Request<Incoming>,
+    ) -> Result<Response, GatewayError> {
+        let headers = request.headers();
+        let query = request.uri().query();
+        let presented = [
+            gateway_shared::Provider::Openai,
+            gateway_shared::Provider::Anthropic,
+            gateway_shared::Provider::Gemini,
+        ]
+        .into_iter()
+        .find_map(|p| credential::presented(p, headers, query))
+        .ok_or_else(|| GatewayError::new(ErrorCode::MissingKey, "No API key was presented."))?;
+        let key = self.authenticate(presented)?;
+        let now = self.clock.now();
+        check_lifecycle(&key, now)?;
+        check_ip(
+            &key,
+            client_ip::resolve(peer, headers, &self.trusted_proxies),
+        )?;
+        let view = key.view(now);
+        let rate = key.rate_limit_rpm.map(|limit| {
+            key.runtime
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .peek(self.clock.monotonic(), limit)
+        });
+        let body = SelfView {
+            remaining_usd: view
+                .spend_limit_usd
+                .map(|limit| limit.saturating_sub(view.spend_period_usd)),
+            id: view.id,
+            name: view.name,
+            prefix: view.prefix,
+            state: view.state,
+            allowed_providers: view.allowed_providers,
+            allowed_models: view.allowed_models,
+            expires_at: view.expires_at,
+            spend_limit_usd: view.spend_limit_usd,
+            spend_reset: view.spend_reset,
+            spend_period_usd: view.spend_period_usd,
+            spend_total_usd: view.spend_total_usd,
+            period_resets_at: view.period_resets_at,
+            rate_limit_rpm: view.rate_limit_rpm,
+            rate_limit_remaining: rate.map(|d| d.remaining),
+            rate_limit_reset_seconds: rate.map(|d| d.reset_after.as_secs_f64()),
+        };
+        Ok(http_util::json(200, &body))
     }
 
     /// Checksum first, so garbage never costs a look-up; then the table, by hash.
@@ -197,6 +425,54 @@ impl Proxy {
     }
 }
 
+/// Listings cost nothing.
+const FREE: Price = Price {
+    input: Nanodollars::ZERO,
+    output: Nanodollars::ZERO,
+    cache_read: Nanodollars::ZERO,
+    cache_write: Nanodollars::ZERO,
+    max_output_tokens: 0,
+};
+
+const RATE_HEADERS: &[&str] = &[
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+
+fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
+    headers.insert(RATE_HEADERS[0], HeaderValue::from(decision.limit));
+    headers.insert(RATE_HEADERS[1], HeaderValue::from(decision.remaining));
+    if let Ok(reset) = HeaderValue::from_str(&rate::format_reset(decision.reset_after)) {
+        headers.insert(RATE_HEADERS[2], reset);
+    }
+}
+
+fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayError {
+    let limit = limit.unwrap_or_default();
+    let reset = |at: Option<jiff::Timestamp>| match at {
+        Some(at) => format!("it resets at {at}"),
+        None => "it is a lifetime limit and does not reset".to_owned(),
+    };
+    let message = match refusal {
+        SpendRefusal::Exhausted { resets_at } => {
+            format!(
+                "This key has reached its spend limit of {limit}; {}.",
+                reset(resets_at)
+            )
+        }
+        SpendRefusal::WouldExceed {
+            resets_at,
+            headroom,
+        } => format!(
+            "This request could cost more than the {headroom} left of this key's spend limit of {limit}; \
+             lower max_tokens or wait: {}.",
+            reset(resets_at)
+        ),
+    };
+    GatewayError::new(ErrorCode::SpendLimitExceeded, message)
+}
+
 fn missing_key(route: &ProviderRoute) -> GatewayError {
     let place = match route.provider {
         gateway_shared::Provider::Openai => "an Authorization: Bearer header",
@@ -209,8 +485,8 @@ fn missing_key(route: &ProviderRoute) -> GatewayError {
     )
 }
 
-/// Revoked and expired, in SPEC order. Exhaustion is judged later, at the spend step, so
-/// that the cheaper restrictions answer first.
+/// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
+/// the restrictions, as SPEC §3 orders the checks.
 fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {
     match key.state_at(now) {
         KeyState::Revoked => Err(GatewayError::new(

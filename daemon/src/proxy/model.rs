@@ -2,45 +2,51 @@
 
 use bytes::Bytes;
 use gateway_shared::ErrorCode;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use super::route::ModelSource;
 use crate::error::GatewayError;
 use crate::keys::policy::Policy;
 
-/// The model named by the request, if any. A JSON body that does not parse is a 400: the
-/// gateway cannot check what it cannot read.
-pub fn named(
+/// The request body as a JSON object, when its model is named there and it is JSON. A JSON
+/// body that does not parse is a 400: the gateway cannot check what it cannot read.
+pub fn json_body(
     source: &ModelSource,
     headers: &http::HeaderMap,
     body: &Bytes,
+) -> Result<Option<Map<String, Value>>, GatewayError> {
+    if *source != ModelSource::Body || !is_json(headers, body) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(Some(object)),
+        Ok(_) => Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            "The request body must be a JSON object.",
+        )),
+        Err(err) => Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            format!("The request body is not valid JSON: {err}."),
+        )),
+    }
+}
+
+/// The model named by the request, if any.
+pub fn named(
+    source: &ModelSource,
+    json: Option<&Map<String, Value>>,
 ) -> Result<Option<String>, GatewayError> {
     match source {
         ModelSource::Listing | ModelSource::None => Ok(None),
         ModelSource::Path(model) => Ok(Some(model.clone())),
-        ModelSource::Body => {
-            if !is_json(headers, body) {
-                return Ok(None);
-            }
-            #[derive(Deserialize)]
-            struct ModelField {
-                model: Option<serde_json::Value>,
-            }
-            let parsed: ModelField = serde_json::from_slice(body).map_err(|err| {
-                GatewayError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("The request body is not valid JSON: {err}."),
-                )
-            })?;
-            match parsed.model {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(model)) => Ok(Some(model)),
-                Some(_) => Err(GatewayError::new(
-                    ErrorCode::InvalidRequest,
-                    "The request's \"model\" must be a string.",
-                )),
-            }
-        }
+        ModelSource::Body => match json.and_then(|j| j.get("model")) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(model)) => Ok(Some(model.clone())),
+            Some(_) => Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                "The request's \"model\" must be a string.",
+            )),
+        },
     }
 }
 
@@ -100,33 +106,38 @@ mod tests {
         headers
     }
 
+    fn named_in(
+        headers: &http::HeaderMap,
+        body: &'static [u8],
+    ) -> Result<Option<String>, GatewayError> {
+        let body = Bytes::from_static(body);
+        let json = json_body(&ModelSource::Body, headers, &body)?;
+        named(&ModelSource::Body, json.as_ref())
+    }
+
     #[test]
     fn reads_the_model_from_a_json_body() {
-        let body =
-            Bytes::from_static(br#"{"messages": [], "model": "gpt-4o-mini", "stream": true}"#);
+        let headers = json_headers();
         assert_eq!(
-            named(&ModelSource::Body, &json_headers(), &body).ok(),
+            named_in(
+                &headers,
+                br#"{"messages": [], "model": "gpt-4o-mini", "stream": true}"#
+            )
+            .ok(),
             Some(Some("gpt-4o-mini".into()))
         );
-        let no_model = Bytes::from_static(br#"{"input": "x"}"#);
+        assert_eq!(named_in(&headers, br#"{"input": "x"}"#).ok(), Some(None));
         assert_eq!(
-            named(&ModelSource::Body, &json_headers(), &no_model).ok(),
-            Some(None)
+            named_in(&headers, b"{not json").map_err(|e| e.code).err(),
+            Some(ErrorCode::InvalidRequest)
         );
-        let bad = Bytes::from_static(b"{not json");
-        let err = named(&ModelSource::Body, &json_headers(), &bad).expect_err("bad json");
-        assert_eq!(err.code, ErrorCode::InvalidRequest);
-        let number = Bytes::from_static(br#"{"model": 4}"#);
-        assert!(named(&ModelSource::Body, &json_headers(), &number).is_err());
-        let multipart = Bytes::from_static(b"--x\r\n");
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
+        assert!(named_in(&headers, br#"{"model": 4}"#).is_err());
+        assert!(named_in(&headers, br#"[1]"#).is_err());
+        let mut multipart = http::HeaderMap::new();
+        multipart.insert(
             "content-type",
             "multipart/form-data; boundary=x".parse().expect("value"),
         );
-        assert_eq!(
-            named(&ModelSource::Body, &headers, &multipart).ok(),
-            Some(None)
-        );
+        assert_eq!(named_in(&multipart, b"--x\r\n").ok(), Some(None));
     }
 }

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, Row, Transaction};
 
 use crate::keys::record::KeyRecord;
+use crate::spend::ledger::SpendState;
 
 const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models, allowed_ips, \
     rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, updated_at, \
@@ -36,8 +37,14 @@ pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a key's settings and lifecycle columns. Spend and usage columns belong to the
+/// usage writer (`persist_spend`), so a management edit can never roll spend back.
 pub fn update(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
     let owned = params(record)?;
+    let settings: Vec<_> = borrow(&owned)
+        .into_iter()
+        .filter(|(name, _)| !SPEND_COLUMNS.contains(name))
+        .collect();
     let changed = tx
         .execute(
             "UPDATE keys SET hash = :hash, prefix = :prefix, name = :name, \
@@ -45,13 +52,37 @@ pub fn update(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
              allowed_ips = :allowed_ips, rate_limit_rpm = :rate_limit_rpm, \
              spend_limit_nanos = :spend_limit_nanos, spend_reset = :spend_reset, \
              expires_at = :expires_at, created_at = :created_at, updated_at = :updated_at, \
-             revoked_at = :revoked_at, last_used_at = :last_used_at, \
-             spend_total_nanos = :spend_total_nanos, spend_period_nanos = :spend_period_nanos, \
-             period_resets_at = :period_resets_at, request_count = :request_count WHERE id = :id",
-            borrow(&owned).as_slice(),
+             revoked_at = :revoked_at WHERE id = :id",
+            settings.as_slice(),
         )
         .context("updating key")?;
     anyhow::ensure!(changed == 1, "key {} is not in the database", record.id);
+    Ok(())
+}
+
+const SPEND_COLUMNS: &[&str] = &[
+    ":last_used_at",
+    ":spend_total_nanos",
+    ":spend_period_nanos",
+    ":period_resets_at",
+    ":request_count",
+];
+
+/// The ledger's view of a key's spend, as the usage writer persists it.
+pub fn persist_spend(tx: &Transaction<'_>, key_id: &str, spend: &SpendState) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE keys SET spend_total_nanos = ?2, spend_period_nanos = ?3, period_resets_at = ?4, \
+         request_count = ?5, last_used_at = ?6 WHERE id = ?1",
+        rusqlite::params![
+            key_id,
+            nanos_to_sql(spend.total),
+            nanos_to_sql(spend.period),
+            spend.period_resets_at.map(|t| t.to_string()),
+            i64::try_from(spend.request_count).unwrap_or(i64::MAX),
+            spend.last_used_at.map(|t| t.to_string()),
+        ],
+    )
+    .context("persisting key spend")?;
     Ok(())
 }
 
@@ -108,7 +139,7 @@ fn borrow(owned: &Params) -> Vec<(&str, &dyn rusqlite::ToSql)> {
 }
 
 /// SQLite integers are i64; amounts beyond $9.2 billion saturate (limits are capped far lower).
-fn nanos_to_sql(n: Nanodollars) -> i64 {
+pub(super) fn nanos_to_sql(n: Nanodollars) -> i64 {
     i64::try_from(n.0).unwrap_or(i64::MAX)
 }
 

@@ -8,7 +8,10 @@
 use anyhow::{Context, bail};
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_keys_and_audit.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_keys_and_audit.sql"),
+    include_str!("../../migrations/0002_usage.sql"),
+];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {

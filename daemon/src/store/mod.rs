@@ -10,6 +10,8 @@
 mod audit;
 mod keys;
 mod migrations;
+pub mod usage;
+pub mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -71,6 +73,39 @@ impl Store {
             audit::insert(tx, &audit)
         })
         .await
+    }
+
+    /// Inserts usage rows and persists the latest spend of each key, in one transaction.
+    pub async fn write_usage(
+        &self,
+        records: Vec<usage::UsageRecord>,
+        spend: std::collections::HashMap<String, crate::spend::ledger::SpendState>,
+    ) -> anyhow::Result<()> {
+        self.write(move |tx| {
+            for record in &records {
+                usage::insert(tx, record)?;
+            }
+            for (key_id, state) in &spend {
+                keys::persist_spend(tx, key_id, state)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn usage_report(
+        &self,
+        key_id: String,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> anyhow::Result<gateway_shared::api::UsageReport> {
+        self.call(move |conn| usage::report(conn, &key_id, from, to))
+            .await
+    }
+
+    pub async fn usage_rows(&self, key_id: String) -> anyhow::Result<u64> {
+        self.call(move |conn| usage::count_for_key(conn, &key_id))
+            .await
     }
 
     pub async fn list_audit(&self, query: AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {

@@ -121,6 +121,11 @@ impl UsageObserver {
         }
     }
 
+    /// Whether what the client receives can differ from what the provider sent.
+    pub fn may_change_bytes(&self) -> bool {
+        self.strip_usage_chunk
+    }
+
     /// The body ended: parses a buffered JSON body; returns bytes still held back.
     pub fn finish(&mut self) -> Bytes {
         if self.format == Format::Json && !self.json.is_empty() {

@@ -1,0 +1,224 @@
+//! Metering: the response body wrapper that passes frames through as they arrive, reads usage
+//! from them, and settles the request's reservation however the response ends.
+//!
+//! Settlement happens exactly once, on the first of: the body ends (usage as reported, or
+//! estimated if the provider never sent it), the body fails (stall, upstream reset), the
+//! stream is cut because its reported usage reached its reservation, or the body is dropped
+//! unfinished (the client went away). A request that never got a response body settles when
+//! its [`Meter`] is dropped. Each settlement leaves one usage record on the writer's channel.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use gateway_shared::{Nanodollars, Provider};
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::usage::{Observed, UsageObserver};
+use crate::clock::Clock;
+use crate::http_util::BoxError;
+use crate::spend::ledger::Reservation;
+use crate::spend::price::{Price, Tokens};
+use crate::store::usage::{CostSource, UsageRecord};
+use crate::store::writer::UsageWriter;
+
+/// How a response ended, for pricing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The body ended normally.
+    Complete,
+    /// Cut short: client gone, stall, upstream error, or the reservation was reached.
+    Interrupted,
+    /// The provider answered with an error status: providers do not bill these.
+    ProviderError,
+    /// No response at all (unreachable, timeout before headers).
+    NoResponse,
+}
+
+/// One request's settlement obligation.
+pub struct Meter {
+    pub key_id: String,
+    pub provider: Provider,
+    pub model: String,
+    /// `None`: the model has no price (recorded as unpriced, never as free).
+    pub price: Option<Price>,
+    pub reservation: Option<Reservation>,
+    /// Upper bound of prompt tokens, for estimates when usage never arrives.
+    pub input_tokens_bound: u64,
+    pub status: u16,
+    pub started: Instant,
+    pub writer: UsageWriter,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Meter {
+    /// Settles the reservation and queues the usage record. Idempotent.
+    pub fn settle(&mut self, observed: &Observed, outcome: Outcome) {
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        let (tokens, source) = match outcome {
+            Outcome::ProviderError | Outcome::NoResponse if observed.reported.is_none() => {
+                (Tokens::default(), CostSource::Reported)
+            }
+            Outcome::Complete if observed.reported.is_some() => {
+                (observed.reported.unwrap_or_default(), CostSource::Reported)
+            }
+            _ => (self.estimate(observed), CostSource::Estimated),
+        };
+        let (cost, source) = match self.price {
+            Some(price) => (price.cost(&tokens), source),
+            None => (Nanodollars::ZERO, CostSource::Unpriced),
+        };
+        let spend = reservation.settle(cost);
+        let record = UsageRecord {
+            key_id: self.key_id.clone(),
+            at: self.clock.now(),
+            provider: self.provider,
+            model: self.model.clone(),
+            status: self.status,
+            tokens,
+            cost,
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            source,
+            spend,
+        };
+        tracing::debug!(key_id = %record.key_id, cost = %cost, source = source.as_str(), "request settled");
+        self.writer.record(record);
+    }
+
+    /// Input plus the output streamed so far: never zero once tokens flowed.
+    fn estimate(&self, observed: &Observed) -> Tokens {
+        let output = observed.output_tokens_estimate();
+        match observed.reported {
+            Some(reported) => Tokens {
+                output: reported.output.max(output),
+                ..reported
+            },
+            None => Tokens {
+                input: self.input_tokens_bound.div_ceil(4),
+                output,
+                ..Tokens::default()
+            },
+        }
+    }
+
+    /// The reservation's amount, when a cut at it applies.
+    fn cut_at(&self) -> Option<Nanodollars> {
+        self.reservation.as_ref().map(Reservation::amount)
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.settle(&Observed::default(), Outcome::NoResponse);
+    }
+}
+
+/// The response body: frames in, frames out, usage observed on the way.
+pub struct MeteredBody<B> {
+    inner: Option<B>,
+    observer: UsageObserver,
+    meter: Meter,
+    /// Cut the stream once reported usage reaches the reservation (keys with a limit).
+    enforce_cut: bool,
+    /// Bytes held back by the observer, sent when the body ends.
+    tail: Option<Bytes>,
+}
+
+impl<B> MeteredBody<B> {
+    pub fn new(inner: B, observer: UsageObserver, meter: Meter, enforce_cut: bool) -> Self {
+        Self {
+            inner: Some(inner),
+            observer,
+            meter,
+            enforce_cut,
+            tail: None,
+        }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.inner = None;
+        let observed = self.observer.observed;
+        self.meter.settle(&observed, outcome);
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(this.tail.take().map(|tail| Ok(Frame::data(tail))));
+            };
+            let frame = match Pin::new(inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(err))) => {
+                    this.end(Outcome::Interrupted);
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => {
+                    let tail = this.observer.finish();
+                    this.end(Outcome::Complete);
+                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                // Trailers carry no usage; pass them on.
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            };
+            let out = this.observer.observe(data);
+            if this.enforce_cut && reached_reservation(&this.observer.observed, &this.meter) {
+                tracing::info!(key_id = %this.meter.key_id, "stream cut: its usage reached its reservation");
+                this.tail = Some(this.observer.finish()).filter(|t| !t.is_empty());
+                this.end(Outcome::Interrupted);
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+            // Everything in this frame was held back (an unfinished event) or stripped: poll
+            // again rather than send an empty frame.
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_none() && self.tail.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            // Stripping can shorten the body: promise an exact length only when not stripping.
+            Some(inner) if !self.observer.may_change_bytes() => inner.size_hint(),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            // Dropped before its end: the client went away (or the server is stopping).
+            self.end(Outcome::Interrupted);
+        }
+    }
+}
+
+fn reached_reservation(observed: &Observed, meter: &Meter) -> bool {
+    match (observed.reported, meter.price, meter.cut_at()) {
+        (Some(tokens), Some(price), Some(limit)) => price.cost(&tokens) >= limit,
+        _ => false,
+    }
+}

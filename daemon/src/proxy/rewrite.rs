@@ -1,0 +1,152 @@
+//! The two changes the gateway makes to a request body, and only when it must: lowering the
+//! output limit to what the key's remaining budget pays for (SPEC §5 clamp), and asking
+//! OpenAI for a streaming usage chunk the client did not request (so streams are billed).
+
+use gateway_shared::Provider;
+use serde_json::{Map, Value, json};
+
+/// The request's own output limit, if it sets one.
+pub fn requested_output(provider: Provider, body: &Map<String, Value>) -> Option<u64> {
+    match provider {
+        Provider::Openai => body
+            .get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+            .or_else(|| body.get("max_output_tokens").and_then(Value::as_u64)),
+        Provider::Anthropic => body.get("max_tokens").and_then(Value::as_u64),
+        Provider::Gemini => body
+            .get("generationConfig")
+            .and_then(|c| c.get("maxOutputTokens"))
+            .and_then(Value::as_u64),
+    }
+}
+
+/// Sets the output limit in the field the provider (and this request) uses.
+pub fn set_output_limit(
+    provider: Provider,
+    path: &str,
+    body: &mut Map<String, Value>,
+    tokens: u64,
+) {
+    match provider {
+        Provider::Openai if path.ends_with("/responses") => {
+            body.insert("max_output_tokens".into(), json!(tokens));
+        }
+        Provider::Openai => {
+            // Current models accept max_completion_tokens; keep the client's field if it used
+            // the older one, so old deployments keep working.
+            if body.contains_key("max_tokens") && !body.contains_key("max_completion_tokens") {
+                body.insert("max_tokens".into(), json!(tokens));
+            } else {
+                body.insert("max_completion_tokens".into(), json!(tokens));
+            }
+        }
+        Provider::Anthropic => {
+            body.insert("max_tokens".into(), json!(tokens));
+        }
+        Provider::Gemini => {
+            let config = body.entry("generationConfig").or_insert_with(|| json!({}));
+            if let Some(config) = config.as_object_mut() {
+                config.insert("maxOutputTokens".into(), json!(tokens));
+            }
+        }
+    }
+}
+
+/// For an OpenAI chat or completions stream that does not ask for usage, asks for it.
+/// Returns whether it did (and so whether the usage chunk must be hidden from the client).
+pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<String, Value>) -> bool {
+    let applies = provider == Provider::Openai
+        && (path.ends_with("/chat/completions") || path.ends_with("/completions"))
+        && body.get("stream").and_then(Value::as_bool) == Some(true);
+    if !applies {
+        return false;
+    }
+    let options = body.entry("stream_options").or_insert_with(|| json!({}));
+    let Some(options) = options.as_object_mut() else {
+        return false;
+    };
+    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    options.insert("include_usage".into(), json!(true));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn output_limits_per_provider() {
+        assert_eq!(
+            requested_output(Provider::Openai, &object(json!({"max_tokens": 5}))),
+            Some(5)
+        );
+        assert_eq!(
+            requested_output(
+                Provider::Openai,
+                &object(json!({"max_completion_tokens": 7, "max_tokens": 5}))
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            requested_output(Provider::Anthropic, &object(json!({"max_tokens": 9}))),
+            Some(9)
+        );
+        assert_eq!(
+            requested_output(
+                Provider::Gemini,
+                &object(json!({"generationConfig": {"maxOutputTokens": 11}}))
+            ),
+            Some(11)
+        );
+        assert_eq!(requested_output(Provider::Gemini, &object(json!({}))), None);
+
+        let mut body = object(json!({"model": "m"}));
+        set_output_limit(
+            Provider::Gemini,
+            "/v1beta/models/m:generateContent",
+            &mut body,
+            42,
+        );
+        assert_eq!(body["generationConfig"]["maxOutputTokens"], 42);
+        let mut body = object(json!({"max_tokens": 1000}));
+        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 10);
+        assert_eq!(body, object(json!({"max_tokens": 10})));
+        let mut body = object(json!({}));
+        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 10);
+        assert_eq!(body, object(json!({"max_completion_tokens": 10})));
+    }
+
+    #[test]
+    fn include_usage_is_injected_only_when_missing() {
+        let mut body = object(json!({"stream": true}));
+        assert!(inject_include_usage(
+            Provider::Openai,
+            "/v1/chat/completions",
+            &mut body
+        ));
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert!(
+            !inject_include_usage(Provider::Openai, "/v1/chat/completions", &mut body),
+            "already there"
+        );
+        let mut not_streaming = object(json!({"stream": false}));
+        assert!(!inject_include_usage(
+            Provider::Openai,
+            "/v1/chat/completions",
+            &mut not_streaming
+        ));
+        let mut anthropic = object(json!({"stream": true}));
+        assert!(!inject_include_usage(
+            Provider::Anthropic,
+            "/v1/messages",
+            &mut anthropic
+        ));
+    }
+}
