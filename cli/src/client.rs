@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use gateway_shared::api::{
-    AuditList, CreateKey, KeyCreated, KeyList, KeyView, PAGE_MAX, UpdateKey,
+    AuditList, CreateKey, KeyCreated, KeyList, KeyView, PAGE_MAX, UpdateKey, UsageReport,
 };
 use gateway_shared::{ErrorBody, ErrorCode, KeyState};
 use http::{Method, Request, StatusCode, header};
@@ -136,6 +136,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers larger than this are refused rather than buffered (a page of 1000 keys is ~1 MiB).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Cheap to clone: the TUI's worker hands a clone to each request it runs concurrently.
+#[derive(Clone, Debug)]
 pub struct ApiClient {
     transport: Transport,
     timeout: Duration,
@@ -147,6 +149,10 @@ impl ApiClient {
             transport,
             timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -171,6 +177,30 @@ impl ApiClient {
 
     pub async fn revoke_key(&self, key_id: &str) -> anyhow::Result<KeyView> {
         self.call(Method::DELETE, key_path(key_id), None).await
+    }
+
+    /// Spend and requests by day and by model over `from..=to` (UTC days); the daemon picks
+    /// the last 30 days up to today for an end left out.
+    pub async fn key_usage(
+        &self,
+        key_id: &str,
+        from: Option<jiff::civil::Date>,
+        to: Option<jiff::civil::Date>,
+    ) -> anyhow::Result<UsageReport> {
+        let mut query = Vec::new();
+        if let Some(from) = from {
+            query.push(("from", from.to_string()));
+        }
+        if let Some(to) = to {
+            query.push(("to", to.to_string()));
+        }
+        let path = format!("{}/usage", key_path(key_id));
+        let path = if query.is_empty() {
+            path
+        } else {
+            with_query(&path, &query)
+        };
+        self.call(Method::GET, path, None).await
     }
 
     /// One page of keys, oldest first.
@@ -458,6 +488,71 @@ mod tests {
         );
         assert!(
             head.to_ascii_lowercase().contains("host: localhost"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_asks_for_the_range_and_reads_the_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        let body = r#"{"key_id":"key_x","from":"2027-01-01","to":"2027-01-02",
+            "total":{"requests":3,"input_tokens":10,"output_tokens":20,"cost_usd":0.5,
+                "estimated_requests":1,"unpriced_requests":0},
+            "by_day":[
+                {"date":"2027-01-01","requests":0,"input_tokens":0,"output_tokens":0,
+                    "cost_usd":0,"estimated_requests":0,"unpriced_requests":0},
+                {"date":"2027-01-02","requests":3,"input_tokens":10,"output_tokens":20,
+                    "cost_usd":0.5,"estimated_requests":1,"unpriced_requests":0}],
+            "by_model":[{"provider":"openai","model":"gpt-4o","requests":3,"input_tokens":10,
+                "output_tokens":20,"cost_usd":0.5,"estimated_requests":1,"unpriced_requests":0}]}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let server = tokio::spawn(serve_once(listener, response));
+        let client = ApiClient::new(Transport::Unix(socket));
+        let from = "2027-01-01".parse().expect("date");
+        let to = "2027-01-02".parse().expect("date");
+        let report = client
+            .key_usage("key_x", Some(from), Some(to))
+            .await
+            .expect("report");
+        assert_eq!(report.by_day.len(), 2);
+        assert_eq!(
+            report.total.cost_usd,
+            gateway_shared::Nanodollars(500_000_000)
+        );
+        assert_eq!(report.by_model[0].model, "gpt-4o");
+        let head = server.await.expect("server");
+        assert!(
+            head.starts_with("GET /v1/keys/key_x/usage?from=2027-01-01&to=2027-01-02 HTTP/1.1\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_without_a_range_sends_no_query() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        let body = r#"{"error":{"type":"gateway_error","code":"key_not_found","message":"No key key_x."}}"#;
+        let response = format!(
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let server = tokio::spawn(serve_once(listener, response));
+        let client = ApiClient::new(Transport::Unix(socket));
+        let err = client
+            .key_usage("key_x", None, None)
+            .await
+            .expect_err("404");
+        let api = err.downcast_ref::<ApiError>().expect("an ApiError");
+        assert_eq!(api.code, Some(ErrorCode::KeyNotFound));
+        let head = server.await.expect("server");
+        assert!(
+            head.starts_with("GET /v1/keys/key_x/usage HTTP/1.1\r\n"),
             "{head}"
         );
     }

@@ -1,7 +1,8 @@
 //! `gwctl`: the operator's CLI for gatewayd's management API (SPEC §7).
 //!
 //! Modules in reading order: [`args`] (the command line), [`commands`] (one module per verb),
-//! [`client`] (the typed management API over a transport), [`output`] (tables and JSON).
+//! [`client`] (the typed management API over a transport), [`output`] (tables and JSON),
+//! [`tui`] (the `gwctl tui` dashboard).
 //! This file owns the one decision every command shares: how a failure becomes a message and
 //! an exit code. Scripts branch on those codes, so they are constants, mapped from the
 //! daemon's [`ErrorCode`] by one exhaustive `match` that a new code cannot slip past.
@@ -10,6 +11,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod tui;
 
 use std::fmt;
 use std::io::Write;

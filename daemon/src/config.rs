@@ -251,7 +251,8 @@ impl Config {
     }
 }
 
-fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+/// Parses a config file's text (every field optional, unknown fields refused).
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     // toml's error names the line and column and quotes the offending line.
     toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
 }

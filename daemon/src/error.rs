@@ -20,8 +20,9 @@ pub enum Plane {
 pub struct GatewayError {
     pub code: ErrorCode,
     pub message: String,
-    /// Headers the answer carries (`Retry-After` and `x-ratelimit-*` on a 429).
-    pub headers: http::HeaderMap,
+    /// Headers the answer carries (`Retry-After` and `x-ratelimit-*` on a 429). Boxed: rare,
+    /// and it keeps every `Result<_, GatewayError>` small.
+    pub headers: Option<Box<http::HeaderMap>>,
     /// What went wrong inside, for the log only.
     internal: Option<anyhow::Error>,
 }
@@ -33,13 +34,13 @@ impl GatewayError {
         Self {
             code,
             message: message.into(),
-            headers: http::HeaderMap::new(),
+            headers: None,
             internal: None,
         }
     }
 
     pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
-        self.headers = headers;
+        self.headers = Some(Box::new(headers));
         self
     }
 
@@ -49,7 +50,7 @@ impl GatewayError {
             code: ErrorCode::InternalError,
             message: "The gateway hit an internal error; the operator can find it in the log."
                 .into(),
-            headers: http::HeaderMap::new(),
+            headers: None,
             internal: Some(cause.into()),
         }
     }
@@ -64,7 +65,9 @@ impl GatewayError {
         }
         let body = ErrorBody::new(self.code, self.message).to_json();
         let mut response = http_util::json_response(status, body);
-        response.headers_mut().extend(self.headers);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
         response
     }
 }

@@ -145,8 +145,12 @@ pub struct SelfView {
     pub spend_reset: Option<SpendReset>,
     pub spend_period_usd: Nanodollars,
     pub spend_total_usd: Nanodollars,
-    /// Budget left this period; absent without a spend limit.
+    /// Budget left this period, less what requests in flight have reserved; absent
+    /// without a spend limit.
     pub remaining_usd: Option<Nanodollars>,
+    /// Worst-case cost reserved by this key's requests in flight.
+    pub reserved_usd: Nanodollars,
+    pub requests_in_flight: u32,
     pub period_resets_at: Option<Timestamp>,
     pub rate_limit_rpm: Option<u32>,
     /// Requests the key may still make in the current 60 s window.

@@ -5,11 +5,14 @@
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
 //! - `proxy`: the data plane's checks and forwarding (SPEC §3).
+//! - `rate`: the exact rolling window, its headers, Retry-After; self-service (SPEC §4, §5).
 //! - `shutdown`: SIGTERM drains open streams and refuses new requests.
 //! - `streaming`: byte-exact, unbuffered streams; idle timeout, not a total deadline.
+//! - `spend`: hard caps, clamping, per-provider costs, settlement on every ending (SPEC §5).
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit.
 //! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
@@ -20,7 +23,10 @@ mod install;
 mod keys;
 mod persistence;
 mod proxy;
+mod rate;
 mod shutdown;
+mod spend;
 mod startup;
 mod streaming;
 mod tidy;
+mod tui;

@@ -12,7 +12,6 @@ use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::mock::MockProvider;
-use gatewayd::config::{ProviderFile, ProvidersFile};
 
 pub struct InProcessGateway {
     _dir: tempfile::TempDir,
@@ -32,40 +31,38 @@ impl InProcessGateway {
     /// With providers pointed at `mock`; credentials come from files (the test process's
     /// environment is shared by every test, so it is not the place for them).
     pub async fn start_with(now: Timestamp, mock: Option<&MockProvider>) -> InProcessGateway {
+        Self::start_configured(now, mock, "").await
+    }
+
+    /// As `start_with`, plus `extra` TOML (e.g. `[[prices]]`, `[spend]`).
+    pub async fn start_configured(
+        now: Timestamp,
+        mock: Option<&MockProvider>,
+        extra: &str,
+    ) -> InProcessGateway {
         let dir = tempfile::Builder::new()
             .prefix("gw-inproc-")
             .tempdir()
             .expect("temp dir");
         let socket = dir.path().join("admin.sock");
-        let providers = mock.map(|mock| {
-            let provider = |name: &str| {
+        let mut text = format!(
+            "data_dir = {:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nsocket = {:?}\n",
+            dir.path().join("data").display().to_string(),
+            socket.display().to_string()
+        );
+        if let Some(mock) = mock {
+            for name in ["openai", "anthropic", "gemini"] {
                 let key_file = dir.path().join(format!("{name}.key"));
                 std::fs::write(&key_file, crate::gateway::provider_key(name)).expect("key file");
-                Some(ProviderFile {
-                    base_url: Some(mock.base_url(name)),
-                    api_key_env: None,
-                    api_key_file: Some(key_file),
-                })
-            };
-            ProvidersFile {
-                openai: provider("openai"),
-                anthropic: provider("anthropic"),
-                gemini: provider("gemini"),
+                text.push_str(&format!(
+                    "[providers.{name}]\nbase_url = {:?}\napi_key_file = {:?}\n",
+                    mock.base_url(name),
+                    key_file.display().to_string()
+                ));
             }
-        });
-        let file = gatewayd::config::FileConfig {
-            data_dir: Some(dir.path().join("data")),
-            proxy: Some(gatewayd::config::ProxyFile {
-                listen: Some("127.0.0.1:0".into()),
-                ..Default::default()
-            }),
-            admin: Some(gatewayd::config::AdminFile {
-                socket: Some(socket.clone()),
-                ..Default::default()
-            }),
-            providers,
-            ..Default::default()
-        };
+        }
+        text.push_str(extra);
+        let file = gatewayd::config::parse_file(&text).expect("valid test config");
         let config = Config::resolve(file).expect("valid config");
         let listeners = Listeners::bind(&config).await.expect("bind");
         let proxy_url = format!(

@@ -9,7 +9,10 @@
 //! - `x-mock-delay-ms: 1000` — pause between stream events;
 //! - `x-mock-events: 7` — number of content events in a stream;
 //! - `x-mock-stall: 1` — send headers and the first event, then go silent;
-//! - `x-mock-headers-delay-ms: 500` — wait before sending response headers.
+//! - `x-mock-headers-delay-ms: 500` — wait before sending response headers;
+//! - `x-mock-input-tokens`, `x-mock-output-tokens` — the usage to report (`max` for output:
+//!   the request's own output limit); `x-mock-cached-tokens` (cache reads, all providers),
+//!   `x-mock-cache-write-tokens` (Anthropic), `x-mock-thoughts-tokens` (Gemini).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -151,29 +154,36 @@ async fn respond(
     match (provider, rest) {
         ("openai", "v1/models") | ("anthropic", "v1/models") => json_response(model_list()),
         ("gemini", "v1beta/models") => json_response(gemini_model_list()),
-        ("openai", "v1/chat/completions") if streaming => {
-            stream_response(openai_stream(&model, &json_body, control.events), &control)
+        ("openai", "v1/chat/completions") if streaming => stream_response(
+            openai_stream(&model, &json_body, control.events, control.usage),
+            &control,
+        ),
+        ("openai", "v1/chat/completions") => {
+            json_response(openai_completion(&model, control.usage))
         }
-        ("openai", "v1/chat/completions") => json_response(openai_completion(&model)),
         ("openai", "v1/embeddings") => json_response(json!({
             "object": "list", "model": model,
             "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}
+            "usage": {"prompt_tokens": control.usage.input, "total_tokens": control.usage.input}
         })),
-        ("anthropic", "v1/messages") if streaming => {
-            stream_response(anthropic_stream(&model, control.events), &control)
-        }
-        ("anthropic", "v1/messages") => json_response(anthropic_message(&model)),
+        ("anthropic", "v1/messages") if streaming => stream_response(
+            anthropic_stream(&model, control.events, control.usage),
+            &control,
+        ),
+        ("anthropic", "v1/messages") => json_response(anthropic_message(&model, control.usage)),
         ("gemini", rest) if rest.contains(":streamGenerateContent") => {
             let sse = parts
                 .uri
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
             let model = gemini_model(rest);
-            stream_response(gemini_stream(&model, control.events, sse), &control)
+            stream_response(
+                gemini_stream(&model, control.events, sse, control.usage),
+                &control,
+            )
         }
         ("gemini", rest) if rest.contains(":generateContent") => {
-            json_response(gemini_response(&gemini_model(rest), 1, true))
+            json_response(gemini_response(&gemini_model(rest), 1, true, control.usage))
         }
         _ => {
             let mut response =
@@ -191,6 +201,17 @@ struct Control {
     events: usize,
     stall: bool,
     headers_delay: Option<Duration>,
+    usage: Usage,
+}
+
+/// The token counts a mock response reports.
+#[derive(Clone, Copy)]
+struct Usage {
+    input: u64,
+    output: u64,
+    cached: u64,
+    cache_write: u64,
+    thoughts: u64,
 }
 
 impl Control {
@@ -202,8 +223,26 @@ impl Control {
             events: number("x-mock-events").map_or(3, |n| n as usize),
             stall: recorded.header("x-mock-stall").is_some(),
             headers_delay: number("x-mock-headers-delay-ms").map(Duration::from_millis),
+            usage: Usage {
+                input: number("x-mock-input-tokens").unwrap_or(PROMPT_TOKENS),
+                output: match recorded.header("x-mock-output-tokens") {
+                    Some("max") => requested_output(&recorded.json()).unwrap_or(COMPLETION_TOKENS),
+                    _ => number("x-mock-output-tokens").unwrap_or(COMPLETION_TOKENS),
+                },
+                cached: number("x-mock-cached-tokens").unwrap_or(0),
+                cache_write: number("x-mock-cache-write-tokens").unwrap_or(0),
+                thoughts: number("x-mock-thoughts-tokens").unwrap_or(0),
+            },
         }
     }
+}
+
+/// The output limit a request set, in any provider's field.
+fn requested_output(body: &Value) -> Option<u64> {
+    body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
+        .or(body["generationConfig"]["maxOutputTokens"].as_u64())
 }
 
 fn json_response(value: Value) -> http::Response<Body> {
@@ -338,15 +377,20 @@ fn gemini_model_list() -> Value {
     json!({ "models": models })
 }
 
-fn openai_completion(model: &str) -> Value {
+fn openai_usage(usage: Usage) -> Value {
+    json!({"prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output,
+           "prompt_tokens_details": {"cached_tokens": usage.cached}})
+}
+
+fn openai_completion(model: &str, usage: Usage) -> Value {
     json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock."}, "finish_reason": "stop", "logprobs": null}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
+        "usage": openai_usage(usage)
     })
 }
 
-fn openai_stream(model: &str, request: &Value, events: usize) -> Vec<String> {
+fn openai_stream(model: &str, request: &Value, events: usize, usage: Usage) -> Vec<String> {
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
@@ -364,28 +408,28 @@ fn openai_stream(model: &str, request: &Value, events: usize) -> Vec<String> {
     out.push(format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
     if request["stream_options"]["include_usage"].as_bool() == Some(true) {
         let usage = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}});
+            "usage": openai_usage(usage)});
         out.push(format!("data: {usage}\n\n"));
     }
     out.push("data: [DONE]\n\n".to_owned());
     out
 }
 
-fn anthropic_message(model: &str) -> Value {
+fn anthropic_message(model: &str, usage: Usage) -> Value {
     json!({
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": "Hello from the mock."}],
         "stop_reason": "end_turn", "stop_sequence": null,
-        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+        "usage": {"input_tokens": usage.input, "output_tokens": usage.output, "cache_read_input_tokens": usage.cached, "cache_creation_input_tokens": usage.cache_write}
     })
 }
 
-fn anthropic_stream(model: &str, events: usize) -> Vec<String> {
+fn anthropic_stream(model: &str, events: usize, usage: Usage) -> Vec<String> {
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut out = vec![
         event(
             "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": usage.input, "output_tokens": 1, "cache_read_input_tokens": usage.cached, "cache_creation_input_tokens": usage.cache_write}}}),
         ),
         event(
             "content_block_start",
@@ -399,7 +443,7 @@ fn anthropic_stream(model: &str, events: usize) -> Vec<String> {
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
     ));
-    out.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})));
+    out.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": usage.output}})));
     out.push(event("message_stop", json!({"type": "message_stop"})));
     out
 }
@@ -412,22 +456,24 @@ fn gemini_model(rest: &str) -> String {
         .to_owned()
 }
 
-fn gemini_response(model: &str, part: usize, last: bool) -> Value {
+fn gemini_response(model: &str, part: usize, last: bool, usage: Usage) -> Value {
     let mut candidate = json!({"content": {"role": "model", "parts": [{"text": format!("part{part} ")}]}, "index": 0});
     if last {
         candidate["finishReason"] = json!("STOP");
     }
     json!({
         "candidates": [candidate],
-        "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": if last { COMPLETION_TOKENS } else { part as u64 + 1 }, "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "usageMetadata": {"promptTokenCount": usage.input, "cachedContentTokenCount": usage.cached,
+            "candidatesTokenCount": if last { usage.output } else { (part as u64 + 1).min(usage.output) },
+            "thoughtsTokenCount": usage.thoughts, "totalTokenCount": usage.input + usage.output + usage.thoughts},
         "modelVersion": model
     })
 }
 
-fn gemini_stream(model: &str, events: usize, sse: bool) -> Vec<String> {
+fn gemini_stream(model: &str, events: usize, sse: bool, usage: Usage) -> Vec<String> {
     let events = events.max(1);
     let responses: Vec<Value> = (0..events)
-        .map(|i| gemini_response(model, i, i + 1 == events))
+        .map(|i| gemini_response(model, i, i + 1 == events, usage))
         .collect();
     if sse {
         return responses

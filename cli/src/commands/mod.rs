@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod tui;
 
 use clap::Subcommand;
 
@@ -18,11 +19,14 @@ pub enum Command {
     Keys(keys::Cmd),
     /// Show who changed what, newest first.
     Audit(audit::Cmd),
+    /// A live dashboard: keys, spend, detail with charts; create, edit and revoke.
+    Tui(tui::Cmd),
 }
 
 pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
     match command {
         Command::Keys(cmd) => cmd.run(client, output).await,
         Command::Audit(cmd) => cmd.run(client, output).await,
+        Command::Tui(cmd) => cmd.run(client).await,
     }
 }

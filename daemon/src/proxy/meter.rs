@@ -181,7 +181,14 @@ where
                 Err(frame) => return Poll::Ready(Some(Ok(frame))),
             };
             let out = this.observer.observe(data);
-            if this.enforce_cut && reached_reservation(&this.observer.observed, &this.meter) {
+            let at_end = this.inner.as_ref().is_some_and(Body::is_end_stream);
+            if at_end {
+                // A body of known length: hyper stops polling once it has every byte, so
+                // this is the last frame it will ask for. Settle now.
+                this.tail = Some(this.observer.finish()).filter(|t| !t.is_empty());
+                this.end(Outcome::Complete);
+            } else if this.enforce_cut && reached_reservation(&this.observer.observed, &this.meter)
+            {
                 tracing::info!(key_id = %this.meter.key_id, "stream cut: its usage reached its reservation");
                 this.tail = Some(this.observer.finish()).filter(|t| !t.is_empty());
                 this.end(Outcome::Interrupted);

@@ -381,10 +381,15 @@ impl Proxy {
                 .unwrap_or_else(|p| p.into_inner())
                 .peek(self.clock.monotonic(), limit)
         });
+        let spend = key.spend();
         let body = SelfView {
-            remaining_usd: view
-                .spend_limit_usd
-                .map(|limit| limit.saturating_sub(view.spend_period_usd)),
+            remaining_usd: view.spend_limit_usd.map(|limit| {
+                limit
+                    .saturating_sub(view.spend_period_usd)
+                    .saturating_sub(spend.reserved)
+            }),
+            reserved_usd: spend.reserved,
+            requests_in_flight: spend.open_reservations,
             id: view.id,
             name: view.name,
             prefix: view.prefix,

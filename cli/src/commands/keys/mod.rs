@@ -10,6 +10,7 @@ pub mod edit;
 pub mod list;
 pub mod revoke;
 pub mod show;
+pub mod usage;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -46,6 +47,8 @@ enum Verb {
     Edit(edit::Cmd),
     /// Revoke a key for good; asks first unless --yes.
     Revoke(revoke::Cmd),
+    /// Spend and requests per day and per model, with a per-day bar chart.
+    Usage(usage::Cmd),
 }
 
 impl Cmd {
@@ -56,6 +59,7 @@ impl Cmd {
             Verb::Show(cmd) => cmd.run(client, output).await,
             Verb::Edit(cmd) => cmd.run(client, output).await,
             Verb::Revoke(cmd) => cmd.run(client, output).await,
+            Verb::Usage(cmd) => cmd.run(client, output).await,
         }
     }
 }

@@ -1,0 +1,663 @@
+//! The dashboard's whole state and the one function that changes it.
+//!
+//! `App::update(event) -> Vec<Effect>` is pure: no I/O, no clock (the instant arrives in
+//! `Event::Tick`), no terminal. That is what lets every key binding and every answer from the
+//! daemon be tested as "this event in, this state and these effects out" (DESIGN §3.6), and
+//! what keeps the screen responsive: nothing here can block. The renderer reads this state and
+//! nothing else.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use gateway_shared::KeyState;
+use gateway_shared::api::{KeyView, UsageReport};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+
+use super::effect::Effect;
+use super::event::{Event, Failure};
+use super::form::{Form, Submission};
+use super::secret::Secret;
+
+/// How many days the detail pane's chart covers, today included.
+pub const USAGE_DAYS: i64 = 30;
+
+#[derive(Debug)]
+pub struct App {
+    /// The latest instant from the refresh clock; relative times are computed against it.
+    pub now: Timestamp,
+    /// Where the daemon is (a socket path or URL), for the title line.
+    pub target: String,
+    keys: Vec<KeyView>,
+    /// The first answer has arrived (until then the table says "loading").
+    pub loaded: bool,
+    /// A key list request is in flight; ticks do not pile up more.
+    pub refreshing: bool,
+    pub last_refresh: Option<Timestamp>,
+    /// Why the daemon cannot be reached, while it cannot: the banner.
+    pub down: Option<String>,
+    pub filter: Option<KeyState>,
+    pub sort: Sort,
+    pub search: String,
+    /// `/` was pressed: typed characters go to the search.
+    pub searching: bool,
+    /// Kept by id so that a refresh or a re-sort does not move the cursor to another key.
+    selected_id: Option<String>,
+    pub mode: Mode,
+    pub usage: Option<UsagePane>,
+    pub status: Option<Status>,
+    /// The `?` overlay, above whatever mode is showing.
+    pub help: bool,
+}
+
+#[derive(Debug)]
+pub enum Mode {
+    List,
+    Detail {
+        key_id: String,
+    },
+    Create(Form),
+    Edit {
+        form: Form,
+        back: Back,
+    },
+    ConfirmRevoke {
+        key_id: String,
+        name: String,
+        back: Back,
+    },
+    /// The only place the raw key ever lives; leaving this mode drops (and wipes) it.
+    Secret(SecretModal),
+}
+
+/// Where a form or confirmation returns to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Back {
+    List,
+    Detail(String),
+}
+
+#[derive(Debug)]
+pub struct SecretModal {
+    pub key: Box<KeyView>,
+    secret: Secret,
+    /// The operator pressed `c`: the modal says so.
+    pub copied: bool,
+}
+
+impl SecretModal {
+    pub fn secret(&self) -> &str {
+        self.secret.expose()
+    }
+}
+
+/// The detail pane's usage: the last report for this key, kept while a newer one loads so the
+/// chart does not blink on every refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsagePane {
+    pub key_id: String,
+    pub report: Option<UsageReport>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    Name,
+    State,
+    /// Most spent first (period spend for a periodic limit, else total).
+    Spend,
+    /// Most recently used first.
+    LastUsed,
+    /// Oldest first, as the daemon lists them.
+    Created,
+}
+
+impl Sort {
+    const ALL: [Sort; 5] = [
+        Self::Name,
+        Self::State,
+        Self::Spend,
+        Self::LastUsed,
+        Self::Created,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::State => "state",
+            Self::Spend => "spend",
+            Self::LastUsed => "last used",
+            Self::Created => "created",
+        }
+    }
+
+    fn next(self) -> Self {
+        let at = Self::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        Self::ALL[(at + 1) % Self::ALL.len()]
+    }
+}
+
+impl App {
+    pub fn new(now: Timestamp, target: impl Into<String>) -> Self {
+        Self {
+            now,
+            target: target.into(),
+            keys: Vec::new(),
+            loaded: false,
+            refreshing: false,
+            last_refresh: None,
+            down: None,
+            filter: None,
+            sort: Sort::Name,
+            search: String::new(),
+            searching: false,
+            selected_id: None,
+            mode: Mode::List,
+            usage: None,
+            status: None,
+            help: false,
+        }
+    }
+
+    /// The effects to run before the first event: load the keys.
+    pub fn start(&mut self) -> Vec<Effect> {
+        self.refresh()
+    }
+
+    /// The raw key, while the secret modal shows it; `None` at every other moment.
+    pub fn secret(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Secret(modal) => Some(modal.secret()),
+            _ => None,
+        }
+    }
+
+    pub fn keys(&self) -> &[KeyView] {
+        &self.keys
+    }
+
+    pub fn key(&self, key_id: &str) -> Option<&KeyView> {
+        self.keys.iter().find(|k| k.id == key_id)
+    }
+
+    /// The keys the table shows: filtered by state, searched by name, sorted.
+    pub fn visible(&self) -> Vec<&KeyView> {
+        let needle = self.search.to_lowercase();
+        let mut keys: Vec<&KeyView> = self
+            .keys
+            .iter()
+            .filter(|k| self.filter.is_none_or(|state| k.state == state))
+            .filter(|k| needle.is_empty() || k.name.to_lowercase().contains(&needle))
+            .collect();
+        let by_name = |a: &&KeyView, b: &&KeyView| a.name.cmp(&b.name).then(a.id.cmp(&b.id));
+        match self.sort {
+            Sort::Name => keys.sort_by(by_name),
+            Sort::State => keys.sort_by(|a, b| {
+                state_rank(a.state)
+                    .cmp(&state_rank(b.state))
+                    .then(by_name(a, b))
+            }),
+            Sort::Spend => {
+                keys.sort_by(|a, b| shown_spend(b).cmp(&shown_spend(a)).then(by_name(a, b)))
+            }
+            Sort::LastUsed => {
+                keys.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then(by_name(a, b)))
+            }
+            Sort::Created => {
+                keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)))
+            }
+        }
+        keys
+    }
+
+    /// The row under the cursor, as an index into [`App::visible`].
+    pub fn selected_index(&self) -> Option<usize> {
+        let visible = self.visible();
+        if visible.is_empty() {
+            return None;
+        }
+        let at = self
+            .selected_id
+            .as_ref()
+            .and_then(|id| visible.iter().position(|k| &k.id == id));
+        Some(at.unwrap_or(0))
+    }
+
+    pub fn selected(&self) -> Option<&KeyView> {
+        let at = self.selected_index()?;
+        self.visible().get(at).copied()
+    }
+
+    pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Key(key) => self.on_key(key),
+            Event::Resize => Vec::new(),
+            Event::InputClosed => vec![Effect::Quit],
+            Event::Tick(now) => {
+                self.now = now;
+                self.refresh()
+            }
+            Event::Keys(Ok(keys)) => {
+                self.keys = keys;
+                self.loaded = true;
+                self.refreshing = false;
+                self.down = None;
+                self.last_refresh = Some(self.now);
+                Vec::new()
+            }
+            Event::Keys(Err(failure)) => {
+                self.refreshing = false;
+                self.fail(failure);
+                Vec::new()
+            }
+            Event::Usage { key_id, result } => {
+                if let Some(pane) = self.usage.as_mut().filter(|p| p.key_id == key_id) {
+                    match result {
+                        Ok(report) => {
+                            pane.report = Some(report);
+                            pane.error = None;
+                        }
+                        Err(failure) => pane.error = Some(failure.message),
+                    }
+                }
+                Vec::new()
+            }
+            Event::Created(Ok(mut created)) => {
+                // Always shown, whatever the operator did meanwhile: it is the only chance.
+                let secret = Secret::take(&mut created.secret);
+                let key = created.key;
+                self.selected_id = Some(key.id.clone());
+                self.upsert(key.clone());
+                self.set_status(format!("Created key {} ({}).", key.name, key.id));
+                self.mode = Mode::Secret(SecretModal {
+                    key: Box::new(key),
+                    secret,
+                    copied: false,
+                });
+                self.refresh()
+            }
+            Event::Created(Err(failure)) => {
+                self.form_failed(failure);
+                Vec::new()
+            }
+            Event::Updated(Ok(key)) => {
+                self.set_status(format!("Saved key {} ({}).", key.name, key.id));
+                if let Mode::Edit { form, back } = &self.mode
+                    && matches!(&form.kind, super::form::FormKind::Edit(k) if k.id == key.id)
+                {
+                    self.mode = back_to(back.clone());
+                }
+                self.upsert(key);
+                Vec::new()
+            }
+            Event::Updated(Err(failure)) => {
+                self.form_failed(failure);
+                Vec::new()
+            }
+            Event::Revoked(Ok(key)) => {
+                self.set_status(format!("Revoked key {} ({}).", key.name, key.id));
+                self.upsert(key);
+                Vec::new()
+            }
+            Event::Revoked(Err(failure)) => {
+                self.fail(failure);
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if key.kind != KeyEventKind::Press {
+            return Vec::new();
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
+            return vec![Effect::Quit];
+        }
+        if self.help {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
+                self.help = false;
+            }
+            return Vec::new();
+        }
+        match &mut self.mode {
+            Mode::Secret(modal) => match key.code {
+                KeyCode::Enter | KeyCode::Esc => {
+                    // Dropping the modal wipes the secret; nothing can bring it back.
+                    self.mode = Mode::List;
+                    self.set_status("The secret was dismissed and is no longer held.".to_owned());
+                    Vec::new()
+                }
+                KeyCode::Char('c') => {
+                    modal.copied = true;
+                    vec![Effect::Clipboard(modal.secret.clone())]
+                }
+                _ => Vec::new(),
+            },
+            Mode::ConfirmRevoke { key_id, back, .. } => match key.code {
+                KeyCode::Char('y' | 'Y') => {
+                    let key_id = key_id.clone();
+                    self.mode = back_to(back.clone());
+                    self.set_status(format!("Revoking {key_id}…"));
+                    vec![Effect::Revoke { key_id }]
+                }
+                KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => {
+                    self.mode = back_to(back.clone());
+                    self.set_status("Not revoked.".to_owned());
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            },
+            Mode::Create(form) | Mode::Edit { form, .. } => {
+                let now = self.now;
+                match key.code {
+                    KeyCode::Esc => {
+                        self.mode = match &self.mode {
+                            Mode::Edit { back, .. } => back_to(back.clone()),
+                            _ => Mode::List,
+                        };
+                        Vec::new()
+                    }
+                    KeyCode::Tab | KeyCode::Down => {
+                        form.next();
+                        Vec::new()
+                    }
+                    KeyCode::BackTab | KeyCode::Up => {
+                        form.prev();
+                        Vec::new()
+                    }
+                    KeyCode::Left => {
+                        form.cycle(false, now);
+                        Vec::new()
+                    }
+                    KeyCode::Right => {
+                        form.cycle(true, now);
+                        Vec::new()
+                    }
+                    KeyCode::Backspace => {
+                        form.backspace(now);
+                        Vec::new()
+                    }
+                    KeyCode::Char('u') if ctrl => {
+                        form.clear_field(now);
+                        Vec::new()
+                    }
+                    KeyCode::Char(c) if !ctrl => {
+                        form.type_char(c, now);
+                        Vec::new()
+                    }
+                    KeyCode::Enter if !form.submitting => {
+                        form.error = None;
+                        match form.submit(now) {
+                            None => Vec::new(),
+                            Some(submission) => {
+                                form.submitting = true;
+                                vec![match submission {
+                                    Submission::Create(create) => Effect::Create(create),
+                                    Submission::Update { key_id, update } => {
+                                        Effect::Update { key_id, update }
+                                    }
+                                }]
+                            }
+                        }
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Mode::List | Mode::Detail { .. } if self.searching => {
+                match key.code {
+                    KeyCode::Enter => self.searching = false,
+                    KeyCode::Esc => {
+                        self.searching = false;
+                        self.search.clear();
+                    }
+                    KeyCode::Backspace => {
+                        self.search.pop();
+                    }
+                    KeyCode::Up => self.move_selection(-1),
+                    KeyCode::Down => self.move_selection(1),
+                    KeyCode::Char(c) if !ctrl => self.search.push(c),
+                    _ => {}
+                }
+                Vec::new()
+            }
+            Mode::List | Mode::Detail { .. } => self.on_browse_key(key),
+        }
+    }
+
+    /// Keys of the list and the detail pane.
+    fn on_browse_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let in_detail = matches!(self.mode, Mode::Detail { .. });
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc if in_detail => {
+                self.mode = Mode::List;
+                self.usage = None;
+                Vec::new()
+            }
+            KeyCode::Char('q') => vec![Effect::Quit],
+            KeyCode::Esc if !self.search.is_empty() => {
+                self.search.clear();
+                Vec::new()
+            }
+            KeyCode::Esc => vec![Effect::Quit],
+            KeyCode::Char('?') => {
+                self.help = true;
+                Vec::new()
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.move_and_follow(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_and_follow(-1),
+            KeyCode::PageDown => self.move_and_follow(10),
+            KeyCode::PageUp => self.move_and_follow(-10),
+            KeyCode::Home => self.move_and_follow(isize::MIN / 2),
+            KeyCode::End => self.move_and_follow(isize::MAX / 2),
+            KeyCode::Enter if !in_detail => match self.selected().map(|k| k.id.clone()) {
+                Some(key_id) => self.open_detail(key_id),
+                None => Vec::new(),
+            },
+            KeyCode::Char('/') => {
+                self.searching = true;
+                Vec::new()
+            }
+            KeyCode::Char('f') => {
+                self.filter = match self.filter {
+                    None => Some(KeyState::Active),
+                    Some(KeyState::Active) => Some(KeyState::Exhausted),
+                    Some(KeyState::Exhausted) => Some(KeyState::Expired),
+                    Some(KeyState::Expired) => Some(KeyState::Revoked),
+                    Some(KeyState::Revoked) => None,
+                };
+                Vec::new()
+            }
+            KeyCode::Char('s') => {
+                self.sort = self.sort.next();
+                Vec::new()
+            }
+            KeyCode::Char('R') | KeyCode::F(5) => {
+                // Retry now, even if a slow request is still out: the operator asked.
+                self.refreshing = false;
+                self.refresh()
+            }
+            KeyCode::Char('c') => {
+                self.mode = Mode::Create(Form::create());
+                Vec::new()
+            }
+            KeyCode::Char('e') => {
+                let Some(key) = self.current_key() else {
+                    return Vec::new();
+                };
+                if key.state == KeyState::Revoked {
+                    let text = format!(
+                        "Key {} ({}) is revoked; a revoked key cannot be edited.",
+                        key.name, key.id
+                    );
+                    self.set_error(text);
+                    return Vec::new();
+                }
+                let form = Form::edit(key);
+                self.mode = Mode::Edit {
+                    form,
+                    back: self.back(),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('r') => {
+                let Some(key) = self.current_key() else {
+                    return Vec::new();
+                };
+                if key.state == KeyState::Revoked {
+                    let text = format!("Key {} ({}) is already revoked.", key.name, key.id);
+                    self.set_error(text);
+                    return Vec::new();
+                }
+                let (key_id, name) = (key.id.clone(), key.name.clone());
+                self.mode = Mode::ConfirmRevoke {
+                    key_id,
+                    name,
+                    back: self.back(),
+                };
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The key the detail pane shows, or the one under the cursor.
+    fn current_key(&self) -> Option<&KeyView> {
+        match &self.mode {
+            Mode::Detail { key_id } => self.key(key_id),
+            _ => self.selected(),
+        }
+    }
+
+    fn back(&self) -> Back {
+        match &self.mode {
+            Mode::Detail { key_id } => Back::Detail(key_id.clone()),
+            _ => Back::List,
+        }
+    }
+
+    fn open_detail(&mut self, key_id: String) -> Vec<Effect> {
+        self.selected_id = Some(key_id.clone());
+        self.usage = Some(UsagePane {
+            key_id: key_id.clone(),
+            report: None,
+            error: None,
+        });
+        self.mode = Mode::Detail {
+            key_id: key_id.clone(),
+        };
+        vec![self.load_usage(key_id)]
+    }
+
+    fn load_usage(&self, key_id: String) -> Effect {
+        let to = self.today();
+        let from = to.checked_sub((USAGE_DAYS - 1).days()).unwrap_or(to);
+        Effect::LoadUsage { key_id, from, to }
+    }
+
+    pub fn today(&self) -> Date {
+        self.now.to_zoned_datetime(TimeZone::UTC).date()
+    }
+
+    /// Moves the cursor; in the detail pane the pane follows it to the next key.
+    fn move_and_follow(&mut self, delta: isize) -> Vec<Effect> {
+        self.move_selection(delta);
+        match (&self.mode, self.selected().map(|k| k.id.clone())) {
+            (Mode::Detail { key_id }, Some(selected)) if *key_id != selected => {
+                self.open_detail(selected)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let visible = self.visible();
+        let Some(at) = self.selected_index() else {
+            return;
+        };
+        let to = at.saturating_add_signed(delta).min(visible.len() - 1);
+        let id = visible[to].id.clone();
+        self.selected_id = Some(id);
+    }
+
+    /// A key list request, plus the detail pane's usage, unless one is already out.
+    fn refresh(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if !self.refreshing {
+            self.refreshing = true;
+            effects.push(Effect::Refresh);
+            if let Mode::Detail { key_id } = &self.mode {
+                effects.push(self.load_usage(key_id.clone()));
+            }
+        }
+        effects
+    }
+
+    fn upsert(&mut self, key: KeyView) {
+        match self.keys.iter_mut().find(|k| k.id == key.id) {
+            Some(slot) => *slot = key,
+            None => self.keys.push(key),
+        }
+    }
+
+    fn form_failed(&mut self, failure: Failure) {
+        match &mut self.mode {
+            Mode::Create(form) | Mode::Edit { form, .. } => {
+                form.submitting = false;
+                form.error = Some(failure.message.clone());
+                if failure.unreachable {
+                    self.down = Some(failure.message);
+                }
+            }
+            _ => self.fail(failure),
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        if failure.unreachable {
+            self.down = Some(failure.message);
+        } else {
+            self.set_error(failure.message);
+        }
+    }
+
+    fn set_status(&mut self, text: String) {
+        self.status = Some(Status { text, error: false });
+    }
+
+    fn set_error(&mut self, text: String) {
+        self.status = Some(Status { text, error: true });
+    }
+}
+
+fn back_to(back: Back) -> Mode {
+    match back {
+        Back::List => Mode::List,
+        Back::Detail(key_id) => Mode::Detail { key_id },
+    }
+}
+
+fn state_rank(state: KeyState) -> u8 {
+    match state {
+        KeyState::Active => 0,
+        KeyState::Exhausted => 1,
+        KeyState::Expired => 2,
+        KeyState::Revoked => 3,
+    }
+}
+
+/// The spend the table's gauge shows: this period's for a periodic limit, else the total.
+pub fn shown_spend(key: &KeyView) -> gateway_shared::Nanodollars {
+    match (key.spend_limit_usd, key.spend_reset) {
+        (Some(_), Some(_)) => key.spend_period_usd,
+        _ => key.spend_total_usd,
+    }
+}
+
+#[cfg(test)]
+mod tests;

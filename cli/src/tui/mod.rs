@@ -1,0 +1,192 @@
+//! `gwctl tui`: the live dashboard (SPEC §7), wired together.
+//!
+//! Three parts, after DESIGN §3.6: [`app`] is the state and a pure `update(event) -> effects`;
+//! [`worker`] is the only code doing I/O, answering effects with events; [`ui`] draws the state.
+//! This module owns the threads and the terminal. The UI thread runs [`run_loop`], which is
+//! generic over the ratatui backend so tests drive it with `TestBackend` and a scripted channel
+//! of events. A second thread reads the keyboard; the worker runs on the command's tokio
+//! runtime. The terminal is restored on every way out: a normal quit, an error (the loop's
+//! result is returned only after restoring) and a panic (ratatui's hook restores first).
+
+pub mod app;
+pub mod effect;
+pub mod event;
+pub mod form;
+pub mod secret;
+pub mod ui;
+pub mod worker;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+use anyhow::Context;
+use crossterm::event::Event as TermEvent;
+use jiff::Timestamp;
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::client::ApiClient;
+use app::App;
+use effect::Effect;
+use event::Event;
+use secret::Secret;
+
+/// Runs the dashboard until the operator quits.
+pub async fn run(client: ApiClient) -> anyhow::Result<()> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(crate::Refusal::invalid(
+            "gwctl tui needs a terminal on stdin and stdout; use `gwctl keys list` in scripts.",
+        )
+        .into());
+    }
+    let target = client.transport().to_string();
+    let client = client.with_timeout(worker::REQUEST_TIMEOUT);
+    let (event_tx, event_rx) = std::sync::mpsc::channel();
+    let (effect_tx, effect_rx) = tokio::sync::mpsc::unbounded_channel();
+    let input_tx = event_tx.clone();
+    let ui = tokio::task::spawn_blocking(move || ui_thread(target, event_rx, input_tx, effect_tx));
+    // The worker returns once the UI thread has dropped its effect sender.
+    let (ui, ()) = tokio::join!(ui, worker::run(client, effect_rx, event_tx));
+    ui.context("the dashboard stopped unexpectedly")?
+}
+
+/// Draws, then for each event: update the app, hand its effects to `effects`, draw again.
+/// Events that queued up meanwhile are applied before the next draw, so a burst of answers
+/// costs one frame. Returns on `Effect::Quit` or when every event sender is gone.
+pub fn run_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    events: &Receiver<Event>,
+    effects: &mut dyn FnMut(Effect),
+) -> anyhow::Result<()> {
+    for effect in app.start() {
+        effects(effect);
+    }
+    draw(terminal, app)?;
+    while let Ok(first) = events.recv() {
+        let mut next = Some(first);
+        while let Some(event) = next {
+            for effect in app.update(event) {
+                match effect {
+                    Effect::Quit => return Ok(()),
+                    other => effects(other),
+                }
+            }
+            next = events.try_recv().ok();
+        }
+        draw(terminal, app)?;
+    }
+    Ok(())
+}
+
+fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> anyhow::Result<()> {
+    terminal
+        .draw(|frame| ui::render(app, frame))
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("drawing the dashboard: {e}"))
+}
+
+fn ui_thread(
+    target: String,
+    events: Receiver<Event>,
+    input_tx: Sender<Event>,
+    effect_tx: UnboundedSender<Effect>,
+) -> anyhow::Result<()> {
+    // Also installs a panic hook that restores the terminal before the panic is reported.
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(err) => {
+            ratatui::restore();
+            return Err(err).context("setting up the terminal");
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || read_input(&input_tx, &stop))
+    };
+    let mut app = App::new(Timestamp::now(), target);
+    let mut sink = |effect: Effect| match effect {
+        Effect::Clipboard(secret) => copy_to_clipboard(&secret),
+        // A closed worker means the runtime is going away; there is nobody to ask.
+        other => drop(effect_tx.send(other)),
+    };
+    let result = run_loop(&mut terminal, &mut app, &events, &mut sink);
+    // Wipes a secret still on screen (quit with Ctrl-C from the modal) before anything else.
+    drop(app);
+    stop.store(true, Ordering::Relaxed);
+    ratatui::restore();
+    // The reader polls with a timeout, so it notices `stop` within one poll.
+    let _ = input.join();
+    result
+}
+
+/// Forwards key presses and resizes until told to stop or the UI is gone.
+fn read_input(events: &Sender<Event>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let event = match crossterm::event::poll(Duration::from_millis(100)) {
+            Ok(false) => continue,
+            Ok(true) => crossterm::event::read(),
+            Err(err) => Err(err),
+        };
+        let event = match event {
+            Ok(TermEvent::Key(key)) => Event::Key(key),
+            Ok(TermEvent::Resize(..)) => Event::Resize,
+            Ok(_) => continue,
+            // No more keyboard: quit rather than leave a dashboard nobody can close.
+            Err(_) => Event::InputClosed,
+        };
+        let closed = matches!(event, Event::InputClosed);
+        if events.send(event).is_err() || closed {
+            return;
+        }
+    }
+}
+
+/// OSC 52 "set clipboard": terminals that support it (and tmux with `set-clipboard on`) put
+/// the text on the system clipboard; others ignore the sequence. Written by the thread that
+/// draws, between frames, so it cannot land in the middle of one.
+fn copy_to_clipboard(secret: &Secret) {
+    let sequence = zeroize::Zeroizing::new(osc52(secret.expose()));
+    let mut stdout = std::io::stdout().lock();
+    // Nothing useful to do if the terminal is gone; the modal still shows the secret.
+    let _ = stdout
+        .write_all(sequence.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+pub fn osc52(text: &str) -> String {
+    format!("\x1b]52;c;{}\x07", base64(text.as_bytes()))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), the encoding OSC 52 takes.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! Drawing: one function of the app's state, nothing else.
+//!
+//! The screen is a title line, the daemon-down banner when there is one, the main area (the
+//! keys table or a key's detail), a status line and a one-line key hint bar; forms, modals and
+//! help are drawn over the main area. Nothing here changes state or does I/O, so any state
+//! can be rendered into a `TestBackend` and compared as text. Every size is computed with
+//! saturating arithmetic and ratatui's layout, so a terminal of any size, down to 1×1, draws
+//! what fits rather than panicking.
+
+mod detail;
+mod form;
+mod keys_table;
+mod modal;
+
+use gateway_shared::KeyState;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::app::{App, Back, Mode};
+use crate::output::relative;
+
+pub fn render(app: &App, frame: &mut Frame) {
+    let area = frame.area();
+    let banner_height = app
+        .down
+        .as_ref()
+        .map_or(0, |message| 1 + wrapped_height(message, area.width).min(2));
+    let [title, banner, main, status, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner_height),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_title(app, frame, title);
+    if let Some(message) = &app.down {
+        render_banner(message, frame, banner);
+    }
+    match background(app) {
+        Some(key_id) => detail::render(app, key_id, frame, main),
+        None => keys_table::render(app, frame, main),
+    }
+    match &app.mode {
+        Mode::Create(form) | Mode::Edit { form, .. } => form::render(app, form, frame, main),
+        Mode::ConfirmRevoke { key_id, name, .. } => {
+            modal::confirm_revoke(key_id, name, frame, main)
+        }
+        Mode::Secret(modal) => modal::secret(modal, frame, main),
+        Mode::List | Mode::Detail { .. } => {}
+    }
+    if app.help {
+        modal::help(frame, main);
+    }
+    render_status(app, frame, status);
+    render_hints(app, frame, hints);
+}
+
+/// The detail pane's key when it is on screen, behind a form or a modal too.
+fn background(app: &App) -> Option<&str> {
+    match &app.mode {
+        Mode::Detail { key_id }
+        | Mode::Edit {
+            back: Back::Detail(key_id),
+            ..
+        }
+        | Mode::ConfirmRevoke {
+            back: Back::Detail(key_id),
+            ..
+        } => Some(key_id),
+        _ => None,
+    }
+}
+
+fn render_title(app: &App, frame: &mut Frame, area: Rect) {
+    let clock = app.now.strftime("%H:%M:%S UTC").to_string();
+    let left = Line::from(vec![
+        Span::styled(
+            " Gateway AI ",
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        ),
+        Span::raw(" keys · "),
+        Span::styled(app.target.clone(), Style::new().fg(Color::DarkGray)),
+    ]);
+    frame.render_widget(Paragraph::new(left), area);
+    frame.render_widget(Paragraph::new(Line::from(clock).right_aligned()), area);
+}
+
+fn render_banner(message: &str, frame: &mut Frame, area: Rect) {
+    let style = Style::new().fg(Color::White).bg(Color::Red);
+    let lines = vec![
+        Line::from(vec![Span::styled(
+            "✗ gatewayd unreachable: last known keys shown; retrying every 3 s (R: now)",
+            style.add_modifier(Modifier::BOLD),
+        )]),
+        Line::from(Span::styled(message.to_owned(), style)),
+    ];
+    frame.render_widget(
+        Paragraph::new(lines).style(style).wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+fn render_status(app: &App, frame: &mut Frame, area: Rect) {
+    if let Some(status) = &app.status {
+        let style = if status.error {
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().fg(Color::Green)
+        };
+        let prefix = if status.error { "✗ " } else { "✓ " };
+        frame.render_widget(
+            Paragraph::new(Span::styled(format!("{prefix}{}", status.text), style)),
+            area,
+        );
+    } else {
+        let filter = app.filter.map_or("all", KeyState::as_str);
+        let mut text = format!(
+            "{} of {} keys · filter: {filter} · sort: {}",
+            app.visible().len(),
+            app.keys().len(),
+            app.sort.as_str()
+        );
+        if app.searching || !app.search.is_empty() {
+            text.push_str(&format!(" · search: {}", app.search));
+            if app.searching {
+                text.push('▏');
+            }
+        }
+        frame.render_widget(Paragraph::new(text), area);
+    }
+    let freshness = match app.last_refresh {
+        None => "loading…".to_owned(),
+        Some(at) => format!("updated {}", relative(at, app.now)),
+    };
+    frame.render_widget(
+        Paragraph::new(
+            Line::from(Span::styled(freshness, Style::new().fg(Color::DarkGray))).right_aligned(),
+        ),
+        area,
+    );
+}
+
+fn render_hints(app: &App, frame: &mut Frame, area: Rect) {
+    let hints: &[(&str, &str)] = if app.help {
+        &[("?/Esc", "close help")]
+    } else {
+        match &app.mode {
+            Mode::List if app.searching => {
+                &[("type", "search"), ("Enter", "done"), ("Esc", "clear")]
+            }
+            Mode::List => &[
+                ("?", "help"),
+                ("q", "quit"),
+                ("Enter", "detail"),
+                ("c", "create"),
+                ("e", "edit"),
+                ("r", "revoke"),
+                ("/", "search"),
+                ("f", "filter"),
+                ("s", "sort"),
+                ("↑↓", "move"),
+            ],
+            Mode::Detail { .. } => &[
+                ("↑↓", "next key"),
+                ("e", "edit"),
+                ("r", "revoke"),
+                ("c", "create"),
+                ("?", "help"),
+                ("q/Esc", "back"),
+            ],
+            Mode::Create(_) | Mode::Edit { .. } => &[
+                ("Tab/↑↓", "field"),
+                ("←→", "reset period"),
+                ("Ctrl-U", "clear"),
+                ("Enter", "save"),
+                ("Esc", "cancel"),
+            ],
+            Mode::ConfirmRevoke { .. } => &[("y", "revoke"), ("n/Esc", "keep")],
+            Mode::Secret(_) => &[("c", "copy (OSC 52)"), ("Enter/Esc", "dismiss")],
+        }
+    };
+    // Whole hints only: one that does not fit is left out (help lists them all), never cut.
+    let mut spans = Vec::new();
+    let mut used = 0usize;
+    for (key, what) in hints {
+        let width = key.chars().count() + what.chars().count() + 3;
+        if used + width > usize::from(area.width) {
+            continue;
+        }
+        used += width;
+        spans.push(Span::styled(
+            format!(" {key}"),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::raw(format!(" {what} ")));
+    }
+    frame.render_widget(
+        Paragraph::new(Line::from(spans)).style(Style::new().add_modifier(Modifier::REVERSED)),
+        area,
+    );
+}
+
+/// A state as a symbol and its word, coloured: the word alone carries it without colour.
+pub fn state_span(state: KeyState) -> Span<'static> {
+    let (symbol, colour) = match state {
+        KeyState::Active => ("●", Color::Green),
+        KeyState::Exhausted => ("◐", Color::Yellow),
+        KeyState::Expired => ("○", Color::Magenta),
+        KeyState::Revoked => ("✕", Color::Red),
+    };
+    Span::styled(
+        format!("{symbol} {}", state.as_str()),
+        Style::new().fg(colour),
+    )
+}
+
+/// Lines `text` takes when wrapped at `width` (roughly: by characters, not words).
+fn wrapped_height(text: &str, width: u16) -> u16 {
+    let width = usize::from(width.max(1));
+    u16::try_from(text.chars().count().div_ceil(width)).unwrap_or(u16::MAX)
+}
+
+/// Word-wraps `text` to `width` cells, every line after the first indented like the first.
+pub fn wrap_indented(text: &str, indent: usize, width: usize) -> Vec<String> {
+    let room = width.saturating_sub(indent).max(10);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > room {
+            lines.push(format!("{:indent$}{line}", ""));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(format!("{:indent$}{line}", ""));
+    }
+    lines
+}
+
+/// A `width`-cell area centred in `area`, shrunk to fit.
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}

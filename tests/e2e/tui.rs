@@ -1,0 +1,229 @@
+//! `gwctl tui` in a real pseudo-terminal (tmux) against a real gatewayd (SPEC §7).
+//!
+//! The unit tests render screens into ratatui's `TestBackend`; this is the one run through a
+//! real terminal: raw mode, the alternate screen, key presses as bytes, and the terminal handed
+//! back on `q`. tmux runs on a private server (`-L`), the screen is polled against a deadline
+//! (never a fixed sleep), and the server is killed on every way out, a failure included.
+//! What the screen claims is checked through the admin API.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use gateway_tests::{Gateway, binaries};
+use serde_json::json;
+
+/// Long enough for a cold debug build's first frame and a 3 s refresh or two.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A detached tmux session on its own server, killed on drop.
+struct Tmux {
+    server: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16, command: &str) -> Tmux {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let server = format!(
+            "gwctl-tui-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmux = Tmux { server };
+        let (width, height) = (width.to_string(), height.to_string());
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            command,
+        ]);
+        tmux
+    }
+
+    /// `tmux -u -L <server> args…`; `-u` so box drawing and bars come through as UTF-8.
+    fn run(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("tmux")
+            .args(["-u", "-L", &self.server])
+            .args(args)
+            .env("LANG", "C.UTF-8")
+            .output()
+            .unwrap_or_else(|e| panic!("running tmux (is it installed?): {e}"));
+        assert!(
+            output.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Named keys (`Enter`, `Escape`) or single characters.
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "tui"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Literal text, typed character by character.
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "tui", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "tui"])
+    }
+
+    /// Polls the screen until `ready` holds; fails with the last screen at the deadline.
+    async fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.server, "kill-server"])
+            .output();
+    }
+}
+
+/// The line of the keys table that shows `name`.
+fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen.lines().find(|l| {
+        l.split_whitespace()
+            .any(|w| w == name || w == format!("›{name}"))
+    })
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+#[tokio::test]
+async fn the_dashboard_lists_creates_revokes_and_gives_the_terminal_back() {
+    let gateway = Gateway::start().await;
+    let admin = gateway.admin();
+    admin
+        .create_key(json!({"name": "alpha-live", "spend_limit_usd": 50, "spend_reset": "daily"}))
+        .await;
+    let (gone_id, _, _) = admin.create_key(json!({"name": "zeta-gone"})).await;
+    assert_eq!(
+        admin.delete(&format!("/v1/keys/{gone_id}")).await.status,
+        200
+    );
+    // Expires while the dashboard is open: the live refresh has to show the change.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    admin
+        .create_key(json!({"name": "mu-expiring", "expires_at": soon.to_string()}))
+        .await;
+
+    let gwctl = binaries::gwctl();
+    // The shell around gwctl shows what is left on the terminal after it exits: a marker
+    // printed before, the exit code, and whether canonical mode (not raw) is back on.
+    let command = format!(
+        "echo before-tui; {} --socket {} tui; echo \"exit=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 600",
+        shell_quote(gwctl),
+        shell_quote(&gateway.socket),
+    );
+    let tmux = Tmux::start(100, 30, &command);
+
+    // The keys with their states.
+    let screen = tmux
+        .wait_for("the keys table", |s| {
+            row(s, "alpha-live").is_some_and(|r| r.contains("active"))
+                && row(s, "zeta-gone").is_some_and(|r| r.contains("revoked"))
+        })
+        .await;
+    assert!(screen.contains("Gateway AI"), "{screen}");
+    assert!(
+        !screen.contains("before-tui"),
+        "on the alternate screen:\n{screen}"
+    );
+    tmux.wait_for("the expiry to show after a refresh", |s| {
+        row(s, "mu-expiring").is_some_and(|r| r.contains("expired"))
+    })
+    .await;
+
+    // Create: the form, then the secret once.
+    tmux.keys(&["c"]);
+    tmux.wait_for("the create form", |s| s.contains("Create a key"))
+        .await;
+    tmux.type_text("ci-runner");
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for("the secret modal", |s| {
+            s.contains("only time the secret is shown")
+        })
+        .await;
+    let secret = screen
+        .split_whitespace()
+        .find(|w| w.starts_with("sk-proxy-") && w.len() == 47)
+        .unwrap_or_else(|| panic!("a whole secret on screen:\n{screen}"))
+        .to_owned();
+    let list = admin.get("/v1/keys").await.body;
+    let created = list["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["name"] == "ci-runner")
+        .unwrap_or_else(|| panic!("ci-runner was created: {list}"))
+        .clone();
+    assert_eq!(created["prefix"], secret[..13]);
+    assert_eq!(created["state"], "active");
+    let created_id = created["id"].as_str().expect("id").to_owned();
+
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for("the modal to close", |s| {
+            !s.contains("only time the secret") && row(s, "ci-runner").is_some()
+        })
+        .await;
+    assert!(!screen.contains(&secret), "the secret is gone:\n{screen}");
+
+    // Revoke the new key (selected after create), with a confirmation that names it.
+    tmux.keys(&["r"]);
+    tmux.wait_for("the revoke confirmation", |s| {
+        s.contains(&format!("Revoke key ci-runner ({created_id})?"))
+    })
+    .await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("the key to show as revoked", |s| {
+        row(s, "ci-runner").is_some_and(|r| r.contains("revoked"))
+    })
+    .await;
+    let key = admin.get(&format!("/v1/keys/{created_id}")).await;
+    assert_eq!(key.body["state"], "revoked", "{}", key.body);
+    assert!(!key.body.to_string().contains(&secret));
+
+    // q hands the terminal back: the primary screen, cooked mode, exit 0.
+    tmux.keys(&["q"]);
+    let screen = tmux
+        .wait_for("gwctl to exit", |s| s.contains("exit="))
+        .await;
+    assert!(screen.contains("before-tui"), "{screen}");
+    assert!(screen.contains("exit=0"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "canonical mode restored:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Gateway AI"),
+        "alternate screen left:\n{screen}"
+    );
+    assert!(!screen.contains(&secret));
+}
