@@ -159,6 +159,80 @@ pub struct SelfView {
     pub rate_limit_reset_seconds: Option<f64>,
 }
 
+/// `POST /v1/keys/{id}/rotate` body. `grace_period_seconds` is how long the old key keeps
+/// working (0, the default: revoked now).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    #[serde(default)]
+    pub grace_period_seconds: u64,
+}
+
+/// Longest rotation grace period: 90 days.
+pub const ROTATE_GRACE_MAX_SECONDS: u64 = 90 * 24 * 3600;
+
+/// The answer to rotate (201): the new key with its secret, shown once, and the old key
+/// with the instant its revocation takes effect (`revoked_at`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    #[serde(flatten)]
+    pub created: KeyCreated,
+    pub previous: KeyView,
+}
+
+impl std::fmt::Debug for KeyRotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRotated")
+            .field("created", &self.created)
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+/// An admin token as listed (never its secret). Tokens authenticate the HTTPS management
+/// listener; they are created, listed and revoked over the Unix socket only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenView {
+    /// `tok_` and 20 base62 characters; the audit actor of changes made with it.
+    pub id: String,
+    pub name: String,
+    /// `gwadm-` and its first four random characters.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// `POST /v1/admin-tokens` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminToken {
+    pub name: String,
+}
+
+/// The answer to creating an admin token (201): shown once.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenCreated {
+    #[serde(flatten)]
+    pub token: AdminTokenView,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminTokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminTokenCreated")
+            .field("token", &self.token)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// `GET /v1/admin-tokens`, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenList {
+    pub tokens: Vec<AdminTokenView>,
+}
+
 /// `POST /v1/keys`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CreateKey {
