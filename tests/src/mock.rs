@@ -153,7 +153,7 @@ async fn respond(
     let streaming = json_body["stream"].as_bool().unwrap_or(false);
     match (provider, rest) {
         ("openai", "v1/models") | ("anthropic", "v1/models") => json_response(model_list()),
-        ("gemini", "v1beta/models") => json_response(gemini_model_list()),
+        ("gemini", rest) if rest.ends_with("/models") => json_response(gemini_model_list()),
         ("openai", "v1/chat/completions") if streaming => stream_response(
             openai_stream(&model, &json_body, control.events, control.usage),
             &control,
