@@ -12,6 +12,7 @@
 #   --data-dir DIR    database and TLS material (default /var/lib/gatewayd, ~/.local/share/gatewayd)
 #   --socket PATH     admin socket, written into a new config (default: gatewayd's own default)
 #   --proxy-listen A  proxy listen address, written into a new config (default 127.0.0.1:8080)
+#   --admin-listen A  HTTPS management address, written into a new config (default 127.0.0.1:8443)
 #   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only)
 #   --no-start        install only
 # Environment: INSTALL_PROFILE=dev builds a debug binary (used by the test suite).
@@ -27,7 +28,7 @@ else
   config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/gatewayd"
   data_dir="${XDG_DATA_HOME:-$HOME/.local/share}/gatewayd"
 fi
-socket=""; proxy_listen="127.0.0.1:8080"; use_systemd=false; start=true
+socket=""; proxy_listen="127.0.0.1:8080"; admin_listen="127.0.0.1:8443"; use_systemd=false; start=true
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +37,7 @@ while [ $# -gt 0 ]; do
     --data-dir) data_dir="$2"; shift 2 ;;
     --socket) socket="$2"; shift 2 ;;
     --proxy-listen) proxy_listen="$2"; shift 2 ;;
+    --admin-listen) admin_listen="$2"; shift 2 ;;
     --systemd) use_systemd=true; shift ;;
     --no-start) start=false; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -87,7 +89,7 @@ trusted_proxies = []                    # CIDRs whose X-Forwarded-For is believe
 
 [admin]
 $socket_line
-listen = "127.0.0.1:8443"               # HTTPS; tls_cert / tls_key, else self-signed
+listen = "$admin_listen"               # HTTPS; tls_cert / tls_key, else self-signed
 
 # Provider credentials are read from the environment or a file, never from this file:
 # [providers.openai]

@@ -6,7 +6,8 @@
 //! - [`store`]: SQLite (WAL, migrations, one writer); the only module with SQL.
 //! - [`keys`]: the in-memory key table and the service that changes keys.
 //! - [`proxy`]: the data plane's request pipeline (SPEC §3).
-//! - [`admin_api`]: the management API router (SPEC §6).
+//! - [`admin_api`]: the management API router (SPEC §6), [`admin_tokens`] for HTTPS,
+//!   [`tls`] for its certificate, [`metrics`] for `/metrics`.
 //! - [`server`]: listeners, HTTP/1 serving and draining.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers.
 //!
@@ -14,16 +15,19 @@
 //! signal, so tests can call `run` with their own listeners, clock and shutdown future.
 
 pub mod admin_api;
+pub mod admin_tokens;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http_util;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod spend;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -56,14 +60,33 @@ pub async fn run(
         Arc::clone(&cache),
         Arc::clone(&clock),
     ));
-    let admin = Arc::new(AdminApi { keys });
+    let metrics = Arc::new(metrics::Metrics::new());
+    let tokens =
+        Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
     let (usage, usage_task) = store::writer::UsageWriter::spawn(store.clone());
+    let admin = Arc::new(AdminApi {
+        keys,
+        tokens,
+        metrics: Arc::clone(&metrics),
+        cache: Arc::clone(&cache),
+        usage: usage.clone(),
+    });
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
         Arc::clone(&cache),
         Arc::clone(&clock),
         usage.clone(),
+        Arc::clone(&metrics),
     )?);
+    let configured_cert = config
+        .admin
+        .tls_cert
+        .clone()
+        .zip(config.admin.tls_key.clone());
+    let cert =
+        tls::ReloadableCert::new(tls::CertSource::resolve(configured_cert, &config.data_dir)?)
+            .context("loading the admin TLS certificate")?;
+    let tls_config = tls::server_config(Arc::clone(&cert))?;
 
     let stop = CancellationToken::new();
     let proxy_addr = listeners
@@ -80,14 +103,26 @@ pub async fn run(
         },
         stop.clone(),
     ));
+    let admin_addr = listeners
+        .admin_https
+        .local_addr()
+        .context("admin listener address")?;
+    let https_task = tokio::spawn(server::serve_admin_https(
+        listeners.admin_https,
+        tls_config,
+        Arc::clone(&admin),
+        stop.clone(),
+    ));
     let admin_task = tokio::spawn(server::serve_admin_socket(
         listeners.admin_socket,
         listeners.admin_socket_path.clone(),
         admin,
         stop.clone(),
     ));
+    tokio::spawn(reload_on_sighup(cert, stop.clone()));
     tracing::info!(
         proxy = %proxy_addr,
+        admin = %admin_addr,
         socket = %listeners.admin_socket_path.display(),
         data_dir = %config.data_dir.display(),
         keys = cache.len(),
@@ -97,9 +132,10 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
-    let (proxy_done, admin_done) = tokio::join!(proxy_task, admin_task);
+    let (proxy_done, admin_done, https_done) = tokio::join!(proxy_task, admin_task, https_task);
     proxy_done.context("proxy server task panicked")?;
     admin_done.context("admin server task panicked")?;
+    https_done.context("admin HTTPS task panicked")?;
     // Every request that finished has queued its usage: commit it before exiting.
     let pending = usage.queue_depth();
     usage.flush().await;
@@ -108,6 +144,27 @@ pub async fn run(
     drop(usage_task);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the admin certificate; a bad file keeps the old one and logs why.
+async fn reload_on_sighup(cert: Arc<tls::ReloadableCert>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; certificate reload disabled");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => match cert.reload() {
+                Ok(()) => tracing::info!("reloaded the admin TLS certificate"),
+                Err(err) => tracing::error!(error = format!("{err:#}"), "certificate reload failed; keeping the current one"),
+            },
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Creates the data directory (0700: it holds the database and, later, TLS keys).

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin_api::AdminApi;
+use crate::admin_api::{AdminApi, Transport};
 use crate::config::Config;
 use crate::error::{GatewayError, Plane};
 use crate::keys::Actor;
@@ -38,6 +38,8 @@ pub struct Listeners {
     pub proxy: TcpListener,
     pub admin_socket: UnixListener,
     pub admin_socket_path: PathBuf,
+    /// The HTTPS management listener (TLS is set up by `run`).
+    pub admin_https: TcpListener,
 }
 
 impl Listeners {
@@ -45,12 +47,16 @@ impl Listeners {
         let proxy = TcpListener::bind(config.proxy.listen)
             .await
             .with_context(|| format!("binding the proxy listener {}", config.proxy.listen))?;
+        let admin_https = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("binding the admin HTTPS listener {}", config.admin.listen))?;
         let path = config.admin.socket.clone();
         let admin_socket = bind_unix(&path, config.admin.socket_mode).await?;
         Ok(Listeners {
             proxy,
             admin_socket,
             admin_socket_path: path,
+            admin_https,
         })
     }
 }
@@ -135,7 +141,11 @@ pub async fn serve_admin_socket(
         let service = service_fn(move |request| {
             let api = Arc::clone(&api);
             let actor = actor.clone();
-            async move { Ok::<_, std::convert::Infallible>(api.handle(actor, request).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    api.handle(actor, Transport::UnixSocket, request).await,
+                )
+            }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -157,6 +167,67 @@ pub async fn serve_admin_socket(
         .is_err()
     {
         tracing::warn!("admin connections still open after the drain deadline; closing them");
+    }
+}
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the management API over HTTPS until `stop` fires. Every request needs an admin
+/// token (`AdminApi::handle_https`).
+pub async fn serve_admin_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: Arc<AdminApi>,
+    stop: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let api = Arc::clone(&api);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // A client that connects and never finishes the handshake is dropped.
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |request| {
+                let api = Arc::clone(&api);
+                async move { Ok::<_, std::convert::Infallible>(api.handle_https(request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(connection).await {
+                tracing::debug!(error = %err, "admin HTTPS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(ADMIN_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin HTTPS connections still open after the drain deadline; closing them");
     }
 }
 

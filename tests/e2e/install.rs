@@ -18,6 +18,8 @@ fn install(root: &Path) -> std::process::Output {
         .arg(root.join("admin.sock"))
         .arg("--proxy-listen")
         .arg("127.0.0.1:0")
+        .arg("--admin-listen")
+        .arg("127.0.0.1:0")
         .env("INSTALL_PROFILE", "dev")
         .stdin(Stdio::null())
         .output()

@@ -13,12 +13,14 @@
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit.
+//! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
 //! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
 mod clock;
 mod edge;
 mod gwctl;
+mod https;
 mod install;
 mod keys;
 mod persistence;

@@ -323,7 +323,13 @@ async fn costs_per_provider_match_hand_computed_values() {
     let base = gateway.proxy_url();
     let client = reqwest::Client::new();
     // (path, auth header, body, mock headers, expected nano-dollars)
-    type Case = (&'static str, &'static str, Value, Vec<(&'static str, &'static str)>, u64);
+    type Case = (
+        &'static str,
+        &'static str,
+        Value,
+        Vec<(&'static str, &'static str)>,
+        u64,
+    );
     let cases: Vec<Case> = vec![
         // gpt-4o-mini: 1000 prompt of which 400 cached, 200 out:
         // 600 × 0.15 + 400 × 0.075 + 200 × 0.60 = 90 + 30 + 120 = $0.000240

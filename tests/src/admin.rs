@@ -107,15 +107,12 @@ impl Admin {
             .await
             .expect("admin body")
             .to_bytes();
+        // Every management answer is JSON except `/metrics` (Prometheus text), kept as a string.
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "admin body is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         ApiResponse {
             status,

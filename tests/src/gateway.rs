@@ -78,6 +78,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     /// The proxy listener's address, from the ready line.
     pub proxy_addr: SocketAddr,
+    /// The HTTPS management listener's address, from the ready line.
+    pub admin_addr: SocketAddr,
     options: GatewayOptions,
     child: Option<Child>,
     /// Everything every run of this daemon wrote to stderr.
@@ -90,6 +92,7 @@ impl Gateway {
     }
 
     pub async fn start_with(options: GatewayOptions) -> Gateway {
+        crate::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("gw-e2e-")
             .tempdir()
@@ -99,7 +102,7 @@ impl Gateway {
         let socket = root.join("run/admin.sock");
         let config_path = root.join("gatewayd.toml");
         let mut config = format!(
-            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\n[proxy]\n{}\n{}\n",
+            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\nlisten = \"127.0.0.1:0\"\n[proxy]\n{}\n{}\n",
             if options.proxy_config.contains("listen") {
                 ""
             } else {
@@ -126,6 +129,7 @@ impl Gateway {
             socket,
             config_path,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             options,
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
@@ -159,11 +163,14 @@ impl Gateway {
         });
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
             Ok(Ok(line)) => {
-                self.proxy_addr = line
-                    .split_whitespace()
-                    .find_map(|field| field.strip_prefix("proxy="))
-                    .and_then(|addr| addr.parse().ok())
-                    .unwrap_or_else(|| panic!("no proxy= address in the ready line: {line}"));
+                let field = |name: &str| -> SocketAddr {
+                    line.split_whitespace()
+                        .find_map(|field| field.strip_prefix(name))
+                        .and_then(|addr| addr.parse().ok())
+                        .unwrap_or_else(|| panic!("no {name} address in the ready line: {line}"))
+                };
+                self.proxy_addr = field("proxy=");
+                self.admin_addr = field("admin=");
             }
             _ => {
                 let status = child.try_wait().ok().flatten();
@@ -179,6 +186,16 @@ impl Gateway {
     /// `http://127.0.0.1:PORT` of the proxy listener.
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy_addr)
+    }
+
+    /// `https://127.0.0.1:PORT` of the management listener.
+    pub fn admin_url(&self) -> String {
+        format!("https://{}", self.admin_addr)
+    }
+
+    /// The self-signed certificate the daemon generated for its HTTPS listener.
+    pub fn admin_cert(&self) -> PathBuf {
+        self.data_dir.join("tls/cert.pem")
     }
 
     pub fn admin(&self) -> Admin {

@@ -40,13 +40,14 @@ impl InProcessGateway {
         mock: Option<&MockProvider>,
         extra: &str,
     ) -> InProcessGateway {
+        crate::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("gw-inproc-")
             .tempdir()
             .expect("temp dir");
         let socket = dir.path().join("admin.sock");
         let mut text = format!(
-            "data_dir = {:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nsocket = {:?}\n",
+            "data_dir = {:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nsocket = {:?}\n",
             dir.path().join("data").display().to_string(),
             socket.display().to_string()
         );

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod binaries;
 pub mod gateway;
 pub mod gwctl;
+pub mod https;
 pub mod in_process;
 pub mod mock;
 
@@ -16,3 +17,12 @@ pub use admin::{Admin, ApiResponse};
 pub use gateway::{Gateway, GatewayOptions};
 pub use gwctl::GwctlOutput;
 pub use mock::MockProvider;
+
+/// Installs `ring` as the process's rustls provider (reqwest is built without one, so that
+/// the workspace has a single provider). Called by every actor that starts; idempotent.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -63,6 +63,7 @@ pub struct MockProvider {
 
 impl MockProvider {
     pub async fn start() -> MockProvider {
+        crate::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let addr = listener.local_addr().expect("mock addr");
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -1,7 +1,7 @@
 //! `/v1/keys` handlers.
 
 use gateway_shared::KeyState;
-use gateway_shared::api::{CreateKey, UpdateKey};
+use gateway_shared::api::{CreateKey, RotateKey, UpdateKey};
 use gateway_shared::validate::FieldError;
 use hyper::body::Incoming;
 
@@ -78,4 +78,40 @@ pub async fn usage(
     };
     let report = api.keys.usage(id, date("from")?, date("to")?).await?;
     Ok(http_util::json(200, &report))
+}
+
+pub async fn rotate(
+    api: &AdminApi,
+    actor: &Actor,
+    id: &str,
+    request: http::Request<Incoming>,
+) -> Result<Response, GatewayError> {
+    api.keys.get(id)?;
+    let bytes = http_util::read_body(request, super::MAX_BODY_BYTES).await?;
+    let rotate: RotateKey = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotateKey::default()
+    } else {
+        let value = serde_json::from_slice(&bytes).map_err(|err| {
+            GatewayError::new(
+                gateway_shared::ErrorCode::InvalidArgument,
+                format!("Invalid body: not valid JSON ({err})."),
+            )
+        })?;
+        let object = super::object_with(&value, &["grace_period_seconds"])?;
+        match object.get("grace_period_seconds") {
+            None => RotateKey::default(),
+            Some(seconds) => RotateKey {
+                grace_period_seconds: seconds.as_u64().ok_or_else(|| {
+                    FieldError::invalid(
+                        "grace_period_seconds",
+                        "must be a whole number of seconds (0: revoke now)",
+                    )
+                })?,
+            },
+        }
+    };
+    Ok(http_util::json(
+        201,
+        &api.keys.rotate(actor, id, rotate).await?,
+    ))
 }

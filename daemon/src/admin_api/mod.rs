@@ -1,9 +1,11 @@
 //! The management API (SPEC §6): one router for every transport.
 //!
-//! Transports differ only in how they authenticate and whom they name as the actor; they
-//! hand this module an [`Actor`] and the request. Handlers are thin: decode a `shared::api`
-//! type, call [`KeyService`], encode the answer.
+//! Transports differ only in how they authenticate and whom they name as the actor: the Unix
+//! socket's peer uid, or the admin token presented over HTTPS (checked here, in
+//! [`AdminApi::handle_https`]). Admin tokens themselves are managed on the socket only.
+//! Handlers are thin: decode a `shared::api` type, call a service, encode the answer.
 
+mod admin_tokens;
 mod audit;
 mod keys;
 mod query;
@@ -13,28 +15,74 @@ use std::sync::Arc;
 use gateway_shared::ErrorCode;
 use hyper::body::Incoming;
 
+use crate::admin_tokens::AdminTokens;
 use crate::error::{GatewayError, Plane};
 use crate::http_util::{self, Response};
-use crate::keys::{Actor, KeyService};
+use crate::keys::{Actor, KeyCache, KeyService};
+use crate::metrics::Metrics;
+use crate::store::writer::UsageWriter;
 
 /// Largest management request body; key settings are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    UnixSocket,
+    Https,
+}
+
 pub struct AdminApi {
     pub keys: Arc<KeyService>,
+    pub tokens: Arc<AdminTokens>,
+    pub metrics: Arc<Metrics>,
+    pub cache: Arc<KeyCache>,
+    pub usage: UsageWriter,
 }
 
 impl AdminApi {
-    pub async fn handle(&self, actor: Actor, request: http::Request<Incoming>) -> Response {
-        match self.route(actor, request).await {
+    pub async fn handle(
+        &self,
+        actor: Actor,
+        transport: Transport,
+        request: http::Request<Incoming>,
+    ) -> Response {
+        match self.route(actor, transport, request).await {
             Ok(response) => response,
             Err(err) => err.into_response(Plane::Management),
+        }
+    }
+
+    /// HTTPS: every request needs `Authorization: Bearer gwadm-…` naming a live admin token;
+    /// the token's id is the actor.
+    pub async fn handle_https(&self, mut request: http::Request<Incoming>) -> Response {
+        if let Some(value) = request.headers_mut().get_mut(http::header::AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
+        let presented = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented.and_then(|token| self.tokens.authenticate(token)) {
+            Some(actor) => self.handle(actor, Transport::Https, request).await,
+            None => {
+                self.metrics.auth_failure(ErrorCode::Unauthorized);
+                GatewayError::new(
+                    ErrorCode::Unauthorized,
+                    "This listener needs Authorization: Bearer with a live admin token \
+                     (create one with gwctl admin-tokens create on the server).",
+                )
+                .into_response(Plane::Management)
+            }
         }
     }
 
     async fn route(
         &self,
         actor: Actor,
+        transport: Transport,
         request: http::Request<Incoming>,
     ) -> Result<Response, GatewayError> {
         let path = request.uri().path().to_owned();
@@ -49,7 +97,22 @@ impl AdminApi {
             (["v1", "keys", id], &M::PATCH) => keys::edit(self, &actor, id, request).await,
             (["v1", "keys", id], &M::DELETE) => keys::revoke(self, &actor, id).await,
             (["v1", "keys", id, "usage"], &M::GET) => keys::usage(self, id, &request).await,
+            (["v1", "keys", id, "rotate"], &M::POST) => {
+                keys::rotate(self, &actor, id, request).await
+            }
             (["v1", "audit"], &M::GET) => audit::list(self, &request).await,
+            (["metrics"], &M::GET) => Ok(self.metrics_response()),
+            (["v1", "admin-tokens", ..], _) if transport == Transport::Https => {
+                Err(GatewayError::new(
+                    ErrorCode::Unauthorized,
+                    "Admin tokens can be created, listed and revoked only over the Unix socket.",
+                ))
+            }
+            (["v1", "admin-tokens"], &M::GET) => Ok(http_util::json(200, &self.tokens.list())),
+            (["v1", "admin-tokens"], &M::POST) => admin_tokens::create(self, &actor, request).await,
+            (["v1", "admin-tokens", id], &M::DELETE) => {
+                admin_tokens::revoke(self, &actor, id).await
+            }
             (
                 ["healthz"]
                 | ["v1", "keys"]
@@ -69,6 +132,30 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    /// Gauges that are read rather than counted are set at scrape time.
+    fn metrics_response(&self) -> Response {
+        let open: i64 = self
+            .cache
+            .all()
+            .iter()
+            .map(|k| i64::from(k.runtime.ledger.snapshot().open_reservations))
+            .sum();
+        self.metrics.open_reservations.set(open);
+        self.metrics
+            .usage_queue_depth
+            .set(i64::try_from(self.usage.queue_depth()).unwrap_or(i64::MAX));
+        let mut response = http::Response::new(http_util::full(self.metrics.render()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        response
+    }
+}
+
 /// Reads a JSON body: 413 beyond the limit, 400 `invalid_argument` naming `body` if malformed.
 async fn json_body(request: http::Request<Incoming>) -> Result<serde_json::Value, GatewayError> {
     let bytes = http_util::read_body(request, MAX_BODY_BYTES).await?;
@@ -78,4 +165,23 @@ async fn json_body(request: http::Request<Incoming>) -> Result<serde_json::Value
             format!("Invalid body: not valid JSON ({err})."),
         )
     })
+}
+
+/// The fields of a small JSON object body, refusing unknown ones by name.
+fn object_with<'a>(
+    body: &'a serde_json::Value,
+    known: &[&str],
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, GatewayError> {
+    use gateway_shared::validate::FieldError;
+    let object = body
+        .as_object()
+        .ok_or_else(|| FieldError::invalid("body", "must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(FieldError::invalid(
+            unknown.as_str(),
+            format!("unknown field (expected: {})", known.join(", ")),
+        )
+        .into());
+    }
+    Ok(object)
 }

@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use gateway_shared::api::{AuditList, CreateKey, KeyCreated, KeyList, KeyView, Patch, UpdateKey};
+use gateway_shared::api::{
+    AuditList, CreateKey, KeyCreated, KeyList, KeyRotated, KeyView, Patch,
+    ROTATE_GRACE_MAX_SECONDS, RotateKey, UpdateKey,
+};
 use gateway_shared::key::new_key_id;
 use gateway_shared::validate::FieldError;
 use gateway_shared::{ErrorCode, KeyState, ProxyKey};
@@ -182,6 +185,89 @@ impl KeyService {
         Ok(record.view(now))
     }
 
+    /// A new secret with the same settings; the old key keeps working for the grace period,
+    /// then is revoked (0: now). Both steps are audited, in one transaction.
+    pub async fn rotate(&self, actor: &Actor, id: &str, request: RotateKey) -> Result<KeyRotated> {
+        if request.grace_period_seconds > ROTATE_GRACE_MAX_SECONDS {
+            return Err(FieldError::invalid(
+                "grace_period_seconds",
+                format!("must be at most {ROTATE_GRACE_MAX_SECONDS} (90 days)"),
+            )
+            .into());
+        }
+        let _serialised = self.writes.lock().await;
+        let now = self.clock.now();
+        let old = self.find(id)?;
+        if old.is_revoked_at(now) {
+            return Err(GatewayError::new(
+                ErrorCode::KeyRevoked,
+                format!("Key {id} is revoked and cannot be rotated."),
+            ));
+        }
+        let secret = ProxyKey::generate().map_err(random_failed)?;
+        let new_id = new_key_id().map_err(random_failed)?;
+        let grace = jiff::SignedDuration::from_secs(
+            i64::try_from(request.grace_period_seconds).unwrap_or(i64::MAX),
+        );
+        let retire_at = now.checked_add(grace).unwrap_or(jiff::Timestamp::MAX);
+        let mut previous = old.record.clone();
+        // An earlier rotation's grace may already end sooner: keep the sooner instant.
+        previous.revoked_at = Some(
+            previous
+                .revoked_at
+                .map_or(retire_at, |at| at.min(retire_at)),
+        );
+        previous.updated_at = now;
+        let new = KeyRecord {
+            id: new_id.clone(),
+            hash: secret.hash(),
+            prefix: secret.display_prefix(),
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            spend_total: Default::default(),
+            spend_period: Default::default(),
+            period_resets_at: previous.spend_reset.map(|reset| reset.next_reset(now)),
+            request_count: 0,
+            ..previous.clone()
+        };
+        let audits = vec![
+            AuditRecord {
+                at: now,
+                actor: actor.0.clone(),
+                action: "key.rotate",
+                key_id: Some(previous.id.clone()),
+                details: json!({"new_key_id": new_id, "grace_period_seconds": request.grace_period_seconds, "revoked_at": previous.revoked_at}),
+            },
+            AuditRecord {
+                at: now,
+                actor: actor.0.clone(),
+                action: "key.create",
+                key_id: Some(new_id.clone()),
+                details: {
+                    let mut details = settings_json(&new);
+                    details["rotated_from"] = json!(previous.id);
+                    details
+                },
+            },
+        ];
+        self.store
+            .rotate_key(previous.clone(), new.clone(), audits)
+            .await
+            .map_err(GatewayError::internal)?;
+        let previous = self.cache.upsert(previous);
+        let created = self.cache.upsert(new);
+        tracing::info!(key_id = %previous.id, new_key_id = %created.id, actor = %actor.0, "key rotated");
+        Ok(KeyRotated {
+            created: KeyCreated {
+                key: created.view(now),
+                secret: secret.expose().to_owned(),
+            },
+            previous: previous.view(now),
+        })
+    }
+
     pub fn get(&self, id: &str) -> Result<KeyView> {
         Ok(self.find(id)?.view(self.clock.now()))
     }
@@ -281,6 +367,10 @@ impl KeyService {
             GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}."))
         })
     }
+}
+
+fn random_failed(err: impl std::fmt::Display) -> GatewayError {
+    GatewayError::internal(anyhow::anyhow!("OS random source: {err}"))
 }
 
 /// The settings of a key as the audit log records them at creation.

@@ -19,6 +19,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::usage::{Observed, UsageObserver};
 use crate::clock::Clock;
 use crate::http_util::BoxError;
+use crate::metrics::{Metrics, ProviderLabels};
 use crate::spend::ledger::Reservation;
 use crate::spend::price::{Price, Tokens};
 use crate::store::usage::{CostSource, UsageRecord};
@@ -50,6 +51,7 @@ pub struct Meter {
     pub status: u16,
     pub started: Instant,
     pub writer: UsageWriter,
+    pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -73,6 +75,12 @@ impl Meter {
             None => (Nanodollars::ZERO, CostSource::Unpriced),
         };
         let spend = reservation.settle(cost);
+        self.metrics
+            .spend_nanodollars
+            .get_or_create(&ProviderLabels {
+                provider: self.provider.as_str(),
+            })
+            .inc_by(cost.0);
         let record = UsageRecord {
             key_id: self.key_id.clone(),
             at: self.clock.now(),

@@ -51,6 +51,7 @@ use crate::error::{GatewayError, Plane};
 use crate::http_util::{self, Response};
 use crate::keys::{KeyCache, KeyEntry};
 use crate::limits::rate::{self, RateDecision};
+use crate::metrics::{Metrics, ProviderLabels, RequestLabels};
 use crate::spend::ledger::{Ask, Reservation, SpendRefusal};
 use crate::spend::price::{Price, PriceTable, Tokens};
 use crate::store::writer::UsageWriter;
@@ -67,6 +68,7 @@ pub struct Proxy {
     prices: PriceTable,
     spend: SpendConfig,
     usage: UsageWriter,
+    metrics: Arc<Metrics>,
     trusted_proxies: Vec<IpNet>,
     max_body_bytes: usize,
     /// Set when shutdown begins: health turns 503 and new requests are refused.
@@ -79,6 +81,7 @@ impl Proxy {
         keys: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
         usage: UsageWriter,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Proxy> {
         Ok(Proxy {
             keys,
@@ -87,6 +90,7 @@ impl Proxy {
             prices: PriceTable::new(&config.prices, config.spend.fallback_price.as_ref())?,
             spend: config.spend.clone(),
             usage,
+            metrics,
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             max_body_bytes: config.proxy.max_body_bytes,
             draining: AtomicBool::new(false),
@@ -108,14 +112,26 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let provider = provider_label(&path);
+        self.metrics.in_flight.inc();
         // Its own task: if the client goes away mid-request, hyper drops this future, but the
         // pipeline still reaches its end and settles what the request cost.
         let proxy = Arc::clone(&self);
         let outcome = tokio::spawn(async move { proxy.pipeline(peer, request).await }).await;
+        let mut code = "internal_error";
         let response = match outcome {
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => {
+                code = match response.status().as_u16() {
+                    200..=399 => "ok",
+                    400..=499 => "provider_4xx",
+                    _ => "provider_5xx",
+                };
+                response
+            }
             Ok(Err(err)) => {
                 tracing::debug!(code = %err.code, %method, %path, "request refused");
+                code = err.code.as_str();
+                self.metrics.auth_failure(err.code);
                 err.into_response(Plane::Data)
             }
             Err(join_error) => {
@@ -123,6 +139,15 @@ impl Proxy {
                     .into_response(Plane::Data)
             }
         };
+        self.metrics.in_flight.dec();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels { provider, code })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&ProviderLabels { provider })
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
         response
     }
@@ -196,6 +221,7 @@ impl Proxy {
             status: 0,
             started,
             writer: self.usage.clone(),
+            metrics: Arc::clone(&self.metrics),
             clock: Arc::clone(&self.clock),
         };
 
@@ -208,8 +234,17 @@ impl Proxy {
             headers::for_upstream(&parts.headers),
             body,
         )?;
+        let sent = Instant::now();
         let response = match self.upstream.send(route.provider, upstream_request).await {
-            Ok(response) => response,
+            Ok(response) => {
+                self.metrics
+                    .ttfb
+                    .get_or_create(&ProviderLabels {
+                        provider: route.provider.as_str(),
+                    })
+                    .observe(sent.elapsed().as_secs_f64());
+                response
+            }
             Err(err) => {
                 meter.status = err.code.status();
                 return Err(err);
@@ -427,6 +462,19 @@ impl Proxy {
         } else {
             http_util::json_response(200, r#"{"status":"ok"}"#)
         }
+    }
+}
+
+/// The provider a path is for, as a metric label (bounded: four values).
+fn provider_label(path: &str) -> &'static str {
+    if path.starts_with("/openai/") || path.starts_with("/v1/") {
+        "openai"
+    } else if path.starts_with("/anthropic/") {
+        "anthropic"
+    } else if path.starts_with("/gemini/") {
+        "gemini"
+    } else {
+        "none"
     }
 }
 

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_keys_and_audit.sql"),
     include_str!("../../migrations/0002_usage.sql"),
+    include_str!("../../migrations/0003_admin_tokens.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.

@@ -7,6 +7,7 @@
 //! affordable. **Invariant:** no SQL outside this module, and nothing on the proxy's request
 //! path calls it.
 
+mod admin_tokens;
 mod audit;
 mod keys;
 mod migrations;
@@ -106,6 +107,45 @@ impl Store {
     pub async fn usage_rows(&self, key_id: String) -> anyhow::Result<u64> {
         self.call(move |conn| usage::count_for_key(conn, &key_id))
             .await
+    }
+
+    pub async fn load_admin_tokens(&self) -> anyhow::Result<Vec<crate::admin_tokens::TokenRecord>> {
+        self.call(|conn| admin_tokens::load_all(conn)).await
+    }
+
+    /// Writes an admin token (and, for a change an operator made, its audit row).
+    pub async fn save_admin_token(
+        &self,
+        token: crate::admin_tokens::TokenRecord,
+        audit: Option<AuditRecord>,
+    ) -> anyhow::Result<()> {
+        self.write(move |tx| {
+            admin_tokens::upsert(tx, &token)?;
+            if let Some(audit) = &audit {
+                audit::insert(tx, audit)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A rotation: the old key's row (now with its revocation instant) and the new key, with
+    /// both audit rows, in one transaction.
+    pub async fn rotate_key(
+        &self,
+        old: KeyRecord,
+        new: KeyRecord,
+        audits: Vec<AuditRecord>,
+    ) -> anyhow::Result<()> {
+        self.write(move |tx| {
+            keys::update(tx, &old)?;
+            keys::insert(tx, &new)?;
+            for audit in &audits {
+                audit::insert(tx, audit)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn list_audit(&self, query: AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {

@@ -1,0 +1,175 @@
+//! Prometheus metrics for `GET /metrics` on the management side (SPEC §8).
+//!
+//! An explicit registry (no global recorder), so tests can read what a daemon reports. Labels
+//! are bounded by construction: a provider name or `none`, a SPEC error code or a response
+//! class, an authentication failure reason. Never a key, prefix, model string or message.
+
+use gateway_shared::ErrorCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub provider: &'static str,
+    /// A SPEC error code, or `ok`, `provider_4xx`, `provider_5xx`.
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: HistogramFamily,
+    pub ttfb: HistogramFamily,
+    pub in_flight: Gauge,
+    pub open_reservations: Gauge,
+    pub spend_nanodollars: Family<ProviderLabels, Counter>,
+    pub usage_queue_depth: Gauge,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let ttfb: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let in_flight = Gauge::default();
+        let open_reservations = Gauge::default();
+        let spend_nanodollars = Family::<ProviderLabels, Counter>::default();
+        let usage_queue_depth = Gauge::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Proxied and refused requests by provider and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_ttfb_seconds",
+            "Time to the provider's response headers",
+            ttfb.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "open_reservations",
+            "Spend reservations not yet settled",
+            open_reservations.clone(),
+        );
+        registry.register(
+            "spend_nanodollars",
+            "Settled spend in nano-dollars",
+            spend_nanodollars.clone(),
+        );
+        registry.register(
+            "usage_queue_depth",
+            "Usage records waiting for the writer",
+            usage_queue_depth.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused credentials by reason",
+            auth_failures.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            ttfb,
+            in_flight,
+            open_reservations,
+            spend_nanodollars,
+            usage_queue_depth,
+            auth_failures,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Counts a refused request's credential problem, if it was one.
+    pub fn auth_failure(&self, code: ErrorCode) {
+        let reason = match code {
+            ErrorCode::MissingKey
+            | ErrorCode::InvalidKey
+            | ErrorCode::KeyRevoked
+            | ErrorCode::KeyExpired
+            | ErrorCode::IpNotAllowed
+            | ErrorCode::Unauthorized => code.as_str(),
+            _ => return,
+        };
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::new();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                provider: "openai",
+                code: "ok",
+            })
+            .inc();
+        metrics.auth_failure(ErrorCode::InvalidKey);
+        metrics.auth_failure(ErrorCode::ModelNotAllowed);
+        let text = metrics.render();
+        assert!(
+            text.contains("gateway_requests_total{provider=\"openai\",code=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_auth_failures_total{reason=\"invalid_key\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("model_not_allowed"), "not an auth failure");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
