@@ -23,6 +23,8 @@ const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Clone, Debug)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Runtime worker threads; `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,
@@ -83,6 +85,7 @@ pub enum CredentialSource {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub worker_threads: Option<u64>,
     pub proxy: Option<ProxyFile>,
     pub admin: Option<AdminFile>,
     pub providers: Option<ProvidersFile>,
@@ -192,7 +195,18 @@ impl Config {
         // Built here only to validate: a bad glob or price stops start-up with its name.
         PriceTable::new(&prices, spend.fallback_price.as_ref())?;
 
+        let worker_threads = match file.worker_threads.or(defaults.worker_threads) {
+            None | Some(0) => None,
+            Some(n) => Some(
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= 1024)
+                    .context("worker_threads must be at most 1024")?,
+            ),
+        };
+
         Ok(Config {
+            worker_threads,
             prices,
             spend,
             data_dir: file

@@ -134,6 +134,51 @@ pub struct MeteredBody<B> {
     enforce_cut: bool,
     /// Bytes held back by the observer, sent when the body ends.
     tail: Option<Bytes>,
+    /// An upstream error that arrived behind batched data: reported on the next poll.
+    pending_error: Option<BoxError>,
+    /// Trailers that arrived behind batched data.
+    pending_trailers: Option<Frame<Bytes>>,
+}
+
+/// Frames to send as one. Most batches are a single frame: no copy then.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    joined: Option<bytes::BytesMut>,
+}
+
+/// Largest batch sent as one frame.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match (&mut self.joined, self.first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => self.first = Some(data),
+            (None, Some(first)) => {
+                let mut joined = bytes::BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                self.joined = Some(joined);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.joined
+            .as_ref()
+            .map_or_else(|| self.first.as_ref().map_or(0, Bytes::len), |j| j.len())
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        self.joined
+            .take()
+            .map(bytes::BytesMut::freeze)
+            .or_else(|| self.first.take())
+    }
 }
 
 impl<B> MeteredBody<B> {
@@ -144,6 +189,8 @@ impl<B> MeteredBody<B> {
             meter,
             enforce_cut,
             tail: None,
+            pending_error: None,
+            pending_trailers: None,
         }
     }
 
@@ -161,32 +208,63 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
+    /// Drains every frame that is already available and sends them as one (like nginx: one
+    /// write per wake-up, not one per event), but never waits for a frame that has not
+    /// arrived: the first event goes out as soon as nothing else is ready.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(err) = this.pending_error.take() {
+            return Poll::Ready(Some(Err(err)));
+        }
+        if let Some(trailers) = this.pending_trailers.take() {
+            return Poll::Ready(Some(Ok(trailers)));
+        }
+        let mut batch = Batch::default();
         loop {
             let Some(inner) = this.inner.as_mut() else {
-                return Poll::Ready(this.tail.take().map(|tail| Ok(Frame::data(tail))));
+                if let Some(tail) = this.tail.take() {
+                    batch.push(tail);
+                }
+                return Poll::Ready(batch.take().map(|data| Ok(Frame::data(data))));
             };
             let frame = match Pin::new(inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    return match batch.take() {
+                        Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                        None => Poll::Pending,
+                    };
+                }
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(err))) => {
                     this.end(Outcome::Interrupted);
-                    return Poll::Ready(Some(Err(err)));
+                    return match batch.take() {
+                        Some(data) => {
+                            this.pending_error = Some(err);
+                            Poll::Ready(Some(Ok(Frame::data(data))))
+                        }
+                        None => Poll::Ready(Some(Err(err))),
+                    };
                 }
                 Poll::Ready(None) => {
                     let tail = this.observer.finish();
                     this.end(Outcome::Complete);
-                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
+                    this.tail = Some(tail).filter(|t| !t.is_empty());
+                    continue;
                 }
             };
             let data = match frame.into_data() {
                 Ok(data) => data,
-                // Trailers carry no usage; pass them on.
-                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                // Trailers carry no usage; pass them on (after what is batched).
+                Err(trailers) => match batch.take() {
+                    Some(data) => {
+                        this.pending_trailers = Some(trailers);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    None => return Poll::Ready(Some(Ok(trailers))),
+                },
             };
             let out = this.observer.observe(data);
             let at_end = this.inner.as_ref().is_some_and(Body::is_end_stream);
@@ -201,16 +279,18 @@ where
                 this.tail = Some(this.observer.finish()).filter(|t| !t.is_empty());
                 this.end(Outcome::Interrupted);
             }
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
+            batch.push(out);
+            if batch.len() >= MAX_BATCH_BYTES {
+                return Poll::Ready(batch.take().map(|data| Ok(Frame::data(data))));
             }
-            // Everything in this frame was held back (an unfinished event) or stripped: poll
-            // again rather than send an empty frame.
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_none() && self.tail.is_none()
+        self.inner.is_none()
+            && self.tail.is_none()
+            && self.pending_error.is_none()
+            && self.pending_trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
