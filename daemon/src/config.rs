@@ -458,6 +458,7 @@ mod tests {
                 "input",
             ),
             ("[spend]\nclamp = true", "clamp"),
+            ("worker_threads = 5000", "worker_threads"),
         ] {
             let err = load_str(text).expect_err(text);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
