@@ -7,14 +7,7 @@ use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
 async fn gateway_with_mock(proxy_config: &str) -> (Gateway, MockProvider) {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        proxy_config: proxy_config.to_owned(),
-        ..Default::default()
-    })
-    .await;
-    (gateway, mock)
+    Gateway::with_mock(proxy_config, "").await
 }
 
 fn chat(model: &str) -> Value {

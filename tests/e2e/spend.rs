@@ -18,14 +18,7 @@ max_output_tokens = 100000
 "#;
 
 async fn gateway(extra: &str) -> (Gateway, MockProvider) {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        extra_config: extra.to_owned(),
-        ..Default::default()
-    })
-    .await;
-    (gateway, mock)
+    Gateway::with_mock("", extra).await
 }
 
 fn dollars(value: &Value) -> f64 {

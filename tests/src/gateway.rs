@@ -138,6 +138,19 @@ impl Gateway {
         gateway
     }
 
+    /// A gateway whose providers are a fresh mock, with `[proxy]` lines and extra TOML.
+    pub async fn with_mock(proxy_config: &str, extra_config: &str) -> (Gateway, MockProvider) {
+        let mock = MockProvider::start().await;
+        let gateway = Gateway::start_with(GatewayOptions {
+            mock: Some(mock.clone()),
+            proxy_config: proxy_config.to_owned(),
+            extra_config: extra_config.to_owned(),
+            ..Default::default()
+        })
+        .await;
+        (gateway, mock)
+    }
+
     /// Starts the daemon and waits for its ready line.
     async fn spawn(&mut self) {
         let mut child = gatewayd_command(&self.config_path, &self.options.log_filter)

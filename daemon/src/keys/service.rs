@@ -80,13 +80,13 @@ impl KeyService {
             period_resets_at: request.spend_reset.map(|reset| reset.next_reset(now)),
             request_count: 0,
         };
-        let audit = AuditRecord {
-            at: now,
-            actor: actor.0.clone(),
-            action: "key.create",
-            key_id: Some(record.id.clone()),
-            details: settings_json(&record),
-        };
+        let audit = audit(
+            now,
+            actor,
+            "key.create",
+            record.id.clone(),
+            settings_json(&record),
+        );
         self.store
             .insert_key(record.clone(), audit)
             .await
@@ -142,13 +142,13 @@ impl KeyService {
             return Ok(old.view(now));
         }
         new.updated_at = now;
-        let audit = AuditRecord {
-            at: now,
-            actor: actor.0.clone(),
-            action: "key.update",
-            key_id: Some(new.id.clone()),
-            details: Value::Object(changes),
-        };
+        let audit = audit(
+            now,
+            actor,
+            "key.update",
+            new.id.clone(),
+            Value::Object(changes),
+        );
         self.store
             .update_key(new.clone(), audit)
             .await
@@ -169,13 +169,13 @@ impl KeyService {
         let mut new = old.record.clone();
         new.revoked_at = Some(now);
         new.updated_at = now;
-        let audit = AuditRecord {
-            at: now,
-            actor: actor.0.clone(),
-            action: "key.revoke",
-            key_id: Some(new.id.clone()),
-            details: json!({"name": new.name, "prefix": new.prefix}),
-        };
+        let audit = audit(
+            now,
+            actor,
+            "key.revoke",
+            new.id.clone(),
+            json!({"name": new.name, "prefix": new.prefix}),
+        );
         self.store
             .update_key(new.clone(), audit)
             .await
@@ -233,24 +233,18 @@ impl KeyService {
             ..previous.clone()
         };
         let audits = vec![
-            AuditRecord {
-                at: now,
-                actor: actor.0.clone(),
-                action: "key.rotate",
-                key_id: Some(previous.id.clone()),
-                details: json!({"new_key_id": new_id, "grace_period_seconds": request.grace_period_seconds, "revoked_at": previous.revoked_at}),
-            },
-            AuditRecord {
-                at: now,
-                actor: actor.0.clone(),
-                action: "key.create",
-                key_id: Some(new_id.clone()),
-                details: {
-                    let mut details = settings_json(&new);
-                    details["rotated_from"] = json!(previous.id);
-                    details
-                },
-            },
+            audit(
+                now,
+                actor,
+                "key.rotate",
+                previous.id.clone(),
+                json!({"new_key_id": new_id, "grace_period_seconds": request.grace_period_seconds, "revoked_at": previous.revoked_at}),
+            ),
+            audit(now, actor, "key.create", new_id.clone(), {
+                let mut details = settings_json(&new);
+                details["rotated_from"] = json!(previous.id);
+                details
+            }),
         ];
         self.store
             .rotate_key(previous.clone(), new.clone(), audits)
@@ -366,6 +360,23 @@ impl KeyService {
         self.cache.get(id).ok_or_else(|| {
             GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}."))
         })
+    }
+}
+
+/// An audit row about one key, written with the change it describes.
+fn audit(
+    at: jiff::Timestamp,
+    actor: &Actor,
+    action: &'static str,
+    key_id: String,
+    details: Value,
+) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.0.clone(),
+        action,
+        key_id: Some(key_id),
+        details,
     }
 }
 
