@@ -203,3 +203,26 @@ async fn a_key_reads_its_own_budget_and_headroom() {
     assert_eq!(anonymous.status(), 401);
     assert_eq!(mock.hits(), 1, "self-service never reaches a provider");
 }
+
+#[tokio::test]
+async fn a_request_refused_after_the_rate_step_does_not_use_a_slot() {
+    let mock = MockProvider::start().await;
+    let gateway = Gateway::start_with(GatewayOptions { mock: Some(mock.clone()), ..Default::default() }).await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "r", "rate_limit_rpm": 1, "spend_limit_usd": 1}))
+        .await;
+    let base = gateway.proxy_url();
+    for _ in 0..3 {
+        let refused = reqwest::Client::new()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "no-such-price", "messages": []}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(refused.status(), 403, "model_not_priced, at the spend step");
+    }
+    assert_eq!(send(&base, &key).await.status(), 200, "the refused requests used no slot");
+    assert_eq!(send(&base, &key).await.status(), 429);
+}

@@ -27,6 +27,8 @@ pub struct RateDecision {
     pub remaining: u32,
     /// Until the oldest admission in the window leaves it (a slot frees); zero if none.
     pub reset_after: Duration,
+    /// When this decision was made (the admission's instant, for `revert`).
+    pub at: Duration,
 }
 
 impl RateWindow {
@@ -39,6 +41,14 @@ impl RateWindow {
             self.admitted.push_back(now);
         }
         self.decision(now, limit, admitted)
+    }
+
+    /// Takes back the admission made at `at`: the request was refused by a later check, and
+    /// refused requests do not count (SPEC §4).
+    pub fn revert(&mut self, at: Duration) {
+        if let Some(i) = self.admitted.iter().rposition(|&t| t == at) {
+            self.admitted.remove(i);
+        }
     }
 
     /// The current headroom without admitting anything (for self-service).
@@ -72,6 +82,7 @@ impl RateWindow {
             limit,
             remaining: limit.saturating_sub(used),
             reset_after,
+            at: now,
         }
     }
 }
@@ -143,6 +154,15 @@ mod tests {
             window.admit(at(60_000), 1).admitted,
             "hammering did not move the slot"
         );
+    }
+
+    #[test]
+    fn a_reverted_admission_frees_its_slot() {
+        let mut window = RateWindow::default();
+        assert!(window.admit(at(0), 1).admitted);
+        window.revert(at(0));
+        assert!(window.admit(at(1), 1).admitted);
+        assert!(!window.admit(at(2), 1).admitted);
     }
 
     #[test]

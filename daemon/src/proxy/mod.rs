@@ -191,8 +191,21 @@ impl Proxy {
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
         let rate = self.admit_rate(&key)?;
-        let (price, reservation) =
-            self.reserve_spend(&route, &key, model.as_deref(), json.as_ref(), body.len())?;
+        let spend = self.reserve_spend(&route, &key, model.as_deref(), json.as_ref(), body.len());
+        let (price, reservation) = match spend {
+            Ok(spend) => spend,
+            Err(err) => {
+                // Refused after the rate step admitted it: refused requests do not count.
+                if let Some(decision) = rate {
+                    key.runtime
+                        .rate
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .revert(decision.at);
+                }
+                return Err(err);
+            }
+        };
         let clamped = reservation.clamped_output();
 
         let mut strip_usage_chunk = false;
