@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use gateway_shared::KeyHash;
 use jiff::Timestamp;
 
-use super::policy::Policy;
+use super::policy::{GlobCache, Policy};
 use super::record::KeyRecord;
 use crate::clock::Clock;
 use crate::limits::rate::RateWindow;
@@ -80,6 +80,7 @@ pub struct KeyCache {
     // Std RwLock: held only to clone an `Arc` or swap one in, never across `.await`.
     inner: RwLock<Index>,
     clock: Arc<dyn Clock>,
+    globs: GlobCache,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -103,6 +104,7 @@ impl KeyCache {
         let cache = Self {
             inner: RwLock::default(),
             clock,
+            globs: GlobCache::default(),
         };
         for record in records {
             cache.upsert(record);
@@ -113,7 +115,7 @@ impl KeyCache {
     /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
     /// the change has committed.
     pub fn upsert(&self, record: KeyRecord) -> Arc<KeyEntry> {
-        let policy = Policy::compile(&record);
+        let policy = Policy::compile(&record, &self.globs);
         let mut index = self.write();
         let runtime = match index.by_id.get(&record.id) {
             Some(old) => Arc::clone(&old.runtime),

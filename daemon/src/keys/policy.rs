@@ -4,7 +4,9 @@
 //! per request. Stored values were validated on the way in; if one still fails to compile
 //! (a hand-edited database), the policy fails closed: the rule matches nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 
 use gateway_shared::Provider;
 use gateway_shared::validate::parse_ip_rule;
@@ -17,18 +19,18 @@ use super::record::KeyRecord;
 pub struct Policy {
     /// Empty: every provider.
     providers: Vec<Provider>,
-    /// `None`: every model.
-    models: Option<GlobSet>,
+    /// `None`: every model. Shared between keys with the same patterns (a compiled set is
+    /// kilobytes; 100k keys with one glob would otherwise hold 100k copies).
+    models: Option<Arc<GlobSet>>,
     /// `None`: any address.
     networks: Option<Vec<IpNet>>,
 }
 
 impl Policy {
-    pub fn compile(record: &KeyRecord) -> Policy {
+    pub fn compile(record: &KeyRecord, globs: &GlobCache) -> Policy {
         Policy {
             providers: record.allowed_providers.clone(),
-            models: (!record.allowed_models.is_empty())
-                .then(|| compile_globs(&record.allowed_models)),
+            models: (!record.allowed_models.is_empty()).then(|| globs.get(&record.allowed_models)),
             networks: (!record.allowed_ips.is_empty()).then(|| {
                 record
                     .allowed_ips
@@ -63,6 +65,26 @@ impl Policy {
 
     pub fn allows_model(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|set| set.is_match(model))
+    }
+}
+
+/// Compiled model globs by pattern list, shared while any key uses them.
+#[derive(Debug, Default)]
+pub struct GlobCache {
+    // Std mutex: taken when a key is loaded or edited, never on the request path.
+    sets: Mutex<HashMap<Vec<String>, Weak<GlobSet>>>,
+}
+
+impl GlobCache {
+    pub fn get(&self, patterns: &[String]) -> Arc<GlobSet> {
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = sets.get(patterns).and_then(Weak::upgrade) {
+            return set;
+        }
+        let set = Arc::new(compile_globs(patterns));
+        sets.retain(|_, weak| weak.strong_count() > 0);
+        sets.insert(patterns.to_vec(), Arc::downgrade(&set));
+        set
     }
 }
 
@@ -112,7 +134,7 @@ mod tests {
             period_resets_at: None,
             request_count: 0,
         };
-        Policy::compile(&record)
+        Policy::compile(&record, &GlobCache::default())
     }
 
     #[test]
@@ -127,6 +149,15 @@ mod tests {
         assert!(p.allows_model("claude-3-opus"));
         assert!(policy(&[], &[], &[]).allows_model("anything"));
         assert!(!policy(&[], &[], &[]).restricts_models());
+    }
+
+    #[test]
+    fn keys_with_the_same_patterns_share_one_compiled_set() {
+        let cache = GlobCache::default();
+        let a = cache.get(&["gpt-4o*".to_owned()]);
+        let b = cache.get(&["gpt-4o*".to_owned()]);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &cache.get(&["claude-*".to_owned()])));
     }
 
     #[test]

@@ -70,19 +70,20 @@ const SPEND_COLUMNS: &[&str] = &[
 
 /// The ledger's view of a key's spend, as the usage writer persists it.
 pub fn persist_spend(tx: &Transaction<'_>, key_id: &str, spend: &SpendState) -> anyhow::Result<()> {
-    tx.execute(
+    let mut statement = tx.prepare_cached(
         "UPDATE keys SET spend_total_nanos = ?2, spend_period_nanos = ?3, period_resets_at = ?4, \
          request_count = ?5, last_used_at = ?6 WHERE id = ?1",
-        rusqlite::params![
+    )?;
+    statement
+        .execute(rusqlite::params![
             key_id,
             nanos_to_sql(spend.total),
             nanos_to_sql(spend.period),
             spend.period_resets_at.map(|t| t.to_string()),
             i64::try_from(spend.request_count).unwrap_or(i64::MAX),
             spend.last_used_at.map(|t| t.to_string()),
-        ],
-    )
-    .context("persisting key spend")?;
+        ])
+        .context("persisting key spend")?;
     Ok(())
 }
 

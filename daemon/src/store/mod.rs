@@ -79,14 +79,14 @@ impl Store {
     /// Inserts usage rows and persists the latest spend of each key, in one transaction.
     pub async fn write_usage(
         &self,
-        records: Vec<usage::UsageRecord>,
-        spend: std::collections::HashMap<String, crate::spend::ledger::SpendState>,
+        records: Arc<Vec<usage::UsageRecord>>,
+        spend: Arc<std::collections::HashMap<String, crate::spend::ledger::SpendState>>,
     ) -> anyhow::Result<()> {
         self.write(move |tx| {
-            for record in &records {
+            for record in records.iter() {
                 usage::insert(tx, record)?;
             }
-            for (key_id, state) in &spend {
+            for (key_id, state) in spend.iter() {
                 keys::persist_spend(tx, key_id, state)?;
             }
             Ok(())

@@ -54,11 +54,14 @@ pub struct UsageRecord {
 
 pub fn insert(tx: &Transaction<'_>, record: &UsageRecord) -> anyhow::Result<()> {
     let day = TimeZone::UTC.to_datetime(record.at).date().to_string();
-    tx.execute(
+    // Cached: the writer inserts thousands of rows a second with the same statement.
+    let mut statement = tx.prepare_cached(
         "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, output_tokens, \
          cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
+    )?;
+    statement
+        .execute(params![
             record.key_id,
             record.at.to_string(),
             day,
@@ -72,9 +75,8 @@ pub fn insert(tx: &Transaction<'_>, record: &UsageRecord) -> anyhow::Result<()> 
             nanos_to_sql(record.cost),
             sql_count(record.latency_ms),
             record.source.as_str(),
-        ],
-    )
-    .context("inserting usage")?;
+        ])
+        .context("inserting usage")?;
     Ok(())
 }
 

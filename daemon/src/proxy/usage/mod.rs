@@ -79,22 +79,18 @@ impl UsageObserver {
                 self.sse.feed(&chunk, &mut blocks);
                 if !self.strip_usage_chunk {
                     for block in blocks {
-                        self.apply_event(block.event.as_ref().map(|e| e.data.as_str()));
+                        if let Some(event) = block.event {
+                            self.observe_event(&event);
+                        }
                     }
                     return chunk;
                 }
                 let mut out = Vec::with_capacity(chunk.len());
                 for block in blocks {
-                    let data = block.event.as_ref().map(|e| e.data.as_str());
-                    let is_usage_chunk = data
-                        .and_then(|d| serde_json::from_str::<Value>(d).ok())
-                        .is_some_and(|v| {
-                            v.get("choices")
-                                .and_then(Value::as_array)
-                                .is_some_and(Vec::is_empty)
-                                && v.get("usage").is_some_and(Value::is_object)
-                        });
-                    self.apply_event(data);
+                    let is_usage_chunk = block
+                        .event
+                        .as_ref()
+                        .is_some_and(|event| self.observe_event(event));
                     if !is_usage_chunk {
                         out.extend_from_slice(&block.raw);
                     }
@@ -141,14 +137,39 @@ impl UsageObserver {
         }
     }
 
-    fn apply_event(&mut self, data: Option<&str>) {
-        let Some(data) = data else { return };
-        if data == "[DONE]" {
-            return;
+    /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
+    /// are counted, which is what an estimate needs); returns whether the event is OpenAI's
+    /// usage-only chunk.
+    fn observe_event(&mut self, event: &sse::Event) -> bool {
+        let data = event.data.as_str();
+        if data.is_empty() || data == "[DONE]" {
+            return false;
         }
-        if let Ok(document) = serde_json::from_str::<Value>(data) {
-            extract::apply(self.provider, &document, &mut self.observed);
+        let relevant = match self.provider {
+            Provider::Openai => {
+                data.contains("\"usage\"") || data.contains("\"response.completed\"")
+            }
+            Provider::Anthropic => {
+                matches!(event.name.as_str(), "message_start" | "message_delta")
+                    || data.contains("\"message_start\"")
+                    || data.contains("\"message_delta\"")
+            }
+            Provider::Gemini => data.contains("\"usageMetadata\""),
+        };
+        if !relevant {
+            self.observed.content_events += 1;
+            return false;
         }
+        let Ok(document) = serde_json::from_str::<Value>(data) else {
+            return false;
+        };
+        extract::apply(self.provider, &document, &mut self.observed);
+        self.provider == Provider::Openai
+            && document
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+            && document.get("usage").is_some_and(Value::is_object)
     }
 }
 

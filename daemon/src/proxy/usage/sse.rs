@@ -24,6 +24,11 @@ pub struct Event {
     pub data: String,
 }
 
+fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
 #[derive(Debug, Default)]
 pub struct SseParser {
     keep_raw: bool,
@@ -83,9 +88,10 @@ impl SseParser {
                 if self.data.last() == Some(&b'\n') {
                     self.data.pop();
                 }
+                // Moved, not copied, when the bytes are valid UTF-8 (they always are in practice).
                 Event {
-                    name: String::from_utf8_lossy(&self.name).into_owned(),
-                    data: String::from_utf8_lossy(&self.data).into_owned(),
+                    name: into_string(std::mem::take(&mut self.name)),
+                    data: into_string(std::mem::take(&mut self.data)),
                 }
             });
             self.data.clear();
