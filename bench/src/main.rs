@@ -1,0 +1,178 @@
+//! `gateway-bench`: measures what gatewayd adds to a request, against a bare hyper proxy and
+//! a direct baseline, on loopback, in a few minutes.
+//!
+//! Performance is a feature of the product, so it is measured by a command anyone can run
+//! (`cargo run --release -p gateway-bench`), never by timing in unit tests. One binary plays
+//! every role: run without a subcommand it is the benchmark, and it starts itself again as
+//! the mock provider (`mock`) and the reference proxy (`bare-proxy`), so each server is a
+//! process of its own whose CPU and memory `/proc` can tell apart.
+//!
+//! Modules: [`suite`] runs everything, [`load`] is the closed-loop load generator, [`mock`]
+//! and [`bare_proxy`] are the servers, [`gatewayd`] drives the daemon, [`process`] reads
+//! `/proc`, [`report`] prints tables and judges the targets.
+
+mod bare_proxy;
+mod gatewayd;
+mod load;
+mod mock;
+mod process;
+mod report;
+mod suite;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Benchmarks gatewayd against a bare hyper pass-through proxy on loopback.
+///
+/// Starts a fast mock provider, the bare proxy and gatewayd (with a key that has every
+/// restriction and limit set), drives identical closed-loop load at each concurrency, JSON
+/// and streaming, and prints req/s, p50/p99, added latency, CPU per request and peak RSS,
+/// each as a ratio to the bare proxy; then the scale runs (many keys). Build gatewayd first:
+/// `cargo build --release -p gatewayd -p gateway-bench`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Seconds measured per cell.
+    #[arg(long, default_value_t = 4.0)]
+    duration: f64,
+    /// Seconds of warm-up per cell (connections open, nothing recorded).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrency levels (connections), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Modes: json, sse (events back to back), sse-split (one write per event).
+    #[arg(long, value_delimiter = ',', default_value = "json,sse,sse-split")]
+    modes: Vec<String>,
+    /// Servers to measure: direct, bare, gatewayd.
+    #[arg(long, value_delimiter = ',', default_value = "direct,bare,gatewayd")]
+    servers: Vec<String>,
+    /// Runtime worker threads of the bare proxy and of gatewayd (its `worker_threads`
+    /// setting, when the build has one). Default: one per core.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Runtime worker threads of the mock provider.
+    #[arg(long, default_value_t = 1)]
+    mock_workers: usize,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
+    /// Keys in the main run's gatewayd (one is the benchmark's, the rest fillers).
+    #[arg(long, default_value_t = 10)]
+    keys: usize,
+    /// Key counts for the scale runs, comma-separated; 0 for none.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    scale_keys: Vec<usize>,
+    /// Concurrency of the scale runs.
+    #[arg(long, default_value_t = 64)]
+    scale_concurrency: usize,
+    /// Keys created through the management API (timed) before the rest are seeded in SQLite.
+    #[arg(long, default_value_t = 300)]
+    api_sample: usize,
+    /// The gatewayd binary; default: next to this one (target/release/gatewayd).
+    #[arg(long)]
+    gatewayd: Option<PathBuf>,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Quick smoke run: 1 s cells, 0.3 s warm-up, JSON and SSE, 10,000 keys for scale.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds to wait, everything started, before the matrix (to attach a profiler).
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// (internal) Run the mock provider.
+    #[command(hide = true)]
+    Mock {
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// (internal) Run the bare reference proxy in front of `upstream`.
+    #[command(hide = true)]
+    BareProxy {
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        upstream: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match &args.role {
+        Some(Role::Mock { workers }) => mock::serve(*workers),
+        Some(Role::BareProxy { workers, upstream }) => bare_proxy::serve(*workers, *upstream),
+        None => options(&args).and_then(|options| suite::run(&options)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gateway-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(args: &Args) -> anyhow::Result<suite::Options> {
+    let seconds = |what: &str, s: f64| {
+        Duration::try_from_secs_f64(s)
+            .with_context(|| format!("--{what} must be a duration in seconds"))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut options = suite::Options {
+        gatewayd: args.gatewayd.clone(),
+        duration: seconds("duration", args.duration)?,
+        warmup: seconds("warmup", args.warmup)?,
+        concurrency: args.concurrency.clone(),
+        modes: args
+            .modes
+            .iter()
+            .map(|m| load::Mode::parse(m.trim()))
+            .collect::<anyhow::Result<_>>()?,
+        servers: args
+            .servers
+            .iter()
+            .map(|s| report::Server::parse(s.trim()))
+            .collect::<anyhow::Result<_>>()?,
+        workers: args.workers.unwrap_or(cores).max(1),
+        workers_explicit: args.workers.is_some(),
+        mock_workers: args.mock_workers.max(1),
+        load_threads: args.load_threads.max(1),
+        keys: args.keys.max(1),
+        scale_keys: args.scale_keys.iter().copied().filter(|&k| k > 0).collect(),
+        scale_concurrency: args.scale_concurrency.max(1),
+        api_sample: args.api_sample,
+        out: args.out.clone(),
+        hold: seconds("hold", args.hold)?,
+    };
+    if args.quick {
+        options.duration = Duration::from_secs(1);
+        options.warmup = Duration::from_millis(300);
+        options.modes.retain(|m| *m != load::Mode::SseSplit);
+        options.scale_keys = vec![10_000];
+    }
+    if options.duration.is_zero() || options.concurrency.contains(&0) {
+        anyhow::bail!("--duration and every --concurrency must be positive");
+    }
+    Ok(options)
+}
+
+/// The tokio runtime every role uses: multi-thread with `workers` workers, like gatewayd's.
+pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}

@@ -1,0 +1,356 @@
+//! The report: Markdown tables of one run, every number beside its ratio to the bare proxy
+//! measured in the same run, and the targets judged from them.
+//!
+//! Ratios within one run are the point: absolute numbers on a shared 2-core machine move
+//! with whatever else runs, while gatewayd and the bare proxy see the same conditions, so
+//! "gatewayd ÷ bare" is what the targets are written against.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::gatewayd::PageTiming;
+use crate::load::{Mode, Sample};
+
+/// Which server a cell measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// The mock itself, no proxy: the baseline for added latency.
+    Direct,
+    Bare,
+    Gatewayd,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Direct => "direct",
+            Server::Bare => "bare proxy",
+            Server::Gatewayd => "gatewayd",
+        }
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Server> {
+        match text {
+            "direct" => Ok(Server::Direct),
+            "bare" => Ok(Server::Bare),
+            "gatewayd" => Ok(Server::Gatewayd),
+            other => anyhow::bail!("unknown server {other:?}: use direct, bare or gatewayd"),
+        }
+    }
+}
+
+/// One measured cell.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub mode: Mode,
+    pub concurrency: usize,
+    pub server: Server,
+    pub sample: Sample,
+    /// `VmHWM` of the measured process after the cell (its peak so far), KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// One key count of the scale runs.
+#[derive(Clone, Debug)]
+pub struct ScaleRow {
+    pub keys: usize,
+    /// Keys created through the management API, and how long that took.
+    pub api_created: usize,
+    pub api_time: Duration,
+    /// Keys written straight into SQLite, and how long that took.
+    pub seeded: usize,
+    pub seed_time: Duration,
+    /// From spawn to the ready line, with every key in the database.
+    pub start_time: Duration,
+    pub idle_rss_kib: u64,
+    pub first_page: PageTiming,
+    /// Cells at the scale concurrency (JSON and SSE).
+    pub cells: Vec<Cell>,
+    pub peak_rss_kib: u64,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub header: Vec<String>,
+    pub cells: Vec<Cell>,
+    pub scale: Vec<ScaleRow>,
+    /// Key count of the gatewayd in the main table.
+    pub main_keys: usize,
+    pub scale_concurrency: usize,
+}
+
+impl Run {
+    fn find(&self, mode: Mode, concurrency: usize, server: Server) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.mode == mode && c.concurrency == concurrency && c.server == server)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.header {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out);
+        self.render_main(&mut out);
+        self.render_scale(&mut out);
+        self.render_targets(&mut out);
+        out
+    }
+
+    fn render_main(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "### Proxy overhead (gatewayd with {} keys; ratios are ÷ bare proxy, same run)\n",
+            self.main_keys
+        );
+        let _ = writeln!(
+            out,
+            "| mode | conc | server | req/s | ×bare | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req | ×bare | peak RSS MiB | ×bare | errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for cell in &self.cells {
+            let bare = self.find(cell.mode, cell.concurrency, Server::Bare);
+            let direct = self.find(cell.mode, cell.concurrency, Server::Direct);
+            let s = &cell.sample;
+            let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+                (Some(a), Some(b)) if cell.server != Server::Bare && b > 0.0 => {
+                    format!("{:.2}", a / b)
+                }
+                _ => "".to_owned(),
+            };
+            let added = |q: f64| match direct {
+                Some(d) if cell.server != Server::Direct => {
+                    format!("{:+.3}", s.percentile_ms(q) - d.sample.percentile_ms(q))
+                }
+                _ => "".to_owned(),
+            };
+            let cpu = s.cpu_us_per_request();
+            let rss = cell.peak_rss_kib.map(mib);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} |",
+                cell.mode.name(),
+                cell.concurrency,
+                cell.server.name(),
+                s.rps(),
+                ratio(Some(s.rps()), bare.map(|b| b.sample.rps())),
+                s.percentile_ms(0.5),
+                s.percentile_ms(0.99),
+                added(0.5),
+                added(0.99),
+                cpu.map_or_else(String::new, |c| format!("{c:.1}")),
+                ratio(cpu, bare.and_then(|b| b.sample.cpu_us_per_request())),
+                rss.map_or_else(String::new, |r| format!("{r:.1}")),
+                ratio(rss, bare.and_then(|b| b.peak_rss_kib).map(mib)),
+                s.errors,
+            );
+        }
+        let _ = writeln!(out);
+        let errors: Vec<String> = self
+            .cells
+            .iter()
+            .filter_map(|c| {
+                c.sample.first_error.as_ref().map(|e| {
+                    format!(
+                        "- {} c{} {}: {} errors, first: {e}",
+                        c.mode.name(),
+                        c.concurrency,
+                        c.server.name(),
+                        c.sample.errors
+                    )
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(out, "Errors:\n{}\n", errors.join("\n"));
+        }
+    }
+
+    fn render_scale(&self, out: &mut String) {
+        if self.scale.is_empty() {
+            return;
+        }
+        let c = self.scale_concurrency;
+        let base_json = self
+            .find(Mode::Json, c, Server::Gatewayd)
+            .map(|cell| cell.sample.rps());
+        let _ = writeln!(
+            out,
+            "### Scale (fresh gatewayd per key count; load at c{c}; ×{} keys = ÷ the main table's gatewayd)\n",
+            self.main_keys
+        );
+        let _ = writeln!(
+            out,
+            "| keys | created via API | seeded in SQLite | start-up s | RSS idle MiB | first page ms (1st / median) | json req/s | ×{} keys | sse req/s | peak RSS MiB | errors |",
+            self.main_keys
+        );
+        let _ = writeln!(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for row in &self.scale {
+            let json = row.cells.iter().find(|c| c.mode == Mode::Json);
+            let sse = row.cells.iter().find(|c| c.mode == Mode::Sse);
+            let rps = |cell: Option<&Cell>| {
+                cell.map_or_else(String::new, |c| format!("{:.0}", c.sample.rps()))
+            };
+            let versus = match (json, base_json) {
+                (Some(j), Some(b)) if b > 0.0 => format!("{:.2}", j.sample.rps() / b),
+                _ => String::new(),
+            };
+            let errors: u64 = row.cells.iter().map(|c| c.sample.errors).sum();
+            let _ = writeln!(
+                out,
+                "| {} | {} ({}) | {} ({}) | {:.2} | {:.1} | {:.2} / {:.2} ({} items) | {} | {} | {} | {:.1} | {} |",
+                row.keys,
+                row.api_created,
+                per_second(row.api_created, row.api_time),
+                row.seeded,
+                seconds(row.seed_time),
+                row.start_time.as_secs_f64(),
+                mib(row.idle_rss_kib),
+                row.first_page.first.as_secs_f64() * 1e3,
+                row.first_page.median.as_secs_f64() * 1e3,
+                row.first_page.items,
+                rps(json),
+                versus,
+                rps(sse),
+                mib(row.peak_rss_kib),
+                errors,
+            );
+        }
+        let _ = writeln!(out);
+        let api: Vec<&ScaleRow> = self.scale.iter().filter(|r| r.api_created > 0).collect();
+        if let Some(row) = api.iter().max_by_key(|r| r.api_created) {
+            let rate = row.api_created as f64 / row.api_time.as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                out,
+                "Creating keys through the management API (one committed transaction each, sequential): {rate:.0} keys/s, so 100,000 keys would take {:.0} s; the rest were seeded straight into SQLite.\n",
+                100_000.0 / rate.max(1e-9)
+            );
+        }
+    }
+
+    fn render_targets(&self, out: &mut String) {
+        let _ = writeln!(out, "### Targets\n");
+        for verdict in self.targets() {
+            let _ = writeln!(out, "- {verdict}");
+        }
+        let _ = writeln!(out);
+    }
+
+    /// The targets, each as `PASS`/`FAIL`/`n/a` with its numbers.
+    pub fn targets(&self) -> Vec<String> {
+        let mut verdicts = Vec::new();
+        let judge = |pass: bool| if pass { "PASS" } else { "FAIL" };
+        let pair = |mode: Mode, c: usize| {
+            self.find(mode, c, Server::Gatewayd)
+                .zip(self.find(mode, c, Server::Bare))
+        };
+        for c in [16, 64] {
+            verdicts.push(match pair(Mode::Json, c) {
+                Some((g, b)) => {
+                    let r = g.sample.rps() / b.sample.rps().max(1e-9);
+                    format!(
+                        "{} JSON throughput at c{c} ≥ 0.9× bare: {r:.2}× ({:.0} vs {:.0} req/s)",
+                        judge(r >= 0.9),
+                        g.sample.rps(),
+                        b.sample.rps()
+                    )
+                }
+                None => format!("n/a JSON throughput at c{c}: not measured"),
+            });
+        }
+        for (mode, c) in [
+            (Mode::Json, 16),
+            (Mode::Json, 64),
+            (Mode::Sse, 16),
+            (Mode::Sse, 64),
+        ] {
+            if let Some((g, b)) = pair(mode, c)
+                && let (Some(gc), Some(bc)) =
+                    (g.sample.cpu_us_per_request(), b.sample.cpu_us_per_request())
+            {
+                let r = gc / bc.max(1e-9);
+                verdicts.push(format!(
+                    "{} CPU per request ≤ 1.3× bare ({} c{c}): {r:.2}× ({gc:.1} vs {bc:.1} µs)",
+                    judge(r <= 1.3),
+                    mode.name()
+                ));
+            }
+        }
+        for mode in [Mode::Json, Mode::Sse] {
+            let direct = self.find(mode, 1, Server::Direct);
+            if let (Some((g, b)), Some(d)) = (pair(mode, 1), direct) {
+                let base = d.sample.percentile_ms(0.5);
+                let ga = g.sample.percentile_ms(0.5) - base;
+                let ba = b.sample.percentile_ms(0.5) - base;
+                verdicts.push(format!(
+                    "{} added p50 at c1 ≤ bare + 0.05 ms ({}): gatewayd adds {ga:.3} ms, bare {ba:.3} ms (difference {:+.3} ms)",
+                    judge(ga <= ba + 0.05),
+                    mode.name(),
+                    ga - ba
+                ));
+            }
+        }
+        for mode in [Mode::Sse, Mode::SseSplit] {
+            if let Some((g, b)) = pair(mode, 16) {
+                let r = g.sample.rps() / b.sample.rps().max(1e-9);
+                verdicts.push(format!(
+                    "{} SSE throughput at c16 ≥ 1.5× bare ({}): {r:.2}× ({:.0} vs {:.0} req/s)",
+                    judge(r >= 1.5),
+                    mode.name(),
+                    g.sample.rps(),
+                    b.sample.rps()
+                ));
+            }
+        }
+        for (keys, limit) in [(10_000, 32.0), (100_000, 64.0)] {
+            if let Some(row) = self.scale.iter().find(|r| r.keys == keys) {
+                let peak = mib(row.peak_rss_kib);
+                verdicts.push(format!(
+                    "{} peak RSS ≤ {limit:.0} MiB with {keys} keys at c{}: {peak:.1} MiB",
+                    judge(peak <= limit),
+                    self.scale_concurrency
+                ));
+            }
+        }
+        let base = self.find(Mode::Json, self.scale_concurrency, Server::Gatewayd);
+        if let (Some(base), Some(big)) = (base, self.scale.iter().max_by_key(|r| r.keys))
+            && let Some(cell) = big.cells.iter().find(|c| c.mode == Mode::Json)
+        {
+            let r = cell.sample.rps() / base.sample.rps().max(1e-9);
+            verdicts.push(format!(
+                "{} throughput unchanged (within ±10%) from {} to {} keys (json c{}): {r:.2}× ({:.0} vs {:.0} req/s)",
+                judge((0.9..=1.1).contains(&r)),
+                self.main_keys,
+                big.keys,
+                self.scale_concurrency,
+                cell.sample.rps(),
+                base.sample.rps()
+            ));
+        }
+        verdicts
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn per_second(n: usize, d: Duration) -> String {
+    if n == 0 {
+        return "–".to_owned();
+    }
+    format!(
+        "{:.2} s, {:.0}/s",
+        d.as_secs_f64(),
+        n as f64 / d.as_secs_f64().max(1e-9)
+    )
+}

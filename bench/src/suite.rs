@@ -1,0 +1,309 @@
+//! The benchmark run: start the servers, measure every cell, run the scale checks, report.
+//!
+//! Order matters on a small machine: the three servers of a cell (direct, bare, gatewayd) are
+//! measured back to back, so slow drift in the machine's state hits all three alike and the
+//! ratios stay fair. Every server is its own process; the load generator runs here, on its
+//! own runtime with a fixed thread count. Everything binds to 127.0.0.1 and every loop is
+//! bounded by the cell's duration.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::gatewayd::{Gateway, Home, Launcher, seed_keys};
+use crate::load::{self, Mode, Shape, Target};
+use crate::process::Proc;
+use crate::report::{Cell, Run, ScaleRow, Server};
+
+/// What to run (from the command line).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub gatewayd: Option<PathBuf>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub concurrency: Vec<usize>,
+    pub modes: Vec<Mode>,
+    pub servers: Vec<Server>,
+    pub workers: usize,
+    pub workers_explicit: bool,
+    pub mock_workers: usize,
+    pub load_threads: usize,
+    pub keys: usize,
+    pub scale_keys: Vec<usize>,
+    pub scale_concurrency: usize,
+    pub api_sample: usize,
+    pub out: Option<PathBuf>,
+    /// Seconds to wait with everything running before the matrix (to attach a profiler).
+    pub hold: Duration,
+}
+
+const UPSTREAM_PATH: &str = "/v1/chat/completions";
+const GATEWAY_PATH: &str = "/openai/v1/chat/completions";
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let exe = std::env::current_exe().context("locating gateway-bench")?;
+    let binary = match &options.gatewayd {
+        Some(path) => path.clone(),
+        None => exe
+            .parent()
+            .map(|dir| dir.join("gatewayd"))
+            .context("gateway-bench has no parent directory")?,
+    };
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p gatewayd`, or pass --gatewayd",
+            binary.display()
+        );
+    }
+    let work = tempfile::Builder::new()
+        .prefix("gateway-bench-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+
+    let mut mock_cmd = Command::new(&exe);
+    mock_cmd.args(["mock", "--workers", &options.mock_workers.to_string()]);
+    let mock = Proc::spawn("mock", mock_cmd, "mock listening", Duration::from_secs(10))?;
+    let mock_addr = listening_addr(&mock)?;
+    let mut bare_cmd = Command::new(&exe);
+    bare_cmd.args([
+        "bare-proxy",
+        "--workers",
+        &options.workers.to_string(),
+        "--upstream",
+        &mock_addr.to_string(),
+    ]);
+    let bare = Proc::spawn(
+        "bare proxy",
+        bare_cmd,
+        "bare listening",
+        Duration::from_secs(10),
+    )?;
+    let bare_addr = listening_addr(&bare)?;
+
+    let accepts_workers = Launcher::accepts_worker_threads(&binary, work.path())?;
+    if options.workers_explicit && !accepts_workers {
+        eprintln!(
+            "gateway-bench: this gatewayd has no worker_threads setting; it runs its default (one worker per core)"
+        );
+    }
+    let launcher = Launcher {
+        binary: binary.clone(),
+        upstream: mock_addr,
+        worker_threads: accepts_workers.then_some(options.workers),
+    };
+
+    let runtime = crate::runtime(options.load_threads)?;
+    let mut run = runtime.block_on(async {
+        let home = Home::new(work.path().join("main"))?;
+        launcher.write_config(&home)?;
+        let gateway = launcher.start(&home)?;
+        let mut admin = gateway.admin().connect().await?;
+        let (_, secret) = admin.create_key("bench").await?;
+        for i in 1..options.keys {
+            admin.create_key(&format!("filler-{i}")).await?;
+        }
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        let header = vec![
+            format!(
+                "gateway-bench {} — loopback, closed loop, {} s per cell after {} s warm-up; {cores} cores",
+                env!("CARGO_PKG_VERSION"),
+                options.duration.as_secs_f64(),
+                options.warmup.as_secs_f64()
+            ),
+            String::new(),
+            format!(
+                "Worker threads: bare proxy {} (tokio multi-thread); gatewayd {} (tokio threads seen at ready, workers + blocking pool: {}); mock {}; load generator {}.",
+                options.workers,
+                if accepts_workers {
+                    format!("worker_threads = {} in its config", options.workers)
+                } else {
+                    "its default, one per core: this build has no worker_threads setting".to_owned()
+                },
+                gateway.proc.runtime_workers(),
+                options.mock_workers,
+                options.load_threads
+            ),
+            format!(
+                "gatewayd: {} (pid {}), one key with every restriction and limit set (providers, model glob, IP CIDR, rpm, spend with monthly reset, expiry) among {} keys. Bare proxy pid {}, mock pid {}.",
+                binary.display(),
+                gateway.proc.pid(),
+                options.keys,
+                bare.pid(),
+                mock.pid()
+            ),
+        ];
+        for line in &header {
+            eprintln!("{line}");
+        }
+        let targets = [
+            (Server::Direct, Target { addr: mock_addr, path: UPSTREAM_PATH.into(), bearer: None }, mock.pid()),
+            (Server::Bare, Target { addr: bare_addr, path: UPSTREAM_PATH.into(), bearer: None }, bare.pid()),
+            (Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid()),
+        ];
+        for (server, target, _) in &targets {
+            for mode in &options.modes {
+                load::probe(target, *mode)
+                    .await
+                    .with_context(|| format!("{} does not answer {} requests", server.name(), mode.name()))?;
+            }
+        }
+        if !options.hold.is_zero() {
+            eprintln!("holding {:?} before the matrix", options.hold);
+            tokio::time::sleep(options.hold).await;
+        }
+        let shape = |concurrency| Shape { concurrency, warmup: options.warmup, duration: options.duration };
+        let mut run = Run {
+            header,
+            main_keys: options.keys,
+            scale_concurrency: options.scale_concurrency,
+            ..Run::default()
+        };
+        for &mode in &options.modes {
+            for &concurrency in &options.concurrency {
+                for (server, target, pid) in &targets {
+                    if !options.servers.contains(server) {
+                        continue;
+                    }
+                    let sample = load::run(target, mode, shape(concurrency), Some(*pid)).await?;
+                    let peak = crate::process::status_kib(*pid, "VmHWM:").ok();
+                    eprintln!(
+                        "  {:<9} c{:<3} {:<10} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  errors {}",
+                        mode.name(),
+                        concurrency,
+                        server.name(),
+                        sample.rps(),
+                        sample.percentile_ms(0.5),
+                        sample.percentile_ms(0.99),
+                        sample.cpu_us_per_request().map_or_else(|| "?".into(), |c| format!("{c:.1}")),
+                        sample.errors
+                    );
+                    run.cells.push(Cell { mode, concurrency, server: *server, sample, peak_rss_kib: peak });
+                }
+            }
+        }
+        drop(admin);
+        let mut gateway = gateway;
+        gateway.proc.stop(Duration::from_secs(30))?;
+
+        for &keys in &options.scale_keys {
+            let row = scale(&launcher, work.path(), keys, options).await
+                .with_context(|| format!("scale run with {keys} keys"))?;
+            run.scale.push(row);
+        }
+        anyhow::Ok(run)
+    })?;
+    run.header.push(format!(
+        "Run took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let report = run.render();
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(report.as_bytes())?;
+    stdout.flush()?;
+    if let Some(path) = &options.out {
+        std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(mock);
+    drop(bare);
+    Ok(())
+}
+
+/// A fresh daemon with `keys` keys: how they got there, start-up, memory, the first page of
+/// the management API, and load at the scale concurrency.
+async fn scale(
+    launcher: &Launcher,
+    work: &Path,
+    keys: usize,
+    options: &Options,
+) -> anyhow::Result<ScaleRow> {
+    eprintln!("scale: {keys} keys");
+    let home = Home::new(work.join(format!("scale-{keys}")))?;
+    launcher.write_config(&home)?;
+    let mut first = launcher.start(&home)?;
+    let mut admin = first.admin().connect().await?;
+    let (bench_id, secret) = admin.create_key("bench").await?;
+    let api_created = keys.saturating_sub(1).min(options.api_sample);
+    let api_started = Instant::now();
+    for i in 0..api_created {
+        admin.create_key(&format!("api-{i}")).await?;
+    }
+    let api_time = api_started.elapsed();
+    drop(admin);
+    first.proc.stop(Duration::from_secs(30))?;
+    drop(first);
+    let seeded = keys.saturating_sub(1 + api_created);
+    let seed_time = if seeded > 0 {
+        seed_keys(&home.database(), &bench_id, seeded)?
+    } else {
+        Duration::ZERO
+    };
+
+    let gateway: Gateway = launcher.start(&home)?;
+    let start_time = gateway.proc.start_time;
+    // Let start-up settle (the blocking pool, the first usage batch) before reading memory.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_rss_kib = gateway.proc.rss_kib()?;
+    let mut admin = gateway.admin().connect().await?;
+    let first_page = admin.time_first_page(20).await?;
+    let target = Target {
+        addr: gateway.proxy,
+        path: GATEWAY_PATH.into(),
+        bearer: Some(secret),
+    };
+    let shape = Shape {
+        concurrency: options.scale_concurrency,
+        warmup: options.warmup,
+        duration: options.duration,
+    };
+    let mut cells = Vec::new();
+    for mode in [Mode::Json, Mode::Sse] {
+        if !options.modes.contains(&mode) {
+            continue;
+        }
+        let sample = load::run(&target, mode, shape, Some(gateway.proc.pid())).await?;
+        eprintln!(
+            "  {keys} keys {:<5} c{} {:>8.0} req/s  p50 {:.3} ms  errors {}",
+            mode.name(),
+            shape.concurrency,
+            sample.rps(),
+            sample.percentile_ms(0.5),
+            sample.errors
+        );
+        cells.push(Cell {
+            mode,
+            concurrency: shape.concurrency,
+            server: Server::Gatewayd,
+            sample,
+            peak_rss_kib: gateway.proc.peak_rss_kib().ok(),
+        });
+    }
+    let peak_rss_kib = gateway.proc.peak_rss_kib()?;
+    drop(admin);
+    let mut gateway = gateway;
+    gateway.proc.stop(Duration::from_secs(30))?;
+    Ok(ScaleRow {
+        keys,
+        api_created,
+        api_time,
+        seeded,
+        seed_time,
+        start_time,
+        idle_rss_kib,
+        first_page,
+        cells,
+        peak_rss_kib,
+    })
+}
+
+fn listening_addr(proc: &Proc) -> anyhow::Result<SocketAddr> {
+    proc.ready_line
+        .rsplit(' ')
+        .next()
+        .and_then(|addr| addr.trim().parse().ok())
+        .with_context(|| format!("no address in {:?}", proc.ready_line))
+}
