@@ -207,7 +207,11 @@ async fn a_key_reads_its_own_budget_and_headroom() {
 #[tokio::test]
 async fn a_request_refused_after_the_rate_step_does_not_use_a_slot() {
     let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions { mock: Some(mock.clone()), ..Default::default() }).await;
+    let gateway = Gateway::start_with(GatewayOptions {
+        mock: Some(mock.clone()),
+        ..Default::default()
+    })
+    .await;
     let (_, key, _) = gateway
         .admin()
         .create_key(json!({"name": "r", "rate_limit_rpm": 1, "spend_limit_usd": 1}))
@@ -223,6 +227,10 @@ async fn a_request_refused_after_the_rate_step_does_not_use_a_slot() {
             .expect("request");
         assert_eq!(refused.status(), 403, "model_not_priced, at the spend step");
     }
-    assert_eq!(send(&base, &key).await.status(), 200, "the refused requests used no slot");
+    assert_eq!(
+        send(&base, &key).await.status(),
+        200,
+        "the refused requests used no slot"
+    );
     assert_eq!(send(&base, &key).await.status(), 429);
 }
