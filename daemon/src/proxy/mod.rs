@@ -110,9 +110,10 @@ impl Proxy {
     ) -> Response {
         headers::mark_sensitive(request.headers_mut());
         let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let provider = provider_label(&path);
+        let provider = provider_label(request.uri().path());
+        // Only copied when debug logging is on: this runs for every request.
+        let described = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
         let in_flight = InFlight::new(&self.metrics);
         // Not spawned into a task of its own: if the client goes away, hyper drops this
         // future, and the `Meter` and `MeteredBody` guards settle the request in their `Drop`
@@ -128,7 +129,9 @@ impl Proxy {
                 response
             }
             Err(err) => {
-                tracing::debug!(code = %err.code, %method, %path, "request refused");
+                if let Some((method, path)) = &described {
+                    tracing::debug!(code = %err.code, %method, %path, "request refused");
+                }
                 code = err.code.as_str();
                 self.metrics.auth_failure(err.code);
                 err.into_response(Plane::Data)
@@ -143,7 +146,9 @@ impl Proxy {
             .duration
             .get_or_create(&ProviderLabels { provider })
             .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        if let Some((method, path)) = &described {
+            tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        }
         response
     }
 

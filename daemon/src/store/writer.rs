@@ -70,25 +70,18 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Message>, depth: Arc<
     while let Some(first) = rx.recv().await {
         let mut records = Vec::new();
         let mut flushes = Vec::new();
-        let deadline = tokio::time::Instant::now() + GATHER;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            let flush = matches!(message, Message::Flush(_));
-            match message {
-                Message::Record(record) => records.push(*record),
-                Message::Flush(done) => flushes.push(done),
+        let is_flush = matches!(first, Message::Flush(_));
+        take(first, &mut records, &mut flushes);
+        if !is_flush {
+            // Let a batch gather without waking this task once per record: sleep through
+            // the window, then take everything that queued.
+            tokio::time::sleep(GATHER).await;
+        }
+        while records.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(message) => take(message, &mut records, &mut flushes),
+                Err(_) => break,
             }
-            if records.len() >= MAX_BATCH || flush {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(message) => Some(message),
-                // Nothing queued: wait for more until the gather window closes.
-                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
         }
         if !records.is_empty() {
             let n = records.len();
@@ -98,6 +91,13 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Message>, depth: Arc<
         for done in flushes {
             let _ = done.send(());
         }
+    }
+}
+
+fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
+    match message {
+        Message::Record(record) => records.push(*record),
+        Message::Flush(done) => flushes.push(done),
     }
 }
 

@@ -8,7 +8,9 @@ mod sse;
 
 use bytes::Bytes;
 use gateway_shared::Provider;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
 
 pub use extract::Observed;
 use json_array::JsonArraySplitter;
@@ -126,7 +128,7 @@ impl UsageObserver {
     pub fn finish(&mut self) -> Bytes {
         if self.format == Format::Json && !self.json.is_empty() {
             let whole: Vec<u8> = self.json.drain(..).flat_map(|b| b.to_vec()).collect();
-            if let Ok(document) = serde_json::from_slice::<Value>(&whole) {
+            if let Some((document, _)) = slim(&whole) {
                 extract::apply(self.provider, &document, &mut self.observed);
             }
         }
@@ -171,6 +173,48 @@ impl UsageObserver {
                 .is_some_and(Vec::is_empty)
             && document.get("usage").is_some_and(Value::is_object)
     }
+}
+
+/// The parts of a response document that carry usage, without building the rest of it (a
+/// whole completion can be large; only a few numbers matter here).
+#[derive(Deserialize)]
+struct UsageFields {
+    usage: Option<Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<Nested>,
+    response: Option<Nested>,
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct Nested {
+    usage: Option<Value>,
+}
+
+/// A slim document with only the usage-bearing fields, and how many `choices` it had.
+fn slim(bytes: &[u8]) -> Option<(Value, Option<usize>)> {
+    let fields: UsageFields = serde_json::from_slice(bytes).ok()?;
+    let mut document = json!({});
+    let object = document.as_object_mut()?;
+    if let Some(usage) = fields.usage {
+        object.insert("usage".into(), usage);
+    }
+    if let Some(usage) = fields.usage_metadata {
+        object.insert("usageMetadata".into(), usage);
+    }
+    if let Some(kind) = fields.kind {
+        object.insert("type".into(), Value::String(kind));
+    }
+    if let Some(usage) = fields.message.and_then(|m| m.usage) {
+        object.insert("message".into(), json!({ "usage": usage }));
+    }
+    if let Some(usage) = fields.response.and_then(|r| r.usage) {
+        object.insert("response".into(), json!({ "usage": usage }));
+    }
+    Some((document, fields.choices.map(|c| c.len())))
 }
 
 #[cfg(test)]
