@@ -3,39 +3,161 @@
 //! Commands call `client.get_key(id)` and get a [`KeyView`] or an error that already carries
 //! its meaning: an [`ApiError`] when the daemon answered with its error body, a
 //! [`TransportError`] when it could not be asked at all. Only [`ApiClient::exchange`] knows
-//! how bytes travel, so the HTTPS transport (`--url`, `--token`) is one more [`Transport`]
-//! variant and one more arm there, with no command touched.
+//! how bytes travel: the local Unix socket, or HTTPS to a remote daemon with an admin token
+//! (`--url`, `--token`), so no command knows which one it is using.
+//!
+//! Over HTTPS the token travels only in the `Authorization` header, marked sensitive; no
+//! message built here contains it, and an error body that echoes it back is redacted before
+//! anyone sees it. TLS is rustls with the `ring` provider, trusting either exactly the
+//! certificates of `--ca-cert` (as curl's `--cacert` does: the daemon's self-signed
+//! certificate is not a web PKI root) or the system's roots.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use gateway_shared::api::{
-    AuditList, CreateKey, KeyCreated, KeyList, KeyView, PAGE_MAX, UpdateKey, UsageReport,
+    AdminTokenCreated, AdminTokenList, AdminTokenView, AuditList, CreateAdminToken, CreateKey,
+    KeyCreated, KeyList, KeyRotated, KeyView, PAGE_MAX, RotateKey, UpdateKey, UsageReport,
 };
+use gateway_shared::key::AdminToken;
 use gateway_shared::{ErrorBody, ErrorCode, KeyState};
-use http::{Method, Request, StatusCode, header};
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// How to reach the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// The local management socket; access is the socket file's ownership and mode.
     Unix(PathBuf),
+    /// The HTTPS management listener of a (usually remote) daemon.
+    Https {
+        url: HttpsUrl,
+        /// Sent as `Authorization: Bearer`; its `Debug` prints `***`.
+        token: AdminToken,
+        /// Trust exactly these PEM certificates instead of the system's roots.
+        ca_cert: Option<PathBuf>,
+    },
 }
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unix(path) => write!(f, "{}", path.display()),
+            Self::Https { url, .. } => write!(f, "{url}"),
         }
     }
+}
+
+/// `https://host[:port]`: the address of a management listener, checked once so that every
+/// later use (TCP address, TLS server name, `Host` header, messages) agrees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpsUrl {
+    /// Without the brackets of an IPv6 literal.
+    host: String,
+    port: u16,
+}
+
+/// The port of an `https://` URL that names none.
+const HTTPS_DEFAULT_PORT: u16 = 443;
+
+impl HttpsUrl {
+    /// Accepts `https://host`, `https://host:port` and a trailing `/`; refuses other schemes,
+    /// user info (a password in a URL ends up in shell history and error messages), paths and
+    /// queries, with a reason that fits after "--url ".
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("{text:?} is not a URL ({e}); expected https://host:port"))?;
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") => {
+                return Err(format!(
+                    "{text:?} is plain HTTP; gatewayd's management listener speaks only HTTPS \
+                     (https://host:port)"
+                ));
+            }
+            _ => return Err(format!("{text:?} must start with https://")),
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(format!(
+                "{text:?} names no host; expected https://host:port"
+            ));
+        };
+        if authority.as_str().contains('@') {
+            return Err(
+                "must not contain user info (user:password@); pass the admin token \
+                        with --token-file"
+                    .to_owned(),
+            );
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "{text:?} has a path or query; expected just https://host:port"
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if ServerName::try_from(host.clone()).is_err() {
+            return Err(format!(
+                "{text:?}: {host:?} is not a valid host name or address"
+            ));
+        }
+        Ok(Self {
+            host,
+            port: authority.port_u16().unwrap_or(HTTPS_DEFAULT_PORT),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port`, with brackets around an IPv6 literal: the `Host` header's value.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for HttpsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "https://{}", self.authority())
+    }
+}
+
+/// The certificates of a `--ca-cert` PEM file; at least one, or the reason why not.
+pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| match e {
+            rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+            other => format!("not a PEM certificate file ({other})"),
+        })?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned());
+    }
+    Ok(certs)
 }
 
 /// The daemon answered, with an error body (SPEC §3 shape).
@@ -82,6 +204,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Replaces every occurrence of `secret` in the messages: a daemon (or something posing
+    /// as one) that echoes the admin token must not get it printed.
+    fn redact(mut self, secret: &str) -> Self {
+        if !secret.is_empty() {
+            self.message = self.message.replace(secret, REDACTED);
+            self.body.error.message = self.body.error.message.replace(secret, REDACTED);
+        }
+        self
+    }
+}
+
+/// What a secret becomes in any text gwctl shows.
+pub const REDACTED: &str = "***";
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -107,6 +244,8 @@ pub enum TransportErrorKind {
     TimedOut,
     /// Connected, but the exchange broke or made no sense.
     Protocol,
+    /// The TLS handshake failed: most often a certificate gwctl does not trust.
+    Tls,
 }
 
 impl TransportErrorKind {
@@ -117,6 +256,7 @@ impl TransportErrorKind {
             Self::PermissionDenied => "permission_denied",
             Self::TimedOut => "daemon_timeout",
             Self::Protocol => "transport_error",
+            Self::Tls => "tls_error",
         }
     }
 }
@@ -133,6 +273,10 @@ impl std::error::Error for TransportError {}
 /// hang a script forever.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long connecting and the TLS handshake may take, within the request's own timeout: an
+/// address that drops packets fails in seconds rather than at the end of the request timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Answers larger than this are refused rather than buffered (a page of 1000 keys is ~1 MiB).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -141,6 +285,10 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ApiClient {
     transport: Transport,
     timeout: Duration,
+    connect_timeout: Duration,
+    /// The rustls configuration, built on first HTTPS use and shared by clones: reading the
+    /// system's roots once, not once per page of a list.
+    tls: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, TransportError>>>,
 }
 
 impl ApiClient {
@@ -148,6 +296,8 @@ impl ApiClient {
         Self {
             transport,
             timeout: REQUEST_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            tls: Arc::default(),
         }
     }
 
@@ -157,6 +307,7 @@ impl ApiClient {
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.connect_timeout = self.connect_timeout.min(timeout);
         self
     }
 
@@ -177,6 +328,33 @@ impl ApiClient {
 
     pub async fn revoke_key(&self, key_id: &str) -> anyhow::Result<KeyView> {
         self.call(Method::DELETE, key_path(key_id), None).await
+    }
+
+    /// A new key with the old one's settings; the old one is revoked after the grace period.
+    pub async fn rotate_key(&self, key_id: &str, rotate: &RotateKey) -> anyhow::Result<KeyRotated> {
+        let body = serde_json::to_vec(rotate).context("encoding the rotation")?;
+        let path = format!("{}/rotate", key_path(key_id));
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Admin tokens are managed over the Unix socket only; over HTTPS the daemon answers 401.
+    pub async fn create_admin_token(
+        &self,
+        create: &CreateAdminToken,
+    ) -> anyhow::Result<AdminTokenCreated> {
+        let body = serde_json::to_vec(create).context("encoding the new admin token")?;
+        self.call(Method::POST, ADMIN_TOKENS_PATH.to_owned(), Some(body))
+            .await
+    }
+
+    pub async fn list_admin_tokens(&self) -> anyhow::Result<AdminTokenList> {
+        self.call(Method::GET, ADMIN_TOKENS_PATH.to_owned(), None)
+            .await
+    }
+
+    pub async fn revoke_admin_token(&self, token_id: &str) -> anyhow::Result<AdminTokenView> {
+        let path = format!("{ADMIN_TOKENS_PATH}/{}", percent_encode(token_id));
+        self.call(Method::DELETE, path, None).await
     }
 
     /// Spend and requests by day and by model over `from..=to` (UTC days); the daemon picks
@@ -292,7 +470,12 @@ impl ApiClient {
         let what = format!("{method} {path_and_query}");
         let (status, bytes) = self.exchange(method, &path_and_query, body).await?;
         if !status.is_success() {
-            return Err(ApiError::from_response(status.as_u16(), &bytes).into());
+            let err = ApiError::from_response(status.as_u16(), &bytes);
+            let err = match &self.transport {
+                Transport::Https { token, .. } => err.redact(token.expose()),
+                Transport::Unix(_) => err,
+            };
+            return Err(err.into());
         }
         serde_json::from_slice(&bytes)
             .with_context(|| format!("reading gatewayd's answer to {what}"))
@@ -312,12 +495,13 @@ impl ApiClient {
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
+        let body = Full::new(Bytes::from(body.unwrap_or_default()));
         match &self.transport {
             Transport::Unix(socket) => {
                 let request = request
                     // HTTP/1.1 needs a Host; over a socket any name will do.
                     .header(header::HOST, "localhost")
-                    .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                    .body(body)
                     .map_err(|e| protocol(format!("building the request: {e}")))?;
                 match tokio::time::timeout(self.timeout, unix_exchange(socket, request)).await {
                     Ok(result) => result,
@@ -331,9 +515,44 @@ impl ApiClient {
                     }),
                 }
             }
+            Transport::Https {
+                url,
+                token,
+                ca_cert,
+            } => {
+                // The error says nothing of the value: it is the secret.
+                let mut authorization = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        protocol("the admin token cannot be sent as a header".to_owned())
+                    })?;
+                authorization.set_sensitive(true);
+                let request = request
+                    .header(header::HOST, url.authority())
+                    .header(header::AUTHORIZATION, authorization)
+                    .body(body)
+                    .map_err(|e| protocol(format!("building the request: {e}")))?;
+                let tls = self
+                    .tls
+                    .get_or_init(|| tls_config(ca_cert.as_deref()))
+                    .clone()?;
+                let exchange =
+                    https_exchange(url, ca_cert.as_deref(), tls, self.connect_timeout, request);
+                match tokio::time::timeout(self.timeout, exchange).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(TransportError {
+                        kind: TransportErrorKind::TimedOut,
+                        message: format!(
+                            "gatewayd at {url} did not answer within {}s",
+                            self.timeout.as_secs()
+                        ),
+                    }),
+                }
+            }
         }
     }
 }
+
+const ADMIN_TOKENS_PATH: &str = "/v1/admin-tokens";
 
 async fn unix_exchange(
     socket: &Path,
@@ -358,6 +577,152 @@ async fn unix_exchange(
         .map_err(|e| protocol(format!("reading gatewayd's answer: {e}")))?
         .to_bytes();
     Ok((status, bytes))
+}
+
+/// One request on a fresh TLS connection, like the socket's one connection per request: the
+/// CLI makes few requests, and a connection that cannot go stale needs no retry logic.
+async fn https_exchange(
+    url: &HttpsUrl,
+    ca_cert: Option<&Path>,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), TransportError> {
+    let connect = async {
+        let tcp = TcpStream::connect((url.host(), url.port()))
+            .await
+            .map_err(|e| tcp_connect_error(url, &e))?;
+        // Checked when the URL was parsed; this only converts it.
+        let server_name = ServerName::try_from(url.host().to_owned())
+            .map_err(|_| protocol(format!("{url}: not a valid TLS server name")))?;
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| tls_error(url, ca_cert, &e))
+    };
+    let stream = match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(stream) => stream?,
+        Err(_elapsed) => {
+            return Err(TransportError {
+                kind: TransportErrorKind::TimedOut,
+                message: format!(
+                    "cannot reach gatewayd at {url}: no connection within {}s; check the \
+                     address and that [admin] listen is reachable from here",
+                    connect_timeout.as_secs()
+                ),
+            });
+        }
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| protocol(format!("talking to gatewayd at {url}: {e}")))?;
+    // The connection task ends once `sender` is dropped; its errors also fail `send_request`.
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| protocol(format!("talking to gatewayd at {url}: {e}")))?;
+    let status = response.status();
+    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| protocol(format!("reading gatewayd's answer: {e}")))?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
+/// rustls with `ring`, trusting `ca_cert`'s certificates, or else the system's roots (the
+/// bundled web PKI roots when the system has none).
+fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    use hyper_rustls::ConfigBuilderExt;
+
+    let tls_setup = |message: String| TransportError {
+        kind: TransportErrorKind::Tls,
+        message,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_setup(format!("setting up TLS: {e}")))?;
+    let builder = match ca_cert {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = load_ca_certs(path)
+                .map_err(|why| tls_setup(format!("--ca-cert {}: {why}", path.display())))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    tls_setup(format!(
+                        "--ca-cert {}: not a usable certificate ({e})",
+                        path.display()
+                    ))
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => match builder.clone().with_native_roots() {
+            Ok(builder) => builder,
+            Err(_no_system_roots) => builder.with_webpki_roots(),
+        },
+    };
+    let mut config = builder.with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn tcp_connect_error(url: &HttpsUrl, err: &io::Error) -> TransportError {
+    let why = match err.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        _ => err.to_string(),
+    };
+    TransportError {
+        kind: TransportErrorKind::Unreachable,
+        message: format!(
+            "cannot reach gatewayd at {url} ({why}): is gatewayd running, and is its [admin] \
+             listen this address?"
+        ),
+    }
+}
+
+/// A failed handshake names the URL and says what to do; a certificate problem is by far the
+/// likeliest (the daemon's self-signed certificate is in no system store).
+fn tls_error(url: &HttpsUrl, ca_cert: Option<&Path>, err: &io::Error) -> TransportError {
+    let rustls_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let message = match rustls_error {
+        Some(cert_error @ rustls::Error::InvalidCertificate(_)) => match ca_cert {
+            None => format!(
+                "gatewayd at {url} presented a certificate gwctl does not trust \
+                 ({cert_error}); pass the daemon's certificate with --ca-cert FILE (gatewayd's \
+                 self-signed one is <data_dir>/tls/cert.pem on its host)"
+            ),
+            Some(path) => format!(
+                "gatewayd at {url} presented a certificate that --ca-cert {} does not vouch \
+                 for ({cert_error}); is it the certificate of this daemon, for this host name?",
+                path.display()
+            ),
+        },
+        Some(not_tls @ rustls::Error::InvalidMessage(_)) => format!(
+            "{url} did not answer with TLS ({not_tls}): is it gatewayd's HTTPS management \
+             listener ([admin] listen), not the proxy port?"
+        ),
+        Some(other) => match ca_cert {
+            None => format!(
+                "TLS handshake with gatewayd at {url} failed: {other}; if it uses a \
+                 self-signed certificate, pass it with --ca-cert FILE"
+            ),
+            Some(_) => format!("TLS handshake with gatewayd at {url} failed: {other}"),
+        },
+        None => format!(
+            "TLS handshake with {url} failed ({err}): is this gatewayd's HTTPS management \
+             listener?"
+        ),
+    };
+    TransportError {
+        kind: TransportErrorKind::Tls,
+        message,
+    }
 }
 
 fn connect_error(socket: &Path, err: &io::Error) -> TransportError {
@@ -421,6 +786,9 @@ fn percent_encode(text: &str) -> String {
 }
 
 #[cfg(test)]
+mod https_tests;
+
+#[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixListener;
@@ -436,6 +804,49 @@ mod tests {
             with_query("/v1/keys", &query),
             "/v1/keys?limit=10&cursor=a%2Bb%2Fc%3D"
         );
+    }
+
+    fn check_url(text: &str, expected: Result<(&str, u16, &str), &str>) {
+        let got = HttpsUrl::parse(text);
+        match expected {
+            Ok((host, port, shown)) => {
+                let url = got.unwrap_or_else(|why| panic!("{text}: {why}"));
+                assert_eq!((url.host(), url.port()), (host, port), "{text}");
+                assert_eq!(url.to_string(), shown, "{text}");
+            }
+            Err(fragment) => {
+                let why = got.expect_err(text);
+                assert!(why.contains(fragment), "{text}: {why}");
+            }
+        }
+    }
+
+    #[test]
+    fn https_urls() {
+        check_url(
+            "https://127.0.0.1:8443",
+            Ok(("127.0.0.1", 8443, "https://127.0.0.1:8443")),
+        );
+        check_url(
+            " https://gw.example:8443/ ",
+            Ok(("gw.example", 8443, "https://gw.example:8443")),
+        );
+        check_url(
+            "https://gw.example",
+            Ok(("gw.example", 443, "https://gw.example:443")),
+        );
+        check_url(
+            "https://[::1]:8443",
+            Ok(("::1", 8443, "https://[::1]:8443")),
+        );
+        check_url("http://gw:8443", Err("only HTTPS"));
+        check_url("ftp://gw", Err("https://"));
+        check_url("gw.example:8443", Err("https://"));
+        check_url("https://gw/v1/keys", Err("path"));
+        check_url("https://gw?x=1", Err("path or query"));
+        check_url("https://u:p@gw", Err("user info"));
+        check_url("https://", Err("URL"));
+        check_url("https://gw ex", Err("not a URL"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `gwctl`: the operator's CLI for gatewayd's management API (SPEC §7).
 //!
-//! Modules in reading order: [`args`] (the command line), [`commands`] (one module per verb),
+//! Modules in reading order: [`args`] (the command line), [`endpoint`] (flags, environment and
+//! [`profiles`] → which daemon, over which transport), [`commands`] (one module per verb),
 //! [`client`] (the typed management API over a transport), [`output`] (tables and JSON),
 //! [`tui`] (the `gwctl tui` dashboard).
 //! This file owns the one decision every command shares: how a failure becomes a message and
@@ -10,7 +11,9 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod endpoint;
 pub mod output;
+pub mod profiles;
 pub mod tui;
 
 use std::fmt;
@@ -30,7 +33,8 @@ use output::Output;
 /// Exit codes. Clap itself exits with [`USAGE`] for a malformed command line.
 pub mod exit_code {
     pub const OK: u8 = 0;
-    /// Anything not covered below, including the daemon's `internal_error`.
+    /// Anything not covered below, including the daemon's `internal_error` and a TLS
+    /// handshake that failed (usually an untrusted certificate).
     pub const FAILURE: u8 = 1;
     /// A malformed command line or an invalid value (`invalid_argument`).
     pub const USAGE: u8 = 2;
@@ -38,7 +42,8 @@ pub mod exit_code {
     pub const NOT_FOUND: u8 = 3;
     /// The key's state forbids the change (`key_revoked`, `field_not_editable`).
     pub const CONFLICT: u8 = 4;
-    /// Not allowed (`unauthorized`, or no permission on the socket).
+    /// Not allowed (`unauthorized`: a missing, malformed or revoked admin token over HTTPS, or
+    /// admin tokens managed over HTTPS; or no permission on the socket).
     pub const AUTH: u8 = 5;
     /// The daemon cannot be reached or is shutting down (sysexits `EX_UNAVAILABLE`).
     pub const UNAVAILABLE: u8 = 69;
@@ -48,11 +53,12 @@ pub mod exit_code {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
-  1   other failure, including the daemon's internal_error
+  1   other failure, including the daemon's internal_error and a failed TLS handshake
   2   usage error or invalid value (invalid_argument)
-  3   key not found (key_not_found)
+  3   key or admin token not found (key_not_found)
   4   the key's state forbids it (key_revoked, field_not_editable)
-  5   not allowed (unauthorized, or no permission on the socket)
+  5   not allowed (unauthorized: bad or missing admin token over HTTPS; or no permission
+      on the socket)
   69  daemon unreachable: no socket, nothing listening, no answer, or shutting down
 
 Errors go to stderr as `error: <message> (<code>)`; with --output json, as the API's
@@ -102,12 +108,16 @@ impl From<FieldError> for Refusal {
 /// Runs one command line to completion and reports any failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     let output = Output::new(cli.global.output, Timestamp::now());
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let result = endpoint::resolve(&cli.global, &endpoint::process_env)
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            let client = ApiClient::new(cli.global.transport());
+        .and_then(|resolved| {
+            for warning in &resolved.warnings {
+                output.stderr(warning)?;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = ApiClient::new(resolved.transport);
             runtime.block_on(commands::run(cli.command, &client, &output))
         });
     match result {
@@ -137,7 +147,8 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
                     exit_code::UNAVAILABLE
                 }
                 TransportErrorKind::PermissionDenied => exit_code::AUTH,
-                TransportErrorKind::Protocol => exit_code::FAILURE,
+                // Not "unreachable": retrying will not make an untrusted certificate trusted.
+                TransportErrorKind::Protocol | TransportErrorKind::Tls => exit_code::FAILURE,
             };
         }
     }
@@ -289,6 +300,7 @@ mod tests {
         check(TransportErrorKind::TimedOut, 69);
         check(TransportErrorKind::PermissionDenied, 5);
         check(TransportErrorKind::Protocol, 1);
+        check(TransportErrorKind::Tls, 1);
         let plain: anyhow::Result<()> = Err(anyhow::anyhow!("disk on fire")).context("writing");
         let plain = plain.expect_err("error");
         assert_eq!(exit_code_of(&plain), 1);

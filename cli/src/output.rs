@@ -10,7 +10,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use comfy_table::{ContentArrangement, Table, presets};
-use gateway_shared::api::{AuditEntry, KeyCreated, KeyView};
+use gateway_shared::api::{
+    AdminTokenCreated, AdminTokenView, AuditEntry, KeyCreated, KeyRotated, KeyView,
+};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -102,6 +104,80 @@ pub fn key_details(key: &KeyView, now: Timestamp) -> String {
 
 /// A new key: what identifies and restricts it, then the secret on the last line.
 pub fn created_details(created: &KeyCreated, now: Timestamp) -> String {
+    let mut lines = new_key_lines(&created.key, now);
+    lines.push(("secret", created.secret.clone()));
+    labelled(&lines)
+}
+
+/// The new key of a rotation as `keys create` shows it, then which key it replaces and when
+/// that one stops working (what the operator plans the switch around); the secret stays on
+/// the last line.
+pub fn rotated_details(rotated: &KeyRotated, now: Timestamp) -> String {
+    let previous = &rotated.previous;
+    let old_key = match previous.revoked_at {
+        Some(at) if at <= now => format!("revoked {}", when(at, now)),
+        Some(at) => format!("works until {}", when(at, now)),
+        // A daemon that did not schedule the revocation: say so rather than guess.
+        None => "not scheduled for revocation".to_owned(),
+    };
+    let mut lines = new_key_lines(&rotated.created.key, now);
+    lines.push(("replaces", format!("{} ({})", previous.id, previous.prefix)));
+    lines.push(("old key", old_key));
+    lines.push(("secret", rotated.created.secret.clone()));
+    labelled(&lines)
+}
+
+/// `ID NAME PREFIX STATE CREATED LAST USED`, one admin token a row (never a secret).
+pub fn admin_token_table(tokens: &[AdminTokenView], now: Timestamp) -> String {
+    let mut table = plain_table(["ID", "NAME", "PREFIX", "STATE", "CREATED", "LAST USED"]);
+    for token in tokens {
+        table.add_row([
+            token.id.clone(),
+            token.name.clone(),
+            token.prefix.clone(),
+            admin_token_state(token, now).to_owned(),
+            when(token.created_at, now),
+            when_or(token.last_used_at, now, "never"),
+        ]);
+    }
+    finish(&mut table)
+}
+
+/// Every field of an admin token, one labelled line each.
+pub fn admin_token_details(token: &AdminTokenView, now: Timestamp) -> String {
+    labelled(&admin_token_lines(token, now))
+}
+
+/// A new admin token, its secret on the last line.
+pub fn admin_token_created_details(created: &AdminTokenCreated, now: Timestamp) -> String {
+    let mut lines = admin_token_lines(&created.token, now);
+    lines.retain(|(label, _)| !matches!(*label, "last used" | "revoked"));
+    lines.push(("secret", created.secret.clone()));
+    labelled(&lines)
+}
+
+/// Tokens have no state field: revoked once `revoked_at` has passed, else active.
+fn admin_token_state(token: &AdminTokenView, now: Timestamp) -> &'static str {
+    match token.revoked_at {
+        Some(at) if at <= now => "revoked",
+        _ => "active",
+    }
+}
+
+fn admin_token_lines(token: &AdminTokenView, now: Timestamp) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", token.id.clone()),
+        ("name", token.name.clone()),
+        ("prefix", token.prefix.clone()),
+        ("state", admin_token_state(token, now).to_owned()),
+        ("created", when(token.created_at, now)),
+        ("last used", when_or(token.last_used_at, now, "never")),
+        ("revoked", when_or(token.revoked_at, now, "-")),
+    ]
+}
+
+/// What identifies and restricts a new key, without usage (it has none yet).
+fn new_key_lines(key: &KeyView, now: Timestamp) -> Vec<(&'static str, String)> {
     const SHOWN: &[&str] = &[
         "id",
         "name",
@@ -114,12 +190,10 @@ pub fn created_details(created: &KeyCreated, now: Timestamp) -> String {
         "spend limit",
         "expires",
     ];
-    let mut lines: Vec<(&str, String)> = key_lines(&created.key, now)
+    key_lines(key, now)
         .into_iter()
         .filter(|(label, _)| SHOWN.contains(label))
-        .collect();
-    lines.push(("secret", created.secret.clone()));
-    labelled(&lines)
+        .collect()
 }
 
 /// `AT ACTOR ACTION KEY DETAILS`, newest first as the daemon sends them.
@@ -431,5 +505,92 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(row.ends_with(r#"{"rate_limit_rpm":60}"#), "{text}");
+    }
+
+    fn rotated(revoked_at: Option<&str>) -> KeyRotated {
+        let mut new_key = sample_key();
+        new_key.id = "key_NEWNEWNEWNEWNEWNEW1".into();
+        new_key.prefix = "sk-proxy-wxyz".into();
+        let mut previous = sample_key();
+        previous.revoked_at = revoked_at.map(ts);
+        KeyRotated {
+            created: KeyCreated {
+                key: new_key,
+                secret: "sk-proxy-wxyzSECRET".into(),
+            },
+            previous,
+        }
+    }
+
+    #[test]
+    fn details_say_when_the_old_key_stops() {
+        let text = rotated_details(&rotated(Some("2027-01-03T00:00:00Z")), ts(NOW));
+        assert!(text.starts_with("id:"), "{text}");
+        assert!(
+            text.contains("replaces:    key_0123456789abcdefghij (sk-proxy-a1b2)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("old key:     works until 2027-01-03T00:00:00Z (in 24h)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l == "secret:      sk-proxy-wxyzSECRET"),
+            "{text}"
+        );
+        let now = rotated_details(&rotated(Some(NOW)), ts(NOW));
+        assert!(
+            now.contains("old key:     revoked 2027-01-02T00:00:00Z (now)"),
+            "{now}"
+        );
+    }
+
+    fn admin_token(revoked_at: Option<&str>) -> AdminTokenView {
+        AdminTokenView {
+            id: "tok_0123456789abcdefghij".into(),
+            name: "ci".into(),
+            prefix: "gwadm-AbCd".into(),
+            created_at: ts("2027-01-01T00:00:00Z"),
+            revoked_at: revoked_at.map(ts),
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn admin_tokens_render_without_secrets() {
+        let text = admin_token_table(
+            &[admin_token(None), admin_token(Some("2027-01-01T12:00:00Z"))],
+            ts(NOW),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("ID"), "{text}");
+        assert!(
+            lines[1].starts_with("tok_0123456789abcdefghij  ci    gwadm-AbCd  active"),
+            "{text}"
+        );
+        assert!(lines[2].contains("revoked"), "{text}");
+        assert!(lines[1].ends_with("never"), "{text}");
+
+        let created = AdminTokenCreated {
+            token: admin_token(None),
+            secret: "gwadm-AbCdSECRET".into(),
+        };
+        let text = admin_token_created_details(&created, ts(NOW));
+        assert!(text.starts_with("id:"), "{text}");
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l == "secret:  gwadm-AbCdSECRET"),
+            "{text}"
+        );
+        let details = admin_token_details(&admin_token(Some(NOW)), ts(NOW));
+        assert!(details.contains("state:     revoked"), "{details}");
+        assert!(
+            details.contains("revoked:   2027-01-02T00:00:00Z (now)"),
+            "{details}"
+        );
     }
 }

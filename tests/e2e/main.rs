@@ -15,6 +15,8 @@
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit.
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
+//! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
+//!   on the socket only, and clear exit codes for a bad token, certificate or address.
 //! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
@@ -27,6 +29,7 @@ mod keys;
 mod persistence;
 mod proxy;
 mod rate;
+mod remote;
 mod sdk;
 mod shutdown;
 mod spend;

@@ -2,9 +2,12 @@
 //!
 //! Each verb is a clap `Args` struct with an `async fn run(self, client, output)`: parse the
 //! flags into a `gateway_shared::api` value, make the call, hand the answer to `output`.
-//! Nothing here knows about sockets or exit codes.
+//! Nothing here knows about sockets, HTTPS or exit codes; [`confirm`] is the one shared
+//! question before a step that cannot be undone.
 
+pub mod admin_tokens;
 pub mod audit;
+pub mod confirm;
 pub mod keys;
 pub mod tui;
 
@@ -15,8 +18,11 @@ use crate::output::Output;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, list, inspect, edit and revoke proxy keys.
+    /// Create, list, inspect, edit, rotate and revoke proxy keys.
     Keys(keys::Cmd),
+    /// Create, list and revoke the admin tokens of the HTTPS listener (on the daemon's host,
+    /// over the socket).
+    AdminTokens(admin_tokens::Cmd),
     /// Show who changed what, newest first.
     Audit(audit::Cmd),
     /// A live dashboard: keys, spend, detail with charts; create, edit and revoke.
@@ -26,6 +32,7 @@ pub enum Command {
 pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
     match command {
         Command::Keys(cmd) => cmd.run(client, output).await,
+        Command::AdminTokens(cmd) => cmd.run(client, output).await,
         Command::Audit(cmd) => cmd.run(client, output).await,
         Command::Tui(cmd) => cmd.run(client).await,
     }

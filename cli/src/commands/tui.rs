@@ -1,7 +1,7 @@
 //! `gwctl tui`: hands the client to the dashboard in [`crate::tui`].
 //!
 //! A verb module like the others so the dashboard is reached the same way and over the same
-//! transport (`--socket`, and whatever else [`crate::client::Transport`] grows) as every
+//! transport (`--socket`, or `--url` and a token: any [`crate::client::Transport`]) as every
 //! command; everything it does lives under `tui/`.
 
 use clap::Args;

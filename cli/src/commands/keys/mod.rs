@@ -9,6 +9,7 @@ pub mod create;
 pub mod edit;
 pub mod list;
 pub mod revoke;
+pub mod rotate;
 pub mod show;
 pub mod usage;
 
@@ -47,6 +48,9 @@ enum Verb {
     Edit(edit::Cmd),
     /// Revoke a key for good; asks first unless --yes.
     Revoke(revoke::Cmd),
+    /// Replace a key's secret, keeping its settings; the old key stops working now (asks
+    /// first unless --yes) or after --grace.
+    Rotate(rotate::Cmd),
     /// Spend and requests per day and per model, with a per-day bar chart.
     Usage(usage::Cmd),
 }
@@ -59,6 +63,7 @@ impl Cmd {
             Verb::Show(cmd) => cmd.run(client, output).await,
             Verb::Edit(cmd) => cmd.run(client, output).await,
             Verb::Revoke(cmd) => cmd.run(client, output).await,
+            Verb::Rotate(cmd) => cmd.run(client, output).await,
             Verb::Usage(cmd) => cmd.run(client, output).await,
         }
     }

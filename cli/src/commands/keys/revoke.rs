@@ -1,10 +1,5 @@
-//! `gwctl keys revoke KEY`: permanent (SPEC §1), so it asks first.
-//!
-//! The question goes to a person or not at all: without `--yes` and without a terminal on
-//! stdin gwctl refuses instead of reading stdin, so a script that forgot `--yes` fails loudly
-//! rather than consuming its own input as an answer.
-
-use std::io::{BufRead, IsTerminal, Write};
+//! `gwctl keys revoke KEY`: permanent (SPEC §1), so it asks first (see
+//! [`crate::commands::confirm`] for how, and why never from a pipe).
 
 use anyhow::Context;
 use clap::Args;
@@ -12,8 +7,8 @@ use gateway_shared::KeyState;
 use gateway_shared::api::KeyView;
 
 use super::{KEY_HELP, resolve};
-use crate::Refusal;
 use crate::client::ApiClient;
+use crate::commands::confirm;
 use crate::output::{self, Output};
 
 #[derive(Debug, Args)]
@@ -30,22 +25,8 @@ impl Cmd {
         let key = resolve(client, &self.key).await?;
         // Revoking twice is harmless, so an already revoked key needs no question.
         if !self.yes && key.state != KeyState::Revoked {
-            let stdin = std::io::stdin();
-            if !stdin.is_terminal() {
-                return Err(Refusal::invalid(format!(
-                    "Refusing to revoke key {} ({}) without confirmation: stdin is not a terminal. \
-                     Pass --yes.",
-                    key.name, key.id
-                ))
-                .into());
-            }
-            let confirmed = confirm(
-                &prompt(&key),
-                &mut stdin.lock(),
-                &mut std::io::stderr().lock(),
-            )
-            .context("asking for confirmation")?;
-            if !confirmed {
+            let not_done = format!("revoke key {} ({})", key.name, key.id);
+            if !confirm::ask(&prompt(&key), &not_done)? {
                 anyhow::bail!("key {} was not revoked", key.id);
             }
         }
@@ -64,38 +45,10 @@ fn prompt(key: &KeyView) -> String {
     )
 }
 
-/// Asks once; only `y` or `yes` (any case) confirms. End of input declines.
-fn confirm(prompt: &str, input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<bool> {
-    out.write_all(prompt.as_bytes())?;
-    out.flush()?;
-    let mut answer = String::new();
-    input.read_line(&mut answer)?;
-    let answer = answer.trim().to_ascii_lowercase();
-    Ok(answer == "y" || answer == "yes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::tests::sample_key;
-
-    fn check(answer: &str, expected: bool) {
-        let mut shown = Vec::new();
-        let confirmed = confirm("Sure? ", &mut answer.as_bytes(), &mut shown).expect("io");
-        assert_eq!(confirmed, expected, "{answer:?}");
-        assert_eq!(shown, b"Sure? ");
-    }
-
-    #[test]
-    fn only_yes_confirms() {
-        check("y\n", true);
-        check("YES\n", true);
-        check(" yes \n", true);
-        check("\n", false);
-        check("n\n", false);
-        check("yep\n", false);
-        check("", false);
-    }
 
     #[test]
     fn prompt_names_the_key() {
