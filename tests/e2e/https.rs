@@ -221,13 +221,8 @@ async fn sighup_reloads_the_certificate_and_a_corrupt_one_keeps_the_old() {
 }
 
 async fn proxied(base: &str, key: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "gpt-4o", "messages": []}))
-        .send()
+    gateway_tests::requests::chat_gpt4o(base, key)
         .await
-        .expect("request")
         .status()
         .as_u16()
 }
@@ -329,12 +324,7 @@ async fn rotation_with_and_without_a_grace_period() {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_hold_no_secrets() {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (gateway, _mock) = Gateway::with_mock("", "").await;
     let (_, token) = create_token(&gateway, "scraper").await;
     let (_, key, _) = gateway
         .admin()

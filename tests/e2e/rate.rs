@@ -2,18 +2,12 @@
 //! clock injected so minutes pass without sleeping.
 
 use gateway_tests::in_process::InProcessGateway;
-use gateway_tests::{Gateway, GatewayOptions, MockProvider};
+use gateway_tests::{Gateway, MockProvider};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 async fn send(base: &str, key: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "gpt-4o", "messages": []}))
-        .send()
-        .await
-        .expect("request")
+    gateway_tests::requests::chat_gpt4o(base, key).await
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -99,12 +93,7 @@ async fn at_most_n_in_any_rolling_minute_and_retry_after_is_honest() {
 
 #[tokio::test]
 async fn gateway_rate_headers_replace_the_providers_and_edits_apply_at_once() {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (gateway, mock) = Gateway::with_mock("", "").await;
     let admin = gateway.admin();
     let (id, key, _) = admin
         .create_key(json!({"name": "h", "rate_limit_rpm": 3}))
@@ -156,12 +145,7 @@ async fn gateway_rate_headers_replace_the_providers_and_edits_apply_at_once() {
 
 #[tokio::test]
 async fn a_key_reads_its_own_budget_and_headroom() {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (gateway, mock) = Gateway::with_mock("", "").await;
     let (_, key, _) = gateway
         .admin()
         .create_key(json!({"name": "me", "rate_limit_rpm": 10, "spend_limit_usd": 5, "spend_reset": "daily"}))
@@ -206,12 +190,7 @@ async fn a_key_reads_its_own_budget_and_headroom() {
 
 #[tokio::test]
 async fn a_request_refused_after_the_rate_step_does_not_use_a_slot() {
-    let mock = MockProvider::start().await;
-    let gateway = Gateway::start_with(GatewayOptions {
-        mock: Some(mock.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (gateway, _mock) = Gateway::with_mock("", "").await;
     let (_, key, _) = gateway
         .admin()
         .create_key(json!({"name": "r", "rate_limit_rpm": 1, "spend_limit_usd": 1}))

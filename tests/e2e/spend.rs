@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::in_process::InProcessGateway;
+use gateway_tests::requests::chat;
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
@@ -51,17 +52,6 @@ async fn settled(base: &str, key: &str) -> Value {
         assert!(Instant::now() < deadline, "reservations still open: {view}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn chat(base: &str, key: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("request")
 }
 
 #[tokio::test]

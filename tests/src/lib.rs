@@ -12,6 +12,7 @@ pub mod gwctl;
 pub mod https;
 pub mod in_process;
 pub mod mock;
+pub mod requests;
 
 pub use admin::{Admin, ApiResponse};
 pub use gateway::{Gateway, GatewayOptions};
