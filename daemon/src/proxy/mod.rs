@@ -58,7 +58,7 @@ use crate::store::writer::UsageWriter;
 use idle_timeout::IdleTimeout;
 use meter::{Meter, MeteredBody, Outcome};
 use route::{ModelSource, ProviderRoute, Route};
-pub use upstream::Upstream;
+pub use upstream::{PooledBody, Upstream};
 use usage::{Format, Observed, UsageObserver};
 
 pub struct Proxy {
@@ -348,7 +348,7 @@ impl Proxy {
         &self,
         route: &ProviderRoute,
         key: &KeyEntry,
-        response: http::Response<Incoming>,
+        response: http::Response<PooledBody>,
         mut meter: Meter,
         strip_usage_chunk: bool,
     ) -> Result<Response, GatewayError> {

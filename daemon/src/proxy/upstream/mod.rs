@@ -1,5 +1,5 @@
-//! The connection to providers: one pooled HTTP(S) client, each provider's base URL and
-//! credential, and the mapping of transport failures to SPEC codes.
+//! The connection to providers: each provider's base URL, credential and connection pool,
+//! and the mapping of transport failures to SPEC codes.
 //!
 //! Provider credentials are read once at start-up from the environment or a file and kept
 //! only as sensitive header values, so neither `Debug` nor a log line can print them. A
@@ -8,33 +8,40 @@
 
 use std::time::Duration;
 
+mod pool;
+
+use std::sync::Arc;
+
 use bytes::Bytes;
 use gateway_shared::{ErrorCode, Provider};
 use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{Config, CredentialSource, ProviderConfig};
 use crate::error::GatewayError;
+pub use pool::PooledBody;
+use pool::{Connector, Pool, SendError};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// Below providers' own idle limits, so a pooled connection is not reused just as the far end
+/// closes it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Idle connections kept per provider.
+const POOL_MAX_IDLE: usize = 256;
 
 pub struct Upstream {
-    client: Client<Connector, Full<Bytes>>,
     targets: Vec<Target>,
     idle_timeout: Duration,
 }
 
 struct Target {
     provider: Provider,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// The `Host` header: the base URL's authority.
+    host: HeaderValue,
     /// Path of the base URL without its trailing `/` (usually empty).
     base_path: String,
     credential: Result<(HeaderName, HeaderValue), String>,
+    pool: Arc<Pool>,
 }
 
 impl Upstream {
@@ -52,19 +59,12 @@ impl Upstream {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            // Below providers' own idle limits, so a pooled connection is not reused just as
-            // the far end closes it.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let targets = config
             .providers
             .iter()
-            .map(target)
+            .map(|provider| target(provider, &connector))
             .collect::<anyhow::Result<_>>()?;
         Ok(Upstream {
-            client,
             targets,
             idle_timeout: config.proxy.upstream_idle_timeout,
         })
@@ -74,8 +74,9 @@ impl Upstream {
         self.idle_timeout
     }
 
-    /// Builds the provider request: base URL + path + query, the given headers, the
-    /// provider credential in the provider's own header.
+    /// Builds the provider request: base path + path + query (origin form; the connection
+    /// is already to the provider), `Host`, the given headers, the provider credential in the
+    /// provider's own header.
     pub fn request(
         &self,
         provider: Provider,
@@ -93,21 +94,17 @@ impl Upstream {
             )
         })?;
         headers.insert(name.clone(), value.clone());
+        headers.insert(http::header::HOST, target.host.clone());
         let path_and_query = match query {
             Some(query) => format!("{}{path}?{query}", target.base_path),
             None => format!("{}{path}", target.base_path),
         };
-        let uri = http::Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|err| {
-                GatewayError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("The request path is not valid: {err}."),
-                )
-            })?;
+        let uri = http::Uri::try_from(path_and_query).map_err(|err| {
+            GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!("The request path is not valid: {err}."),
+            )
+        })?;
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -121,14 +118,14 @@ impl Upstream {
         &self,
         provider: Provider,
         request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.idle_timeout, self.client.request(request)).await {
+    ) -> Result<http::Response<PooledBody>, GatewayError> {
+        let pool = &self.target(provider)?.pool;
+        match tokio::time::timeout(self.idle_timeout, pool.send(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => {
-                let what = if err.is_connect() {
-                    "could not connect to"
-                } else {
-                    "lost the connection to"
+                let what = match err {
+                    SendError::Connect(_) => "could not connect to",
+                    SendError::Lost(_) => "lost the connection to",
                 };
                 tracing::warn!(%provider, error = %err, "upstream request failed");
                 Err(GatewayError::new(
@@ -159,7 +156,7 @@ impl Upstream {
     }
 }
 
-fn target(config: &ProviderConfig) -> anyhow::Result<Target> {
+fn target(config: &ProviderConfig, connector: &Connector) -> anyhow::Result<Target> {
     let parts = config.base_url.clone().into_parts();
     let scheme = parts
         .scheme
@@ -167,6 +164,12 @@ fn target(config: &ProviderConfig) -> anyhow::Result<Target> {
     let authority = parts
         .authority
         .ok_or_else(|| anyhow::anyhow!("{} base_url has no host", config.provider))?;
+    let host = HeaderValue::from_str(authority.as_str())?;
+    let origin = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query("/")
+        .build()?;
     let base_path = parts
         .path_and_query
         .map(|p| p.path().trim_end_matches('/').to_owned())
@@ -177,10 +180,10 @@ fn target(config: &ProviderConfig) -> anyhow::Result<Target> {
     }
     Ok(Target {
         provider: config.provider,
-        scheme,
-        authority,
+        host,
         base_path,
         credential,
+        pool: Pool::new(connector.clone(), origin, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
     })
 }
 

@@ -1,0 +1,469 @@
+//! Keep-alive HTTP/1 connections to one provider, driven by the task that reads the response.
+//!
+//! hyper-util's pooled client runs every connection in a task of its own and hands each body
+//! frame to the reader over a channel: one cross-task wake-up per frame, which the benchmark's
+//! profile showed as the largest cost left on streams. Here nobody else polls a connection:
+//! the request's task drives it while waiting for the response head, and the response body
+//! drives it while the downstream connection reads the body. A burst of SSE events that
+//! arrives in one read is decoded and handed on in the same wake-up, and the meter writes it
+//! downstream as one frame (what nginx does). The price is this small pool.
+//!
+//! Idle connections wait, unpolled, in a stack per provider (most recently used first, so a
+//! small working set stays warm and the rest age out). A connection is checked when it is
+//! taken: one poll notices a far end that closed. A request that a reused connection could
+//! not even start to send is retried once on a fresh connection; once any byte may have been
+//! sent it never is (a chat completion must not run twice).
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+pub type Connector = HttpsConnector<HttpConnector>;
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+type Request = http::Request<Full<Bytes>>;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect: {0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0}")]
+    Lost(hyper::Error),
+}
+
+pub struct Pool {
+    connector: Connector,
+    /// Where connections go: scheme and authority of the provider's base URL.
+    origin: http::Uri,
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+/// One HTTP/1 connection: the handle requests go in through, and the future that does its
+/// I/O whenever it is polled.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    io: http1::Connection<Io, Full<Bytes>>,
+    reused: bool,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Pool {
+    pub fn new(
+        connector: Connector,
+        origin: http::Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            connector,
+            origin,
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+        })
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request,
+    ) -> Result<http::Response<PooledBody>, SendError> {
+        while let Some(conn) = self.checkout().await {
+            match conn.send(request, self).await {
+                Ok(response) => return Ok(response),
+                // Not a byte was written: the idle connection had gone. Try the next one.
+                Err((Some(unsent), _)) => request = unsent,
+                Err((None, err)) => return Err(SendError::Lost(err)),
+            }
+        }
+        let conn = self.connect().await?;
+        conn.send(request, self)
+            .await
+            .map_err(|(_, err)| SendError::Lost(err))
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<Conn> {
+        loop {
+            let mut idle = self.lock().pop_back()?;
+            if idle.since.elapsed() >= self.idle_timeout {
+                // Everything below it is older still.
+                self.lock().clear();
+                return None;
+            }
+            let usable = poll_fn(|cx| {
+                if Pin::new(&mut idle.conn.io).poll(cx).is_ready() {
+                    // The connection ended: closed by the far end, or failed.
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(matches!(
+                    idle.conn.sender.poll_ready(cx),
+                    Poll::Ready(Ok(()))
+                ))
+            })
+            .await;
+            if usable {
+                return Some(idle.conn);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, io) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(SendError::Lost)?;
+        Ok(Conn {
+            sender,
+            io,
+            reused: false,
+        })
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < self.max_idle {
+            idle.push_back(Idle {
+                conn: Conn {
+                    reused: true,
+                    ..conn
+                },
+                since: now,
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Conn {
+    /// Writes the request and reads the response head, driving the connection meanwhile.
+    /// On failure, hands back the request if none of it was sent and the connection was a
+    /// reused one (the only case worth a retry).
+    async fn send(
+        mut self,
+        request: Request,
+        pool: &Arc<Pool>,
+    ) -> Result<http::Response<PooledBody>, (Option<Request>, hyper::Error)> {
+        let mut response = pin!(self.sender.try_send_request(request));
+        let mut io_done = false;
+        let result = poll_fn(|cx| {
+            if !io_done && Pin::new(&mut self.io).poll(cx).is_ready() {
+                io_done = true;
+            }
+            response.as_mut().poll(cx)
+        })
+        .await;
+        match result {
+            Ok(response) => Ok(response.map(|body| PooledBody {
+                body,
+                conn: (!io_done).then_some(self),
+                pool: Arc::clone(pool),
+            })),
+            Err(mut err) => {
+                let unsent = err.take_message().filter(|_| self.reused);
+                Err((unsent, err.into_error()))
+            }
+        }
+    }
+}
+
+/// A response body that drives its connection, and gives the connection back to the pool
+/// once the whole body has been read.
+pub struct PooledBody {
+    body: Incoming,
+    /// `None` once the connection ended (or failed): it is not reusable then.
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl PooledBody {
+    /// Lets the connection read and decode what has arrived. Drops it when it ends.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = self.conn.as_mut()
+            && Pin::new(&mut conn.io).poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// After the last byte: one more poll lets the connection settle into keep-alive; back
+    /// to the pool if it did.
+    fn release(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.drive(&mut cx);
+        if let Some(mut conn) = self.conn.take()
+            && matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+        {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("connection", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        // Two rounds: the first poll of a body only tells the connection it is wanted.
+        for round in 0..2 {
+            this.drive(cx);
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending if round == 0 && this.conn.is_some() => continue,
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(err))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(frame) => {
+                    if frame.is_none() || this.body.is_end_stream() {
+                        this.release();
+                    }
+                    return Poll::Ready(frame);
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    /// An echo server that counts the connections it accepts.
+    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(|req: http::Request<Incoming>| async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: std::net::SocketAddr) -> Arc<Pool> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        Pool::new(connector, origin, 4, Duration::from_secs(30))
+    }
+
+    fn request(addr: std::net::SocketAddr, body: &'static str) -> Request {
+        http::Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header(http::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (addr, accepted) = server().await;
+        let pool = pool(addr);
+        for i in 0..20 {
+            let text: &'static str = if i % 2 == 0 { "even" } else { "odd" };
+            let response = pool.send(request(addr, text)).await.unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, text.as_bytes());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_body_is_not_reused() {
+        let (addr, accepted) = server().await;
+        let pool = pool(addr);
+        let response = pool.send(request(addr, "abandoned")).await.unwrap();
+        drop(response);
+        assert_eq!(pool.idle_count(), 0);
+        let response = pool.send(request(addr, "next")).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "next".as_bytes());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_at_most_max_idle() {
+        let (addr, accepted) = server().await;
+        let pool = pool(addr);
+        let mut responses = Vec::new();
+        for _ in 0..6 {
+            responses.push(pool.send(request(addr, "x")).await.unwrap());
+        }
+        for response in responses {
+            response.into_body().collect().await.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 6);
+        assert_eq!(pool.idle_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_far_end_closed_is_replaced_without_failing_the_request() {
+        // A server that answers one request per connection and then closes it, without
+        // announcing it (no `Connection: close`).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    // Dropped here: the socket closes while the client holds it as idle.
+                });
+            }
+        });
+        let pool = pool(addr);
+        for _ in 0..5 {
+            let response = pool.send(request(addr, "")).await.unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "ok".as_bytes());
+            // Let the close reach us, as it would between two requests.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn connect_failure_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = pool(addr).send(request(addr, "")).await.unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+    }
+
+    #[test]
+    fn frames_stream_through_as_they_arrive() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await.unwrap();
+                stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await
+                    .unwrap();
+                release_rx.await.unwrap();
+                stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+                let _ = stream.read(&mut buf).await;
+            });
+            let pool = pool(addr);
+            let mut body = pool.send(request(addr, "")).await.unwrap().into_body();
+            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(first, "first".as_bytes());
+            release_tx.send(()).unwrap();
+            let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(second, "second".as_bytes());
+            assert!(body.frame().await.is_none());
+            assert_eq!(pool.idle_count(), 1);
+        });
+    }
+}
