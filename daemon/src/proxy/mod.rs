@@ -186,7 +186,7 @@ impl Proxy {
 
         let (parts, body) = request.into_parts();
         let body = http_util::read_limited(&parts.headers, body, self.max_body_bytes).await?;
-        let mut json = model::json_body(&route.model, &parts.headers, &body)?;
+        let json = model::json_body(&route.model, &parts.headers, &body)?;
         let model = model::named(&route.model, json.as_ref())?;
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
@@ -208,21 +208,25 @@ impl Proxy {
         };
         let clamped = reservation.clamped_output();
 
-        let mut strip_usage_chunk = false;
-        let body = match json.as_mut() {
-            Some(object) => {
-                if let Some(tokens) = clamped {
-                    rewrite::set_output_limit(route.provider, &route.upstream_path, object, tokens);
-                }
-                strip_usage_chunk =
-                    rewrite::inject_include_usage(route.provider, &route.upstream_path, object);
-                if clamped.is_some() || strip_usage_chunk {
-                    Bytes::from(serde_json::to_vec(object).map_err(GatewayError::internal)?)
+        let (strip_usage_chunk, body) = match json.as_ref() {
+            Some(fields) => {
+                let include_usage =
+                    rewrite::wants_include_usage(route.provider, &route.upstream_path, fields);
+                let body = if clamped.is_some() || include_usage {
+                    let changed = rewrite::rewrite(
+                        route.provider,
+                        &route.upstream_path,
+                        &body,
+                        clamped,
+                        include_usage,
+                    );
+                    Bytes::from(changed.map_err(GatewayError::internal)?)
                 } else {
                     body
-                }
+                };
+                (include_usage, body)
             }
-            None => body,
+            None => (false, body),
         };
         let mut meter = Meter {
             key_id: key.id.clone(),

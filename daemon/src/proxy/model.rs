@@ -8,8 +8,12 @@ use super::route::ModelSource;
 use crate::error::GatewayError;
 use crate::keys::policy::Policy;
 
-/// The request body as a JSON object, when its model is named there and it is JSON. A JSON
-/// body that does not parse is a 400: the gateway cannot check what it cannot read.
+/// The request body's top-level fields the gateway reads (the model, output limits, stream
+/// flags), when its model is named there and it is JSON. The whole body is still checked to
+/// be JSON: a body that does not parse is a 400, since the gateway cannot check what it
+/// cannot read. Everything else is skipped without building a tree (a full `Value` parse
+/// and its drop cost more than the rest of the checks together; `rewrite` parses fully only
+/// when it must change the body).
 pub fn json_body(
     source: &ModelSource,
     headers: &http::HeaderMap,
@@ -18,9 +22,9 @@ pub fn json_body(
     if *source != ModelSource::Body || !is_json(headers, body) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(Some(object)),
-        Ok(_) => Err(GatewayError::new(
+    match serde_json::from_slice::<Skim>(body) {
+        Ok(Skim(fields)) => Ok(Some(fields)),
+        Err(err) if err.classify() == serde_json::error::Category::Data => Err(GatewayError::new(
             ErrorCode::InvalidRequest,
             "The request body must be a JSON object.",
         )),
@@ -28,6 +32,74 @@ pub fn json_body(
             ErrorCode::InvalidRequest,
             format!("The request body is not valid JSON: {err}."),
         )),
+    }
+}
+
+/// Top-level fields any pipeline step reads.
+const READ_FIELDS: &[&str] = &[
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "generationConfig",
+];
+
+/// A JSON object reduced to its [`READ_FIELDS`] (a later duplicate wins, as in a full parse).
+struct Skim(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Skim {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SkimVisitor)
+    }
+}
+
+struct SkimVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SkimVisitor {
+    type Value = Skim;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skim, A::Error> {
+        let mut fields = Map::new();
+        while let Some(FieldName(name)) = map.next_key()? {
+            match name {
+                Some(name) => {
+                    fields.insert(name.to_owned(), map.next_value::<Value>()?);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Skim(fields))
+    }
+}
+
+/// A key: which of [`READ_FIELDS`] it is, if any. Compared in place, never allocated.
+struct FieldName(Option<&'static str>);
+
+impl<'de> serde::Deserialize<'de> for FieldName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FieldNameVisitor)
+    }
+}
+
+struct FieldNameVisitor;
+
+impl serde::de::Visitor<'_> for FieldNameVisitor {
+    type Value = FieldName;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+        Ok(FieldName(READ_FIELDS.iter().find(|f| **f == name).copied()))
     }
 }
 
@@ -116,6 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn keeps_only_the_fields_the_gateway_reads() {
+        let body = Bytes::from_static(
+            br#"{"messages": [{"role": "user", "content": "hi"}], "model": "m", "stream": true,
+                "stream_options": {"include_usage": false}, "max_tokens": 5, "temperature": 1}"#,
+        );
+        let fields = json_body(&ModelSource::Body, &json_headers(), &body)
+            .expect("valid")
+            .expect("json");
+        let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["max_tokens", "model", "stream", "stream_options"]);
+        assert_eq!(fields["stream_options"]["include_usage"], false);
+    }
+
+    #[test]
     fn reads_the_model_from_a_json_body() {
         let headers = json_headers();
         assert_eq!(
@@ -133,6 +220,14 @@ mod tests {
         );
         assert!(named_in(&headers, br#"{"model": 4}"#).is_err());
         assert!(named_in(&headers, br#"[1]"#).is_err());
+        assert!(named_in(&headers, br#"["gpt-4o"]"#).is_err());
+        assert!(named_in(&headers, br#"{"model": "a"} x"#).is_err());
+        assert!(named_in(&headers, br#"{"x": [1, {"y": }], "model": "a"}"#).is_err());
+        assert_eq!(
+            named_in(&headers, br#"{"model": "a", "mo\u0064el": "b"}"#).ok(),
+            Some(Some("b".into())),
+            "escaped keys are the same key; the later one wins"
+        );
         let mut multipart = http::HeaderMap::new();
         multipart.insert(
             "content-type",

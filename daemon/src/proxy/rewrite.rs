@@ -53,29 +53,78 @@ pub fn set_output_limit(
     }
 }
 
-/// For an OpenAI chat or completions stream that does not ask for usage, asks for it.
-/// Returns whether it did (and so whether the usage chunk must be hidden from the client).
-pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<String, Value>) -> bool {
+/// Whether this is an OpenAI chat or completions stream that does not ask for usage (and
+/// so must be made to, with the usage chunk hidden from the client).
+pub fn wants_include_usage(provider: Provider, path: &str, body: &Map<String, Value>) -> bool {
     let applies = provider == Provider::Openai
         && (path.ends_with("/chat/completions") || path.ends_with("/completions"))
         && body.get("stream").and_then(Value::as_bool) == Some(true);
-    if !applies {
+    match body.get("stream_options") {
+        _ if !applies => false,
+        None => true,
+        Some(Value::Object(options)) => {
+            options.get("include_usage").and_then(Value::as_bool) != Some(true)
+        }
+        Some(_) => false,
+    }
+}
+
+/// For an OpenAI chat or completions stream that does not ask for usage, asks for it.
+/// Returns whether it did (and so whether the usage chunk must be hidden from the client).
+pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<String, Value>) -> bool {
+    if !wants_include_usage(provider, path, body) {
         return false;
     }
     let options = body.entry("stream_options").or_insert_with(|| json!({}));
     let Some(options) = options.as_object_mut() else {
         return false;
     };
-    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
-        return false;
-    }
     options.insert("include_usage".into(), json!(true));
     true
+}
+
+/// The body with both changes applied as asked: the one full parse and re-serialisation,
+/// paid only by requests that need a change.
+pub fn rewrite(
+    provider: Provider,
+    path: &str,
+    body: &[u8],
+    output_limit: Option<u64>,
+    include_usage: bool,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut object: Map<String, Value> = serde_json::from_slice(body)?;
+    if let Some(tokens) = output_limit {
+        set_output_limit(provider, path, &mut object, tokens);
+    }
+    if include_usage {
+        inject_include_usage(provider, path, &mut object);
+    }
+    serde_json::to_vec(&object)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_keeps_every_other_field() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"temperature":0.5}"#;
+        let out = rewrite(
+            Provider::Openai,
+            "/v1/chat/completions",
+            body,
+            Some(7),
+            true,
+        )
+        .expect("valid");
+        let out: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(
+            out,
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                   "stream": true, "temperature": 0.5, "max_completion_tokens": 7,
+                   "stream_options": {"include_usage": true}})
+        );
+    }
 
     fn object(value: Value) -> Map<String, Value> {
         value.as_object().cloned().expect("object")
@@ -141,6 +190,11 @@ mod tests {
             Provider::Openai,
             "/v1/chat/completions",
             &mut not_streaming
+        ));
+        assert!(!wants_include_usage(
+            Provider::Openai,
+            "/v1/chat/completions",
+            &object(json!({"stream": true, "stream_options": "odd"}))
         ));
         let mut anthropic = object(json!({"stream": true}));
         assert!(!inject_include_usage(

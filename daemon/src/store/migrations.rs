@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_keys_and_audit.sql"),
     include_str!("../../migrations/0002_usage.sql"),
     include_str!("../../migrations/0003_admin_tokens.sql"),
+    include_str!("../../migrations/0004_usage_plain_rowid.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
@@ -54,6 +55,49 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .expect("version");
         assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn dropping_autoincrement_keeps_every_usage_row() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for (version, sql) in MIGRATIONS.iter().enumerate().take(3) {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", version as i64 + 1)
+                .expect("version");
+        }
+        conn.execute_batch(
+            "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, \
+             output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
+             VALUES ('key_a', '2026-11-27T00:00:00Z', '2026-11-27', 'openai', 'gpt-4o', 200, \
+             1, 2, 3, 4, 5, 6, 'reported'), ('key_b', '2026-11-27T00:00:01Z', '2026-11-27', \
+             'anthropic', 'claude', 500, 0, 0, 0, 0, 0, 7, 'estimated');",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrate");
+        let rows: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT id, key_id, cost_nanos FROM usage ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows, [(1, "key_a".into(), 5), (2, "key_b".into(), 0)]);
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'usage'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_by_key_day'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("index");
+        assert_eq!(indexed, 1);
     }
 
     #[test]

@@ -83,9 +83,7 @@ impl Store {
         spend: Arc<std::collections::HashMap<String, crate::spend::ledger::SpendState>>,
     ) -> anyhow::Result<()> {
         self.write(move |tx| {
-            for record in records.iter() {
-                usage::insert(tx, record)?;
-            }
+            usage::insert_all(tx, &records)?;
             for (key_id, state) in spend.iter() {
                 keys::persist_spend(tx, key_id, state)?;
             }

@@ -52,31 +52,61 @@ pub struct UsageRecord {
     pub spend: SpendState,
 }
 
-pub fn insert(tx: &Transaction<'_>, record: &UsageRecord) -> anyhow::Result<()> {
-    let day = TimeZone::UTC.to_datetime(record.at).date().to_string();
-    // Cached: the writer inserts thousands of rows a second with the same statement.
-    let mut statement = tx.prepare_cached(
-        "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, output_tokens, \
-         cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?;
-    statement
-        .execute(params![
-            record.key_id,
-            record.at.to_string(),
-            day,
-            record.provider.as_str(),
-            record.model,
-            record.status,
-            sql_count(record.tokens.input),
-            sql_count(record.tokens.output),
-            sql_count(record.tokens.cache_read),
-            sql_count(record.tokens.cache_write),
-            nanos_to_sql(record.cost),
-            sql_count(record.latency_ms),
-            record.source.as_str(),
-        ])
-        .context("inserting usage")?;
+/// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
+/// (each run opens its cursors and checks its transaction again).
+const ROWS_PER_INSERT: usize = 32;
+const COLUMNS: usize = 13;
+
+/// Inserts `records` in statements of [`ROWS_PER_INSERT`] rows, the rest one by one.
+pub fn insert_all(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+    static MANY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+    let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        insert_rows(tx, &MANY, chunk)?;
+    }
+    for record in chunks.remainder() {
+        insert_rows(tx, &ONE, std::slice::from_ref(record))?;
+    }
+    Ok(())
+}
+
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; COLUMNS].join(", "));
+    format!(
+        "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, \
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
+         VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
+
+fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyhow::Result<()> {
+    // Cached: the writer runs these thousands of times a second.
+    let mut statement = tx.prepare_cached(sql)?;
+    for (i, record) in records.iter().enumerate() {
+        let day = TimeZone::UTC.to_datetime(record.at).date().to_string();
+        let values: [&dyn rusqlite::ToSql; COLUMNS] = [
+            &record.key_id,
+            &record.at.to_string(),
+            &day,
+            &record.provider.as_str(),
+            &record.model,
+            &record.status,
+            &sql_count(record.tokens.input),
+            &sql_count(record.tokens.output),
+            &sql_count(record.tokens.cache_read),
+            &sql_count(record.tokens.cache_write),
+            &nanos_to_sql(record.cost),
+            &sql_count(record.latency_ms),
+            &record.source.as_str(),
+        ];
+        for (column, value) in values.into_iter().enumerate() {
+            statement.raw_bind_parameter(i * COLUMNS + column + 1, value)?;
+        }
+    }
+    statement.raw_execute().context("inserting usage")?;
     Ok(())
 }
 
@@ -183,4 +213,70 @@ pub fn count_for_key(conn: &Connection, key_id: &str) -> anyhow::Result<u64> {
         |r| r.get(0),
     )?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> UsageRecord {
+        UsageRecord {
+            key_id: format!("key_{}", i % 3),
+            at: Timestamp::from_second(1_795_000_000 + i as i64 * 3_600).expect("time"),
+            provider: Provider::Openai,
+            model: "gpt-4o".into(),
+            status: 200,
+            tokens: Tokens {
+                input: i,
+                output: 2 * i,
+                cache_read: 0,
+                cache_write: 0,
+            },
+            cost: Nanodollars(1_000 + i),
+            latency_ms: i,
+            source: if i.is_multiple_of(10) {
+                CostSource::Estimated
+            } else {
+                CostSource::Reported
+            },
+            spend: SpendState::default(),
+        }
+    }
+
+    #[test]
+    fn batches_of_every_size_insert_every_row_once() {
+        for n in [0, 1, 31, 32, 33, 70] {
+            let mut conn = Connection::open_in_memory().expect("open");
+            super::super::migrations::migrate(&mut conn).expect("migrate");
+            let records: Vec<UsageRecord> = (0..n).map(record).collect();
+            let tx = conn.transaction().expect("tx");
+            insert_all(&tx, &records).expect("insert");
+            tx.commit().expect("commit");
+            let (rows, cost, output, estimated): (i64, i64, i64, i64) = conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(output_tokens), 0), \
+                     COALESCE(SUM(source = 'estimated'), 0) FROM usage",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .expect("sums");
+            let n = n as i64;
+            assert_eq!(rows, n);
+            assert_eq!(cost, (0..n).map(|i| 1_000 + i).sum::<i64>());
+            assert_eq!(output, (0..n).map(|i| 2 * i).sum::<i64>());
+            assert_eq!(estimated, (0..n).filter(|i| i % 10 == 0).count() as i64);
+            let last: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT key_id, day FROM usage ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .ok();
+            if n > 0 {
+                let expected = record(n as u64 - 1);
+                let day = TimeZone::UTC.to_datetime(expected.at).date().to_string();
+                assert_eq!(last, Some((expected.key_id, day)));
+            }
+        }
+    }
 }

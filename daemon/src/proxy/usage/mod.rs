@@ -127,7 +127,12 @@ impl UsageObserver {
     /// The body ended: parses a buffered JSON body; returns bytes still held back.
     pub fn finish(&mut self) -> Bytes {
         if self.format == Format::Json && !self.json.is_empty() {
-            let whole: Vec<u8> = self.json.drain(..).flat_map(|b| b.to_vec()).collect();
+            // Usually one chunk: read in place, copied only when it came in pieces.
+            let whole = match self.json.as_slice() {
+                [one] => one.clone(),
+                pieces => Bytes::from(pieces.concat()),
+            };
+            self.json.clear();
             if let Some((document, _)) = slim(&whole) {
                 extract::apply(self.provider, &document, &mut self.observed);
             }
