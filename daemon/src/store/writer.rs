@@ -18,8 +18,11 @@ use super::usage::UsageRecord;
 
 const MAX_BATCH: usize = 4000;
 /// After the first record of a batch, how long to gather more: under load this turns
-/// thousands of fsyncs a second into a couple of hundred; idle, a record waits this long.
-const GATHER: Duration = Duration::from_millis(5);
+/// thousands of fsyncs a second into fifty, and per-row cost falls with batch size (about
+/// 2.0 µs of CPU per row in 150-row batches, 1.5 µs in 600-row ones, measured on the insert
+/// path alone); idle, a record waits this long. Well inside the durability promise (a
+/// request answered a second before a crash is on disk).
+const GATHER: Duration = Duration::from_millis(20);
 
 enum Message {
     Record(Box<UsageRecord>),

@@ -43,6 +43,17 @@ pub fn apply(provider: Provider, document: &Value, observed: &mut Observed) {
     }
 }
 
+/// `Value::pointer` without its allocations (it unescapes every segment into a `String`).
+trait Path {
+    fn at_path(&self, keys: &[&str]) -> Option<&Value>;
+}
+
+impl Path for Value {
+    fn at_path(&self, keys: &[&str]) -> Option<&Value> {
+        keys.iter().try_fold(self, |value, key| value.get(key))
+    }
+}
+
 fn count(value: Option<&Value>) -> Option<u64> {
     value.and_then(Value::as_u64)
 }
@@ -67,8 +78,10 @@ fn openai(document: &Value, observed: &mut Observed) {
         let completion = count(usage.get("completion_tokens"))
             .or(count(usage.get("output_tokens")))
             .unwrap_or(0);
-        let cached = count(usage.pointer("/prompt_tokens_details/cached_tokens"))
-            .or(count(usage.pointer("/input_tokens_details/cached_tokens")))
+        let cached = count(usage.at_path(&["prompt_tokens_details", "cached_tokens"]))
+            .or(count(
+                usage.at_path(&["input_tokens_details", "cached_tokens"]),
+            ))
             .unwrap_or(0)
             .min(prompt);
         observed.reported = Some(Tokens {
@@ -81,8 +94,8 @@ fn openai(document: &Value, observed: &mut Observed) {
     let mut chars = 0;
     if let Some(choices) = document.get("choices").and_then(Value::as_array) {
         for choice in choices {
-            chars += text_len(choice.pointer("/delta/content"))
-                + text_len(choice.pointer("/delta/reasoning_content"));
+            chars += text_len(choice.at_path(&["delta", "content"]))
+                + text_len(choice.at_path(&["delta", "reasoning_content"]));
         }
     }
     if document.get("type").and_then(Value::as_str) == Some("response.output_text.delta") {
@@ -96,7 +109,7 @@ fn openai(document: &Value, observed: &mut Observed) {
 
 fn anthropic(document: &Value, observed: &mut Observed) {
     let usage = match document.get("type").and_then(Value::as_str) {
-        Some("message_start") => document.pointer("/message/usage"),
+        Some("message_start") => document.at_path(&["message", "usage"]),
         Some("message_delta") | Some("message") => document.get("usage"),
         Some("content_block_delta") => {
             let delta = document.get("delta");
@@ -148,7 +161,7 @@ fn gemini(document: &Value, observed: &mut Observed) {
     if let Some(candidates) = document.get("candidates").and_then(Value::as_array) {
         for candidate in candidates {
             if let Some(parts) = candidate
-                .pointer("/content/parts")
+                .at_path(&["content", "parts"])
                 .and_then(Value::as_array)
             {
                 chars += parts.iter().map(|p| text_len(p.get("text"))).sum::<u64>();
