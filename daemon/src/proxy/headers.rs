@@ -8,29 +8,33 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+// Static names: a `&str` name is parsed and validated again on every look-up.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Client credential headers of every provider.
-const CREDENTIALS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
+const CREDENTIALS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
 
 /// The request headers to send upstream.
 pub fn for_upstream(client: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len());
     let named_by_connection = connection_tokens(client);
     for (name, value) in client {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || CREDENTIALS.contains(&n)
+        if HOP_BY_HOP.contains(name)
+            || CREDENTIALS.contains(name)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::ACCEPT_ENCODING
@@ -49,14 +53,14 @@ pub fn strip_response(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        headers.remove(name);
     }
 }
 
 /// Marks credential headers sensitive so `http`'s `Debug` prints `Sensitive`, never a key.
 pub fn mark_sensitive(headers: &mut HeaderMap) {
     for name in CREDENTIALS {
-        if let header::Entry::Occupied(mut entry) = headers.entry(*name) {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
             for value in entry.iter_mut() {
                 value.set_sensitive(true);
             }

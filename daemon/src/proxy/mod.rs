@@ -39,7 +39,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use gateway_shared::api::SelfView;
 use gateway_shared::{ErrorCode, KeyState, Nanodollars, ProxyKey};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -275,7 +275,7 @@ impl Proxy {
             set_rate_headers(headers, &decision);
         }
         if let Some(tokens) = clamped {
-            headers.insert("x-gateway-output-clamped", HeaderValue::from(tokens));
+            headers.insert(OUTPUT_CLAMPED, HeaderValue::from(tokens));
         }
         Ok(response)
     }
@@ -361,7 +361,7 @@ impl Proxy {
         // The gateway's own limit replaces the provider's account-wide one.
         if key.rate_limit_rpm.is_some() {
             for name in RATE_HEADERS {
-                parts.headers.remove(*name);
+                parts.headers.remove(name);
             }
         }
         meter.status = parts.status.as_u16();
@@ -520,17 +520,18 @@ const FREE: Price = Price {
     max_output_tokens: 0,
 };
 
-const RATE_HEADERS: &[&str] = &[
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-];
+// Static names: a `&str` name is parsed and validated again on every insert or remove.
+const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const RATE_HEADERS: [HeaderName; 3] = [RATE_LIMIT, RATE_REMAINING, RATE_RESET];
+const OUTPUT_CLAMPED: HeaderName = HeaderName::from_static("x-gateway-output-clamped");
 
 fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
-    headers.insert(RATE_HEADERS[0], HeaderValue::from(decision.limit));
-    headers.insert(RATE_HEADERS[1], HeaderValue::from(decision.remaining));
-    if let Ok(reset) = HeaderValue::from_str(&rate::format_reset(decision.reset_after)) {
-        headers.insert(RATE_HEADERS[2], reset);
+    headers.insert(RATE_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATE_REMAINING, HeaderValue::from(decision.remaining));
+    if let Ok(reset) = HeaderValue::try_from(rate::format_reset(decision.reset_after)) {
+        headers.insert(RATE_RESET, reset);
     }
 }
 
