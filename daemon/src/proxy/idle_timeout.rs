@@ -25,12 +25,10 @@ pub struct IdleTimeout<B> {
 pub struct Stalled(pub Duration);
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, idle: Duration) -> Self {
-        Self {
-            inner,
-            idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
-        }
+    /// Re-arms `sleep` (the timer that waited for the response head) for the body.
+    pub fn new(inner: B, idle: Duration, mut sleep: Pin<Box<Sleep>>) -> Self {
+        sleep.as_mut().reset(Instant::now() + idle);
+        Self { inner, idle, sleep }
     }
 }
 

@@ -352,7 +352,7 @@ impl Proxy {
         &self,
         route: &ProviderRoute,
         key: &KeyEntry,
-        response: http::Response<PooledBody>,
+        response: http::Response<IdleTimeout<PooledBody>>,
         mut meter: Meter,
         strip_usage_chunk: bool,
     ) -> Result<Response, GatewayError> {
@@ -365,7 +365,6 @@ impl Proxy {
             }
         }
         meter.status = parts.status.as_u16();
-        let body = IdleTimeout::new(body, self.upstream.idle_timeout());
         if !parts.status.is_success() {
             // Provider errors pass through untouched and are not billed.
             meter.settle(&Observed::default(), Outcome::ProviderError);

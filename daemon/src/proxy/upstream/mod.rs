@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::idle_timeout::IdleTimeout;
 use crate::config::{Config, CredentialSource, ProviderConfig};
 use crate::error::GatewayError;
 pub use pool::PooledBody;
@@ -70,10 +71,6 @@ impl Upstream {
         })
     }
 
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
     /// Builds the provider request: base path + path + query (origin form; the connection
     /// is already to the provider), `Host`, the given headers, the provider credential in the
     /// provider's own header.
@@ -114,15 +111,25 @@ impl Upstream {
 
     /// Sends a request: 502 `upstream_unreachable` when no connection could be made, 504
     /// `upstream_timeout` when the provider sends no response headers within the idle limit.
+    /// The response body fails once the provider is silent for the idle limit (one timer for
+    /// the whole exchange, re-armed on every frame).
     pub async fn send(
         &self,
         provider: Provider,
         request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<PooledBody>, GatewayError> {
+    ) -> Result<http::Response<IdleTimeout<PooledBody>>, GatewayError> {
         let pool = &self.target(provider)?.pool;
-        match tokio::time::timeout(self.idle_timeout, pool.send(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => {
+        let mut silence = Box::pin(tokio::time::sleep(self.idle_timeout));
+        let sent = tokio::select! {
+            biased;
+            sent = pool.send(request) => Some(sent),
+            () = silence.as_mut() => None,
+        };
+        match sent {
+            Some(Ok(response)) => {
+                Ok(response.map(|body| IdleTimeout::new(body, self.idle_timeout, silence)))
+            }
+            Some(Err(err)) => {
                 let what = match err {
                     SendError::Connect(_) => "could not connect to",
                     SendError::Lost(_) => "lost the connection to",
@@ -133,7 +140,7 @@ impl Upstream {
                     format!("The gateway {what} {provider}."),
                 ))
             }
-            Err(_) => Err(GatewayError::new(
+            None => Err(GatewayError::new(
                 ErrorCode::UpstreamTimeout,
                 format!(
                     "{provider} sent no response within {:?}.",
