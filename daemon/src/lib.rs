@@ -53,8 +53,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     prepare_data_dir(&config)?;
     let store = Store::open(&config.database_path())?;
-    let records = store.load_keys().await.context("loading keys")?;
-    let cache = Arc::new(KeyCache::new(records, Arc::clone(&clock)));
+    let cache = KeyCache::load(&store, Arc::clone(&clock))
+        .await
+        .context("loading keys")?;
     let keys = Arc::new(KeyService::new(
         store.clone(),
         Arc::clone(&cache),

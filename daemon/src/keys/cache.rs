@@ -4,30 +4,53 @@
 //! The daemon is the only writer of the database, so a table updated right after each commit
 //! (and before the management response is sent) is authoritative: the very next request sees
 //! an edit or a revocation (SPEC §1) without any database read on the request path.
+//!
+//! Every key is in memory, so an entry's size is what limits a fleet: an entry holds what the
+//! request path and the management views need and nothing twice (spend lives only in the
+//! ledger, the restriction lists only in the shared policy), and the indexes hold pointers to
+//! entries rather than copies of their ids.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
-use gateway_shared::KeyHash;
+use compact_str::CompactString;
+use gateway_shared::api::KeyView;
+use gateway_shared::state::{Lifecycle, SpendSnapshot, state_at};
+use gateway_shared::{KeyHash, KeyState, Nanodollars, SpendReset};
 use jiff::Timestamp;
 
-use super::policy::{GlobCache, Policy};
+use super::policy::{Policy, PolicyCache};
 use super::record::KeyRecord;
+use super::stamp::Stamp;
 use crate::clock::Clock;
 use crate::limits::rate::RateWindow;
 use crate::spend::ledger::{Ledger, SpendState};
+use crate::store::Store;
 
-/// A key as the request path needs it: the record, its compiled restrictions, and the live
-/// state (rate window, spend ledger) that outlives edits of the record.
+/// A key as the request path and the management API need it: its settings, its compiled
+/// restrictions, and the live state (rate window, spend ledger) that outlives edits.
 #[derive(Debug)]
 pub struct KeyEntry {
-    pub record: KeyRecord,
-    pub policy: Policy,
+    pub id: String,
+    pub hash: KeyHash,
+    pub prefix: CompactString,
+    pub name: CompactString,
+    /// The allowed providers, models and IPs, shared by every key with the same lists.
+    pub policy: Arc<Policy>,
+    pub rate_limit_rpm: Option<u32>,
+    pub spend_limit: Option<Nanodollars>,
+    pub spend_reset: Option<SpendReset>,
+    expires_at: Stamp,
+    created_at: Stamp,
+    updated_at: Stamp,
+    revoked_at: Stamp,
     pub runtime: Arc<KeyRuntime>,
 }
 
 /// Per-key state that changes on every request. Kept across edits: an edit replaces the
-/// record, never the requests already counted against it.
+/// entry, never the requests already counted against it.
 #[derive(Debug)]
 pub struct KeyRuntime {
     // Std mutex: held for a few comparisons per request, never across `.await`.
@@ -54,25 +77,124 @@ impl KeyRuntime {
 }
 
 impl KeyEntry {
+    fn new(record: KeyRecord, policy: Arc<Policy>, runtime: Arc<KeyRuntime>) -> Self {
+        KeyEntry {
+            id: record.id,
+            hash: record.hash,
+            prefix: record.prefix.into(),
+            name: record.name.into(),
+            policy,
+            rate_limit_rpm: record.rate_limit_rpm,
+            spend_limit: record.spend_limit,
+            spend_reset: record.spend_reset,
+            expires_at: Stamp::new(record.expires_at),
+            created_at: record.created_at.into(),
+            updated_at: record.updated_at.into(),
+            revoked_at: Stamp::new(record.revoked_at),
+            runtime,
+        }
+    }
+
     /// Live spend, rolled to the current period.
     pub fn spend(&self) -> SpendState {
-        self.runtime.ledger.view(self.record.spend_reset)
+        self.runtime.ledger.view(self.spend_reset)
     }
 
-    pub fn state_at(&self, now: jiff::Timestamp) -> gateway_shared::KeyState {
-        self.record.state_at(&self.spend(), now)
+    pub fn state_at(&self, now: Timestamp) -> KeyState {
+        state_at(&self.lifecycle(&self.spend()), now)
     }
 
-    pub fn view(&self, now: jiff::Timestamp) -> gateway_shared::api::KeyView {
-        self.record.view(&self.spend(), now)
+    /// Revoked for good at `now` (a rotation's future `revoked_at` does not count yet).
+    pub fn is_revoked_at(&self, now: Timestamp) -> bool {
+        self.revoked_at().is_some_and(|at| at <= now)
     }
-}
 
-impl std::ops::Deref for KeyEntry {
-    type Target = KeyRecord;
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at.at()
+    }
 
-    fn deref(&self) -> &KeyRecord {
-        &self.record
+    pub fn updated_at(&self) -> Timestamp {
+        self.updated_at.at()
+    }
+
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at.get()
+    }
+
+    pub fn revoked_at(&self) -> Option<Timestamp> {
+        self.revoked_at.get()
+    }
+
+    /// The key as the management API shows it, with its live spend.
+    pub fn view(&self, now: Timestamp) -> KeyView {
+        let spend = self.spend();
+        let lifecycle = self.lifecycle(&spend);
+        KeyView {
+            id: self.id.clone(),
+            name: self.name.to_string(),
+            prefix: self.prefix.to_string(),
+            state: state_at(&lifecycle, now),
+            allowed_providers: self.policy.providers().to_vec(),
+            allowed_models: self.policy.models().to_vec(),
+            allowed_ips: self.policy.ips().to_vec(),
+            rate_limit_rpm: self.rate_limit_rpm,
+            spend_limit_usd: self.spend_limit,
+            spend_reset: self.spend_reset,
+            expires_at: self.expires_at(),
+            created_at: self.created_at(),
+            updated_at: self.updated_at(),
+            revoked_at: self.revoked_at(),
+            last_used_at: spend.last_used_at,
+            spend_period_usd: lifecycle.spend.counted_at(now),
+            spend_total_usd: spend.total,
+            period_resets_at: lifecycle.spend.resets_at(now),
+            request_count: spend.request_count,
+        }
+    }
+
+    /// The key as the store writes it, spend as of now: what an edit starts from.
+    pub fn record(&self) -> KeyRecord {
+        let spend = self.runtime.ledger.snapshot();
+        KeyRecord {
+            id: self.id.clone(),
+            hash: self.hash,
+            prefix: self.prefix.to_string(),
+            name: self.name.to_string(),
+            allowed_providers: self.policy.providers().to_vec(),
+            allowed_models: self.policy.models().to_vec(),
+            allowed_ips: self.policy.ips().to_vec(),
+            rate_limit_rpm: self.rate_limit_rpm,
+            spend_limit: self.spend_limit,
+            spend_reset: self.spend_reset,
+            expires_at: self.expires_at(),
+            created_at: self.created_at(),
+            updated_at: self.updated_at(),
+            revoked_at: self.revoked_at(),
+            last_used_at: spend.last_used_at,
+            spend_total: spend.total,
+            spend_period: spend.period,
+            period_resets_at: spend.period_resets_at,
+            request_count: spend.request_count,
+        }
+    }
+
+    fn lifecycle(&self, spend: &SpendState) -> Lifecycle {
+        Lifecycle {
+            revoked_at: self.revoked_at(),
+            expires_at: self.expires_at(),
+            spend: SpendSnapshot {
+                limit: self.spend_limit,
+                reset: self.spend_reset,
+                period: spend.period,
+                period_resets_at: spend.period_resets_at,
+                total: spend.total,
+            },
+        }
+    }
+
+    /// Where the key sorts in creation order.
+    fn order(&self) -> (Stamp, &str) {
+        (self.created_at, &self.id)
     }
 }
 
@@ -80,7 +202,7 @@ pub struct KeyCache {
     // Std RwLock: held only to clone an `Arc` or swap one in, never across `.await`.
     inner: RwLock<Index>,
     clock: Arc<dyn Clock>,
-    globs: GlobCache,
+    policies: PolicyCache,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -93,10 +215,10 @@ impl std::fmt::Debug for KeyCache {
 
 #[derive(Debug, Default)]
 struct Index {
-    by_id: HashMap<String, Arc<KeyEntry>>,
-    by_hash: HashMap<KeyHash, Arc<KeyEntry>>,
-    /// Creation order, for stable pagination.
-    order: BTreeSet<(Timestamp, String)>,
+    by_id: HashSet<ById>,
+    by_hash: HashSet<ByHash>,
+    /// Creation order (then id), for stable pagination.
+    order: Vec<Arc<KeyEntry>>,
 }
 
 impl KeyCache {
@@ -104,7 +226,7 @@ impl KeyCache {
         let cache = Self {
             inner: RwLock::default(),
             clock,
-            globs: GlobCache::default(),
+            policies: PolicyCache::default(),
         };
         for record in records {
             cache.upsert(record);
@@ -112,44 +234,69 @@ impl KeyCache {
         cache
     }
 
+    /// The table of every stored key. Rows go into the table as they are read, unordered,
+    /// and the table is sorted once at the end: holding every row first would double
+    /// start-up's peak memory, and sorting them in SQLite would hold them all too.
+    pub async fn load(store: &Store, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<KeyCache>> {
+        let cache = Arc::new(KeyCache::new([], clock));
+        let count = store.count_keys().await?;
+        cache.write().reserve(count);
+        let table = Arc::clone(&cache);
+        store.load_keys(move |record| table.push(record)).await?;
+        cache.write().sort();
+        Ok(cache)
+    }
+
     /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
     /// the change has committed.
-    pub fn upsert(&self, record: KeyRecord) -> Arc<KeyEntry> {
-        let policy = Policy::compile(&record, &self.globs);
+    pub fn upsert(&self, mut record: KeyRecord) -> Arc<KeyEntry> {
+        let policy = self.policy(&mut record);
         let mut index = self.write();
-        let runtime = match index.by_id.get(&record.id) {
-            Some(old) => Arc::clone(&old.runtime),
+        let runtime = match index.by_id.get(record.id.as_str()) {
+            Some(old) => Arc::clone(&old.0.runtime),
             None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
         };
-        let record = Arc::new(KeyEntry {
-            record,
-            policy,
-            runtime,
-        });
-        if let Some(old) = index.by_id.insert(record.id.clone(), Arc::clone(&record)) {
-            index.by_hash.remove(&old.hash);
-            index.order.remove(&(old.created_at, old.id.clone()));
-        }
-        index.by_hash.insert(record.hash, Arc::clone(&record));
-        index.order.insert((record.created_at, record.id.clone()));
-        record
+        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
+        index.put(Arc::clone(&entry));
+        entry
+    }
+
+    /// A stored key at start-up: ids are unique in the store, and the order is fixed by one
+    /// sort once all are in.
+    fn push(&self, mut record: KeyRecord) {
+        let policy = self.policy(&mut record);
+        let runtime = Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock)));
+        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
+        let mut index = self.write();
+        index.by_id.insert(ById(Arc::clone(&entry)));
+        index.by_hash.insert(ByHash(Arc::clone(&entry)));
+        index.order.push(entry);
+    }
+
+    /// The shared policy for the record's lists, which it takes.
+    fn policy(&self, record: &mut KeyRecord) -> Arc<Policy> {
+        self.policies.get(
+            std::mem::take(&mut record.allowed_providers),
+            std::mem::take(&mut record.allowed_models),
+            std::mem::take(&mut record.allowed_ips),
+        )
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
-        self.read().by_id.get(id).cloned()
+        self.read().by_id.get(id).map(|e| Arc::clone(&e.0))
     }
 
     pub fn by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
-        self.read().by_hash.get(hash).cloned()
+        self.read().by_hash.get(hash).map(|e| Arc::clone(&e.0))
     }
 
     /// Every key, for the usage writer's and metrics' sweeps.
     pub fn all(&self) -> Vec<Arc<KeyEntry>> {
-        self.read().by_id.values().cloned().collect()
+        self.read().order.clone()
     }
 
     pub fn len(&self) -> usize {
-        self.read().by_id.len()
+        self.read().order.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,29 +313,19 @@ impl KeyCache {
     ) -> Option<(Vec<Arc<KeyEntry>>, Option<String>)> {
         let index = self.read();
         let start = match after {
-            None => None,
-            Some(id) => Some((index.by_id.get(id)?.created_at, id.to_owned())),
-        };
-        let range = match &start {
-            None => index.order.range::<(Timestamp, String), _>(..),
-            Some(start) => index.order.range::<(Timestamp, String), _>((
-                std::ops::Bound::Excluded(start),
-                std::ops::Bound::Unbounded,
-            )),
+            None => 0,
+            Some(id) => index.position(&index.by_id.get(id)?.0) + 1,
         };
         let mut out = Vec::new();
-        for (_, id) in range {
-            let Some(record) = index.by_id.get(id) else {
-                continue;
-            };
-            if !keep(record) {
+        for entry in &index.order[start..] {
+            if !keep(entry) {
                 continue;
             }
             if out.len() == limit {
-                let cursor = out.last().map(|r: &Arc<KeyEntry>| r.id.clone());
+                let cursor = out.last().map(|e: &Arc<KeyEntry>| e.id.clone());
                 return Some((out, cursor));
             }
-            out.push(Arc::clone(record));
+            out.push(Arc::clone(entry));
         }
         Some((out, None))
     }
@@ -201,6 +338,98 @@ impl KeyCache {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+impl Index {
+    /// Room for `additional` more keys at once, rather than growing by doubling.
+    fn reserve(&mut self, additional: usize) {
+        self.by_id.reserve(additional);
+        self.by_hash.reserve(additional);
+        self.order.reserve_exact(additional);
+    }
+
+    fn sort(&mut self) {
+        self.order
+            .sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+    }
+
+    /// Adds `entry`, replacing the entry with its id if there is one.
+    fn put(&mut self, entry: Arc<KeyEntry>) {
+        let old = self
+            .by_id
+            .replace(ById(Arc::clone(&entry)))
+            .map(|old| old.0);
+        if let Some(old) = &old {
+            self.by_hash.remove(&old.hash);
+        }
+        self.by_hash.replace(ByHash(Arc::clone(&entry)));
+        if let Some(old) = old {
+            let at = self.position(&old);
+            if self.order.get(at).is_some_and(|e| Arc::ptr_eq(e, &old)) {
+                if old.created_at == entry.created_at {
+                    self.order[at] = entry;
+                    return;
+                }
+                self.order.remove(at);
+            }
+        }
+        let at = self.position(&entry);
+        self.order.insert(at, entry);
+    }
+
+    /// Where `entry` is, or would go, in creation order.
+    fn position(&self, entry: &KeyEntry) -> usize {
+        self.order.partition_point(|e| e.order() < entry.order())
+    }
+}
+
+/// An entry in the by-id index, looked up by `&str` without a copy of the id.
+#[derive(Debug)]
+struct ById(Arc<KeyEntry>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+// Hash and Eq as the borrowed `str`'s, as `Borrow` requires.
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+/// An entry in the by-hash index, looked up by `&KeyHash`.
+#[derive(Debug)]
+struct ByHash(Arc<KeyEntry>);
+
+impl Borrow<KeyHash> for ByHash {
+    fn borrow(&self) -> &KeyHash {
+        &self.0.hash
+    }
+}
+
+impl Hash for ByHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state);
+    }
+}
+
+impl PartialEq for ByHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for ByHash {}
 
 #[cfg(test)]
 mod tests {
@@ -257,6 +486,55 @@ mod tests {
         );
         let (filtered, _) = cache.page(None, 10, |r| r.id != "b").expect("page");
         assert_eq!(filtered.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn loads_stored_keys_in_creation_order_with_their_spend() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("gateway.db")).expect("store");
+        let mut spent = record("key_spent", 2);
+        spent.spend_total = Nanodollars(42);
+        spent.request_count = 3;
+        for record in [
+            record("key_c", 3),
+            spent,
+            record("key_b", 2),
+            record("key_a", 1),
+        ] {
+            let audit = crate::store::AuditRecord {
+                at: record.created_at,
+                actor: "test".into(),
+                action: "key.create",
+                key_id: Some(record.id.clone()),
+                details: serde_json::json!({}),
+            };
+            store.insert_key(record, audit).await.expect("insert");
+        }
+        let cache = KeyCache::load(&store, clock()).await.expect("load");
+        let (all, _) = cache.page(None, 10, |_| true).expect("page");
+        assert_eq!(
+            all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["key_a", "key_b", "key_spent", "key_c"]
+        );
+        let spent = cache.get("key_spent").expect("loaded").spend();
+        assert_eq!((spent.total, spent.request_count), (Nanodollars(42), 3));
+        assert!(cache.by_hash(&KeyHash::of("key_c")).is_some());
+    }
+
+    #[test]
+    fn keys_with_the_same_lists_share_a_policy() {
+        let mut a = record("a", 1);
+        a.allowed_models = vec!["gpt-*".into()];
+        let mut b = record("b", 2);
+        b.allowed_models = vec!["gpt-*".into()];
+        let cache = KeyCache::new([a.clone(), b], clock());
+        let (a_entry, b_entry) = (cache.get("a").expect("a"), cache.get("b").expect("b"));
+        assert!(Arc::ptr_eq(&a_entry.policy, &b_entry.policy));
+        assert_eq!(
+            a_entry.record(),
+            a,
+            "the entry gives back the record it was made of"
+        );
     }
 
     #[test]

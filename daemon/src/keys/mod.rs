@@ -5,6 +5,7 @@ pub mod cache;
 pub mod policy;
 pub mod record;
 pub mod service;
+pub mod stamp;
 
 pub use cache::{KeyCache, KeyEntry};
 pub use record::KeyRecord;

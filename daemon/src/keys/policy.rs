@@ -3,8 +3,13 @@
 //! Compiled once when a key is loaded or edited, so the proxy never parses a glob or a CIDR
 //! per request. Stored values were validated on the way in; if one still fails to compile
 //! (a hand-edited database), the policy fails closed: the rule matches nothing.
+//!
+//! Policies are interned: keys with the same three lists share one `Policy`, lists included.
+//! Fleets hand out many keys with the same scope, and a compiled glob set alone is kilobytes,
+//! so 100,000 keys with one scope hold one policy instead of 100,000.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -13,31 +18,28 @@ use gateway_shared::validate::parse_ip_rule;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 
-use super::record::KeyRecord;
-
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Policy {
-    /// Empty: every provider.
+    /// The lists as stored, for the management API's views and edits.
     providers: Vec<Provider>,
-    /// `None`: every model. Shared between keys with the same patterns (a compiled set is
-    /// kilobytes; 100k keys with one glob would otherwise hold 100k copies).
-    models: Option<Arc<GlobSet>>,
+    models: Vec<String>,
+    ips: Vec<String>,
+    /// `None`: every model.
+    model_set: Option<GlobSet>,
     /// `None`: any address.
     networks: Option<Vec<IpNet>>,
 }
 
 impl Policy {
-    pub fn compile(record: &KeyRecord, globs: &GlobCache) -> Policy {
+    /// Empty lists restrict nothing.
+    pub fn compile(providers: Vec<Provider>, models: Vec<String>, ips: Vec<String>) -> Policy {
         Policy {
-            providers: record.allowed_providers.clone(),
-            models: (!record.allowed_models.is_empty()).then(|| globs.get(&record.allowed_models)),
-            networks: (!record.allowed_ips.is_empty()).then(|| {
-                record
-                    .allowed_ips
-                    .iter()
-                    .filter_map(|rule| parse_ip_rule(rule))
-                    .collect()
-            }),
+            model_set: (!models.is_empty()).then(|| compile_globs(&models)),
+            networks: (!ips.is_empty())
+                .then(|| ips.iter().filter_map(|rule| parse_ip_rule(rule)).collect()),
+            providers,
+            models,
+            ips,
         }
     }
 
@@ -60,31 +62,84 @@ impl Policy {
 
     /// Whether the key restricts models at all.
     pub fn restricts_models(&self) -> bool {
-        self.models.is_some()
+        self.model_set.is_some()
     }
 
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|set| set.is_match(model))
+        self.model_set
+            .as_ref()
+            .is_none_or(|set| set.is_match(model))
+    }
+
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    pub fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    pub fn ips(&self) -> &[String] {
+        &self.ips
+    }
+
+    fn is(&self, providers: &[Provider], models: &[String], ips: &[String]) -> bool {
+        self.providers == providers && self.models == models && self.ips == ips
     }
 }
 
-/// Compiled model globs by pattern list, shared while any key uses them.
+/// The live policies by their lists, shared while any key uses them.
 #[derive(Debug, Default)]
-pub struct GlobCache {
+pub struct PolicyCache {
     // Std mutex: taken when a key is loaded or edited, never on the request path.
-    sets: Mutex<HashMap<Vec<String>, Weak<GlobSet>>>,
+    inner: Mutex<Interned>,
 }
 
-impl GlobCache {
-    pub fn get(&self, patterns: &[String]) -> Arc<GlobSet> {
-        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(set) = sets.get(patterns).and_then(Weak::upgrade) {
-            return set;
+#[derive(Debug, Default)]
+struct Interned {
+    hasher: RandomState,
+    /// By a hash of the three lists: the lists themselves live only in the policies.
+    policies: HashMap<u64, Vec<Weak<Policy>>>,
+    /// Buckets after the last sweep of dead policies; the next sweep waits for twice as
+    /// many, so sweeping stays linear in the number of edits.
+    swept_at: usize,
+}
+
+impl PolicyCache {
+    pub fn get(
+        &self,
+        providers: Vec<Provider>,
+        models: Vec<String>,
+        ips: Vec<String>,
+    ) -> Arc<Policy> {
+        let mut interned = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = interned.hasher.hash_one((&providers, &models, &ips));
+        let bucket = interned.policies.entry(hash).or_default();
+        if let Some(policy) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|policy| policy.is(&providers, &models, &ips))
+        {
+            return policy;
         }
-        let set = Arc::new(compile_globs(patterns));
-        sets.retain(|_, weak| weak.strong_count() > 0);
-        sets.insert(patterns.to_vec(), Arc::downgrade(&set));
-        set
+        let policy = Arc::new(Policy::compile(providers, models, ips));
+        bucket.retain(|weak| weak.strong_count() > 0);
+        bucket.push(Arc::downgrade(&policy));
+        interned.sweep();
+        policy
+    }
+}
+
+impl Interned {
+    fn sweep(&mut self) {
+        if self.policies.len() < self.swept_at.max(64) * 2 {
+            return;
+        }
+        self.policies.retain(|_, bucket| {
+            bucket.retain(|weak| weak.strong_count() > 0);
+            !bucket.is_empty()
+        });
+        self.swept_at = self.policies.len();
     }
 }
 
@@ -111,30 +166,12 @@ fn compile_globs(patterns: &[String]) -> GlobSet {
 mod tests {
     use super::*;
 
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
     fn policy(providers: &[Provider], models: &[&str], ips: &[&str]) -> Policy {
-        let at = jiff::Timestamp::UNIX_EPOCH;
-        let record = KeyRecord {
-            id: "key_1".into(),
-            hash: gateway_shared::KeyHash::of("x"),
-            prefix: "sk-proxy-abcd".into(),
-            name: "n".into(),
-            allowed_providers: providers.to_vec(),
-            allowed_models: models.iter().map(|s| s.to_string()).collect(),
-            allowed_ips: ips.iter().map(|s| s.to_string()).collect(),
-            rate_limit_rpm: None,
-            spend_limit: None,
-            spend_reset: None,
-            expires_at: None,
-            created_at: at,
-            updated_at: at,
-            revoked_at: None,
-            last_used_at: None,
-            spend_total: Default::default(),
-            spend_period: Default::default(),
-            period_resets_at: None,
-            request_count: 0,
-        };
-        Policy::compile(&record, &GlobCache::default())
+        Policy::compile(providers.to_vec(), strings(models), strings(ips))
     }
 
     #[test]
@@ -152,12 +189,34 @@ mod tests {
     }
 
     #[test]
-    fn keys_with_the_same_patterns_share_one_compiled_set() {
-        let cache = GlobCache::default();
-        let a = cache.get(&["gpt-4o*".to_owned()]);
-        let b = cache.get(&["gpt-4o*".to_owned()]);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &cache.get(&["claude-*".to_owned()])));
+    fn keys_with_the_same_lists_share_one_policy() {
+        let cache = PolicyCache::default();
+        let get = |models: &[&str]| cache.get(vec![Provider::Openai], strings(models), vec![]);
+        let a = get(&["gpt-4o*"]);
+        assert!(Arc::ptr_eq(&a, &get(&["gpt-4o*"])));
+        assert!(!Arc::ptr_eq(&a, &get(&["claude-*"])));
+        let other_provider = cache.get(vec![], strings(&["gpt-4o*"]), vec![]);
+        assert!(!Arc::ptr_eq(&a, &other_provider));
+        assert_eq!(a.models(), ["gpt-4o*"]);
+        let weak = Arc::downgrade(&a);
+        drop(a);
+        assert!(
+            weak.upgrade().is_none(),
+            "the cache does not keep a policy alive"
+        );
+    }
+
+    #[test]
+    fn dead_policies_are_swept_as_edits_go_on() {
+        let cache = PolicyCache::default();
+        for i in 0..10_000 {
+            drop(cache.get(vec![], strings(&[&format!("model-{i}")]), vec![]));
+        }
+        let buckets = cache.inner.lock().expect("lock").policies.len();
+        assert!(
+            buckets <= 256,
+            "{buckets} buckets for one live policy at a time"
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl KeyService {
                 format!("Key {id} is revoked and can no longer be edited."),
             ));
         }
-        let mut new = old.record.clone();
+        let old_record = old.record();
+        let mut new = old_record.clone();
         if let Some(name) = update.name {
             new.name = name;
         }
@@ -137,7 +138,7 @@ impl KeyService {
             );
         }
 
-        let changes = diff(&old, &new);
+        let changes = diff(&old_record, &new);
         if changes.is_empty() {
             return Ok(old.view(now));
         }
@@ -166,7 +167,7 @@ impl KeyService {
         if old.is_revoked_at(now) {
             return Ok(old.view(now));
         }
-        let mut new = old.record.clone();
+        let mut new = old.record();
         new.revoked_at = Some(now);
         new.updated_at = now;
         let audit = audit(
@@ -210,7 +211,7 @@ impl KeyService {
             i64::try_from(request.grace_period_seconds).unwrap_or(i64::MAX),
         );
         let retire_at = now.checked_add(grace).unwrap_or(jiff::Timestamp::MAX);
-        let mut previous = old.record.clone();
+        let mut previous = old.record();
         // An earlier rotation's grace may already end sooner: keep the sooner instant.
         previous.revoked_at = Some(
             previous

@@ -2,20 +2,44 @@
 //!
 //! Hand-written rather than `governor`: GCRA admits a burst of N *and* refills one slot every
 //! 60/N s, so a client that hammers gets up to 2N−1 in a rolling minute (measured in
-//! `research/reliability.md` §0.1), which breaks SPEC §4. A sliding log keeps the instants of
-//! the last N admissions: a request is admitted when fewer than N fall in the last 60 s.
-//! Rejected requests are not recorded, so hammering does not push the next slot further out.
-//! Memory is at most N instants per key.
+//! `research/reliability.md` §0.1), which breaks SPEC §4. A sliding log keeps the admissions
+//! of the last 60 s: a request is admitted when fewer than N fall in them. Rejected requests
+//! are not recorded, so hammering does not push the next slot further out.
+//!
+//! The log is kept as runs of admissions per millisecond, because a list of instants costs
+//! 16 B per admission: a key allowed a million requests a minute held megabytes. An
+//! admission's instant is rounded *up* to its millisecond, so it leaves the window no earlier
+//! than it really would: the limit is never exceeded, and a slot frees at most 1 ms late.
+//! Memory is then bounded by the window's 60,000 milliseconds (8 B each, about 480 KB)
+//! whatever N, and is usually a few runs; a key with nothing in its window holds no log at
+//! all, which matters with 100,000 mostly idle keys.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// The admissions of one key inside the current window, oldest first, as monotonic offsets.
+/// The admissions of one key inside the current window.
 #[derive(Debug, Default)]
 pub struct RateWindow {
-    admitted: VecDeque<Duration>,
+    /// `None` while the window is empty.
+    log: Option<Box<Log>>,
+}
+
+#[derive(Debug)]
+struct Log {
+    /// The monotonic millisecond that run offsets count from: at most the oldest run's.
+    base_ms: u64,
+    /// The sum of the runs' counts: admissions in the window.
+    total: u32,
+    /// Oldest first, one per millisecond, offsets strictly increasing.
+    runs: VecDeque<Run>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    offset_ms: u32,
+    count: u32,
 }
 
 /// What the limiter says about one request; enough for the `x-ratelimit-*` headers.
@@ -36,9 +60,12 @@ impl RateWindow {
     /// before it.
     pub fn admit(&mut self, now: Duration, limit: u32) -> RateDecision {
         self.expire(now);
-        let admitted = self.admitted.len() < limit as usize;
+        let admitted = self.used() < limit;
         if admitted {
-            self.admitted.push_back(now);
+            let ms = ceil_ms(now);
+            self.log
+                .get_or_insert_with(|| Box::new(Log::new(ms)))
+                .record(ms);
         }
         self.decision(now, limit, admitted)
     }
@@ -46,37 +73,48 @@ impl RateWindow {
     /// Takes back the admission made at `at`: the request was refused by a later check, and
     /// refused requests do not count (SPEC §4).
     pub fn revert(&mut self, at: Duration) {
-        if let Some(i) = self.admitted.iter().rposition(|&t| t == at) {
-            self.admitted.remove(i);
+        if let Some(log) = &mut self.log {
+            log.remove(ceil_ms(at));
+            if log.total == 0 {
+                self.log = None;
+            }
         }
     }
 
     /// The current headroom without admitting anything (for self-service).
     pub fn peek(&mut self, now: Duration, limit: u32) -> RateDecision {
         self.expire(now);
-        let admitted = self.admitted.len() < limit as usize;
+        let admitted = self.used() < limit;
         self.decision(now, limit, admitted)
     }
 
+    fn used(&self) -> u32 {
+        self.log.as_ref().map_or(0, |log| log.total)
+    }
+
     fn expire(&mut self, now: Duration) {
-        // An admission at t counts in (t - 60 s, t]; at exactly t + 60 s it has left.
-        while self.admitted.front().is_some_and(|&at| at + WINDOW <= now) {
-            self.admitted.pop_front();
+        if let Some(log) = &mut self.log {
+            log.expire(now);
+            if log.total == 0 {
+                self.log = None;
+            }
         }
     }
 
     fn decision(&self, now: Duration, limit: u32, admitted: bool) -> RateDecision {
-        let used = u32::try_from(self.admitted.len()).unwrap_or(u32::MAX);
+        let used = self.used();
         // A lowered limit can leave more admissions in the window than it allows: the slot
         // frees when enough of them have left, i.e. the (used - limit + 1)-th oldest.
-        let freeing = (used + 1).saturating_sub(limit.max(1)) as usize;
-        let reset_after = match freeing.checked_sub(1).and_then(|i| self.admitted.get(i)) {
-            Some(&at) if !admitted => (at + WINDOW).saturating_sub(now),
-            _ => self
-                .admitted
-                .front()
-                .map_or(Duration::ZERO, |&at| (at + WINDOW).saturating_sub(now)),
+        let freeing = if admitted {
+            1
+        } else {
+            used.saturating_add(1).saturating_sub(limit.max(1)).max(1)
         };
+        let reset_after = self
+            .log
+            .as_ref()
+            .and_then(|log| log.nth_oldest(freeing))
+            .map_or(Duration::ZERO, |at| (at + WINDOW).saturating_sub(now));
         RateDecision {
             admitted,
             limit,
@@ -85,6 +123,127 @@ impl RateWindow {
             at: now,
         }
     }
+}
+
+impl Log {
+    fn new(base_ms: u64) -> Log {
+        Log {
+            base_ms,
+            total: 0,
+            runs: VecDeque::new(),
+        }
+    }
+
+    fn record(&mut self, ms: u64) {
+        let offset = self.offset(ms);
+        match self.runs.back_mut() {
+            Some(last) if last.offset_ms == offset => last.count += 1,
+            Some(last) if last.offset_ms > offset => self.insert_earlier(offset),
+            _ => self.runs.push_back(Run {
+                offset_ms: offset,
+                count: 1,
+            }),
+        }
+        self.total += 1;
+    }
+
+    /// An admission older than the newest run: only a clock that stepped back does this.
+    fn insert_earlier(&mut self, offset_ms: u32) {
+        let i = self.runs.partition_point(|run| run.offset_ms < offset_ms);
+        match self.runs.get_mut(i) {
+            Some(run) if run.offset_ms == offset_ms => run.count += 1,
+            _ => self.runs.insert(
+                i,
+                Run {
+                    offset_ms,
+                    count: 1,
+                },
+            ),
+        }
+    }
+
+    fn remove(&mut self, ms: u64) {
+        let Some(offset_ms) = ms
+            .checked_sub(self.base_ms)
+            .and_then(|o| u32::try_from(o).ok())
+        else {
+            return;
+        };
+        let Ok(i) = self
+            .runs
+            .binary_search_by_key(&offset_ms, |run| run.offset_ms)
+        else {
+            return;
+        };
+        self.total -= 1;
+        if self.runs[i].count == 1 {
+            self.runs.remove(i);
+        } else {
+            self.runs[i].count -= 1;
+        }
+    }
+
+    fn expire(&mut self, now: Duration) {
+        // An admission at t counts in (t - 60 s, t]; at exactly t + 60 s it has left.
+        while let Some(run) = self.runs.front() {
+            if self.instant(run) + WINDOW > now {
+                break;
+            }
+            self.total -= run.count;
+            self.runs.pop_front();
+        }
+    }
+
+    /// The instant of the `n`-th oldest admission (from 1).
+    fn nth_oldest(&self, n: u32) -> Option<Duration> {
+        let mut seen = 0u32;
+        self.runs.iter().find_map(|run| {
+            seen += run.count;
+            (seen >= n).then(|| self.instant(run))
+        })
+    }
+
+    fn instant(&self, run: &Run) -> Duration {
+        Duration::from_millis(self.ms(run))
+    }
+
+    /// `ms` as an offset from the base, moving the base when `ms` is too far after it (a
+    /// window that never emptied for 49 days) or before it (a clock that stepped back).
+    fn offset(&mut self, ms: u64) -> u32 {
+        if ms < self.base_ms {
+            self.rebase(ms);
+        } else if ms - self.base_ms > u64::from(u32::MAX) {
+            let oldest = self.runs.front().map_or(ms, |run| self.ms(run));
+            self.rebase(oldest);
+        }
+        // Saturates only if the clock stepped back by more than 49 days; the admission then
+        // counts later than it happened, which is never too lenient.
+        u32::try_from(ms.saturating_sub(self.base_ms)).unwrap_or(u32::MAX)
+    }
+
+    /// Moves the base to `base_ms`, or as near to it as keeps every run's offset exact.
+    fn rebase(&mut self, base_ms: u64) {
+        let newest = self.runs.back().map_or(base_ms, |run| self.ms(run));
+        let oldest = self.runs.front().map_or(base_ms, |run| self.ms(run));
+        let base_ms = base_ms
+            .max(newest.saturating_sub(u64::from(u32::MAX)))
+            .min(oldest);
+        let old = self.base_ms;
+        for run in &mut self.runs {
+            let ms = old + u64::from(run.offset_ms);
+            run.offset_ms = u32::try_from(ms - base_ms).unwrap_or(u32::MAX);
+        }
+        self.base_ms = base_ms;
+    }
+
+    fn ms(&self, run: &Run) -> u64 {
+        self.base_ms + u64::from(run.offset_ms)
+    }
+}
+
+/// `at` rounded up to a whole millisecond.
+fn ceil_ms(at: Duration) -> u64 {
+    u64::try_from(at.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Whole seconds for `Retry-After`, rounded up so that waiting them always suffices.
@@ -190,6 +349,77 @@ mod tests {
         assert_eq!(retry_after_secs(at(0)), 1);
     }
 
+    #[test]
+    fn a_sub_millisecond_admission_leaves_at_its_next_millisecond() {
+        let mut window = RateWindow::default();
+        let t = Duration::from_micros(400);
+        assert!(window.admit(t, 1).admitted);
+        let refused = window.admit(t + WINDOW, 1);
+        assert!(!refused.admitted, "never early: the slot frees at 60.001 s");
+        assert_eq!(refused.reset_after, Duration::from_micros(600));
+        assert!(window.admit(at(60_001), 1).admitted);
+    }
+
+    #[test]
+    fn a_sub_millisecond_admission_reverts() {
+        let mut window = RateWindow::default();
+        let first = window.admit(Duration::from_micros(100), 2);
+        let second = window.admit(Duration::from_micros(700), 2);
+        assert!(first.admitted && second.admitted);
+        window.revert(second.at);
+        assert_eq!(window.peek(Duration::from_micros(800), 2).remaining, 1);
+        window.revert(first.at);
+        assert!(window.log.is_none(), "an empty window holds nothing");
+    }
+
+    #[test]
+    fn admissions_in_one_millisecond_share_a_run() {
+        let mut window = RateWindow::default();
+        for i in 0..10_000u64 {
+            let now = Duration::from_millis(i / 100) + Duration::from_nanos(1 + i % 100);
+            assert!(window.admit(now, 1_000_000).admitted);
+        }
+        let log = window.log.as_ref().expect("log");
+        assert_eq!((log.total, log.runs.len()), (10_000, 100));
+        assert!(window.peek(at(60_100), 1_000_000).remaining == 1_000_000);
+        assert!(
+            window.log.is_none(),
+            "the window emptied and let its log go"
+        );
+    }
+
+    #[test]
+    fn a_window_that_never_empties_outlives_the_offset_range() {
+        let mut window = RateWindow::default();
+        let mut now = 0u64;
+        // One admission every 30 s for 60 days: offsets from the first would overflow u32 ms.
+        while now < 60 * 86_400_000 {
+            let decision = window.admit(at(now), 2);
+            assert!(decision.admitted, "at {now} ms");
+            if now > 0 {
+                assert_eq!(decision.remaining, 0, "two in the window at {now} ms");
+            }
+            now += 30_000;
+        }
+        assert!(!window.admit(at(now - 29_999), 2).admitted);
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_counts_the_admission_when_it_happened() {
+        let mut window = RateWindow::default();
+        assert!(window.admit(at(10_000), 2).admitted);
+        let early = window.admit(at(5_000), 2);
+        assert!(early.admitted);
+        assert!(!window.admit(at(64_999), 2).admitted);
+        window.revert(early.at);
+        assert!(
+            window.admit(at(64_999), 2).admitted,
+            "the reverted slot is free"
+        );
+        assert!(!window.admit(at(69_999), 2).admitted);
+        assert!(window.admit(at(70_000), 2).admitted);
+    }
+
     proptest! {
         /// SPEC §4 for N in {1, 10, 60}: a client polling at random intervals for 3 minutes
         /// never gets more than N admissions in any 60 s window.
@@ -210,6 +440,37 @@ mod tests {
             for (i, &start) in admitted.iter().enumerate() {
                 let in_window = admitted[i..].iter().take_while(|&&t| t < start + 60_000).count();
                 prop_assert!(in_window <= limit as usize, "{in_window} admitted in the window from {start}");
+            }
+        }
+
+        /// The same with sub-millisecond instants and some admissions reverted (refused by a
+        /// later check): the admissions that stand never exceed N in any 60 s window.
+        #[test]
+        fn never_more_than_n_with_nanosecond_instants_and_reverts(
+            limit in prop::sample::select(vec![1u32, 3, 10]),
+            steps in prop::collection::vec(
+                (prop_oneof![1u64..2_000_000, 1_000_000u64..3_000_000_000], prop::bool::weighted(0.2)),
+                50..400,
+            ),
+        ) {
+            let mut window = RateWindow::default();
+            let mut now = Duration::ZERO;
+            let mut standing: Vec<Duration> = Vec::new();
+            for (gap_ns, revert) in steps {
+                now += Duration::from_nanos(gap_ns);
+                let decision = window.admit(now, limit);
+                if !decision.admitted {
+                    continue;
+                }
+                if revert {
+                    window.revert(decision.at);
+                } else {
+                    standing.push(now);
+                }
+            }
+            for (i, &start) in standing.iter().enumerate() {
+                let in_window = standing[i..].iter().take_while(|&&t| t < start + WINDOW).count();
+                prop_assert!(in_window <= limit as usize, "{in_window} admitted in the window from {start:?}");
             }
         }
     }

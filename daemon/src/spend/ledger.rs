@@ -16,6 +16,7 @@ use gateway_shared::{Nanodollars, SpendReset};
 use jiff::Timestamp;
 
 use crate::clock::Clock;
+use crate::keys::stamp::Stamp;
 
 use super::price::{Price, Tokens};
 
@@ -109,8 +110,52 @@ impl Ask {
 /// The state the ledger guards, with the clock settlements read.
 pub struct Ledger {
     // Std mutex: every critical section is a few arithmetic operations, never an `.await`.
-    state: Mutex<SpendState>,
+    state: Mutex<Stored>,
     clock: Arc<dyn Clock>,
+}
+
+/// `SpendState` as a ledger keeps it: the same values, its instants as 12-byte `Stamp`s,
+/// because every key has a ledger and there may be 100,000 keys.
+#[derive(Clone, Copy)]
+struct Stored {
+    total: Nanodollars,
+    period: Nanodollars,
+    reserved: Nanodollars,
+    request_count: u64,
+    open_reservations: u32,
+    period_kind: Option<SpendReset>,
+    period_resets_at: Stamp,
+    last_used_at: Stamp,
+}
+
+impl From<SpendState> for Stored {
+    fn from(state: SpendState) -> Stored {
+        Stored {
+            total: state.total,
+            period: state.period,
+            reserved: state.reserved,
+            request_count: state.request_count,
+            open_reservations: state.open_reservations,
+            period_kind: state.period_kind,
+            period_resets_at: Stamp::new(state.period_resets_at),
+            last_used_at: Stamp::new(state.last_used_at),
+        }
+    }
+}
+
+impl From<Stored> for SpendState {
+    fn from(stored: Stored) -> SpendState {
+        SpendState {
+            total: stored.total,
+            period: stored.period,
+            period_resets_at: stored.period_resets_at.get(),
+            period_kind: stored.period_kind,
+            reserved: stored.reserved,
+            open_reservations: stored.open_reservations,
+            request_count: stored.request_count,
+            last_used_at: stored.last_used_at.get(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -124,20 +169,22 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     pub fn new(initial: SpendState, clock: Arc<dyn Clock>) -> Self {
         Self {
-            state: Mutex::new(initial),
+            state: Mutex::new(initial.into()),
             clock,
         }
     }
 
     pub fn snapshot(&self) -> SpendState {
-        *self.lock()
+        SpendState::from(*self.lock())
     }
 
     /// The state as of now under `reset` (rolled, not persisted).
     pub fn view(&self, reset: Option<SpendReset>) -> SpendState {
-        let mut state = self.lock();
-        state.roll(reset, self.clock.now());
-        *state
+        let now = self.clock.now();
+        self.update(|state| {
+            state.roll(reset, now);
+            *state
+        })
     }
 
     /// Reserves the worst case of `ask` against `limit`, or a clamped output limit when
@@ -150,45 +197,13 @@ impl Ledger {
         ask: &Ask,
     ) -> Result<Reservation, SpendRefusal> {
         let now = self.clock.now();
-        let input_cost = ask.input_cost();
-        let worst = input_cost.saturating_add(ask.output_cost(ask.output_tokens));
-        let mut state = self.lock();
-        state.roll(reset, now);
-        let (amount, clamped_output) = match limit {
-            None => (worst, None),
-            Some(limit) => {
-                let resets_at = state.period_resets_at;
-                if state.period >= limit {
-                    return Err(SpendRefusal::Exhausted { resets_at });
-                }
-                let headroom = limit
-                    .saturating_sub(state.period)
-                    .saturating_sub(state.reserved);
-                if worst <= headroom {
-                    (worst, None)
-                } else {
-                    let min_cost =
-                        input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
-                    if !ask.clamp || min_cost > headroom {
-                        return Err(SpendRefusal::WouldExceed {
-                            resets_at,
-                            headroom,
-                        });
-                    }
-                    let affordable = ask
-                        .price
-                        .output_tokens_for(headroom.saturating_sub(input_cost));
-                    let tokens = affordable.min(ask.output_tokens);
-                    (
-                        input_cost.saturating_add(ask.output_cost(tokens)),
-                        Some(tokens),
-                    )
-                }
-            }
-        };
-        state.reserved = state.reserved.saturating_add(amount);
-        state.open_reservations += 1;
-        drop(state);
+        let (amount, clamped_output) = self.update(|state| {
+            state.roll(reset, now);
+            let (amount, clamped_output) = admit(state, limit, ask)?;
+            state.reserved = state.reserved.saturating_add(amount);
+            state.open_reservations += 1;
+            Ok((amount, clamped_output))
+        })?;
         Ok(Reservation {
             ledger: Arc::clone(self),
             amount,
@@ -200,21 +215,70 @@ impl Ledger {
 
     fn settle(&self, amount: Nanodollars, actual: Nanodollars) -> SpendState {
         let now = self.clock.now();
-        let mut state = self.lock();
-        state.reserved = state.reserved.saturating_sub(amount);
-        state.open_reservations = state.open_reservations.saturating_sub(1);
-        let kind = state.period_kind;
-        state.roll(kind, now);
-        state.total = state.total.saturating_add(actual);
-        state.period = state.period.saturating_add(actual);
-        state.request_count += 1;
-        state.last_used_at = Some(now);
-        *state
+        self.update(|state| {
+            state.reserved = state.reserved.saturating_sub(amount);
+            state.open_reservations = state.open_reservations.saturating_sub(1);
+            let kind = state.period_kind;
+            state.roll(kind, now);
+            state.total = state.total.saturating_add(actual);
+            state.period = state.period.saturating_add(actual);
+            state.request_count += 1;
+            state.last_used_at = Some(now);
+            *state
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SpendState> {
+    /// Runs `change` on the state under the lock and keeps what it leaves.
+    fn update<T>(&self, change: impl FnOnce(&mut SpendState) -> T) -> T {
+        let mut stored = self.lock();
+        let mut state = SpendState::from(*stored);
+        let out = change(&mut state);
+        *stored = state.into();
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The amount to reserve for `ask` on a state rolled to now, and the lowered output limit
+/// when it had to be clamped to fit.
+fn admit(
+    state: &SpendState,
+    limit: Option<Nanodollars>,
+    ask: &Ask,
+) -> Result<(Nanodollars, Option<u64>), SpendRefusal> {
+    let input_cost = ask.input_cost();
+    let worst = input_cost.saturating_add(ask.output_cost(ask.output_tokens));
+    let Some(limit) = limit else {
+        return Ok((worst, None));
+    };
+    let resets_at = state.period_resets_at;
+    if state.period >= limit {
+        return Err(SpendRefusal::Exhausted { resets_at });
+    }
+    let headroom = limit
+        .saturating_sub(state.period)
+        .saturating_sub(state.reserved);
+    if worst <= headroom {
+        return Ok((worst, None));
+    }
+    let min_cost = input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
+    if !ask.clamp || min_cost > headroom {
+        return Err(SpendRefusal::WouldExceed {
+            resets_at,
+            headroom,
+        });
+    }
+    let affordable = ask
+        .price
+        .output_tokens_for(headroom.saturating_sub(input_cost));
+    let tokens = affordable.min(ask.output_tokens);
+    Ok((
+        input_cost.saturating_add(ask.output_cost(tokens)),
+        Some(tokens),
+    ))
 }
 
 /// Headroom held for one request in flight. Settle it with the actual cost; if it is dropped

@@ -12,16 +12,20 @@ const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models
     rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, updated_at, \
     revoked_at, last_used_at, spend_total_nanos, spend_period_nanos, period_resets_at, request_count";
 
-pub fn load_all(conn: &Connection) -> anyhow::Result<Vec<KeyRecord>> {
-    let mut statement = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM keys ORDER BY created_at, id"
-    ))?;
-    let rows = statement.query_map([], |row| Ok(from_row(row)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row??);
+pub fn count(conn: &Connection) -> anyhow::Result<usize> {
+    let count: i64 = conn.query_row("SELECT count(*) FROM keys", [], |row| row.get(0))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// Hands every key to `each` as its row is read. Unordered: `ORDER BY` would make SQLite
+/// sort (and so hold) every row before returning the first.
+pub fn load_all(conn: &Connection, mut each: impl FnMut(KeyRecord)) -> anyhow::Result<()> {
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM keys"))?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        each(from_row(row)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
