@@ -77,25 +77,28 @@ impl UsageObserver {
     pub fn observe(&mut self, chunk: Bytes) -> Bytes {
         match self.format {
             Format::Sse => {
-                let mut blocks = Vec::new();
-                self.sse.feed(&chunk, &mut blocks);
+                let (provider, observed) = (self.provider, &mut self.observed);
                 if !self.strip_usage_chunk {
-                    for block in blocks {
-                        if let Some(event) = block.event {
-                            self.observe_event(&event);
+                    self.sse.feed(&chunk, &mut |event, _| {
+                        if let Some(event) = event {
+                            observe_event(provider, observed, event);
                         }
-                    }
+                    });
                     return chunk;
                 }
+                let held_before = self.sse.has_pending_raw();
                 let mut out = Vec::with_capacity(chunk.len());
-                for block in blocks {
-                    let is_usage_chunk = block
-                        .event
-                        .as_ref()
-                        .is_some_and(|event| self.observe_event(event));
-                    if !is_usage_chunk {
-                        out.extend_from_slice(&block.raw);
+                let mut dropped = false;
+                self.sse.feed(&chunk, &mut |event, raw| {
+                    if event.is_some_and(|event| observe_event(provider, observed, event)) {
+                        dropped = true;
+                    } else {
+                        out.extend_from_slice(raw);
                     }
+                });
+                if !held_before && !dropped && !self.sse.has_pending_raw() {
+                    // Whole blocks, all kept: the chunk itself, not a copy.
+                    return chunk;
                 }
                 Bytes::from(out)
             }
@@ -143,41 +146,39 @@ impl UsageObserver {
             Bytes::new()
         }
     }
+}
 
-    /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
-    /// are counted, which is what an estimate needs); returns whether the event is OpenAI's
-    /// usage-only chunk.
-    fn observe_event(&mut self, event: &sse::Event) -> bool {
-        let data = event.data.as_str();
-        if data.is_empty() || data == "[DONE]" {
-            return false;
-        }
-        let relevant = match self.provider {
-            Provider::Openai => {
-                data.contains("\"usage\"") || data.contains("\"response.completed\"")
-            }
-            Provider::Anthropic => {
-                matches!(event.name.as_str(), "message_start" | "message_delta")
-                    || data.contains("\"message_start\"")
-                    || data.contains("\"message_delta\"")
-            }
-            Provider::Gemini => data.contains("\"usageMetadata\""),
-        };
-        if !relevant {
-            self.observed.content_events += 1;
-            return false;
-        }
-        let Ok(document) = serde_json::from_str::<Value>(data) else {
-            return false;
-        };
-        extract::apply(self.provider, &document, &mut self.observed);
-        self.provider == Provider::Openai
-            && document
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty)
-            && document.get("usage").is_some_and(Value::is_object)
+/// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
+/// are counted, which is what an estimate needs); returns whether the event is OpenAI's
+/// usage-only chunk.
+fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event<'_>) -> bool {
+    let data = event.data.as_ref();
+    if data.is_empty() || data == "[DONE]" {
+        return false;
     }
+    let relevant = match provider {
+        Provider::Openai => data.contains("\"usage\"") || data.contains("\"response.completed\""),
+        Provider::Anthropic => {
+            matches!(event.name.as_ref(), "message_start" | "message_delta")
+                || data.contains("\"message_start\"")
+                || data.contains("\"message_delta\"")
+        }
+        Provider::Gemini => data.contains("\"usageMetadata\""),
+    };
+    if !relevant {
+        observed.content_events += 1;
+        return false;
+    }
+    let Ok(document) = serde_json::from_str::<Value>(data) else {
+        return false;
+    };
+    extract::apply(provider, &document, observed);
+    provider == Provider::Openai
+        && document
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        && document.get("usage").is_some_and(Value::is_object)
 }
 
 /// The parts of a response document that carry usage, without building the rest of it (a

@@ -7,31 +7,29 @@
 //! CRLF (remembered across chunks), and lines may end in CRLF, LF or a bare CR (per the
 //! WHATWG spec; bare-CR and split-CRLF handling are where other parsers have failed).
 
-/// One block of the stream: the bytes up to and including a blank line, and the event they
-/// dispatch (none for comment-only or empty blocks).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Block {
-    pub event: Option<Event>,
-    /// The block's raw bytes; empty unless the parser keeps raw bytes.
-    pub raw: Vec<u8>,
-}
+use std::borrow::Cow;
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Event {
+/// One event: borrowed from the parser, valid for the duration of the callback.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event<'a> {
     /// The `event:` field, empty when absent.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// The `data:` lines joined with `\n`.
-    pub data: String,
+    pub data: Cow<'a, str>,
 }
 
-fn into_string(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
-}
+/// Called for each block of the stream (the bytes up to and including a blank line): the
+/// event it dispatches (none for comment-only or empty blocks) and its raw bytes (empty
+/// unless the parser keeps raw bytes).
+pub type OnBlock<'f> = dyn FnMut(Option<&Event<'_>>, &[u8]) + 'f;
 
+/// The parser's buffers keep their capacity from event to event: after the first few events
+/// of a stream, parsing allocates nothing. Lines are found with `memchr`, and a line that
+/// lies whole inside a chunk is read in place.
 #[derive(Debug, Default)]
 pub struct SseParser {
     keep_raw: bool,
+    /// The start of a line whose end has not arrived yet.
     line: Vec<u8>,
     after_cr: bool,
     data: Vec<u8>,
@@ -41,7 +39,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
-    /// `keep_raw`: also return each block's bytes (to re-emit or drop them).
+    /// `keep_raw`: also hand out each block's bytes (to re-emit or drop them).
     pub fn new(keep_raw: bool) -> Self {
         Self {
             keep_raw,
@@ -49,25 +47,34 @@ impl SseParser {
         }
     }
 
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Block>) {
-        for &byte in bytes {
+    pub fn feed(&mut self, mut bytes: &[u8], on_block: &mut OnBlock<'_>) {
+        while !bytes.is_empty() {
             if self.after_cr {
                 self.after_cr = false;
-                if byte == b'\n' {
+                if bytes[0] == b'\n' {
                     // The LF of a CRLF whose CR ended the line already.
-                    self.push_raw(byte);
+                    self.push_raw(&bytes[..1]);
+                    bytes = &bytes[1..];
                     continue;
                 }
             }
-            self.push_raw(byte);
-            match byte {
-                b'\r' => {
-                    self.after_cr = true;
-                    self.end_line(out);
-                }
-                b'\n' => self.end_line(out),
-                _ => self.line.push(byte),
+            let Some(end) = memchr::memchr2(b'\r', b'\n', bytes) else {
+                self.push_raw(bytes);
+                self.line.extend_from_slice(bytes);
+                return;
+            };
+            self.push_raw(&bytes[..=end]);
+            self.after_cr = bytes[end] == b'\r';
+            if self.line.is_empty() {
+                self.end_line(&bytes[..end], on_block);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&bytes[..end]);
+                self.end_line(&line, on_block);
+                line.clear();
+                self.line = line;
             }
+            bytes = &bytes[end + 1..];
         }
     }
 
@@ -76,57 +83,57 @@ impl SseParser {
         std::mem::take(&mut self.raw)
     }
 
-    fn push_raw(&mut self, byte: u8) {
+    /// Whether bytes of an unfinished block are held back.
+    pub fn has_pending_raw(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
+    fn push_raw(&mut self, bytes: &[u8]) {
         if self.keep_raw {
-            self.raw.push(byte);
+            self.raw.extend_from_slice(bytes);
         }
     }
 
-    fn end_line(&mut self, out: &mut Vec<Block>) {
-        if self.line.is_empty() {
-            let event = self.has_data.then(|| {
-                if self.data.last() == Some(&b'\n') {
-                    self.data.pop();
-                }
-                // Moved, not copied, when the bytes are valid UTF-8 (they always are in practice).
-                Event {
-                    name: into_string(std::mem::take(&mut self.name)),
-                    data: into_string(std::mem::take(&mut self.data)),
-                }
-            });
+    fn end_line(&mut self, line: &[u8], on_block: &mut OnBlock<'_>) {
+        if line.is_empty() {
+            if self.has_data {
+                let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
+                let event = Event {
+                    name: String::from_utf8_lossy(&self.name),
+                    data: String::from_utf8_lossy(data),
+                };
+                on_block(Some(&event), &self.raw);
+            } else {
+                on_block(None, &self.raw);
+            }
             self.data.clear();
             self.name.clear();
+            self.raw.clear();
             self.has_data = false;
-            out.push(Block {
-                event,
-                raw: std::mem::take(&mut self.raw),
-            });
             return;
         }
-        let line = std::mem::take(&mut self.line);
-        if line[0] != b':' {
-            let (field, value) = match line.iter().position(|&b| b == b':') {
-                Some(i) => {
-                    let value = &line[i + 1..];
-                    (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-                }
-                None => (&line[..], &[][..]),
-            };
-            match field {
-                b"data" => {
-                    self.data.extend_from_slice(value);
-                    self.data.push(b'\n');
-                    self.has_data = true;
-                }
-                b"event" => {
-                    self.name.clear();
-                    self.name.extend_from_slice(value);
-                }
-                _ => {}
-            }
+        if line[0] == b':' {
+            return;
         }
-        self.line = line;
-        self.line.clear();
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
+        };
+        match field {
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
+                self.has_data = true;
+            }
+            b"event" => {
+                self.name.clear();
+                self.name.extend_from_slice(value);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -137,15 +144,16 @@ mod tests {
 
     fn events(chunks: &[&[u8]]) -> Vec<(String, String)> {
         let mut parser = SseParser::new(false);
-        let mut blocks = Vec::new();
+        let mut events = Vec::new();
         for chunk in chunks {
-            parser.feed(chunk, &mut blocks);
+            parser.feed(chunk, &mut |event, raw| {
+                assert!(raw.is_empty(), "raw bytes only when asked for");
+                if let Some(event) = event {
+                    events.push((event.name.to_string(), event.data.to_string()));
+                }
+            });
         }
-        blocks
-            .into_iter()
-            .filter_map(|b| b.event)
-            .map(|e| (e.name, e.data))
-            .collect()
+        events
     }
 
     #[test]
@@ -194,12 +202,21 @@ mod tests {
     fn raw_blocks_reassemble_the_stream() {
         let stream = b": hi\r\n\r\nevent: x\r\ndata: 1\r\n\r\ndata: 2\n\ntail";
         let mut parser = SseParser::new(true);
-        let mut blocks = Vec::new();
-        parser.feed(stream, &mut blocks);
-        let mut joined: Vec<u8> = blocks.iter().flat_map(|b| b.raw.clone()).collect();
-        joined.extend(parser.take_pending_raw());
-        assert_eq!(joined, stream.to_vec());
-        assert_eq!(blocks.len(), 3);
+        // Fed in every split: blocks re-join to the stream whatever the chunking.
+        for split in 0..=stream.len() {
+            let mut joined = Vec::new();
+            let mut blocks = 0;
+            for chunk in [&stream[..split], &stream[split..]] {
+                parser.feed(chunk, &mut |_, raw| {
+                    joined.extend_from_slice(raw);
+                    blocks += 1;
+                });
+            }
+            joined.extend(parser.take_pending_raw());
+            assert_eq!(joined, stream.to_vec());
+            assert_eq!(blocks, 3);
+            parser = SseParser::new(true);
+        }
     }
 
     proptest! {
