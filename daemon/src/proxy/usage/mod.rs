@@ -9,7 +9,6 @@ mod sse;
 use bytes::Bytes;
 use gateway_shared::Provider;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 pub use extract::Observed;
@@ -136,7 +135,7 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            if let Some((document, _)) = slim(&whole) {
+            if let Some(document) = slim(&whole) {
                 extract::apply(self.provider, &document, &mut self.observed);
             }
         }
@@ -152,24 +151,25 @@ impl UsageObserver {
 /// are counted, which is what an estimate needs); returns whether the event is OpenAI's
 /// usage-only chunk.
 fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event<'_>) -> bool {
-    let data = event.data.as_ref();
-    if data.is_empty() || data == "[DONE]" {
+    let data = event.data;
+    if data.is_empty() || data == b"[DONE]" {
         return false;
     }
+    let has = |marker: &[u8]| memchr::memmem::find(data, marker).is_some();
     let relevant = match provider {
-        Provider::Openai => data.contains("\"usage\"") || data.contains("\"response.completed\""),
+        Provider::Openai => has(b"\"usage\"") || has(b"\"response.completed\""),
         Provider::Anthropic => {
-            matches!(event.name.as_ref(), "message_start" | "message_delta")
-                || data.contains("\"message_start\"")
-                || data.contains("\"message_delta\"")
+            matches!(event.name, b"message_start" | b"message_delta")
+                || has(b"\"message_start\"")
+                || has(b"\"message_delta\"")
         }
-        Provider::Gemini => data.contains("\"usageMetadata\""),
+        Provider::Gemini => has(b"\"usageMetadata\""),
     };
     if !relevant {
         observed.content_events += 1;
         return false;
     }
-    let Ok(document) = serde_json::from_str::<Value>(data) else {
+    let Ok(document) = serde_json::from_slice::<Value>(data) else {
         return false;
     };
     extract::apply(provider, &document, observed);
@@ -192,7 +192,6 @@ struct UsageFields {
     kind: Option<String>,
     message: Option<Nested>,
     response: Option<Nested>,
-    choices: Option<Vec<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -200,8 +199,8 @@ struct Nested {
     usage: Option<Value>,
 }
 
-/// A slim document with only the usage-bearing fields, and how many `choices` it had.
-fn slim(bytes: &[u8]) -> Option<(Value, Option<usize>)> {
+/// A slim document with only the usage-bearing fields.
+fn slim(bytes: &[u8]) -> Option<Value> {
     let fields: UsageFields = serde_json::from_slice(bytes).ok()?;
     let mut document = json!({});
     let object = document.as_object_mut()?;
@@ -220,7 +219,7 @@ fn slim(bytes: &[u8]) -> Option<(Value, Option<usize>)> {
     if let Some(usage) = fields.response.and_then(|r| r.usage) {
         object.insert("response".into(), json!({ "usage": usage }));
     }
-    Some((document, fields.choices.map(|c| c.len())))
+    Some(document)
 }
 
 #[cfg(test)]

@@ -7,15 +7,14 @@
 //! CRLF (remembered across chunks), and lines may end in CRLF, LF or a bare CR (per the
 //! WHATWG spec; bare-CR and split-CRLF handling are where other parsers have failed).
 
-use std::borrow::Cow;
-
-/// One event: borrowed from the parser, valid for the duration of the callback.
+/// One event: borrowed from the parser, valid for the duration of the callback. Bytes, not
+/// text: most events are only searched for a marker, and decoding each would cost more.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Event<'a> {
     /// The `event:` field, empty when absent.
-    pub name: Cow<'a, str>,
+    pub name: &'a [u8],
     /// The `data:` lines joined with `\n`.
-    pub data: Cow<'a, str>,
+    pub data: &'a [u8],
 }
 
 /// Called for each block of the stream (the bytes up to and including a blank line): the
@@ -99,8 +98,8 @@ impl SseParser {
             if self.has_data {
                 let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
                 let event = Event {
-                    name: String::from_utf8_lossy(&self.name),
-                    data: String::from_utf8_lossy(data),
+                    name: &self.name,
+                    data,
                 };
                 on_block(Some(&event), &self.raw);
             } else {
@@ -149,7 +148,10 @@ mod tests {
             parser.feed(chunk, &mut |event, raw| {
                 assert!(raw.is_empty(), "raw bytes only when asked for");
                 if let Some(event) = event {
-                    events.push((event.name.to_string(), event.data.to_string()));
+                    events.push((
+                        String::from_utf8_lossy(event.name).into_owned(),
+                        String::from_utf8_lossy(event.data).into_owned(),
+                    ));
                 }
             });
         }
