@@ -217,6 +217,7 @@ impl Proxy {
                         route.provider,
                         &route.upstream_path,
                         &body,
+                        fields,
                         clamped,
                         include_usage,
                     );

@@ -83,15 +83,25 @@ pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<Strin
     true
 }
 
-/// The body with both changes applied as asked: the one full parse and re-serialisation,
-/// paid only by requests that need a change.
+/// The body with both changes applied as asked. Asking a stream for usage when it has no
+/// `stream_options` at all (what SDKs send) is a splice at the object's opening brace; any
+/// other change is one full parse and re-serialisation, paid only by requests that need it.
+/// `fields` is the skim of `body` (so `body` is known to be one valid JSON object).
 pub fn rewrite(
     provider: Provider,
     path: &str,
     body: &[u8],
+    fields: &Map<String, Value>,
     output_limit: Option<u64>,
     include_usage: bool,
 ) -> Result<Vec<u8>, serde_json::Error> {
+    if output_limit.is_none()
+        && include_usage
+        && !fields.contains_key("stream_options")
+        && let Some(spliced) = splice_include_usage(body)
+    {
+        return Ok(spliced);
+    }
     let mut object: Map<String, Value> = serde_json::from_slice(body)?;
     if let Some(tokens) = output_limit {
         set_output_limit(provider, path, &mut object, tokens);
@@ -102,6 +112,26 @@ pub fn rewrite(
     serde_json::to_vec(&object)
 }
 
+/// `{"stream_options":{"include_usage":true},` + the rest of the object, byte for byte.
+fn splice_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let open = body.iter().position(|b| !is_space(b))?;
+    if body[open] != b'{' {
+        return None;
+    }
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !is_space(b)) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + MEMBER.len() + 1);
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(MEMBER);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,25 +139,75 @@ mod tests {
     #[test]
     fn rewrite_keeps_every_other_field() {
         let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"temperature":0.5}"#;
+        let fields = object(serde_json::from_slice(body).expect("json"));
+        for limit in [Some(7), None] {
+            let out = rewrite(
+                Provider::Openai,
+                "/v1/chat/completions",
+                body,
+                &fields,
+                limit,
+                true,
+            )
+            .expect("valid");
+            let out: Value = serde_json::from_slice(&out).expect("json");
+            let mut expected = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                   "stream": true, "temperature": 0.5,
+                   "stream_options": {"include_usage": true}});
+            if let Some(limit) = limit {
+                expected["max_completion_tokens"] = json!(limit);
+            }
+            assert_eq!(out, expected);
+        }
+    }
+
+    #[test]
+    fn rewrite_only_as_asked() {
+        let body = br#"{"model":"gpt-4o","stream":true}"#;
+        let fields = object(serde_json::from_slice(body).expect("json"));
         let out = rewrite(
             Provider::Openai,
             "/v1/chat/completions",
             body,
-            Some(7),
-            true,
+            &fields,
+            Some(3),
+            false,
         )
         .expect("valid");
         let out: Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(
             out,
-            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-                   "stream": true, "temperature": 0.5, "max_completion_tokens": 7,
-                   "stream_options": {"include_usage": true}})
+            json!({"model": "gpt-4o", "stream": true, "max_completion_tokens": 3})
         );
     }
 
     fn object(value: Value) -> Map<String, Value> {
         value.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn the_include_usage_splice_equals_the_full_rewrite() {
+        for body in [
+            r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"{\"a\":1}"}]}"#,
+            " \r\n {\"stream\": true}\n",
+            r#"{"stream":true,"x":{"stream_options":1}}"#,
+        ] {
+            let fields = object(serde_json::from_str(body).expect("json"));
+            let spliced = splice_include_usage(body.as_bytes()).expect("an object");
+            let mut full = fields.clone();
+            assert!(inject_include_usage(
+                Provider::Openai,
+                "/v1/chat/completions",
+                &mut full
+            ));
+            let spliced: Value = serde_json::from_slice(&spliced).expect("still JSON");
+            assert_eq!(spliced, Value::Object(full), "{body}");
+        }
+        assert_eq!(
+            splice_include_usage(b"{}").as_deref(),
+            Some(&br#"{"stream_options":{"include_usage":true}}"#[..])
+        );
+        assert_eq!(splice_include_usage(b"[1]"), None);
     }
 
     #[test]
