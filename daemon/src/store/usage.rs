@@ -86,11 +86,11 @@ fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyh
     // Cached: the writer runs these thousands of times a second.
     let mut statement = tx.prepare_cached(sql)?;
     for (i, record) in records.iter().enumerate() {
-        let day = TimeZone::UTC.to_datetime(record.at).date().to_string();
+        let at = record.at.to_string();
         let values: [&dyn rusqlite::ToSql; COLUMNS] = [
             &record.key_id,
-            &record.at.to_string(),
-            &day,
+            &at,
+            &utc_day(&at, record.at),
             &record.provider.as_str(),
             &record.model,
             &record.status,
@@ -108,6 +108,15 @@ fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyh
     }
     statement.raw_execute().context("inserting usage")?;
     Ok(())
+}
+
+/// The UTC day of `at`: the first ten bytes of its RFC 3339 text ("2026-11-27T…Z"), which is
+/// how `Timestamp` displays years 0000–9999; computed otherwise for any other year.
+fn utc_day(text: &str, at: Timestamp) -> String {
+    match text.as_bytes().get(10) {
+        Some(b'T') => text[..10].to_owned(),
+        _ => TimeZone::UTC.to_datetime(at).date().to_string(),
+    }
 }
 
 fn sql_count(n: u64) -> i64 {
@@ -241,6 +250,25 @@ mod tests {
             },
             spend: SpendState::default(),
         }
+    }
+
+    #[test]
+    fn the_day_is_the_utc_date() {
+        for text in [
+            "2026-11-27T23:59:59.999Z",
+            "2026-02-28T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "9999-12-30T12:00:00Z",
+        ] {
+            let at: Timestamp = text.parse().expect("time");
+            let expected = TimeZone::UTC.to_datetime(at).date().to_string();
+            assert_eq!(utc_day(&at.to_string(), at), expected, "{text}");
+        }
+        let far = Timestamp::MIN;
+        assert_eq!(
+            utc_day(&far.to_string(), far),
+            TimeZone::UTC.to_datetime(far).date().to_string()
+        );
     }
 
     #[test]
