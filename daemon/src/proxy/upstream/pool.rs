@@ -73,13 +73,15 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             connector,
             origin,
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
-        })
+        });
+        spawn_reaper(&pool);
+        pool
     }
 
     /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one.
@@ -147,12 +149,7 @@ impl Pool {
     fn checkin(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.lock();
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
-        {
-            idle.pop_front();
-        }
+        self.drop_expired(&mut idle, now);
         if idle.len() < self.max_idle {
             idle.push_back(Idle {
                 conn: Conn {
@@ -164,6 +161,17 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections that waited longer than the idle timeout (the oldest are
+    /// at the front).
+    fn drop_expired(&self, idle: &mut VecDeque<Idle>, now: Instant) {
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -172,6 +180,31 @@ impl Pool {
     fn idle_count(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// Without traffic nothing checks idle connections in or out: a timer closes the expired ones,
+/// so a quiet gateway does not hold sockets the provider has long closed. Ends with the pool.
+fn spawn_reaper(pool: &Arc<Pool>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let pool = Arc::downgrade(pool);
+    runtime.spawn(async move {
+        let period = match pool.upgrade() {
+            Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(10)),
+            None => return,
+        };
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let mut idle = pool.lock();
+            pool.drop_expired(&mut idle, Instant::now());
+        }
+    });
 }
 
 impl Conn {
@@ -234,6 +267,16 @@ impl PooledBody {
             && matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
         {
             self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body of known length once it has every byte, so the poll that
+        // would have seen the end may never come: the connection is reusable all the same.
+        if self.conn.is_some() && self.body.is_end_stream() {
+            self.release();
         }
     }
 }
@@ -352,6 +395,38 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout_without_traffic() {
+        let (addr, _) = server().await;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        let pool = Pool::new(connector, origin, 4, Duration::from_millis(50));
+        let response = pool.send(request(addr, "x")).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pool.idle_count(), 0, "the reaper closed it");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_after_its_last_byte_gives_its_connection_back() {
+        let (addr, accepted) = server().await;
+        let pool = pool(addr);
+        for _ in 0..3 {
+            // An empty body is complete before anyone polls it (hyper never does).
+            let body = pool.send(request(addr, "")).await.unwrap().into_body();
+            assert!(body.is_end_stream());
+            drop(body);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
