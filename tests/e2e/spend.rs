@@ -219,6 +219,65 @@ async fn near_the_cap_a_request_without_max_tokens_is_clamped_not_refused() {
     assert_eq!(response.status(), 402);
 }
 
+#[tokio::test]
+async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
+    // Gemini names the model in the path; the output limit still lives in the body.
+    let (gateway, mock) = gateway(BUDGET_PRICES).await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "gemini-clamp", "spend_limit_usd": 1.0}))
+        .await;
+    let base = gateway.proxy_url();
+    let first = chat(
+        &base,
+        &key,
+        json!({"model": "budget-model", "max_tokens": 9500, "messages": []}),
+        &[("x-mock-output-tokens", "9500")],
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let _ = first.bytes().await;
+    let clamped = reqwest::Client::new()
+        .post(format!(
+            "{base}/gemini/v1beta/models/budget-model:generateContent"
+        ))
+        .header("x-goog-api-key", &key)
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .expect("request to the proxy");
+    assert_eq!(clamped.status(), 200);
+    assert_eq!(
+        clamped
+            .headers()
+            .get("x-gateway-output-clamped")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("500")
+    );
+    let _ = clamped.bytes().await;
+    let sent = mock.last().json();
+    assert_eq!(
+        sent["generationConfig"]["maxOutputTokens"], 500,
+        "the provider was asked for what the budget pays: {sent}"
+    );
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi");
+
+    // A Gemini body that is not JSON cannot be bounded: refused before the provider.
+    let hits = mock.hits();
+    let broken = reqwest::Client::new()
+        .post(format!(
+            "{base}/gemini/v1beta/models/budget-model:generateContent"
+        ))
+        .header("x-goog-api-key", &key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request to the proxy");
+    assert_eq!(broken.status(), 400);
+    assert_eq!(mock.hits(), hits);
+}
+
 async fn gateway_pair(extra: &str) -> (Gateway, MockProvider) {
     gateway(&format!("{BUDGET_PRICES}{extra}")).await
 }

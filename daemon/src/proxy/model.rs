@@ -9,7 +9,7 @@ use crate::error::GatewayError;
 use crate::keys::policy::Policy;
 
 /// The request body's top-level fields the gateway reads (the model, output limits, stream
-/// flags), when its model is named there and it is JSON. The whole body is still checked to
+/// flags), when it is JSON and the request names a model (in the body or the path). The whole body is still checked to
 /// be JSON: a body that does not parse is a 400, since the gateway cannot check what it
 /// cannot read. Everything else is skipped without building a tree (a full `Value` parse
 /// and its drop cost more than the rest of the checks together; `rewrite` parses fully only
@@ -19,7 +19,10 @@ pub fn json_body(
     headers: &http::HeaderMap,
     body: &Bytes,
 ) -> Result<Option<Map<String, Value>>, GatewayError> {
-    if *source != ModelSource::Body || !is_json(headers, body) {
+    // Gemini names the model in the path, but its output limit (which the spend step reads
+    // and may clamp) is in the body all the same.
+    let reads_body = matches!(source, ModelSource::Body | ModelSource::Path(_));
+    if !reads_body || body.is_empty() || !is_json(headers, body) {
         return Ok(None);
     }
     match serde_json::from_slice::<Skim>(body) {
