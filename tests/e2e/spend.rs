@@ -168,16 +168,8 @@ async fn near_the_cap_a_request_without_max_tokens_is_clamped_not_refused() {
         .create_key(json!({"name": "clamp", "spend_limit_usd": 1.0}))
         .await;
     let base = gateway.proxy_url();
-    let first = chat(
-        &base,
-        &key,
-        json!({"model": "budget-model", "max_tokens": 9500, "messages": []}),
-        &[("x-mock-output-tokens", "9500")],
-    )
-    .await;
-    assert_eq!(first.status(), 200);
-    let _ = first.bytes().await;
-    // $0.05 left; without max_tokens the worst case is 100000 tokens ($10).
+    spend_down_to_five_cents(&base, &key).await;
+    // Without max_tokens the worst case is 100000 tokens ($10).
     let clamped = chat(
         &base,
         &key,
@@ -228,15 +220,7 @@ async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
         .create_key(json!({"name": "gemini-clamp", "spend_limit_usd": 1.0}))
         .await;
     let base = gateway.proxy_url();
-    let first = chat(
-        &base,
-        &key,
-        json!({"model": "budget-model", "max_tokens": 9500, "messages": []}),
-        &[("x-mock-output-tokens", "9500")],
-    )
-    .await;
-    assert_eq!(first.status(), 200);
-    let _ = first.bytes().await;
+    spend_down_to_five_cents(&base, &key).await;
     let clamped = reqwest::Client::new()
         .post(format!(
             "{base}/gemini/v1beta/models/budget-model:generateContent"
@@ -276,6 +260,19 @@ async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
         .expect("request to the proxy");
     assert_eq!(broken.status(), 400);
     assert_eq!(mock.hits(), hits);
+}
+
+/// Spends $0.95 of a $1.00 budget: 9,500 output tokens of `budget-model`.
+async fn spend_down_to_five_cents(base: &str, key: &str) {
+    let first = chat(
+        base,
+        key,
+        json!({"model": "budget-model", "max_tokens": 9500, "messages": []}),
+        &[("x-mock-output-tokens", "9500")],
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let _ = first.bytes().await;
 }
 
 async fn gateway_pair(extra: &str) -> (Gateway, MockProvider) {
