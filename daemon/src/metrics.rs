@@ -4,7 +4,7 @@
 //! are bounded by construction: a provider name or `none`, a SPEC error code or a response
 //! class, an authentication failure reason. Never a key, prefix, model string or message.
 
-use gateway_shared::ErrorCode;
+use gateway_shared::{ErrorCode, Provider};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,8 +31,28 @@ pub struct ReasonLabels {
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
+/// Series every proxied request touches, resolved once: a family look-up takes the family's
+/// lock and hashes the labels, several times per request otherwise.
+pub struct RequestSeries {
+    pub ok: Counter,
+    pub provider_4xx: Counter,
+    pub provider_5xx: Counter,
+    pub duration: Histogram,
+}
+
+/// Per-provider series of requests that reached the provider.
+pub struct UpstreamSeries {
+    pub ttfb: Histogram,
+    pub spend_nanodollars: Counter,
+}
+
+/// The provider labels of requests: the three providers, or `none` (no route).
+const REQUEST_PROVIDERS: [&str; 4] = ["openai", "anthropic", "gemini", "none"];
+
 pub struct Metrics {
     registry: Registry,
+    by_provider: [RequestSeries; 4],
+    upstream: [UpstreamSeries; 3],
     pub requests: Family<RequestLabels, Counter>,
     pub duration: HistogramFamily,
     pub ttfb: HistogramFamily,
@@ -99,8 +119,32 @@ impl Metrics {
             "Refused credentials by reason",
             auth_failures.clone(),
         );
+        let by_provider = REQUEST_PROVIDERS.map(|provider| {
+            let count = |code| {
+                requests
+                    .get_or_create(&RequestLabels { provider, code })
+                    .clone()
+            };
+            RequestSeries {
+                ok: count("ok"),
+                provider_4xx: count("provider_4xx"),
+                provider_5xx: count("provider_5xx"),
+                duration: duration.get_or_create(&ProviderLabels { provider }).clone(),
+            }
+        });
+        let upstream = [Provider::Openai, Provider::Anthropic, Provider::Gemini].map(|p| {
+            let labels = ProviderLabels {
+                provider: p.as_str(),
+            };
+            UpstreamSeries {
+                ttfb: ttfb.get_or_create(&labels).clone(),
+                spend_nanodollars: spend_nanodollars.get_or_create(&labels).clone(),
+            }
+        });
         Metrics {
             registry,
+            by_provider,
+            upstream,
             requests,
             duration,
             ttfb,
@@ -119,6 +163,38 @@ impl Metrics {
             tracing::error!(error = %err, "encoding metrics failed");
         }
         out
+    }
+
+    /// The series of requests whose provider label is `provider` (`none` if unknown).
+    pub fn requests_for(&self, provider: &str) -> &RequestSeries {
+        let index = REQUEST_PROVIDERS
+            .iter()
+            .position(|p| *p == provider)
+            .unwrap_or(REQUEST_PROVIDERS.len() - 1);
+        &self.by_provider[index]
+    }
+
+    pub fn upstream(&self, provider: Provider) -> &UpstreamSeries {
+        &self.upstream[match provider {
+            Provider::Openai => 0,
+            Provider::Anthropic => 1,
+            Provider::Gemini => 2,
+        }]
+    }
+
+    /// Counts a finished request: the common outcomes through resolved series, SPEC codes
+    /// through the family.
+    pub fn count_request(&self, provider: &'static str, code: &'static str) {
+        let series = self.requests_for(provider);
+        match code {
+            "ok" => series.ok.inc(),
+            "provider_4xx" => series.provider_4xx.inc(),
+            "provider_5xx" => series.provider_5xx.inc(),
+            _ => self
+                .requests
+                .get_or_create(&RequestLabels { provider, code })
+                .inc(),
+        };
     }
 
     /// Counts a refused request's credential problem, if it was one.
@@ -147,6 +223,33 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_series_are_the_families_series() {
+        let metrics = Metrics::new();
+        metrics.count_request("anthropic", "ok");
+        metrics.count_request("anthropic", "ok");
+        metrics.count_request("gemini", "provider_5xx");
+        metrics.count_request("openai", "rate_limit_exceeded");
+        metrics.count_request("none", "unknown_route");
+        metrics
+            .upstream(Provider::Gemini)
+            .spend_nanodollars
+            .inc_by(42);
+        let text = metrics.render();
+        for line in [
+            r#"gateway_requests_total{provider="anthropic",code="ok"} 2"#,
+            r#"gateway_requests_total{provider="gemini",code="provider_5xx"} 1"#,
+            r#"gateway_requests_total{provider="openai",code="rate_limit_exceeded"} 1"#,
+            r#"gateway_requests_total{provider="none",code="unknown_route"} 1"#,
+            r#"gateway_spend_nanodollars_total{provider="gemini"} 42"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn renders_prometheus_text() {

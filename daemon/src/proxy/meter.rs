@@ -19,7 +19,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::usage::{Observed, UsageObserver};
 use crate::clock::Clock;
 use crate::http_util::BoxError;
-use crate::metrics::{Metrics, ProviderLabels};
+use crate::metrics::Metrics;
 use crate::spend::ledger::Reservation;
 use crate::spend::price::{Price, Tokens};
 use crate::store::usage::{CostSource, UsageRecord};
@@ -76,10 +76,8 @@ impl Meter {
         };
         let spend = reservation.settle(cost);
         self.metrics
+            .upstream(self.provider)
             .spend_nanodollars
-            .get_or_create(&ProviderLabels {
-                provider: self.provider.as_str(),
-            })
             .inc_by(cost.0);
         let record = UsageRecord {
             key_id: self.key_id.clone(),

@@ -51,7 +51,7 @@ use crate::error::{GatewayError, Plane};
 use crate::http_util::{self, Response};
 use crate::keys::{KeyCache, KeyEntry};
 use crate::limits::rate::{self, RateDecision};
-use crate::metrics::{Metrics, ProviderLabels, RequestLabels};
+use crate::metrics::Metrics;
 use crate::spend::ledger::{Ask, Reservation, SpendRefusal};
 use crate::spend::price::{Price, PriceTable, Tokens};
 use crate::store::writer::UsageWriter;
@@ -138,13 +138,10 @@ impl Proxy {
             }
         };
         drop(in_flight);
+        self.metrics.count_request(provider, code);
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels { provider, code })
-            .inc();
-        self.metrics
+            .requests_for(provider)
             .duration
-            .get_or_create(&ProviderLabels { provider })
             .observe(started.elapsed().as_secs_f64());
         if let Some((method, path)) = &described {
             tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
@@ -256,10 +253,8 @@ impl Proxy {
         let response = match self.upstream.send(route.provider, upstream_request).await {
             Ok(response) => {
                 self.metrics
+                    .upstream(route.provider)
                     .ttfb
-                    .get_or_create(&ProviderLabels {
-                        provider: route.provider.as_str(),
-                    })
                     .observe(sent.elapsed().as_secs_f64());
                 response
             }
