@@ -80,10 +80,11 @@ impl Meter {
             .spend_nanodollars
             .inc_by(cost.0);
         let record = UsageRecord {
-            key_id: self.key_id.clone(),
+            // Settled once (the reservation is gone now): the strings move into the record.
+            key_id: std::mem::take(&mut self.key_id),
             at: self.clock.now(),
             provider: self.provider,
-            model: self.model.clone(),
+            model: std::mem::take(&mut self.model),
             status: self.status,
             tokens,
             cost,
