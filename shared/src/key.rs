@@ -86,6 +86,13 @@ macro_rules! token_type {
                 Ok(Self(raw.to_owned()))
             }
 
+            /// The hash of a well-formed `raw`, without keeping a copy of the secret (the
+            /// request path only needs the hash to find the key).
+            pub fn hash_of(raw: &str) -> Result<KeyHash, ParseError> {
+                check($prefix, raw)?;
+                Ok(KeyHash::of(raw))
+            }
+
             /// The raw secret. Call only to hand it to its owner once, or to send it.
             pub fn expose(&self) -> &str {
                 &self.0
@@ -271,6 +278,7 @@ mod tests {
             let raw = format!("sk-proxy-{random}{}", checksum(&random));
             let key = ProxyKey::parse(&raw).expect("valid");
             prop_assert_eq!(key.expose(), raw.as_str());
+            prop_assert_eq!(ProxyKey::hash_of(&raw).expect("valid"), key.hash());
         }
 
         #[test]
@@ -285,6 +293,7 @@ mod tests {
             chars[position] = replacement;
             let mutated: String = chars.into_iter().collect();
             prop_assert!(ProxyKey::parse(&mutated).is_err());
+            prop_assert!(ProxyKey::hash_of(&mutated).is_err());
         }
     }
 }
