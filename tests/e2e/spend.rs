@@ -177,14 +177,7 @@ async fn near_the_cap_a_request_without_max_tokens_is_clamped_not_refused() {
         &[("x-mock-output-tokens", "max")],
     )
     .await;
-    assert_eq!(clamped.status(), 200);
-    assert_eq!(
-        clamped
-            .headers()
-            .get("x-gateway-output-clamped")
-            .map(|v| v.to_str().unwrap_or("")),
-        Some("500")
-    );
+    assert_clamped_to(&clamped, "500");
     let _ = clamped.bytes().await;
     assert_eq!(
         mock.last().json()["max_completion_tokens"],
@@ -230,14 +223,7 @@ async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
         .send()
         .await
         .expect("request to the proxy");
-    assert_eq!(clamped.status(), 200);
-    assert_eq!(
-        clamped
-            .headers()
-            .get("x-gateway-output-clamped")
-            .map(|v| v.to_str().unwrap_or("")),
-        Some("500")
-    );
+    assert_clamped_to(&clamped, "500");
     let _ = clamped.bytes().await;
     let sent = mock.last().json();
     assert_eq!(
@@ -260,6 +246,18 @@ async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
         .expect("request to the proxy");
     assert_eq!(broken.status(), 400);
     assert_eq!(mock.hits(), hits);
+}
+
+/// A 200 whose output limit the gateway lowered to `tokens`.
+fn assert_clamped_to(response: &reqwest::Response, tokens: &str) {
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-gateway-output-clamped")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some(tokens)
+    );
 }
 
 /// Spends $0.95 of a $1.00 budget: 9,500 output tokens of `budget-model`.

@@ -363,6 +363,10 @@ mod tests {
     }
 
     fn pool(addr: std::net::SocketAddr) -> Arc<Pool> {
+        pool_with_idle_timeout(addr, Duration::from_secs(30))
+    }
+
+    fn pool_with_idle_timeout(addr: std::net::SocketAddr, idle: Duration) -> Arc<Pool> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -371,7 +375,7 @@ mod tests {
             .enable_http1()
             .wrap_connector(http);
         let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-        Pool::new(connector, origin, 4, Duration::from_secs(30))
+        Pool::new(connector, origin, 4, idle)
     }
 
     fn request(addr: std::net::SocketAddr, body: &'static str) -> Request {
@@ -400,15 +404,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout_without_traffic() {
         let (addr, _) = server().await;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-        let pool = Pool::new(connector, origin, 4, Duration::from_millis(50));
+        let pool = pool_with_idle_timeout(addr, Duration::from_millis(50));
         let response = pool.send(request(addr, "x")).await.unwrap();
         response.into_body().collect().await.unwrap();
         assert_eq!(pool.idle_count(), 1);
