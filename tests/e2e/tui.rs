@@ -213,7 +213,10 @@ async fn the_dashboard_lists_creates_revokes_and_gives_the_terminal_back() {
     // q hands the terminal back: the primary screen, cooked mode, exit 0.
     tmux.keys(&["q"]);
     let screen = tmux
-        .wait_for("gwctl to exit", |s| s.contains("exit="))
+        // The shell prints `exit=` and then the terminal mode: wait for both lines.
+        .wait_for("gwctl to exit and the terminal mode", |s| {
+            s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
+        })
         .await;
     assert!(screen.contains("before-tui"), "{screen}");
     assert!(screen.contains("exit=0"), "{screen}");
