@@ -23,7 +23,7 @@ const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Clone, Debug)]
 pub struct Config {
     pub data_dir: PathBuf,
-    /// Runtime worker threads; `None`: one per CPU core.
+    /// Proxy event loops (threads); `None`: one per CPU core. See [`Config::event_loops`].
     pub worker_threads: Option<usize>,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
@@ -141,6 +141,13 @@ pub struct ProviderFile {
 }
 
 impl Config {
+    /// How many proxy event loops to run: `worker_threads`, or one per CPU core.
+    pub fn event_loops(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Embedded defaults, overridden by `path` when given.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let file = match path {

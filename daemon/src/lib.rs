@@ -8,7 +8,8 @@
 //! - [`proxy`]: the data plane's request pipeline (SPEC §3).
 //! - [`admin_api`]: the management API router (SPEC §6), [`admin_tokens`] for HTTPS,
 //!   [`tls`] for its certificate, [`metrics`] for `/metrics`.
-//! - [`server`]: listeners, HTTP/1 serving and draining.
+//! - [`server`]: listeners, HTTP/1 serving and draining; [`event_loops`]: the proxy's
+//!   thread-per-core runtimes.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags, loads config and waits for a
@@ -19,6 +20,7 @@ pub mod admin_tokens;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod event_loops;
 pub mod http_util;
 pub mod keys;
 pub mod limits;
@@ -94,9 +96,11 @@ pub async fn run(
         .proxy
         .local_addr()
         .context("proxy listener address")?;
+    let loops = Arc::new(event_loops::EventLoops::start(config.event_loops())?);
     let proxy_task = tokio::spawn(server::serve_proxy(
         listeners.proxy,
         proxy,
+        Arc::clone(&loops),
         server::ProxyLimits {
             max_connections: config.proxy.max_connections,
             header_read_timeout: config.proxy.header_read_timeout,
@@ -135,6 +139,12 @@ pub async fn run(
     stop.cancel();
     let (proxy_done, admin_done, https_done) = tokio::join!(proxy_task, admin_task, https_task);
     proxy_done.context("proxy server task panicked")?;
+    // Drained (or past the deadline): stop the loops, cutting whatever still runs there.
+    if let Some(loops) = Arc::into_inner(loops) {
+        tokio::task::spawn_blocking(move || loops.shutdown())
+            .await
+            .context("stopping the proxy event loops")?;
+    }
     admin_done.context("admin server task panicked")?;
     https_done.context("admin HTTPS task panicked")?;
     // Every request that finished has queued its usage: commit it before exiting.

@@ -32,11 +32,13 @@ fn main() -> ExitCode {
     if args.check_config {
         return ExitCode::SUCCESS;
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.worker_threads {
-        builder.worker_threads(threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    // The main runtime runs the control plane (management API, usage writer, accepting proxy
+    // connections); proxy connections are served on their own per-core event loops
+    // (`gatewayd::event_loops`), started by `run`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("gatewayd: cannot start the async runtime: {err}");

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin_api::{AdminApi, Transport};
 use crate::config::Config;
 use crate::error::{GatewayError, Plane};
+use crate::event_loops::EventLoops;
 use crate::keys::Actor;
 use crate::proxy::Proxy;
 use gateway_shared::ErrorCode;
@@ -241,9 +242,12 @@ pub struct ProxyLimits {
 
 /// Serves the proxy until `stop` fires; then stops accepting, turns health to 503, lets
 /// in-flight requests and streams finish within the drain deadline, and returns.
+///
+/// Connections are accepted here and served on `loops` (see [`crate::event_loops`]).
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    loops: Arc<EventLoops>,
     limits: ProxyLimits,
     stop: CancellationToken,
 ) {
@@ -268,21 +272,37 @@ pub async fn serve_proxy(
             tokio::spawn(refuse_overloaded(stream));
             continue;
         };
+        // The socket leaves this runtime's driver and joins the chosen loop's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot hand a proxy connection to an event loop");
+                continue;
+            }
+        };
         let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+        let watcher = graceful.watcher();
+        let header_read_timeout = limits.header_read_timeout;
+        loops.spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot register a proxy connection");
+                    return;
+                }
+            };
+            let service = service_fn(move |request| {
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "proxy connection ended with an error");
             }
-            drop(permit);
         });
     }
     // Drain: in-flight requests and streams may finish; the listener stays open only to

@@ -27,7 +27,7 @@ use pool::{Connector, Pool, SendError};
 /// Below providers' own idle limits, so a pooled connection is not reused just as the far end
 /// closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-/// Idle connections kept per provider.
+/// Idle connections kept per provider and event loop.
 const POOL_MAX_IDLE: usize = 256;
 
 pub struct Upstream {
@@ -60,10 +60,12 @@ impl Upstream {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        // A pool shard per proxy event loop, and one for everything else.
+        let shards = config.event_loops() + 1;
         let targets = config
             .providers
             .iter()
-            .map(|provider| target(provider, &connector))
+            .map(|provider| target(provider, &connector, shards))
             .collect::<anyhow::Result<_>>()?;
         Ok(Upstream {
             targets,
@@ -163,7 +165,7 @@ impl Upstream {
     }
 }
 
-fn target(config: &ProviderConfig, connector: &Connector) -> anyhow::Result<Target> {
+fn target(config: &ProviderConfig, connector: &Connector, shards: usize) -> anyhow::Result<Target> {
     let parts = config.base_url.clone().into_parts();
     let scheme = parts
         .scheme
@@ -190,7 +192,13 @@ fn target(config: &ProviderConfig, connector: &Connector) -> anyhow::Result<Targ
         host,
         base_path,
         credential,
-        pool: Pool::new(connector.clone(), origin, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
+        pool: Pool::new(
+            connector.clone(),
+            origin,
+            shards,
+            POOL_MAX_IDLE,
+            POOL_IDLE_TIMEOUT,
+        ),
     })
 }
 

@@ -48,7 +48,10 @@ pub struct Pool {
     connector: Connector,
     /// Where connections go: scheme and authority of the provider's base URL.
     origin: http::Uri,
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections per event loop (index: [`crate::event_loops::current`]): a
+    /// connection is only ever driven by the loop whose I/O driver it is registered with.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    /// Per shard.
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -67,16 +70,20 @@ struct Idle {
 }
 
 impl Pool {
+    /// `shards`: one per event loop plus one for every other thread (index 0).
     pub fn new(
         connector: Connector,
         origin: http::Uri,
+        shards: usize,
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             connector,
             origin,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..shards.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             max_idle,
             idle_timeout,
         });
@@ -172,14 +179,20 @@ impl Pool {
         }
     }
 
+    /// The calling event loop's idle connections.
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        let shard = crate::event_loops::current() % self.idle.len();
+        lock_shard(&self.idle[shard])
     }
 
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|shard| lock_shard(shard).len()).sum()
     }
+}
+
+fn lock_shard(shard: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Without traffic nothing checks idle connections in or out: a timer closes the expired ones,
@@ -201,8 +214,10 @@ fn spawn_reaper(pool: &Arc<Pool>) {
             let Some(pool) = pool.upgrade() else {
                 return;
             };
-            let mut idle = pool.lock();
-            pool.drop_expired(&mut idle, Instant::now());
+            let now = Instant::now();
+            for shard in &pool.idle {
+                pool.drop_expired(&mut lock_shard(shard), now);
+            }
         }
     });
 }
@@ -375,7 +390,7 @@ mod tests {
             .enable_http1()
             .wrap_connector(http);
         let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-        Pool::new(connector, origin, 4, idle)
+        Pool::new(connector, origin, 1, 4, idle)
     }
 
     fn request(addr: std::net::SocketAddr, body: &'static str) -> Request {
