@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_usage.sql"),
     include_str!("../../migrations/0003_admin_tokens.sql"),
     include_str!("../../migrations/0004_usage_plain_rowid.sql"),
+    include_str!("../../migrations/0005_usage_check_without_in_list.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
@@ -90,6 +91,50 @@ mod tests {
             )
             .expect("schema");
         assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_by_key_day'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("index");
+        assert_eq!(indexed, 1);
+    }
+
+    #[test]
+    fn inserting_usage_builds_no_temporary_index_and_still_checks_the_source() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for (version, sql) in MIGRATIONS.iter().enumerate().take(4) {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", version as i64 + 1)
+                .expect("version");
+        }
+        const ROW: &str = "INSERT INTO usage (key_id, at, day, provider, model, status, \
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, \
+             latency_ms, source) VALUES ('key_a', '2026-11-27T00:00:00Z', '2026-11-27', \
+             'openai', 'gpt-4o', 200, 1, 2, 3, 4, 5, 6, 'reported')";
+        let opcodes = |conn: &Connection| -> Vec<String> {
+            conn.prepare(&format!("EXPLAIN {ROW}"))
+                .expect("explain")
+                .query_map([], |r| r.get::<_, String>(1))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("opcodes")
+        };
+        assert!(
+            opcodes(&conn).iter().any(|op| op == "OpenEphemeral"),
+            "the old table's IN-list check builds a temporary index per row"
+        );
+        conn.execute_batch(ROW).expect("old row");
+        migrate(&mut conn).expect("migrate");
+        assert!(!opcodes(&conn).iter().any(|op| op == "OpenEphemeral"));
+        conn.execute_batch(ROW).expect("new row");
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 2, "the row from before the migration is kept");
+        let bad = conn.execute_batch(&ROW.replace("'reported'", "'free'"));
+        assert!(bad.is_err(), "an unknown source is still refused");
         let indexed: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_by_key_day'",
