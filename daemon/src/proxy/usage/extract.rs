@@ -72,24 +72,7 @@ fn openai(document: &Value, observed: &mut Observed) {
             .filter(|u| u.is_object())
     });
     if let Some(usage) = usage {
-        let prompt = count(usage.get("prompt_tokens"))
-            .or(count(usage.get("input_tokens")))
-            .unwrap_or(0);
-        let completion = count(usage.get("completion_tokens"))
-            .or(count(usage.get("output_tokens")))
-            .unwrap_or(0);
-        let cached = count(usage.at_path(&["prompt_tokens_details", "cached_tokens"]))
-            .or(count(
-                usage.at_path(&["input_tokens_details", "cached_tokens"]),
-            ))
-            .unwrap_or(0)
-            .min(prompt);
-        observed.reported = Some(Tokens {
-            input: prompt - cached,
-            cache_read: cached,
-            output: completion,
-            cache_write: 0,
-        });
+        openai_usage(usage, observed);
     }
     let mut chars = 0;
     if let Some(choices) = document.get("choices").and_then(Value::as_array) {
@@ -107,6 +90,28 @@ fn openai(document: &Value, observed: &mut Observed) {
     }
 }
 
+/// OpenAI's `usage` object (chat, completions, Responses API).
+pub fn openai_usage(usage: &Value, observed: &mut Observed) {
+    let prompt = count(usage.get("prompt_tokens"))
+        .or(count(usage.get("input_tokens")))
+        .unwrap_or(0);
+    let completion = count(usage.get("completion_tokens"))
+        .or(count(usage.get("output_tokens")))
+        .unwrap_or(0);
+    let cached = count(usage.at_path(&["prompt_tokens_details", "cached_tokens"]))
+        .or(count(
+            usage.at_path(&["input_tokens_details", "cached_tokens"]),
+        ))
+        .unwrap_or(0)
+        .min(prompt);
+    observed.reported = Some(Tokens {
+        input: prompt - cached,
+        cache_read: cached,
+        output: completion,
+        cache_write: 0,
+    });
+}
+
 fn anthropic(document: &Value, observed: &mut Observed) {
     let usage = match document.get("type").and_then(Value::as_str) {
         Some("message_start") => document.at_path(&["message", "usage"]),
@@ -122,9 +127,13 @@ fn anthropic(document: &Value, observed: &mut Observed) {
         }
         _ => None,
     };
-    let Some(usage) = usage.filter(|u| u.is_object()) else {
-        return;
-    };
+    if let Some(usage) = usage.filter(|u| u.is_object()) {
+        anthropic_usage(usage, observed);
+    }
+}
+
+/// Anthropic's `usage` object: each count present replaces the one seen before (cumulative).
+pub fn anthropic_usage(usage: &Value, observed: &mut Observed) {
     let mut tokens = observed.reported.unwrap_or_default();
     if let Some(n) = count(usage.get("input_tokens")) {
         tokens.input = n;
@@ -143,19 +152,7 @@ fn anthropic(document: &Value, observed: &mut Observed) {
 
 fn gemini(document: &Value, observed: &mut Observed) {
     if let Some(usage) = document.get("usageMetadata").filter(|u| u.is_object()) {
-        let prompt = count(usage.get("promptTokenCount")).unwrap_or(0)
-            + count(usage.get("toolUsePromptTokenCount")).unwrap_or(0);
-        let cached = count(usage.get("cachedContentTokenCount"))
-            .unwrap_or(0)
-            .min(prompt);
-        let output = count(usage.get("candidatesTokenCount")).unwrap_or(0)
-            + count(usage.get("thoughtsTokenCount")).unwrap_or(0);
-        observed.reported = Some(Tokens {
-            input: prompt - cached,
-            cache_read: cached,
-            output,
-            cache_write: 0,
-        });
+        gemini_usage(usage, observed);
     }
     let mut chars = 0;
     if let Some(candidates) = document.get("candidates").and_then(Value::as_array) {
@@ -172,6 +169,23 @@ fn gemini(document: &Value, observed: &mut Observed) {
         observed.content_events += 1;
         observed.content_chars += chars;
     }
+}
+
+/// Gemini's `usageMetadata` object.
+pub fn gemini_usage(usage: &Value, observed: &mut Observed) {
+    let prompt = count(usage.get("promptTokenCount")).unwrap_or(0)
+        + count(usage.get("toolUsePromptTokenCount")).unwrap_or(0);
+    let cached = count(usage.get("cachedContentTokenCount"))
+        .unwrap_or(0)
+        .min(prompt);
+    let output = count(usage.get("candidatesTokenCount")).unwrap_or(0)
+        + count(usage.get("thoughtsTokenCount")).unwrap_or(0);
+    observed.reported = Some(Tokens {
+        input: prompt - cached,
+        cache_read: cached,
+        output,
+        cache_write: 0,
+    });
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod sse;
 use bytes::Bytes;
 use gateway_shared::Provider;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use extract::Observed;
 use json_array::JsonArraySplitter;
@@ -135,8 +135,8 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            if let Some(document) = slim(&whole) {
-                extract::apply(self.provider, &document, &mut self.observed);
+            if let Ok(fields) = serde_json::from_slice::<UsageFields>(&whole) {
+                fields.apply(self.provider, &mut self.observed);
             }
         }
         if self.strip_usage_chunk {
@@ -199,27 +199,39 @@ struct Nested {
     usage: Option<Value>,
 }
 
-/// A slim document with only the usage-bearing fields.
-fn slim(bytes: &[u8]) -> Option<Value> {
-    let fields: UsageFields = serde_json::from_slice(bytes).ok()?;
-    let mut document = json!({});
-    let object = document.as_object_mut()?;
-    if let Some(usage) = fields.usage {
-        object.insert("usage".into(), usage);
+impl UsageFields {
+    /// What `extract::apply` reads from a whole response document, taken straight from the
+    /// fields (no document is rebuilt around them).
+    fn apply(self, provider: Provider, observed: &mut Observed) {
+        let object = |usage: Option<Value>| usage.filter(Value::is_object);
+        match provider {
+            Provider::Openai => {
+                let nested = self.response.and_then(|r| r.usage);
+                if let Some(usage) = object(self.usage).or_else(|| object(nested)) {
+                    extract::openai_usage(&usage, observed);
+                }
+            }
+            Provider::Anthropic => {
+                let usage = match self.kind.as_deref() {
+                    Some("message_start") => self.message.and_then(|m| m.usage),
+                    Some("message_delta" | "message") => self.usage,
+                    Some("content_block_delta") => {
+                        observed.content_events += 1;
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(usage) = object(usage) {
+                    extract::anthropic_usage(&usage, observed);
+                }
+            }
+            Provider::Gemini => {
+                if let Some(usage) = object(self.usage_metadata) {
+                    extract::gemini_usage(&usage, observed);
+                }
+            }
+        }
     }
-    if let Some(usage) = fields.usage_metadata {
-        object.insert("usageMetadata".into(), usage);
-    }
-    if let Some(kind) = fields.kind {
-        object.insert("type".into(), Value::String(kind));
-    }
-    if let Some(usage) = fields.message.and_then(|m| m.usage) {
-        object.insert("message".into(), json!({ "usage": usage }));
-    }
-    if let Some(usage) = fields.response.and_then(|r| r.usage) {
-        object.insert("response".into(), json!({ "usage": usage }));
-    }
-    Some(document)
 }
 
 #[cfg(test)]
@@ -278,6 +290,66 @@ mod tests {
                 Some(2),
                 "usage still metered"
             );
+        }
+    }
+
+    /// A whole JSON body is read from its usage fields only; what it yields must be what the
+    /// document-level extraction yields for the same body.
+    #[test]
+    fn a_json_body_yields_what_the_whole_document_does() {
+        let bodies: &[(Provider, &str)] = &[
+            (
+                Provider::Openai,
+                r#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1000,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":800}}}"#,
+            ),
+            (
+                Provider::Openai,
+                r#"{"object":"response","output":[],"usage":{"input_tokens":30,"output_tokens":7,"input_tokens_details":{"cached_tokens":10}}}"#,
+            ),
+            (
+                Provider::Openai,
+                r#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#,
+            ),
+            (Provider::Openai, r#"{"usage":null,"choices":[]}"#),
+            (
+                Provider::Anthropic,
+                r#"{"type":"message","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":5,"cache_creation_input_tokens":6}}"#,
+            ),
+            (
+                Provider::Anthropic,
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}}"#,
+            ),
+            (
+                Provider::Anthropic,
+                r#"{"type":"content_block_delta","delta":{"text":"abc"}}"#,
+            ),
+            (
+                Provider::Anthropic,
+                r#"{"type":"error","usage":{"input_tokens":9}}"#,
+            ),
+            (
+                Provider::Gemini,
+                r#"{"candidates":[{"content":{"parts":[{"text":"hello"}]}}],"usageMetadata":{"promptTokenCount":10,"cachedContentTokenCount":4,"candidatesTokenCount":3,"thoughtsTokenCount":2,"toolUsePromptTokenCount":1}}"#,
+            ),
+            (Provider::Gemini, r#"{"usageMetadata":"none"}"#),
+        ];
+        for (provider, body) in bodies {
+            let mut observer = UsageObserver::new(*provider, Format::Json, false);
+            run(&mut observer, body.as_bytes(), 7);
+            let mut whole = Observed::default();
+            let document: Value = serde_json::from_str(body).expect("test body");
+            extract::apply(*provider, &document, &mut whole);
+            assert_eq!(
+                observer.observed.reported, whole.reported,
+                "{provider} {body}"
+            );
+            if *provider == Provider::Anthropic {
+                // A JSON body carries no stream events to count but this one kind.
+                assert_eq!(
+                    observer.observed.content_events, whole.content_events,
+                    "{body}"
+                );
+            }
         }
     }
 
