@@ -115,18 +115,16 @@ impl Proc {
         status_kib(self.pid(), "VmRSS:")
     }
 
-    /// Threads named like tokio's (workers and blocking-pool threads alike; the name was
-    /// `tokio-runtime-w` (the old name, cut to 15 bytes) or `tokio-rt-worker`).
-    pub fn runtime_workers(&self) -> usize {
+    /// Threads whose name starts with one of `prefixes` (`/proc/PID/task/*/comm`, which the
+    /// kernel cuts to 15 bytes).
+    pub fn threads_named(&self, prefixes: &[&str]) -> usize {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
             return 0;
         };
         tasks
             .filter_map(Result::ok)
             .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
-            .filter(|comm| {
-                comm.starts_with("tokio-runtime-w") || comm.starts_with("tokio-rt-worker")
-            })
+            .filter(|comm| prefixes.iter().any(|prefix| comm.starts_with(prefix)))
             .count()
     }
 

@@ -117,14 +117,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             ),
             String::new(),
             format!(
-                "Worker threads: bare proxy {} (tokio multi-thread); gatewayd {} (tokio threads seen at ready, workers + blocking pool: {}); mock {}; load generator {}.",
+                "Worker threads: bare proxy {} (tokio multi-thread); gatewayd {} (threads seen at ready: {} proxy event loops, {} tokio worker or blocking-pool threads); mock {}; load generator {}.",
                 options.workers,
                 if accepts_workers {
                     format!("worker_threads = {} in its config", options.workers)
                 } else {
                     "its default, one per core: this build has no worker_threads setting".to_owned()
                 },
-                gateway.proc.runtime_workers(),
+                gateway.proc.threads_named(&["gatewayd-loop-"]),
+                // tokio's thread name, `tokio-runtime-worker`, was cut to 15 bytes; newer
+                // tokio names them `tokio-rt-worker`.
+                gateway
+                    .proc
+                    .threads_named(&["tokio-runtime-w", "tokio-rt-worker"]),
                 options.mock_workers,
                 options.load_threads
             ),
