@@ -60,12 +60,7 @@ mod tests {
 
     #[test]
     fn dropping_autoincrement_keeps_every_usage_row() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for (version, sql) in MIGRATIONS.iter().enumerate().take(3) {
-            conn.execute_batch(sql).expect("old migration");
-            conn.pragma_update(None, "user_version", version as i64 + 1)
-                .expect("version");
-        }
+        let mut conn = at_version(3);
         conn.execute_batch(
             "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, \
              output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
@@ -91,24 +86,12 @@ mod tests {
             )
             .expect("schema");
         assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
-        let indexed: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_by_key_day'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("index");
-        assert_eq!(indexed, 1);
+        assert!(has_usage_index(&conn));
     }
 
     #[test]
     fn inserting_usage_builds_no_temporary_index_and_still_checks_the_source() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for (version, sql) in MIGRATIONS.iter().enumerate().take(4) {
-            conn.execute_batch(sql).expect("old migration");
-            conn.pragma_update(None, "user_version", version as i64 + 1)
-                .expect("version");
-        }
+        let mut conn = at_version(4);
         const ROW: &str = "INSERT INTO usage (key_id, at, day, provider, model, status, \
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, \
              latency_ms, source) VALUES ('key_a', '2026-11-27T00:00:00Z', '2026-11-27', \
@@ -135,6 +118,21 @@ mod tests {
         assert_eq!(rows, 2, "the row from before the migration is kept");
         let bad = conn.execute_batch(&ROW.replace("'reported'", "'free'"));
         assert!(bad.is_err(), "an unknown source is still refused");
+        assert!(has_usage_index(&conn));
+    }
+
+    /// A database as an older gatewayd left it: migrations up to `version` applied.
+    fn at_version(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        for (index, sql) in MIGRATIONS.iter().enumerate().take(version) {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .expect("version");
+        }
+        conn
+    }
+
+    fn has_usage_index(conn: &Connection) -> bool {
         let indexed: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_by_key_day'",
@@ -142,7 +140,7 @@ mod tests {
                 |r| r.get(0),
             )
             .expect("index");
-        assert_eq!(indexed, 1);
+        indexed == 1
     }
 
     #[test]
