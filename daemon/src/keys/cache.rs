@@ -268,8 +268,8 @@ impl KeyCache {
         let runtime = Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock)));
         let entry = Arc::new(KeyEntry::new(record, policy, runtime));
         let mut index = self.write();
-        index.by_id.insert(ById(Arc::clone(&entry)));
-        index.by_hash.insert(ByHash(Arc::clone(&entry)));
+        index.by_id.insert(ById::new(&entry));
+        index.by_hash.insert(ByHash::new(&entry));
         index.order.push(entry);
     }
 
@@ -354,14 +354,11 @@ impl Index {
 
     /// Adds `entry`, replacing the entry with its id if there is one.
     fn put(&mut self, entry: Arc<KeyEntry>) {
-        let old = self
-            .by_id
-            .replace(ById(Arc::clone(&entry)))
-            .map(|old| old.0);
+        let old = self.by_id.replace(ById::new(&entry)).map(|old| old.0);
         if let Some(old) = &old {
             self.by_hash.remove(&old.hash);
         }
-        self.by_hash.replace(ByHash(Arc::clone(&entry)));
+        self.by_hash.replace(ByHash::new(&entry));
         if let Some(old) = old {
             let at = self.position(&old);
             if self.order.get(at).is_some_and(|e| Arc::ptr_eq(e, &old)) {
@@ -382,54 +379,55 @@ impl Index {
     }
 }
 
-/// An entry in the by-id index, looked up by `&str` without a copy of the id.
-#[derive(Debug)]
-struct ById(Arc<KeyEntry>);
+/// An index entry: the table's entry, looked up by a borrowed key without copying it out.
+/// Hash and Eq are the key's, as `Borrow` requires.
+macro_rules! index_entry {
+    ($(#[$doc:meta])* $name:ident by $key:ty = |$entry:ident| $get:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        struct $name(Arc<KeyEntry>);
 
-impl Borrow<str> for ById {
-    fn borrow(&self) -> &str {
-        &self.0.id
-    }
+        impl $name {
+            fn new(entry: &Arc<KeyEntry>) -> Self {
+                $name(Arc::clone(entry))
+            }
+
+            fn key(&self) -> &$key {
+                let $entry = &self.0;
+                $get
+            }
+        }
+
+        impl Borrow<$key> for $name {
+            fn borrow(&self) -> &$key {
+                self.key()
+            }
+        }
+
+        impl Hash for $name {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.key().hash(state);
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.key() == other.key()
+            }
+        }
+
+        impl Eq for $name {}
+    };
 }
 
-// Hash and Eq as the borrowed `str`'s, as `Borrow` requires.
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id.as_str().hash(state);
-    }
-}
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
-    }
-}
-
-impl Eq for ById {}
-
-/// An entry in the by-hash index, looked up by `&KeyHash`.
-#[derive(Debug)]
-struct ByHash(Arc<KeyEntry>);
-
-impl Borrow<KeyHash> for ByHash {
-    fn borrow(&self) -> &KeyHash {
-        &self.0.hash
-    }
-}
-
-impl Hash for ByHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash.hash(state);
-    }
-}
-
-impl PartialEq for ByHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.hash == other.0.hash
-    }
-}
-
-impl Eq for ByHash {}
+index_entry!(
+    /// The by-id index, looked up by `&str`.
+    ById by str = |entry| entry.id.as_str()
+);
+index_entry!(
+    /// The by-hash index, looked up by `&KeyHash`.
+    ByHash by KeyHash = |entry| &entry.hash
+);
 
 #[cfg(test)]
 mod tests {

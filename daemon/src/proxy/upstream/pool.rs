@@ -357,8 +357,12 @@ mod tests {
     use hyper::service::service_fn;
     use tokio::net::TcpListener;
 
-    /// An echo server that counts the connections it accepts.
-    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    /// A server that runs `serve` on every connection it accepts, and counts them.
+    async fn counting_server<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -367,18 +371,24 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = service_fn(|req: http::Request<Incoming>| async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        Ok::<_, Infallible>(http::Response::new(Full::new(body)))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (addr, accepted)
+    }
+
+    /// An echo server that counts the connections it accepts.
+    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        counting_server(|stream| async move {
+            let service = service_fn(|req: http::Request<Incoming>| async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await
     }
 
     fn pool(addr: std::net::SocketAddr) -> Arc<Pool> {
@@ -476,30 +486,21 @@ mod tests {
     async fn a_connection_the_far_end_closed_is_replaced_without_failing_the_request() {
         // A server that answers one request per connection and then closes it, without
         // announcing it (no `Connection: close`).
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = stream.read(&mut buf).await.unwrap();
-                        seen.extend_from_slice(&buf[..n]);
-                    }
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    // Dropped here: the socket closes while the client holds it as idle.
-                });
+        let (addr, accepted) = counting_server(|mut stream| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
             }
-        });
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // Dropped here: the socket closes while the client holds it as idle.
+        })
+        .await;
         let pool = pool(addr);
         for _ in 0..5 {
             let response = pool.send(request(addr, "")).await.unwrap();
