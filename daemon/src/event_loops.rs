@@ -77,14 +77,6 @@ impl EventLoops {
         Ok(EventLoops { loops })
     }
 
-    pub fn len(&self) -> usize {
-        self.loops.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.loops.is_empty()
-    }
-
     /// Runs `connection` on the loop with the fewest open connections. The future is first
     /// polled on that loop's thread, so sockets it registers belong to that loop's driver.
     pub fn spawn<F>(&self, connection: F)
