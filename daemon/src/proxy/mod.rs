@@ -16,8 +16,9 @@
 //!     reservation however the response ends; provider errors pass through untouched.
 //!
 //! Every step reads memory only: no database on the request path (usage goes to the writer's
-//! channel). A refused request never reaches the provider: forwarding is step 11. The
-//! pipeline runs in its own task, so a client that disconnects cannot cancel settlement.
+//! channel). A refused request never reaches the provider: forwarding is step 11. A client
+//! that disconnects drops the pipeline mid-way; settlement still happens, in the `Drop` of the
+//! `Meter`, `MeteredBody` and `Reservation` guards.
 
 mod client_ip;
 mod credential;
