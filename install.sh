@@ -54,12 +54,15 @@ command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
 # 1. Build.
 profile="${INSTALL_PROFILE:-release}"
 say "building gatewayd and gwctl ($profile)"
+# Cargo's own target directory, when the environment moves it (relative to the repo: we build there).
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$here/$target_dir" ;; esac
 if [ "$profile" = release ]; then
   (cd "$here" && cargo build --release --locked -p gatewayd -p gwctl)
-  bin_dir="$here/target/release"
+  bin_dir="$target_dir/release"
 else
   (cd "$here" && cargo build --locked -p gatewayd -p gwctl)
-  bin_dir="$here/target/debug"
+  bin_dir="$target_dir/debug"
 fi
 
 # 2. Install the binaries (rename into place, so a running daemon's binary is never truncated).
