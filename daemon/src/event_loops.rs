@@ -57,6 +57,7 @@ impl EventLoops {
                 .build()
                 .context("building a proxy event loop")?;
             let handle = runtime.handle().clone();
+            runtime.spawn(heartbeat());
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("gatewayd-loop-{index}"))
@@ -123,6 +124,25 @@ impl Drop for EventLoops {
     }
 }
 
+/// Keeps the loop's next timer wake-up at most [`HEARTBEAT`] away.
+///
+/// tokio's timer driver wakes its own thread (an `eventfd` write, a syscall) whenever a timer
+/// is registered earlier than the driver's next planned wake-up, even from the thread that
+/// runs the driver. hyper arms a header-read timer for every request on a keep-alive
+/// connection; on an otherwise timer-less loop each one was "earlier than never": measured
+/// 0.25 `write` calls per proxied request. With a wake-up always due within half a second, a
+/// request's timers (seconds away) never come first, and the loop wakes twice a second when
+/// idle.
+async fn heartbeat() {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+    }
+}
+
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Counts a connection as open on its loop until its task ends or is cancelled.
 struct OpenGuard(Arc<AtomicUsize>);
 
@@ -182,6 +202,16 @@ mod tests {
                 .iter()
                 .all(|l| l.open.load(Ordering::Relaxed) == 0)
         );
+        loops.shutdown();
+    }
+
+    #[test]
+    fn every_loop_runs_a_heartbeat_and_nothing_else_when_idle() {
+        let loops = EventLoops::start(2).unwrap();
+        for l in &loops.loops {
+            // Spawned before the loop's thread starts running; the only task of a fresh loop.
+            assert_eq!(l.handle.metrics().num_alive_tasks(), 1);
+        }
         loops.shutdown();
     }
 

@@ -14,10 +14,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_admin_tokens.sql"),
     include_str!("../../migrations/0004_usage_plain_rowid.sql"),
     include_str!("../../migrations/0005_usage_check_without_in_list.sql"),
+    include_str!("../../migrations/0006_usage_log_and_daily_rollup.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to `target` (tests stop at an older version on purpose).
+fn migrate_to(conn: &mut Connection, target: usize) -> anyhow::Result<()> {
     let current: usize = conn
         .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
         .context("reading schema version")?
@@ -30,7 +36,7 @@ pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
             MIGRATIONS.len()
         );
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let version = index + 1;
         let tx = conn.transaction().context("starting migration")?;
         tx.execute_batch(sql)
@@ -69,7 +75,7 @@ mod tests {
              'anthropic', 'claude', 500, 0, 0, 0, 0, 0, 7, 'estimated');",
         )
         .expect("rows");
-        migrate(&mut conn).expect("migrate");
+        migrate_to(&mut conn, 4).expect("migrate");
         let rows: Vec<(i64, String, i64)> = conn
             .prepare("SELECT id, key_id, cost_nanos FROM usage ORDER BY id")
             .expect("prepare")
@@ -109,7 +115,7 @@ mod tests {
             "the old table's IN-list check builds a temporary index per row"
         );
         conn.execute_batch(ROW).expect("old row");
-        migrate(&mut conn).expect("migrate");
+        migrate_to(&mut conn, 5).expect("migrate");
         assert!(!opcodes(&conn).iter().any(|op| op == "OpenEphemeral"));
         conn.execute_batch(ROW).expect("new row");
         let rows: i64 = conn
@@ -119,6 +125,67 @@ mod tests {
         let bad = conn.execute_batch(&ROW.replace("'reported'", "'free'"));
         assert!(bad.is_err(), "an unknown source is still refused");
         assert!(has_usage_index(&conn));
+    }
+
+    #[test]
+    fn the_usage_log_gets_integer_times_and_its_rollup_every_old_row() {
+        let mut conn = at_version(5);
+        conn.execute_batch(
+            "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, \
+             output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
+             VALUES ('key_a', '2026-11-27T23:59:59.123456789Z', '2026-11-27', 'openai', \
+             'gpt-4o', 200, 10, 20, 1, 2, 500, 6, 'reported'), \
+             ('key_a', '2026-11-27T08:00:00Z', '2026-11-27', 'openai', 'gpt-4o', 200, 5, 5, 0, \
+             0, 100, 7, 'estimated'), \
+             ('key_a', '2026-11-28T00:00:00.5Z', '2026-11-28', 'openai', 'gpt-4o', 500, 0, 0, \
+             0, 0, 0, 8, 'unpriced');",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrate");
+        let times: Vec<i64> = conn
+            .prepare("SELECT at_ms FROM usage ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let ms = |t: &str| t.parse::<jiff::Timestamp>().expect("time").as_millisecond();
+        assert_eq!(
+            times,
+            [
+                ms("2026-11-27T23:59:59.123Z"),
+                ms("2026-11-27T08:00:00Z"),
+                ms("2026-11-28T00:00:00.5Z")
+            ]
+        );
+        let days: Vec<(String, i64, i64, i64, i64, i64, i64)> = conn
+            .prepare(
+                "SELECT day, requests, input_tokens, cache_write_tokens, cost_nanos, \
+                 estimated_requests, unpriced_requests FROM usage_daily ORDER BY day",
+            )
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            days,
+            [
+                ("2026-11-27".into(), 2, 15, 2, 600, 1, 0),
+                ("2026-11-28".into(), 1, 0, 0, 0, 0, 1)
+            ]
+        );
+        assert!(!has_usage_index(&conn), "the log keeps no index");
     }
 
     /// A database as an older gatewayd left it: migrations up to `version` applied.

@@ -88,15 +88,12 @@ impl Store {
         .await
     }
 
-    /// Inserts usage rows and persists the latest spend of each key, in one transaction.
-    pub async fn write_usage(
-        &self,
-        records: Arc<Vec<usage::UsageRecord>>,
-        spend: Arc<std::collections::HashMap<String, crate::spend::ledger::SpendState>>,
-    ) -> anyhow::Result<()> {
+    /// Appends usage rows (and their daily rollup) and persists each key's latest spend, in
+    /// one transaction.
+    pub async fn write_usage(&self, records: Arc<Vec<usage::UsageRecord>>) -> anyhow::Result<()> {
         self.write(move |tx| {
             usage::insert_all(tx, &records)?;
-            for (key_id, state) in spend.iter() {
+            for (key_id, state) in usage::newest_spend(&records) {
                 keys::persist_spend(tx, key_id, state)?;
             }
             Ok(())
@@ -111,11 +108,6 @@ impl Store {
         to: jiff::civil::Date,
     ) -> anyhow::Result<gateway_shared::api::UsageReport> {
         self.call(move |conn| usage::report(conn, &key_id, from, to))
-            .await
-    }
-
-    pub async fn usage_rows(&self, key_id: String) -> anyhow::Result<u64> {
-        self.call(move |conn| usage::count_for_key(conn, &key_id))
             .await
     }
 

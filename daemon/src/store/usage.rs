@@ -1,4 +1,5 @@
-//! Rows of the `usage` table, and the per-day and per-model reports read from them.
+//! The usage log (a row per proxied request), the per-day rollup kept beside it, and the
+//! per-day and per-model reports read from the rollup.
 
 use std::collections::HashMap;
 
@@ -55,10 +56,18 @@ pub struct UsageRecord {
 /// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
 /// (each run opens its cursors and checks its transaction again).
 const ROWS_PER_INSERT: usize = 32;
-const COLUMNS: usize = 13;
+const COLUMNS: usize = 12;
+const MS_PER_DAY: i64 = 86_400_000;
 
-/// Inserts `records` in statements of [`ROWS_PER_INSERT`] rows, the rest one by one.
+/// Appends `records` to the usage log and adds them to the per-day rollup the reports read.
 pub fn insert_all(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+    append_to_log(tx, records)?;
+    add_to_rollup(tx, records)
+}
+
+/// The log: one row per request, in statements of [`ROWS_PER_INSERT`] rows, the rest one by
+/// one.
+fn append_to_log(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
     static MANY: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
@@ -75,7 +84,7 @@ pub fn insert_all(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resu
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLUMNS].join(", "));
     format!(
-        "INSERT INTO usage (key_id, at, day, provider, model, status, input_tokens, \
+        "INSERT INTO usage (key_id, at_ms, provider, model, status, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
          VALUES {}",
         vec![row; rows].join(", ")
@@ -86,11 +95,9 @@ fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyh
     // Cached: the writer runs these thousands of times a second.
     let mut statement = tx.prepare_cached(sql)?;
     for (i, record) in records.iter().enumerate() {
-        let at = record.at.to_string();
         let values: [&dyn rusqlite::ToSql; COLUMNS] = [
             &record.key_id,
-            &at,
-            &utc_day(&at, record.at),
+            &record.at.as_millisecond(),
             &record.provider.as_str(),
             &record.model,
             &record.status,
@@ -110,21 +117,106 @@ fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyh
     Ok(())
 }
 
-/// The UTC day of `at`: the first ten bytes of its RFC 3339 text ("2026-11-27T…Z"), which is
-/// how `Timestamp` displays years 0000–9999; computed otherwise for any other year.
-fn utc_day(text: &str, at: Timestamp) -> String {
-    match text.as_bytes().get(10) {
-        Some(b'T') => text[..10].to_owned(),
-        _ => TimeZone::UTC.to_datetime(at).date().to_string(),
+/// One (key, UTC day, provider, model) group of a batch.
+type Group<'a> = (&'a str, i64, Provider, &'a str);
+
+/// What a batch adds to one group of the rollup.
+#[derive(Default)]
+struct Sums {
+    day: Option<Date>,
+    requests: u64,
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    cache_write: u64,
+    cost: Nanodollars,
+    estimated: u64,
+    unpriced: u64,
+}
+
+/// The batch summed per group in memory, then one upsert per group: under load a batch of
+/// hundreds of rows is a handful of upserts.
+fn add_to_rollup(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+    let mut groups: HashMap<Group<'_>, Sums> = HashMap::new();
+    for record in records {
+        let day = record.at.as_millisecond().div_euclid(MS_PER_DAY);
+        let group = (
+            record.key_id.as_str(),
+            day,
+            record.provider,
+            record.model.as_str(),
+        );
+        let sums = groups.entry(group).or_default();
+        if sums.day.is_none() {
+            sums.day = Some(TimeZone::UTC.to_datetime(record.at).date());
+        }
+        sums.requests += 1;
+        sums.input = sums.input.saturating_add(record.tokens.input);
+        sums.output = sums.output.saturating_add(record.tokens.output);
+        sums.cache_read = sums.cache_read.saturating_add(record.tokens.cache_read);
+        sums.cache_write = sums.cache_write.saturating_add(record.tokens.cache_write);
+        sums.cost = sums.cost.saturating_add(record.cost);
+        sums.estimated += u64::from(record.source == CostSource::Estimated);
+        sums.unpriced += u64::from(record.source == CostSource::Unpriced);
     }
+    let mut statement = tx.prepare_cached(
+        "INSERT INTO usage_daily (key_id, day, provider, model, requests, input_tokens, \
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, estimated_requests, \
+         unpriced_requests) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT (key_id, day, provider, model) DO UPDATE SET \
+         requests = requests + excluded.requests, \
+         input_tokens = input_tokens + excluded.input_tokens, \
+         output_tokens = output_tokens + excluded.output_tokens, \
+         cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
+         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+         cost_nanos = cost_nanos + excluded.cost_nanos, \
+         estimated_requests = estimated_requests + excluded.estimated_requests, \
+         unpriced_requests = unpriced_requests + excluded.unpriced_requests",
+    )?;
+    for ((key_id, _, provider, model), sums) in groups {
+        let day = sums.day.map(|d| d.to_string()).unwrap_or_default();
+        statement
+            .execute(params![
+                key_id,
+                day,
+                provider.as_str(),
+                model,
+                sql_count(sums.requests),
+                sql_count(sums.input),
+                sql_count(sums.output),
+                sql_count(sums.cache_read),
+                sql_count(sums.cache_write),
+                nanos_to_sql(sums.cost),
+                sql_count(sums.estimated),
+                sql_count(sums.unpriced),
+            ])
+            .context("adding usage to the daily rollup")?;
+    }
+    Ok(())
+}
+
+/// Each key's spend as of its newest record in `records`. Every record carries its key's spend
+/// right after it settled, but two event loops can queue theirs in the other order, so the
+/// newest is the one with the most requests counted, not the last in the batch.
+pub fn newest_spend(records: &[UsageRecord]) -> HashMap<&str, &SpendState> {
+    let mut newest: HashMap<&str, &SpendState> = HashMap::new();
+    for record in records {
+        let state = newest
+            .entry(record.key_id.as_str())
+            .or_insert(&record.spend);
+        if record.spend.request_count > state.request_count {
+            *state = &record.spend;
+        }
+    }
+    newest
 }
 
 fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const TOTALS: &str = "COUNT(*), SUM(input_tokens + cache_read_tokens + cache_write_tokens), \
-    SUM(output_tokens), SUM(cost_nanos), SUM(source = 'estimated'), SUM(source = 'unpriced')";
+const TOTALS: &str = "SUM(requests), SUM(input_tokens + cache_read_tokens + cache_write_tokens), \
+    SUM(output_tokens), SUM(cost_nanos), SUM(estimated_requests), SUM(unpriced_requests)";
 
 fn totals(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UsageTotals> {
     let n = |i: usize| -> rusqlite::Result<u64> {
@@ -150,7 +242,7 @@ pub fn report(
     let (from_text, to_text) = (from.to_string(), to.to_string());
     let mut by_day_rows: HashMap<String, UsageTotals> = HashMap::new();
     let mut statement = conn.prepare(&format!(
-        "SELECT day, {TOTALS} FROM usage WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY day"
+        "SELECT day, {TOTALS} FROM usage_daily WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY day"
     ))?;
     let rows = statement.query_map(params![key_id, from_text, to_text], |row| {
         Ok((row.get::<_, String>(0)?, totals(row, 1)?))
@@ -172,8 +264,9 @@ pub fn report(
     }
 
     let mut statement = conn.prepare(&format!(
-        "SELECT provider, model, {TOTALS} FROM usage WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 \
-         GROUP BY provider, model ORDER BY SUM(cost_nanos) DESC, COUNT(*) DESC, model"
+        "SELECT provider, model, {TOTALS} FROM usage_daily \
+         WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 \
+         GROUP BY provider, model ORDER BY SUM(cost_nanos) DESC, SUM(requests) DESC, model"
     ))?;
     let rows = statement.query_map(params![key_id, from_text, to_text], |row| {
         Ok((
@@ -214,16 +307,6 @@ pub fn report(
     })
 }
 
-/// Rows of a key (tests and diagnostics).
-pub fn count_for_key(conn: &Connection, key_id: &str) -> anyhow::Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM usage WHERE key_id = ?1",
-        [key_id],
-        |r| r.get(0),
-    )?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,34 +335,98 @@ mod tests {
         }
     }
 
+    fn insert(conn: &mut Connection, records: &[UsageRecord]) {
+        let tx = conn.transaction().expect("tx");
+        insert_all(&tx, records).expect("insert");
+        tx.commit().expect("commit");
+    }
+
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::super::migrations::migrate(&mut conn).expect("migrate");
+        conn
+    }
+
     #[test]
-    fn the_day_is_the_utc_date() {
-        for text in [
-            "2026-11-27T23:59:59.999Z",
-            "2026-02-28T00:00:00Z",
-            "1970-01-01T00:00:00Z",
-            "9999-12-30T12:00:00Z",
-        ] {
-            let at: Timestamp = text.parse().expect("time");
-            let expected = TimeZone::UTC.to_datetime(at).date().to_string();
-            assert_eq!(utc_day(&at.to_string(), at), expected, "{text}");
-        }
-        let far = Timestamp::MIN;
+    fn the_rollup_groups_by_utc_day_key_and_model_across_batches() {
+        let mut conn = migrated();
+        let at = |text: &str| text.parse::<Timestamp>().expect("time");
+        let mut late = record(1);
+        late.key_id = "key_a".into();
+        late.at = at("2026-11-27T23:59:59.999Z");
+        let mut early = late.clone();
+        early.at = at("2026-11-28T00:00:00Z");
+        let mut other_model = early.clone();
+        other_model.model = "gpt-4o-mini".into();
+        let mut before_1970 = late.clone();
+        before_1970.at = at("1969-12-31T23:00:00Z");
+        insert(&mut conn, &[late.clone(), early.clone(), other_model]);
+        insert(&mut conn, &[early.clone(), before_1970]);
+        let rows: Vec<(String, String, i64, i64, i64)> = conn
+            .prepare(
+                "SELECT day, model, requests, cost_nanos, estimated_requests FROM usage_daily \
+                 WHERE key_id = 'key_a' ORDER BY day, model",
+            )
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let cost = late.cost.0 as i64;
         assert_eq!(
-            utc_day(&far.to_string(), far),
-            TimeZone::UTC.to_datetime(far).date().to_string()
+            rows,
+            [
+                ("1969-12-31".into(), "gpt-4o".into(), 1, cost, 0),
+                ("2026-11-27".into(), "gpt-4o".into(), 1, cost, 0),
+                ("2026-11-28".into(), "gpt-4o".into(), 2, 2 * cost, 0),
+                ("2026-11-28".into(), "gpt-4o-mini".into(), 1, cost, 0),
+            ]
         );
+        let report = report(
+            &conn,
+            "key_a",
+            "2026-11-27".parse().expect("date"),
+            "2026-11-28".parse().expect("date"),
+        )
+        .expect("report");
+        assert_eq!(
+            report.total.requests, 4,
+            "the 1969 row is outside the range"
+        );
+        assert_eq!(report.by_day[1].totals.requests, 3);
+        assert_eq!(report.by_model[0].model, "gpt-4o");
+        assert_eq!(report.by_model[0].totals.requests, 3);
+    }
+
+    #[test]
+    fn the_newest_spend_of_a_key_wins_whatever_order_it_was_queued_in() {
+        let with_count = |key: &str, count: u64| {
+            let mut r = record(count);
+            r.key_id = key.into();
+            r.spend.request_count = count;
+            r.spend.total = Nanodollars(count * 10);
+            r
+        };
+        let records = [
+            with_count("key_a", 7),
+            with_count("key_b", 1),
+            with_count("key_a", 9),
+            with_count("key_a", 8),
+        ];
+        let newest = newest_spend(&records);
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest["key_a"].total, Nanodollars(90));
+        assert_eq!(newest["key_b"].total, Nanodollars(10));
     }
 
     #[test]
     fn batches_of_every_size_insert_every_row_once() {
         for n in [0, 1, 31, 32, 33, 70] {
-            let mut conn = Connection::open_in_memory().expect("open");
-            super::super::migrations::migrate(&mut conn).expect("migrate");
+            let mut conn = migrated();
             let records: Vec<UsageRecord> = (0..n).map(record).collect();
-            let tx = conn.transaction().expect("tx");
-            insert_all(&tx, &records).expect("insert");
-            tx.commit().expect("commit");
+            insert(&mut conn, &records);
             let (rows, cost, output, estimated): (i64, i64, i64, i64) = conn
                 .query_row(
                     "SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(output_tokens), 0), \
@@ -293,17 +440,30 @@ mod tests {
             assert_eq!(cost, (0..n).map(|i| 1_000 + i).sum::<i64>());
             assert_eq!(output, (0..n).map(|i| 2 * i).sum::<i64>());
             assert_eq!(estimated, (0..n).filter(|i| i % 10 == 0).count() as i64);
-            let last: Option<(String, String)> = conn
+            let rolled: (i64, i64, i64, i64) = conn
                 .query_row(
-                    "SELECT key_id, day FROM usage ORDER BY id DESC LIMIT 1",
+                    "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(cost_nanos), 0), \
+                     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(estimated_requests), 0) \
+                     FROM usage_daily",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .expect("rollup");
+            assert_eq!(
+                rolled,
+                (rows, cost, output, estimated),
+                "the rollup sums the log"
+            );
+            let last: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT key_id, at_ms FROM usage ORDER BY id DESC LIMIT 1",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .ok();
             if n > 0 {
                 let expected = record(n as u64 - 1);
-                let day = TimeZone::UTC.to_datetime(expected.at).date().to_string();
-                assert_eq!(last, Some((expected.key_id, day)));
+                assert_eq!(last, Some((expected.key_id, expected.at.as_millisecond())));
             }
         }
     }

@@ -6,7 +6,6 @@
 //! within milliseconds. The same transaction persists each key's spend counters, coalesced to
 //! the latest state per key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -106,20 +105,9 @@ fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<ones
 }
 
 async fn commit_with_retry(store: &Store, records: Vec<UsageRecord>) {
-    let mut latest: HashMap<String, crate::spend::ledger::SpendState> = HashMap::new();
-    for record in &records {
-        latest.insert(record.key_id.clone(), record.spend);
-    }
-    let records = std::sync::Arc::new(records);
-    let latest = std::sync::Arc::new(latest);
+    let records = Arc::new(records);
     for attempt in 1..=3 {
-        match store
-            .write_usage(
-                std::sync::Arc::clone(&records),
-                std::sync::Arc::clone(&latest),
-            )
-            .await
-        {
+        match store.write_usage(Arc::clone(&records)).await {
             Ok(()) => return,
             Err(err) => {
                 tracing::error!(
