@@ -82,7 +82,7 @@ fn append_to_log(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resul
 }
 
 fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; COLUMNS].join(", "));
+    let row = format!("({})", ["?"; COLUMNS].join(", "));
     format!(
         "INSERT INTO usage (key_id, at_ms, provider, model, status, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
