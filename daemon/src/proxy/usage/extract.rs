@@ -11,6 +11,7 @@
 use gateway_shared::Provider;
 use serde_json::Value;
 
+use super::fields::{Details, Usage};
 use crate::spend::price::Tokens;
 
 /// What has been observed of a response so far.
@@ -54,10 +55,6 @@ impl Path for Value {
     }
 }
 
-fn count(value: Option<&Value>) -> Option<u64> {
-    value.and_then(Value::as_u64)
-}
-
 fn text_len(value: Option<&Value>) -> u64 {
     value
         .and_then(Value::as_str)
@@ -65,14 +62,10 @@ fn text_len(value: Option<&Value>) -> u64 {
 }
 
 fn openai(document: &Value, observed: &mut Observed) {
-    let usage = document.get("usage").filter(|u| u.is_object()).or_else(|| {
-        document
-            .get("response")
-            .and_then(|r| r.get("usage"))
-            .filter(|u| u.is_object())
-    });
+    let usage = Usage::of(document.get("usage"))
+        .or_else(|| Usage::of(document.get("response").and_then(|r| r.get("usage"))));
     if let Some(usage) = usage {
-        openai_usage(usage, observed);
+        openai_usage(&usage, observed);
     }
     let mut chars = 0;
     if let Some(choices) = document.get("choices").and_then(Value::as_array) {
@@ -91,17 +84,19 @@ fn openai(document: &Value, observed: &mut Observed) {
 }
 
 /// OpenAI's `usage` object (chat, completions, Responses API).
-pub fn openai_usage(usage: &Value, observed: &mut Observed) {
-    let prompt = count(usage.get("prompt_tokens"))
-        .or(count(usage.get("input_tokens")))
+pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
+    let prompt = usage
+        .prompt_tokens
+        .get()
+        .or(usage.input_tokens.get())
         .unwrap_or(0);
-    let completion = count(usage.get("completion_tokens"))
-        .or(count(usage.get("output_tokens")))
+    let completion = usage
+        .completion_tokens
+        .get()
+        .or(usage.output_tokens.get())
         .unwrap_or(0);
-    let cached = count(usage.at_path(&["prompt_tokens_details", "cached_tokens"]))
-        .or(count(
-            usage.at_path(&["input_tokens_details", "cached_tokens"]),
-        ))
+    let cached = Details::cached(&usage.prompt_tokens_details)
+        .or(Details::cached(&usage.input_tokens_details))
         .unwrap_or(0)
         .min(prompt);
     observed.reported = Some(Tokens {
@@ -127,32 +122,32 @@ fn anthropic(document: &Value, observed: &mut Observed) {
         }
         _ => None,
     };
-    if let Some(usage) = usage.filter(|u| u.is_object()) {
-        anthropic_usage(usage, observed);
+    if let Some(usage) = Usage::of(usage) {
+        anthropic_usage(&usage, observed);
     }
 }
 
 /// Anthropic's `usage` object: each count present replaces the one seen before (cumulative).
-pub fn anthropic_usage(usage: &Value, observed: &mut Observed) {
+pub fn anthropic_usage(usage: &Usage, observed: &mut Observed) {
     let mut tokens = observed.reported.unwrap_or_default();
-    if let Some(n) = count(usage.get("input_tokens")) {
+    if let Some(n) = usage.input_tokens.get() {
         tokens.input = n;
     }
-    if let Some(n) = count(usage.get("output_tokens")) {
+    if let Some(n) = usage.output_tokens.get() {
         tokens.output = n;
     }
-    if let Some(n) = count(usage.get("cache_read_input_tokens")) {
+    if let Some(n) = usage.cache_read_input_tokens.get() {
         tokens.cache_read = n;
     }
-    if let Some(n) = count(usage.get("cache_creation_input_tokens")) {
+    if let Some(n) = usage.cache_creation_input_tokens.get() {
         tokens.cache_write = n;
     }
     observed.reported = Some(tokens);
 }
 
 fn gemini(document: &Value, observed: &mut Observed) {
-    if let Some(usage) = document.get("usageMetadata").filter(|u| u.is_object()) {
-        gemini_usage(usage, observed);
+    if let Some(usage) = Usage::of(document.get("usageMetadata")) {
+        gemini_usage(&usage, observed);
     }
     let mut chars = 0;
     if let Some(candidates) = document.get("candidates").and_then(Value::as_array) {
@@ -172,14 +167,16 @@ fn gemini(document: &Value, observed: &mut Observed) {
 }
 
 /// Gemini's `usageMetadata` object.
-pub fn gemini_usage(usage: &Value, observed: &mut Observed) {
-    let prompt = count(usage.get("promptTokenCount")).unwrap_or(0)
-        + count(usage.get("toolUsePromptTokenCount")).unwrap_or(0);
-    let cached = count(usage.get("cachedContentTokenCount"))
+pub fn gemini_usage(usage: &Usage, observed: &mut Observed) {
+    let prompt = usage.prompt_token_count.get().unwrap_or(0)
+        + usage.tool_use_prompt_token_count.get().unwrap_or(0);
+    let cached = usage
+        .cached_content_token_count
+        .get()
         .unwrap_or(0)
         .min(prompt);
-    let output = count(usage.get("candidatesTokenCount")).unwrap_or(0)
-        + count(usage.get("thoughtsTokenCount")).unwrap_or(0);
+    let output = usage.candidates_token_count.get().unwrap_or(0)
+        + usage.thoughts_token_count.get().unwrap_or(0);
     observed.reported = Some(Tokens {
         input: prompt - cached,
         cache_read: cached,

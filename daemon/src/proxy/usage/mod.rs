@@ -3,6 +3,7 @@
 //! the client did not want, removing exactly that chunk).
 
 mod extract;
+mod fields;
 mod json_array;
 mod sse;
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use extract::Observed;
+use fields::{Kind, Nested, Object, Usage};
 use json_array::JsonArraySplitter;
 use sse::SseParser;
 
@@ -181,52 +183,47 @@ fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event
         && document.get("usage").is_some_and(Value::is_object)
 }
 
-/// The parts of a response document that carry usage, without building the rest of it (a
-/// whole completion can be large; only a few numbers matter here).
-#[derive(Deserialize)]
+/// The parts of a response document that carry usage, read into counts without building
+/// the rest of it (a whole completion can be large; only a few numbers matter here).
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct UsageFields {
-    usage: Option<Value>,
+    usage: Object<Usage>,
     #[serde(rename = "usageMetadata")]
-    usage_metadata: Option<Value>,
+    usage_metadata: Object<Usage>,
     #[serde(rename = "type")]
-    kind: Option<String>,
-    message: Option<Nested>,
-    response: Option<Nested>,
-}
-
-#[derive(Deserialize)]
-struct Nested {
-    usage: Option<Value>,
+    kind: Kind,
+    message: Object<Nested>,
+    response: Object<Nested>,
 }
 
 impl UsageFields {
     /// What `extract::apply` reads from a whole response document, taken straight from the
     /// fields (no document is rebuilt around them).
     fn apply(self, provider: Provider, observed: &mut Observed) {
-        let object = |usage: Option<Value>| usage.filter(Value::is_object);
+        let nested = |n: Object<Nested>| n.0.and_then(|n| n.usage.0);
         match provider {
             Provider::Openai => {
-                let nested = self.response.and_then(|r| r.usage);
-                if let Some(usage) = object(self.usage).or_else(|| object(nested)) {
+                if let Some(usage) = self.usage.0.or_else(|| nested(self.response)) {
                     extract::openai_usage(&usage, observed);
                 }
             }
             Provider::Anthropic => {
-                let usage = match self.kind.as_deref() {
-                    Some("message_start") => self.message.and_then(|m| m.usage),
-                    Some("message_delta" | "message") => self.usage,
-                    Some("content_block_delta") => {
+                let usage = match self.kind {
+                    Kind::MessageStart => nested(self.message),
+                    Kind::MessageDelta | Kind::Message => self.usage.0,
+                    Kind::ContentBlockDelta => {
                         observed.content_events += 1;
                         None
                     }
-                    _ => None,
+                    Kind::Other => None,
                 };
-                if let Some(usage) = object(usage) {
+                if let Some(usage) = usage {
                     extract::anthropic_usage(&usage, observed);
                 }
             }
             Provider::Gemini => {
-                if let Some(usage) = object(self.usage_metadata) {
+                if let Some(usage) = self.usage_metadata.0 {
                     extract::gemini_usage(&usage, observed);
                 }
             }

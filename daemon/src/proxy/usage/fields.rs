@@ -1,0 +1,373 @@
+//! The usage objects of the three providers, read straight into counts.
+//!
+//! Every JSON response is read for its usage at its end, so this is on the request path:
+//! building a `serde_json::Value` of the usage object (a map, a `String` per key) and then
+//! looking fields up in it cost more than the rest of the metering. These types take the
+//! numbers as the parser meets them and skip everything else in place.
+//!
+//! They are as lenient as the `Value` lookups they replace (`Value::as_u64`): a count that is
+//! not a non-negative integer reads as absent, and a usage "object" that is not an object
+//! reads as no usage. Neither fails the document around it.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// A token count: `Some` only for a non-negative integer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a token count")
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
+        Ok(Count(Some(n)))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
+        Ok(Count(u64::try_from(n).ok()))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Count, D::Error> {
+        Count::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Count(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Count(None))
+    }
+}
+
+impl Count {
+    pub fn get(self) -> Option<u64> {
+        self.0
+    }
+}
+
+/// `T` when the value is a JSON object, `None` for anything else (skipped, not an error).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Object<T>(pub Option<T>);
+
+impl<T> Default for Object<T> {
+    fn default() -> Self {
+        Object(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Object(Some(t)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Object<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Object(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Object<T>, D::Error> {
+        Object::deserialize(deserializer)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
+        Ok(Object(None))
+    }
+}
+
+/// Every field of the three providers' usage objects the gateway bills from (a provider's
+/// object carries only its own; the rest stay absent).
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Usage {
+    // OpenAI chat and completions.
+    pub prompt_tokens: Count,
+    pub completion_tokens: Count,
+    pub prompt_tokens_details: Object<Details>,
+    // OpenAI Responses API, and Anthropic.
+    pub input_tokens: Count,
+    pub output_tokens: Count,
+    pub input_tokens_details: Object<Details>,
+    // Anthropic.
+    pub cache_read_input_tokens: Count,
+    pub cache_creation_input_tokens: Count,
+    // Gemini.
+    #[serde(rename = "promptTokenCount")]
+    pub prompt_token_count: Count,
+    #[serde(rename = "toolUsePromptTokenCount")]
+    pub tool_use_prompt_token_count: Count,
+    #[serde(rename = "cachedContentTokenCount")]
+    pub cached_content_token_count: Count,
+    #[serde(rename = "candidatesTokenCount")]
+    pub candidates_token_count: Count,
+    #[serde(rename = "thoughtsTokenCount")]
+    pub thoughts_token_count: Count,
+}
+
+/// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Details {
+    pub cached_tokens: Count,
+}
+
+impl Details {
+    pub fn cached(details: &Object<Details>) -> Option<u64> {
+        details.0.as_ref().and_then(|d| d.cached_tokens.get())
+    }
+}
+
+impl Usage {
+    /// The usage object at `value`, when it is one (stream events are parsed whole).
+    pub fn of(value: Option<&Value>) -> Option<Usage> {
+        let value = value.filter(|v| v.is_object())?;
+        Usage::deserialize(value).ok()
+    }
+}
+
+/// `{"usage": {...}}` one level down (Anthropic's `message`, OpenAI Responses' `response`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Nested {
+    pub usage: Object<Usage>,
+}
+
+/// The `type` of an Anthropic body, compared in place (no `String`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    MessageStart,
+    MessageDelta,
+    Message,
+    ContentBlockDelta,
+    #[default]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(KindVisitor)
+    }
+}
+
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a type name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Kind, E> {
+        Ok(match name {
+            "message_start" => Kind::MessageStart,
+            "message_delta" => Kind::MessageDelta,
+            "message" => Kind::Message,
+            "content_block_delta" => Kind::ContentBlockDelta,
+            _ => Kind::Other,
+        })
+    }
+
+    // A `type` that is not a string is no kind the gateway reads.
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(json: &str) -> Object<Usage> {
+        serde_json::from_str(json).expect("parses")
+    }
+
+    #[test]
+    fn a_count_is_a_non_negative_integer_and_anything_else_is_absent() {
+        let read = |v: &str| {
+            usage(&format!(
+                r#"{{"prompt_tokens": {v}, "completion_tokens": 7}}"#
+            ))
+            .0
+            .map(|u| (u.prompt_tokens.get(), u.completion_tokens.get()))
+        };
+        assert_eq!(read("12"), Some((Some(12), Some(7))));
+        assert_eq!(
+            read("18446744073709551615"),
+            Some((Some(u64::MAX), Some(7)))
+        );
+        for absent in [
+            "-1",
+            "1.5",
+            "1e3",
+            "18446744073709551616",
+            "\"12\"",
+            "null",
+            "true",
+            "[1, 2]",
+            r#"{"n": 1}"#,
+        ] {
+            assert_eq!(read(absent), Some((None, Some(7))), "{absent}");
+        }
+    }
+
+    #[test]
+    fn usage_that_is_not_an_object_is_no_usage_and_the_document_still_reads() {
+        for value in ["null", "3", "\"none\"", "[{\"prompt_tokens\": 1}]", "false"] {
+            let body =
+                format!(r#"{{"usage": {value}, "usageMetadata": {{"promptTokenCount": 4}}}}"#);
+            #[derive(Deserialize)]
+            struct Doc {
+                usage: Object<Usage>,
+                #[serde(rename = "usageMetadata")]
+                usage_metadata: Object<Usage>,
+            }
+            let doc: Doc = serde_json::from_str(&body).expect(&body);
+            assert_eq!(doc.usage.0, None, "{value}");
+            assert_eq!(
+                doc.usage_metadata.0.map(|u| u.prompt_token_count.get()),
+                Some(Some(4))
+            );
+        }
+    }
+
+    #[test]
+    fn nested_details_and_unknown_fields() {
+        let read = usage(
+            r#"{"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 80,
+                "audio_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 5},
+                "extra": [1, {"a": "usage"}], "input_tokens_details": "n/a"}"#,
+        )
+        .0
+        .expect("an object");
+        assert_eq!(Details::cached(&read.prompt_tokens_details), Some(80));
+        assert_eq!(Details::cached(&read.input_tokens_details), None);
+        assert_eq!(read.prompt_tokens.get(), Some(100));
+    }
+
+    #[test]
+    fn the_usage_of_a_parsed_value_reads_the_same() {
+        let value: Value =
+            serde_json::from_str(r#"{"input_tokens": 3, "output_tokens": -2}"#).expect("json");
+        let read = Usage::of(Some(&value)).expect("an object");
+        assert_eq!(
+            (read.input_tokens.get(), read.output_tokens.get()),
+            (Some(3), None)
+        );
+        assert_eq!(Usage::of(Some(&Value::Null)), None);
+        assert_eq!(Usage::of(None), None);
+    }
+
+    #[test]
+    fn kinds_are_matched_and_anything_else_is_other() {
+        let kind = |v: &str| serde_json::from_str::<Kind>(v).expect(v);
+        assert_eq!(kind("\"message_start\""), Kind::MessageStart);
+        assert_eq!(kind("\"message_delta\""), Kind::MessageDelta);
+        assert_eq!(kind("\"message\""), Kind::Message);
+        assert_eq!(kind("\"content_block_delta\""), Kind::ContentBlockDelta);
+        assert_eq!(kind("\"error\""), Kind::Other);
+        assert_eq!(kind("\"mess\\u0061ge\""), Kind::Message, "escaped text");
+        for other in ["3", "null", "[\"message\"]", r#"{"type": "message"}"#] {
+            assert_eq!(kind(other), Kind::Other, "{other}");
+        }
+    }
+}
