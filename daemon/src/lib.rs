@@ -66,7 +66,7 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let tokens =
         Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
-    let (usage, usage_task) = store::writer::UsageWriter::spawn(store.clone());
+    let (usage, usage_thread) = store::writer::UsageWriter::spawn(store.clone())?;
     let admin = Arc::new(AdminApi {
         keys,
         tokens,
@@ -152,7 +152,7 @@ pub async fn run(
     usage.flush().await;
     drop(usage);
     tracing::info!(records = pending, "usage flushed");
-    drop(usage_task);
+    drop(usage_thread);
     tracing::info!("stopped");
     Ok(())
 }

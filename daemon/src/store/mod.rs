@@ -1,8 +1,8 @@
 //! SQLite persistence: the one connection, its pragmas, and the typed operations on it.
 //!
 //! SQLite allows one writer at a time, so the store holds exactly one connection behind a
-//! mutex and every operation runs on tokio's blocking pool: there is never a second writer to
-//! get `SQLITE_BUSY`. WAL mode lets the file be read (backups, `sqlite3`) while we write;
+//! mutex and every operation runs on tokio's blocking pool (or, for usage, on the usage
+//! writer's own thread): there is never a second writer to get `SQLITE_BUSY`. WAL mode lets the file be read (backups, `sqlite3`) while we write;
 //! `synchronous = FULL` because these rows are money and revocations, and batching keeps it
 //! affordable. **Invariant:** no SQL outside this module, and nothing on the proxy's request
 //! path calls it.
@@ -89,16 +89,16 @@ impl Store {
     }
 
     /// Appends usage rows (and their daily rollup) and persists each key's latest spend, in
-    /// one transaction.
-    pub async fn write_usage(&self, records: Arc<Vec<usage::UsageRecord>>) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            usage::insert_all(tx, &records)?;
-            for (key_id, state) in usage::newest_spend(&records) {
+    /// one transaction. Blocking: only the usage writer's own thread calls it.
+    pub fn write_usage(&self, records: &[usage::UsageRecord]) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        in_write_transaction(&mut conn, |tx| {
+            usage::insert_all(tx, records)?;
+            for (key_id, state) in usage::newest_spend(records) {
                 keys::persist_spend(tx, key_id, state)?;
             }
             Ok(())
         })
-        .await
     }
 
     pub async fn usage_report(
@@ -159,15 +159,7 @@ impl Store {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.call(move |conn| {
-            // IMMEDIATE takes the write lock up front; a deferred transaction that upgrades
-            // later gets SQLITE_BUSY without honouring busy_timeout.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        self.call(move |conn| in_write_transaction(conn, f)).await
     }
 
     async fn call<T: Send + 'static>(
@@ -182,4 +174,16 @@ impl Store {
         .await
         .context("database task panicked")?
     }
+}
+
+fn in_write_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    // IMMEDIATE takes the write lock up front; a deferred transaction that upgrades later gets
+    // SQLITE_BUSY without honouring busy_timeout.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
