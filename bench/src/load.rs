@@ -113,6 +113,27 @@ impl Sample {
         self.latencies[index] as f64 / 1e6
     }
 
+    /// Adds another round of the same cell: counts, windows and CPU add up, latencies pool.
+    pub fn merge(&mut self, other: Sample) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.window += other.window;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+    }
+
+    /// Pools `round` into `slot` (the first round fills it).
+    pub fn pool(slot: &mut Option<Sample>, round: Sample) {
+        match slot {
+            Some(merged) => merged.merge(round),
+            None => *slot = Some(round),
+        }
+    }
+
     /// CPU microseconds per request of the watched process.
     pub fn cpu_us_per_request(&self) -> Option<f64> {
         let cpu = self.cpu?;

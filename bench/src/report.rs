@@ -66,7 +66,20 @@ pub struct ScaleRow {
     pub first_page: PageTiming,
     /// Cells at the scale concurrency (JSON and SSE).
     pub cells: Vec<Cell>,
+    /// The main table's gatewayd at the same JSON cell, its rounds taking turns with this
+    /// row's: the "throughput unchanged" comparison is made under the same conditions.
+    pub baseline_json: Option<Cell>,
     pub peak_rss_kib: u64,
+}
+
+impl ScaleRow {
+    /// JSON req/s at this key count ÷ the main gatewayd's, measured in turns.
+    pub fn json_versus_baseline(&self) -> Option<(f64, f64, f64)> {
+        let json = self.cells.iter().find(|c| c.mode == Mode::Json)?;
+        let base = self.baseline_json.as_ref()?;
+        let (big, small) = (json.sample.rps(), base.sample.rps());
+        (small > 0.0).then(|| (big / small, big, small))
+    }
 }
 
 /// Everything one run measured.
@@ -176,12 +189,9 @@ impl Run {
             return;
         }
         let c = self.scale_concurrency;
-        let base_json = self
-            .find(Mode::Json, c, Server::Gatewayd)
-            .map(|cell| cell.sample.rps());
         let _ = writeln!(
             out,
-            "### Scale (fresh gatewayd per key count; load at c{c}; ×{} keys = ÷ the main table's gatewayd)\n",
+            "### Scale (fresh gatewayd per key count; load at c{c}; ×{} keys = ÷ the main table's gatewayd, the two taking turns)\n",
             self.main_keys
         );
         let _ = writeln!(
@@ -196,10 +206,9 @@ impl Run {
             let rps = |cell: Option<&Cell>| {
                 cell.map_or_else(String::new, |c| format!("{:.0}", c.sample.rps()))
             };
-            let versus = match (json, base_json) {
-                (Some(j), Some(b)) if b > 0.0 => format!("{:.2}", j.sample.rps() / b),
-                _ => String::new(),
-            };
+            let versus = row
+                .json_versus_baseline()
+                .map_or_else(String::new, |(r, _, _)| format!("{r:.2}"));
             let errors: u64 = row.cells.iter().map(|c| c.sample.errors).sum();
             let _ = writeln!(
                 out,
@@ -317,19 +326,15 @@ impl Run {
                 ));
             }
         }
-        let base = self.find(Mode::Json, self.scale_concurrency, Server::Gatewayd);
-        if let (Some(base), Some(big)) = (base, self.scale.iter().max_by_key(|r| r.keys))
-            && let Some(cell) = big.cells.iter().find(|c| c.mode == Mode::Json)
+        if let Some(big) = self.scale.iter().max_by_key(|r| r.keys)
+            && let Some((r, big_rps, base_rps)) = big.json_versus_baseline()
         {
-            let r = cell.sample.rps() / base.sample.rps().max(1e-9);
             verdicts.push(format!(
-                "{} throughput unchanged (within ±10%) from {} to {} keys (json c{}): {r:.2}× ({:.0} vs {:.0} req/s)",
+                "{} throughput unchanged (within ±10%) from {} to {} keys (json c{}): {r:.2}× ({big_rps:.0} vs {base_rps:.0} req/s)",
                 judge((0.9..=1.1).contains(&r)),
                 self.main_keys,
                 big.keys,
                 self.scale_concurrency,
-                cell.sample.rps(),
-                base.sample.rps()
             ));
         }
         verdicts

@@ -25,6 +25,8 @@ pub struct Options {
     pub gatewayd: Option<PathBuf>,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Interleaved rounds per cell (see `--rounds`).
+    pub rounds: usize,
     pub concurrency: Vec<usize>,
     pub modes: Vec<Mode>,
     pub servers: Vec<Server>,
@@ -110,8 +112,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let cores = std::thread::available_parallelism().map_or(0, usize::from);
         let header = vec![
             format!(
-                "gateway-bench {} — loopback, closed loop, {} s per cell after {} s warm-up; {cores} cores",
+                "gateway-bench {} — loopback, closed loop; each cell {} round(s) of {} s after {} s warm-up, the servers taking turns; {cores} cores",
                 env!("CARGO_PKG_VERSION"),
+                options.rounds,
                 options.duration.as_secs_f64(),
                 options.warmup.as_secs_f64()
             ),
@@ -170,11 +173,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         };
         for &mode in &options.modes {
             for &concurrency in &options.concurrency {
-                for (server, target, pid) in &targets {
-                    if !options.servers.contains(server) {
-                        continue;
+                let measured: Vec<_> = targets
+                    .iter()
+                    .filter(|(server, _, _)| options.servers.contains(server))
+                    .collect();
+                let mut samples: Vec<Option<load::Sample>> = measured.iter().map(|_| None).collect();
+                for _ in 0..options.rounds {
+                    for ((_, target, pid), merged) in measured.iter().zip(&mut samples) {
+                        let round = load::run(target, mode, shape(concurrency), Some(*pid)).await?;
+                        load::Sample::pool(merged, round);
                     }
-                    let sample = load::run(target, mode, shape(concurrency), Some(*pid)).await?;
+                }
+                for ((server, _, pid), sample) in measured.iter().zip(samples) {
+                    let Some(sample) = sample else { continue };
                     let peak = crate::process::status_kib(*pid, "VmHWM:").ok();
                     eprintln!(
                         "  {:<9} c{:<3} {:<10} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  errors {}",
@@ -192,14 +203,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             }
         }
         drop(admin);
-        let mut gateway = gateway;
-        gateway.proc.stop(Duration::from_secs(30))?;
-
+        // The main gatewayd stays up through the scale runs: their JSON rounds take turns
+        // with it, so "unchanged with many keys" compares like with like.
+        let (_, main_target, main_pid) = &targets[2];
         for &keys in &options.scale_keys {
-            let row = scale(&launcher, work.path(), keys, options).await
+            let row = scale(&launcher, work.path(), keys, options, (main_target, *main_pid)).await
                 .with_context(|| format!("scale run with {keys} keys"))?;
             run.scale.push(row);
         }
+        let mut gateway = gateway;
+        gateway.proc.stop(Duration::from_secs(30))?;
         anyhow::Ok(run)
     })?;
     run.header.push(format!(
@@ -225,6 +238,7 @@ async fn scale(
     work: &Path,
     keys: usize,
     options: &Options,
+    baseline: (&Target, u32),
 ) -> anyhow::Result<ScaleRow> {
     eprintln!("scale: {keys} keys");
     let home = Home::new(work.join(format!("scale-{keys}")))?;
@@ -266,11 +280,29 @@ async fn scale(
         duration: options.duration,
     };
     let mut cells = Vec::new();
+    let mut baseline_json = None;
     for mode in [Mode::Json, Mode::Sse] {
         if !options.modes.contains(&mode) {
             continue;
         }
-        let sample = load::run(&target, mode, shape, Some(gateway.proc.pid())).await?;
+        let mut sample: Option<load::Sample> = None;
+        let mut base: Option<load::Sample> = None;
+        for _ in 0..options.rounds {
+            let round = load::run(&target, mode, shape, Some(gateway.proc.pid())).await?;
+            load::Sample::pool(&mut sample, round);
+            if mode == Mode::Json {
+                let round = load::run(baseline.0, mode, shape, Some(baseline.1)).await?;
+                load::Sample::pool(&mut base, round);
+            }
+        }
+        let Some(sample) = sample else { continue };
+        baseline_json = base.map(|sample| Cell {
+            mode,
+            concurrency: shape.concurrency,
+            server: Server::Gatewayd,
+            sample,
+            peak_rss_kib: None,
+        });
         eprintln!(
             "  {keys} keys {:<5} c{} {:>8.0} req/s  p50 {:.3} ms  errors {}",
             mode.name(),
@@ -301,6 +333,7 @@ async fn scale(
         idle_rss_kib,
         first_page,
         cells,
+        baseline_json,
         peak_rss_kib,
     })
 }
