@@ -256,20 +256,63 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     }
 }
 
-/// OpenAI's reset format: `250ms`, `1.5s`, `1m0s`.
-pub fn format_reset(wait: Duration) -> String {
+/// OpenAI's reset format: `250ms`, `1.5s`, `1m0s`. Written into a buffer of its own (it is
+/// a header of every rate-limited response: no `format!`, no allocation).
+pub fn format_reset(wait: Duration) -> ResetText {
     let ms = wait.as_millis();
+    let mut text = ResetText::default();
     if ms < 1000 {
-        format!("{ms}ms")
+        text.number(ms).push(b"ms");
     } else if ms < 60_000 {
         let tenths = ms / 100;
-        if tenths.is_multiple_of(10) {
-            format!("{}s", tenths / 10)
-        } else {
-            format!("{}.{}s", tenths / 10, tenths % 10)
+        text.number(tenths / 10);
+        if !tenths.is_multiple_of(10) {
+            text.push(b".").number(tenths % 10);
         }
+        text.push(b"s");
     } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+        text.number(ms / 60_000)
+            .push(b"m")
+            .number((ms % 60_000) / 1000)
+            .push(b"s");
+    }
+    text
+}
+
+/// The text of [`format_reset`]: at most two numbers of 39 digits and three letters.
+#[derive(Clone, Copy)]
+pub struct ResetText {
+    bytes: [u8; 96],
+    len: usize,
+}
+
+impl Default for ResetText {
+    fn default() -> Self {
+        ResetText {
+            bytes: [0; 96],
+            len: 0,
+        }
+    }
+}
+
+impl ResetText {
+    fn push(&mut self, text: &[u8]) -> &mut Self {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+        self.len += text.len();
+        self
+    }
+
+    fn number(&mut self, n: u128) -> &mut Self {
+        self.push(itoa::Buffer::new().format(n).as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and letters are ever pushed.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -341,10 +384,16 @@ mod tests {
 
     #[test]
     fn reset_formats() {
-        assert_eq!(format_reset(at(250)), "250ms");
-        assert_eq!(format_reset(at(1500)), "1.5s");
-        assert_eq!(format_reset(at(2000)), "2s");
-        assert_eq!(format_reset(at(61_000)), "1m1s");
+        assert_eq!(format_reset(at(250)).as_str(), "250ms");
+        assert_eq!(format_reset(at(1500)).as_str(), "1.5s");
+        assert_eq!(format_reset(at(2000)).as_str(), "2s");
+        assert_eq!(format_reset(at(61_000)).as_str(), "1m1s");
+        assert_eq!(format_reset(at(0)).as_str(), "0ms");
+        assert_eq!(format_reset(at(59_999)).as_str(), "59.9s");
+        assert_eq!(
+            format_reset(Duration::MAX).as_str(),
+            "307445734561825860m15s"
+        );
         assert_eq!(retry_after_secs(at(1)), 1);
         assert_eq!(retry_after_secs(at(0)), 1);
     }

@@ -49,11 +49,21 @@ pub fn for_upstream(client: &HeaderMap) -> HeaderMap {
 
 /// Removes hop-by-hop headers from a provider's response before it goes to the client.
 pub fn strip_response(headers: &mut HeaderMap) {
-    for name in connection_tokens(headers) {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        for name in connection_tokens(headers) {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    remove_all(headers, &HOP_BY_HOP);
+}
+
+/// Removes every header named in `names`. A response rarely has any of them, and looking
+/// at the few names it has costs less than a hashed look-up per name to remove.
+pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if headers.keys().any(|present| names.contains(present)) {
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
@@ -102,6 +112,32 @@ mod tests {
         let out = for_upstream(&client);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "anthropic-version", "openai-beta"]);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_leave_the_response() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-conn-private"),
+            ("x-conn-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+            ("x-request-id", "r1"),
+        ] {
+            headers.append(name, value.parse().expect("value"));
+        }
+        strip_response(&mut headers);
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-request-id"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert("content-type", "text/plain".parse().expect("value"));
+        remove_all(&mut plain, &HOP_BY_HOP);
+        assert_eq!(plain.len(), 1, "nothing to remove, nothing removed");
+        plain.insert("upgrade", "h2c".parse().expect("value"));
+        remove_all(&mut plain, &HOP_BY_HOP);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

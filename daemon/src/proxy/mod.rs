@@ -44,7 +44,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use serde_json::{Map, Value};
 
 use crate::clock::Clock;
 use crate::config::{Config, SpendConfig};
@@ -308,7 +307,7 @@ impl Proxy {
         route: &ProviderRoute,
         key: &KeyEntry,
         model: Option<&str>,
-        json: Option<&Map<String, Value>>,
+        json: Option<&model::Skimmed>,
         body_len: usize,
     ) -> Result<(Option<Price>, Reservation), GatewayError> {
         let limit = key.spend_limit;
@@ -357,9 +356,7 @@ impl Proxy {
         headers::strip_response(&mut parts.headers);
         // The gateway's own limit replaces the provider's account-wide one.
         if key.rate_limit_rpm.is_some() {
-            for name in RATE_HEADERS {
-                parts.headers.remove(name);
-            }
+            headers::remove_all(&mut parts.headers, &RATE_HEADERS);
         }
         meter.status = parts.status.as_u16();
         if !parts.status.is_success() {
@@ -526,7 +523,8 @@ const OUTPUT_CLAMPED: HeaderName = HeaderName::from_static("x-gateway-output-cla
 fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
     headers.insert(RATE_LIMIT, HeaderValue::from(decision.limit));
     headers.insert(RATE_REMAINING, HeaderValue::from(decision.remaining));
-    if let Ok(reset) = HeaderValue::try_from(rate::format_reset(decision.reset_after)) {
+    if let Ok(reset) = HeaderValue::from_bytes(rate::format_reset(decision.reset_after).as_bytes())
+    {
         headers.insert(RATE_RESET, reset);
     }
 }

@@ -18,15 +18,15 @@ pub fn json_body(
     source: &ModelSource,
     headers: &http::HeaderMap,
     body: &Bytes,
-) -> Result<Option<Map<String, Value>>, GatewayError> {
+) -> Result<Option<Skimmed>, GatewayError> {
     // Gemini names the model in the path, but its output limit (which the spend step reads
     // and may clamp) is in the body all the same.
     let reads_body = matches!(source, ModelSource::Body | ModelSource::Path(_));
     if !reads_body || body.is_empty() || !is_json(headers, body) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Skim>(body) {
-        Ok(Skim(fields)) => Ok(Some(fields)),
+    match serde_json::from_slice::<Skimmed>(body) {
+        Ok(fields) => Ok(Some(fields)),
         Err(err) if err.classify() == serde_json::error::Category::Data => Err(GatewayError::new(
             ErrorCode::InvalidRequest,
             "The request body must be a JSON object.",
@@ -49,10 +49,31 @@ const READ_FIELDS: &[&str] = &[
     "generationConfig",
 ];
 
-/// A JSON object reduced to its [`READ_FIELDS`] (a later duplicate wins, as in a full parse).
-struct Skim(Map<String, Value>);
+/// Top-level fields of a request body, by name: what the pipeline reads is the same whether
+/// the body was skimmed ([`Skimmed`]) or, to be rewritten, parsed whole (a `Map`).
+pub trait Fields {
+    fn field(&self, name: &str) -> Option<&Value>;
+}
 
-impl<'de> serde::Deserialize<'de> for Skim {
+impl Fields for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+/// A JSON object reduced to its [`READ_FIELDS`], one slot each (a later duplicate wins, as
+/// in a full parse): no map and no key is allocated.
+#[derive(Debug, Default)]
+pub struct Skimmed([Option<Value>; READ_FIELDS.len()]);
+
+impl Fields for Skimmed {
+    fn field(&self, name: &str) -> Option<&Value> {
+        let index = READ_FIELDS.iter().position(|f| *f == name)?;
+        self.0[index].as_ref()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Skimmed {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(SkimVisitor)
     }
@@ -61,30 +82,29 @@ impl<'de> serde::Deserialize<'de> for Skim {
 struct SkimVisitor;
 
 impl<'de> serde::de::Visitor<'de> for SkimVisitor {
-    type Value = Skim;
+    type Value = Skimmed;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skim, A::Error> {
-        let mut fields = Map::new();
-        while let Some(FieldName(name)) = map.next_key()? {
-            match name {
-                Some(name) => {
-                    fields.insert(name.to_owned(), map.next_value::<Value>()?);
-                }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skimmed, A::Error> {
+        let mut fields = Skimmed::default();
+        while let Some(FieldName(index)) = map.next_key()? {
+            match index {
+                Some(index) => fields.0[index] = Some(map.next_value::<Value>()?),
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
         }
-        Ok(Skim(fields))
+        Ok(fields)
     }
 }
 
-/// A key: which of [`READ_FIELDS`] it is, if any. Compared in place, never allocated.
-struct FieldName(Option<&'static str>);
+/// A key: which of [`READ_FIELDS`] it is (its index), if any. Compared in place, never
+/// allocated.
+struct FieldName(Option<usize>);
 
 impl<'de> serde::Deserialize<'de> for FieldName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -102,19 +122,16 @@ impl serde::de::Visitor<'_> for FieldNameVisitor {
     }
 
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
-        Ok(FieldName(READ_FIELDS.iter().find(|f| **f == name).copied()))
+        Ok(FieldName(READ_FIELDS.iter().position(|f| *f == name)))
     }
 }
 
 /// The model named by the request, if any.
-pub fn named(
-    source: &ModelSource,
-    json: Option<&Map<String, Value>>,
-) -> Result<Option<String>, GatewayError> {
+pub fn named(source: &ModelSource, json: Option<&Skimmed>) -> Result<Option<String>, GatewayError> {
     match source {
         ModelSource::Listing | ModelSource::None => Ok(None),
         ModelSource::Path(model) => Ok(Some(model.clone())),
-        ModelSource::Body => match json.and_then(|j| j.get("model")) {
+        ModelSource::Body => match json.and_then(|j| j.field("model")) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(model)) => Ok(Some(model.clone())),
             Some(_) => Err(GatewayError::new(
@@ -199,10 +216,22 @@ mod tests {
         let fields = json_body(&ModelSource::Body, &json_headers(), &body)
             .expect("valid")
             .expect("json");
-        let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = READ_FIELDS
+            .iter()
+            .copied()
+            .filter(|name| fields.field(name).is_some())
+            .collect();
         names.sort_unstable();
         assert_eq!(names, ["max_tokens", "model", "stream", "stream_options"]);
-        assert_eq!(fields["stream_options"]["include_usage"], false);
+        assert_eq!(
+            fields.field("stream_options").map(|o| &o["include_usage"]),
+            Some(&Value::Bool(false))
+        );
+        assert_eq!(
+            fields.field("temperature"),
+            None,
+            "not a field the gateway reads"
+        );
     }
 
     #[test]

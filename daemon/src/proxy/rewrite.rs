@@ -5,17 +5,19 @@
 use gateway_shared::Provider;
 use serde_json::{Map, Value, json};
 
+use super::model::Fields;
+
 /// The request's own output limit, if it sets one.
-pub fn requested_output(provider: Provider, body: &Map<String, Value>) -> Option<u64> {
+pub fn requested_output(provider: Provider, body: &impl Fields) -> Option<u64> {
     match provider {
         Provider::Openai => body
-            .get("max_completion_tokens")
+            .field("max_completion_tokens")
             .and_then(Value::as_u64)
-            .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
-            .or_else(|| body.get("max_output_tokens").and_then(Value::as_u64)),
-        Provider::Anthropic => body.get("max_tokens").and_then(Value::as_u64),
+            .or_else(|| body.field("max_tokens").and_then(Value::as_u64))
+            .or_else(|| body.field("max_output_tokens").and_then(Value::as_u64)),
+        Provider::Anthropic => body.field("max_tokens").and_then(Value::as_u64),
         Provider::Gemini => body
-            .get("generationConfig")
+            .field("generationConfig")
             .and_then(|c| c.get("maxOutputTokens"))
             .and_then(Value::as_u64),
     }
@@ -55,11 +57,11 @@ pub fn set_output_limit(
 
 /// Whether this is an OpenAI chat or completions stream that does not ask for usage (and
 /// so must be made to, with the usage chunk hidden from the client).
-pub fn wants_include_usage(provider: Provider, path: &str, body: &Map<String, Value>) -> bool {
+pub fn wants_include_usage(provider: Provider, path: &str, body: &impl Fields) -> bool {
     let applies = provider == Provider::Openai
         && (path.ends_with("/chat/completions") || path.ends_with("/completions"))
-        && body.get("stream").and_then(Value::as_bool) == Some(true);
-    match body.get("stream_options") {
+        && body.field("stream").and_then(Value::as_bool) == Some(true);
+    match body.field("stream_options") {
         _ if !applies => false,
         None => true,
         Some(Value::Object(options)) => {
@@ -91,13 +93,13 @@ pub fn rewrite(
     provider: Provider,
     path: &str,
     body: &[u8],
-    fields: &Map<String, Value>,
+    fields: &impl Fields,
     output_limit: Option<u64>,
     include_usage: bool,
 ) -> Result<Vec<u8>, serde_json::Error> {
     if output_limit.is_none()
         && include_usage
-        && !fields.contains_key("stream_options")
+        && fields.field("stream_options").is_none()
         && let Some(spliced) = splice_include_usage(body)
     {
         return Ok(spliced);

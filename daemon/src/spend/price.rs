@@ -5,6 +5,8 @@
 //! like $0.075/M is exact; a cost is rounded up once, after summing every kind of token, so
 //! many small requests can never add up to less than they cost.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use gateway_shared::Nanodollars;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -115,6 +117,10 @@ impl Decimal {
 pub struct PriceTable {
     globs: GlobSet,
     prices: Vec<Price>,
+    /// Every entry written without glob syntax, with the index of the first entry that
+    /// matches it (an earlier glob can). Most requests name such a model: one hash look-up
+    /// instead of running the glob set.
+    exact: HashMap<Box<str>, usize>,
     fallback: Option<Price>,
 }
 
@@ -169,15 +175,28 @@ impl PriceTable {
             })
             .transpose()
             .context("[spend.fallback_price]")?;
+        let globs = builder.build().context("compiling price globs")?;
+        let mut exact = HashMap::new();
+        for entry in overrides.iter().chain(&shipped.prices) {
+            if !entry.model.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+                if let Some(first) = globs.matches(entry.model.as_str()).into_iter().min() {
+                    exact.entry(entry.model.as_str().into()).or_insert(first);
+                }
+            }
+        }
         Ok(PriceTable {
-            globs: builder.build().context("compiling price globs")?,
+            globs,
             prices,
+            exact,
             fallback,
         })
     }
 
     /// The price of `model`: the first matching entry, else the fallback, else `None`.
     pub fn lookup(&self, model: &str) -> Option<Price> {
+        if let Some(&first) = self.exact.get(model) {
+            return self.prices.get(first).copied();
+        }
         let first = self.globs.matches(model).into_iter().min();
         first
             .and_then(|i| self.prices.get(i).copied())
@@ -251,6 +270,34 @@ mod tests {
             Nanodollars(400_000_000)
         );
         assert!(table.lookup("llama-3-70b").is_none());
+    }
+
+    #[test]
+    fn exact_names_answer_as_the_glob_set_would() {
+        let overrides = [
+            entry("gpt-4o*", 1.0, 1.0),
+            entry("gpt-4o-mini", 2.0, 2.0),
+            entry("house-model", 3.0, 3.0),
+            entry("house-model", 4.0, 4.0),
+        ];
+        let table = PriceTable::new(&overrides, None).expect("table");
+        let input = |model: &str| table.lookup(model).map(|p| p.input);
+        assert_eq!(
+            input("gpt-4o-mini"),
+            Some(Nanodollars(1_000_000_000)),
+            "the earlier glob wins over the later exact name"
+        );
+        assert_eq!(input("house-model"), Some(Nanodollars(3_000_000_000)));
+        assert_eq!(input("house-model-2"), None);
+        let shipped: ShippedFile = toml::from_str(SHIPPED).expect("shipped");
+        for name in shipped.prices.iter().map(|e| e.model.as_str()) {
+            let by_globs = table.globs.matches(name).into_iter().min();
+            assert_eq!(
+                table.lookup(name),
+                by_globs.and_then(|i| table.prices.get(i).copied()),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -71,12 +71,20 @@ fn append_to_log(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resul
     static MANY: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+    // Each statement is taken from the cache once per batch: a cache look-up hashes the SQL
+    // text (over a kilobyte for the many-row one).
     let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
-    for chunk in &mut chunks {
-        insert_rows(tx, &MANY, chunk)?;
+    if chunks.len() > 0 {
+        let mut many = tx.prepare_cached(&MANY)?;
+        for chunk in &mut chunks {
+            insert_rows(&mut many, chunk)?;
+        }
     }
-    for record in chunks.remainder() {
-        insert_rows(tx, &ONE, std::slice::from_ref(record))?;
+    if !chunks.remainder().is_empty() {
+        let mut one = tx.prepare_cached(&ONE)?;
+        for record in chunks.remainder() {
+            insert_rows(&mut one, std::slice::from_ref(record))?;
+        }
     }
     Ok(())
 }
@@ -91,9 +99,11 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
-fn insert_rows(tx: &Transaction<'_>, sql: &str, records: &[UsageRecord]) -> anyhow::Result<()> {
-    // Cached: the writer runs these thousands of times a second.
-    let mut statement = tx.prepare_cached(sql)?;
+/// Binds `records` to `statement` (one row's parameters after another) and runs it.
+fn insert_rows(
+    statement: &mut rusqlite::Statement<'_>,
+    records: &[UsageRecord],
+) -> anyhow::Result<()> {
     for (i, record) in records.iter().enumerate() {
         let values: [&dyn rusqlite::ToSql; COLUMNS] = [
             &record.key_id,
