@@ -178,10 +178,10 @@ impl PriceTable {
         let globs = builder.build().context("compiling price globs")?;
         let mut exact = HashMap::new();
         for entry in overrides.iter().chain(&shipped.prices) {
-            if !entry.model.contains(['*', '?', '[', ']', '{', '}', '\\']) {
-                if let Some(first) = globs.matches(entry.model.as_str()).into_iter().min() {
-                    exact.entry(entry.model.as_str().into()).or_insert(first);
-                }
+            if !entry.model.contains(['*', '?', '[', ']', '{', '}', '\\'])
+                && let Some(first) = globs.matches(entry.model.as_str()).into_iter().min()
+            {
+                exact.entry(entry.model.as_str().into()).or_insert(first);
             }
         }
         Ok(PriceTable {
