@@ -173,13 +173,10 @@ fn is_json(headers: &http::HeaderMap, body: &Bytes) -> bool {
         .and_then(|v| v.to_str().ok())
     {
         Some(content_type) => {
-            let essence = content_type
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            essence == "application/json" || essence.ends_with("+json")
+            let essence = content_type.split(';').next().unwrap_or_default().trim();
+            let suffix = essence.len().checked_sub(5).and_then(|at| essence.get(at..));
+            essence.eq_ignore_ascii_case("application/json")
+                || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
         }
         None => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
     }
@@ -232,6 +229,28 @@ mod tests {
             None,
             "not a field the gateway reads"
         );
+    }
+
+    #[test]
+    fn json_is_known_by_its_content_type_in_any_case() {
+        let body = Bytes::from_static(b"{}");
+        let with = |content_type: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("content-type", content_type.parse().expect("value"));
+            is_json(&headers, &body)
+        };
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=1",
+            "application/vnd.api+JSON",
+        ] {
+            assert!(with(yes), "{yes}");
+        }
+        for no in ["text/plain", "json", "+jsonx", "application/jsonp", "multipart/form-data"] {
+            assert!(!with(no), "{no}");
+        }
+        assert!(is_json(&http::HeaderMap::new(), &body), "no type: by shape");
     }
 
     #[test]

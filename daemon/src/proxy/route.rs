@@ -59,7 +59,8 @@ pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError>
             ),
         ));
     };
-    let upstream_path = format!("/{rest}");
+    // `rest` follows a '/' in `path`: the upstream path is that slash onwards.
+    let upstream_path = path[path.len() - rest.len() - 1..].to_owned();
     let model = match provider {
         Provider::Gemini => gemini_model(method, rest),
         Provider::Openai | Provider::Anthropic => openai_style_model(method, rest),

@@ -94,10 +94,15 @@ impl Upstream {
         })?;
         headers.insert(name.clone(), value.clone());
         headers.insert(http::header::HOST, target.host.clone());
-        let path_and_query = match query {
-            Some(query) => format!("{}{path}?{query}", target.base_path),
-            None => format!("{}{path}", target.base_path),
-        };
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut path_and_query =
+            String::with_capacity(target.base_path.len() + path.len() + query_len);
+        path_and_query.push_str(&target.base_path);
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
         let uri = http::Uri::try_from(path_and_query).map_err(|err| {
             GatewayError::new(
                 ErrorCode::InvalidRequest,
