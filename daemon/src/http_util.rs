@@ -65,12 +65,38 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(err) => Err(GatewayError::new(
-            ErrorCode::InvalidRequest,
-            format!("The request body could not be read: {err}."),
-        )),
+    // Frame by frame rather than `collect()`: a body that arrives in one frame (most) is
+    // returned as that frame, with no list of frames built around it.
+    let mut body = Limited::new(body, limit);
+    let mut whole: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                GatewayError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("The request body could not be read: {err}."),
+                )
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match (&whole, &mut joined) {
+            (None, _) => whole = Some(data),
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            (Some(first), None) => {
+                let mut both = bytes::BytesMut::with_capacity(first.len() + data.len());
+                both.extend_from_slice(first);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
     }
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => whole.unwrap_or_default(),
+    })
 }

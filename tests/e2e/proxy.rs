@@ -181,6 +181,28 @@ async fn malformed_requests_and_unknown_routes() {
         "body_too_large",
     );
     assert_eq!(mock.hits(), 0);
+
+    // Chunked within the limit: the pieces reach the provider joined, byte for byte.
+    let pieces = [
+        r#"{"model": "gpt-4o", "#,
+        r#""messages": [{"role": "user", "#,
+        r#""content": "split across frames"}]}"#,
+    ];
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = pieces
+        .iter()
+        .map(|piece| Ok(bytes::Bytes::from_static(piece.as_bytes())))
+        .collect();
+    let joined = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(joined.status().as_u16(), 200);
+    assert_eq!(mock.hits(), 1);
+    assert_eq!(mock.last().body, pieces.concat().as_bytes());
 }
 
 fn futures_stream<T: Send + Unpin + 'static>(
