@@ -174,7 +174,10 @@ fn is_json(headers: &http::HeaderMap, body: &Bytes) -> bool {
     {
         Some(content_type) => {
             let essence = content_type.split(';').next().unwrap_or_default().trim();
-            let suffix = essence.len().checked_sub(5).and_then(|at| essence.get(at..));
+            let suffix = essence
+                .len()
+                .checked_sub(5)
+                .and_then(|at| essence.get(at..));
             essence.eq_ignore_ascii_case("application/json")
                 || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
         }
@@ -247,7 +250,13 @@ mod tests {
         ] {
             assert!(with(yes), "{yes}");
         }
-        for no in ["text/plain", "json", "+jsonx", "application/jsonp", "multipart/form-data"] {
+        for no in [
+            "text/plain",
+            "json",
+            "+jsonx",
+            "application/jsonp",
+            "multipart/form-data",
+        ] {
             assert!(!with(no), "{no}");
         }
         assert!(is_json(&http::HeaderMap::new(), &body), "no type: by shape");

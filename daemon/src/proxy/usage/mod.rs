@@ -5,6 +5,7 @@
 mod extract;
 mod fields;
 mod json_array;
+mod members;
 mod sse;
 
 use bytes::Bytes;
@@ -137,9 +138,7 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            if let Ok(fields) = serde_json::from_slice::<UsageFields>(&whole) {
-                fields.apply(self.provider, &mut self.observed);
-            }
+            UsageFields::read(&whole).apply(self.provider, &mut self.observed);
         }
         if self.strip_usage_chunk {
             Bytes::from(self.sse.take_pending_raw())
@@ -185,19 +184,39 @@ fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event
 
 /// The parts of a response document that carry usage, read into counts without building
 /// the rest of it (a whole completion can be large; only a few numbers matter here).
-#[derive(Default, Deserialize)]
-#[serde(default)]
+#[derive(Default)]
 struct UsageFields {
     usage: Object<Usage>,
-    #[serde(rename = "usageMetadata")]
     usage_metadata: Object<Usage>,
-    #[serde(rename = "type")]
     kind: Kind,
     message: Object<Nested>,
     response: Object<Nested>,
 }
 
 impl UsageFields {
+    /// The fields from a JSON body: its other members are stepped over, not parsed; a
+    /// wanted member that does not parse counts as absent. Duplicates: the last one wins.
+    fn read(body: &[u8]) -> UsageFields {
+        fn parse<'a, T: Deserialize<'a> + Default>(value: &'a [u8]) -> T {
+            serde_json::from_slice(value).unwrap_or_default()
+        }
+        let mut fields = UsageFields::default();
+        members::each_member(body, |key, value| {
+            if members::key_is(key, "usage") {
+                fields.usage = parse(value);
+            } else if members::key_is(key, "usageMetadata") {
+                fields.usage_metadata = parse(value);
+            } else if members::key_is(key, "type") {
+                fields.kind = parse(value);
+            } else if members::key_is(key, "message") {
+                fields.message = parse(value);
+            } else if members::key_is(key, "response") {
+                fields.response = parse(value);
+            }
+        });
+        fields
+    }
+
     /// What `extract::apply` reads from a whole response document, taken straight from the
     /// fields (no document is rebuilt around them).
     fn apply(self, provider: Provider, observed: &mut Observed) {
