@@ -12,8 +12,8 @@
 //! either way), and a malformed wanted value fails its own parse.
 
 /// Calls `each(key, value)` for each top-level member of the object in `text`, in order: the
-/// key's raw bytes with their quotes (escapes as written, see [`key_is`]) and the value's raw
-/// bytes. Returns `false` when `text` is not an object or its framing breaks off (members
+/// key's raw bytes with their quotes (escapes as written, see [`key_text`]) and the value's
+/// raw bytes. Returns `false` when `text` is not an object or its framing breaks off (members
 /// before that point were still reported).
 pub fn each_member<'a>(text: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> bool {
     let Some(mut at) = skip_space(text, 0).filter(|&at| text[at] == b'{') else {
@@ -54,14 +54,16 @@ pub fn each_member<'a>(text: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8]))
     }
 }
 
-/// Whether a raw key (with its quotes, as [`each_member`] gives it) names `name`. Keys are
-/// compared as written; one with escapes is decoded first (`"us\u0061ge"` is `usage`).
-pub fn key_is(raw: &[u8], name: &str) -> bool {
-    let inner = &raw[1..raw.len().saturating_sub(1).max(1)];
+/// A raw key (with its quotes, as [`each_member`] gives it) as the text it stands for: the
+/// bytes between the quotes, or, when it has escapes, the decoded key (`"us\u0061ge"` is
+/// `usage`); `None` when it does not decode.
+pub fn key_text(raw: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let inner = raw.get(1..raw.len().saturating_sub(1))?;
     if !inner.contains(&b'\\') {
-        return inner == name.as_bytes();
+        return Some(std::borrow::Cow::Borrowed(inner));
     }
-    serde_json::from_slice::<String>(raw).is_ok_and(|key| key == name)
+    let key: String = serde_json::from_slice(raw).ok()?;
+    Some(std::borrow::Cow::Owned(key.into_bytes()))
 }
 
 fn skip_space(text: &[u8], from: usize) -> Option<usize> {
@@ -215,11 +217,12 @@ mod tests {
 
     #[test]
     fn escaped_keys_are_decoded_before_comparing() {
-        assert!(key_is(br#""usage""#, "usage"));
-        assert!(key_is(br#""us\u0061ge""#, "usage"));
-        assert!(!key_is(br#""usage2""#, "usage"));
-        assert!(!key_is(br#""us\"age""#, "usage"));
-        assert!(!key_is(br#""""#, "usage"));
+        let text = |raw: &[u8]| key_text(raw).map(|k| k.into_owned());
+        assert_eq!(text(br#""usage""#).as_deref(), Some(&b"usage"[..]));
+        assert_eq!(text(br#""us\u0061ge""#).as_deref(), Some(&b"usage"[..]));
+        assert_eq!(text(br#""us\"age""#).as_deref(), Some(&b"us\"age"[..]));
+        assert_eq!(text(br#""""#).as_deref(), Some(&b""[..]));
+        assert_eq!(text(br#""\x""#), None, "not a JSON escape");
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

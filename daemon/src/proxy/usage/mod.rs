@@ -202,16 +202,13 @@ impl UsageFields {
         }
         let mut fields = UsageFields::default();
         members::each_member(body, |key, value| {
-            if members::key_is(key, "usage") {
-                fields.usage = parse(value);
-            } else if members::key_is(key, "usageMetadata") {
-                fields.usage_metadata = parse(value);
-            } else if members::key_is(key, "type") {
-                fields.kind = parse(value);
-            } else if members::key_is(key, "message") {
-                fields.message = parse(value);
-            } else if members::key_is(key, "response") {
-                fields.response = parse(value);
+            match members::key_text(key).as_deref() {
+                Some(b"usage") => fields.usage = parse(value),
+                Some(b"usageMetadata") => fields.usage_metadata = parse(value),
+                Some(b"type") => fields.kind = parse(value),
+                Some(b"message") => fields.message = parse(value),
+                Some(b"response") => fields.response = parse(value),
+                _ => {}
             }
         });
         fields
