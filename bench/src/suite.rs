@@ -296,13 +296,15 @@ async fn scale(
             }
         }
         let Some(sample) = sample else { continue };
-        baseline_json = base.map(|sample| Cell {
-            mode,
-            concurrency: shape.concurrency,
-            server: Server::Gatewayd,
-            sample,
-            peak_rss_kib: None,
-        });
+        if let Some(base) = base {
+            baseline_json = Some(Cell {
+                mode,
+                concurrency: shape.concurrency,
+                server: Server::Gatewayd,
+                sample: base,
+                peak_rss_kib: None,
+            });
+        }
         eprintln!(
             "  {keys} keys {:<5} c{} {:>8.0} req/s  p50 {:.3} ms  errors {}",
             mode.name(),

@@ -201,15 +201,13 @@ impl UsageFields {
             serde_json::from_slice(value).unwrap_or_default()
         }
         let mut fields = UsageFields::default();
-        members::each_member(body, |key, value| {
-            match members::key_text(key).as_deref() {
-                Some(b"usage") => fields.usage = parse(value),
-                Some(b"usageMetadata") => fields.usage_metadata = parse(value),
-                Some(b"type") => fields.kind = parse(value),
-                Some(b"message") => fields.message = parse(value),
-                Some(b"response") => fields.response = parse(value),
-                _ => {}
-            }
+        members::each_member(body, |key, value| match members::key_text(key).as_deref() {
+            Some(b"usage") => fields.usage = parse(value),
+            Some(b"usageMetadata") => fields.usage_metadata = parse(value),
+            Some(b"type") => fields.kind = parse(value),
+            Some(b"message") => fields.message = parse(value),
+            Some(b"response") => fields.response = parse(value),
+            _ => {}
         });
         fields
     }
