@@ -74,7 +74,8 @@ impl Meter {
             Some(price) => (price.cost(&tokens), source),
             None => (Nanodollars::ZERO, CostSource::Unpriced),
         };
-        let spend = reservation.settle(cost);
+        let at = self.clock.now();
+        let spend = reservation.settle_at(cost, at);
         self.metrics
             .upstream(self.provider)
             .spend_nanodollars
@@ -82,7 +83,7 @@ impl Meter {
         let record = UsageRecord {
             // Settled once (the reservation is gone now): the strings move into the record.
             key_id: std::mem::take(&mut self.key_id),
-            at: self.clock.now(),
+            at,
             provider: self.provider,
             model: std::mem::take(&mut self.model),
             status: self.status,

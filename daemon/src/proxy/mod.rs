@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use gateway_shared::api::SelfView;
-use gateway_shared::{ErrorCode, KeyState, Nanodollars, ProxyKey};
+use gateway_shared::{ErrorCode, Nanodollars, ProxyKey};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -119,7 +119,7 @@ impl Proxy {
         // future, and the `Meter` and `MeteredBody` guards settle the request in their `Drop`
         // (a spawn per request cost a cross-task wake-up each, measured in the benchmark).
         let code;
-        let response = match self.pipeline(peer, request).await {
+        let response = match self.pipeline(peer, request, started).await {
             Ok(response) => {
                 code = match response.status().as_u16() {
                     200..=399 => "ok",
@@ -153,6 +153,7 @@ impl Proxy {
         &self,
         peer: SocketAddr,
         request: http::Request<Incoming>,
+        started: Instant,
     ) -> Result<Response, GatewayError> {
         let route = match route::resolve(request.method(), request.uri().path())? {
             Route::Health => return Ok(self.health()),
@@ -165,14 +166,14 @@ impl Proxy {
                 "The gateway is shutting down; retry shortly.",
             ));
         }
-        let started = Instant::now();
         let client_ip = client_ip::resolve(peer, request.headers(), &self.trusted_proxies);
         let presented =
             credential::presented(route.provider, request.headers(), request.uri().query())
                 .ok_or_else(|| missing_key(&route))?;
         let key = self.authenticate(presented)?;
         tracing::trace!(key_id = %key.id, prefix = %key.prefix, provider = %route.provider, "authenticated");
-        check_lifecycle(&key, self.clock.now())?;
+        let now = self.clock.now();
+        check_lifecycle(&key, now)?;
         check_ip(&key, client_ip)?;
         if !key.policy.allows_provider(route.provider) {
             return Err(GatewayError::new(
@@ -188,7 +189,14 @@ impl Proxy {
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
         let rate = self.admit_rate(&key)?;
-        let spend = self.reserve_spend(&route, &key, model.as_deref(), json.as_ref(), body.len());
+        let spend = self.reserve_spend(
+            &route,
+            &key,
+            model.as_deref(),
+            json.as_ref(),
+            body.len(),
+            now,
+        );
         let (price, reservation) = match spend {
             Ok(spend) => spend,
             Err(err) => {
@@ -309,6 +317,7 @@ impl Proxy {
         model: Option<&str>,
         json: Option<&model::Skimmed>,
         body_len: usize,
+        now: jiff::Timestamp,
     ) -> Result<(Option<Price>, Reservation), GatewayError> {
         let limit = key.spend_limit;
         let price = if route.model == ModelSource::Listing {
@@ -338,7 +347,7 @@ impl Proxy {
         let reservation = key
             .runtime
             .ledger
-            .reserve(limit, key.spend_reset, &ask)
+            .reserve_at(now, limit, key.spend_reset, &ask)
             .map_err(|refusal| spend_refused(refusal, limit))?;
         Ok((price, reservation))
     }
@@ -567,18 +576,20 @@ fn missing_key(route: &ProviderRoute) -> GatewayError {
 }
 
 /// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
-/// the restrictions, as SPEC §3 orders the checks.
+/// the restrictions, as SPEC §3 orders the checks (so the ledger is not read here).
 fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {
-    match key.state_at(now) {
-        KeyState::Revoked => Err(GatewayError::new(
+    if key.is_revoked_at(now) {
+        Err(GatewayError::new(
             ErrorCode::KeyRevoked,
             "This key has been revoked.",
-        )),
-        KeyState::Expired => Err(GatewayError::new(
+        ))
+    } else if key.expires_at().is_some_and(|at| at <= now) {
+        Err(GatewayError::new(
             ErrorCode::KeyExpired,
             "This key has expired.",
-        )),
-        KeyState::Active | KeyState::Exhausted => Ok(()),
+        ))
+    } else {
+        Ok(())
     }
 }
 

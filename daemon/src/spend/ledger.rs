@@ -196,7 +196,18 @@ impl Ledger {
         reset: Option<SpendReset>,
         ask: &Ask,
     ) -> Result<Reservation, SpendRefusal> {
-        let now = self.clock.now();
+        self.reserve_at(self.clock.now(), limit, reset, ask)
+    }
+
+    /// [`Ledger::reserve`] as of `now`, read from this ledger's clock by the caller (the
+    /// request pipeline reads it once for all its steps).
+    pub fn reserve_at(
+        self: &Arc<Self>,
+        now: Timestamp,
+        limit: Option<Nanodollars>,
+        reset: Option<SpendReset>,
+        ask: &Ask,
+    ) -> Result<Reservation, SpendRefusal> {
         let (amount, clamped_output) = self.update(|state| {
             state.roll(reset, now);
             let (amount, clamped_output) = admit(state, limit, ask)?;
@@ -213,8 +224,7 @@ impl Ledger {
         })
     }
 
-    fn settle(&self, amount: Nanodollars, actual: Nanodollars) -> SpendState {
-        let now = self.clock.now();
+    fn settle(&self, amount: Nanodollars, actual: Nanodollars, now: Timestamp) -> SpendState {
         self.update(|state| {
             state.reserved = state.reserved.saturating_sub(amount);
             state.open_reservations = state.open_reservations.saturating_sub(1);
@@ -309,16 +319,23 @@ impl Reservation {
     }
 
     /// Records `actual` as spent, releases the reservation, returns the key's new state.
-    pub fn settle(mut self, actual: Nanodollars) -> SpendState {
+    pub fn settle(self, actual: Nanodollars) -> SpendState {
+        let now = self.ledger.clock.now();
+        self.settle_at(actual, now)
+    }
+
+    /// [`Reservation::settle`] as of `now` (from the ledger's clock, read by the caller).
+    pub fn settle_at(mut self, actual: Nanodollars, now: Timestamp) -> SpendState {
         self.settled = true;
-        self.ledger.settle(self.amount, actual)
+        self.ledger.settle(self.amount, actual, now)
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
-            self.ledger.settle(self.amount, self.estimate);
+            self.ledger
+                .settle(self.amount, self.estimate, self.ledger.clock.now());
         }
     }
 }
