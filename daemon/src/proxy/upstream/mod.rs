@@ -119,7 +119,7 @@ impl Upstream {
     /// Sends a request: 502 `upstream_unreachable` when no connection could be made, 504
     /// `upstream_timeout` when the provider sends no response headers within the idle limit.
     /// The response body fails once the provider is silent for the idle limit (one timer for
-    /// the whole exchange, re-armed on every frame).
+    /// the whole exchange, moved only when it fires before the latest deadline).
     pub async fn send(
         &self,
         provider: Provider,
