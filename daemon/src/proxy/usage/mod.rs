@@ -5,7 +5,6 @@
 mod extract;
 mod fields;
 mod json_array;
-mod members;
 mod sse;
 
 use bytes::Bytes;
@@ -138,7 +137,9 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            UsageFields::read(&whole).apply(self.provider, &mut self.observed);
+            if let Ok(fields) = serde_json::from_slice::<UsageFields>(&whole) {
+                fields.apply(self.provider, &mut self.observed);
+            }
         }
         if self.strip_usage_chunk {
             Bytes::from(self.sse.take_pending_raw())
@@ -184,34 +185,19 @@ fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event
 
 /// The parts of a response document that carry usage, read into counts without building
 /// the rest of it (a whole completion can be large; only a few numbers matter here).
-#[derive(Default)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct UsageFields {
     usage: Object<Usage>,
+    #[serde(rename = "usageMetadata")]
     usage_metadata: Object<Usage>,
+    #[serde(rename = "type")]
     kind: Kind,
     message: Object<Nested>,
     response: Object<Nested>,
 }
 
 impl UsageFields {
-    /// The fields from a JSON body: its other members are stepped over, not parsed; a
-    /// wanted member that does not parse counts as absent. Duplicates: the last one wins.
-    fn read(body: &[u8]) -> UsageFields {
-        fn parse<'a, T: Deserialize<'a> + Default>(value: &'a [u8]) -> T {
-            serde_json::from_slice(value).unwrap_or_default()
-        }
-        let mut fields = UsageFields::default();
-        members::each_member(body, |key, value| match members::key_text(key).as_deref() {
-            Some(b"usage") => fields.usage = parse(value),
-            Some(b"usageMetadata") => fields.usage_metadata = parse(value),
-            Some(b"type") => fields.kind = parse(value),
-            Some(b"message") => fields.message = parse(value),
-            Some(b"response") => fields.response = parse(value),
-            _ => {}
-        });
-        fields
-    }
-
     /// What `extract::apply` reads from a whole response document, taken straight from the
     /// fields (no document is rebuilt around them).
     fn apply(self, provider: Provider, observed: &mut Observed) {
