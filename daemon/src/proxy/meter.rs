@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use gateway_shared::{Nanodollars, Provider};
 use hyper::body::{Body, Frame, SizeHint};
 
@@ -40,9 +41,9 @@ pub enum Outcome {
 
 /// One request's settlement obligation.
 pub struct Meter {
-    pub key_id: String,
+    pub key_id: CompactString,
     pub provider: Provider,
-    pub model: String,
+    pub model: CompactString,
     /// `None`: the model has no price (recorded as unpriced, never as free).
     pub price: Option<Price>,
     pub reservation: Option<Reservation>,

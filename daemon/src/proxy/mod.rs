@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use gateway_shared::api::SelfView;
 use gateway_shared::{ErrorCode, Nanodollars, ProxyKey};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -235,9 +236,9 @@ impl Proxy {
             None => (false, body),
         };
         let mut meter = Meter {
-            key_id: key.id.clone(),
+            key_id: CompactString::new(&key.id),
             provider: route.provider,
-            model: model.unwrap_or_default(),
+            model: model.as_deref().map(CompactString::new).unwrap_or_default(),
             price,
             input_tokens_bound: body.len() as u64,
             reservation: Some(reservation),
@@ -254,7 +255,7 @@ impl Proxy {
             parts.method,
             &route.upstream_path,
             query.as_deref(),
-            headers::for_upstream(&parts.headers),
+            headers::for_upstream(parts.headers),
             body,
         )?;
         let sent = Instant::now();

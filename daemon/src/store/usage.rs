@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use compact_str::CompactString;
 use gateway_shared::api::{DailyUsage, ModelUsage, UsageReport, UsageTotals};
 use gateway_shared::{Nanodollars, Provider};
 use jiff::Timestamp;
@@ -37,13 +38,15 @@ impl CostSource {
     }
 }
 
-/// One proxied request, as the usage writer persists it.
+/// One proxied request, as the usage writer persists it. The strings are inline (a key id
+/// and most model names fit in 24 bytes): a record allocates nothing of its own, and the
+/// writer thread frees nothing the event loops allocated.
 #[derive(Clone, Debug)]
 pub struct UsageRecord {
-    pub key_id: String,
+    pub key_id: CompactString,
     pub at: Timestamp,
     pub provider: Provider,
-    pub model: String,
+    pub model: CompactString,
     pub status: u16,
     pub tokens: Tokens,
     pub cost: Nanodollars,
@@ -106,10 +109,10 @@ fn insert_rows(
 ) -> anyhow::Result<()> {
     for (i, record) in records.iter().enumerate() {
         let values: [&dyn rusqlite::ToSql; COLUMNS] = [
-            &record.key_id,
+            &record.key_id.as_str(),
             &record.at.as_millisecond(),
             &record.provider.as_str(),
-            &record.model,
+            &record.model.as_str(),
             &record.status,
             &sql_count(record.tokens.input),
             &sql_count(record.tokens.output),
@@ -323,7 +326,7 @@ mod tests {
 
     fn record(i: u64) -> UsageRecord {
         UsageRecord {
-            key_id: format!("key_{}", i % 3),
+            key_id: compact_str::format_compact!("key_{}", i % 3),
             at: Timestamp::from_second(1_795_000_000 + i as i64 * 3_600).expect("time"),
             provider: Provider::Openai,
             model: "gpt-4o".into(),
@@ -473,7 +476,10 @@ mod tests {
                 .ok();
             if n > 0 {
                 let expected = record(n as u64 - 1);
-                assert_eq!(last, Some((expected.key_id, expected.at.as_millisecond())));
+                assert_eq!(
+                    last,
+                    Some((expected.key_id.into(), expected.at.as_millisecond()))
+                );
             }
         }
     }

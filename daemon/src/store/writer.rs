@@ -38,7 +38,7 @@ const GATHER: Duration = Duration::from_millis(5);
 const WRITER_NICE: i32 = 10;
 
 enum Message {
-    Record(Box<UsageRecord>),
+    Record(UsageRecord),
     Flush(oneshot::Sender<()>),
 }
 
@@ -68,7 +68,7 @@ impl UsageWriter {
     /// Queues a record. Never blocks; if the writer is gone (shutdown), the record is logged.
     pub fn record(&self, record: UsageRecord) {
         self.depth.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = self.tx.send(Message::Record(Box::new(record))) {
+        if let Err(err) = self.tx.send(Message::Record(record)) {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             if let Message::Record(record) = err.0 {
                 tracing::error!(key_id = %record.key_id, cost = %record.cost, "usage writer stopped; record lost");
@@ -120,7 +120,7 @@ fn run(store: &Store, rx: &mpsc::Receiver<Message>, depth: &AtomicUsize) {
 
 fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
     match message {
-        Message::Record(record) => records.push(*record),
+        Message::Record(record) => records.push(record),
         Message::Flush(done) => flushes.push(done),
     }
 }
