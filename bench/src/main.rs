@@ -85,6 +85,10 @@ struct Args {
     /// The gatewayd binary; default: next to this one (target/release/gatewayd).
     #[arg(long)]
     gatewayd: Option<PathBuf>,
+    /// Run the bare proxy through this program (it gets the bare proxy's command line), e.g.
+    /// a script that execs it under valgrind, to profile the reference the same way.
+    #[arg(long)]
+    bare_wrapper: Option<PathBuf>,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -138,6 +142,7 @@ fn options(args: &Args) -> anyhow::Result<suite::Options> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut options = suite::Options {
         gatewayd: args.gatewayd.clone(),
+        bare_wrapper: args.bare_wrapper.clone(),
         duration: seconds("duration", args.duration)?,
         warmup: seconds("warmup", args.warmup)?,
         rounds: args.rounds.max(1),

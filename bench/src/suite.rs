@@ -23,6 +23,7 @@ use crate::report::{Cell, Run, ScaleRow, Server};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub gatewayd: Option<PathBuf>,
+    pub bare_wrapper: Option<PathBuf>,
     pub duration: Duration,
     pub warmup: Duration,
     /// Interleaved rounds per cell (see `--rounds`).
@@ -71,7 +72,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     mock_cmd.args(["mock", "--workers", &options.mock_workers.to_string()]);
     let mock = Proc::spawn("mock", mock_cmd, "mock listening", Duration::from_secs(10))?;
     let mock_addr = listening_addr(&mock)?;
-    let mut bare_cmd = Command::new(&exe);
+    let mut bare_cmd = match &options.bare_wrapper {
+        Some(wrapper) => {
+            let mut cmd = Command::new(wrapper);
+            cmd.arg(&exe);
+            cmd
+        }
+        None => Command::new(&exe),
+    };
     bare_cmd.args([
         "bare-proxy",
         "--workers",
