@@ -60,7 +60,7 @@ async fn https_needs_a_live_admin_token_and_the_socket_needs_none() {
             .expect("bad token"),
         client
             .get(&url)
-            .bearer_auth(format!("{}x", &token[..token.len() - 1]))
+            .bearer_auth(gateway_tests::admin::typo(&token))
             .send()
             .await
             .expect("typo"),

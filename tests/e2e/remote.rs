@@ -349,7 +349,7 @@ async fn wrong_tokens_certificates_and_addresses_are_clear_failures() {
     assert!(!out.stderr.contains(&stranger), "{}", out.stderr);
 
     // A malformed token: refused by gwctl itself, same exit code, never quoted.
-    let typo = format!("{}x", &token[..token.len() - 1]);
+    let typo = gateway_tests::admin::typo(&token);
     write_private(&unknown.token_file, &typo);
     let out = unknown.gwctl(&["keys", "list"]).await;
     assert_exit(&out, 5, "not a valid admin token");

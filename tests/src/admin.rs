@@ -130,3 +130,11 @@ impl Admin {
         (id, secret, response.body)
     }
 }
+
+/// `secret` with its last character changed, to one it is not (a fixed replacement is the
+/// secret itself whenever the secret already ends with it: a 1-in-62 flaky test).
+pub fn typo(secret: &str) -> String {
+    let (head, last) = secret.split_at(secret.len() - 1);
+    let other = if last == "x" { "y" } else { "x" };
+    format!("{head}{other}")
+}
