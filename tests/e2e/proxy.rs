@@ -192,7 +192,9 @@ async fn malformed_requests_and_unknown_routes() {
         .iter()
         .map(|piece| Ok(bytes::Bytes::from_static(piece.as_bytes())))
         .collect();
-    let joined = client
+    // A fresh client: the connection of the 413 above is closed by the gateway, and a pooled
+    // client could pick it for this request.
+    let joined = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&key)
         .header("content-type", "application/json")
