@@ -162,17 +162,9 @@ async fn malformed_requests_and_unknown_routes() {
     );
 
     // Chunked, without Content-Length: judged while reading.
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..8)
-        .map(|_| Ok(bytes::Bytes::from(vec![b' '; 1024])))
-        .collect();
-    let chunked = client
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
-        .send()
-        .await
-        .expect("request");
+    let chat = format!("{base}/v1/chat/completions");
+    let spaces = vec![b' '; 1024];
+    let chunked = post_chunked(&client, &chat, &key, &[spaces.as_slice(); 8]).await;
     let status = chunked.status().as_u16();
     assert_gateway_error(
         status,
@@ -188,23 +180,34 @@ async fn malformed_requests_and_unknown_routes() {
         r#""messages": [{"role": "user", "#,
         r#""content": "split across frames"}]}"#,
     ];
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = pieces
-        .iter()
-        .map(|piece| Ok(bytes::Bytes::from_static(piece.as_bytes())))
-        .collect();
+    let pieces = pieces.map(str::as_bytes);
     // A fresh client: the connection of the 413 above is closed by the gateway, and a pooled
     // client could pick it for this request.
-    let joined = reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(&key)
+    let joined = post_chunked(&reqwest::Client::new(), &chat, &key, &pieces).await;
+    assert_eq!(joined.status().as_u16(), 200);
+    assert_eq!(mock.hits(), 1);
+    assert_eq!(mock.last().body, pieces.concat());
+}
+
+/// POSTs a JSON body as chunked transfer encoding, one chunk per piece, no Content-Length.
+async fn post_chunked(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    pieces: &[&[u8]],
+) -> reqwest::Response {
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = pieces
+        .iter()
+        .map(|piece| Ok(bytes::Bytes::copy_from_slice(piece)))
+        .collect();
+    client
+        .post(url)
+        .bearer_auth(key)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
         .send()
         .await
-        .expect("request");
-    assert_eq!(joined.status().as_u16(), 200);
-    assert_eq!(mock.hits(), 1);
-    assert_eq!(mock.last().body, pieces.concat().as_bytes());
+        .expect("request")
 }
 
 fn futures_stream<T: Send + Unpin + 'static>(
