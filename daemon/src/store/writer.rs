@@ -7,8 +7,9 @@
 //! the latest state per key.
 //!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
-//! between runtime threads, and the thread can run at a lower CPU priority than the proxy's
-//! event loops (see [`WRITER_NICE`]).
+//! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
+//! measured no better in the benchmark, and an unprivileged thread could never raise it again
+//! if the writer fell behind on a busy many-core machine.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,13 +30,6 @@ const MAX_BATCH: usize = 4000;
 /// longer burst of CPU that shows in the proxy's tail latency: 20 ms took JSON p99 at c16 from
 /// ~1.0 ms to ~1.6 ms for no throughput the benchmark could see.
 const GATHER: Duration = Duration::from_millis(5);
-/// The writer's nice value (Linux, per thread). A commit is a burst of CPU (hundreds of rows);
-/// at the default priority it took a core from a proxy event loop in the middle of requests
-/// (involuntary context switches and tail latency). At nice 10 the scheduler gives the loops
-/// the CPU first, while still guaranteeing the writer about a tenth of a contended core's time
-/// (weight 110 against 1024), more than it needs (≈1 µs of CPU per request, ~5 % of a core at
-/// 50k requests/s); idle cores are its anyway.
-const WRITER_NICE: i32 = 10;
 
 enum Message {
     Record(UsageRecord),
@@ -57,10 +51,7 @@ impl UsageWriter {
         let thread_depth = Arc::clone(&depth);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
-            .spawn(move || {
-                lower_priority();
-                run(&store, &rx, &thread_depth);
-            })
+            .spawn(move || run(&store, &rx, &thread_depth))
             .context("starting the usage writer thread")?;
         Ok((UsageWriter { tx, depth }, thread))
     }
@@ -146,17 +137,6 @@ fn commit_with_retry(store: &Store, records: &[UsageRecord]) {
     );
 }
 
-/// Puts the calling thread at [`WRITER_NICE`]. On Linux `setpriority` with a thread id sets
-/// that thread's nice value only; a failure costs nothing but the priority, so it is logged.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(err) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), WRITER_NICE)
-    {
-        tracing::warn!(error = %err, "could not lower the usage writer's CPU priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,22 +164,8 @@ mod tests {
         }
     }
 
-    /// The writer thread's nice value, from `/proc` (field 19 of the thread's `stat`).
-    fn writer_nice() -> Option<i64> {
-        for task in std::fs::read_dir("/proc/self/task").ok()? {
-            let dir = task.ok()?.path();
-            if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == "gatewayd-usage" {
-                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-                // Fields after the parenthesised name: state is field 3, nice is field 19.
-                let after_name = &stat[stat.rfind(')')? + 2..];
-                return after_name.split(' ').nth(16)?.parse().ok();
-            }
-        }
-        None
-    }
-
     #[tokio::test]
-    async fn records_are_committed_by_a_lower_priority_thread_and_flush_waits_for_them() {
+    async fn records_are_committed_by_the_writer_thread_and_flush_waits_for_them() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
         let (writer, _thread) = UsageWriter::spawn(store.clone()).expect("writer");
@@ -215,7 +181,5 @@ mod tests {
             .expect("report");
         assert_eq!(report.total.requests, 5);
         assert_eq!(report.total.cost_usd, Nanodollars(5 * 100 + 10));
-        #[cfg(target_os = "linux")]
-        assert_eq!(writer_nice(), Some(i64::from(WRITER_NICE)));
     }
 }
