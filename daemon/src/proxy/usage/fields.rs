@@ -13,6 +13,58 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+/// The `visit_*` methods of a lenient visitor for the JSON values it does not read: each
+/// returns `$absent`, and a skipped array or object is consumed, never an error.
+macro_rules! absent_otherwise {
+    ($absent:expr; $($kind:ident),*) => { $(absent_otherwise!(@$kind $absent);)* };
+    (@bool $absent:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@u64 $absent:expr) => {
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@i64 $absent:expr) => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@f64 $absent:expr) => {
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@str $absent:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@null $absent:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@seq $absent:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($absent)
+        }
+    };
+    (@map $absent:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($absent)
+        }
+    };
+}
+
 /// A token count: `Some` only for a non-negative integer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Count(pub Option<u64>);
@@ -40,39 +92,11 @@ impl<'de> Visitor<'de> for CountVisitor {
         Ok(Count(u64::try_from(n).ok()))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
-        Ok(Count(None))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
-        Ok(Count(None))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
-        Ok(Count(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count(None))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count(None))
-    }
-
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Count, D::Error> {
         Count::deserialize(deserializer)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Count(None))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Count(None))
-    }
+    absent_otherwise!(Count(None); f64, bool, str, null, seq, map);
 }
 
 impl Count {
@@ -110,42 +134,11 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
         T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Object(Some(t)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Object<T>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Object(None))
-    }
-
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Object<T>, D::Error> {
         Object::deserialize(deserializer)
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
-        Ok(Object(None))
-    }
+    absent_otherwise!(Object(None); null, bool, u64, i64, f64, str, seq);
 }
 
 /// Every field of the three providers' usage objects the gateway bills from (a provider's
@@ -242,35 +235,7 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 
     // A `type` that is not a string is no kind the gateway reads.
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Kind, E> {
-        Ok(Kind::Other)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Kind, E> {
-        Ok(Kind::Other)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Kind, E> {
-        Ok(Kind::Other)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Kind, E> {
-        Ok(Kind::Other)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Kind, E> {
-        Ok(Kind::Other)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Kind::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Kind::Other)
-    }
+    absent_otherwise!(Kind::Other; u64, i64, f64, bool, null, seq, map);
 }
 
 #[cfg(test)]
