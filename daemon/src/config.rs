@@ -25,6 +25,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Proxy event loops (threads); `None`: one per CPU core. See [`Config::event_loops`].
     pub worker_threads: Option<usize>,
+    /// Pin each event loop to a core of its own and the usage writer beside the last one
+    /// (see `cpu_affinity`).
+    pub cpu_affinity: bool,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,
@@ -86,6 +89,7 @@ pub enum CredentialSource {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub worker_threads: Option<u64>,
+    pub cpu_affinity: Option<bool>,
     pub proxy: Option<ProxyFile>,
     pub admin: Option<AdminFile>,
     pub providers: Option<ProvidersFile>,
@@ -214,6 +218,7 @@ impl Config {
 
         Ok(Config {
             worker_threads,
+            cpu_affinity: file.cpu_affinity.or(defaults.cpu_affinity).unwrap_or(true),
             prices,
             spend,
             data_dir: file
@@ -402,6 +407,16 @@ mod tests {
             CredentialSource::Env("OPENAI_API_KEY".into())
         );
         assert_eq!(openai.base_url.host(), Some("api.openai.com"));
+        assert!(
+            config.cpu_affinity,
+            "event loops are pinned unless turned off"
+        );
+    }
+
+    #[test]
+    fn cpu_affinity_can_be_turned_off() {
+        let file = parse_file("cpu_affinity = false").expect("parses");
+        assert!(!Config::resolve(file).expect("valid").cpu_affinity);
     }
 
     #[test]

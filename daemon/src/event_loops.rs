@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use tokio::sync::oneshot;
 
+use crate::cpu_affinity::{CpuPlan, pin_current_thread};
+
 thread_local! {
     /// 1-based index of the event loop this thread runs; 0 on every other thread.
     static LOOP_INDEX: Cell<usize> = const { Cell::new(0) };
@@ -48,8 +50,9 @@ struct Loop {
 }
 
 impl EventLoops {
-    /// Starts `count` threads (at least one), each with its own runtime, I/O driver and timers.
-    pub fn start(count: usize) -> anyhow::Result<EventLoops> {
+    /// Starts `count` threads (at least one), each with its own runtime, I/O driver and timers,
+    /// and each pinned to its CPU of `cpus` when given (see `cpu_affinity`).
+    pub fn start(count: usize, cpus: Option<&CpuPlan>) -> anyhow::Result<EventLoops> {
         let mut loops = Vec::with_capacity(count.max(1));
         for index in 1..=count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,10 +62,14 @@ impl EventLoops {
             let handle = runtime.handle().clone();
             runtime.spawn(heartbeat());
             let (stop, stopped) = oneshot::channel::<()>();
+            let cpu = cpus.map(|plan| plan.for_loop(index));
             let thread = std::thread::Builder::new()
                 .name(format!("gatewayd-loop-{index}"))
                 .spawn(move || {
                     LOOP_INDEX.with(|cell| cell.set(index));
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu, "event loop");
+                    }
                     // Runs spawned connections until told to stop; dropping the runtime then
                     // cancels whatever is left (the drain deadline has passed by then).
                     let _ = runtime.block_on(stopped);
@@ -158,7 +165,7 @@ mod tests {
 
     #[test]
     fn connections_are_dealt_to_the_least_busy_loop_and_run_on_its_thread() {
-        let loops = EventLoops::start(2).unwrap();
+        let loops = EventLoops::start(2, None).unwrap();
         let (release, released) = tokio::sync::watch::channel(false);
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
@@ -178,8 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn with_a_cpu_plan_each_loop_runs_on_its_own_cpu_only() {
+        let plan = CpuPlan::of_current_thread().expect("the test process has CPUs");
+        let loops = EventLoops::start(2, Some(&plan)).unwrap();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let mut released = released.clone();
+            let seen = seen_tx.clone();
+            loops.spawn(async move {
+                let _ = seen.send((current(), crate::cpu_affinity::current_thread_cpus()));
+                let _ = released.wait_for(|r| *r).await;
+            });
+        }
+        let mut seen: Vec<(usize, Vec<usize>)> = (0..2).map(|_| seen_rx.recv().unwrap()).collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            [(1, vec![plan.for_loop(1)]), (2, vec![plan.for_loop(2)])]
+        );
+        release.send(true).unwrap();
+        loops.shutdown();
+    }
+
+    #[test]
     fn a_finished_connection_no_longer_counts_as_open() {
-        let loops = EventLoops::start(2).unwrap();
+        let loops = EventLoops::start(2, None).unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         loops.spawn(async move {
             let _ = done_tx.send(());
@@ -207,7 +238,7 @@ mod tests {
 
     #[test]
     fn every_loop_runs_a_heartbeat_and_nothing_else_when_idle() {
-        let loops = EventLoops::start(2).unwrap();
+        let loops = EventLoops::start(2, None).unwrap();
         for l in &loops.loops {
             // Spawned before the loop's thread starts running; the only task of a fresh loop.
             assert_eq!(l.handle.metrics().num_alive_tasks(), 1);
@@ -217,7 +248,7 @@ mod tests {
 
     #[test]
     fn shutdown_cancels_what_still_runs() {
-        let loops = EventLoops::start(1).unwrap();
+        let loops = EventLoops::start(1, None).unwrap();
         let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
         struct Notify(std::sync::mpsc::Sender<()>);
         impl Drop for Notify {

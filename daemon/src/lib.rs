@@ -19,6 +19,7 @@ pub mod admin_api;
 pub mod admin_tokens;
 pub mod clock;
 pub mod config;
+pub mod cpu_affinity;
 pub mod error;
 pub mod event_loops;
 pub mod http_util;
@@ -66,7 +67,15 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let tokens =
         Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
-    let (usage, usage_thread) = store::writer::UsageWriter::spawn(store.clone())?;
+    // Read before any thread is pinned: the CPUs this process may use.
+    let cpus = config
+        .cpu_affinity
+        .then(cpu_affinity::CpuPlan::of_current_thread)
+        .flatten();
+    let (usage, usage_thread) = store::writer::UsageWriter::spawn(
+        store.clone(),
+        cpus.as_ref().map(cpu_affinity::CpuPlan::for_background),
+    )?;
     let admin = Arc::new(AdminApi {
         keys,
         tokens,
@@ -96,7 +105,10 @@ pub async fn run(
         .proxy
         .local_addr()
         .context("proxy listener address")?;
-    let loops = Arc::new(event_loops::EventLoops::start(config.event_loops())?);
+    let loops = Arc::new(event_loops::EventLoops::start(
+        config.event_loops(),
+        cpus.as_ref(),
+    )?);
     let proxy_task = tokio::spawn(server::serve_proxy(
         listeners.proxy,
         proxy,
@@ -131,6 +143,8 @@ pub async fn run(
         socket = %listeners.admin_socket_path.display(),
         data_dir = %config.data_dir.display(),
         keys = cache.len(),
+        event_loops = config.event_loops(),
+        pinned = cpus.is_some(),
         "ready"
     );
 

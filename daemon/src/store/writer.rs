@@ -44,14 +44,23 @@ pub struct UsageWriter {
 }
 
 impl UsageWriter {
-    /// Starts the writer thread. It runs until every `UsageWriter` is dropped.
-    pub fn spawn(store: Store) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
+    /// Starts the writer thread, pinned to `cpu` when given (see `cpu_affinity`). It runs
+    /// until every `UsageWriter` is dropped.
+    pub fn spawn(
+        store: Store,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
         let depth = Arc::new(AtomicUsize::new(0));
         let thread_depth = Arc::clone(&depth);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
-            .spawn(move || run(&store, &rx, &thread_depth))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
+                }
+                run(&store, &rx, &thread_depth);
+            })
             .context("starting the usage writer thread")?;
         Ok((UsageWriter { tx, depth }, thread))
     }
@@ -168,7 +177,7 @@ mod tests {
     async fn records_are_committed_by_the_writer_thread_and_flush_waits_for_them() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
-        let (writer, _thread) = UsageWriter::spawn(store.clone()).expect("writer");
+        let (writer, _thread) = UsageWriter::spawn(store.clone(), None).expect("writer");
         for i in 0..5 {
             writer.record(record(i));
         }
