@@ -6,13 +6,20 @@
 //! within milliseconds. The same transaction persists each key's spend counters, coalesced to
 //! the latest state per key.
 //!
+//! A batch that fails to commit is kept and tried again, with growing waits, for as long as the
+//! daemon runs, when the failure can heal (a locked, full or unwritable database: an operator
+//! fixes it and the usage still lands); when it cannot (the database refuses the rows
+//! themselves), the batch is written row by row and only the rows still refused are dropped,
+//! each logged. Once shutdown has begun a failing batch gets a few more tries, then is dropped
+//! with its size logged, so a broken disk cannot hang the exit.
+//!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
 //! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
 //! measured no better in the benchmark, and an unprivileged thread could never raise it again
 //! if the writer fell behind on a busy many-core machine.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -36,11 +43,29 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// How failed commits are retried (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    /// The first wait; each next one twice as long, up to `longest`.
+    first: Duration,
+    longest: Duration,
+    /// Tries a failing batch still gets once shutdown has begun.
+    when_stopping: u32,
+}
+
+const RETRY: Retry = Retry {
+    first: Duration::from_millis(200),
+    longest: Duration::from_secs(5),
+    when_stopping: 3,
+};
+
 /// The sending side, cheap to clone into every request.
 #[derive(Clone)]
 pub struct UsageWriter {
     tx: mpsc::Sender<Message>,
     depth: Arc<AtomicUsize>,
+    /// Set by [`UsageWriter::flush`], which only the shutdown path calls.
+    stopping: Arc<AtomicBool>,
 }
 
 impl UsageWriter {
@@ -50,19 +75,34 @@ impl UsageWriter {
         store: Store,
         cpu: Option<usize>,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
+        Self::spawn_with(store, cpu, RETRY)
+    }
+
+    fn spawn_with(
+        store: Store,
+        cpu: Option<usize>,
+        retry: Retry,
+    ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
-        let depth = Arc::new(AtomicUsize::new(0));
-        let thread_depth = Arc::clone(&depth);
+        let writer = UsageWriter {
+            tx,
+            depth: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        let depth = Arc::clone(&writer.depth);
+        let stopping = Arc::clone(&writer.stopping);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
-                run(&store, &rx, &thread_depth);
+                run(&rx, &depth, |records| {
+                    commit_with_retry(records, &stopping, retry, |rows| store.write_usage(rows));
+                });
             })
             .context("starting the usage writer thread")?;
-        Ok((UsageWriter { tx, depth }, thread))
+        Ok((writer, thread))
     }
 
     /// Queues a record. Never blocks; if the writer is gone (shutdown), the record is logged.
@@ -76,8 +116,10 @@ impl UsageWriter {
         }
     }
 
-    /// Waits until everything queued before this call is committed.
+    /// Waits until everything queued before this call is committed (or, with the database
+    /// failing, given up after a few more tries: this is the shutdown path).
     pub async fn flush(&self) {
+        self.stopping.store(true, Ordering::Release);
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
             let _ = wait.await;
@@ -90,7 +132,7 @@ impl UsageWriter {
     }
 }
 
-fn run(store: &Store, rx: &mpsc::Receiver<Message>, depth: &AtomicUsize) {
+fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut(&[UsageRecord])) {
     while let Ok(first) = rx.recv() {
         let mut records = Vec::new();
         let mut flushes = Vec::new();
@@ -109,7 +151,7 @@ fn run(store: &Store, rx: &mpsc::Receiver<Message>, depth: &AtomicUsize) {
         }
         if !records.is_empty() {
             let n = records.len();
-            commit_with_retry(store, &records);
+            commit(&records);
             depth.fetch_sub(n, Ordering::Relaxed);
         }
         for done in flushes {
@@ -125,25 +167,109 @@ fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<ones
     }
 }
 
-fn commit_with_retry(store: &Store, records: &[UsageRecord]) {
-    for attempt in 1..=3 {
-        match store.write_usage(records) {
-            Ok(()) => return,
-            Err(err) => {
+/// Commits `records` with `write`, retrying as the module docs say.
+fn commit_with_retry(
+    records: &[UsageRecord],
+    stopping: &AtomicBool,
+    retry: Retry,
+    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
+) {
+    let mut wait = retry.first;
+    let mut tries_while_stopping = 0;
+    for attempt in 1u64.. {
+        let err = match write(records) {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, records = records.len(), "usage batch committed");
+                }
+                return;
+            }
+            Err(err) => err,
+        };
+        if !can_heal(&err) {
+            tracing::error!(
+                records = records.len(),
+                error = format!("{err:#}"),
+                "usage batch refused; writing it row by row"
+            );
+            return commit_row_by_row(records, write);
+        }
+        if stopping.load(Ordering::Acquire) {
+            tries_while_stopping += 1;
+            if tries_while_stopping >= retry.when_stopping {
                 tracing::error!(
-                    attempt,
                     records = records.len(),
                     error = format!("{err:#}"),
-                    "usage batch failed to commit"
+                    "usage batch dropped: the database still fails and the daemon is exiting"
                 );
-                std::thread::sleep(Duration::from_millis(200 * attempt));
+                return;
+            }
+        }
+        tracing::error!(
+            attempt,
+            records = records.len(),
+            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            error = format!("{err:#}"),
+            "usage batch failed to commit; kept for another try"
+        );
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(retry.longest);
+    }
+}
+
+/// One transaction per row: the rows the database accepts land, the ones it refuses are
+/// dropped, the first few logged one by one and all of them counted.
+fn commit_row_by_row(
+    records: &[UsageRecord],
+    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
+) {
+    const LOGGED: usize = 5;
+    let mut dropped = 0;
+    for record in records {
+        if let Err(err) = write(std::slice::from_ref(record)) {
+            dropped += 1;
+            if dropped <= LOGGED {
+                tracing::error!(
+                    key_id = %record.key_id,
+                    model = %record.model,
+                    cost = %record.cost,
+                    error = format!("{err:#}"),
+                    "usage record refused by the database; dropped"
+                );
             }
         }
     }
-    tracing::error!(
-        records = records.len(),
-        "usage batch dropped after 3 attempts"
-    );
+    if dropped > 0 {
+        tracing::error!(
+            dropped,
+            records = records.len(),
+            "usage records refused by the database and dropped"
+        );
+    }
+}
+
+/// Whether waiting can fix `err`: the database was busy, locked, full, unreadable or
+/// unwritable, or memory ran out. Anything else (a constraint, a schema that does not match)
+/// fails the same way every time.
+fn can_heal(err: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, FileLockingProtocolFailed, OutOfMemory,
+        ReadOnly, SystemIoFailure,
+    };
+    match err.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+            failure.code,
+            DatabaseBusy
+                | DatabaseLocked
+                | DiskFull
+                | SystemIoFailure
+                | CannotOpen
+                | ReadOnly
+                | OutOfMemory
+                | FileLockingProtocolFailed
+        ),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +297,97 @@ mod tests {
             source: CostSource::Reported,
             spend: SpendState::default(),
         }
+    }
+
+    const FAST: Retry = Retry {
+        first: Duration::from_millis(1),
+        longest: Duration::from_millis(4),
+        when_stopping: 3,
+    };
+
+    fn sqlite_error(code: std::ffi::c_int) -> anyhow::Error {
+        anyhow::Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+        .context("committing usage")
+    }
+
+    fn outputs(records: &[UsageRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.tokens.output).collect()
+    }
+
+    #[test]
+    fn a_batch_is_kept_and_retried_until_a_busy_database_takes_it() {
+        let records: Vec<UsageRecord> = (0..4).map(record).collect();
+        let (mut attempts, mut committed) = (0, Vec::new());
+        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
+            attempts += 1;
+            if attempts <= 10 {
+                return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
+            }
+            committed.extend(outputs(rows));
+            Ok(())
+        });
+        assert_eq!(
+            attempts, 11,
+            "ten failures, well past the three tries of old"
+        );
+        assert_eq!(committed, [0, 1, 2, 3], "the whole batch, once");
+    }
+
+    #[test]
+    fn rows_the_database_refuses_are_dropped_alone() {
+        let records: Vec<UsageRecord> = (0..5).map(record).collect();
+        let mut committed = Vec::new();
+        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
+            if rows.iter().any(|r| r.tokens.output == 2) {
+                return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+            }
+            committed.extend(outputs(rows));
+            Ok(())
+        });
+        assert_eq!(committed, [0, 1, 3, 4]);
+    }
+
+    #[test]
+    fn at_shutdown_a_failing_batch_gets_a_few_more_tries_then_is_given_up() {
+        let records: Vec<UsageRecord> = (0..2).map(record).collect();
+        let mut attempts = 0;
+        commit_with_retry(&records, &AtomicBool::new(true), FAST, |_| {
+            attempts += 1;
+            Err(sqlite_error(rusqlite::ffi::SQLITE_IOERR))
+        });
+        assert_eq!(attempts, FAST.when_stopping);
+    }
+
+    #[test]
+    fn only_failures_that_waiting_can_fix_are_retried() {
+        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_BUSY)));
+        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_FULL)));
+        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_READONLY)));
+        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT)));
+        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CORRUPT)));
+        assert!(!can_heal(&anyhow::anyhow!("not from SQLite")));
+    }
+
+    #[test]
+    fn the_stores_own_errors_are_told_apart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).expect("store");
+        let other = rusqlite::Connection::open(&path).expect("second connection");
+        other
+            .execute_batch("ALTER TABLE usage RENAME TO usage_elsewhere")
+            .expect("rename");
+        let err = store.write_usage(&[record(0)]).expect_err("no usage table");
+        assert!(!can_heal(&err), "a missing table does not heal: {err:#}");
+        other
+            .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
+            .expect("locked");
+        // The store waits out its busy timeout, then reports the lock.
+        let err = store.write_usage(&[record(0)]).expect_err("locked");
+        assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
     #[tokio::test]
