@@ -8,8 +8,7 @@
 //! of the machine idle and a handful of migrations in four seconds; any thread of ours that
 //! woke every few milliseconds to work (the usage writer's commits, or a bare spinning thread
 //! in its place) broke that up: hundreds of migrations a second, short idle gaps on one core
-//! while threads queued on the other, 15 % idle. A thread in another process doing the same
-//! did not. With the loops and the writer pinned, JSON throughput at concurrency 16 went from
+//! while threads queued on the other, 15 % idle. With the loops and the writer pinned, JSON throughput at concurrency 16 went from
 //! 0.72× to 0.77× the bare proxy's (three interleaved runs each; concurrency 64 unchanged).
 //! nginx (`worker_cpu_affinity auto`) and thread-per-core runtimes such as Seastar pin the
 //! same way.
