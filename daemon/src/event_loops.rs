@@ -163,21 +163,32 @@ impl Drop for OpenGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn connections_are_dealt_to_the_least_busy_loop_and_run_on_its_thread() {
-        let loops = EventLoops::start(2, None).unwrap();
+    /// Opens `n` connections that each report `seen()` from their loop's thread and stay open
+    /// until the returned sender says `true`; the reports come back sorted.
+    fn open_connections<T: Ord + Send + 'static>(
+        loops: &EventLoops,
+        n: usize,
+        seen: fn() -> T,
+    ) -> (Vec<T>, tokio::sync::watch::Sender<bool>) {
         let (release, released) = tokio::sync::watch::channel(false);
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for _ in 0..n {
             let mut released = released.clone();
-            let seen = seen_tx.clone();
+            let seen_tx = seen_tx.clone();
             loops.spawn(async move {
-                let _ = seen.send(current());
+                let _ = seen_tx.send(seen());
                 let _ = released.wait_for(|r| *r).await;
             });
         }
-        let mut indexes: Vec<usize> = (0..4).map(|_| seen_rx.recv().unwrap()).collect();
-        indexes.sort_unstable();
+        let mut reports: Vec<T> = (0..n).map(|_| seen_rx.recv().unwrap()).collect();
+        reports.sort_unstable();
+        (reports, release)
+    }
+
+    #[test]
+    fn connections_are_dealt_to_the_least_busy_loop_and_run_on_its_thread() {
+        let loops = EventLoops::start(2, None).unwrap();
+        let (indexes, release) = open_connections(&loops, 4, current);
         assert_eq!(indexes, [1, 1, 2, 2], "four open connections, two per loop");
         assert_eq!(current(), 0, "the test thread runs no loop");
         release.send(true).unwrap();
@@ -188,18 +199,9 @@ mod tests {
     fn with_a_cpu_plan_each_loop_runs_on_its_own_cpu_only() {
         let plan = CpuPlan::of_current_thread().expect("the test process has CPUs");
         let loops = EventLoops::start(2, Some(&plan)).unwrap();
-        let (release, released) = tokio::sync::watch::channel(false);
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        for _ in 0..2 {
-            let mut released = released.clone();
-            let seen = seen_tx.clone();
-            loops.spawn(async move {
-                let _ = seen.send((current(), crate::cpu_affinity::current_thread_cpus()));
-                let _ = released.wait_for(|r| *r).await;
-            });
-        }
-        let mut seen: Vec<(usize, Vec<usize>)> = (0..2).map(|_| seen_rx.recv().unwrap()).collect();
-        seen.sort_unstable();
+        let (seen, release) = open_connections(&loops, 2, || {
+            (current(), crate::cpu_affinity::current_thread_cpus())
+        });
         assert_eq!(
             seen,
             [(1, vec![plan.for_loop(1)]), (2, vec![plan.for_loop(2)])]
