@@ -31,12 +31,16 @@ use super::usage::UsageRecord;
 
 const MAX_BATCH: usize = 4000;
 /// After the first record of a batch, how long to gather more: under load this turns
-/// thousands of fsyncs a second into two hundred; idle, a record waits this long. Longer
-/// windows make bigger batches that cost less per row (2.0 µs of CPU per row in 150-row
-/// batches, 1.5 µs in 600-row ones, on the insert path alone), but each commit is then a
-/// longer burst of CPU that shows in the proxy's tail latency: 20 ms took JSON p99 at c16 from
-/// ~1.0 ms to ~1.6 ms for no throughput the benchmark could see.
-const GATHER: Duration = Duration::from_millis(5);
+/// thousands of fsyncs a second into a hundred; idle, a record waits this long. Longer windows
+/// make bigger batches that cost less per row (the commit, its fsync and the rollup are per
+/// batch: the writer's CPU per record fell from 1.0 to 0.7 µs from 5 to 20 ms at c16), and
+/// the writer wakes, and unsettles the cores it shares with the loops, less often. Each batch
+/// is a longer burst of work, which is why the log insert yields between statements
+/// (`usage::append_to_log`); without the yields 20 ms took JSON p99 at c16 from ~1.0 ms to
+/// ~1.6 ms. Measured in nine runs each, taking turns with 5 ms and no yields: JSON throughput
+/// at c16 0.82× the bare proxy's on average (0.78× before), at c64 0.90× (0.85×), p99 at c16
+/// 0.59–0.70 ms (0.64–0.79); 20 ms with yields and 10 ms without did no better.
+const GATHER: Duration = Duration::from_millis(10);
 
 enum Message {
     Record(UsageRecord),
