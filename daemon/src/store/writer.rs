@@ -39,7 +39,7 @@ const MAX_BATCH: usize = 4000;
 /// (`usage::append_to_log`); without the yields 20 ms took JSON p99 at c16 from ~1.0 ms to
 /// ~1.6 ms. Measured in nine runs each, taking turns with 5 ms and no yields: JSON throughput
 /// at c16 0.82× the bare proxy's on average (0.78× before), at c64 0.90× (0.85×), p99 at c16
-/// 0.59–0.70 ms (0.64–0.79); 20 ms with yields and 10 ms without did no better.
+/// 0.59–0.70 ms (0.64–0.79); 20 ms with yields and 10 ms without did worse than this.
 const GATHER: Duration = Duration::from_millis(10);
 
 enum Message {
