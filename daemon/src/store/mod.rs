@@ -90,10 +90,14 @@ impl Store {
 
     /// Appends usage rows (and their daily rollup) and persists each key's latest spend, in
     /// one transaction. Blocking: only the usage writer's own thread calls it.
-    pub fn write_usage(&self, records: &[usage::UsageRecord]) -> anyhow::Result<()> {
+    pub fn write_usage(
+        &self,
+        records: &[usage::UsageRecord],
+        yielding: bool,
+    ) -> anyhow::Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         in_write_transaction(&mut conn, |tx| {
-            usage::insert_all(tx, records)?;
+            usage::insert_all(tx, records, yielding)?;
             for (key_id, state) in usage::newest_spend(records) {
                 keys::persist_spend(tx, key_id, state)?;
             }

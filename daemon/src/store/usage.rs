@@ -63,20 +63,32 @@ const COLUMNS: usize = 12;
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Appends `records` to the usage log and adds them to the per-day rollup the reports read.
-pub fn insert_all(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
-    append_to_log(tx, records)?;
+/// With `yielding`, the thread yields its core between log statements (see
+/// [`append_to_log`]).
+pub fn insert_all(
+    tx: &Transaction<'_>,
+    records: &[UsageRecord],
+    yielding: bool,
+) -> anyhow::Result<()> {
+    append_to_log(tx, records, yielding)?;
     add_to_rollup(tx, records)
 }
 
 /// The log: one row per request, in statements of [`ROWS_PER_INSERT`] rows, the rest one by
 /// one.
 ///
-/// Between statements the thread yields its core: this runs on the usage writer's thread,
-/// which shares a core with the last event loop (`cpu_affinity`), and a batch of a thousand
-/// rows is a millisecond of work that would otherwise hold that loop's connections. With
-/// yields, JSON p99 at c16 stayed at or below the unyielding writer's, and throughput rose
-/// (see `writer::GATHER`). A yield with nothing else to run returns at once.
-fn append_to_log(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+/// With `yielding`, the thread yields its core between statements: this runs on the usage
+/// writer's thread, which shares a core with the last event loop (`cpu_affinity`), and a batch
+/// of a thousand rows is a millisecond of work that would otherwise hold that loop's
+/// connections. With yields, JSON p99 at c16 stayed at or below the unyielding writer's, and
+/// throughput rose (see `writer::GATHER`). A yield with nothing else to run returns at once;
+/// with a busy loop beside it, it is a wait, which is why the writer yields only while it
+/// keeps up (`writer::YIELDING_BATCH_MAX`).
+fn append_to_log(
+    tx: &Transaction<'_>,
+    records: &[UsageRecord],
+    yielding: bool,
+) -> anyhow::Result<()> {
     static MANY: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
@@ -87,7 +99,9 @@ fn append_to_log(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resul
         let mut many = tx.prepare_cached(&MANY)?;
         for chunk in &mut chunks {
             insert_rows(&mut many, chunk)?;
-            std::thread::yield_now();
+            if yielding {
+                std::thread::yield_now();
+            }
         }
     }
     if !chunks.remainder().is_empty() {
@@ -357,7 +371,7 @@ mod tests {
 
     fn insert(conn: &mut Connection, records: &[UsageRecord]) {
         let tx = conn.transaction().expect("tx");
-        insert_all(&tx, records).expect("insert");
+        insert_all(&tx, records, true).expect("insert");
         tx.commit().expect("commit");
     }
 

@@ -39,8 +39,16 @@ const MAX_BATCH: usize = 4000;
 /// (`usage::append_to_log`); without the yields 20 ms took JSON p99 at c16 from ~1.0 ms to
 /// ~1.6 ms. Measured in nine runs each, taking turns with 5 ms and no yields: JSON throughput
 /// at c16 0.82× the bare proxy's on average (0.78× before), at c64 0.90× (0.85×), p99 at c16
-/// 0.59–0.70 ms (0.64–0.79); 20 ms with yields and 10 ms without did worse than this.
+/// 0.59–0.70 ms (0.64–0.79); 20 ms with yields and 10 ms without did worse than this. With
+/// yields limited to batches that keep up ([`YIELDING_BATCH_MAX`], which the peak RSS at c64
+/// needed), three more pairs: c16 0.80× against 0.77×, c64 0.89× against 0.87×.
 const GATHER: Duration = Duration::from_millis(10);
+
+/// The largest batch written with yields between statements (`usage::append_to_log`): ~3×
+/// what a 10 ms window gathers at 60k requests a second. A bigger batch means the writer fell
+/// behind (a yield beside a loop that always has work is a wait: at c64 the backlog grew to
+/// ~16 MiB of queued records before this limit), so it is written straight through.
+const YIELDING_BATCH_MAX: usize = 2000;
 
 enum Message {
     Record(UsageRecord),
@@ -102,7 +110,12 @@ impl UsageWriter {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
                 run(&rx, &depth, |records| {
-                    commit_with_retry(records, &stopping, retry, |rows| store.write_usage(rows));
+                    // Yield between statements only while keeping up: a batch this big means
+                    // records waited, and the loops come second until the backlog is gone.
+                    let yielding = records.len() <= YIELDING_BATCH_MAX;
+                    commit_with_retry(records, &stopping, retry, |rows| {
+                        store.write_usage(rows, yielding)
+                    });
                 });
             })
             .context("starting the usage writer thread")?;
@@ -384,13 +397,15 @@ mod tests {
         other
             .execute_batch("ALTER TABLE usage RENAME TO usage_elsewhere")
             .expect("rename");
-        let err = store.write_usage(&[record(0)]).expect_err("no usage table");
+        let err = store
+            .write_usage(&[record(0)], false)
+            .expect_err("no usage table");
         assert!(!can_heal(&err), "a missing table does not heal: {err:#}");
         other
             .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
             .expect("locked");
         // The store waits out its busy timeout, then reports the lock.
-        let err = store.write_usage(&[record(0)]).expect_err("locked");
+        let err = store.write_usage(&[record(0)], false).expect_err("locked");
         assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
