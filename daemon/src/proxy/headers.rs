@@ -94,10 +94,21 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
 mod tests {
     use super::*;
 
+    /// A header map of `pairs`, in order, repeated names appended.
+    fn headers_of(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        headers
+    }
+
     #[test]
     fn credentials_and_hop_by_hop_headers_stay_behind() {
-        let mut client = HeaderMap::new();
-        for (name, value) in [
+        let client = headers_of(&[
             ("authorization", "Bearer sk-proxy-x"),
             ("x-api-key", "sk-proxy-x"),
             ("x-goog-api-key", "sk-proxy-x"),
@@ -108,9 +119,7 @@ mod tests {
             ("content-type", "application/json"),
             ("anthropic-version", "2023-06-01"),
             ("openai-beta", "assistants=v2"),
-        ] {
-            client.append(name, value.parse().expect("value"));
-        }
+        ]);
         let out = for_upstream(client);
         let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
@@ -119,17 +128,14 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_leave_the_response() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let mut headers = headers_of(&[
             ("connection", "close, x-conn-private"),
             ("x-conn-private", "1"),
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),
             ("content-type", "application/json"),
             ("x-request-id", "r1"),
-        ] {
-            headers.append(name, value.parse().expect("value"));
-        }
+        ]);
         strip_response(&mut headers);
         let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "x-request-id"]);
