@@ -59,14 +59,6 @@ pub async fn run(
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
         .context("loading keys")?;
-    let keys = Arc::new(KeyService::new(
-        store.clone(),
-        Arc::clone(&cache),
-        Arc::clone(&clock),
-    ));
-    let metrics = Arc::new(metrics::Metrics::new());
-    let tokens =
-        Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
     // Read before any thread is pinned: the CPUs this process may use.
     let cpus = config
         .cpu_affinity
@@ -76,6 +68,15 @@ pub async fn run(
         store.clone(),
         cpus.as_ref().map(cpu_affinity::CpuPlan::for_background),
     )?;
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        Arc::clone(&cache),
+        Arc::clone(&clock),
+        usage.clone(),
+    ));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let tokens =
+        Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
     let admin = Arc::new(AdminApi {
         keys,
         tokens,

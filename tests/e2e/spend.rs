@@ -666,6 +666,80 @@ async fn periods_reset_exactly_at_midnight_monday_and_month_end() {
 }
 
 #[tokio::test]
+async fn a_new_reset_period_counts_only_what_was_spent_in_it() {
+    let mock = MockProvider::start().await;
+    let mut gateway =
+        InProcessGateway::start_configured(ts("2026-11-20T12:00:00Z"), Some(&mock), BUDGET_PRICES)
+            .await;
+    // A key without a limit spends $0.20 in November and $0.10 on Wednesday 2 December.
+    let (id, key, _) = gateway.admin.create_key(json!({"name": "grown"})).await;
+    let dime = |base: String, key: String| async move {
+        let r = chat(
+            &base,
+            &key,
+            json!({"model": "budget-model", "max_tokens": 1000, "messages": []}),
+            &[("x-mock-output-tokens", "1000")],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        settled(&base, &key).await;
+    };
+    dime(gateway.proxy_url.clone(), key.clone()).await;
+    dime(gateway.proxy_url.clone(), key.clone()).await;
+    gateway.clock.set(ts("2026-12-02T10:00:00Z"));
+    dime(gateway.proxy_url.clone(), key.clone()).await;
+
+    let path = format!("/v1/keys/{id}");
+    let edit = |change: Value| {
+        let (admin, path) = (&gateway.admin, &path);
+        async move {
+            let response = admin.patch(path, change.clone()).await;
+            assert_eq!(response.status, 200, "{change}: {}", response.body);
+            let view = response.body;
+            (
+                dollars(&view["spend_period_usd"]),
+                view["state"].as_str().unwrap_or_default().to_owned(),
+                view["period_resets_at"].clone(),
+            )
+        }
+    };
+    let monthly = edit(json!({"spend_limit_usd": 0.25, "spend_reset": "monthly"})).await;
+    assert_eq!(
+        monthly,
+        (0.1, "active".into(), json!("2027-01-01T00:00:00Z")),
+        "a monthly limit added on the 2nd counts December, not all the key ever spent"
+    );
+    let daily = edit(json!({"spend_reset": "daily"})).await;
+    assert_eq!(daily, (0.1, "active".into(), json!("2026-12-03T00:00:00Z")));
+    let lifetime = edit(json!({"spend_reset": null})).await;
+    assert_eq!(lifetime, (0.3, "exhausted".into(), Value::Null));
+    let weekly = edit(json!({"spend_reset": "weekly"})).await;
+    assert_eq!(
+        weekly,
+        (0.1, "active".into(), json!("2026-12-07T00:00:00Z"))
+    );
+    let total = gateway.admin.get(&path).await.body["spend_total_usd"].clone();
+    assert_eq!(total, 0.3);
+
+    // The restarted period is what the database keeps, not the old period's spend.
+    gateway.restart().await;
+    let after = gateway.admin.get(&path).await.body;
+    assert_eq!(
+        (dollars(&after["spend_period_usd"]), &after["state"]),
+        (0.1, &json!("active")),
+        "{after}"
+    );
+    assert_eq!(after["period_resets_at"], "2026-12-07T00:00:00Z");
+    assert_eq!(after["spend_total_usd"], 0.3);
+    gateway.stop().await;
+}
+
+fn ts(text: &str) -> jiff::Timestamp {
+    text.parse().expect("timestamp")
+}
+
+#[tokio::test]
 async fn a_restart_keeps_period_spend() {
     let (mut gateway, _mock) = gateway(BUDGET_PRICES).await;
     let (id, key, _) = gateway

@@ -15,6 +15,8 @@ use crate::mock::MockProvider;
 
 pub struct InProcessGateway {
     _dir: tempfile::TempDir,
+    /// The configuration it runs with, kept for [`InProcessGateway::restart`].
+    config_text: String,
     pub clock: Arc<ManualClock>,
     pub admin: Admin,
     /// `http://127.0.0.1:PORT` of the proxy listener.
@@ -63,29 +65,51 @@ impl InProcessGateway {
             }
         }
         text.push_str(extra);
-        let file = gatewayd::config::parse_file(&text).expect("valid test config");
-        let config = Config::resolve(file).expect("valid config");
-        let listeners = Listeners::bind(&config).await.expect("bind");
-        let proxy_url = format!(
-            "http://{}",
-            listeners.proxy.local_addr().expect("proxy address")
-        );
-        let clock = Arc::new(ManualClock::new(now));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gatewayd::run(config, listeners, clock.clone(), async {
-            let _ = stopped.await;
-        }));
-        InProcessGateway {
+        let mut gateway = InProcessGateway {
             _dir: dir,
-            clock,
+            config_text: text,
+            clock: Arc::new(ManualClock::new(now)),
             admin: Admin { socket },
-            proxy_url,
-            stop: Some(stop),
-            task: Some(task),
-        }
+            proxy_url: String::new(),
+            stop: None,
+            task: None,
+        };
+        gateway.launch().await;
+        gateway
+    }
+
+    /// Stops it (a graceful shutdown: usage flushed) and starts it again on the same data
+    /// directory and clock; the proxy listens on a new port.
+    pub async fn restart(&mut self) {
+        self.shut_down().await;
+        self.launch().await;
     }
 
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn launch(&mut self) {
+        let file = gatewayd::config::parse_file(&self.config_text).expect("valid test config");
+        let config = Config::resolve(file).expect("valid config");
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        self.proxy_url = format!(
+            "http://{}",
+            listeners.proxy.local_addr().expect("proxy address")
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(gatewayd::run(
+            config,
+            listeners,
+            self.clock.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -14,7 +14,9 @@ use gateway_shared::api::{
 };
 use gateway_shared::key::new_key_id;
 use gateway_shared::validate::FieldError;
-use gateway_shared::{ErrorCode, KeyState, ProxyKey};
+use gateway_shared::{ErrorCode, KeyState, ProxyKey, SpendReset};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde_json::{Map, Value, json};
 
 use super::cache::KeyCache;
@@ -22,6 +24,7 @@ use super::cache::KeyEntry;
 use super::record::KeyRecord;
 use crate::clock::Clock;
 use crate::error::{GatewayError, Result};
+use crate::store::writer::UsageWriter;
 use crate::store::{AuditQuery, AuditRecord, Store};
 
 /// Who made a change, as the audit log names them: `uid:1000` on the Unix socket.
@@ -32,15 +35,23 @@ pub struct KeyService {
     store: Store,
     cache: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
+    /// Synced before spend is recounted from the database (a new reset period).
+    usage: UsageWriter,
     writes: tokio::sync::Mutex<()>,
 }
 
 impl KeyService {
-    pub fn new(store: Store, cache: Arc<KeyCache>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Store,
+        cache: Arc<KeyCache>,
+        clock: Arc<dyn Clock>,
+        usage: UsageWriter,
+    ) -> Self {
         Self {
             store,
             cache,
             clock,
+            usage,
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -156,7 +167,41 @@ impl KeyService {
             .map_err(GatewayError::internal)?;
         let record = self.cache.upsert(new);
         tracing::info!(key_id = %record.id, actor = %actor.0, "key updated");
+        if let Some(reset) = record
+            .spend_reset
+            .filter(|_| old.spend_reset != record.spend_reset)
+            && let Err(err) = self.restart_period(&record, reset, now).await
+        {
+            // The edit stands; the period carries the old one's spend (never less than
+            // was spent in it) until its next reset.
+            tracing::warn!(
+                key_id = %record.id,
+                error = format!("{err:#}"),
+                "could not recount the key's spend for its new reset period"
+            );
+        }
         Ok(record.view(now))
+    }
+
+    /// Starts the key's new reset period at what it spent in it, from the usage rollup (see
+    /// `Ledger::restart_period`). Syncing the usage writer first puts every request settled
+    /// before the edit in the rollup; syncing again before persisting lets the states queued
+    /// with those requests land first, so they cannot overwrite the restarted one.
+    async fn restart_period(
+        &self,
+        entry: &KeyEntry,
+        reset: SpendReset,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        self.usage.sync().await;
+        let first_day = TimeZone::UTC.to_datetime(reset.period_start(now)).date();
+        let counted = self
+            .store
+            .counted_spend(entry.id.clone(), first_day)
+            .await?;
+        let state = entry.runtime.ledger.restart_period(reset, now, counted);
+        self.usage.sync().await;
+        self.store.persist_spend(entry.id.clone(), state).await
     }
 
     /// Revokes a key now. Revoking a revoked key changes nothing and is not an error.

@@ -39,7 +39,8 @@ pub struct SpendState {
 impl SpendState {
     /// Starts a new period if the recorded one has ended or the reset period changed.
     /// Spend already counted in a period that is still running carries over a change of
-    /// period kind; a lifetime cap counts all spend.
+    /// period kind (until the key service recounts it from the database:
+    /// [`Ledger::restart_period`]); a lifetime cap counts all spend.
     pub fn roll(&mut self, reset: Option<SpendReset>, now: Timestamp) {
         match reset {
             None => {
@@ -58,6 +59,15 @@ impl SpendState {
         }
         self.period_kind = reset;
     }
+}
+
+/// A key's spend as the database has counted it (`Store::counted_spend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountedSpend {
+    /// On the days of the period that has just been set.
+    pub since: Nanodollars,
+    /// In all, as persisted together with those days' rows.
+    pub total: Nanodollars,
 }
 
 /// Why a request may not spend.
@@ -183,6 +193,26 @@ impl Ledger {
         let now = self.clock.now();
         self.update(|state| {
             state.roll(reset, now);
+            *state
+        })
+    }
+
+    /// Starts the period of a reset that has just been set on the key (a new limit, or a
+    /// different reset period) at what the key really spent in it, instead of carrying
+    /// whatever the old period counted: a monthly limit added on the 2nd counts the 2nd, not
+    /// a year of spend. `counted` is what the database has (the period's days and the total
+    /// persisted with them); spend settled since its last usage batch is in this ledger's
+    /// total and not there, so it is added. Returns the new state, to persist.
+    pub fn restart_period(
+        &self,
+        reset: SpendReset,
+        now: Timestamp,
+        counted: CountedSpend,
+    ) -> SpendState {
+        self.update(|state| {
+            state.roll(Some(reset), now);
+            let unwritten = state.total.saturating_sub(counted.total);
+            state.period = counted.since.saturating_add(unwritten);
             *state
         })
     }
@@ -507,6 +537,46 @@ mod tests {
         assert!(
             ledger
                 .reserve(Some(Nanodollars(2 * DOLLAR.0)), None, &ask(1))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_restarted_period_counts_the_database_and_what_it_has_not_written_yet() {
+        let (ledger, _) = ledger("2026-12-02T10:00:00Z");
+        // A lifetime key that has spent $3, of which the usage writer has persisted $2.50.
+        for _ in 0..3 {
+            ledger
+                .reserve(None, None, &ask(1))
+                .expect("no limit")
+                .settle(DOLLAR);
+        }
+        let counted = CountedSpend {
+            since: Nanodollars(DOLLAR.0 / 4),
+            total: Nanodollars(DOLLAR.0 * 5 / 2),
+        };
+        let state = ledger.restart_period(SpendReset::Monthly, ts("2026-12-02T10:00:00Z"), counted);
+        assert_eq!(
+            state.period,
+            Nanodollars(DOLLAR.0 * 3 / 4),
+            "this month's $0.25 in the rollup plus the $0.50 not yet written, not $3"
+        );
+        assert_eq!(state.total, Nanodollars(3 * DOLLAR.0));
+        assert_eq!(state.period_kind, Some(SpendReset::Monthly));
+        assert_eq!(state.period_resets_at, Some(ts("2027-01-01T00:00:00Z")));
+        assert_eq!(ledger.snapshot(), state, "kept, not only returned");
+        // The restarted period is what admission reads.
+        assert!(matches!(
+            ledger.reserve(
+                Some(Nanodollars(DOLLAR.0 * 3 / 4)),
+                Some(SpendReset::Monthly),
+                &ask(1)
+            ),
+            Err(SpendRefusal::Exhausted { .. })
+        ));
+        assert!(
+            ledger
+                .reserve(Some(DOLLAR), Some(SpendReset::Monthly), &ask(1))
                 .is_ok()
         );
     }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use gateway_shared::{KeyHash, Nanodollars};
 use jiff::Timestamp;
-use rusqlite::{Connection, Row, Transaction};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::SpendState;
@@ -73,10 +73,15 @@ const SPEND_COLUMNS: &[&str] = &[
 ];
 
 /// The ledger's view of a key's spend, as the usage writer persists it.
+///
+/// A state that counts fewer requests than the stored one is older and is not written: two
+/// event loops can queue their records in the other order, and a batch boundary between them
+/// must not roll the stored spend back. An equal count is written: that is the same spend
+/// with its period restarted (`Store::restart_spend_period`).
 pub fn persist_spend(tx: &Transaction<'_>, key_id: &str, spend: &SpendState) -> anyhow::Result<()> {
     let mut statement = tx.prepare_cached(
         "UPDATE keys SET spend_total_nanos = ?2, spend_period_nanos = ?3, period_resets_at = ?4, \
-         request_count = ?5, last_used_at = ?6 WHERE id = ?1",
+         request_count = ?5, last_used_at = ?6 WHERE id = ?1 AND request_count <= ?5",
     )?;
     statement
         .execute(rusqlite::params![
@@ -148,7 +153,19 @@ pub(super) fn nanos_to_sql(n: Nanodollars) -> i64 {
     i64::try_from(n.0).unwrap_or(i64::MAX)
 }
 
-fn nanos_from_sql(n: i64) -> Nanodollars {
+/// The lifetime spend last persisted for `key_id` (zero for an unknown key).
+pub fn persisted_total(conn: &Connection, key_id: &str) -> anyhow::Result<Nanodollars> {
+    let total: Option<i64> = conn
+        .query_row(
+            "SELECT spend_total_nanos FROM keys WHERE id = ?1",
+            [key_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(total.map_or(Nanodollars::ZERO, nanos_from_sql))
+}
+
+pub(super) fn nanos_from_sql(n: i64) -> Nanodollars {
     Nanodollars(u64::try_from(n).unwrap_or(0))
 }
 

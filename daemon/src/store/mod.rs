@@ -24,6 +24,7 @@ use rusqlite::{Connection, TransactionBehavior};
 pub use audit::{AuditQuery, AuditRecord};
 
 use crate::keys::record::KeyRecord;
+use crate::spend::ledger::{CountedSpend, SpendState};
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -103,6 +104,30 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// What the database has counted of `key_id`'s spend: on the UTC days from `from` on (the
+    /// rollup) and in all (the total the usage writer persisted with those same rows). Read
+    /// under the one connection, so no usage batch commits between the two.
+    pub async fn counted_spend(
+        &self,
+        key_id: String,
+        from: jiff::civil::Date,
+    ) -> anyhow::Result<CountedSpend> {
+        self.call(move |conn| {
+            Ok(CountedSpend {
+                since: usage::spend_since(conn, &key_id, from)?,
+                total: keys::persisted_total(conn, &key_id)?,
+            })
+        })
+        .await
+    }
+
+    /// Persists a key's spend outside a usage batch (a restarted period), unless the stored
+    /// state already counts more requests.
+    pub async fn persist_spend(&self, key_id: String, state: SpendState) -> anyhow::Result<()> {
+        self.write(move |tx| keys::persist_spend(tx, &key_id, &state))
+            .await
     }
 
     pub async fn usage_report(

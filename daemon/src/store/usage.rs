@@ -266,6 +266,16 @@ fn totals(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UsageTotals
     })
 }
 
+/// What `key_id` spent on the UTC days from `from` on, by the daily rollup.
+pub fn spend_since(conn: &Connection, key_id: &str, from: Date) -> anyhow::Result<Nanodollars> {
+    let nanos: Option<i64> = conn.query_row(
+        "SELECT SUM(cost_nanos) FROM usage_daily WHERE key_id = ?1 AND day >= ?2",
+        params![key_id, from.to_string()],
+        |row| row.get(0),
+    )?;
+    Ok(nanos.map_or(Nanodollars::ZERO, super::keys::nanos_from_sql))
+}
+
 /// Usage of `key_id` on the UTC days `from..=to`: totals, every day, every model.
 pub fn report(
     conn: &Connection,
@@ -432,6 +442,19 @@ mod tests {
         assert_eq!(report.by_day[1].totals.requests, 3);
         assert_eq!(report.by_model[0].model, "gpt-4o");
         assert_eq!(report.by_model[0].totals.requests, 3);
+        let since = |day: &str| {
+            spend_since(&conn, "key_a", day.parse().expect("date"))
+                .expect("spend")
+                .0
+        };
+        assert_eq!(
+            since("2026-11-28"),
+            3 * late.cost.0,
+            "the 28th's three rows"
+        );
+        assert_eq!(since("2026-11-27"), 4 * late.cost.0);
+        assert_eq!(since("2026-11-29"), 0);
+        assert_eq!(since("1969-01-01"), 5 * late.cost.0);
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl UsageWriter {
     /// failing, given up after a few more tries: this is the shutdown path).
     pub async fn flush(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.sync().await;
+    }
+
+    /// Waits until everything queued before this call is committed, retrying as usual: the
+    /// management API's way to read the database only after the records it knows of.
+    pub async fn sync(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
             let _ = wait.await;
@@ -407,6 +413,56 @@ mod tests {
         // The store waits out its busy timeout, then reports the lock.
         let err = store.write_usage(&[record(0)], false).expect_err("locked");
         assert!(can_heal(&err), "a lock heals: {err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_an_older_spend_state_does_not_roll_the_stored_one_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).expect("store");
+        rusqlite::Connection::open(&path)
+            .expect("second connection")
+            .execute_batch(
+                "INSERT INTO keys (id, hash, prefix, name, allowed_providers, allowed_models, \
+                 allowed_ips, created_at, updated_at) VALUES ('key_w', 'h', 'p', 'n', '[]', '[]', \
+                 '[]', '2026-11-27T00:00:00Z', '2026-11-27T00:00:00Z')",
+            )
+            .expect("key row");
+        let with_count = |count: u64| {
+            let mut r = record(count);
+            r.spend.request_count = count;
+            r.spend.total = Nanodollars(count * 100);
+            r
+        };
+        // Two loops settled requests 11 and 10; 11 was queued first and the batches split
+        // between them.
+        store.write_usage(&[with_count(11)], false).expect("batch");
+        store.write_usage(&[with_count(10)], false).expect("batch");
+        let counted = store
+            .counted_spend("key_w".into(), "2026-11-27".parse().expect("date"))
+            .await
+            .expect("counted");
+        assert_eq!(
+            counted.total,
+            Nanodollars(1100),
+            "request 10 did not roll it back"
+        );
+        assert_eq!(
+            counted.since,
+            Nanodollars(100 + 11 + 100 + 10),
+            "both rows counted"
+        );
+        let mut same_count = with_count(11).spend;
+        same_count.period = Nanodollars(5);
+        store
+            .persist_spend("key_w".into(), same_count)
+            .await
+            .expect("persist");
+        let period: i64 = rusqlite::Connection::open(&path)
+            .expect("connection")
+            .query_row("SELECT spend_period_nanos FROM keys", [], |row| row.get(0))
+            .expect("read");
+        assert_eq!(period, 5, "the same count, restarted, is written");
     }
 
     #[tokio::test]
