@@ -27,6 +27,9 @@ use crate::error::{GatewayError, Result};
 use crate::store::writer::UsageWriter;
 use crate::store::{AuditQuery, AuditRecord, Store};
 
+/// How long an edit waits for queued usage to be committed before recounting spend.
+const USAGE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Who made a change, as the audit log names them: `uid:1000` on the Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor(pub String);
@@ -193,15 +196,25 @@ impl KeyService {
         reset: SpendReset,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        self.usage.sync().await;
+        self.sync_usage().await?;
         let first_day = TimeZone::UTC.to_datetime(reset.period_start(now)).date();
         let counted = self
             .store
             .counted_spend(entry.id.clone(), first_day)
             .await?;
         let state = entry.runtime.ledger.restart_period(reset, now, counted);
-        self.usage.sync().await;
+        self.sync_usage().await?;
         self.store.persist_spend(entry.id.clone(), state).await
+    }
+
+    /// The usage writer's sync, bounded: a database that started failing after the edit
+    /// committed keeps the writer retrying, and an edit must not wait on it.
+    async fn sync_usage(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(USAGE_SYNC_TIMEOUT, self.usage.sync())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the usage writer did not catch up within {USAGE_SYNC_TIMEOUT:?}")
+            })
     }
 
     /// Revokes a key now. Revoking a revoked key changes nothing and is not an error.
