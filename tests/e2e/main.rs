@@ -6,7 +6,7 @@
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
 //! - `proxy`: the data plane's checks and forwarding (SPEC §3).
 //! - `rate`: the exact rolling window, its headers, Retry-After; self-service (SPEC §4, §5).
-//! - `sdk`: the official Python SDKs through the gateway, unchanged but for base URL and key.
+//! - `sdk`: the official Python and Node SDKs through the gateway, unchanged but for base URL and key.
 //! - `shutdown`: SIGTERM drains open streams and refuses new requests.
 //! - `streaming`: byte-exact, unbuffered streams; idle timeout, not a total deadline.
 //! - `spend`: hard caps, clamping, per-provider costs, settlement on every ending (SPEC §5).

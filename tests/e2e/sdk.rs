@@ -1,13 +1,16 @@
-//! The official Python SDKs (openai, anthropic, google-genai) through the real gateway to the
-//! mock provider, with only their base URL and API key changed (SPEC §3).
+//! The official SDKs, Python and Node (openai, anthropic, google-genai), through the real
+//! gateway to the mock provider, with only their base URL and API key changed (SPEC §3).
 //!
-//! `tests/sdk/setup.sh` makes a venv with the versions pinned in `tests/sdk/requirements.txt`
-//! (once: it is cached in the target directory), then `tests/sdk/check_sdks.py` drives each SDK
+//! Python: `tests/sdk/setup.sh` makes a venv with the versions pinned in
+//! `tests/sdk/requirements.txt`; Node: `tests/sdk/node/setup.sh` runs `npm ci` on the versions
+//! pinned in `tests/sdk/node/package-lock.json`. Each is done once and cached in the target
+//! directory. Then `tests/sdk/check_sdks.py` or `tests/sdk/node/check_sdks.mjs` drives each SDK
 //! through plain and streaming calls, a model listing and a revoked key, whose 403
-//! `key_revoked` must surface as the SDK's own exception. Afterwards the mock's log shows which
-//! paths each SDK used, and that every request carried the provider's credential and never the
-//! proxy key. Python 3.9+ with venv and pip (and PyPI on the first run) is a requirement of
-//! the test suite: without it these tests fail with setup.sh's message; they never skip.
+//! `key_revoked` must surface as the SDK's own error type. Afterwards the mock's log shows
+//! which paths each SDK used, and that every request carried the provider's credential and
+//! never the proxy key. Python 3.9+ with venv and pip, Node.js 20+ with npm (and PyPI and the
+//! npm registry on the first run) are requirements of the test suite: without them these tests
+//! fail with setup.sh's message; they never skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,8 +28,61 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// One SDK's checks; a few seconds when all is well.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sdk_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk")
+/// The language an SDK check runs in. Each has its own pinned SDKs, setup script and check
+/// script; the checks, and what the provider must see, are the same.
+#[derive(Clone, Copy, Debug)]
+enum Language {
+    Python,
+    Node,
+}
+
+impl Language {
+    fn name(self) -> &'static str {
+        match self {
+            Language::Python => "Python",
+            Language::Node => "Node",
+        }
+    }
+
+    /// The folder of its `setup.sh` and check script.
+    fn dir(self) -> PathBuf {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+        match self {
+            Language::Python => sdk,
+            Language::Node => sdk.join("node"),
+        }
+    }
+
+    fn check_script(self) -> &'static str {
+        match self {
+            Language::Python => "check_sdks.py",
+            Language::Node => "check_sdks.mjs",
+        }
+    }
+
+    /// What its setup needs, for the message when it fails.
+    fn needs(self) -> &'static str {
+        match self {
+            Language::Python => "Python 3.9+ with venv and pip, and PyPI on the first run",
+            Language::Node => "Node.js 20+ with npm, and the npm registry on the first run",
+        }
+    }
+
+    /// What `setup.sh` printed last: the venv's python, or the tree the Node SDKs are installed
+    /// in. Set up once per test process; a failure is remembered, so the other SDK tests of
+    /// the language fail at once with the same message.
+    async fn installed(self) -> PathBuf {
+        static PYTHON: OnceCell<Result<PathBuf, String>> = OnceCell::const_new();
+        static NODE: OnceCell<Result<PathBuf, String>> = OnceCell::const_new();
+        let cell = match self {
+            Language::Python => &PYTHON,
+            Language::Node => &NODE,
+        };
+        cell.get_or_init(|| setup(self))
+            .await
+            .clone()
+            .unwrap_or_else(|message| panic!("{message}"))
+    }
 }
 
 /// `target/`: this test executable is `target/<profile>/deps/e2e-…`.
@@ -39,19 +95,8 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The venv's python, from `tests/sdk/setup.sh` (run once per test process; its failure is
-/// remembered, so the other SDK tests fail at once with the same message).
-async fn sdk_python() -> PathBuf {
-    static PYTHON: OnceCell<Result<PathBuf, String>> = OnceCell::const_new();
-    PYTHON
-        .get_or_init(setup_venv)
-        .await
-        .clone()
-        .unwrap_or_else(|message| panic!("{message}"))
-}
-
-async fn setup_venv() -> Result<PathBuf, String> {
-    let script = sdk_dir().join("setup.sh");
+async fn setup(language: Language) -> Result<PathBuf, String> {
+    let script = language.dir().join("setup.sh");
     let started = Instant::now();
     let output = Command::new("bash")
         .arg(&script)
@@ -67,24 +112,26 @@ async fn setup_venv() -> Result<PathBuf, String> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(format!(
-            "the SDK tests need Python 3.9+ with venv and pip, and PyPI on the first run; \
-             {} failed ({}):\n{stderr}{stdout}",
+            "the {} SDK tests need {}; {} failed ({}):\n{stderr}{stdout}",
+            language.name(),
+            language.needs(),
             script.display(),
             output.status
         ));
     }
-    let python = stdout
+    let installed = stdout
         .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
         .map(|line| PathBuf::from(line.trim()))
-        .ok_or_else(|| format!("{} printed no python path:\n{stderr}", script.display()))?;
+        .ok_or_else(|| format!("{} printed no path:\n{stderr}", script.display()))?;
     eprintln!(
-        "sdk venv ready in {:.1}s: {}",
+        "{} SDKs ready in {:.1}s: {}",
+        language.name(),
         started.elapsed().as_secs_f64(),
-        python.display()
+        installed.display()
     );
-    Ok(python)
+    Ok(installed)
 }
 
 /// A gateway on a fresh mock, with an active and a revoked key.
@@ -119,19 +166,41 @@ async fn world() -> World {
     }
 }
 
-/// Runs `check_sdks.py <sdk>` with the venv's python; panics with its output unless it passed.
-async fn run_checks(world: &World, sdk: &str) -> String {
-    let python = sdk_python().await;
-    let started = Instant::now();
-    let mut command = Command::new(&python);
+/// Runs the language's check script for `sdk` (`openai`, `anthropic`, `gemini`); panics with
+/// its output unless it passed.
+async fn run_checks(world: &World, language: Language, sdk: &str) {
+    let installed = language.installed().await;
+    let script = language.dir().join(language.check_script());
+    let name = format!("{} {sdk}", language.check_script());
+    // Node finds packages from the script's own folder, so a copy runs from a fresh folder in
+    // the installed tree (one per run: parallel runs never share it), removed on drop.
+    let (mut command, _run_dir) = match language {
+        Language::Python => {
+            let mut command = Command::new(&installed);
+            command
+                .arg(&script)
+                .env("PYTHONUNBUFFERED", "1")
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            (command, None)
+        }
+        Language::Node => {
+            let dir = tempfile::Builder::new()
+                .prefix("run-")
+                .tempdir_in(&installed)
+                .unwrap_or_else(|e| panic!("a run folder in {}: {e}", installed.display()));
+            let copy = dir.path().join(language.check_script());
+            std::fs::copy(&script, &copy)
+                .unwrap_or_else(|e| panic!("copying {}: {e}", script.display()));
+            let mut command = Command::new("node");
+            command.arg(copy);
+            (command, Some(dir))
+        }
+    };
     command
-        .arg(sdk_dir().join("check_sdks.py"))
         .arg(sdk)
         .env("GATEWAY_URL", world.gateway.proxy_url())
         .env("GATEWAY_KEY", &world.key)
         .env("REVOKED_KEY", &world.revoked)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .stdin(Stdio::null())
@@ -139,16 +208,21 @@ async fn run_checks(world: &World, sdk: &str) -> String {
     // Nothing from the developer's own environment may steer the SDKs elsewhere.
     for var in [
         "OPENAI_API_KEY",
+        "OPENAI_ADMIN_KEY",
         "OPENAI_BASE_URL",
+        "OPENAI_CUSTOM_HEADERS",
         "OPENAI_ORG_ID",
         "OPENAI_PROJECT_ID",
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_AUTH_TOKEN",
         "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_CUSTOM_HEADERS",
         "GOOGLE_API_KEY",
         "GEMINI_API_KEY",
         "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
         "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GENAI_USE_ENTERPRISE",
         "GOOGLE_GENAI_API_VERSION",
         "GOOGLE_CLOUD_PROJECT",
         "GOOGLE_CLOUD_LOCATION",
@@ -158,13 +232,15 @@ async fn run_checks(world: &World, sdk: &str) -> String {
         "http_proxy",
         "https_proxy",
         "all_proxy",
+        "NODE_OPTIONS",
     ] {
         command.env_remove(var);
     }
+    let started = Instant::now();
     let output = tokio::time::timeout(CHECK_TIMEOUT, command.output())
         .await
-        .unwrap_or_else(|_| panic!("check_sdks.py {sdk} took over {CHECK_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("running {} check_sdks.py: {e}", python.display()));
+        .unwrap_or_else(|_| panic!("{name} took over {CHECK_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("running {name} ({}): {e}", installed.display()));
     let transcript = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -172,15 +248,18 @@ async fn run_checks(world: &World, sdk: &str) -> String {
     );
     assert!(
         output.status.success(),
-        "check_sdks.py {sdk} failed ({}):\n{transcript}\nwhat the mock received:\n{}",
+        "{name} failed ({}):\n{transcript}\nwhat the mock received:\n{}",
         output.status,
         describe(&world.mock.received())
     );
     eprintln!(
-        "check_sdks.py {sdk} passed in {:.1}s:\n{transcript}",
+        "{name} passed in {:.1}s:\n{transcript}",
         started.elapsed().as_secs_f64()
     );
-    transcript
+    assert!(
+        transcript.contains(&format!("all {sdk} SDK checks passed")),
+        "{name} exited 0 without its closing line:\n{transcript}"
+    );
 }
 
 /// One line per request: method, path and query, header names.
@@ -267,9 +346,39 @@ fn assert_provider_saw(world: &World, provider: &str, expected: &[(&str, &str)])
 
 #[tokio::test]
 async fn the_openai_python_sdk_works_unchanged() {
+    openai_sdk_works_unchanged(Language::Python).await;
+}
+
+#[tokio::test]
+async fn the_openai_node_sdk_works_unchanged() {
+    openai_sdk_works_unchanged(Language::Node).await;
+}
+
+#[tokio::test]
+async fn the_anthropic_python_sdk_works_unchanged() {
+    anthropic_sdk_works_unchanged(Language::Python).await;
+}
+
+#[tokio::test]
+async fn the_anthropic_node_sdk_works_unchanged() {
+    anthropic_sdk_works_unchanged(Language::Node).await;
+}
+
+#[tokio::test]
+async fn the_google_genai_python_sdk_works_unchanged() {
+    // google-genai for Python calls the `v1` API by default.
+    google_genai_sdk_works_unchanged(Language::Python, "v1").await;
+}
+
+#[tokio::test]
+async fn the_google_genai_node_sdk_works_unchanged() {
+    // @google/genai for Node calls `v1beta` by default.
+    google_genai_sdk_works_unchanged(Language::Node, "v1beta").await;
+}
+
+async fn openai_sdk_works_unchanged(language: Language) {
     let world = world().await;
-    let transcript = run_checks(&world, "openai").await;
-    assert!(transcript.contains("all openai SDK checks passed"));
+    run_checks(&world, language, "openai").await;
     let per_route = [
         ("POST", "/openai/v1/chat/completions"),
         ("POST", "/openai/v1/chat/completions"),
@@ -296,11 +405,9 @@ async fn the_openai_python_sdk_works_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn the_anthropic_python_sdk_works_unchanged() {
+async fn anthropic_sdk_works_unchanged(language: Language) {
     let world = world().await;
-    let transcript = run_checks(&world, "anthropic").await;
-    assert!(transcript.contains("all anthropic SDK checks passed"));
+    run_checks(&world, language, "anthropic").await;
     assert_provider_saw(
         &world,
         "anthropic",
@@ -319,21 +426,18 @@ async fn the_anthropic_python_sdk_works_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn the_google_genai_python_sdk_works_unchanged() {
+/// `api_version`: the Gemini API version the SDK calls by default (`v1`, `v1beta`).
+async fn google_genai_sdk_works_unchanged(language: Language, api_version: &str) {
     let world = world().await;
-    let transcript = run_checks(&world, "gemini").await;
-    assert!(transcript.contains("all gemini SDK checks passed"));
+    run_checks(&world, language, "gemini").await;
+    let model = format!("/gemini/{api_version}/models/gemini-2.0-flash");
     assert_provider_saw(
         &world,
         "gemini",
         &[
-            ("POST", "/gemini/v1/models/gemini-2.0-flash:generateContent"),
-            (
-                "POST",
-                "/gemini/v1/models/gemini-2.0-flash:streamGenerateContent",
-            ),
-            ("GET", "/gemini/v1/models"),
+            ("POST", &format!("{model}:generateContent")),
+            ("POST", &format!("{model}:streamGenerateContent")),
+            ("GET", &format!("/gemini/{api_version}/models")),
         ],
     );
     let stream = &world.mock.received()[1];
