@@ -273,6 +273,34 @@ mod tests {
     }
 
     #[test]
+    fn premium_variants_are_not_priced_as_their_family() {
+        let table = PriceTable::new(&[], None).expect("shipped table");
+        // (model, $ per million input, output): the public list prices, where the family's
+        // glob alone would charge a tenth or less.
+        for (model, input, output) in [
+            ("o1-pro-2025-03-19", 150, 600),
+            ("o3-pro", 20, 80),
+            ("gpt-5-pro", 15, 120),
+            ("o3-deep-research", 10, 40),
+            ("o4-mini-deep-research", 2, 8),
+            ("gpt-4o-realtime-preview", 5, 20),
+            ("gemini-2.5-flash-image-preview", 0, 30),
+            ("gemini-2.5-pro-preview-tts", 1, 20),
+            ("o1", 15, 60),
+            ("o3", 2, 8),
+            ("gpt-5", 1, 10),
+        ] {
+            let price = table.lookup(model).expect("priced");
+            let dollars = |n: Nanodollars| n.0 / 1_000_000_000;
+            assert_eq!(
+                (dollars(price.input), dollars(price.output)),
+                (input, output),
+                "{model}"
+            );
+        }
+    }
+
+    #[test]
     fn exact_names_answer_as_the_glob_set_would() {
         let overrides = [
             entry("gpt-4o*", 1.0, 1.0),
