@@ -228,6 +228,74 @@ async fn proxied(base: &str, key: &str) -> u16 {
 }
 
 #[tokio::test]
+async fn a_rotated_key_keeps_its_budget_and_rate_window_and_cannot_fork() {
+    let mock = MockProvider::start().await;
+    let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("ts");
+    let mut gateway = InProcessGateway::start_with(now, Some(&mock)).await;
+    let (id, old_secret, _) = gateway
+        .admin
+        .create_key(json!({"name": "svc", "rate_limit_rpm": 2, "spend_limit_usd": 5, "spend_reset": "monthly"}))
+        .await;
+    assert_eq!(proxied(&gateway.proxy_url, &old_secret).await, 200);
+    let before = gateway.admin.get(&format!("/v1/keys/{id}")).await.body;
+    assert!(
+        before["spend_period_usd"].as_f64().is_some_and(|d| d > 0.0),
+        "{before}"
+    );
+
+    let rotated = gateway
+        .admin
+        .post(
+            &format!("/v1/keys/{id}/rotate"),
+            json!({"grace_period_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
+    let new_secret = rotated.body["secret"].as_str().expect("secret").to_owned();
+    for field in [
+        "spend_period_usd",
+        "spend_total_usd",
+        "request_count",
+        "period_resets_at",
+    ] {
+        assert_eq!(
+            rotated.body[field], before[field],
+            "the successor carries {field}"
+        );
+    }
+    // One rate window for both secrets: the old one used 1 of 2 requests this minute.
+    assert_eq!(proxied(&gateway.proxy_url, &new_secret).await, 200);
+    assert_eq!(proxied(&gateway.proxy_url, &new_secret).await, 429);
+    assert_eq!(proxied(&gateway.proxy_url, &old_secret).await, 429);
+
+    // Rotating the old key again would fork it into two live successors.
+    let again = gateway
+        .admin
+        .post(&format!("/v1/keys/{id}/rotate"), json!({}))
+        .await;
+    assert_eq!(
+        (again.status, again.error_code().as_str()),
+        (409, "key_revoked"),
+        "{}",
+        again.body
+    );
+    assert!(
+        again.error_message().contains("already rotated"),
+        "{}",
+        again.body
+    );
+
+    let carried = gateway.admin.get(&format!("/v1/keys/{new_id}")).await.body;
+    gateway.restart().await;
+    let after = gateway.admin.get(&format!("/v1/keys/{new_id}")).await.body;
+    for field in ["spend_period_usd", "spend_total_usd", "request_count"] {
+        assert_eq!(after[field], carried[field], "{field} after a restart");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn rotation_with_and_without_a_grace_period() {
     let mock = MockProvider::start().await;
     let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("ts");

@@ -261,6 +261,20 @@ impl KeyCache {
         entry
     }
 
+    /// Inserts a rotated key's successor, sharing the predecessor's live state (rate window
+    /// and spend ledger): while both secrets work they draw on one budget and one rate
+    /// limit. Call only after the rotation has committed.
+    pub fn insert_successor(&self, mut record: KeyRecord, predecessor: &KeyEntry) -> Arc<KeyEntry> {
+        let policy = self.policy(&mut record);
+        let entry = Arc::new(KeyEntry::new(
+            record,
+            policy,
+            Arc::clone(&predecessor.runtime),
+        ));
+        self.write().put(Arc::clone(&entry));
+        entry
+    }
+
     /// A stored key at start-up: ids are unique in the store, and the order is fixed by one
     /// sort once all are in.
     fn push(&self, mut record: KeyRecord) {

@@ -263,6 +263,17 @@ impl KeyService {
                 format!("Key {id} is revoked and cannot be rotated."),
             ));
         }
+        if let Some(retires_at) = old.revoked_at() {
+            // A second rotation would fork the key: two live successors, each with the
+            // whole budget and rate limit.
+            return Err(GatewayError::new(
+                ErrorCode::KeyRevoked,
+                format!(
+                    "Key {id} was already rotated and retires at {retires_at}: rotate its \
+                     successor instead, or revoke this key now."
+                ),
+            ));
+        }
         let secret = ProxyKey::generate().map_err(random_failed)?;
         let new_id = new_key_id().map_err(random_failed)?;
         let grace = jiff::SignedDuration::from_secs(
@@ -270,13 +281,11 @@ impl KeyService {
         );
         let retire_at = now.checked_add(grace).unwrap_or(jiff::Timestamp::MAX);
         let mut previous = old.record();
-        // An earlier rotation's grace may already end sooner: keep the sooner instant.
-        previous.revoked_at = Some(
-            previous
-                .revoked_at
-                .map_or(retire_at, |at| at.min(retire_at)),
-        );
+        previous.revoked_at = Some(retire_at);
         previous.updated_at = now;
+        // The successor is the same key with a new secret: it carries on the spend, request
+        // count and rate window (shared with the old secret while both work, see
+        // `KeyCache::insert_successor`), so a rotation never hands out a fresh budget.
         let new = KeyRecord {
             id: new_id.clone(),
             hash: secret.hash(),
@@ -284,11 +293,6 @@ impl KeyService {
             created_at: now,
             updated_at: now,
             revoked_at: None,
-            last_used_at: None,
-            spend_total: Default::default(),
-            spend_period: Default::default(),
-            period_resets_at: previous.spend_reset.map(|reset| reset.next_reset(now)),
-            request_count: 0,
             ..previous.clone()
         };
         let audits = vec![
@@ -310,7 +314,7 @@ impl KeyService {
             .await
             .map_err(GatewayError::internal)?;
         let previous = self.cache.upsert(previous);
-        let created = self.cache.upsert(new);
+        let created = self.cache.insert_successor(new, &previous);
         tracing::info!(key_id = %previous.id, new_key_id = %created.id, actor = %actor.0, "key rotated");
         Ok(KeyRotated {
             created: KeyCreated {
