@@ -6,6 +6,7 @@
 //! is allowed on the Unix socket only (the router enforces it): a leaked token must not be
 //! able to mint more tokens.
 
+use gateway_shared::key::redact_secrets;
 use std::sync::{Arc, RwLock};
 
 use gateway_shared::api::{AdminTokenCreated, AdminTokenList, AdminTokenView, CreateAdminToken};
@@ -118,7 +119,7 @@ impl AdminTokens {
         let Some(mut token) = self.read().iter().find(|t| t.id == id).cloned() else {
             return Err(GatewayError::new(
                 ErrorCode::KeyNotFound,
-                format!("No admin token has the id {id:?}."),
+                format!("No admin token has the id {:?}.", redact_secrets(id)),
             ));
         };
         if token.revoked_at.is_some() {

@@ -47,6 +47,43 @@ pub fn is_key_id(text: &str) -> bool {
     })
 }
 
+/// `text` with every proxy key and admin token in it cut to its display prefix
+/// (`sk-proxy-a1b2…`): for messages and logs that echo what a user typed or requested, where
+/// a secret pasted into the wrong place must not come back out.
+pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    let starts = |at: usize| {
+        [PROXY_KEY_PREFIX, ADMIN_TOKEN_PREFIX]
+            .into_iter()
+            .find(|prefix| text[at..].starts_with(prefix))
+    };
+    if !text.char_indices().any(|(at, _)| starts(at).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut at = 0;
+    while at < text.len() {
+        let Some(prefix) = starts(at) else {
+            at += text[at..].chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let secret_start = at + prefix.len();
+        let secret_len = text[secret_start..]
+            .bytes()
+            .take_while(u8::is_ascii_alphanumeric)
+            .count();
+        let shown = secret_len.min(DISPLAY_CHARS);
+        out.push_str(&text[rest..secret_start + shown]);
+        if secret_len > shown {
+            out.push('…');
+        }
+        at = secret_start + secret_len;
+        rest = at;
+    }
+    out.push_str(&text[rest..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Why a presented string is not a well-formed token. Deliberately carries no part of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -218,6 +255,33 @@ fn hex_value(c: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_in_echoed_text_are_cut_to_their_display_prefix() {
+        let key = ProxyKey::generate().expect("key");
+        let secret = key.expose();
+        let text = format!("No key has the id {secret:?}; also /v1/x/{secret}/y gwadm-abcdefghij");
+        let redacted = redact_secrets(&text);
+        assert!(!redacted.contains(&secret[12..]), "{redacted}");
+        assert_eq!(
+            redacted
+                .matches(&format!("{}…", key.display_prefix()))
+                .count(),
+            2,
+            "{redacted}"
+        );
+        assert!(redacted.ends_with("gwadm-abcd…"), "{redacted}");
+        assert_eq!(redact_secrets("key_abc sk-proxy-"), "key_abc sk-proxy-");
+        assert_eq!(
+            redact_secrets("sk-proxy-ab"),
+            "sk-proxy-ab",
+            "nothing past the prefix"
+        );
+        assert!(matches!(
+            redact_secrets("plain é text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

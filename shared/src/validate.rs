@@ -106,7 +106,21 @@ pub fn name(value: &str) -> Result<String, FieldError> {
             "must not contain control characters",
         ));
     }
+    if trimmed.chars().any(is_invisible_format) {
+        return Err(FieldError::invalid(
+            "name",
+            "must not contain invisible or text-direction characters (U+200B-U+200F, \
+             U+202A-U+202E, U+2060-U+2069, U+FEFF)",
+        ));
+    }
     Ok(trimmed.to_owned())
+}
+
+/// Characters that change how a name is displayed without being seen: zero-width
+/// characters and bidirectional overrides and isolates (a name shown in `gwctl keys list` and
+/// the dashboard must read as what it is).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 pub fn providers<S: AsRef<str>>(values: &[S]) -> Result<Vec<Provider>, FieldError> {
@@ -228,13 +242,44 @@ pub fn spend_limit(value: Nanodollars) -> Result<Nanodollars, FieldError> {
     Ok(value)
 }
 
+/// An RFC 3339 instant. jiff also reads offsets up to ±25:59 (which RFC 3339 does not allow:
+/// `+25:00` would silently move the instant a day) and cannot represent the last hours of
+/// year 9999; both get a message that says what is wrong.
 pub fn timestamp(field: &str, value: &str) -> Result<Timestamp, FieldError> {
-    value.parse::<Timestamp>().map_err(|_| {
+    let invalid = |why: &str| {
         FieldError::invalid(
             field,
-            format!("{value:?} is not an RFC 3339 instant (e.g. 2027-01-31T00:00:00Z)"),
+            format!("{value:?} is not an RFC 3339 instant{why} (e.g. 2027-01-31T00:00:00Z)"),
         )
-    })
+    };
+    match value.parse::<Timestamp>() {
+        Ok(at) if offset_is_rfc3339(value) => Ok(at),
+        Ok(_) => Err(invalid(
+            ": its UTC offset must be between -23:59 and +23:59",
+        )),
+        Err(err) if err.to_string().contains("range") => Err(invalid(
+            " in the supported range (years 0001 to 9999, up to 9999-12-30T22:00:00Z)",
+        )),
+        Err(_) => Err(invalid("")),
+    }
+}
+
+/// Whether the text's trailing UTC offset (`Z` or `±HH:MM`) has hours 00–23 and minutes 00–59.
+fn offset_is_rfc3339(value: &str) -> bool {
+    if value.ends_with(['Z', 'z']) {
+        return true;
+    }
+    let bytes = value.as_bytes();
+    let Some(offset) = bytes.len().checked_sub(6).map(|at| &bytes[at..]) else {
+        return false;
+    };
+    let digits = |a: u8, b: u8| {
+        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| (a - b'0') * 10 + (b - b'0'))
+    };
+    matches!(offset[0], b'+' | b'-')
+        && offset[3] == b':'
+        && digits(offset[1], offset[2]).is_some_and(|h| h <= 23)
+        && digits(offset[4], offset[5]).is_some_and(|m| m <= 59)
 }
 
 fn check_list_len(field: &str, n: usize) -> Result<(), FieldError> {
@@ -258,6 +303,35 @@ mod tests {
         assert!(name(&"x".repeat(64)).is_ok());
         assert!(name(&"x".repeat(65)).is_err());
         assert!(name("a\nb").is_err());
+        for spoof in [
+            "evil\u{202E}gpj.exe",
+            "a\u{200B}b",
+            "a\u{2066}b",
+            "\u{FEFF}x",
+        ] {
+            assert!(name(spoof).is_err(), "{spoof:?}");
+        }
+        assert!(name("équipe données 数据").is_ok());
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339() {
+        let parse = |text: &str| timestamp("expires_at", text).map(|t| t.to_string());
+        assert_eq!(
+            parse("2027-01-01T00:00:00Z").as_deref(),
+            Ok("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse("2027-01-01T01:30:00+01:30").as_deref(),
+            Ok("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(parse("2027-01-01T00:00:00-23:59").map(|_| ()), Ok(()));
+        let offset = parse("2027-01-01T00:00:00+25:00").expect_err("+25:00");
+        assert!(offset.reason.contains("UTC offset"), "{}", offset.reason);
+        assert!(parse("2027-01-01T00:00:00+23:60").is_err());
+        let late = parse("9999-12-31T23:59:59Z").expect_err("out of range");
+        assert!(late.reason.contains("supported range"), "{}", late.reason);
+        assert!(parse("tomorrow").is_err());
     }
 
     #[test]

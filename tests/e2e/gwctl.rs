@@ -182,6 +182,22 @@ async fn errors_have_distinct_exit_codes() {
         "{}",
         unknown.stderr
     );
+    // A secret pasted where an id belongs is not echoed back, by gwctl or the API.
+    let (_, secret, _) = gateway
+        .admin()
+        .create_key(serde_json::json!({"name": "pasted"}))
+        .await;
+    let pasted = gateway.gwctl(&["keys", "show", &secret]).await;
+    assert_eq!(pasted.code, 3, "{}", pasted.stderr);
+    let api = gateway.admin().get(&format!("/v1/keys/{secret}")).await;
+    assert_eq!(api.status, 404);
+    let body = api.body.to_string();
+    for echoed in [&pasted.stderr, &pasted.stdout, &body] {
+        assert!(!echoed.contains(&secret[13..]), "secret echoed: {echoed}");
+    }
+    for told in [&pasted.stderr, &body] {
+        assert!(told.contains(&format!("{}…", &secret[..13])), "{told}");
+    }
     let unknown_revoke = gateway
         .gwctl(&["keys", "revoke", "no-such-key", "--yes"])
         .await;

@@ -10,6 +10,7 @@ mod audit;
 mod keys;
 mod query;
 
+use gateway_shared::key::redact_secrets;
 use std::sync::Arc;
 
 use gateway_shared::ErrorCode;
@@ -122,11 +123,11 @@ impl AdminApi {
                 _,
             ) => Err(GatewayError::new(
                 ErrorCode::MethodNotAllowed,
-                format!("{method} is not supported on {path}."),
+                format!("{method} is not supported on {}.", redact_secrets(&path)),
             )),
             _ => Err(GatewayError::new(
                 ErrorCode::UnknownRoute,
-                format!("There is no management route {path}."),
+                format!("There is no management route {}.", redact_secrets(&path)),
             )),
         }
     }

@@ -6,6 +6,7 @@
 //! read-modify-write of a key must not interleave with another, or one PATCH could silently
 //! undo a concurrent one. Reads never take it.
 
+use gateway_shared::key::redact_secrets;
 use std::sync::Arc;
 
 use gateway_shared::api::{
@@ -421,7 +422,10 @@ impl KeyService {
 
     fn find(&self, id: &str) -> Result<Arc<KeyEntry>> {
         self.cache.get(id).ok_or_else(|| {
-            GatewayError::new(ErrorCode::KeyNotFound, format!("No key has the id {id:?}."))
+            GatewayError::new(
+                ErrorCode::KeyNotFound,
+                format!("No key has the id {:?}.", redact_secrets(id)),
+            )
         })
     }
 }

@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use gateway_shared::ErrorCode;
 use gateway_shared::api::AdminTokenView;
+use gateway_shared::key::redact_secrets;
 
 use crate::Refusal;
 use crate::client::ApiClient;
@@ -85,7 +86,10 @@ fn pick<'a>(tokens: &'a [AdminTokenView], wanted: &str) -> Result<&'a AdminToken
     match matches.as_slice() {
         [] => Err(Refusal {
             code: ErrorCode::KeyNotFound,
-            message: format!("No admin token has the id, name or prefix {wanted:?}."),
+            message: format!(
+                "No admin token has the id, name or prefix {:?}.",
+                redact_secrets(wanted)
+            ),
         }),
         [one] => Ok(one),
         many => {

@@ -16,6 +16,7 @@ pub mod usage;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use gateway_shared::api::KeyView;
+use gateway_shared::key::redact_secrets;
 use gateway_shared::validate::{self, FieldError};
 use gateway_shared::{ErrorCode, KeyState, Nanodollars};
 use jiff::civil::Date;
@@ -112,7 +113,10 @@ fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
     match matches.as_slice() {
         [] => Err(Refusal {
             code: ErrorCode::KeyNotFound,
-            message: format!("No key has the id, name or prefix {wanted:?}."),
+            message: format!(
+                "No key has the id, name or prefix {:?}.",
+                redact_secrets(wanted)
+            ),
         }),
         [one] => Ok(one),
         many => {
