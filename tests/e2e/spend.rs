@@ -841,3 +841,126 @@ async fn kill_dash_nine_under_load_loses_no_answered_request() {
     );
     assert!(rows as usize <= answered.len() + 8, "no phantom rows");
 }
+
+/// Sends an Anthropic streaming request through the gateway.
+async fn anthropic_stream(
+    base: &str,
+    key: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/anthropic/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .json(&body)
+        .send()
+        .await
+        .expect("request to the proxy")
+}
+
+/// Anthropic's `message_start` reports `output_tokens: 1` before any output; a client that
+/// leaves after the content, before `message_delta` brings the real count, is billed for the
+/// deltas it received, not for that placeholder (SPEC §5: input plus the tokens streamed so
+/// far).
+#[tokio::test]
+async fn an_anthropic_stream_left_before_its_message_delta_bills_what_streamed() {
+    let (gateway, _mock) = gateway("").await;
+    let (id, key, _) = gateway.admin().create_key(json!({"name": "leaver"})).await;
+    let base = gateway.proxy_url();
+    let mut response = anthropic_stream(
+        &base,
+        &key,
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+        &[
+            ("x-mock-events", "200"),
+            ("x-mock-input-tokens", "10"),
+            ("x-mock-output-tokens", "201"),
+            ("x-mock-usage-delay-ms", "5000"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("content_block_stop") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("the content arrives before the pause")
+            .expect("chunk")
+            .expect("the stream is still open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(seen.matches("event: content_block_delta").count(), 200);
+    assert!(
+        !seen.contains("message_delta"),
+        "left before the final usage"
+    );
+    let left = Instant::now();
+    drop(response);
+
+    wait_for_usage(&gateway, &id, 1).await;
+    assert!(
+        left.elapsed() < Duration::from_secs(4),
+        "settled on the disconnect, before the mock's message_delta could be read"
+    );
+    let rows = usage_rows(&gateway, &id);
+    assert_eq!(rows.len(), 1);
+    let (cost, output_tokens, source) = rows[0].clone();
+    assert_eq!(source, "estimated");
+    assert!(
+        output_tokens >= 200,
+        "200 deltas streamed, {output_tokens} output tokens billed"
+    );
+    // claude-sonnet-4-5: $3 in, $15 out per million: 10 in + 200 out at least.
+    let floor = (10 * 3_000 + 200 * 15_000) as i64;
+    assert!(cost >= floor, "cost {cost} nanodollars < {floor}");
+}
+
+/// A stream that runs past its output limit is cut once what it streamed costs its
+/// reservation, even though Anthropic's only usage so far is `message_start`'s placeholder.
+#[tokio::test]
+async fn an_anthropic_stream_past_its_reservation_is_cut() {
+    let (gateway, _mock) = gateway(BUDGET_PRICES).await;
+    let (id, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "runaway", "spend_limit_usd": 10.0}))
+        .await;
+    let base = gateway.proxy_url();
+    let response = anthropic_stream(
+        &base,
+        &key,
+        json!({"model": "budget-model", "max_tokens": 100, "stream": true, "messages": []}),
+        &[("x-mock-events", "5000"), ("x-mock-output-tokens", "5000")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the stream ends")
+        .expect("body");
+    let deltas = body.matches("event: content_block_delta").count();
+    assert!(
+        deltas >= 100,
+        "cut no earlier than its reservation: {deltas}"
+    );
+    assert!(deltas < 5000, "cut: {deltas} of 5000 deltas streamed");
+    assert!(!body.contains("message_stop"), "cut before its end");
+
+    settled(&base, &key).await;
+    wait_for_usage(&gateway, &id, 1).await;
+    let rows = usage_rows(&gateway, &id);
+    assert_eq!(rows.len(), 1);
+    let (cost, output_tokens, source) = rows[0].clone();
+    assert_eq!(source, "estimated");
+    assert!(
+        output_tokens >= 100 && output_tokens as usize >= deltas,
+        "billed {output_tokens} for {deltas} deltas"
+    );
+    // $100 per million output tokens, input free: at least the $0.01 reserved.
+    assert!(cost >= 10_000_000, "cost {cost}");
+}

@@ -10,6 +10,8 @@
 //! - `x-mock-events: 7` — number of content events in a stream;
 //! - `x-mock-stall: 1` — send headers and the first event, then go silent;
 //! - `x-mock-headers-delay-ms: 500` — wait before sending response headers;
+//! - `x-mock-usage-delay-ms: 2000` — in a stream, pause before the event with the final usage
+//!   (Anthropic's `message_delta`, OpenAI's usage chunk), after every content event;
 //! - `x-mock-input-tokens`, `x-mock-output-tokens` — the usage to report (`max` for output:
 //!   the request's own output limit); `x-mock-cached-tokens` (cache reads, all providers),
 //!   `x-mock-cache-write-tokens` (Anthropic), `x-mock-thoughts-tokens` (Gemini).
@@ -202,6 +204,7 @@ struct Control {
     events: usize,
     stall: bool,
     headers_delay: Option<Duration>,
+    usage_delay: Option<Duration>,
     usage: Usage,
 }
 
@@ -224,6 +227,7 @@ impl Control {
             events: number("x-mock-events").map_or(3, |n| n as usize),
             stall: recorded.header("x-mock-stall").is_some(),
             headers_delay: number("x-mock-headers-delay-ms").map(Duration::from_millis),
+            usage_delay: number("x-mock-usage-delay-ms").map(Duration::from_millis),
             usage: Usage {
                 input: number("x-mock-input-tokens").unwrap_or(PROMPT_TOKENS),
                 output: match recorded.header("x-mock-output-tokens") {
@@ -285,9 +289,13 @@ fn stream_response(chunks: Vec<String>, control: &Control) -> http::Response<Bod
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
     let delay = control.delay;
     let stall = control.stall;
+    let usage_delay = control.usage_delay;
     let sse = chunks.first().is_some_and(|c| !c.starts_with('['));
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
+            if let Some(pause) = usage_delay.filter(|_| is_final_usage(&chunk)) {
+                tokio::time::sleep(pause).await;
+            }
             if i > 0 {
                 if stall {
                     // Hold the connection open, silent, until the client gives up.
@@ -313,6 +321,11 @@ fn stream_response(chunks: Vec<String>, control: &Control) -> http::Response<Bod
         .headers_mut()
         .insert("content-type", http::HeaderValue::from_static(content_type));
     response
+}
+
+/// Whether a stream chunk is the one carrying the final usage (`x-mock-usage-delay-ms`).
+fn is_final_usage(chunk: &str) -> bool {
+    chunk.starts_with("event: message_delta") || chunk.contains("\"choices\":[],")
 }
 
 /// A `Stream` over an mpsc receiver, without pulling in tokio-stream.

@@ -3,9 +3,14 @@
 //!
 //! Settlement happens exactly once, on the first of: the body ends (usage as reported, or
 //! estimated if the provider never sent it), the body fails (stall, upstream reset), the
-//! stream is cut because its reported usage reached its reservation, or the body is dropped
+//! stream is cut because its usage so far reached its reservation, or the body is dropped
 //! unfinished (the client went away). A request that never got a response body settles when
 //! its [`Meter`] is dropped. Each settlement leaves one usage record on the writer's channel.
+//!
+//! Without the provider's final count (an interrupted stream, or one that ended after only an
+//! interim report such as Anthropic's `message_start`), the output billed is never less than
+//! what was seen streaming, and the cut compares that same count with the reservation: an
+//! interim report cannot hide a stream's output from either.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use compact_str::CompactString;
 use gateway_shared::{Nanodollars, Provider};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::usage::{Observed, UsageObserver};
+use super::usage::{Observed, UsageObserver, clamp};
 use crate::clock::Clock;
 use crate::http_util::BoxError;
 use crate::metrics::Metrics;
@@ -62,15 +67,7 @@ impl Meter {
         let Some(reservation) = self.reservation.take() else {
             return;
         };
-        let (tokens, source) = match outcome {
-            Outcome::ProviderError | Outcome::NoResponse if observed.reported.is_none() => {
-                (Tokens::default(), CostSource::Reported)
-            }
-            Outcome::Complete if observed.reported.is_some() => {
-                (observed.reported.unwrap_or_default(), CostSource::Reported)
-            }
-            _ => (self.estimate(observed), CostSource::Estimated),
-        };
+        let (tokens, source) = settlement(observed, outcome, self.input_tokens_bound);
         let (cost, source) = match self.price {
             Some(price) => (price.cost(&tokens), source),
             None => (Nanodollars::ZERO, CostSource::Unpriced),
@@ -98,22 +95,6 @@ impl Meter {
         self.writer.record(record);
     }
 
-    /// Input plus the output streamed so far: never zero once tokens flowed.
-    fn estimate(&self, observed: &Observed) -> Tokens {
-        let output = observed.output_tokens_estimate();
-        match observed.reported {
-            Some(reported) => Tokens {
-                output: reported.output.max(output),
-                ..reported
-            },
-            None => Tokens {
-                input: self.input_tokens_bound.div_ceil(4),
-                output,
-                ..Tokens::default()
-            },
-        }
-    }
-
     /// The reservation's amount, when a cut at it applies.
     fn cut_at(&self) -> Option<Nanodollars> {
         self.reservation.as_ref().map(Reservation::amount)
@@ -131,7 +112,7 @@ pub struct MeteredBody<B> {
     inner: Option<B>,
     observer: UsageObserver,
     meter: Meter,
-    /// Cut the stream once reported usage reaches the reservation (keys with a limit).
+    /// Cut the stream once its usage so far reaches the reservation (keys with a limit).
     enforce_cut: bool,
     /// Bytes held back by the observer, sent when the body ends.
     tail: Option<Bytes>,
@@ -312,9 +293,215 @@ impl<B> Drop for MeteredBody<B> {
     }
 }
 
+/// The tokens a request is billed for, and how they were arrived at.
+fn settlement(
+    observed: &Observed,
+    outcome: Outcome,
+    input_tokens_bound: u64,
+) -> (Tokens, CostSource) {
+    match outcome {
+        Outcome::ProviderError | Outcome::NoResponse if observed.reported.is_none() => {
+            (Tokens::default(), CostSource::Reported)
+        }
+        Outcome::Complete if observed.has_final_report() => (
+            clamp(observed.reported.unwrap_or_default()),
+            CostSource::Reported,
+        ),
+        _ => (
+            estimate(observed, input_tokens_bound),
+            CostSource::Estimated,
+        ),
+    }
+}
+
+/// Input plus the output so far: the larger of what was reported (unless final) and what
+/// streamed, so never zero once tokens flowed. Input as reported, else a quarter of the
+/// request's bytes.
+fn estimate(observed: &Observed, input_tokens_bound: u64) -> Tokens {
+    let output = observed.output_tokens_so_far();
+    clamp(match observed.reported {
+        Some(reported) => Tokens { output, ..reported },
+        None => Tokens {
+            input: input_tokens_bound.div_ceil(4),
+            output,
+            ..Tokens::default()
+        },
+    })
+}
+
+/// Whether the usage so far (what settling now would bill: the larger of the reported and
+/// the streamed count) costs the whole reservation. A few multiplications, once per frame,
+/// on keys with a limit only.
 fn reached_reservation(observed: &Observed, meter: &Meter) -> bool {
-    match (observed.reported, meter.price, meter.cut_at()) {
-        (Some(tokens), Some(price), Some(limit)) => price.cost(&tokens) >= limit,
+    match (meter.price, meter.cut_at()) {
+        (Some(price), Some(limit)) => {
+            usage_reaches(observed, meter.input_tokens_bound, &price, limit)
+        }
         _ => false,
+    }
+}
+
+fn usage_reaches(
+    observed: &Observed,
+    input_tokens_bound: u64,
+    price: &Price,
+    limit: Nanodollars,
+) -> bool {
+    price.cost(&estimate(observed, input_tokens_bound)) >= limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::usage::MAX_TOKENS_PER_REQUEST;
+
+    /// Anthropic after `message_start` (input 10, placeholder output 1) and `deltas` content
+    /// deltas, with no `message_delta` yet.
+    fn anthropic_midstream(deltas: u64) -> Observed {
+        Observed {
+            reported: Some(Tokens {
+                input: 10,
+                output: 1,
+                ..Default::default()
+            }),
+            partial: true,
+            content_events: deltas,
+            content_chars: 0,
+        }
+    }
+
+    #[test]
+    fn an_interim_report_never_hides_what_streamed() {
+        let observed = anthropic_midstream(200);
+        for outcome in [Outcome::Interrupted, Outcome::Complete] {
+            let (tokens, source) = settlement(&observed, outcome, 5_000);
+            assert_eq!(source, CostSource::Estimated, "{outcome:?}");
+            assert_eq!(
+                tokens,
+                Tokens {
+                    input: 10,
+                    output: 200,
+                    ..Default::default()
+                },
+                "{outcome:?}: input as reported, output as streamed"
+            );
+        }
+        // The final (cumulative) count replaces the interim one and is billed as reported.
+        let done = Observed {
+            reported: Some(Tokens {
+                input: 10,
+                output: 201,
+                ..Default::default()
+            }),
+            partial: false,
+            ..observed
+        };
+        assert_eq!(
+            settlement(&done, Outcome::Complete, 5_000),
+            (done.reported.expect("reported"), CostSource::Reported)
+        );
+        // An interim count above what streamed is kept.
+        let ahead = Observed {
+            reported: Some(Tokens {
+                input: 10,
+                output: 500,
+                ..Default::default()
+            }),
+            ..observed
+        };
+        assert_eq!(settlement(&ahead, Outcome::Interrupted, 0).0.output, 500);
+        // Nothing reported: a quarter of the request's bytes, and what streamed.
+        let unreported = Observed {
+            content_events: 3,
+            ..Observed::default()
+        };
+        assert_eq!(
+            settlement(&unreported, Outcome::Interrupted, 401).0,
+            Tokens {
+                input: 101,
+                output: 3,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            settlement(&Observed::default(), Outcome::ProviderError, 401),
+            (Tokens::default(), CostSource::Reported)
+        );
+    }
+
+    #[test]
+    fn the_cut_counts_what_streamed_past_an_interim_report() {
+        // $3 in, $15 out per million; 100 output tokens and 50 input reserved.
+        let price = Price {
+            input: Nanodollars(3_000_000_000),
+            output: Nanodollars(15_000_000_000),
+            cache_read: Nanodollars(3_000_000_000),
+            cache_write: Nanodollars(3_000_000_000),
+            max_output_tokens: 1000,
+        };
+        let reservation = price.cost(&Tokens {
+            input: 50,
+            output: 100,
+            ..Default::default()
+        });
+        assert!(!usage_reaches(
+            &anthropic_midstream(50),
+            50,
+            &price,
+            reservation
+        ));
+        assert!(
+            usage_reaches(&anthropic_midstream(200), 50, &price, reservation),
+            "200 deltas past a max_tokens of 100: the placeholder output of 1 must not hide them"
+        );
+        // Nothing reported at all: the streamed floor alone reaches it too.
+        let unreported = Observed {
+            content_events: 200,
+            ..Observed::default()
+        };
+        assert!(usage_reaches(&unreported, 50, &price, reservation));
+        // A final report is taken as it is.
+        let reported = Observed {
+            reported: Some(Tokens {
+                input: 50,
+                output: 99,
+                ..Default::default()
+            }),
+            content_events: 300,
+            ..Observed::default()
+        };
+        assert!(!usage_reaches(&reported, 50, &price, reservation));
+    }
+
+    #[test]
+    fn absurd_counts_are_clamped_per_request() {
+        let observed = Observed {
+            reported: Some(Tokens {
+                input: u64::MAX,
+                output: 9_000_000_000_000_000_000,
+                cache_read: 7,
+                cache_write: u64::MAX,
+            }),
+            ..Observed::default()
+        };
+        let (tokens, _) = settlement(&observed, Outcome::Complete, 0);
+        assert_eq!(
+            tokens,
+            Tokens {
+                input: MAX_TOKENS_PER_REQUEST,
+                output: MAX_TOKENS_PER_REQUEST,
+                cache_read: 7,
+                cache_write: MAX_TOKENS_PER_REQUEST,
+            }
+        );
+        let (tokens, _) = settlement(&observed, Outcome::Interrupted, u64::MAX);
+        assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
+        let streamed = Observed {
+            content_events: u64::MAX,
+            ..Observed::default()
+        };
+        let (tokens, _) = settlement(&streamed, Outcome::Interrupted, u64::MAX);
+        assert_eq!(tokens.input, MAX_TOKENS_PER_REQUEST);
+        assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
     }
 }

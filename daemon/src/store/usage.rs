@@ -193,20 +193,8 @@ fn add_to_rollup(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resul
         sums.estimated += u64::from(record.source == CostSource::Estimated);
         sums.unpriced += u64::from(record.source == CostSource::Unpriced);
     }
-    let mut statement = tx.prepare_cached(
-        "INSERT INTO usage_daily (key_id, day, provider, model, requests, input_tokens, \
-         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, estimated_requests, \
-         unpriced_requests) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (key_id, day, provider, model) DO UPDATE SET \
-         requests = requests + excluded.requests, \
-         input_tokens = input_tokens + excluded.input_tokens, \
-         output_tokens = output_tokens + excluded.output_tokens, \
-         cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-         cost_nanos = cost_nanos + excluded.cost_nanos, \
-         estimated_requests = estimated_requests + excluded.estimated_requests, \
-         unpriced_requests = unpriced_requests + excluded.unpriced_requests",
-    )?;
+    static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(rollup_upsert_sql);
+    let mut statement = tx.prepare_cached(&UPSERT)?;
     for ((key_id, _, provider, model), sums) in groups {
         let day = sums.day.map(|d| d.to_string()).unwrap_or_default();
         statement
@@ -229,6 +217,44 @@ fn add_to_rollup(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Resul
     Ok(())
 }
 
+/// The rollup's columns that sum what a batch adds.
+const ROLLUP_SUMS: [&str; 8] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+    "estimated_requests",
+    "unpriced_requests",
+];
+
+/// The rollup upsert. Each sum saturates at `i64::MAX` instead of overflowing: SQLite turns an
+/// overflowing integer sum into a REAL, which the STRICT table refuses, and the writer would
+/// then drop every later record of the same key, day and model. Realistic sums never come
+/// near the bound (a request's tokens are at most `MAX_TOKENS_PER_REQUEST` = 10^9 of each
+/// kind, so a day's row would need billions of requests); the clamp is for a provider's
+/// absurd numbers or an absurd operator price. Both sides are non-negative, so
+/// `i64::MAX - old` cannot overflow.
+fn rollup_upsert_sql() -> String {
+    let updates: Vec<String> = ROLLUP_SUMS
+        .iter()
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN excluded.{c} > {max} - {c} THEN {max} ELSE {c} + excluded.{c} END",
+                max = i64::MAX
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO usage_daily (key_id, day, provider, model, {}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT (key_id, day, provider, model) DO UPDATE SET {}",
+        ROLLUP_SUMS.join(", "),
+        updates.join(", ")
+    )
+}
+
 /// Each key's spend as of its newest record in `records`. Every record carries its key's spend
 /// right after it settled, but two event loops can queue theirs in the other order, so the
 /// newest is the one with the most requests counted, not the last in the batch.
@@ -249,31 +275,53 @@ fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const TOTALS: &str = "SUM(requests), SUM(input_tokens + cache_read_tokens + cache_write_tokens), \
-    SUM(output_tokens), SUM(cost_nanos), SUM(estimated_requests), SUM(unpriced_requests)";
+/// The rollup columns a report reads, in the order [`totals`] takes them.
+const TOTALS: &str = "requests, input_tokens, cache_read_tokens, cache_write_tokens, \
+    output_tokens, cost_nanos, estimated_requests, unpriced_requests";
 
+/// One rollup row's totals. Rows are summed in Rust, saturating, not with SQL `SUM`: a sum
+/// over rows that a provider's absurd numbers pushed to the bound would make `SUM` fail
+/// with an integer overflow, and the report with it.
 fn totals(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UsageTotals> {
     let n = |i: usize| -> rusqlite::Result<u64> {
         Ok(u64::try_from(row.get::<_, Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
     };
     Ok(UsageTotals {
         requests: n(0)?,
-        input_tokens: n(1)?,
-        output_tokens: n(2)?,
-        cost_usd: Nanodollars(n(3)?),
-        estimated_requests: n(4)?,
-        unpriced_requests: n(5)?,
+        input_tokens: n(1)?.saturating_add(n(2)?).saturating_add(n(3)?),
+        output_tokens: n(4)?,
+        cost_usd: Nanodollars(n(5)?),
+        estimated_requests: n(6)?,
+        unpriced_requests: n(7)?,
     })
+}
+
+/// `total += more`, saturating.
+fn add_totals(total: &mut UsageTotals, more: &UsageTotals) {
+    total.requests = total.requests.saturating_add(more.requests);
+    total.input_tokens = total.input_tokens.saturating_add(more.input_tokens);
+    total.output_tokens = total.output_tokens.saturating_add(more.output_tokens);
+    total.cost_usd = total.cost_usd.saturating_add(more.cost_usd);
+    total.estimated_requests = total
+        .estimated_requests
+        .saturating_add(more.estimated_requests);
+    total.unpriced_requests = total
+        .unpriced_requests
+        .saturating_add(more.unpriced_requests);
 }
 
 /// What `key_id` spent on the UTC days from `from` on, by the daily rollup.
 pub fn spend_since(conn: &Connection, key_id: &str, from: Date) -> anyhow::Result<Nanodollars> {
-    let nanos: Option<i64> = conn.query_row(
-        "SELECT SUM(cost_nanos) FROM usage_daily WHERE key_id = ?1 AND day >= ?2",
-        params![key_id, from.to_string()],
-        |row| row.get(0),
-    )?;
-    Ok(nanos.map_or(Nanodollars::ZERO, super::keys::nanos_from_sql))
+    let mut statement =
+        conn.prepare("SELECT cost_nanos FROM usage_daily WHERE key_id = ?1 AND day >= ?2")?;
+    let rows = statement.query_map(params![key_id, from.to_string()], |row| {
+        row.get::<_, i64>(0)
+    })?;
+    let mut spent = Nanodollars::ZERO;
+    for nanos in rows {
+        spent = spent.saturating_add(super::keys::nanos_from_sql(nanos?));
+    }
+    Ok(spent)
 }
 
 /// Usage of `key_id` on the UTC days `from..=to`: totals, every day, every model.
@@ -285,15 +333,23 @@ pub fn report(
 ) -> anyhow::Result<UsageReport> {
     let (from_text, to_text) = (from.to_string(), to.to_string());
     let mut by_day_rows: HashMap<String, UsageTotals> = HashMap::new();
+    let mut by_model_rows: HashMap<(String, String), UsageTotals> = HashMap::new();
     let mut statement = conn.prepare(&format!(
-        "SELECT day, {TOTALS} FROM usage_daily WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY day"
+        "SELECT day, provider, model, {TOTALS} FROM usage_daily \
+         WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3"
     ))?;
     let rows = statement.query_map(params![key_id, from_text, to_text], |row| {
-        Ok((row.get::<_, String>(0)?, totals(row, 1)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            totals(row, 3)?,
+        ))
     })?;
     for row in rows {
-        let (day, totals) = row?;
-        by_day_rows.insert(day, totals);
+        let (day, provider, model, totals) = row?;
+        add_totals(by_day_rows.entry(day).or_default(), &totals);
+        add_totals(by_model_rows.entry((provider, model)).or_default(), &totals);
     }
 
     let mut by_day = Vec::new();
@@ -307,21 +363,8 @@ pub fn report(
         }
     }
 
-    let mut statement = conn.prepare(&format!(
-        "SELECT provider, model, {TOTALS} FROM usage_daily \
-         WHERE key_id = ?1 AND day BETWEEN ?2 AND ?3 \
-         GROUP BY provider, model ORDER BY SUM(cost_nanos) DESC, SUM(requests) DESC, model"
-    ))?;
-    let rows = statement.query_map(params![key_id, from_text, to_text], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            totals(row, 2)?,
-        ))
-    })?;
     let mut by_model = Vec::new();
-    for row in rows {
-        let (provider, model, totals) = row?;
+    for ((provider, model), totals) in by_model_rows {
         let provider = provider
             .parse()
             .map_err(|e: String| anyhow::anyhow!("usage row: {e}"))?;
@@ -331,15 +374,19 @@ pub fn report(
             totals,
         });
     }
+    // Dearest first, then busiest, then by name.
+    by_model.sort_by(|a, b| {
+        b.totals
+            .cost_usd
+            .cmp(&a.totals.cost_usd)
+            .then(b.totals.requests.cmp(&a.totals.requests))
+            .then_with(|| a.model.cmp(&b.model))
+            .then_with(|| a.provider.as_str().cmp(b.provider.as_str()))
+    });
 
     let mut total = UsageTotals::default();
     for day in &by_day {
-        total.requests += day.totals.requests;
-        total.input_tokens += day.totals.input_tokens;
-        total.output_tokens += day.totals.output_tokens;
-        total.cost_usd = total.cost_usd.saturating_add(day.totals.cost_usd);
-        total.estimated_requests += day.totals.estimated_requests;
-        total.unpriced_requests += day.totals.unpriced_requests;
+        add_totals(&mut total, &day.totals);
     }
     Ok(UsageReport {
         key_id: key_id.to_owned(),
@@ -525,6 +572,85 @@ mod tests {
                     Some((expected.key_id.into(), expected.at.as_millisecond()))
                 );
             }
+        }
+    }
+
+    /// A provider's absurd numbers saturate the rollup; the rows after them are still stored
+    /// (an overflowing SQL sum would become a REAL the STRICT table refuses), and the reports
+    /// still read.
+    #[test]
+    fn the_rollup_saturates_instead_of_refusing_what_follows() {
+        let mut conn = migrated();
+        let mut huge = record(1);
+        huge.key_id = "key_h".into();
+        huge.tokens = Tokens {
+            input: u64::MAX,
+            output: 9_000_000_000_000_000_000,
+            cache_read: u64::MAX,
+            cache_write: u64::MAX,
+        };
+        huge.cost = Nanodollars(u64::MAX);
+        insert(&mut conn, std::slice::from_ref(&huge));
+        for _ in 0..3 {
+            let mut normal = huge.clone();
+            normal.tokens = Tokens {
+                input: 10,
+                output: 7,
+                ..Default::default()
+            };
+            normal.cost = Nanodollars(500);
+            let tx = conn.transaction().expect("tx");
+            insert_all(&tx, &[normal], false).expect("a normal row after a saturated one");
+            tx.commit().expect("commit");
+        }
+        let max = i64::MAX;
+        let row: (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT requests, input_tokens, output_tokens, cost_nanos FROM usage_daily \
+                 WHERE key_id = 'key_h'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("the rollup row");
+        // 9e18 output tokens plus 3 × 7 still fit; the saturated cost stays at the bound.
+        assert_eq!(row, (4, max, 9_000_000_000_000_000_021, max));
+        let logged: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM usage WHERE key_id = 'key_h'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(logged, 4);
+
+        // Another model the same day, also saturated: the report sums rows without overflow.
+        let mut other = huge.clone();
+        other.model = "gpt-4o-mini".into();
+        insert(&mut conn, &[other]);
+        let day = TimeZone::UTC.to_datetime(huge.at).date();
+        let report = report(&conn, "key_h", day, day).expect("report");
+        assert_eq!(report.total.requests, 5);
+        assert_eq!(report.total.input_tokens, u64::MAX);
+        assert_eq!(report.total.output_tokens, 18_000_000_000_000_000_021);
+        let twice = 2 * max.unsigned_abs();
+        assert_eq!(report.by_model.len(), 2);
+        assert_eq!(
+            spend_since(&conn, "key_h", day).expect("spend"),
+            Nanodollars(twice)
+        );
+    }
+
+    #[test]
+    fn the_rollup_upsert_clamps_every_sum() {
+        let sql = rollup_upsert_sql();
+        for column in ROLLUP_SUMS {
+            assert!(
+                sql.contains(&format!(
+                    "{column} = CASE WHEN excluded.{column} > {max} - {column}",
+                    max = i64::MAX
+                )),
+                "{column}: {sql}"
+            );
         }
     }
 }

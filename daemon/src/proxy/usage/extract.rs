@@ -7,6 +7,17 @@
 //!   and writes are separate from `input_tokens` and billed at their own prices.
 //! - Gemini: every chunk repeats a cumulative `usageMetadata`: the last one wins.
 //!   `promptTokenCount` includes `cachedContentTokenCount`; `thoughtsTokenCount` is output.
+//!
+//! A report seen mid-stream is not necessarily the last word: Anthropic's `message_start`
+//! says `output_tokens: 1` before any output exists, an OpenAI chunk whose choices are still
+//! open can carry running usage (`continuous_usage_stats`), and a Gemini chunk before its
+//! `finishReason` counts only what was generated so far. Such a report is marked
+//! [`Observed::partial`]: if the stream ends before a later report replaces it, the output
+//! billed is at least what was seen streaming (see [`Observed::output_tokens_so_far`]).
+//!
+//! Every count is clamped to [`MAX_TOKENS_PER_REQUEST`] and sums saturate: a provider's
+//! number, however large, can neither wrap nor push a cost near the range of an SQLite
+//! integer.
 
 use gateway_shared::Provider;
 use serde_json::Value;
@@ -14,11 +25,34 @@ use serde_json::Value;
 use super::fields::{Details, Usage};
 use crate::spend::price::Tokens;
 
+/// The most tokens of any one kind a single request is billed for: 10^9, hundreds of times
+/// the largest context window or output limit of any model (a few million tokens). A count
+/// above it can only be a provider's error, and the bound keeps every cost computed from it
+/// (at most 4 × 10^9 tokens × the price per token) and every sum of such costs in the usage
+/// rollup far from overflow: a day's rollup row would need billions of requests to reach
+/// `i64::MAX` tokens.
+pub const MAX_TOKENS_PER_REQUEST: u64 = 1_000_000_000;
+
+/// `tokens` with each count clamped to [`MAX_TOKENS_PER_REQUEST`].
+pub fn clamp(tokens: Tokens) -> Tokens {
+    let c = |n: u64| n.min(MAX_TOKENS_PER_REQUEST);
+    Tokens {
+        input: c(tokens.input),
+        output: c(tokens.output),
+        cache_read: c(tokens.cache_read),
+        cache_write: c(tokens.cache_write),
+    }
+}
+
 /// What has been observed of a response so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Usage as the provider reported it, once it has.
     pub reported: Option<Tokens>,
+    /// `reported` is an interim report that a later one is expected to replace (Anthropic's
+    /// `message_start`, an OpenAI chunk with its choices still open, a Gemini chunk before its
+    /// `finishReason`): its output count may lag what has streamed.
+    pub partial: bool,
     /// Stream events that carried generated content.
     pub content_events: u64,
     /// Characters of generated content.
@@ -26,13 +60,27 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Output tokens generated so far: reported, else a floor from what streamed (a token is
-    /// at least one event's worth and at most about four characters).
-    pub fn output_tokens_estimate(&self) -> u64 {
+    /// A floor of the output tokens seen streaming, whatever was reported (a token is at
+    /// least one content event's worth and at most about four characters).
+    pub fn streamed_output_tokens(&self) -> u64 {
+        self.content_events
+            .max(self.content_chars.div_ceil(4))
+            .min(MAX_TOKENS_PER_REQUEST)
+    }
+
+    /// Output tokens generated so far: a final report as reported; otherwise the larger of
+    /// the interim report (if any) and the floor from what streamed.
+    pub fn output_tokens_so_far(&self) -> u64 {
         match self.reported {
-            Some(tokens) => tokens.output,
-            None => self.content_events.max(self.content_chars.div_ceil(4)),
+            Some(tokens) if !self.partial => tokens.output,
+            Some(tokens) => tokens.output.max(self.streamed_output_tokens()),
+            None => self.streamed_output_tokens(),
         }
+    }
+
+    /// Whether the provider's usage report is complete: reported, and not interim.
+    pub fn has_final_report(&self) -> bool {
+        self.reported.is_some() && !self.partial
     }
 }
 
@@ -64,11 +112,21 @@ fn text_len(value: Option<&Value>) -> u64 {
 fn openai(document: &Value, observed: &mut Observed) {
     let usage = Usage::of(document.get("usage"))
         .or_else(|| Usage::of(document.get("response").and_then(|r| r.get("usage"))));
+    let choices = document.get("choices").and_then(Value::as_array);
     if let Some(usage) = usage {
         openai_usage(&usage, observed);
+        // Usage beside choices that are all still open is a running count (e.g. vLLM's
+        // `continuous_usage_stats`); the usage-only chunk, a finished choice or a Responses
+        // API event carries the final one.
+        observed.partial = choices.is_some_and(|choices| {
+            !choices.is_empty()
+                && choices
+                    .iter()
+                    .all(|c| c.get("finish_reason").is_none_or(Value::is_null))
+        });
     }
     let mut chars = 0;
-    if let Some(choices) = document.get("choices").and_then(Value::as_array) {
+    if let Some(choices) = choices {
         for choice in choices {
             chars += text_len(choice.at_path(&["delta", "content"]))
                 + text_len(choice.at_path(&["delta", "reasoning_content"]));
@@ -83,7 +141,7 @@ fn openai(document: &Value, observed: &mut Observed) {
     }
 }
 
-/// OpenAI's `usage` object (chat, completions, Responses API).
+/// OpenAI's `usage` object (chat, completions, Responses API), as a final report.
 pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
     let prompt = usage
         .prompt_tokens
@@ -99,17 +157,22 @@ pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
         .or(Details::cached(&usage.input_tokens_details))
         .unwrap_or(0)
         .min(prompt);
-    observed.reported = Some(Tokens {
+    observed.reported = Some(clamp(Tokens {
         input: prompt - cached,
         cache_read: cached,
         output: completion,
         cache_write: 0,
-    });
+    }));
+    observed.partial = false;
 }
 
 fn anthropic(document: &Value, observed: &mut Observed) {
+    let mut fin = true;
     let usage = match document.get("type").and_then(Value::as_str) {
-        Some("message_start") => document.at_path(&["message", "usage"]),
+        Some("message_start") => {
+            fin = false;
+            document.at_path(&["message", "usage"])
+        }
         Some("message_delta") | Some("message") => document.get("usage"),
         Some("content_block_delta") => {
             let delta = document.get("delta");
@@ -123,12 +186,14 @@ fn anthropic(document: &Value, observed: &mut Observed) {
         _ => None,
     };
     if let Some(usage) = Usage::of(usage) {
-        anthropic_usage(&usage, observed);
+        anthropic_usage(&usage, fin, observed);
     }
 }
 
 /// Anthropic's `usage` object: each count present replaces the one seen before (cumulative).
-pub fn anthropic_usage(usage: &Usage, observed: &mut Observed) {
+/// `fin`: from `message_delta` or a whole `message` (final), not `message_start` (whose
+/// `output_tokens` is a placeholder, before any output exists).
+pub fn anthropic_usage(usage: &Usage, fin: bool, observed: &mut Observed) {
     let mut tokens = observed.reported.unwrap_or_default();
     if let Some(n) = usage.input_tokens.get() {
         tokens.input = n;
@@ -142,15 +207,23 @@ pub fn anthropic_usage(usage: &Usage, observed: &mut Observed) {
     if let Some(n) = usage.cache_creation_input_tokens.get() {
         tokens.cache_write = n;
     }
-    observed.reported = Some(tokens);
+    observed.reported = Some(clamp(tokens));
+    observed.partial = !fin;
 }
 
 fn gemini(document: &Value, observed: &mut Observed) {
+    let candidates = document.get("candidates").and_then(Value::as_array);
     if let Some(usage) = Usage::of(document.get("usageMetadata")) {
         gemini_usage(&usage, observed);
+        // Every chunk repeats a running count; the one beside a `finishReason` is final.
+        observed.partial = !candidates.is_some_and(|candidates| {
+            candidates
+                .iter()
+                .any(|c| c.get("finishReason").is_some_and(|r| !r.is_null()))
+        });
     }
     let mut chars = 0;
-    if let Some(candidates) = document.get("candidates").and_then(Value::as_array) {
+    if let Some(candidates) = candidates {
         for candidate in candidates {
             if let Some(parts) = candidate
                 .at_path(&["content", "parts"])
@@ -166,23 +239,30 @@ fn gemini(document: &Value, observed: &mut Observed) {
     }
 }
 
-/// Gemini's `usageMetadata` object.
+/// Gemini's `usageMetadata` object, as a final report.
 pub fn gemini_usage(usage: &Usage, observed: &mut Observed) {
-    let prompt = usage.prompt_token_count.get().unwrap_or(0)
-        + usage.tool_use_prompt_token_count.get().unwrap_or(0);
+    let prompt = usage
+        .prompt_token_count
+        .get()
+        .unwrap_or(0)
+        .saturating_add(usage.tool_use_prompt_token_count.get().unwrap_or(0));
     let cached = usage
         .cached_content_token_count
         .get()
         .unwrap_or(0)
         .min(prompt);
-    let output = usage.candidates_token_count.get().unwrap_or(0)
-        + usage.thoughts_token_count.get().unwrap_or(0);
-    observed.reported = Some(Tokens {
+    let output = usage
+        .candidates_token_count
+        .get()
+        .unwrap_or(0)
+        .saturating_add(usage.thoughts_token_count.get().unwrap_or(0));
+    observed.reported = Some(clamp(Tokens {
         input: prompt - cached,
         cache_read: cached,
         output,
         cache_write: 0,
-    });
+    }));
+    observed.partial = false;
 }
 
 #[cfg(test)]
@@ -273,9 +353,131 @@ mod tests {
         }
         assert_eq!(observed.reported, None);
         assert_eq!(
-            observed.output_tokens_estimate(),
+            observed.output_tokens_so_far(),
             9,
             "33 characters ≈ 9 tokens, at least 3 events"
+        );
+    }
+
+    #[test]
+    fn anthropic_message_start_is_interim_until_message_delta() {
+        let mut observed = Observed::default();
+        apply(
+            Provider::Anthropic,
+            &json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            &mut observed,
+        );
+        for _ in 0..200 {
+            apply(
+                Provider::Anthropic,
+                &json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "ab"}}),
+                &mut observed,
+            );
+        }
+        assert!(observed.partial);
+        assert!(!observed.has_final_report());
+        assert_eq!(
+            observed.output_tokens_so_far(),
+            200,
+            "the placeholder output of 1 does not hide 200 deltas"
+        );
+        apply(
+            Provider::Anthropic,
+            &json!({"type": "message_delta", "usage": {"output_tokens": 201}}),
+            &mut observed,
+        );
+        assert!(observed.has_final_report());
+        assert_eq!(observed.output_tokens_so_far(), 201);
+        assert_eq!(observed.reported.map(|t| t.input), Some(10));
+    }
+
+    #[test]
+    fn running_usage_of_openai_and_gemini_is_interim() {
+        let mut observed = Observed::default();
+        apply(
+            Provider::Openai,
+            &json!({"choices": [{"delta": {"content": "hi"}, "finish_reason": null}], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}),
+            &mut observed,
+        );
+        assert!(
+            observed.partial,
+            "usage beside an open choice is a running count"
+        );
+        apply(
+            Provider::Openai,
+            &json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
+            &mut observed,
+        );
+        assert!(observed.has_final_report(), "the usage-only chunk is final");
+        let mut observed = Observed::default();
+        apply(
+            Provider::Openai,
+            &json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
+            &mut observed,
+        );
+        assert!(observed.has_final_report(), "beside a finished choice");
+
+        let mut observed = Observed::default();
+        apply(
+            Provider::Gemini,
+            &json!({"candidates": [{"content": {"parts": [{"text": "abcdefgh"}]}}], "usageMetadata": {"promptTokenCount": 4}}),
+            &mut observed,
+        );
+        assert!(observed.partial);
+        assert_eq!(
+            observed.output_tokens_so_far(),
+            2,
+            "8 characters, no count yet"
+        );
+        apply(
+            Provider::Gemini,
+            &json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1}}),
+            &mut observed,
+        );
+        assert!(observed.has_final_report());
+        assert_eq!(
+            observed.output_tokens_so_far(),
+            1,
+            "a final count is taken as it is"
+        );
+    }
+
+    #[test]
+    fn huge_counts_saturate_and_are_clamped() {
+        let max = u64::MAX;
+        check(
+            Provider::Gemini,
+            &[
+                json!({"usageMetadata": {"promptTokenCount": max, "toolUsePromptTokenCount": 2, "candidatesTokenCount": max, "thoughtsTokenCount": 3}}),
+            ],
+            Tokens {
+                input: MAX_TOKENS_PER_REQUEST,
+                output: MAX_TOKENS_PER_REQUEST,
+                ..Default::default()
+            },
+        );
+        check(
+            Provider::Openai,
+            &[
+                json!({"usage": {"prompt_tokens": 10, "completion_tokens": 9_000_000_000_000_000_000_u64}}),
+            ],
+            Tokens {
+                input: 10,
+                output: MAX_TOKENS_PER_REQUEST,
+                ..Default::default()
+            },
+        );
+        check(
+            Provider::Anthropic,
+            &[
+                json!({"type": "message", "usage": {"input_tokens": max, "output_tokens": 3, "cache_read_input_tokens": max, "cache_creation_input_tokens": 1}}),
+            ],
+            Tokens {
+                input: MAX_TOKENS_PER_REQUEST,
+                output: 3,
+                cache_read: MAX_TOKENS_PER_REQUEST,
+                cache_write: 1,
+            },
         );
     }
 }

@@ -12,7 +12,7 @@ use gateway_shared::Provider;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use extract::Observed;
+pub use extract::{MAX_TOKENS_PER_REQUEST, Observed, clamp};
 use fields::{Kind, Nested, Object, Usage};
 use json_array::JsonArraySplitter;
 use sse::SseParser;
@@ -150,8 +150,9 @@ impl UsageObserver {
 }
 
 /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
-/// are counted, which is what an estimate needs); returns whether the event is OpenAI's
-/// usage-only chunk.
+/// are counted, which is what an estimate needs: for Anthropic only its content deltas, so
+/// that framing events such as `content_block_start`, `ping` or `message_stop` do not count
+/// as tokens); returns whether the event is OpenAI's usage-only chunk.
 fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event<'_>) -> bool {
     let data = event.data;
     if data.is_empty() || data == b"[DONE]" {
@@ -168,7 +169,10 @@ fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event
         Provider::Gemini => has(b"\"usageMetadata\""),
     };
     if !relevant {
-        observed.content_events += 1;
+        let content = provider != Provider::Anthropic
+            || event.name == b"content_block_delta"
+            || (event.name.is_empty() && has(b"\"content_block_delta\""));
+        observed.content_events += u64::from(content);
         return false;
     }
     let Ok(document) = serde_json::from_slice::<Value>(data) else {
@@ -209,6 +213,7 @@ impl UsageFields {
                 }
             }
             Provider::Anthropic => {
+                let fin = self.kind != Kind::MessageStart;
                 let usage = match self.kind {
                     Kind::MessageStart => nested(self.message),
                     Kind::MessageDelta | Kind::Message => self.usage.0,
@@ -219,7 +224,7 @@ impl UsageFields {
                     Kind::Other => None,
                 };
                 if let Some(usage) = usage {
-                    extract::anthropic_usage(&usage, observed);
+                    extract::anthropic_usage(&usage, fin, observed);
                 }
             }
             Provider::Gemini => {
@@ -376,5 +381,65 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    /// Anthropic's stream as the gateway sees it when the client leaves after the content:
+    /// `message_start` (input 10, a placeholder output of 1), 200 deltas, no `message_delta`.
+    fn anthropic_stream(deltas: usize, with_message_delta: bool) -> String {
+        let mut text = String::from(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
+             event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0}\n\n\
+             event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        );
+        for i in 0..deltas {
+            text.push_str(&format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"part{i} \"}}}}\n\n"
+            ));
+        }
+        text.push_str(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        if with_message_delta {
+            text.push_str(&format!(
+                "event: message_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{{\"output_tokens\":{}}}}}\n\n\
+                 event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n",
+                deltas + 1
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn an_anthropic_stream_cut_before_message_delta_counts_its_deltas() {
+        for chunk in [1, 17, 4096] {
+            let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+            run(
+                &mut observer,
+                anthropic_stream(200, false).as_bytes(),
+                chunk,
+            );
+            let observed = observer.observed;
+            assert_eq!(
+                observed.reported.map(|t| (t.input, t.output)),
+                Some((10, 1))
+            );
+            assert!(observed.partial, "message_start's usage is not final");
+            assert_eq!(
+                observed.content_events, 200,
+                "deltas only: start, ping and stop carry no tokens"
+            );
+            assert_eq!(observed.output_tokens_so_far(), 200);
+
+            let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+            run(&mut observer, anthropic_stream(200, true).as_bytes(), chunk);
+            assert!(observer.observed.has_final_report());
+            assert_eq!(observer.observed.output_tokens_so_far(), 201);
+        }
+        // Without `event:` lines the type in the data still identifies the deltas.
+        let nameless = anthropic_stream(5, false).replace("event: ", ": ");
+        let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+        run(&mut observer, nameless.as_bytes(), 64);
+        assert_eq!(observer.observed.content_events, 5);
+        assert!(observer.observed.partial);
     }
 }
