@@ -178,6 +178,7 @@ pub fn exit_code_for(code: ErrorCode) -> u8 {
         | ErrorCode::MethodNotAllowed
         | ErrorCode::UpstreamUnreachable
         | ErrorCode::UpstreamTimeout
+        | ErrorCode::RequestTimeout
         | ErrorCode::InternalError => exit_code::FAILURE,
     }
 }

@@ -52,6 +52,9 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408 `request_timeout`). Not a total
+    /// deadline: a slow but steady upload of a large body is never cut.
+    pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     /// Longest silence from a provider, before its headers or between body frames. Not a
@@ -113,6 +116,7 @@ pub struct ProxyFile {
     pub max_body_bytes: Option<u64>,
     pub max_connections: Option<u64>,
     pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
     pub drain_timeout: Option<String>,
     pub upstream_connect_timeout: Option<String>,
     pub upstream_idle_timeout: Option<String>,
@@ -245,6 +249,7 @@ impl Config {
                     "proxy.header_read_timeout",
                     proxy.header_read_timeout,
                 )?,
+                body_read_timeout: duration("proxy.body_read_timeout", proxy.body_read_timeout)?,
                 drain_timeout: duration("proxy.drain_timeout", proxy.drain_timeout)?,
                 upstream_connect_timeout: duration(
                     "proxy.upstream_connect_timeout",
@@ -290,6 +295,7 @@ fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {
         max_body_bytes: user.max_body_bytes.or(default.max_body_bytes),
         max_connections: user.max_connections.or(default.max_connections),
         header_read_timeout: user.header_read_timeout.or(default.header_read_timeout),
+        body_read_timeout: user.body_read_timeout.or(default.body_read_timeout),
         drain_timeout: user.drain_timeout.or(default.drain_timeout),
         upstream_connect_timeout: user
             .upstream_connect_timeout
@@ -410,6 +416,19 @@ mod tests {
         assert!(
             config.cpu_affinity,
             "event loops are pinned unless turned off"
+        );
+    }
+
+    #[test]
+    fn the_body_read_timeout_has_a_default_and_can_be_set() {
+        let defaults = Config::resolve(FileConfig::default()).expect("defaults are valid");
+        assert_eq!(defaults.proxy.body_read_timeout, Duration::from_secs(30));
+        let config = load_str("[proxy]\nbody_read_timeout = \"2s\"").expect("valid");
+        assert_eq!(config.proxy.body_read_timeout, Duration::from_secs(2));
+        let err = load_str("[proxy]\nbody_read_timeout = \"0s\"").expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("proxy.body_read_timeout"),
+            "{err:#}"
         );
     }
 

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     UpstreamTimeout,
     ShuttingDown,
     Overloaded,
+    /// The request body stalled: nothing arrived within `proxy.body_read_timeout`.
+    RequestTimeout,
     // Management API.
     InvalidArgument,
     KeyNotFound,
@@ -61,6 +63,7 @@ impl ErrorCode {
         Self::UpstreamTimeout,
         Self::ShuttingDown,
         Self::Overloaded,
+        Self::RequestTimeout,
         Self::InvalidArgument,
         Self::KeyNotFound,
         Self::FieldNotEditable,
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => 504,
             Self::ShuttingDown => 503,
             Self::Overloaded => 503,
+            Self::RequestTimeout => 408,
             Self::InvalidArgument => 400,
             Self::KeyNotFound => 404,
             Self::FieldNotEditable => 400,
@@ -128,6 +132,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Overloaded => "overloaded",
+            Self::RequestTimeout => "request_timeout",
             Self::InvalidArgument => "invalid_argument",
             Self::KeyNotFound => "key_not_found",
             Self::FieldNotEditable => "field_not_editable",
@@ -200,6 +205,13 @@ mod tests {
             assert_eq!(body.code(), Some(code));
             assert!((400..600).contains(&code.status()));
         }
+    }
+
+    #[test]
+    fn a_stalled_body_is_a_408() {
+        assert_eq!(ErrorCode::RequestTimeout.status(), 408);
+        assert_eq!(ErrorCode::RequestTimeout.as_str(), "request_timeout");
+        assert!(ErrorCode::ALL.contains(&ErrorCode::RequestTimeout));
     }
 
     #[test]

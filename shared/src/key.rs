@@ -47,41 +47,59 @@ pub fn is_key_id(text: &str) -> bool {
     })
 }
 
-/// `text` with every proxy key and admin token in it cut to its display prefix
+/// Prefixes of the secrets a message or log line must not echo: our proxy keys and admin
+/// tokens, and the providers' API keys (OpenAI `sk-`/`sk-proj-`, Anthropic `sk-ant-`, Google
+/// `AIza`). Longest first, so `sk-proxy-` is kept whole rather than as `sk-`.
+const SECRET_PREFIXES: [&str; 6] = [
+    PROXY_KEY_PREFIX,
+    "sk-proj-",
+    "sk-ant-",
+    ADMIN_TOKEN_PREFIX,
+    "sk-",
+    "AIza",
+];
+
+/// `text` with every secret in it (a word starting with one of [`SECRET_PREFIXES`]) cut to
+/// its prefix and four more characters, then `…`, like a key's display prefix
 /// (`sk-proxy-a1b2…`): for messages and logs that echo what a user typed or requested, where
 /// a secret pasted into the wrong place must not come back out.
 pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
-    let starts = |at: usize| {
-        [PROXY_KEY_PREFIX, ADMIN_TOKEN_PREFIX]
-            .into_iter()
-            .find(|prefix| text[at..].starts_with(prefix))
-    };
-    if !text.char_indices().any(|(at, _)| starts(at).is_some()) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
+    let bytes = text.as_bytes();
+    let is_token = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut out: Option<String> = None;
+    let mut copied = 0;
     let mut at = 0;
-    while at < text.len() {
-        let Some(prefix) = starts(at) else {
-            at += text[at..].chars().next().map_or(1, char::len_utf8);
+    while at < bytes.len() {
+        let starts_word = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+        let prefix = starts_word
+            .then(|| {
+                SECRET_PREFIXES
+                    .iter()
+                    .find(|p| bytes[at..].starts_with(p.as_bytes()))
+            })
+            .flatten();
+        let Some(prefix) = prefix else {
+            at += 1;
             continue;
         };
-        let secret_start = at + prefix.len();
-        let secret_len = text[secret_start..]
-            .bytes()
-            .take_while(u8::is_ascii_alphanumeric)
-            .count();
-        let shown = secret_len.min(DISPLAY_CHARS);
-        out.push_str(&text[rest..secret_start + shown]);
-        if secret_len > shown {
+        let body = at + prefix.len();
+        let end = body + bytes[body..].iter().take_while(|b| is_token(**b)).count();
+        let shown = body + (end - body).min(DISPLAY_CHARS);
+        if end > shown {
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[copied..shown]);
             out.push('…');
+            copied = end;
         }
-        at = secret_start + secret_len;
-        rest = at;
+        at = end.max(at + 1);
     }
-    out.push_str(&text[rest..]);
-    std::borrow::Cow::Owned(out)
+    match out {
+        Some(mut out) => {
+            out.push_str(&text[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
+        None => std::borrow::Cow::Borrowed(text),
+    }
 }
 
 /// Why a presented string is not a well-formed token. Deliberately carries no part of it.

@@ -1,9 +1,15 @@
-//! The proxy listener's defences: header-read timeout and the connection cap.
+//! The proxy listener's defences: header-read and body-read timeouts, the connection cap,
+//! paths another hop could rewrite, and secrets pasted into paths.
+//!
+//! Raw sockets, because HTTP clients normalise what these tests must send as is (reqwest
+//! resolves `..` and `%2e%2e` before sending).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use gateway_tests::admin::assert_error_shape;
 use gateway_tests::{Gateway, GatewayOptions};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -95,4 +101,203 @@ async fn connections_beyond_the_cap_get_a_fast_503() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(recovered, "slots are released when connections close");
+}
+
+/// Sends `head` (request line and headers, without the blank line; `Connection: close` is
+/// added) and `body` on a fresh connection and reads the answer until the gateway closes:
+/// (status, the body as JSON or `Null`, the whole answer as text).
+async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Value, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{head}\r\nHost: gateway\r\nConnection: close\r\n").into_bytes();
+    if !body.is_empty() {
+        request.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.expect("write");
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    parse_answer(&answer)
+}
+
+fn parse_answer(answer: &[u8]) -> (u16, Value, String) {
+    let text = String::from_utf8_lossy(answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, body, text)
+}
+
+#[tokio::test]
+async fn paths_that_could_be_resolved_to_another_model_or_route_are_refused() {
+    let (gateway, mock) = Gateway::with_mock("", "").await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(
+            json!({"name": "flash", "allowed_models": ["gemini-2.0-flash*", "gpt-4o-mini"]}),
+        )
+        .await;
+    let gemini =
+        |path: &str| format!("POST /gemini/v1beta/models/{path} HTTP/1.1\r\nx-goog-api-key: {key}");
+    let bearer = |path: &str| format!("POST {path} HTTP/1.1\r\nAuthorization: Bearer {key}");
+    let chat = br#"{"model": "gpt-4o-mini", "messages": []}"#;
+    let cases = [
+        // The review's four: gemini-2.0-flash in the model check, gemini-2.5-pro after a hop
+        // that resolves dot-segments.
+        gemini("gemini-2.0-flash/../gemini-2.5-pro:generateContent"),
+        gemini("gemini-2.0-flash/%2e%2e/gemini-2.5-pro:generateContent"),
+        gemini(
+            "gemini-2.0-flash:generateContent/../../models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+        ),
+        gemini("gemini-2.0-flash-x%2F..%2Fgemini-2.5-pro:generateContent"),
+        // The same on the other routes, and the other shapes.
+        gemini("gemini-2.0-flash/%2E%2E/gemini-2.5-pro:generateContent"),
+        gemini("gemini-2.0-flash/./x/..;/gemini-2.5-pro:generateContent"),
+        gemini("/gemini-2.5-pro:generateContent"),
+        gemini("gemini-2.0-flash%2d:generateContent"),
+        bearer("/openai/v1/../v1/chat/completions"),
+        bearer("/v1/%2e/chat/completions"),
+        bearer("/openai/v1/chat%2Fcompletions"),
+        bearer("/openai//v1/chat/completions"),
+        format!("POST /anthropic/v1/x/%2E%2E/messages HTTP/1.1\r\nx-api-key: {key}"),
+        format!("POST /anthropic/v1%5cmessages HTTP/1.1\r\nx-api-key: {key}"),
+    ];
+    for head in &cases {
+        let (status, body, text) = raw(gateway.proxy_addr, head, chat).await;
+        assert_eq!(status, 400, "{head}: {text}");
+        assert_error_shape(&body);
+        assert_eq!(body["error"]["code"], "invalid_request", "{head}: {body}");
+    }
+    // A raw backslash, if the HTTP parser lets it through at all, is refused the same way.
+    let (status, body, text) = raw(
+        gateway.proxy_addr,
+        &bearer("/openai/v1\\chat/completions"),
+        chat,
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    if !body.is_null() {
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    }
+    assert_eq!(mock.hits(), 0, "no refused path reached the provider");
+
+    // The plain paths work, and the forbidden model is refused as itself.
+    let (status, _, text) = raw(
+        gateway.proxy_addr,
+        &gemini("gemini-2.0-flash:generateContent"),
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, body, _) = raw(
+        gateway.proxy_addr,
+        &gemini("gemini-2.5-pro:generateContent"),
+        b"{}",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("model_not_allowed"))
+    );
+    let (status, _, text) = raw(
+        gateway.proxy_addr,
+        &bearer("/openai/v1/chat/completions"),
+        chat,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(mock.hits(), 2);
+    assert_eq!(
+        mock.last().uri,
+        "/openai/v1/chat/completions",
+        "forwarded as sent"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_answered_408_and_the_connection_closed() {
+    let (gateway, mock) = Gateway::with_mock("body_read_timeout = \"1s\"", "").await;
+    let (_, key, _) = gateway.admin().create_key(json!({"name": "k"})).await;
+    let mut stalled = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    let (answer, took) = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
+    let (status, body, text) = parse_answer(&answer);
+    assert_eq!(status, 408, "{text}");
+    assert_error_shape(&body);
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "answered and closed after {took:?}"
+    );
+    assert_eq!(mock.hits(), 0);
+
+    // Slow but steady: pieces 400 ms apart, 2.4 s in all (more than the limit), get through.
+    let body = br#"{"model": "gpt-4o", "messages": [], "pad": "0123456789"}"#;
+    let mut steady = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    steady.write_all(head.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    for piece in body.chunks(body.len().div_ceil(6)) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        steady.write_all(piece).await.expect("write");
+    }
+    let (answer, _) = read_until_closed(&mut steady, Duration::from_secs(10)).await;
+    let (status, _, text) = parse_answer(&answer);
+    assert_eq!(status, 200, "{text}");
+    assert!(started.elapsed() > Duration::from_secs(2));
+    assert_eq!(mock.last().body.as_ref(), body);
+}
+
+#[tokio::test]
+async fn a_key_pasted_into_a_path_is_neither_echoed_nor_logged() {
+    let (gateway, _mock) = Gateway::with_mock("", "").await;
+    let (_, key, _) = gateway.admin().create_key(json!({"name": "k"})).await;
+    let (status, body, text) = raw(
+        gateway.proxy_addr,
+        &format!("GET /nothing/{key} HTTP/1.1"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+    assert_error_shape(&body);
+    assert_eq!(body["error"]["code"], "unknown_route");
+    assert!(!text.contains(&key), "the 404 echoes the key: {text}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("/nothing/{}…", &key[..13])),
+        "the path is still shown, the key cut to its display prefix: {message}"
+    );
+    // The debug line of the refusal is written before the answer; the harness reads the log
+    // on a task of its own, so wait for it to arrive.
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = gateway.logs();
+        if logged.contains("unknown_route") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = logged
+        .lines()
+        .find(|l| l.contains("request refused") && l.contains("unknown_route"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{logged}"));
+    assert!(!line.contains(&key), "the log has the key: {line}");
+    assert!(line.contains(&key[..13]), "{line}");
 }

@@ -109,6 +109,49 @@ async fn every_check_answers_in_spec_order_and_refusals_never_reach_the_provider
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_read_in_any_case() {
+    let (gateway, mock) = gateway_with_mock("").await;
+    let (_, key, _) = gateway.admin().create_key(json!({"name": "k"})).await;
+    let base = gateway.proxy_url();
+    let client = reqwest::Client::new();
+    for scheme in ["BEARER", "bearer", "Bearer", "bEaReR"] {
+        let response = client
+            .post(format!("{base}/openai/v1/chat/completions"))
+            .header("authorization", format!("{scheme}  {key}"))
+            .json(&chat("gpt-4o"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{scheme}");
+        let response = client
+            .post(format!("{base}/anthropic/v1/messages"))
+            .header("authorization", format!("{scheme} {key}"))
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{scheme} on anthropic");
+    }
+    assert_eq!(mock.hits(), 8);
+    // Two credentials in one header are not a key.
+    let response = client
+        .post(format!("{base}/openai/v1/chat/completions"))
+        .header("authorization", format!("BEARER {key}, Bearer {key}"))
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    assert_gateway_error(
+        status,
+        &response.json().await.expect("json"),
+        401,
+        "invalid_key",
+    );
+    assert_eq!(mock.hits(), 8);
+}
+
+#[tokio::test]
 async fn malformed_requests_and_unknown_routes() {
     let (gateway, mock) = gateway_with_mock("max_body_bytes = 2048").await;
     let (_, key, _) = gateway.admin().create_key(json!({"name": "k"})).await;

@@ -12,11 +12,7 @@ pub fn presented<'a>(
         headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
     };
     let header = |name: &str| {
         headers
@@ -30,6 +26,18 @@ pub fn presented<'a>(
         Provider::Gemini => header("x-goog-api-key").or_else(|| query_key(query)),
     };
     found.filter(|key| !key.is_empty())
+}
+
+/// The credential of an `Authorization: Bearer <token>` value. The scheme is matched in any
+/// case (RFC 7235 §2.1: `BEARER`, `bearer`, `Bearer`); spaces around and after it are
+/// skipped. The rest is the token as sent: two credentials in one header are not a key and
+/// fail the checksum (401 `invalid_key`), rather than one of them being picked.
+fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim_start();
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_matches([' ', '\t']))
 }
 
 fn query_key(query: Option<&str>) -> Option<&str> {
@@ -90,6 +98,63 @@ mod tests {
                 None
             ),
             None
+        );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for value in [
+            "Bearer sk-proxy-a",
+            "bearer sk-proxy-a",
+            "BEARER sk-proxy-a",
+            "bEaReR sk-proxy-a",
+            "Bearer    sk-proxy-a  ",
+            "Bearer\tsk-proxy-a",
+        ] {
+            let with = headers(&[("authorization", value)]);
+            assert_eq!(
+                presented(Provider::Openai, &with, None),
+                Some("sk-proxy-a"),
+                "{value:?}"
+            );
+            assert_eq!(
+                presented(Provider::Anthropic, &with, None),
+                Some("sk-proxy-a"),
+                "{value:?}"
+            );
+        }
+        for value in [
+            "Basic sk-proxy-a",
+            "Bearersk-proxy-a",
+            "Bearer",
+            "sk-proxy-a",
+            "Bearer   ",
+        ] {
+            let with = headers(&[("authorization", value)]);
+            assert_eq!(presented(Provider::Openai, &with, None), None, "{value:?}");
+        }
+        // Two credentials in one header: presented whole, so the checksum refuses it.
+        let two = headers(&[("authorization", "BEARER sk-proxy-a, Bearer sk-proxy-b")]);
+        assert_eq!(
+            presented(Provider::Openai, &two, None),
+            Some("sk-proxy-a, Bearer sk-proxy-b")
+        );
+    }
+
+    #[test]
+    fn the_provider_s_own_header_wins() {
+        let both = headers(&[
+            ("authorization", "BEARER sk-proxy-bearer"),
+            ("x-api-key", "sk-proxy-x"),
+        ]);
+        assert_eq!(
+            presented(Provider::Anthropic, &both, None),
+            Some("sk-proxy-x")
+        );
+        let goog = headers(&[("x-goog-api-key", "sk-proxy-header")]);
+        assert_eq!(
+            presented(Provider::Gemini, &goog, Some("key=sk-proxy-query")),
+            Some("sk-proxy-header")
         );
     }
 

@@ -1,12 +1,15 @@
 //! The data plane: one request pipeline, read top to bottom (SPEC §3–§5).
 //!
-//! 1. `route::resolve` — provider, upstream path, where the model is named (404 `unknown_route`).
+//! 1. `route::resolve` — provider, upstream path, where the model is named (404 `unknown_route`);
+//!    a path another hop could resolve differently (dot-segments, encoded slashes, `//`) is
+//!    400 `invalid_request` here, before any key check: it is not a route (see `route`).
 //! 2. `client_ip::resolve` — TCP peer, or X-Forwarded-For from a trusted proxy.
 //! 3. `credential::presented` — the key where the provider's SDK puts it (401 `missing_key`).
 //! 4. `authenticate` — checksum before any look-up, then the in-memory table (401 `invalid_key`).
 //! 5. `check_lifecycle` — 403 `key_revoked`, 403 `key_expired`.
 //! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`.
-//! 7. body (413) → `model::json_body` (400) → `model::check` — 403 `model_not_allowed`.
+//! 7. body (413; 408 `request_timeout` when it stalls) → `model::json_body` (400) →
+//!    `model::check` — 403 `model_not_allowed`.
 //! 8. `admit_rate` — the exact rolling window; 429 `rate_limit_exceeded` with `Retry-After`.
 //! 9. `reserve_spend` — price (403 `model_not_priced`), then the reservation: fits, clamped,
 //!    or 402 `spend_limit_exceeded`.
@@ -19,6 +22,19 @@
 //! channel). A refused request never reaches the provider: forwarding is step 11. A client
 //! that disconnects drops the pipeline mid-way; settlement still happens, in the `Drop` of the
 //! `Meter`, `MeteredBody` and `Reservation` guards.
+//!
+//! The request body is read with `proxy.body_read_timeout` as the longest *gap* between its
+//! pieces (and before the first), not as a deadline for the whole body: the attack is a body
+//! that stops arriving (a `Content-Length: 100` with one byte sent holds a connection slot
+//! forever otherwise), while a slow but steady upload of a large allowed body (32 MiB of
+//! images over a slow uplink) must still get through, and a total deadline short enough to
+//! matter would cut it. A stalled body is answered 408 `request_timeout` and the connection
+//! closed (what is left of the body is never read). The same reasoning as the provider side's
+//! `idle_timeout`.
+//!
+//! Paths are logged (debug) and echoed (`unknown_route`) only through `route::redacted`,
+//! which cuts anything shaped like a proxy key, admin token or provider key to its display
+//! prefix: a client that pastes its key into the path does not put it in the log.
 
 mod client_ip;
 mod credential;
@@ -35,7 +51,7 @@ pub mod usage;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compact_str::CompactString;
@@ -72,6 +88,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     trusted_proxies: Vec<IpNet>,
     max_body_bytes: usize,
+    /// Longest gap while reading a request body (408 `request_timeout`).
+    body_read_timeout: Duration,
     /// Set when shutdown begins: health turns 503 and new requests are refused.
     draining: AtomicBool,
 }
@@ -94,6 +112,7 @@ impl Proxy {
             metrics,
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             max_body_bytes: config.proxy.max_body_bytes,
+            body_read_timeout: config.proxy.body_read_timeout,
             draining: AtomicBool::new(false),
         })
     }
@@ -103,7 +122,8 @@ impl Proxy {
     }
 
     /// The one exit for gateway errors on the data plane. Logs one line per request at
-    /// debug level: method, path (never the query, which may hold a Gemini `key=`), status.
+    /// debug level: method, path (never the query, which may hold a Gemini `key=`; secrets a
+    /// client put in the path cut to their prefix by `route::redacted`), status.
     pub async fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
@@ -113,8 +133,10 @@ impl Proxy {
         let started = Instant::now();
         let provider = provider_label(request.uri().path());
         // Only copied when debug logging is on: this runs for every request.
-        let described = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let described = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let path = gateway_shared::key::redact_secrets(request.uri().path()).into_owned();
+            (request.method().clone(), path)
+        });
         let in_flight = InFlight::new(&self.metrics);
         // Not spawned into a task of its own: if the client goes away, hyper drops this
         // future, and the `Meter` and `MeteredBody` guards settle the request in their `Drop`
@@ -184,7 +206,13 @@ impl Proxy {
         }
 
         let (parts, body) = request.into_parts();
-        let body = http_util::read_limited(&parts.headers, body, self.max_body_bytes).await?;
+        let body = read_body(
+            &parts.headers,
+            body,
+            self.max_body_bytes,
+            self.body_read_timeout,
+        )
+        .await?;
         let json = model::json_body(&route.model, &parts.headers, &body)?;
         let model = model::named(&route.model, json.as_ref())?;
         model::check(&route.model, model.as_deref(), &key.policy)?;
@@ -501,6 +529,106 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Reads a whole request body of at most `limit` bytes (413 `body_too_large` beyond it,
+/// decided from `Content-Length` before reading when the client sent one), waiting at most
+/// `gap` for each piece: 408 `request_timeout` and `Connection: close` when the body stalls
+/// (see the module doc for why a gap and not a total deadline).
+///
+/// `http_util::read_limited` with the gap added (which takes only `Incoming`, so no wrapper
+/// body can add it there). The timer is only
+/// polled when the body is not ready, so a body that came with the headers arms none, and it
+/// is moved only when it fires before the latest deadline (as in `idle_timeout`).
+async fn read_body<B>(
+    headers: &HeaderMap,
+    mut body: B,
+    limit: usize,
+    gap: Duration,
+) -> Result<Bytes, GatewayError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let too_large = || {
+        GatewayError::new(
+            ErrorCode::BodyTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let timer = tokio::time::sleep(gap);
+    tokio::pin!(timer);
+    let mut last_piece = tokio::time::Instant::now();
+    let mut len = 0usize;
+    // A body that arrives in one frame (most) is returned as that frame, with no copy.
+    let mut whole: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => {
+                let due = last_piece + gap;
+                if due <= tokio::time::Instant::now() {
+                    return Err(body_stalled(gap));
+                }
+                // Fired for an older deadline: wait out the rest of this one.
+                timer.as_mut().reset(due);
+                continue;
+            }
+        };
+        let Some(frame) = frame else { break };
+        last_piece = tokio::time::Instant::now();
+        let frame = frame.map_err(|err| {
+            GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!("The request body could not be read: {err}."),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(too_large());
+        }
+        match (&whole, &mut joined) {
+            (None, _) => whole = Some(data),
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            (Some(first), None) => {
+                let mut both = bytes::BytesMut::with_capacity(first.len() + data.len());
+                both.extend_from_slice(first);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => whole.unwrap_or_default(),
+    })
+}
+
+/// 408 for a body that stopped arriving; the connection is closed after the answer, since
+/// the rest of the body may still come and cannot be told from the next request.
+fn body_stalled(gap: Duration) -> GatewayError {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    GatewayError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "The request body stalled: nothing of it arrived for {gap:?}; send the body \
+             without long pauses."
+        ),
+    )
+    .with_headers(headers)
+}
+
 /// The provider a path is for, as a metric label (bounded: four values).
 fn provider_label(path: &str) -> &'static str {
     if path.starts_with("/openai/") || path.starts_with("/v1/") {
@@ -603,4 +731,89 @@ fn check_ip(key: &KeyEntry, client_ip: Option<IpAddr>) -> Result<(), GatewayErro
         ErrorCode::IpNotAllowed,
         format!("This key may not be used from {who}."),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc;
+
+    /// A request body fed by a channel: a frame per message, the end when the sender is dropped.
+    struct Fed(mpsc::Receiver<Bytes>);
+
+    impl hyper::body::Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    const GAP: Duration = Duration::from_secs(2);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_a_408_after_the_gap() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(Bytes::from_static(b"{")).await.expect("send");
+        let started = tokio::time::Instant::now();
+        let err = read_body(&HeaderMap::new(), Fed(rx), 1024, GAP)
+            .await
+            .expect_err("stalled");
+        assert_eq!(err.code, ErrorCode::RequestTimeout);
+        assert_eq!(err.code.status(), 408);
+        assert_eq!(started.elapsed(), GAP);
+        let closes = err
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(http::header::CONNECTION));
+        assert_eq!(closes.map(HeaderValue::as_bytes), Some(&b"close"[..]));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_body_is_read_whole() {
+        let (tx, rx) = mpsc::channel(8);
+        let feeder = tokio::spawn(async move {
+            // Ten pieces, each just inside the gap: five times the gap in all.
+            for _ in 0..10 {
+                tokio::time::sleep(GAP / 2).await;
+                tx.send(Bytes::from_static(b"ab")).await.expect("send");
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let body = read_body(&HeaderMap::new(), Fed(rx), 1024, GAP)
+            .await
+            .expect("read whole");
+        assert_eq!(body, "ab".repeat(10));
+        assert_eq!(started.elapsed(), GAP * 5);
+        feeder.await.expect("feeder");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_size_limit_still_holds() {
+        let (tx, rx) = mpsc::channel(8);
+        for _ in 0..3 {
+            tx.send(Bytes::from_static(b"abcd")).await.expect("send");
+        }
+        drop(tx);
+        let err = read_body(&HeaderMap::new(), Fed(rx), 10, GAP)
+            .await
+            .expect_err("too large");
+        assert_eq!(err.code, ErrorCode::BodyTooLarge);
+        let mut declared = HeaderMap::new();
+        declared.insert(http::header::CONTENT_LENGTH, HeaderValue::from(11));
+        let (_tx, rx) = mpsc::channel(1);
+        let err = read_body(&declared, Fed(rx), 10, GAP)
+            .await
+            .expect_err("declared too large, refused before reading");
+        assert_eq!(err.code, ErrorCode::BodyTooLarge);
+    }
 }

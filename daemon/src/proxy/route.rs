@@ -1,5 +1,27 @@
 //! Which provider a request is for, what the provider's path is, and where its model is named
 //! (SPEC §3's route table).
+//!
+//! The path is forwarded as sent, so it must mean the same thing to the gateway and to
+//! whatever resolves it after us (the provider, an egress proxy, a CDN). [`check_path`]
+//! refuses, with 400 `invalid_request`, every path another hop could rewrite into a different
+//! one: a `.` or `..` segment, raw or percent-encoded in any case (also before a `;` path
+//! parameter, which some servers strip), an encoded slash or backslash (`%2F`, `%5C`), a
+//! backslash, an empty segment (`//`), and any of these double-encoded (`%252e`). Otherwise
+//! `…/models/gemini-2.0-flash/../gemini-2.5-pro:generateContent` would pass the model check
+//! as `gemini-2.0-flash` and be served as `gemini-2.5-pro`. This is part of routing, step 1
+//! of the pipeline: a malformed path is refused before the key is looked up, like an unknown
+//! route (SPEC §3 orders the key checks; a path no provider could be asked for is not one).
+//!
+//! Gemini names the model in one path segment, `models/{model}:{method}`; the model must be a
+//! plain name (letters, digits, `.`, `-`, `_`), so that the name checked and priced is the
+//! name the provider serves.
+//!
+//! Paths are echoed (in the `unknown_route` message and the debug log) only through
+//! [`redacted`], which cuts anything shaped like a secret to its display prefix.
+
+use std::borrow::Cow;
+
+use gateway_shared::key::redact_secrets;
 
 use gateway_shared::{ErrorCode, Provider};
 
@@ -36,6 +58,7 @@ pub enum ModelSource {
 }
 
 pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError> {
+    check_path(path)?;
     if path == "/healthz" {
         return Ok(Route::Health);
     }
@@ -54,15 +77,16 @@ pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError>
         return Err(GatewayError::new(
             ErrorCode::UnknownRoute,
             format!(
-                "No route for {path}. Use /openai/…, /v1/…, /anthropic/… or /gemini/… with the \
-                 provider's own path after the prefix."
+                "No route for {}. Use /openai/…, /v1/…, /anthropic/… or /gemini/… with the \
+                 provider's own path after the prefix.",
+                redact_secrets(path)
             ),
         ));
     };
     // `rest` follows a '/' in `path`: the upstream path is that slash onwards.
     let upstream_path = path[path.len() - rest.len() - 1..].to_owned();
     let model = match provider {
-        Provider::Gemini => gemini_model(method, rest),
+        Provider::Gemini => gemini_model(method, rest)?,
         Provider::Openai | Provider::Anthropic => openai_style_model(method, rest),
     };
     Ok(Route::Provider(ProviderRoute {
@@ -93,22 +117,125 @@ fn openai_style_model(method: &http::Method, rest: &str) -> ModelSource {
 }
 
 /// Gemini names the model in the path: `v1beta/models/{model}:generateContent`; a bare
-/// `GET v1beta/models` lists.
-fn gemini_model(method: &http::Method, rest: &str) -> ModelSource {
-    let rest = rest.trim_end_matches('/');
+/// `GET v1beta/models` lists, `GET v1beta/models/{model}` describes one, and
+/// `v1beta/models/{model}/operations/{id}` polls a long-running operation of one. The model
+/// is the one segment after `models`, up to its `:method`, and must be a plain name; a
+/// `:method` ends the path.
+fn gemini_model(method: &http::Method, rest: &str) -> Result<ModelSource, GatewayError> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
     let segments: Vec<&str> = rest.split('/').collect();
-    match segments.iter().position(|s| *s == "models") {
-        Some(i) if i + 1 == segments.len() && method == http::Method::GET => ModelSource::Listing,
-        Some(i) if i + 1 < segments.len() => {
-            let model = segments[i + 1].split(':').next().unwrap_or_default();
-            if model.is_empty() {
-                ModelSource::None
-            } else {
-                ModelSource::Path(model.to_owned())
+    let Some(i) = segments.iter().position(|s| *s == "models") else {
+        return Ok(ModelSource::None);
+    };
+    match &segments[i + 1..] {
+        [] if method == http::Method::GET => Ok(ModelSource::Listing),
+        [] => Ok(ModelSource::None),
+        [named] => {
+            let (model, call) = match named.split_once(':') {
+                Some((model, call)) => (model, Some(call)),
+                None => (*named, None),
+            };
+            if !is_model_name(model) || call.is_some_and(|c| !is_method_name(c)) {
+                return Err(malformed_gemini_model());
             }
+            Ok(ModelSource::Path(model.to_owned()))
         }
-        _ => ModelSource::None,
+        [model, more @ ..] => {
+            // A sub-resource of a model: no method on the model, none further down, and no
+            // second model.
+            if !is_model_name(model) || more.iter().any(|s| *s == "models" || s.contains(':')) {
+                return Err(malformed_gemini_model());
+            }
+            Ok(ModelSource::Path((*model).to_owned()))
+        }
     }
+}
+
+/// A model name as the providers spell them: starts with a letter or digit; letters, digits,
+/// `.`, `-`, `_`. Nothing a later hop could decode or split (`%`, `/`, `:`).
+fn is_model_name(name: &str) -> bool {
+    name.as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+fn is_method_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn malformed_gemini_model() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::InvalidRequest,
+        "A Gemini model path must be models/{model}:{method}, the model one segment of letters, \
+         digits, '.', '-' and '_'.",
+    )
+}
+
+/// 400 `invalid_request` for a path that another hop could resolve to a different one (see
+/// the module doc). Never echoes the path. Double encoding is undone as often as it occurs,
+/// so `%252e` (which decodes once to `%2e`) is judged as `%2e`.
+pub fn check_path(path: &str) -> Result<(), GatewayError> {
+    check_decoded_once(path)?;
+    let mut decoded = Cow::Borrowed(path);
+    while decoded.contains("%25") {
+        decoded = Cow::Owned(decoded.replace("%25", "%"));
+        check_decoded_once(&decoded)?;
+    }
+    Ok(())
+}
+
+fn check_decoded_once(path: &str) -> Result<(), GatewayError> {
+    let refuse = |what: &str| {
+        Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "The request path contains {what}, which the gateway does not forward; send the \
+                 provider's path in its plain form."
+            ),
+        ))
+    };
+    if path.contains('\\') {
+        return refuse("a backslash");
+    }
+    if contains_ignore_case(path, "%2f") || contains_ignore_case(path, "%5c") {
+        return refuse("an encoded slash or backslash (%2F, %5C)");
+    }
+    if path.contains("//") {
+        return refuse("an empty segment (//)");
+    }
+    // A `;` starts path parameters, which some servers drop before resolving dot-segments.
+    if path
+        .split('/')
+        .any(|segment| is_dot_segment(segment.split(';').next().unwrap_or_default()))
+    {
+        return refuse("a '.' or '..' segment (raw or percent-encoded)");
+    }
+    Ok(())
+}
+
+/// `.` or `..`, each dot raw or as `%2e` in any case.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[cfg(test)]
@@ -197,6 +324,174 @@ mod tests {
             Gemini,
             "/v1beta/files",
             None,
+        );
+    }
+
+    #[track_caller]
+    fn refused(path: &str) -> GatewayError {
+        let err = resolve(&Method::POST, path).expect_err(path);
+        assert_eq!(
+            err.code,
+            ErrorCode::InvalidRequest,
+            "{path}: {}",
+            err.message
+        );
+        assert!(!err.message.contains(path), "the path is not echoed");
+        err
+    }
+
+    #[test]
+    fn paths_another_hop_could_rewrite_are_refused_on_every_route() {
+        for path in [
+            // The review's four: a forbidden Gemini model behind an allowed one.
+            "/gemini/v1beta/models/gemini-2.0-flash/../gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash/%2e%2e/gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent/../../models/gemini-2.5-pro:streamGenerateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash-x%2F..%2Fgemini-2.5-pro:generateContent",
+            // Dot segments, raw or encoded in any case, anywhere, on every provider.
+            "/gemini/v1beta/models/./gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/x/%2E%2e/gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/x/.%2E/gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/x/%2e/y",
+            "/gemini/v1beta/models/x/..",
+            "/gemini/v1beta/models/x/../",
+            "/gemini/v1beta/models/x/..;a=b/gemini-2.5-pro:generateContent",
+            "/openai/v1/../v1/chat/completions",
+            "/openai/../admin",
+            "/v1/./chat/completions",
+            "/anthropic/v1/%2e%2e/v1/messages",
+            "/anthropic/./v1/messages",
+            "/../openai/v1/chat/completions",
+            "/healthz/..",
+            // Encoded slashes and backslashes, backslashes, empty segments.
+            "/openai/v1/chat%2fcompletions",
+            "/anthropic/v1%5Cmessages",
+            "/anthropic/v1%5cmessages",
+            "/openai/v1\\chat\\completions",
+            "/openai//v1/chat/completions",
+            "/openai/v1//chat/completions",
+            "//v1/chat/completions",
+            "/gemini/v1beta/models//gemini-2.5-pro:generateContent",
+            // Double encoding, decoded as often as it occurs.
+            "/gemini/v1beta/models/x/%252e%252e/gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/x%25252Fy:generateContent",
+        ] {
+            refused(path);
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_with_dots_and_percents_still_route() {
+        use ModelSource::*;
+        use Provider::*;
+        check(
+            Method::POST,
+            "/gemini/v1beta/models/gemini-2.0-flash-001:generateContent/",
+            Gemini,
+            "/v1beta/models/gemini-2.0-flash-001:generateContent/",
+            Path("gemini-2.0-flash-001".into()),
+        );
+        check(
+            Method::GET,
+            "/openai/v1/models/ft:gpt-4o-mini:org::abc",
+            Openai,
+            "/v1/models/ft:gpt-4o-mini:org::abc",
+            Path("ft:gpt-4o-mini:org::abc".into()),
+        );
+        check(
+            Method::GET,
+            "/openai/v1/files/file-abc.../content",
+            Openai,
+            "/v1/files/file-abc.../content",
+            None,
+        );
+        check(
+            Method::GET,
+            "/openai/v1/files/a%20b",
+            Openai,
+            "/v1/files/a%20b",
+            None,
+        );
+        check(
+            Method::GET,
+            "/gemini/v1beta/models/veo-2.0-generate-001/operations/abc123",
+            Gemini,
+            "/v1beta/models/veo-2.0-generate-001/operations/abc123",
+            Path("veo-2.0-generate-001".into()),
+        );
+        check(
+            Method::GET,
+            "/gemini/v1beta/models/gemini-2.5-pro",
+            Gemini,
+            "/v1beta/models/gemini-2.5-pro",
+            Path("gemini-2.5-pro".into()),
+        );
+        check(
+            Method::GET,
+            "/gemini/v1beta/models/",
+            Gemini,
+            "/v1beta/models/",
+            Listing,
+        );
+    }
+
+    #[test]
+    fn a_gemini_model_is_one_plain_segment() {
+        for path in [
+            "/gemini/v1beta/models/gemini%2d2.5-pro:generateContent",
+            "/gemini/v1beta/models/gemini-2.5-pro%3Ax:generateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent:x",
+            "/gemini/v1beta/models/gemini-2.0-flash:",
+            "/gemini/v1beta/models/:generateContent",
+            "/gemini/v1beta/models/..:generateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent/x",
+            "/gemini/v1beta/models/gemini-2.0-flash:countTokens/models/gemini-2.5-pro",
+            "/gemini/v1beta/models/gemini-2.0-flash/models/gemini-2.5-pro:generateContent",
+            "/gemini/v1beta/models/gemini-2.0-flash/x:generateContent",
+        ] {
+            let err = refused(path);
+            assert!(err.message.contains("models/{model}:{method}"), "{path}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_paths_are_cut_to_their_display_prefix() {
+        let key = format!("sk-proxy-{}", "A1b2C3d4".repeat(5));
+        assert_eq!(
+            redact_secrets(&format!("/nothing/{key}")),
+            "/nothing/sk-proxy-A1b2…"
+        );
+        assert_eq!(
+            redact_secrets(&format!("/{key}/x/{key}")),
+            "/sk-proxy-A1b2…/x/sk-proxy-A1b2…"
+        );
+        assert_eq!(
+            redact_secrets("/x/sk-ant-api03-abcdefgh_ijkl-mnop/y"),
+            "/x/sk-ant-api0…/y"
+        );
+        assert_eq!(redact_secrets("/x/AIzaSyAbcdefghijk"), "/x/AIzaSyAb…");
+        assert_eq!(redact_secrets("/x/gwadm-abcdefghijkl"), "/x/gwadm-abcd…");
+        assert_eq!(redact_secrets("/x/sk-proj-abcdefgh"), "/x/sk-proj-abcd…");
+        assert_eq!(redact_secrets("/x?sk-abcdefgh"), "/x?sk-abcd…");
+        // Not secrets: inside a word, or no longer than a display prefix.
+        for plain in [
+            "/v1/tasks-abcdefgh",
+            "/v1/disk-abcdefgh",
+            "/v1/sk-abc",
+            "/v1/chat/completions",
+            "/",
+        ] {
+            assert_eq!(redact_secrets(plain), plain);
+            assert!(matches!(redact_secrets(plain), Cow::Borrowed(_)));
+        }
+
+        let err = resolve(&Method::GET, &format!("/nothing/{key}")).expect_err("unknown");
+        assert_eq!(err.code, ErrorCode::UnknownRoute);
+        assert!(!err.message.contains(&key), "{}", err.message);
+        assert!(
+            err.message.contains("/nothing/sk-proxy-A1b2…"),
+            "{}",
+            err.message
         );
     }
 
