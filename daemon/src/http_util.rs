@@ -1,9 +1,12 @@
 //! Small HTTP plumbing shared by both listeners: the response body type, JSON responses and
-//! a size-bounded body read.
+//! a body read bounded in size and in how long it may stall.
 
 use bytes::Bytes;
 use gateway_shared::ErrorCode;
-use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 
 use crate::error::GatewayError;
@@ -37,21 +40,36 @@ pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {
     }
 }
 
-/// Reads a whole request body of at most `limit` bytes: 413 `body_too_large` beyond it,
-/// decided from `Content-Length` before reading when the client sent one.
+/// [`read_limited`] for a whole request.
 pub async fn read_body(
     request: http::Request<Incoming>,
     limit: usize,
+    gap: Duration,
 ) -> Result<Bytes, GatewayError> {
     let (parts, body) = request.into_parts();
-    read_limited(&parts.headers, body, limit).await
+    read_limited(&parts.headers, body, limit, gap).await
 }
 
-pub async fn read_limited(
-    headers: &http::HeaderMap,
-    body: Incoming,
+/// Reads a whole request body of at most `limit` bytes (413 `body_too_large` beyond it,
+/// decided from `Content-Length` before reading when the client sent one), waiting at most
+/// `gap` for each piece: 408 `request_timeout` and `Connection: close` when the body stalls.
+/// A gap, not a total deadline: the attack is a body that stops arriving (each stalled
+/// connection held open counts against `max_connections`), while a slow but steady upload of
+/// a large allowed body must still get through.
+///
+/// The timer is only polled when the body is not ready, so a body that came with the headers
+/// arms none, and it is moved only when it fires before the latest deadline (as in
+/// `proxy::idle_timeout`).
+pub async fn read_limited<B>(
+    headers: &HeaderMap,
+    mut body: B,
     limit: usize,
-) -> Result<Bytes, GatewayError> {
+    gap: Duration,
+) -> Result<Bytes, GatewayError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let too_large = || {
         GatewayError::new(
             ErrorCode::BodyTooLarge,
@@ -65,25 +83,42 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // Frame by frame rather than `collect()`: a body that arrives in one frame (most) is
-    // returned as that frame, with no list of frames built around it.
-    let mut body = Limited::new(body, limit);
+    let timer = tokio::time::sleep(gap);
+    tokio::pin!(timer);
+    let mut last_piece = tokio::time::Instant::now();
+    let mut len = 0usize;
+    // A body that arrives in one frame (most) is returned as that frame, with no copy.
     let mut whole: Option<Bytes> = None;
     let mut joined: Option<bytes::BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                GatewayError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("The request body could not be read: {err}."),
-                )
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => {
+                let due = last_piece + gap;
+                if due <= tokio::time::Instant::now() {
+                    return Err(body_stalled(gap));
+                }
+                // Fired for an older deadline: wait out the rest of this one.
+                timer.as_mut().reset(due);
+                continue;
             }
+        };
+        let Some(frame) = frame else { break };
+        last_piece = tokio::time::Instant::now();
+        let frame = frame.map_err(|err| {
+            GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!("The request body could not be read: {err}."),
+            )
         })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(too_large());
+        }
         match (&whole, &mut joined) {
             (None, _) => whole = Some(data),
             (Some(_), Some(joined)) => joined.extend_from_slice(&data),
@@ -99,4 +134,104 @@ pub async fn read_limited(
         Some(joined) => joined.freeze(),
         None => whole.unwrap_or_default(),
     })
+}
+
+/// 408 for a body that stopped arriving; the connection is closed after the answer, since
+/// the rest of the body may still come and cannot be told from the next request.
+fn body_stalled(gap: Duration) -> GatewayError {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    GatewayError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "The request body stalled: nothing of it arrived for {gap:?}; send the body \
+             without long pauses."
+        ),
+    )
+    .with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc;
+
+    /// A request body fed by a channel: a frame per message, the end when the sender is dropped.
+    struct Fed(mpsc::Receiver<Bytes>);
+
+    impl hyper::body::Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    const GAP: Duration = Duration::from_secs(2);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_a_408_after_the_gap() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(Bytes::from_static(b"{")).await.expect("send");
+        let started = tokio::time::Instant::now();
+        let err = read_limited(&HeaderMap::new(), Fed(rx), 1024, GAP)
+            .await
+            .expect_err("stalled");
+        assert_eq!(err.code, ErrorCode::RequestTimeout);
+        assert_eq!(err.code.status(), 408);
+        assert_eq!(started.elapsed(), GAP);
+        let closes = err
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(http::header::CONNECTION));
+        assert_eq!(closes.map(HeaderValue::as_bytes), Some(&b"close"[..]));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_body_is_read_whole() {
+        let (tx, rx) = mpsc::channel(8);
+        let feeder = tokio::spawn(async move {
+            // Ten pieces, each just inside the gap: five times the gap in all.
+            for _ in 0..10 {
+                tokio::time::sleep(GAP / 2).await;
+                tx.send(Bytes::from_static(b"ab")).await.expect("send");
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let body = read_limited(&HeaderMap::new(), Fed(rx), 1024, GAP)
+            .await
+            .expect("read whole");
+        assert_eq!(body, "ab".repeat(10));
+        assert_eq!(started.elapsed(), GAP * 5);
+        feeder.await.expect("feeder");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_size_limit_still_holds() {
+        let (tx, rx) = mpsc::channel(8);
+        for _ in 0..3 {
+            tx.send(Bytes::from_static(b"abcd")).await.expect("send");
+        }
+        drop(tx);
+        let err = read_limited(&HeaderMap::new(), Fed(rx), 10, GAP)
+            .await
+            .expect_err("too large");
+        assert_eq!(err.code, ErrorCode::BodyTooLarge);
+        let mut declared = HeaderMap::new();
+        declared.insert(http::header::CONTENT_LENGTH, HeaderValue::from(11));
+        let (_tx, rx) = mpsc::channel(1);
+        let err = read_limited(&declared, Fed(rx), 10, GAP)
+            .await
+            .expect_err("declared too large, refused before reading");
+        assert_eq!(err.code, ErrorCode::BodyTooLarge);
+    }
 }

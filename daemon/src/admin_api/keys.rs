@@ -87,7 +87,7 @@ pub async fn rotate(
     request: http::Request<Incoming>,
 ) -> Result<Response, GatewayError> {
     api.keys.get(id)?;
-    let bytes = http_util::read_body(request, super::MAX_BODY_BYTES).await?;
+    let bytes = http_util::read_body(request, super::MAX_BODY_BYTES, super::BODY_GAP).await?;
     let rotate: RotateKey = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()
     } else {

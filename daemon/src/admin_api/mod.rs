@@ -25,6 +25,9 @@ use crate::store::writer::UsageWriter;
 
 /// Largest management request body; key settings are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest a management request body may pause (a client that stalls its body would
+/// otherwise hold its connection, on the socket or over HTTPS, indefinitely).
+pub const BODY_GAP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +162,7 @@ impl AdminApi {
 
 /// Reads a JSON body: 413 beyond the limit, 400 `invalid_argument` naming `body` if malformed.
 async fn json_body(request: http::Request<Incoming>) -> Result<serde_json::Value, GatewayError> {
-    let bytes = http_util::read_body(request, MAX_BODY_BYTES).await?;
+    let bytes = http_util::read_body(request, MAX_BODY_BYTES, BODY_GAP).await?;
     serde_json::from_slice(&bytes).map_err(|err| {
         GatewayError::new(
             ErrorCode::InvalidArgument,
