@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::in_process::InProcessGateway;
-use gateway_tests::requests::chat;
+use gateway_tests::requests::{anthropic_messages, chat};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
@@ -673,22 +673,12 @@ async fn a_new_reset_period_counts_only_what_was_spent_in_it() {
             .await;
     // A key without a limit spends $0.20 in November and $0.10 on Wednesday 2 December.
     let (id, key, _) = gateway.admin.create_key(json!({"name": "grown"})).await;
-    let dime = |base: String, key: String| async move {
-        let r = chat(
-            &base,
-            &key,
-            json!({"model": "budget-model", "max_tokens": 1000, "messages": []}),
-            &[("x-mock-output-tokens", "1000")],
-        )
-        .await;
-        assert_eq!(r.status(), 200);
-        let _ = r.bytes().await;
-        settled(&base, &key).await;
-    };
-    dime(gateway.proxy_url.clone(), key.clone()).await;
-    dime(gateway.proxy_url.clone(), key.clone()).await;
+    spend_a_dime(&gateway.proxy_url, &key).await;
+    spend_a_dime(&gateway.proxy_url, &key).await;
+    settled(&gateway.proxy_url, &key).await;
     gateway.clock.set(ts("2026-12-02T10:00:00Z"));
-    dime(gateway.proxy_url.clone(), key.clone()).await;
+    spend_a_dime(&gateway.proxy_url, &key).await;
+    settled(&gateway.proxy_url, &key).await;
 
     let path = format!("/v1/keys/{id}");
     let edit = |change: Value| {
@@ -735,6 +725,20 @@ async fn a_new_reset_period_counts_only_what_was_spent_in_it() {
     gateway.stop().await;
 }
 
+/// One request that costs exactly $0.10 (1000 output tokens of `budget-model`), read to the
+/// end.
+async fn spend_a_dime(base: &str, key: &str) {
+    let r = chat(
+        base,
+        key,
+        json!({"model": "budget-model", "max_tokens": 1000, "messages": []}),
+        &[("x-mock-output-tokens", "1000")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+}
+
 fn ts(text: &str) -> jiff::Timestamp {
     text.parse().expect("timestamp")
 }
@@ -748,15 +752,7 @@ async fn a_restart_keeps_period_spend() {
         .await;
     let base = gateway.proxy_url();
     for _ in 0..3 {
-        let r = chat(
-            &base,
-            &key,
-            json!({"model": "budget-model", "max_tokens": 1000, "messages": []}),
-            &[("x-mock-output-tokens", "1000")],
-        )
-        .await;
-        assert_eq!(r.status(), 200);
-        let _ = r.bytes().await;
+        spend_a_dime(&base, &key).await;
     }
     settled(&base, &key).await;
     let before = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
@@ -842,27 +838,6 @@ async fn kill_dash_nine_under_load_loses_no_answered_request() {
     assert!(rows as usize <= answered.len() + 8, "no phantom rows");
 }
 
-/// Sends an Anthropic streaming request through the gateway.
-async fn anthropic_stream(
-    base: &str,
-    key: &str,
-    body: Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/anthropic/v1/messages"))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request
-        .json(&body)
-        .send()
-        .await
-        .expect("request to the proxy")
-}
-
 /// Anthropic's `message_start` reports `output_tokens: 1` before any output; a client that
 /// leaves after the content, before `message_delta` brings the real count, is billed for the
 /// deltas it received, not for that placeholder (SPEC §5: input plus the tokens streamed so
@@ -872,7 +847,7 @@ async fn an_anthropic_stream_left_before_its_message_delta_bills_what_streamed()
     let (gateway, _mock) = gateway("").await;
     let (id, key, _) = gateway.admin().create_key(json!({"name": "leaver"})).await;
     let base = gateway.proxy_url();
-    let mut response = anthropic_stream(
+    let mut response = anthropic_messages(
         &base,
         &key,
         json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": true,
@@ -931,7 +906,7 @@ async fn an_anthropic_stream_past_its_reservation_is_cut() {
         .create_key(json!({"name": "runaway", "spend_limit_usd": 10.0}))
         .await;
     let base = gateway.proxy_url();
-    let response = anthropic_stream(
+    let response = anthropic_messages(
         &base,
         &key,
         json!({"model": "budget-model", "max_tokens": 100, "stream": true, "messages": []}),

@@ -1,5 +1,5 @@
-//! Requests to the proxy listener that many tests send: an OpenAI chat completion with a
-//! proxy key, optionally steering the mock with `x-mock-*` headers.
+//! Requests to the proxy listener that many tests send: an OpenAI chat completion or an
+//! Anthropic message with a proxy key, optionally steering the mock with `x-mock-*` headers.
 
 use serde_json::{Value, json};
 
@@ -10,14 +10,39 @@ pub async fn chat(
     body: Value,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body);
+        .bearer_auth(key);
+    send(request, body, headers).await
+}
+
+/// `POST {base}/anthropic/v1/messages` with `key` in `x-api-key`, as Anthropic's SDKs send it.
+pub async fn anthropic_messages(
+    base: &str,
+    key: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let request = reqwest::Client::new()
+        .post(format!("{base}/anthropic/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01");
+    send(request, body, headers).await
+}
+
+async fn send(
+    mut request: reqwest::RequestBuilder,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    request.send().await.expect("request to the proxy")
+    request
+        .json(&body)
+        .send()
+        .await
+        .expect("request to the proxy")
 }
 
 /// The smallest chat request for `gpt-4o`.
