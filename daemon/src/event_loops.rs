@@ -12,6 +12,12 @@
 //! upstream connection (from the loop's own pool shard, see `proxy::upstream::pool`) and its
 //! timers are all on one thread.
 //!
+//! The price: a loop sees only its own connections and sleeps whenever all of them wait on
+//! their peers, where a work-stealing pool over all of them rarely does. Measured on the
+//! benchmark's bare proxy rebuilt this way: 10–14 % less JSON throughput at c16 on 2 cores.
+//! gatewayd itself on the work-stealing runtime was slower still (its workers parked and woke
+//! each other ~0.25 times a request; `bench/README.md`, sixth round), so the loops stay.
+//!
 //! Connections are dealt at accept time to the loop with the fewest open connections, so a
 //! burst of new connections spreads evenly and long streams do not pile up on one loop. The
 //! management API, the usage writer and other background tasks stay on the main runtime.
