@@ -143,6 +143,9 @@ fn openai(document: &Value, observed: &mut Observed) {
 
 /// OpenAI's `usage` object (chat, completions, Responses API), as a final report.
 pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
+    if usage.garbled() {
+        return;
+    }
     let prompt = usage
         .prompt_tokens
         .get()
@@ -194,6 +197,9 @@ fn anthropic(document: &Value, observed: &mut Observed) {
 /// `fin`: from `message_delta` or a whole `message` (final), not `message_start` (whose
 /// `output_tokens` is a placeholder, before any output exists).
 pub fn anthropic_usage(usage: &Usage, fin: bool, observed: &mut Observed) {
+    if usage.garbled() {
+        return;
+    }
     let mut tokens = observed.reported.unwrap_or_default();
     if let Some(n) = usage.input_tokens.get() {
         tokens.input = n;
@@ -241,6 +247,9 @@ fn gemini(document: &Value, observed: &mut Observed) {
 
 /// Gemini's `usageMetadata` object, as a final report.
 pub fn gemini_usage(usage: &Usage, observed: &mut Observed) {
+    if usage.garbled() {
+        return;
+    }
     let prompt = usage
         .prompt_token_count
         .get()
@@ -269,6 +278,48 @@ pub fn gemini_usage(usage: &Usage, observed: &mut Observed) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_garbled_usage_report_is_not_believed() {
+        for (provider, document) in [
+            (
+                Provider::Openai,
+                json!({"usage": {"prompt_tokens": 10, "completion_tokens": "12"}}),
+            ),
+            (
+                Provider::Openai,
+                json!({"usage": {"prompt_tokens": -7, "completion_tokens": 3}}),
+            ),
+            (
+                Provider::Anthropic,
+                json!({"type": "message_delta", "usage": {"output_tokens": [1]}}),
+            ),
+            (
+                Provider::Gemini,
+                json!({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": true},
+                       "candidates": [{"finishReason": "STOP"}]}),
+            ),
+        ] {
+            let mut observed = Observed::default();
+            apply(provider, &document, &mut observed);
+            assert_eq!(observed.reported, None, "{document}");
+            assert!(
+                !observed.has_final_report(),
+                "billed as estimated: {document}"
+            );
+        }
+        let mut observed = Observed::default();
+        apply(
+            Provider::Openai,
+            &json!({"usage": {"prompt_tokens": 1e20, "completion_tokens": 2.5}}),
+            &mut observed,
+        );
+        assert_eq!(
+            observed.reported.map(|t| (t.input, t.output)),
+            Some((MAX_TOKENS_PER_REQUEST, 3)),
+            "numbers out of range are capped, fractions rounded up"
+        );
+    }
 
     fn check(provider: Provider, documents: &[Value], expected: Tokens) {
         let mut observed = Observed::default();

@@ -5,9 +5,11 @@
 //! looking fields up in it cost more than the rest of the metering. These types take the
 //! numbers as the parser meets them and skip everything else in place.
 //!
-//! They are as lenient as the `Value` lookups they replace (`Value::as_u64`): a count that is
-//! not a non-negative integer reads as absent, and a usage "object" that is not an object
-//! reads as no usage. Neither fails the document around it.
+//! They never fail the document around them: a usage "object" that is not an object reads as
+//! no usage; a count that is a number reads as that number (a fraction rounded up, one beyond
+//! `u64` saturated; the per-request cap bounds it later); a count that is not a number at all
+//! (negative, a string, ...) marks the whole usage object garbled, and it is not believed: the
+//! request is billed as estimated rather than as a reported zero.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -65,9 +67,14 @@ macro_rules! absent_otherwise {
     };
 }
 
-/// A token count: `Some` only for a non-negative integer.
+/// A token count: `Some` for a non-negative number (a fraction rounded up, one beyond `u64`
+/// saturated), `None` when absent or `null`. The flag marks a count that is present but not a
+/// count at all (negative, a string, a boolean, an array, an object): a usage object holding
+/// one is garbled, and is not believed (see [`Usage::garbled`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Count(pub Option<u64>);
+pub struct Count(pub Option<u64>, pub bool);
+
+const GARBLED: Count = Count(None, true);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -85,23 +92,65 @@ impl<'de> Visitor<'de> for CountVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
-        Ok(Count(Some(n)))
+        Ok(Count(Some(n), false))
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
-        Ok(Count(u64::try_from(n).ok()))
+        Ok(u64::try_from(n).map_or(GARBLED, |n| Count(Some(n), false)))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Count, E> {
+        // `as` saturates: 1e20 (an integer literal beyond u64 reads as a float) is u64::MAX,
+        // which the per-request cap then bounds.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(if n >= 0.0 {
+            Count(Some(n.ceil() as u64), false)
+        } else {
+            GARBLED
+        })
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Count, D::Error> {
         Count::deserialize(deserializer)
     }
 
-    absent_otherwise!(Count(None); f64, bool, str, null, seq, map);
+    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None, false))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None, false))
+    }
+
+    absent_otherwise!(GARBLED; bool, str, seq, map);
 }
 
 impl Count {
     pub fn get(self) -> Option<u64> {
         self.0
+    }
+}
+
+impl Usage {
+    /// Whether any count in it is present but not a number: such a report is not read at
+    /// all, so the request is billed as estimated (from its size and what streamed), never
+    /// as a reported zero.
+    pub fn garbled(&self) -> bool {
+        [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            self.prompt_token_count,
+            self.tool_use_prompt_token_count,
+            self.cached_content_token_count,
+            self.candidates_token_count,
+            self.thoughts_token_count,
+        ]
+        .iter()
+        .any(|count| count.1)
     }
 }
 
@@ -260,18 +309,26 @@ mod tests {
             read("18446744073709551615"),
             Some((Some(u64::MAX), Some(7)))
         );
-        for absent in [
-            "-1",
-            "1.5",
-            "1e3",
-            "18446744073709551616",
-            "\"12\"",
-            "null",
-            "true",
-            "[1, 2]",
-            r#"{"n": 1}"#,
-        ] {
-            assert_eq!(read(absent), Some((None, Some(7))), "{absent}");
+        assert_eq!(read("1.5"), Some((Some(2), Some(7))), "rounded up");
+        assert_eq!(read("1e3"), Some((Some(1000), Some(7))));
+        assert_eq!(
+            read("100000000000000000000"),
+            Some((Some(u64::MAX), Some(7))),
+            "beyond u64: saturated, then capped per request"
+        );
+        assert_eq!(read("null"), Some((None, Some(7))));
+        let garbled = |v: &str| {
+            usage(&format!(
+                r#"{{"prompt_tokens": {v}, "completion_tokens": 7}}"#
+            ))
+            .0
+            .map(|u| u.garbled())
+        };
+        assert_eq!(garbled("12"), Some(false));
+        assert_eq!(garbled("null"), Some(false));
+        for not_a_count in ["-1", "-0.5", "\"12\"", "true", "[1, 2]", r#"{"n": 1}"#] {
+            assert_eq!(read(not_a_count), Some((None, Some(7))), "{not_a_count}");
+            assert_eq!(garbled(not_a_count), Some(true), "{not_a_count}");
         }
     }
 
