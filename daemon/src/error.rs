@@ -30,10 +30,17 @@ pub struct GatewayError {
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
 
 impl GatewayError {
+    /// Every message passes through `redact_secrets`: messages quote what the client sent (an
+    /// id, a path, a model, a query value), and a secret pasted there must not come back.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match gateway_shared::key::redact_secrets(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(redacted) => redacted,
+        };
         Self {
             code,
-            message: message.into(),
+            message,
             headers: None,
             internal: None,
         }
@@ -80,5 +87,21 @@ impl From<FieldError> for GatewayError {
             _ => format!("Invalid {}: {reason}.", err.field),
         };
         Self::new(err.code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_message_carries_a_secret_the_client_sent() {
+        let secret = format!("sk-proxy-{}", "A1b2C3d4".repeat(5));
+        let err = GatewayError::new(
+            ErrorCode::InvalidArgument,
+            format!("Invalid state: unknown state \"x{secret}\""),
+        );
+        assert!(!err.message.contains(&secret[13..]), "{}", err.message);
+        assert!(err.message.contains("sk-proxy-A1b2…"), "{}", err.message);
     }
 }

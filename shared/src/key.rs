@@ -70,14 +70,13 @@ pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
     let mut copied = 0;
     let mut at = 0;
     while at < bytes.len() {
+        // Our own prefixes are distinctive enough to catch glued to other text (`x` + a key,
+        // `%20` + a key); a provider's `sk-` only at the start of a word (not in `task-…`).
         let starts_word = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
-        let prefix = starts_word
-            .then(|| {
-                SECRET_PREFIXES
-                    .iter()
-                    .find(|p| bytes[at..].starts_with(p.as_bytes()))
-            })
-            .flatten();
+        let prefix = SECRET_PREFIXES.iter().find(|p| {
+            (starts_word || **p == PROXY_KEY_PREFIX || **p == ADMIN_TOKEN_PREFIX)
+                && bytes[at..].starts_with(p.as_bytes())
+        });
         let Some(prefix) = prefix else {
             at += 1;
             continue;
@@ -289,6 +288,10 @@ mod tests {
         );
         assert!(redacted.ends_with("gwadm-abcd…"), "{redacted}");
         assert_eq!(redact_secrets("key_abc sk-proxy-"), "key_abc sk-proxy-");
+        let glued = format!("/v1/keys/x{secret} and %20{secret}=gwadm-abcdefgh");
+        let glued = redact_secrets(&glued);
+        assert!(!glued.contains(&secret[13..]), "{glued}");
+        assert!(glued.ends_with("=gwadm-abcd…"), "{glued}");
         assert_eq!(
             redact_secrets("sk-proxy-ab"),
             "sk-proxy-ab",

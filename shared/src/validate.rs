@@ -109,18 +109,24 @@ pub fn name(value: &str) -> Result<String, FieldError> {
     if trimmed.chars().any(is_invisible_format) {
         return Err(FieldError::invalid(
             "name",
-            "must not contain invisible or text-direction characters (U+200B-U+200F, \
-             U+202A-U+202E, U+2060-U+2069, U+FEFF)",
+            "must not contain invisible or text-direction characters (zero-width, soft \
+             hyphen, fillers, tags, bidirectional marks and overrides)",
         ));
     }
     Ok(trimmed.to_owned())
 }
 
-/// Characters that change how a name is displayed without being seen: zero-width
-/// characters and bidirectional overrides and isolates (a name shown in `gwctl keys list` and
-/// the dashboard must read as what it is).
+/// Characters that change how a name is displayed without being seen: zero-width and
+/// invisible characters, fillers, tags, line separators and bidirectional marks, overrides
+/// and isolates (a name shown in `gwctl keys list` and the dashboard must read as what it is).
+/// Variation selectors stay allowed: an emoji such as ❤️ carries one.
 fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+        | '\u{17B5}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 pub fn providers<S: AsRef<str>>(values: &[S]) -> Result<Vec<Provider>, FieldError> {
@@ -252,7 +258,11 @@ pub fn timestamp(field: &str, value: &str) -> Result<Timestamp, FieldError> {
             format!("{value:?} is not an RFC 3339 instant{why} (e.g. 2027-01-31T00:00:00Z)"),
         )
     };
+    let four_digit_year = value.len() > 4
+        && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && value.as_bytes()[4] == b'-';
     match value.parse::<Timestamp>() {
+        Ok(_) if !four_digit_year => Err(invalid(": the year must have four digits")),
         Ok(at) if offset_is_rfc3339(value) => Ok(at),
         Ok(_) => Err(invalid(
             ": its UTC offset must be between -23:59 and +23:59",
@@ -308,10 +318,19 @@ mod tests {
             "a\u{200B}b",
             "a\u{2066}b",
             "\u{FEFF}x",
+            "a\u{061C}b",
+            "soft\u{00AD}hyphen",
+            "\u{3164}",
+            "a\u{E0041}b",
+            "a\u{2028}b",
         ] {
             assert!(name(spoof).is_err(), "{spoof:?}");
         }
         assert!(name("équipe données 数据").is_ok());
+        assert!(
+            name("❤\u{FE0F} team").is_ok(),
+            "an emoji's variation selector"
+        );
     }
 
     #[test]
@@ -332,6 +351,10 @@ mod tests {
         let late = parse("9999-12-31T23:59:59Z").expect_err("out of range");
         assert!(late.reason.contains("supported range"), "{}", late.reason);
         assert!(parse("tomorrow").is_err());
+        assert!(
+            parse("+002030-01-01T00:00:00Z").is_err(),
+            "extended years are not RFC 3339"
+        );
     }
 
     #[test]

@@ -189,6 +189,23 @@ async fn errors_have_distinct_exit_codes() {
         .await;
     let pasted = gateway.gwctl(&["keys", "show", &secret]).await;
     assert_eq!(pasted.code, 3, "{}", pasted.stderr);
+    let flag = gateway.gwctl(&["keys", "list", "--state", &secret]).await;
+    assert_eq!(flag.code, 2, "{}", flag.stderr);
+    assert!(
+        !flag.stderr.contains(&secret[13..]),
+        "clap echoed: {}",
+        flag.stderr
+    );
+    let glued = gateway
+        .admin()
+        .get(&format!("/v1/keys?state=x{secret}"))
+        .await;
+    assert_eq!(glued.status, 400);
+    assert!(
+        !glued.body.to_string().contains(&secret[13..]),
+        "{}",
+        glued.body
+    );
     let api = gateway.admin().get(&format!("/v1/keys/{secret}")).await;
     assert_eq!(api.status, 404);
     let body = api.body.to_string();

@@ -169,8 +169,9 @@ days or weeks (90m, 12h, 30d, 2w)";
 pub fn parse_expires(text: &str, now: Timestamp) -> Result<Timestamp, FieldError> {
     const FIELD: &str = "expires_at";
     let text = text.trim();
-    let at = if let Ok(at) = text.parse::<Timestamp>() {
-        at
+    let at = if text.parse::<Timestamp>().is_ok() {
+        // The same rules as the daemon's (offsets within ±23:59, the supported range).
+        gateway_shared::validate::timestamp(FIELD, text)?
     } else if let Some(date) = parse_date(text) {
         TimeZone::UTC
             .to_timestamp(date.at(0, 0, 0, 0))
@@ -270,6 +271,8 @@ mod tests {
         check_expires("soon", Err("is not"));
         check_expires("99999999999999999w", Err("is not"));
         check_expires("999999999w", Err("too far"));
+        check_expires("2030-01-01T00:00:00+25:00", Err("UTC offset"));
+        check_expires("2030-01-01T00:00:00-24:00", Err("UTC offset"));
     }
 
     #[test]
