@@ -119,6 +119,47 @@ async fn streams_are_byte_exact_for_every_provider() {
 }
 
 #[tokio::test]
+async fn a_stream_the_provider_cuts_delivers_every_byte_it_sent_then_fails() {
+    let (gateway, mock) = gateway_with_mock("").await;
+    let (_, key, _) = gateway.admin().create_key(json!({"name": "s"})).await;
+    let client = reqwest::Client::new();
+    for (name, provider, path, auth, body) in stream_requests() {
+        let send = |url: String, with_key: bool| {
+            let mut request = client
+                .post(url)
+                .header("x-mock-events", "5")
+                .header("x-mock-cut-after", "3")
+                .json(&body);
+            if with_key {
+                request = request.header(auth, auth_value(auth, &key));
+            }
+            request.send()
+        };
+        let direct = send(format!("{}{path}", mock.base_url(provider)), false)
+            .await
+            .expect("direct request");
+        let (sent, direct_error) = read_chunks(direct).await;
+        assert!(direct_error.is_some(), "{name}: the mock cut its stream");
+        for _ in 0..2 {
+            let through = send(format!("{}/{provider}{path}", gateway.proxy_url()), true)
+                .await
+                .expect("request");
+            assert_eq!(through.status(), 200, "{name}");
+            let (received, error) = read_chunks(through).await;
+            assert!(
+                error.is_some(),
+                "{name}: the cut reaches the client as an error"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&concat(&received)),
+                String::from_utf8_lossy(&concat(&sent)),
+                "{name}: every byte the provider sent before the cut arrives"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_first_event_is_not_held_back_for_the_next() {
     let (gateway, _mock) = gateway_with_mock("").await;
     let (_, key, _) = gateway.admin().create_key(json!({"name": "s"})).await;

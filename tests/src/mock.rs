@@ -9,6 +9,8 @@
 //! - `x-mock-delay-ms: 1000` — pause between stream events;
 //! - `x-mock-events: 7` — number of content events in a stream;
 //! - `x-mock-stall: 1` — send headers and the first event, then go silent;
+//! - `x-mock-cut-after: 3` — in a stream, send that many chunks, then half an event, then end
+//!   the response abruptly (no terminating chunk);
 //! - `x-mock-headers-delay-ms: 500` — wait before sending response headers;
 //! - `x-mock-usage-delay-ms: 2000` — in a stream, pause before the event with the final usage
 //!   (Anthropic's `message_delta`, OpenAI's usage chunk), after every content event;
@@ -35,7 +37,7 @@ use tokio::sync::mpsc;
 pub const PROMPT_TOKENS: u64 = 11;
 pub const COMPLETION_TOKENS: u64 = 7;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// One request as the mock received it.
 #[derive(Clone, Debug)]
@@ -203,6 +205,8 @@ struct Control {
     delay: Duration,
     events: usize,
     stall: bool,
+    /// Send this many chunks, then half an event, then end the stream abruptly.
+    cut_after: Option<usize>,
     headers_delay: Option<Duration>,
     usage_delay: Option<Duration>,
     usage: Usage,
@@ -226,6 +230,7 @@ impl Control {
             delay: Duration::from_millis(number("x-mock-delay-ms").unwrap_or(0)),
             events: number("x-mock-events").map_or(3, |n| n as usize),
             stall: recorded.header("x-mock-stall").is_some(),
+            cut_after: number("x-mock-cut-after").map(|n| n as usize),
             headers_delay: number("x-mock-headers-delay-ms").map(Duration::from_millis),
             usage_delay: number("x-mock-usage-delay-ms").map(Duration::from_millis),
             usage: Usage {
@@ -251,7 +256,11 @@ fn requested_output(body: &Value) -> Option<u64> {
 }
 
 fn json_response(value: Value) -> http::Response<Body> {
-    let mut response = http::Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(value.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     response.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static("application/json"),
@@ -286,13 +295,22 @@ fn error_response(provider: &str, status: u16) -> http::Response<Body> {
 
 /// Streams `chunks` with `control.delay` between them, or stalls after the first.
 fn stream_response(chunks: Vec<String>, control: &Control) -> http::Response<Body> {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let delay = control.delay;
     let stall = control.stall;
+    let cut_after = control.cut_after;
     let usage_delay = control.usage_delay;
     let sse = chunks.first().is_some_and(|c| !c.starts_with('['));
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
+            if cut_after == Some(i) {
+                let half = Bytes::from_static(b"data: {\"choices\": [{\"delta\": {\"con");
+                let _ = tx.send(Ok(Frame::data(half))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock: stream cut")))
+                    .await;
+                return;
+            }
             if let Some(pause) = usage_delay.filter(|_| is_final_usage(&chunk)) {
                 tokio::time::sleep(pause).await;
             }

@@ -116,8 +116,11 @@ pub struct MeteredBody<B> {
     enforce_cut: bool,
     /// Bytes held back by the observer, sent when the body ends.
     tail: Option<Bytes>,
-    /// An upstream error that arrived behind batched data: reported on the next poll.
+    /// An upstream error that arrived behind batched data: reported once that data has had a
+    /// chance to be written (see `poll_frame`).
     pending_error: Option<BoxError>,
+    /// Whether the poll that lets hyper flush before the error has happened.
+    flushed_before_error: bool,
     /// Trailers that arrived behind batched data.
     pending_trailers: Option<Frame<Bytes>>,
 }
@@ -172,6 +175,7 @@ impl<B> MeteredBody<B> {
             enforce_cut,
             tail: None,
             pending_error: None,
+            flushed_before_error: false,
             pending_trailers: None,
         }
     }
@@ -199,6 +203,15 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(err) = this.pending_error.take() {
+            // hyper abandons the connection on a body error without flushing what it has
+            // buffered (the response head, the last frames): one `Pending` first lets it write
+            // them, so the client gets every byte the provider sent before the failure.
+            if !this.flushed_before_error {
+                this.flushed_before_error = true;
+                this.pending_error = Some(err);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(err)));
         }
         if let Some(trailers) = this.pending_trailers.take() {
@@ -221,14 +234,19 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(err))) => {
+                    // What the observer held back (an event it had not seen the end of) was
+                    // sent by the provider: it goes out too, then the error.
+                    batch.push(this.observer.finish());
                     this.end(Outcome::Interrupted);
-                    return match batch.take() {
-                        Some(data) => {
-                            this.pending_error = Some(err);
-                            Poll::Ready(Some(Ok(Frame::data(data))))
-                        }
-                        None => Poll::Ready(Some(Err(err))),
-                    };
+                    if let Some(data) = batch.take() {
+                        this.pending_error = Some(err);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    // Nothing to send but perhaps the response head: let hyper write it.
+                    this.pending_error = Some(err);
+                    this.flushed_before_error = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Ready(None) => {
                     let tail = this.observer.finish();
