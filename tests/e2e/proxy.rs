@@ -20,11 +20,28 @@ async fn openai(
     key: Option<&str>,
     body: Value,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
+    let authorization = key.map(|key| format!("Bearer {key}"));
+    authorized(
+        base,
+        "/openai/v1/chat/completions",
+        authorization.as_deref(),
+        body,
+    )
+    .await
+}
+
+/// (status, body as JSON, headers) of a POST to `path` with this `Authorization` header.
+async fn authorized(
+    base: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut request = reqwest::Client::new()
-        .post(format!("{base}/openai/v1/chat/completions"))
+        .post(format!("{base}{path}"))
         .json(&body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
     }
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
@@ -113,41 +130,36 @@ async fn the_bearer_scheme_is_read_in_any_case() {
     let (gateway, mock) = gateway_with_mock("").await;
     let (_, key, _) = gateway.admin().create_key(json!({"name": "k"})).await;
     let base = gateway.proxy_url();
-    let client = reqwest::Client::new();
+    let anthropic = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []});
     for scheme in ["BEARER", "bearer", "Bearer", "bEaReR"] {
-        let response = client
-            .post(format!("{base}/openai/v1/chat/completions"))
-            .header("authorization", format!("{scheme}  {key}"))
-            .json(&chat("gpt-4o"))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200, "{scheme}");
-        let response = client
-            .post(format!("{base}/anthropic/v1/messages"))
-            .header("authorization", format!("{scheme} {key}"))
-            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200, "{scheme} on anthropic");
+        let with_scheme = format!("{scheme}  {key}");
+        let (status, body, _) = authorized(
+            &base,
+            "/openai/v1/chat/completions",
+            Some(&with_scheme),
+            chat("gpt-4o"),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+        let (status, body, _) = authorized(
+            &base,
+            "/anthropic/v1/messages",
+            Some(&with_scheme),
+            anthropic.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme} on anthropic: {body}");
     }
     assert_eq!(mock.hits(), 8);
     // Two credentials in one header are not a key.
-    let response = client
-        .post(format!("{base}/openai/v1/chat/completions"))
-        .header("authorization", format!("BEARER {key}, Bearer {key}"))
-        .json(&chat("gpt-4o"))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    assert_gateway_error(
-        status,
-        &response.json().await.expect("json"),
-        401,
-        "invalid_key",
-    );
+    let (status, body, _) = authorized(
+        &base,
+        "/openai/v1/chat/completions",
+        Some(&format!("BEARER {key}, Bearer {key}")),
+        chat("gpt-4o"),
+    )
+    .await;
+    assert_gateway_error(status, &body, 401, "invalid_key");
     assert_eq!(mock.hits(), 8);
 }
 
