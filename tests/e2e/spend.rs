@@ -779,6 +779,76 @@ async fn a_restart_keeps_period_spend() {
     assert_eq!(r.status(), 402);
 }
 
+/// A rotated key's two secrets are one budget during the grace period, also once the daemon
+/// has restarted: each secret's usage persisted the shared spend under its own key id, and
+/// loading them as two keys would give each the headroom left.
+#[tokio::test]
+async fn a_restart_during_a_rotation_grace_period_keeps_one_budget() {
+    let (mut gateway, _mock) = gateway(BUDGET_PRICES).await;
+    let (id, old, _) = gateway
+        .admin()
+        .create_key(json!({"name": "rotating", "spend_limit_usd": 0.3, "spend_reset": "monthly"}))
+        .await;
+    spend_a_dime(&gateway.proxy_url(), &old).await;
+    let rotated = gateway
+        .admin()
+        .post(
+            &format!("/v1/keys/{id}/rotate"),
+            json!({"grace_period_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
+    let new = rotated.body["secret"].as_str().expect("secret").to_owned();
+    spend_a_dime(&gateway.proxy_url(), &new).await;
+    settled(&gateway.proxy_url(), &new).await;
+
+    gateway.restart().await;
+    let base = gateway.proxy_url();
+    // $0.20 of $0.30 spent, whichever secret asks: the old one spends the last dime.
+    spend_a_dime(&base, &old).await;
+    settled(&base, &old).await;
+    for (secret, which) in [(&old, "old"), (&new, "new")] {
+        let r = chat(
+            &base,
+            secret,
+            json!({"model": "budget-model", "max_tokens": 1, "messages": []}),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            r.status(),
+            402,
+            "the {which} secret after the budget is spent"
+        );
+    }
+    let view = gateway
+        .admin()
+        .get(&format!("/v1/keys/{new_id}"))
+        .await
+        .body;
+    assert_eq!(
+        (
+            dollars(&view["spend_period_usd"]),
+            &view["request_count"],
+            &view["state"]
+        ),
+        (0.3, &json!(3), &json!("exhausted")),
+        "{view}"
+    );
+
+    // Again after a second restart: the later state (the old secret's) is the one loaded.
+    gateway.restart().await;
+    let r = chat(
+        &gateway.proxy_url(),
+        &new,
+        json!({"model": "budget-model", "max_tokens": 1, "messages": []}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 402, "the new secret after a second restart");
+}
+
 #[tokio::test]
 async fn kill_dash_nine_under_load_loses_no_answered_request() {
     let (mut gateway, _mock) = gateway(BUDGET_PRICES).await;

@@ -11,7 +11,7 @@
 //! entries rather than copies of their ids.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -244,7 +244,65 @@ impl KeyCache {
         let table = Arc::clone(&cache);
         store.load_keys(move |record| table.push(record)).await?;
         cache.write().sort();
+        cache.share_rotated(&store.load_rotations().await?);
         Ok(cache)
+    }
+
+    /// Gives each chain of rotated keys (successor id, predecessor id) one live state again,
+    /// as `insert_successor` did when they were rotated: while an old secret is in its grace
+    /// period it and its successor are one key with one budget, also after a restart. The
+    /// state they share is the one that counted the most requests: both secrets' usage
+    /// persisted the same ledger, each under its own id, so the larger count is the later.
+    fn share_rotated(&self, rotations: &[(String, String)]) {
+        let mut index = self.write();
+        // Chains in creation order: a successor's predecessor is settled before it.
+        let mut links: Vec<(Arc<KeyEntry>, Arc<KeyEntry>)> = rotations
+            .iter()
+            .filter_map(|(successor, predecessor)| {
+                let successor = index.by_id.get(successor.as_str())?;
+                let predecessor = index.by_id.get(predecessor.as_str())?;
+                Some((Arc::clone(&successor.0), Arc::clone(&predecessor.0)))
+            })
+            .collect();
+        links.sort_by(|(a, _), (b, _)| a.order().cmp(&b.order()));
+        // Each key's chain, by the id of the chain's first key.
+        let mut chain_of: HashMap<String, String> = HashMap::new();
+        let mut chains: HashMap<String, Vec<String>> = HashMap::new();
+        for (successor, predecessor) in &links {
+            let root = chain_of
+                .get(&predecessor.id)
+                .cloned()
+                .unwrap_or_else(|| predecessor.id.clone());
+            let members = chains.entry(root.clone()).or_default();
+            if members.is_empty() {
+                members.push(predecessor.id.clone());
+                chain_of.insert(predecessor.id.clone(), root.clone());
+            }
+            members.push(successor.id.clone());
+            chain_of.insert(successor.id.clone(), root);
+        }
+        for members in chains.values() {
+            let entries: Vec<Arc<KeyEntry>> = members
+                .iter()
+                .filter_map(|id| index.by_id.get(id.as_str()).map(|e| Arc::clone(&e.0)))
+                .collect();
+            let Some(latest) = entries
+                .iter()
+                .map(|entry| entry.record())
+                .max_by_key(|record| (record.request_count, record.spend_total))
+            else {
+                continue;
+            };
+            let runtime = Arc::new(KeyRuntime::new(&latest, Arc::clone(&self.clock)));
+            for entry in entries {
+                let shared = KeyEntry::new(
+                    entry.record(),
+                    Arc::clone(&entry.policy),
+                    Arc::clone(&runtime),
+                );
+                index.put(Arc::new(shared));
+            }
+        }
     }
 
     /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
@@ -498,6 +556,44 @@ mod tests {
         );
         let (filtered, _) = cache.page(None, 10, |r| r.id != "b").expect("page");
         assert_eq!(filtered.len(), 2);
+    }
+
+    #[test]
+    fn each_chain_of_rotated_keys_shares_the_state_that_counted_the_most_requests() {
+        let spent = |id: &str, second: i64, requests: u64| KeyRecord {
+            spend_total: Nanodollars(requests * 100),
+            request_count: requests,
+            ..record(id, second)
+        };
+        let cache = KeyCache::new(
+            [
+                spent("first", 1, 5),
+                spent("second", 2, 9),
+                spent("third", 3, 7),
+                spent("alone", 4, 1),
+            ],
+            clock(),
+        );
+        cache.share_rotated(&[
+            ("third".into(), "second".into()),
+            ("second".into(), "first".into()),
+            ("ghost".into(), "alone".into()),
+        ]);
+        let entry = |id: &str| cache.get(id).expect("entry");
+        for id in ["first", "second", "third"] {
+            assert!(
+                Arc::ptr_eq(&entry(id).runtime, &entry("second").runtime),
+                "{id} shares the chain's state"
+            );
+            assert_eq!(entry(id).spend().request_count, 9, "{id}");
+            assert_eq!(entry(id).spend().total, Nanodollars(900), "{id}");
+        }
+        assert_eq!(entry("alone").spend().request_count, 1);
+        assert_eq!(
+            cache.page(None, 10, |_| true).expect("page").0.len(),
+            4,
+            "no key added or lost"
+        );
     }
 
     #[tokio::test]

@@ -28,6 +28,28 @@ pub fn load_all(conn: &Connection, mut each: impl FnMut(KeyRecord)) -> anyhow::R
     Ok(())
 }
 
+/// Every rotation as (successor id, predecessor id).
+pub fn load_rotations(conn: &Connection) -> anyhow::Result<Vec<(String, String)>> {
+    let mut statement = conn.prepare("SELECT successor_id, predecessor_id FROM key_rotations")?;
+    let pairs = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pairs)
+}
+
+pub fn insert_rotation(
+    tx: &Transaction<'_>,
+    successor_id: &str,
+    predecessor_id: &str,
+) -> anyhow::Result<()> {
+    tx.execute(
+        "INSERT INTO key_rotations (successor_id, predecessor_id) VALUES (?1, ?2)",
+        [successor_id, predecessor_id],
+    )
+    .context("recording the rotation")?;
+    Ok(())
+}
+
 pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
     let sql = format!(
         "INSERT INTO keys ({COLUMNS}) VALUES (:id, :hash, :prefix, :name, :allowed_providers, \

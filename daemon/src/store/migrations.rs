@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_usage_plain_rowid.sql"),
     include_str!("../../migrations/0005_usage_check_without_in_list.sql"),
     include_str!("../../migrations/0006_usage_log_and_daily_rollup.sql"),
+    include_str!("../../migrations/0007_key_rotations.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
@@ -186,6 +187,23 @@ mod tests {
             ]
         );
         assert!(!has_usage_index(&conn), "the log keeps no index");
+    }
+
+    #[test]
+    fn rotations_made_before_the_table_are_read_back_from_the_audit_log() {
+        let mut conn = at_version(6);
+        conn.execute_batch(
+            "INSERT INTO audit (at, actor, action, key_id, details) VALUES \
+             ('2026-11-27T08:00:00Z', 'uid:0', 'key.create', 'key_old', '{}'), \
+             ('2026-11-27T09:00:00Z', 'uid:0', 'key.rotate', 'key_old', '{\"new_key_id\":\"key_new\"}'), \
+             ('2026-11-27T09:00:00Z', 'uid:0', 'key.create', 'key_new', '{\"rotated_from\":\"key_old\"}'), \
+             ('2026-11-27T10:00:00Z', 'uid:0', 'key.create', 'key_odd', '{\"rotated_from\":7}'), \
+             ('2026-11-27T10:00:00Z', 'uid:0', 'key.create', 'key_bad', 'not json');",
+        )
+        .expect("audit rows");
+        migrate(&mut conn).expect("migrate");
+        let pairs = crate::store::keys::load_rotations(&conn).expect("rotations");
+        assert_eq!(pairs, [("key_new".to_owned(), "key_old".to_owned())]);
     }
 
     /// A database as an older gatewayd left it: migrations up to `version` applied.

@@ -71,6 +71,11 @@ impl Store {
         self.call(move |conn| keys::load_all(conn, each)).await
     }
 
+    /// Every rotation as (successor id, predecessor id).
+    pub async fn load_rotations(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.call(|conn| keys::load_rotations(conn)).await
+    }
+
     /// Inserts a new key and its audit row in one transaction.
     pub async fn insert_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
         self.write(move |tx| {
@@ -171,6 +176,7 @@ impl Store {
         self.write(move |tx| {
             keys::update(tx, &old)?;
             keys::insert(tx, &new)?;
+            keys::insert_rotation(tx, &new.id, &old.id)?;
             for audit in &audits {
                 audit::insert(tx, audit)?;
             }
