@@ -5,6 +5,10 @@
 //! response back untouched. No parsing, no checks, no metering: whatever gatewayd costs above
 //! this is the price of its features. It runs in its own process (`gateway-bench bare-proxy`)
 //! on a tokio multi-thread runtime with the same worker count gatewayd is given.
+//!
+//! With `--work-ns` it also spins that long in every request before forwarding it: the
+//! calibration server `bare-work`, which shows what a given amount of per-request work costs
+//! in throughput on the machine at hand (see `bench/README.md`, seventh round).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,8 +27,9 @@ use tokio::net::TcpListener;
 
 type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Runs the proxy until the process is killed, printing `bare listening ADDR` when ready.
-pub fn serve(workers: usize, upstream: SocketAddr) -> anyhow::Result<()> {
+/// Runs the proxy until the process is killed, printing `bare listening ADDR` when ready;
+/// `work` is spent spinning in every request (zero for the reference itself).
+pub fn serve(workers: usize, upstream: SocketAddr, work: Duration) -> anyhow::Result<()> {
     let runtime = crate::runtime(workers)?;
     runtime.block_on(async {
         let mut connector = HttpConnector::new();
@@ -46,7 +51,10 @@ pub fn serve(workers: usize, upstream: SocketAddr) -> anyhow::Result<()> {
                 let service = service_fn(move |request| {
                     let client = Arc::clone(&client);
                     let authority = authority.clone();
-                    async move { Ok::<_, Infallible>(forward(&client, authority, request).await) }
+                    async move {
+                        spin(work);
+                        Ok::<_, Infallible>(forward(&client, authority, request).await)
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -54,6 +62,17 @@ pub fn serve(workers: usize, upstream: SocketAddr) -> anyhow::Result<()> {
             });
         }
     })
+}
+
+/// Busy for `work` on this thread: CPU a request costs, like a gateway's checks would.
+fn spin(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
 
 async fn forward(

@@ -57,9 +57,13 @@ struct Args {
     /// Modes: json, sse (events back to back), sse-split (one write per event).
     #[arg(long, value_delimiter = ',', default_value = "json,sse,sse-split")]
     modes: Vec<String>,
-    /// Servers to measure: direct, bare, gatewayd.
+    /// Servers to measure: direct, bare, gatewayd, and bare-work (the bare proxy spinning
+    /// --bare-work-us in every request: a calibration of what per-request work costs here).
     #[arg(long, value_delimiter = ',', default_value = "direct,bare,gatewayd")]
     servers: Vec<String>,
+    /// Microseconds of CPU the bare-work server spends in every request.
+    #[arg(long, default_value_t = 3.0)]
+    bare_work_us: f64,
     /// Runtime worker threads of the bare proxy and of gatewayd (its `worker_threads`
     /// setting, when the build has one). Default: one per core.
     #[arg(long)]
@@ -115,6 +119,9 @@ enum Role {
         workers: usize,
         #[arg(long)]
         upstream: SocketAddr,
+        /// Nanoseconds spent spinning in every request.
+        #[arg(long, default_value_t = 0)]
+        work_ns: u64,
     },
 }
 
@@ -122,7 +129,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match &args.role {
         Some(Role::Mock { workers }) => mock::serve(*workers),
-        Some(Role::BareProxy { workers, upstream }) => bare_proxy::serve(*workers, *upstream),
+        Some(Role::BareProxy {
+            workers,
+            upstream,
+            work_ns,
+        }) => bare_proxy::serve(*workers, *upstream, Duration::from_nanos(*work_ns)),
         None => options(&args).and_then(|options| suite::run(&options)),
     };
     match result {
@@ -143,6 +154,8 @@ fn options(args: &Args) -> anyhow::Result<suite::Options> {
     let mut options = suite::Options {
         gatewayd: args.gatewayd.clone(),
         bare_wrapper: args.bare_wrapper.clone(),
+        bare_work: Duration::try_from_secs_f64(args.bare_work_us / 1e6)
+            .context("--bare-work-us must be a duration in microseconds")?,
         duration: seconds("duration", args.duration)?,
         warmup: seconds("warmup", args.warmup)?,
         rounds: args.rounds.max(1),

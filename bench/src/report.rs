@@ -18,6 +18,8 @@ pub enum Server {
     Direct,
     Bare,
     Gatewayd,
+    /// The bare proxy spinning a fixed time in every request (calibration, not a target).
+    BareWork,
 }
 
 impl Server {
@@ -26,6 +28,7 @@ impl Server {
             Server::Direct => "direct",
             Server::Bare => "bare proxy",
             Server::Gatewayd => "gatewayd",
+            Server::BareWork => "bare + work",
         }
     }
 
@@ -34,7 +37,10 @@ impl Server {
             "direct" => Ok(Server::Direct),
             "bare" => Ok(Server::Bare),
             "gatewayd" => Ok(Server::Gatewayd),
-            other => anyhow::bail!("unknown server {other:?}: use direct, bare or gatewayd"),
+            "bare-work" => Ok(Server::BareWork),
+            other => {
+                anyhow::bail!("unknown server {other:?}: use direct, bare, gatewayd or bare-work")
+            }
         }
     }
 }
@@ -322,6 +328,28 @@ impl Run {
                 g.sample.rps(),
                 b.sample.rps()
             ));
+        }
+        // Not a target: the bare proxy spending a fixed time in every request shows what that
+        // much work costs in throughput here, to set gatewayd's numbers against.
+        for c in [16, 64] {
+            let cpu_and_rps = |server| {
+                let cell = self.find(Mode::Json, c, server)?;
+                Some((cell.sample.cpu_us_per_request()?, cell.sample.rps()))
+            };
+            if let (Some((wc, wr)), Some((bc, br)), Some((gc, gr))) = (
+                cpu_and_rps(Server::BareWork),
+                cpu_and_rps(Server::Bare),
+                cpu_and_rps(Server::Gatewayd),
+            ) {
+                let (br, bc) = (br.max(1e-9), bc.max(1e-9));
+                verdicts.push(format!(
+                    "INFO calibration (json c{c}): bare + work {:.2}× bare's throughput at {:.2}× its CPU per request ({wc:.1} µs); gatewayd {:.2}× at {:.2}× ({gc:.1} µs)",
+                    wr / br,
+                    wc / bc,
+                    gr / br,
+                    gc / bc
+                ));
+            }
         }
         for (keys, limit) in [(10_000, 32.0), (100_000, 64.0)] {
             if let Some(row) = self.scale.iter().find(|r| r.keys == keys) {

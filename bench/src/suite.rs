@@ -24,6 +24,8 @@ use crate::report::{Cell, Run, ScaleRow, Server};
 pub struct Options {
     pub gatewayd: Option<PathBuf>,
     pub bare_wrapper: Option<PathBuf>,
+    /// CPU the `bare-work` server spends in every request.
+    pub bare_work: Duration,
     pub duration: Duration,
     pub warmup: Duration,
     /// Interleaved rounds per cell (see `--rounds`).
@@ -72,28 +74,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     mock_cmd.args(["mock", "--workers", &options.mock_workers.to_string()]);
     let mock = Proc::spawn("mock", mock_cmd, "mock listening", Duration::from_secs(10))?;
     let mock_addr = listening_addr(&mock)?;
-    let mut bare_cmd = match &options.bare_wrapper {
-        Some(wrapper) => {
-            let mut cmd = Command::new(wrapper);
-            cmd.arg(&exe);
-            cmd
-        }
-        None => Command::new(&exe),
-    };
-    bare_cmd.args([
-        "bare-proxy",
-        "--workers",
-        &options.workers.to_string(),
-        "--upstream",
-        &mock_addr.to_string(),
-    ]);
-    let bare = Proc::spawn(
-        "bare proxy",
-        bare_cmd,
-        "bare listening",
-        Duration::from_secs(10),
-    )?;
+    let bare = spawn_bare(&exe, options, mock_addr, Duration::ZERO)?;
     let bare_addr = listening_addr(&bare)?;
+    let bare_work = if options.servers.contains(&Server::BareWork) {
+        let proc = spawn_bare(&exe, options, mock_addr, options.bare_work)?;
+        let addr = listening_addr(&proc)?;
+        Some((proc, addr))
+    } else {
+        None
+    };
 
     let accepts_workers = Launcher::accepts_worker_threads(&binary, work.path())?;
     if options.workers_explicit && !accepts_workers {
@@ -156,11 +145,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for line in &header {
             eprintln!("{line}");
         }
-        let targets = [
+        let mut targets = vec![
             (Server::Direct, Target { addr: mock_addr, path: UPSTREAM_PATH.into(), bearer: None }, mock.pid()),
             (Server::Bare, Target { addr: bare_addr, path: UPSTREAM_PATH.into(), bearer: None }, bare.pid()),
-            (Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid()),
         ];
+        if let Some((proc, addr)) = &bare_work {
+            eprintln!(
+                "bare + work: the bare proxy spinning {} µs in every request (pid {}), a calibration",
+                options.bare_work.as_secs_f64() * 1e6,
+                proc.pid()
+            );
+            targets.push((Server::BareWork, Target { addr: *addr, path: UPSTREAM_PATH.into(), bearer: None }, proc.pid()));
+        }
+        targets.push((Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid()));
         for (server, target, _) in &targets {
             for mode in &options.modes {
                 load::probe(target, *mode)
@@ -213,7 +210,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         drop(admin);
         // The main gatewayd stays up through the scale runs: their JSON rounds take turns
         // with it, so "unchanged with many keys" compares like with like.
-        let (_, main_target, main_pid) = &targets[2];
+        let (_, main_target, main_pid) = targets
+            .iter()
+            .find(|(server, _, _)| *server == Server::Gatewayd)
+            .context("the gatewayd target")?;
         for &keys in &options.scale_keys {
             let row = scale(&launcher, work.path(), keys, options, (main_target, *main_pid)).await
                 .with_context(|| format!("scale run with {keys} keys"))?;
@@ -236,7 +236,40 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     drop(mock);
     drop(bare);
+    drop(bare_work);
     Ok(())
+}
+
+/// Starts a bare proxy (through `--bare-wrapper` if given) spending `work` in every request.
+fn spawn_bare(
+    exe: &std::path::Path,
+    options: &Options,
+    upstream: std::net::SocketAddr,
+    work: Duration,
+) -> anyhow::Result<Proc> {
+    let mut command = match &options.bare_wrapper {
+        Some(wrapper) => {
+            let mut cmd = Command::new(wrapper);
+            cmd.arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
+    command.args([
+        "bare-proxy",
+        "--workers",
+        &options.workers.to_string(),
+        "--upstream",
+        &upstream.to_string(),
+        "--work-ns",
+        &work.as_nanos().to_string(),
+    ]);
+    let name = if work.is_zero() {
+        "bare proxy"
+    } else {
+        "bare + work"
+    };
+    Proc::spawn(name, command, "bare listening", Duration::from_secs(10))
 }
 
 /// A fresh daemon with `keys` keys: how they got there, start-up, memory, the first page of
