@@ -243,16 +243,7 @@ async fn a_rotated_key_keeps_its_budget_and_rate_window_and_cannot_fork() {
         "{before}"
     );
 
-    let rotated = gateway
-        .admin
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_period_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(rotated.status, 201, "{}", rotated.body);
-    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
-    let new_secret = rotated.body["secret"].as_str().expect("secret").to_owned();
+    let (new_id, new_secret, rotated) = gateway.admin.rotate_key(&id, 3600).await;
     for field in [
         "spend_period_usd",
         "spend_total_usd",
@@ -260,7 +251,7 @@ async fn a_rotated_key_keeps_its_budget_and_rate_window_and_cannot_fork() {
         "period_resets_at",
     ] {
         assert_eq!(
-            rotated.body[field], before[field],
+            rotated[field], before[field],
             "the successor carries {field}"
         );
     }
@@ -307,27 +298,16 @@ async fn rotation_with_and_without_a_grace_period() {
         .await;
 
     // Grace of one hour: both keys work until it ends, then the old one is revoked.
-    let rotated = admin
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_period_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(rotated.status, 201, "{}", rotated.body);
-    let new_secret = rotated.body["secret"].as_str().expect("secret").to_owned();
-    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
+    let (new_id, new_secret, rotated) = admin.rotate_key(&id, 3600).await;
     assert_ne!(new_id, id);
     assert_eq!(
-        rotated.body["allowed_models"],
+        rotated["allowed_models"],
         json!(["gpt-4o*"]),
         "same settings"
     );
-    assert_eq!(rotated.body["rate_limit_rpm"], 100);
-    assert_eq!(
-        rotated.body["previous"]["revoked_at"],
-        "2026-11-26T13:00:00Z"
-    );
-    assert_eq!(rotated.body["previous"]["state"], "active");
+    assert_eq!(rotated["rate_limit_rpm"], 100);
+    assert_eq!(rotated["previous"]["revoked_at"], "2026-11-26T13:00:00Z");
+    assert_eq!(rotated["previous"]["state"], "active");
     assert_eq!(proxied(&base, &old_secret).await, 200);
     assert_eq!(proxied(&base, &new_secret).await, 200);
     gateway

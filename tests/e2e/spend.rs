@@ -790,16 +790,7 @@ async fn a_restart_during_a_rotation_grace_period_keeps_one_budget() {
         .create_key(json!({"name": "rotating", "spend_limit_usd": 0.3, "spend_reset": "monthly"}))
         .await;
     spend_a_dime(&gateway.proxy_url(), &old).await;
-    let rotated = gateway
-        .admin()
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_period_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(rotated.status, 201, "{}", rotated.body);
-    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
-    let new = rotated.body["secret"].as_str().expect("secret").to_owned();
+    let (new_id, new, _) = gateway.admin().rotate_key(&id, 3600).await;
     spend_a_dime(&gateway.proxy_url(), &new).await;
     settled(&gateway.proxy_url(), &new).await;
 

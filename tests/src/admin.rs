@@ -129,6 +129,20 @@ impl Admin {
         let secret = response.body["secret"].as_str().expect("secret").to_owned();
         (id, secret, response.body)
     }
+
+    /// Rotates key `id` with a grace period; returns the successor's id, secret and view.
+    pub async fn rotate_key(&self, id: &str, grace_seconds: u64) -> (String, String, Value) {
+        let response = self
+            .post(
+                &format!("/v1/keys/{id}/rotate"),
+                serde_json::json!({"grace_period_seconds": grace_seconds}),
+            )
+            .await;
+        assert_eq!(response.status, 201, "rotate failed: {}", response.body);
+        let id = response.body["id"].as_str().expect("id").to_owned();
+        let secret = response.body["secret"].as_str().expect("secret").to_owned();
+        (id, secret, response.body)
+    }
 }
 
 /// `secret` with its last character changed, to one it is not (a fixed replacement is the
