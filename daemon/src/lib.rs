@@ -10,7 +10,8 @@
 //!   [`tls`] for its certificate, [`metrics`] for `/metrics`.
 //! - [`server`]: listeners, HTTP/1 serving and draining; [`event_loops`]: the proxy's
 //!   thread-per-core runtimes.
-//! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers.
+//! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers;
+//!   [`protocol_errors`]: hyper's own refusals of malformed HTTP in the same error shape.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags, loads config and waits for a
 //! signal, so tests can call `run` with their own listeners, clock and shutdown future.
@@ -26,6 +27,7 @@ pub mod http_util;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod protocol_errors;
 pub mod proxy;
 pub mod server;
 pub mod spend;

@@ -3,7 +3,9 @@
 //!
 //! HTTP/1 is served with `hyper::server::conn::http1` and a `TokioTimer`: without a timer
 //! hyper's header-read timeout is silently off (research/reliability.md §0.2), and a client
-//! that connects and says nothing would hold a connection forever.
+//! that connects and says nothing would hold a connection forever. Every connection's socket
+//! is wrapped in `ProtocolErrors`, so that what hyper refuses itself is answered in the SPEC's
+//! error shape too.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -25,6 +27,7 @@ use crate::config::Config;
 use crate::error::{GatewayError, Plane};
 use crate::event_loops::EventLoops;
 use crate::keys::Actor;
+use crate::protocol_errors::ProtocolErrors;
 use crate::proxy::Proxy;
 use gateway_shared::ErrorCode;
 
@@ -151,7 +154,7 @@ pub async fn serve_admin_socket(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -217,7 +220,7 @@ pub async fn serve_admin_https(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "admin HTTPS connection ended with an error");
             }
@@ -299,7 +302,7 @@ pub async fn serve_proxy(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "proxy connection ended with an error");
             }
@@ -344,7 +347,7 @@ async fn serve_one_and_close(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service)
         .await;
 }
 
@@ -366,6 +369,6 @@ async fn refuse_overloaded(stream: tokio::net::TcpStream) {
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
     let _ = connection.await;
 }

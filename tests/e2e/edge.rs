@@ -181,9 +181,7 @@ async fn paths_that_could_be_resolved_to_another_model_or_route_are_refused() {
     )
     .await;
     assert_eq!(status, 400, "{text}");
-    if !body.is_null() {
-        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
-    }
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     assert_eq!(mock.hits(), 0, "no refused path reached the provider");
 
     // The plain paths work, and the forbidden model is refused as itself.
@@ -300,4 +298,88 @@ async fn a_key_pasted_into_a_path_is_neither_echoed_nor_logged() {
         .unwrap_or_else(|| panic!("no refusal logged:\n{logged}"));
     assert!(!line.contains(&key), "the log has the key: {line}");
     assert!(line.contains(&key[..13]), "{line}");
+}
+
+/// Sends `request` as is on a fresh connection (the proxy's, or the admin socket's when
+/// `unix` is given) and reads the answer until the gateway closes.
+async fn send_as_is(gateway: &Gateway, request: &[u8], unix: bool) -> String {
+    let answer = if unix {
+        let mut stream = tokio::net::UnixStream::connect(&gateway.socket)
+            .await
+            .expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        out
+    } else {
+        let mut stream = TcpStream::connect(gateway.proxy_addr)
+            .await
+            .expect("connect");
+        stream.write_all(request).await.expect("write");
+        read_until_closed(&mut stream, Duration::from_secs(10))
+            .await
+            .0
+    };
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What the HTTP parser refuses before any of our code runs gets the SPEC's error shape too
+/// (hyper answers these itself, with an empty body).
+#[tokio::test]
+async fn malformed_http_is_answered_in_the_error_shape_too() {
+    let gateway = Gateway::start().await;
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("garbage", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "two content lengths",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("a NUL in the path", b"GET /v1/mo\0dels HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+        (
+            "120 headers",
+            format!("GET /v1/models HTTP/1.1\r\n{many_headers}\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "a 70 kB path",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            414,
+        ),
+    ];
+    for unix in [false, true] {
+        for (what, request, status) in &cases {
+            let answer = send_as_is(&gateway, request, unix).await;
+            let (code, body, text) = parse_answer(answer.as_bytes());
+            assert_eq!(code, *status, "{what} (admin socket: {unix}): {text}");
+            assert_error_shape(&body);
+            assert_eq!(body["error"]["code"], "invalid_request", "{what}: {text}");
+            assert!(
+                text.to_ascii_lowercase().contains("connection: close"),
+                "{what}: {text}"
+            );
+        }
+    }
+    // After an answer of ours on the same connection: both answers whole, in order.
+    let answer = send_as_is(
+        &gateway,
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
+        false,
+    )
+    .await;
+    let (first, rest) = answer
+        .split_once("}}")
+        .unwrap_or_else(|| panic!("two answers: {answer}"));
+    let (status, body, _) = parse_answer(format!("{first}}}}}").as_bytes());
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("missing_key"))
+    );
+    let (status, body, text) = parse_answer(rest.as_bytes());
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{text}");
 }
