@@ -438,12 +438,27 @@ async fn google_genai_sdk_works_unchanged(language: Language, api_version: &str)
             ("POST", &format!("{model}:generateContent")),
             ("POST", &format!("{model}:streamGenerateContent")),
             ("GET", &format!("/gemini/{api_version}/models")),
+            // files.upload: `start`, then the bytes, both through the gateway.
+            ("POST", &format!("/gemini/upload/{api_version}/files")),
+            ("POST", &format!("/gemini/upload/{api_version}/files")),
         ],
     );
-    let stream = &world.mock.received()[1];
+    let received = world.mock.received();
+    let stream = &received[1];
     assert!(
         stream.uri.ends_with("?alt=sse"),
         "the SDK streams with alt=sse: {}",
         stream.uri
+    );
+    let bytes = &received[4];
+    assert!(
+        bytes.uri.contains("upload_id=mock-upload-1"),
+        "the bytes went to the upload session: {}",
+        bytes.uri
+    );
+    assert_eq!(
+        &bytes.body[..],
+        b"twelve bytes",
+        "the file's bytes, as sent"
     );
 }

@@ -15,6 +15,7 @@ Arguments name the SDKs to check (`openai`, `anthropic`, `gemini`); none means a
 Run by tests/e2e/sdk.rs, or by hand with the venv's python from tests/sdk/setup.sh.
 """
 
+import io
 import os
 import sys
 import traceback
@@ -36,6 +37,7 @@ MOCK_REPLY = "Hello from the mock."
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
 STREAM_PARTS = ["part0 ", "part1 ", "part2 "]
+UPLOAD_BYTES = b"twelve bytes"
 
 
 class CheckFailed(Exception):
@@ -253,10 +255,22 @@ def gemini_checks():
             return f"ClientError {error.code} {error.message!r}"
         raise CheckFailed("a revoked key was not refused")
 
+    def upload():
+        # Two steps: `start` through the gateway, then the bytes to the URL its answer names,
+        # which must be the gateway's again (SPEC section 3: the SDK works unchanged).
+        uploaded = client.files.upload(
+            file=io.BytesIO(UPLOAD_BYTES),
+            config=types.UploadFileConfig(mime_type="text/plain", display_name="notes"),
+        )
+        expect(uploaded.name == "files/mock-upload-1", f"file {uploaded}")
+        expect(uploaded.size_bytes == len(UPLOAD_BYTES), f"size {uploaded.size_bytes}")
+        return f"{uploaded.name}, {uploaded.size_bytes} bytes"
+
     check("google-genai models.generate_content", generate)
     check("google-genai models.generate_content_stream", stream)
     check("google-genai revoked key", revoked)
     check("google-genai models.list", models)
+    check("google-genai files.upload", upload)
 
 
 SUITES = {

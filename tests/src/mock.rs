@@ -190,6 +190,9 @@ async fn respond(
         ("gemini", rest) if rest.contains(":generateContent") => {
             json_response(gemini_response(&gemini_model(rest), 1, true, control.usage))
         }
+        ("gemini", rest) if rest.starts_with("upload/") && rest.ends_with("/files") => {
+            gemini_upload(&recorded, path)
+        }
         _ => {
             let mut response =
                 json_response(json!({"error": {"message": format!("mock: no route {path}")}}));
@@ -399,6 +402,52 @@ fn model_list() -> Value {
         })
         .collect();
     json!({"object": "list", "data": data, "has_more": false, "first_id": LISTED_MODELS[0], "last_id": LISTED_MODELS[4]})
+}
+
+/// Gemini's resumable upload, as the google-genai SDKs use it: `start` answers with the URL
+/// to send the bytes to (on the host the request was addressed to, like Google's own), the
+/// bytes sent there with `upload, finalize` answer with the file.
+fn gemini_upload(request: &Recorded, path: &str) -> http::Response<Body> {
+    let command = request.header("x-goog-upload-command").unwrap_or("");
+    let mut response = if command == "start" {
+        let host = request.header("host").unwrap_or("mock");
+        let mut response = http::Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        response.headers_mut().insert(
+            "x-goog-upload-url",
+            http::HeaderValue::from_str(&format!(
+                "http://{host}{path}?upload_id=mock-upload-1&upload_protocol=resumable"
+            ))
+            .expect("a header value"),
+        );
+        response.headers_mut().insert(
+            "x-goog-upload-status",
+            http::HeaderValue::from_static("active"),
+        );
+        response
+    } else if command.contains("finalize") && request.uri.contains("upload_id=mock-upload-1") {
+        let mut response = json_response(json!({"file": {
+            "name": "files/mock-upload-1",
+            "mimeType": request.header("content-type").unwrap_or("application/octet-stream"),
+            "sizeBytes": request.body.len().to_string(),
+            "uri": "https://generativelanguage.googleapis.com/v1beta/files/mock-upload-1",
+            "state": "ACTIVE"
+        }}));
+        response.headers_mut().insert(
+            "x-goog-upload-status",
+            http::HeaderValue::from_static("final"),
+        );
+        response
+    } else {
+        let mut response = json_response(json!({"error": {"message": "mock: bad upload"}}));
+        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+        return response;
+    };
+    *response.status_mut() = http::StatusCode::OK;
+    response
 }
 
 fn gemini_model_list() -> Value {

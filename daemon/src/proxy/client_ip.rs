@@ -39,7 +39,7 @@ pub fn resolve(
     Some(client)
 }
 
-fn is_trusted(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+pub fn is_trusted(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
     trusted_proxies.iter().any(|net| net.contains(&ip))
 }
 

@@ -16,7 +16,8 @@
 //! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage.
 //! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`.
 //! 12. `respond` — the body streams back frame by frame through the meter, which settles the
-//!     reservation however the response ends; provider errors pass through untouched.
+//!     reservation however the response ends; provider errors pass through untouched. A
+//!     Gemini upload session's URL is pointed back at the gateway (`upload_url`).
 //!
 //! Every step reads memory only: no database on the request path (usage goes to the writer's
 //! channel). A refused request never reaches the provider: forwarding is step 11. A client
@@ -45,6 +46,7 @@ mod meter;
 mod model;
 mod rewrite;
 mod route;
+mod upload_url;
 mod upstream;
 pub mod usage;
 
@@ -92,6 +94,8 @@ pub struct Proxy {
     body_read_timeout: Duration,
     /// Set when shutdown begins: health turns 503 and new requests are refused.
     draining: AtomicBool,
+    /// Gemini upload sessions started through the gateway (`upload_url`).
+    upload_sessions: upload_url::UploadSessions,
 }
 
 impl Proxy {
@@ -114,6 +118,7 @@ impl Proxy {
             max_body_bytes: config.proxy.max_body_bytes,
             body_read_timeout: config.proxy.body_read_timeout,
             draining: AtomicBool::new(false),
+            upload_sessions: upload_url::UploadSessions::default(),
         })
     }
 
@@ -190,10 +195,18 @@ impl Proxy {
             ));
         }
         let client_ip = client_ip::resolve(peer, request.headers(), &self.trusted_proxies);
-        let presented =
-            credential::presented(route.provider, request.headers(), request.uri().query())
-                .ok_or_else(|| missing_key(&route))?;
-        let key = self.authenticate(presented)?;
+        let key =
+            match credential::presented(route.provider, request.headers(), request.uri().query()) {
+                Some(presented) => self.authenticate(presented)?,
+                // The bytes of a Gemini upload the gateway started come without a key
+                // (`upload_url`): the session's own key.
+                None => self
+                    .upload_sessions
+                    .key_of(request.uri().query(), self.clock.monotonic())
+                    .filter(|_| upload_url::starts_upload(route.provider, &route.upstream_path))
+                    .and_then(|id| self.keys.get(&id))
+                    .ok_or_else(|| missing_key(&route))?,
+            };
         tracing::trace!(key_id = %key.id, prefix = %key.prefix, provider = %route.provider, "authenticated");
         let now = self.clock.now();
         check_lifecycle(&key, now)?;
@@ -206,6 +219,13 @@ impl Proxy {
         }
 
         let (parts, body) = request.into_parts();
+        let upload_origin = upload_url::starts_upload(route.provider, &route.upstream_path)
+            .then(|| {
+                let trusted =
+                    client_ip::is_trusted(peer.ip().to_canonical(), &self.trusted_proxies);
+                upload_url::gateway_origin(&parts.headers, trusted)
+            })
+            .flatten();
         let body = http_util::read_limited(
             &parts.headers,
             body,
@@ -309,6 +329,12 @@ impl Proxy {
         }
         if let Some(tokens) = clamped {
             headers.insert(OUTPUT_CLAMPED, HeaderValue::from(tokens));
+        }
+        if let Some(origin) = upload_origin
+            && let Some(session) = upload_url::point_at_gateway(headers, &origin, &self.upstream)
+        {
+            self.upload_sessions
+                .remember(session, &key.id, self.clock.monotonic());
         }
         Ok(response)
     }

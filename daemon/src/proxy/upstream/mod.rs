@@ -73,6 +73,23 @@ impl Upstream {
         })
     }
 
+    /// The path and query of `url` below `provider`'s base URL, when `url` is on the base
+    /// URL's host and under its path (with the base path taken off); `None` otherwise.
+    pub fn path_under_base(&self, provider: Provider, url: &str) -> Option<String> {
+        let target = self.target(provider).ok()?;
+        let url: http::Uri = url.parse().ok()?;
+        let host = target.host.to_str().ok()?;
+        if !url
+            .authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
+        {
+            return None;
+        }
+        let path_and_query = url.path_and_query()?.as_str();
+        let rest = path_and_query.strip_prefix(target.base_path.as_str())?;
+        rest.starts_with('/').then(|| rest.to_owned())
+    }
+
     /// Builds the provider request: base path + path + query (origin form; the connection
     /// is already to the provider), `Host`, the given headers, the provider credential in the
     /// provider's own header.
