@@ -64,38 +64,58 @@ impl Nanodollars {
 impl FromStr for Nanodollars {
     type Err = MoneyError;
 
-    /// Parses `50`, `12.5`, `0.000000001`, optionally with a leading `$`.
+    /// Parses `50`, `12.5`, `0.000000001`, optionally with a leading `$`, and the exponent
+    /// form JSON writers use for small and large numbers (`2.1e-6`, `1E2`): always from the
+    /// decimal text, exactly, never through a float.
     fn from_str(text: &str) -> Result<Self, MoneyError> {
         let text = text.trim();
         let text = text.strip_prefix('$').unwrap_or(text);
-        let (whole, frac) = match text.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (text, ""),
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(at) => (&text[..at], exponent(&text[at + 1..])?),
+            None => (text, 0),
         };
+        let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
         if whole.is_empty() && frac.is_empty() {
             return Err(MoneyError::Syntax);
         }
         if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MoneyError::Syntax);
         }
-        if frac.len() > 9 {
-            return Err(MoneyError::TooPrecise);
-        }
-        let whole: u64 = if whole.is_empty() {
-            0
+        // The amount is the digits of whole and frac times 10^(exponent - frac's length)
+        // dollars: in nano-dollars, times 10^scale.
+        let scale = 9 + exponent - i64::try_from(frac.len()).map_err(|_| MoneyError::TooPrecise)?;
+        let digits = format!("{whole}{frac}");
+        let digits = digits.trim_start_matches('0');
+        let digits = if scale < 0 {
+            let dropped = usize::try_from(-scale).map_err(|_| MoneyError::TooPrecise)?;
+            let kept = digits.len().saturating_sub(dropped);
+            if !digits[kept..].bytes().all(|b| b == b'0') {
+                return Err(MoneyError::TooPrecise);
+            }
+            &digits[..kept]
         } else {
-            whole.parse().map_err(|_| MoneyError::TooLarge)?
+            digits
         };
-        let mut frac_nanos: u64 = 0;
-        for (i, digit) in frac.bytes().enumerate() {
-            frac_nanos += u64::from(digit - b'0') * 10u64.pow(8 - i as u32);
+        if digits.is_empty() {
+            return Ok(Self::ZERO);
         }
-        whole
-            .checked_mul(NANOS_PER_DOLLAR)
-            .and_then(|n| n.checked_add(frac_nanos))
+        let value: u64 = digits.parse().map_err(|_| MoneyError::TooLarge)?;
+        let scale = u32::try_from(scale.max(0)).map_err(|_| MoneyError::TooLarge)?;
+        10u64
+            .checked_pow(scale)
+            .and_then(|factor| value.checked_mul(factor))
             .map(Self)
             .ok_or(MoneyError::TooLarge)
     }
+}
+
+/// The exponent after `e`: an optional sign and at most four digits.
+fn exponent(text: &str) -> Result<i64, MoneyError> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(MoneyError::Syntax);
+    }
+    text.parse().map_err(|_| MoneyError::Syntax)
 }
 
 impl fmt::Display for Nanodollars {
@@ -131,9 +151,8 @@ pub fn parse_json(value: &serde_json::Value) -> Result<Nanodollars, MoneyError> 
     match value {
         // serde_json prints a float as the shortest text that reads back to it, which is the
         // text the client wrote for any amount with up to 15 significant digits.
-        serde_json::Value::Number(n) if !n.to_string().contains(['e', 'E', '-']) => {
-            n.to_string().parse()
-        }
+        // Small and large amounts come as `2.1e-6` or `1e20`: read from that text too.
+        serde_json::Value::Number(n) if !n.to_string().starts_with('-') => n.to_string().parse(),
         serde_json::Value::String(s) => s.parse(),
         _ => Err(MoneyError::Syntax),
     }
@@ -157,7 +176,21 @@ mod tests {
         check("0.000000001", Ok(1));
         check("0.0000000001", Err(MoneyError::TooPrecise));
         check("-1", Err(MoneyError::Syntax));
-        check("1e3", Err(MoneyError::Syntax));
+        check("1e3", Ok(1_000_000_000_000));
+        check("1E2", Ok(100_000_000_000));
+        check("2.1e-6", Ok(2_100));
+        check("1e-9", Ok(1));
+        check("1.5e-9", Err(MoneyError::TooPrecise));
+        check("100e-11", Ok(1));
+        check("120e-11", Err(MoneyError::TooPrecise));
+        check("0.0e-20", Ok(0));
+        check("1e+2", Ok(100_000_000_000));
+        check("1e", Err(MoneyError::Syntax));
+        check("1e-", Err(MoneyError::Syntax));
+        check("1e99999", Err(MoneyError::Syntax));
+        check("1e400", Err(MoneyError::TooLarge));
+        check("e5", Err(MoneyError::Syntax));
+        check("-1e2", Err(MoneyError::Syntax));
         check("", Err(MoneyError::Syntax));
         check(".", Err(MoneyError::Syntax));
         check("99999999999999999999", Err(MoneyError::TooLarge));
@@ -179,11 +212,17 @@ mod tests {
         assert_eq!(parse_json(&value), Ok(Nanodollars(7_250_000_000)));
         let value: serde_json::Value = serde_json::from_str("-3").expect("json");
         assert_eq!(parse_json(&value), Err(MoneyError::Syntax));
+        // What serde_json writes for a small amount reads back.
+        for nanos in [1, 9, 2_100, 10_000, 99_999] {
+            let json = serde_json::to_string(&Nanodollars(nanos)).expect("serialise");
+            let back: Nanodollars = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, Nanodollars(nanos), "{json}");
+        }
     }
 
     proptest! {
         #[test]
-        fn json_round_trip_is_exact(nanos in 0u64..4_000_000_000_000_000) {
+        fn json_round_trip_is_exact(nanos in prop_oneof![0u64..100_000, 0u64..4_000_000_000_000_000]) {
             let amount = Nanodollars(nanos);
             let json = serde_json::to_string(&amount).expect("serialise");
             let back: Nanodollars = serde_json::from_str(&json).expect("parse");

@@ -346,3 +346,69 @@ async fn audit_lists_changes_with_their_actor() {
     let uid = rustix::process::geteuid().as_raw();
     assert_eq!(entries[0]["actor"], format!("uid:{uid}"));
 }
+
+/// The API writes amounts under a hundred-thousandth of a dollar the way JSON writers do,
+/// `5.85e-6`; gwctl and the API read that form (and `1e-6` as input) exactly, so one cheap
+/// request cannot stop gwctl from listing, showing or revoking keys.
+#[tokio::test]
+async fn tiny_amounts_in_exponent_form_read_everywhere() {
+    let (gateway, _mock) = Gateway::with_mock("", "").await;
+    let (id, key, _) = gateway
+        .admin()
+        .create_key(serde_json::json!({"name": "cheap"}))
+        .await;
+    let answered = gateway_tests::requests::chat(
+        &gateway.proxy_url(),
+        &key,
+        serde_json::json!({"model": "gpt-4o-mini", "messages": []}),
+        &[],
+    )
+    .await;
+    assert_eq!(answered.status(), 200);
+    let _ = answered.bytes().await;
+    let view = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
+    let total = view["spend_total_usd"].to_string();
+    assert!(
+        total.contains('e'),
+        "a tiny amount in exponent form: {total}"
+    );
+
+    for args in [
+        &["keys", "list"][..],
+        &["-o", "json", "keys", "list"],
+        &["keys", "show", "cheap"],
+        &["keys", "usage", &id],
+    ] {
+        gateway.gwctl(args).await.assert_success();
+    }
+    let shown = gateway.gwctl(&["keys", "show", &id]).await;
+    assert!(shown.stdout.contains("$0.00000585"), "{}", shown.stdout);
+    let tiny = gateway
+        .gwctl(&[
+            "-o",
+            "json",
+            "keys",
+            "create",
+            "--name",
+            "tiny",
+            "--spend-limit",
+            "0.000001",
+        ])
+        .await;
+    tiny.assert_success();
+    assert_eq!(tiny.json()["spend_limit_usd"], serde_json::json!(1e-6));
+    let by_api = gateway
+        .admin()
+        .post(
+            "/v1/keys",
+            serde_json::json!({"name": "tinier", "spend_limit_usd": 1e-7}),
+        )
+        .await;
+    assert_eq!(by_api.status, 201, "{}", by_api.body);
+    gateway
+        .gwctl(&["keys", "revoke", "cheap", "--yes"])
+        .await
+        .assert_success();
+    let view = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
+    assert_eq!(view["state"], "revoked");
+}
