@@ -113,6 +113,20 @@ pub fn name(value: &str) -> Result<String, FieldError> {
              hyphen, fillers, tags, bidirectional marks and overrides)",
         ));
     }
+    // Keys are named by id, name or display prefix (gwctl, the dashboard): a name shaped like
+    // another key's prefix or id would let `revoke <prefix>` reach the wrong key.
+    let lower = trimmed.to_ascii_lowercase();
+    if [crate::key::PROXY_KEY_PREFIX, crate::key::ADMIN_TOKEN_PREFIX]
+        .iter()
+        .any(|prefix| lower.starts_with(prefix))
+        || crate::key::is_key_id(trimmed)
+    {
+        return Err(FieldError::invalid(
+            "name",
+            "must not look like a key's id or display prefix (key_…, sk-proxy-…, gwadm-…): \
+             keys are named by those too",
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -326,6 +340,16 @@ mod tests {
         ] {
             assert!(name(spoof).is_err(), "{spoof:?}");
         }
+        for lookalike in [
+            "sk-proxy-a1b2",
+            "SK-PROXY-x",
+            "gwadm-AbCd",
+            "key_0123456789abcdefghij",
+        ] {
+            assert!(name(lookalike).is_err(), "{lookalike:?}");
+        }
+        assert!(name("key_backup").is_ok(), "not an id");
+        assert!(name("proxy for sk team").is_ok());
         assert!(name("équipe données 数据").is_ok());
         assert!(
             name("❤\u{FE0F} team").is_ok(),

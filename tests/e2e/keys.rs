@@ -203,6 +203,9 @@ async fn bad_input_is_400_invalid_argument_naming_the_field() {
         ),
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(65)}), "name"),
+        // Shaped like another key's display prefix or id: `revoke <prefix>` must not reach it.
+        (json!({"name": "sk-proxy-a1b2"}), "name"),
+        (json!({"name": "key_0123456789abcdefghij"}), "name"),
         (json!({"allowed_models": []}), "name"),
         (json!({"name": "a", "shoe_size": 9}), "shoe_size"),
     ];

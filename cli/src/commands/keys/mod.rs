@@ -92,14 +92,16 @@ pub async fn resolve_id(client: &ApiClient, wanted: &str) -> anyhow::Result<Stri
 
 pub use gateway_shared::key::is_key_id;
 
-/// Exact name first, then exact display prefix. Several matches are ambiguous, unless only
-/// one of them is still usable: a revoked key's name is often reused by its replacement.
+/// Exact name or exact display prefix. Several matches are ambiguous — also a name that is
+/// another key's prefix (names made before such names were refused), so that revoking a
+/// leaked key by its prefix can never reach another key — unless only one of them is still
+/// usable: a revoked key's name is often reused by its replacement.
 fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
     let wanted = wanted.trim();
-    let mut matches: Vec<&KeyView> = keys.iter().filter(|k| k.name == wanted).collect();
-    if matches.is_empty() {
-        matches = keys.iter().filter(|k| k.prefix == wanted).collect();
-    }
+    let mut matches: Vec<&KeyView> = keys
+        .iter()
+        .filter(|k| k.name == wanted || k.prefix == wanted)
+        .collect();
     if matches.len() > 1 {
         let live: Vec<&KeyView> = matches
             .iter()
@@ -340,7 +342,8 @@ mod tests {
         };
         check("web", Ok("key_a")); // the revoked namesake does not make it ambiguous
         check("sk-proxy-cccc", Ok("key_c"));
-        check("sk-proxy-bbbb", Ok("key_e")); // a name wins over a prefix
+        // A name that is another key's prefix: ambiguous, never the name's key silently.
+        check("sk-proxy-bbbb", Err(ErrorCode::InvalidArgument));
         check("batch", Err(ErrorCode::InvalidArgument));
         check("nope", Err(ErrorCode::KeyNotFound));
         let err = pick(&keys, "batch").expect_err("ambiguous");
