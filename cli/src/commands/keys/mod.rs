@@ -297,7 +297,8 @@ mod tests {
         }
         assert_eq!(parse_spend_limit("12.50"), Ok(Nanodollars(12_500_000_000)));
         assert_eq!(parse_spend_limit("$0.10"), Ok(Nanodollars(100_000_000)));
-        for bad in ["0", "-5", "ten", "1e3"] {
+        assert_eq!(parse_spend_limit("1e-6"), Ok(Nanodollars(1_000)));
+        for bad in ["0", "-5", "ten", "1e", "1e-10"] {
             assert_eq!(
                 parse_spend_limit(bad).map_err(|e| e.field),
                 Err("spend_limit_usd".to_owned()),
