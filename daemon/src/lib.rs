@@ -56,7 +56,8 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    prepare_data_dir(&config)?;
+    // Held until `run` returns: one daemon per data directory.
+    let _data_dir_lock = prepare_data_dir(&config)?;
     let store = Store::open(&config.database_path())?;
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
@@ -196,7 +197,13 @@ async fn reload_on_sighup(cert: Arc<tls::ReloadableCert>, stop: CancellationToke
 }
 
 /// Creates the data directory (0700: it holds the database and, later, TLS keys).
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+/// Creates the data directory if needed and locks it for this daemon.
+///
+/// Two daemons on one database would each enforce spend limits from their own memory (a key
+/// could spend its limit once per daemon) and overwrite each other's spend counters, so a
+/// second one refuses to start. The lock is `flock` on `gatewayd.lock` in the directory,
+/// released by the kernel however the process ends (no stale lock after a crash).
+fn prepare_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     let dir = &config.data_dir;
     if !dir.exists() {
         std::fs::create_dir_all(dir)
@@ -204,5 +211,22 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting mode of {}", dir.display()))?;
     }
-    Ok(())
+    let path = dir.join("gatewayd.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another gatewayd is already using the data directory {}; stop it first, or give \
+             this one its own data_dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }

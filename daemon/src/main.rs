@@ -50,7 +50,14 @@ fn main() -> ExitCode {
         // the moment the ready line appears still drains instead of killing the process.
         let shutdown = shutdown_signal()?;
         let listeners = Listeners::bind(&config).await?;
-        gatewayd::run(config, listeners, Arc::new(SystemClock::new()), shutdown).await
+        let socket = listeners.admin_socket_path.clone();
+        let result = gatewayd::run(config, listeners, Arc::new(SystemClock::new()), shutdown).await;
+        if result.is_err() {
+            // Bound by this process (a live daemon's socket refuses the bind): a start that
+            // failed after it leaves no stale socket behind.
+            let _ = std::fs::remove_file(&socket);
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,3 +71,37 @@ async fn a_second_daemon_refuses_a_live_socket() {
     // The first daemon is unharmed.
     assert_eq!(gateway.admin().get("/v1/keys").await.status, 200);
 }
+
+/// Two daemons on one database would each hold spend limits in their own memory (a key could
+/// spend its limit once per daemon): a second one on the same data directory, even with its
+/// own socket and ports, refuses to start.
+#[tokio::test]
+async fn a_second_daemon_refuses_a_data_directory_in_use() {
+    let gateway = Gateway::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("second.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nsocket = {:?}\n",
+            gateway.data_dir,
+            dir.path().join("second.sock")
+        ),
+    )
+    .expect("write config");
+    let output = gatewayd_command(&config, "info")
+        .output()
+        .await
+        .expect("second gatewayd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("already using the data directory"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("second.sock").exists(),
+        "the failed start removed the socket it had bound"
+    );
+    assert_eq!(gateway.admin().get("/v1/keys").await.status, 200);
+}
