@@ -209,6 +209,12 @@ impl Config {
         let prices = file.prices.unwrap_or_default();
         // Built here only to validate: a bad glob or price stops start-up with its name.
         PriceTable::new(&prices, spend.fallback_price.as_ref())?;
+        if admin.tls_cert.is_some() != admin.tls_key.is_some() {
+            anyhow::bail!(
+                "admin.tls_cert and admin.tls_key go together: set both (your certificate and \
+                 its private key) or neither (a self-signed certificate is generated)"
+            );
+        }
 
         let worker_threads = match file.worker_threads.or(defaults.worker_threads) {
             None | Some(0) => None,
@@ -500,6 +506,16 @@ mod tests {
             ),
             ("[spend]\nclamp = true", "clamp"),
             ("worker_threads = 5000", "worker_threads"),
+            (
+                "[[prices]]\nmodel = \"x\"\ninput = 1\noutput = 1\nmax_output_tokens = 0",
+                "max_output_tokens must be at least 1 for a model whose output is priced",
+            ),
+            (
+                "[spend.fallback_price]\ninput = 1\noutput = 1\nmax_output_tokens = 0",
+                "max_output_tokens must be at least 1 for a model whose output is priced",
+            ),
+            ("[admin]\ntls_cert = \"/etc/cert.pem\"", "admin.tls_key"),
+            ("[admin]\ntls_key = \"/etc/key.pem\"", "admin.tls_cert"),
         ] {
             let err = load_str(text).expect_err(text);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");

@@ -151,9 +151,36 @@ fn body_stalled(gap: Duration) -> GatewayError {
     .with_headers(headers)
 }
 
+/// The credential of an `Authorization: Bearer <token>` value, on every listener. The scheme
+/// is matched in any case (RFC 7235 §2.1: `BEARER`, `bearer`, `Bearer`); spaces around and
+/// after it are skipped. The rest is the token as sent: two credentials in one header are not
+/// a key and fail the checksum (401), rather than one of them being picked.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim_start();
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_matches([' ', '\t']))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for value in [
+            "Bearer tok",
+            "bearer tok",
+            "BEARER tok",
+            "  Bearer \t tok  ",
+        ] {
+            assert_eq!(bearer_token(value), Some("tok"), "{value:?}");
+        }
+        for value in ["Basic dG9r", "Bearertok", "tok", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
     use std::pin::Pin;
     use std::task::{Context, Poll};
     use tokio::sync::mpsc;

@@ -323,6 +323,18 @@ async fn admin_tokens_are_managed_on_the_socket_only() {
 
     // A revoked token is locked out at once.
     assert_exit(&remote.gwctl(&["keys", "list"]).await, 5, "unauthorized");
+
+    // The table of the token just revoked says so (gwctl read its clock before asking).
+    let revoked = gateway
+        .gwctl(&["admin-tokens", "revoke", "laptop", "--yes"])
+        .await;
+    revoked.assert_success();
+    assert!(
+        revoked.stdout.contains("state:") && revoked.stdout.contains("revoked"),
+        "{}",
+        revoked.stdout
+    );
+    assert!(!revoked.stdout.contains("active"), "{}", revoked.stdout);
 }
 
 #[tokio::test]

@@ -67,8 +67,7 @@ impl AdminApi {
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(crate::http_util::bearer_token);
         match presented.and_then(|token| self.tokens.authenticate(token)) {
             Some(actor) => self.handle(actor, Transport::Https, request).await,
             None => {

@@ -12,7 +12,7 @@ pub fn presented<'a>(
         headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
+            .and_then(crate::http_util::bearer_token)
     };
     let header = |name: &str| {
         headers
@@ -26,18 +26,6 @@ pub fn presented<'a>(
         Provider::Gemini => header("x-goog-api-key").or_else(|| query_key(query)),
     };
     found.filter(|key| !key.is_empty())
-}
-
-/// The credential of an `Authorization: Bearer <token>` value. The scheme is matched in any
-/// case (RFC 7235 §2.1: `BEARER`, `bearer`, `Bearer`); spaces around and after it are
-/// skipped. The rest is the token as sent: two credentials in one header are not a key and
-/// fail the checksum (401 `invalid_key`), rather than one of them being picked.
-fn bearer_token(value: &str) -> Option<&str> {
-    let value = value.trim_start();
-    let (scheme, rest) = value.split_once([' ', '\t'])?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim_matches([' ', '\t']))
 }
 
 fn query_key(query: Option<&str>) -> Option<&str> {

@@ -59,11 +59,26 @@ pub enum ModelSource {
 
 pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError> {
     check_path(path)?;
-    if path == "/healthz" {
-        return Ok(Route::Health);
-    }
-    if path == "/gateway/v1/key" {
-        return Ok(Route::SelfService);
+    if path == "/healthz" || path == "/gateway/v1/key" {
+        // The gateway's own read-only routes: a POST or DELETE there must not look like it
+        // did something (a client could think it revoked its key).
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let mut allow = http::HeaderMap::new();
+            allow.insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return Err(GatewayError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{path} only answers GET."),
+            )
+            .with_headers(allow));
+        }
+        return Ok(if path == "/healthz" {
+            Route::Health
+        } else {
+            Route::SelfService
+        });
     }
     let (provider, rest) = if let Some(rest) = path.strip_prefix("/openai/") {
         (Provider::Openai, rest)
@@ -502,6 +517,12 @@ mod tests {
             resolve(&Method::GET, "/gateway/v1/key").ok(),
             Some(Route::SelfService)
         );
+        for method in [Method::POST, Method::DELETE, Method::PUT] {
+            let err = resolve(&method, "/gateway/v1/key").expect_err("read-only");
+            assert_eq!(err.code, ErrorCode::MethodNotAllowed, "{method}");
+            assert!(resolve(&method, "/healthz").is_err(), "{method}");
+        }
+        assert!(resolve(&Method::HEAD, "/healthz").is_ok());
         for path in ["/", "/openai", "/azure/v1/chat", "/v2/x", "/healthz/x"] {
             let err = resolve(&Method::GET, path).expect_err(path);
             assert_eq!(err.code, ErrorCode::UnknownRoute, "{path}");

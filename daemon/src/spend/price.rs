@@ -212,9 +212,10 @@ fn price(
     max_output_tokens: Option<u64>,
 ) -> anyhow::Result<Price> {
     let input = input.dollars().context("input")?;
+    let output = output.dollars().context("output")?;
     Ok(Price {
         input,
-        output: output.dollars().context("output")?,
+        output,
         cache_read: cache_read
             .map(Decimal::dollars)
             .transpose()
@@ -225,7 +226,16 @@ fn price(
             .transpose()
             .context("cache_write")?
             .unwrap_or(input),
-        max_output_tokens: max_output_tokens.context("max_output_tokens is required")?,
+        max_output_tokens: match max_output_tokens {
+            None => anyhow::bail!("max_output_tokens is required"),
+            // What a request that names no output limit reserves: 0 for a priced output would
+            // reserve nothing and let it run unbounded past the key's limit (0 is for models
+            // with no output, such as embeddings, priced 0).
+            Some(0) if output != Nanodollars::ZERO => anyhow::bail!(
+                "max_output_tokens must be at least 1 for a model whose output is priced"
+            ),
+            Some(tokens) => tokens,
+        },
     })
 }
 

@@ -34,7 +34,15 @@ impl Cmd {
             .revoke_admin_token(&token.id)
             .await
             .with_context(|| format!("revoking admin token {}", token.id))?;
-        output.print(&revoked, output::admin_token_details)
+        // `now` was read before the request: the daemon's `revoked_at` is later, and the
+        // token it just revoked must not read as still active.
+        let after = Output {
+            now: revoked
+                .revoked_at
+                .map_or(output.now, |at| at.max(output.now)),
+            ..*output
+        };
+        after.print(&revoked, output::admin_token_details)
     }
 }
 
