@@ -44,9 +44,14 @@ impl Clock for SystemClock {
     }
 
     fn monotonic(&self) -> Duration {
-        self.started.elapsed()
+        self.started.elapsed() + MONOTONIC_START
     }
 }
+
+/// Where the real clock's monotonic time starts: an hour, not zero, so that what happened in
+/// the minute before a restart (the rate windows a shutdown saved) has a place on the new
+/// process's clock.
+const MONOTONIC_START: Duration = Duration::from_secs(3600);
 
 /// A clock that moves only when told to. Its monotonic time is the distance from `start`;
 /// tests move it forward only.

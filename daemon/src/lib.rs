@@ -62,6 +62,13 @@ pub async fn run(
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
         .context("loading keys")?;
+    match store.take_rate_windows().await {
+        Ok(saved) => cache.restore_rate_windows(&saved),
+        Err(err) => tracing::warn!(
+            error = format!("{err:#}"),
+            "cannot read the saved rate windows; they start empty"
+        ),
+    }
     // Read before any thread is pinned: the CPUs this process may use.
     let cpus = config
         .cpu_affinity
@@ -165,6 +172,20 @@ pub async fn run(
     }
     admin_done.context("admin server task panicked")?;
     https_done.context("admin HTTPS task panicked")?;
+    // No request is admitted any more: the windows carry over to the next start.
+    let windows = cache.rate_windows();
+    let saved = windows.len();
+    if let Err(err) = store
+        .save_rate_windows(clock.now().as_millisecond(), windows)
+        .await
+    {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "cannot save the rate windows; the next start begins them empty"
+        );
+    } else {
+        tracing::info!(windows = saved, "rate windows saved");
+    }
     // Every request that finished has queued its usage: commit it before exiting.
     let pending = usage.queue_depth();
     usage.flush().await;
@@ -196,8 +217,8 @@ async fn reload_on_sighup(cert: Arc<tls::ReloadableCert>, stop: CancellationToke
     }
 }
 
-/// Creates the data directory (0700: it holds the database and, later, TLS keys).
-/// Creates the data directory if needed and locks it for this daemon.
+/// Creates the data directory if needed (0700: it holds the database and TLS keys) and
+/// locks it for this daemon.
 ///
 /// Two daemons on one database would each enforce spend limits from their own memory (a key
 /// could spend its limit once per daemon) and overwrite each other's spend counters, so a

@@ -213,3 +213,37 @@ async fn a_request_refused_after_the_rate_step_does_not_use_a_slot() {
     );
     assert_eq!(send(&base, &key).await.status(), 429);
 }
+
+/// A graceful restart saves the windows and the next start reads them back: the minute goes
+/// on (SPEC §4, any rolling 60 s), with the real daemon and its real clock.
+#[tokio::test]
+async fn a_restart_keeps_the_rolling_window() {
+    let (mut gateway, _mock) = Gateway::with_mock("", "").await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "steady", "rate_limit_rpm": 3}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(send(&gateway.proxy_url(), &key).await.status(), 200);
+    }
+    gateway.restart().await;
+    assert!(
+        gateway.logs().contains("rate windows saved"),
+        "{}",
+        gateway.logs()
+    );
+    let refused = send(&gateway.proxy_url(), &key).await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "the minute goes on after the restart"
+    );
+    let retry_after: u64 = header(&refused, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+}

@@ -305,6 +305,47 @@ impl KeyCache {
         }
     }
 
+    /// The rate windows that have admissions in them, one per live state (a rotated key and
+    /// its successor share one) under one of its key ids: what a graceful shutdown saves.
+    pub fn rate_windows(&self) -> Vec<(String, Vec<(u64, u32)>)> {
+        let now = self.clock.monotonic();
+        let index = self.read();
+        let mut seen = HashSet::new();
+        index
+            .order
+            .iter()
+            .filter(|entry| seen.insert(Arc::as_ptr(&entry.runtime)))
+            .filter_map(|entry| {
+                let snapshot = entry
+                    .runtime
+                    .rate
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .snapshot(now);
+                (!snapshot.is_empty()).then(|| (entry.id.clone(), snapshot))
+            })
+            .collect()
+    }
+
+    /// Puts back the windows a shutdown saved (`saved_at_ms`, Unix ms, per window), each into
+    /// its key's live state; unknown keys are skipped.
+    pub fn restore_rate_windows(&self, saved: &[crate::store::SavedWindow]) {
+        let now = self.clock.monotonic();
+        let wall_ms = self.clock.now().as_millisecond();
+        for (key_id, saved_at_ms, runs) in saved {
+            let Some(entry) = self.get(key_id) else {
+                continue;
+            };
+            let since = u64::try_from(wall_ms.saturating_sub(*saved_at_ms)).unwrap_or(0);
+            entry
+                .runtime
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restore(now, runs, std::time::Duration::from_millis(since));
+        }
+    }
+
     /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
     /// the change has committed.
     pub fn upsert(&self, mut record: KeyRecord) -> Arc<KeyEntry> {

@@ -81,6 +81,40 @@ impl RateWindow {
         }
     }
 
+    /// The admissions still in the window at `now`, oldest first, as (age in milliseconds,
+    /// count): what a restart carries over (`restore`).
+    pub fn snapshot(&mut self, now: Duration) -> Vec<(u64, u32)> {
+        self.expire(now);
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        let now_ms = ceil_ms(now);
+        log.runs
+            .iter()
+            .map(|run| (now_ms.saturating_sub(log.ms(run)), run.count))
+            .collect()
+    }
+
+    /// Puts back the admissions of a `snapshot` taken `since` before `now` (on another
+    /// process's clock): those still inside the window count again, so a restart does not
+    /// open a fresh window (SPEC §4: any rolling 60 s). An admission older than this clock's
+    /// start cannot be placed and is left out.
+    pub fn restore(&mut self, now: Duration, snapshot: &[(u64, u32)], since: Duration) {
+        let now_ms = ceil_ms(now);
+        let since_ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
+        for &(age_ms, count) in snapshot {
+            let age_ms = age_ms.saturating_add(since_ms);
+            if age_ms >= window_ms || age_ms > now_ms || count == 0 {
+                continue;
+            }
+            let ms = now_ms - age_ms;
+            self.log
+                .get_or_insert_with(|| Box::new(Log::new(ms)))
+                .record_many(ms, count);
+        }
+    }
+
     /// The current headroom without admitting anything (for self-service).
     pub fn peek(&mut self, now: Duration, limit: u32) -> RateDecision {
         self.expire(now);
@@ -135,30 +169,28 @@ impl Log {
     }
 
     fn record(&mut self, ms: u64) {
+        self.record_many(ms, 1);
+    }
+
+    fn record_many(&mut self, ms: u64, count: u32) {
         let offset = self.offset(ms);
         match self.runs.back_mut() {
-            Some(last) if last.offset_ms == offset => last.count += 1,
-            Some(last) if last.offset_ms > offset => self.insert_earlier(offset),
+            Some(last) if last.offset_ms == offset => last.count += count,
+            Some(last) if last.offset_ms > offset => self.insert_earlier(offset, count),
             _ => self.runs.push_back(Run {
                 offset_ms: offset,
-                count: 1,
+                count,
             }),
         }
-        self.total += 1;
+        self.total = self.total.saturating_add(count);
     }
 
     /// An admission older than the newest run: only a clock that stepped back does this.
-    fn insert_earlier(&mut self, offset_ms: u32) {
+    fn insert_earlier(&mut self, offset_ms: u32, count: u32) {
         let i = self.runs.partition_point(|run| run.offset_ms < offset_ms);
         match self.runs.get_mut(i) {
-            Some(run) if run.offset_ms == offset_ms => run.count += 1,
-            _ => self.runs.insert(
-                i,
-                Run {
-                    offset_ms,
-                    count: 1,
-                },
-            ),
+            Some(run) if run.offset_ms == offset_ms => run.count += count,
+            _ => self.runs.insert(i, Run { offset_ms, count }),
         }
     }
 
@@ -323,6 +355,37 @@ mod tests {
 
     fn at(ms: u64) -> Duration {
         Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_snapshot_restored_on_another_clock_keeps_the_window() {
+        let mut before = RateWindow::default();
+        for t in [1_000, 1_000, 20_000] {
+            assert!(before.admit(at(t), 3).admitted);
+        }
+        let snapshot = before.snapshot(at(30_000));
+        assert_eq!(snapshot, [(29_000, 2), (10_000, 1)]);
+        // Restored 5 s later on a clock that reads 70 s: ages 34 s and 15 s.
+        let mut after = RateWindow::default();
+        after.restore(at(70_000), &snapshot, Duration::from_secs(5));
+        let refused = after.admit(at(70_000), 3);
+        assert!(
+            !refused.admitted,
+            "three admissions are still in the window"
+        );
+        assert_eq!(
+            refused.reset_after,
+            at(26_000),
+            "the two oldest leave at 96 s"
+        );
+        assert!(after.admit(at(96_000), 3).admitted);
+        // Too old to count, or older than the new clock: left out.
+        let mut late = RateWindow::default();
+        late.restore(at(70_000), &snapshot, Duration::from_secs(40));
+        assert_eq!(late.snapshot(at(70_000)), [(50_000, 1)]);
+        let mut young_clock = RateWindow::default();
+        young_clock.restore(at(12_000), &snapshot, Duration::ZERO);
+        assert_eq!(young_clock.snapshot(at(12_000)), [(10_000, 1)]);
     }
 
     #[test]

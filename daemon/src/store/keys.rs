@@ -50,6 +50,50 @@ pub fn insert_rotation(
     Ok(())
 }
 
+/// A rate window as saved at shutdown: key id, when (Unix ms), runs of (age ms, count).
+pub type SavedWindow = (String, i64, Vec<(u64, u32)>);
+
+/// Replaces the saved rate windows with `windows`, saved at `saved_at_ms`.
+pub fn save_rate_windows(
+    tx: &Transaction<'_>,
+    saved_at_ms: i64,
+    windows: &[(String, Vec<(u64, u32)>)],
+) -> anyhow::Result<()> {
+    tx.execute("DELETE FROM rate_windows", [])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO rate_windows (key_id, saved_at_ms, runs) VALUES (?1, ?2, ?3)",
+    )?;
+    for (key_id, runs) in windows {
+        insert.execute(rusqlite::params![
+            key_id,
+            saved_at_ms,
+            serde_json::to_string(runs)?
+        ])?;
+    }
+    Ok(())
+}
+
+/// The saved rate windows, removed from the table (they are read once, at start-up). A row
+/// that does not read is skipped: a window is worth less than starting.
+pub fn take_rate_windows(tx: &Transaction<'_>) -> anyhow::Result<Vec<SavedWindow>> {
+    let mut select = tx.prepare("SELECT key_id, saved_at_ms, runs FROM rate_windows")?;
+    let rows = select
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(select);
+    tx.execute("DELETE FROM rate_windows", [])?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key_id, at, runs)| Some((key_id, at, serde_json::from_str(&runs).ok()?)))
+        .collect())
+}
+
 pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
     let sql = format!(
         "INSERT INTO keys ({COLUMNS}) VALUES (:id, :hash, :prefix, :name, :allowed_providers, \

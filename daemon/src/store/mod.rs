@@ -22,6 +22,7 @@ use gateway_shared::api::AuditEntry;
 use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditQuery, AuditRecord};
+pub use keys::SavedWindow;
 
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::{CountedSpend, SpendState};
@@ -69,6 +70,21 @@ impl Store {
         each: impl FnMut(KeyRecord) + Send + 'static,
     ) -> anyhow::Result<()> {
         self.call(move |conn| keys::load_all(conn, each)).await
+    }
+
+    /// Saves the rate windows at shutdown (replacing any saved before).
+    pub async fn save_rate_windows(
+        &self,
+        saved_at_ms: i64,
+        windows: Vec<(String, Vec<(u64, u32)>)>,
+    ) -> anyhow::Result<()> {
+        self.write(move |tx| keys::save_rate_windows(tx, saved_at_ms, &windows))
+            .await
+    }
+
+    /// The rate windows the last shutdown saved, taken out of the database.
+    pub async fn take_rate_windows(&self) -> anyhow::Result<Vec<SavedWindow>> {
+        self.write(keys::take_rate_windows).await
     }
 
     /// Every rotation as (successor id, predecessor id).
