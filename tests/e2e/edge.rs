@@ -383,3 +383,51 @@ async fn malformed_http_is_answered_in_the_error_shape_too() {
     assert_eq!(status, 400, "{text}");
     assert_eq!(body["error"]["code"], "invalid_request", "{text}");
 }
+
+/// A refusal before the request body was read (no key, a bad key, a forbidden IP or provider)
+/// leaves the body unread: hyper closes such a connection after answering, so the answer says
+/// `Connection: close` and the client's next request does not meet a broken pipe. A refusal
+/// of a request without a body keeps the connection.
+#[tokio::test]
+async fn a_refusal_that_leaves_the_body_unread_says_the_connection_closes() {
+    let gateway = Gateway::start().await;
+    let body = format!(
+        r#"{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(4000)
+    );
+    let head_of = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer).to_ascii_lowercase();
+        text.split_once("\r\n\r\n")
+            .map_or(text.clone(), |(head, _)| head.to_owned())
+    };
+    let mut stream = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer sk-proxy-nope\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let head = head_of(&answer);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+
+    // Without a body the connection stays: a second request on it is answered.
+    let mut stream = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let request = b"GET /v1/models HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    stream.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("read");
+    let head = head_of(&buf[..n]);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    stream
+        .write_all(request)
+        .await
+        .expect("second request on the same connection");
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+}

@@ -147,7 +147,12 @@ impl Proxy {
         // future, and the `Meter` and `MeteredBody` guards settle the request in their `Drop`
         // (a spawn per request cost a cross-task wake-up each, measured in the benchmark).
         let code;
-        let response = match self.pipeline(peer, request, started).await {
+        // A refusal before the body was read leaves it on the connection: hyper cannot reuse
+        // the connection then and closes it after the answer, which a client learns only when
+        // its next request fails (a broken pipe). Saying `Connection: close` tells it first.
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
+        let mut body_read = false;
+        let response = match self.pipeline(peer, request, started, &mut body_read).await {
             Ok(response) => {
                 code = match response.status().as_u16() {
                     200..=399 => "ok",
@@ -162,7 +167,13 @@ impl Proxy {
                 }
                 code = err.code.as_str();
                 self.metrics.auth_failure(err.code);
-                err.into_response(Plane::Data)
+                let mut response = err.into_response(Plane::Data);
+                if has_body && !body_read {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         };
         drop(in_flight);
@@ -182,6 +193,7 @@ impl Proxy {
         peer: SocketAddr,
         request: http::Request<Incoming>,
         started: Instant,
+        body_read: &mut bool,
     ) -> Result<Response, GatewayError> {
         let route = match route::resolve(request.method(), request.uri().path())? {
             Route::Health => return Ok(self.health()),
@@ -233,6 +245,7 @@ impl Proxy {
             self.body_read_timeout,
         )
         .await?;
+        *body_read = true;
         let json = model::json_body(&route.model, &parts.headers, &body)?;
         let model = model::named(&route.model, json.as_ref())?;
         model::check(&route.model, model.as_deref(), &key.policy)?;
