@@ -258,6 +258,7 @@ async fn every_error_has_the_spec_shape() {
             .await,
         admin.get("/v1/nothing-here").await,
         admin.send("PUT", "/v1/keys", None).await,
+        admin.get("/v1/keys/key_0123456789abcdefghij/rotate").await,
         admin.get("/v1/keys?limit=0").await,
         admin.get("/v1/keys?state=sleepy").await,
         admin.get("/v1/keys?cursor=key_unknown").await,
@@ -268,6 +269,7 @@ async fn every_error_has_the_spec_shape() {
         (400, "invalid_argument"),
         (413, "body_too_large"),
         (404, "unknown_route"),
+        (405, "method_not_allowed"),
         (405, "method_not_allowed"),
         (400, "invalid_argument"),
         (400, "invalid_argument"),
@@ -291,6 +293,16 @@ async fn every_error_has_the_spec_shape() {
             Some("application/json")
         );
     }
+    // A 405 says which methods the route answers.
+    let allow = |response: &gateway_tests::admin::ApiResponse| {
+        response
+            .headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(allow(&responses[3]).as_deref(), Some("GET, POST"));
+    assert_eq!(allow(&responses[4]).as_deref(), Some("POST"));
 }
 
 #[tokio::test]

@@ -116,22 +116,36 @@ impl AdminApi {
             (["v1", "admin-tokens", id], &M::DELETE) => {
                 admin_tokens::revoke(self, &actor, id).await
             }
-            (
-                ["healthz"]
-                | ["v1", "keys"]
-                | ["v1", "keys", _]
-                | ["v1", "keys", _, "usage"]
-                | ["v1", "audit"],
-                _,
-            ) => Err(GatewayError::new(
-                ErrorCode::MethodNotAllowed,
-                format!("{method} is not supported on {}.", redact_secrets(&path)),
-            )),
+            (route, _) if allowed_methods(route).is_some() => {
+                let allowed = allowed_methods(route).unwrap_or_default();
+                let mut allow = http::HeaderMap::new();
+                allow.insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+                Err(GatewayError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!(
+                        "{method} is not supported on {}; use {allowed}.",
+                        redact_secrets(&path)
+                    ),
+                )
+                .with_headers(allow))
+            }
             _ => Err(GatewayError::new(
                 ErrorCode::UnknownRoute,
                 format!("There is no management route {}.", redact_secrets(&path)),
             )),
         }
+    }
+}
+
+/// The methods a management route answers (for 405's `Allow`); `None` for no such route.
+fn allowed_methods(route: &[&str]) -> Option<&'static str> {
+    match route {
+        ["healthz"] | ["v1", "keys", _, "usage"] | ["v1", "audit"] | ["metrics"] => Some("GET"),
+        ["v1", "keys"] | ["v1", "admin-tokens"] => Some("GET, POST"),
+        ["v1", "keys", _] => Some("GET, PATCH, DELETE"),
+        ["v1", "keys", _, "rotate"] => Some("POST"),
+        ["v1", "admin-tokens", _] => Some("DELETE"),
+        _ => None,
     }
 }
 
