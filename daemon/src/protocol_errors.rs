@@ -5,13 +5,21 @@
 //! hyper answers it itself, 400, 431 or 414 with an empty body, and closes. SPEC §3 wants one
 //! JSON error shape on every route, and hyper has no hook for that answer, so this wrapper
 //! around a connection's socket recognises it on its way out, by its exact shape — that status
-//! line, then only `connection: close`, `content-length: 0` and `date`, and nothing after
-//! (every answer of ours has a content type, and no provider answer is that bare) — and writes
-//! the same status with an `invalid_request` JSON body instead. All else passes through; the
-//! check costs a comparison of a write's last bytes.
+//! line, then only `connection: close`, `content-length: 0` and `date`, and nothing after —
+//! and writes the same status with an `invalid_request` JSON body instead.
+//!
+//! Only while no request on the connection has reached the service ([`Served`]): once one
+//! has, the bytes on their way out may be a provider's answer, and a provider's body or bare
+//! 400 can have exactly that shape (a downloaded file holding an HTTP transcript); rewriting
+//! it would corrupt the answer and desynchronise the connection. So a malformed *first*
+//! request gets the JSON error, and one after a served request on a keep-alive connection
+//! keeps hyper's empty answer. All else passes through; the check costs a flag and a
+//! comparison of a write's last bytes.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -23,14 +31,34 @@ pub struct ProtocolErrors<S> {
     inner: S,
     /// The rewritten refusal, still to be written before anything else.
     pending: Bytes,
+    served: Served,
+}
+
+/// Set by the connection's service when hyper hands it a request: from then on nothing
+/// written on the connection is rewritten.
+#[derive(Clone, Debug, Default)]
+pub struct Served(Arc<AtomicBool>);
+
+impl Served {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl<S> ProtocolErrors<S> {
-    pub fn new(inner: S) -> Self {
-        Self {
+    /// The wrapped socket, and the flag its service must [`Served::mark`] on every request.
+    pub fn new(inner: S) -> (Self, Served) {
+        let served = Served::default();
+        let wrapped = Self {
             inner,
             pending: Bytes::new(),
-        }
+            served: served.clone(),
+        };
+        (wrapped, served)
     }
 }
 
@@ -141,6 +169,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProtocolErrors<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.drain(cx))?;
+        if this.served.any() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
         match refusal(buf) {
             Some((0, message)) => this.replace(cx, buf, message),
             // Our answers before it go out first; hyper hands over the rest again.
@@ -156,6 +187,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProtocolErrors<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.drain(cx))?;
+        if this.served.any() {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
         let Some(last) = bufs.iter().rposition(|b| !b.is_empty()) else {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         };
@@ -202,8 +236,16 @@ mod tests {
 
     /// What the peer reads after `writes` go through the wrapper and it shuts down.
     async fn through(writes: &[&[u8]]) -> String {
+        through_served(writes, false).await
+    }
+
+    /// Like [`through`], with the service marked as having served a request first.
+    async fn through_served(writes: &[&[u8]], served: bool) -> String {
         let (ours, mut peer) = tokio::io::duplex(64);
-        let mut wrapped = ProtocolErrors::new(ours);
+        let (mut wrapped, flag) = ProtocolErrors::new(ours);
+        if served {
+            flag.mark();
+        }
         let writes: Vec<Vec<u8>> = writes.iter().map(|w| w.to_vec()).collect();
         let writer = tokio::spawn(async move {
             for write in writes {
@@ -272,5 +314,16 @@ mod tests {
         );
         let untouched = through(&[OURS, b"{}"]).await;
         assert_eq!(untouched.as_bytes(), [OURS, b"{}"].concat());
+    }
+
+    /// Once a request was served, what goes out may be a provider's answer: a body or a bare
+    /// provider 400 shaped exactly like hyper's refusal passes as it is.
+    #[tokio::test]
+    async fn nothing_is_rewritten_once_a_request_was_served() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 101\r\n\r\n".as_slice();
+        let seen = through_served(&[head, BARE_400], true).await;
+        assert_eq!(seen.as_bytes(), [head, BARE_400].concat());
+        let seen = through_served(&[BARE_400], true).await;
+        assert_eq!(seen.as_bytes(), BARE_400);
     }
 }

@@ -142,7 +142,9 @@ pub async fn serve_admin_socket(
             }
         };
         let api = Arc::clone(&api);
+        let (stream, served) = ProtocolErrors::new(stream);
         let service = service_fn(move |request| {
+            served.mark();
             let api = Arc::clone(&api);
             let actor = actor.clone();
             async move {
@@ -154,7 +156,7 @@ pub async fn serve_admin_socket(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
+            .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -213,14 +215,16 @@ pub async fn serve_admin_https(
                         return;
                     }
                 };
+            let (stream, served) = ProtocolErrors::new(stream);
             let service = service_fn(move |request| {
+                served.mark();
                 let api = Arc::clone(&api);
                 async move { Ok::<_, std::convert::Infallible>(api.handle_https(request).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
+                .serve_connection(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "admin HTTPS connection ended with an error");
             }
@@ -295,14 +299,16 @@ pub async fn serve_proxy(
                     return;
                 }
             };
+            let (stream, served) = ProtocolErrors::new(stream);
             let service = service_fn(move |request| {
+                served.mark();
                 let proxy = Arc::clone(&proxy);
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
+                .serve_connection(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "proxy connection ended with an error");
             }
@@ -339,7 +345,9 @@ async fn serve_one_and_close(
     peer: std::net::SocketAddr,
     proxy: Arc<Proxy>,
 ) {
+    let (stream, served) = ProtocolErrors::new(stream);
     let service = service_fn(move |request| {
+        served.mark();
         let proxy = Arc::clone(&proxy);
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(peer, request).await) }
     });
@@ -347,28 +355,35 @@ async fn serve_one_and_close(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(false)
-        .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service)
+        .serve_connection(TokioIo::new(stream), service)
         .await;
 }
 
 /// Beyond the connection cap: answer one fast 503 and close, rather than queue.
 async fn refuse_overloaded(stream: tokio::net::TcpStream) {
-    let service = service_fn(|_request| async {
-        let mut response = GatewayError::new(
-            ErrorCode::Overloaded,
-            "The gateway is at its connection limit; retry shortly.",
-        )
-        .into_response(Plane::Data);
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        Ok::<_, std::convert::Infallible>(response)
+    let (stream, served) = ProtocolErrors::new(stream);
+    let service = service_fn(move |_request| {
+        served.mark();
+        overloaded()
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(false)
-        .serve_connection(TokioIo::new(ProtocolErrors::new(stream)), service);
+        .serve_connection(TokioIo::new(stream), service);
     let _ = connection.await;
+}
+
+/// The 503 `overloaded` answer, closing the connection.
+async fn overloaded() -> Result<crate::http_util::Response, std::convert::Infallible> {
+    let mut response = GatewayError::new(
+        ErrorCode::Overloaded,
+        "The gateway is at its connection limit; retry shortly.",
+    )
+    .into_response(Plane::Data);
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Ok(response)
 }

@@ -364,7 +364,8 @@ async fn malformed_http_is_answered_in_the_error_shape_too() {
             );
         }
     }
-    // After an answer of ours on the same connection: both answers whole, in order.
+    // After a served request on the same connection, what goes out may be a provider's
+    // answer, so nothing is rewritten any more: our answer whole, then hyper's bare 400.
     let answer = send_as_is(
         &gateway,
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
@@ -379,9 +380,7 @@ async fn malformed_http_is_answered_in_the_error_shape_too() {
         (status, body["error"]["code"].clone()),
         (401, json!("missing_key"))
     );
-    let (status, body, text) = parse_answer(rest.as_bytes());
-    assert_eq!(status, 400, "{text}");
-    assert_eq!(body["error"]["code"], "invalid_request", "{text}");
+    assert!(rest.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{rest}");
 }
 
 /// A refusal before the request body was read (no key, a bad key, a forbidden IP or provider)
@@ -430,4 +429,44 @@ async fn a_refusal_that_leaves_the_body_unread_says_the_connection_closes() {
         .expect("second request on the same connection");
     let n = stream.read(&mut buf).await.expect("read");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+}
+
+/// Answers shaped exactly like the HTTP parser's own refusal pass through untouched: a
+/// provider body holding one (a downloaded transcript) and a provider's bare 400 (SPEC §3:
+/// provider errors pass through). Only a malformed first request is rewritten.
+#[tokio::test]
+async fn provider_answers_shaped_like_a_parser_refusal_pass_untouched() {
+    let (gateway, _mock) = Gateway::with_mock("", "").await;
+    let (_, key, _) = gateway.admin().create_key(json!({"name": "files"})).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!(
+                "{}/openai/v1/files/{path}/content",
+                gateway.proxy_url()
+            ))
+            .bearer_auth(&key)
+            .send()
+    };
+    for _ in 0..2 {
+        let file = get("transcript").await.expect("transcript");
+        assert_eq!(file.status(), 200);
+        let bytes = file.bytes().await.expect("body");
+        assert_eq!(
+            &bytes[..],
+            gateway_tests::mock::HYPER_LIKE_400,
+            "the file as stored"
+        );
+        let bare = get("bare-400").await.expect("bare 400");
+        assert_eq!(bare.status(), 400);
+        assert!(
+            bare.headers().get("content-type").is_none(),
+            "{:?}",
+            bare.headers()
+        );
+        assert!(
+            bare.bytes().await.expect("body").is_empty(),
+            "the provider's empty body"
+        );
+    }
 }

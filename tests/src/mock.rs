@@ -33,6 +33,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// The bytes hyper sends when it refuses a malformed request itself.
+pub const HYPER_LIKE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Fri, 27 Nov 2026 15:19:49 GMT\r\n\r\n";
+
 /// Token counts every mock response reports, so costs are predictable.
 pub const PROMPT_TOKENS: u64 = 11;
 pub const COMPLETION_TOKENS: u64 = 7;
@@ -158,6 +161,22 @@ async fn respond(
     let streaming = json_body["stream"].as_bool().unwrap_or(false);
     match (provider, rest) {
         ("openai", "v1/models") | ("anthropic", "v1/models") => json_response(model_list()),
+        // Answers shaped like the HTTP parser's own refusals: a file holding an HTTP
+        // transcript, and a bare 400 (the gateway must pass both through untouched).
+        ("openai", "v1/files/transcript/content") => http::Response::new(
+            Full::new(Bytes::from_static(HYPER_LIKE_400))
+                .map_err(|never| match never {})
+                .boxed(),
+        ),
+        ("openai", "v1/files/bare-400/content") => {
+            let mut response = http::Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *response.status_mut() = http::StatusCode::BAD_REQUEST;
+            response
+        }
         ("gemini", rest) if rest.ends_with("/models") => json_response(gemini_model_list()),
         ("openai", "v1/chat/completions") if streaming => stream_response(
             openai_stream(&model, &json_body, control.events, control.usage),
