@@ -62,13 +62,6 @@ pub async fn run(
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
         .context("loading keys")?;
-    match store.take_rate_windows().await {
-        Ok(saved) => cache.restore_rate_windows(&saved),
-        Err(err) => tracing::warn!(
-            error = format!("{err:#}"),
-            "cannot read the saved rate windows; they start empty"
-        ),
-    }
     // Read before any thread is pinned: the CPUs this process may use.
     let cpus = config
         .cpu_affinity
@@ -116,6 +109,15 @@ pub async fn run(
         .proxy
         .local_addr()
         .context("proxy listener address")?;
+    // Taken out of the database only now that nothing can fail before serving: a start that
+    // failed earlier leaves them for the next one.
+    match store.take_rate_windows().await {
+        Ok(saved) => cache.restore_rate_windows(&saved),
+        Err(err) => tracing::warn!(
+            error = format!("{err:#}"),
+            "cannot read the saved rate windows; they start empty"
+        ),
+    }
     let loops = Arc::new(event_loops::EventLoops::start(
         config.event_loops(),
         cpus.as_ref(),

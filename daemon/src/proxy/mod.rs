@@ -207,18 +207,27 @@ impl Proxy {
             ));
         }
         let client_ip = client_ip::resolve(peer, request.headers(), &self.trusted_proxies);
-        let key =
-            match credential::presented(route.provider, request.headers(), request.uri().query()) {
-                Some(presented) => self.authenticate(presented)?,
-                // The bytes of a Gemini upload the gateway started come without a key
-                // (`upload_url`): the session's own key.
-                None => self
-                    .upload_sessions
-                    .key_of(request.uri().query(), self.clock.monotonic())
-                    .filter(|_| upload_url::starts_upload(route.provider, &route.upstream_path))
-                    .and_then(|id| self.keys.get(&id))
-                    .ok_or_else(|| missing_key(&route))?,
-            };
+        let presented =
+            credential::presented(route.provider, request.headers(), request.uri().query());
+        let keyless = presented.is_none();
+        let key = match presented {
+            Some(presented) => self.authenticate(presented)?,
+            // The bytes of a Gemini upload the gateway started come without a key
+            // (`upload_url`): the session's own key, for those bytes only.
+            None => upload_url::starts_upload(route.provider, &route.upstream_path)
+                .then(|| {
+                    self.upload_sessions.key_of(
+                        request.method(),
+                        &route.upstream_path,
+                        request.headers(),
+                        request.uri().query(),
+                        self.clock.monotonic(),
+                    )
+                })
+                .flatten()
+                .and_then(|id| self.keys.get(&id))
+                .ok_or_else(|| missing_key(&route))?,
+        };
         tracing::trace!(key_id = %key.id, prefix = %key.prefix, provider = %route.provider, "authenticated");
         let now = self.clock.now();
         check_lifecycle(&key, now)?;
@@ -343,7 +352,8 @@ impl Proxy {
         if let Some(tokens) = clamped {
             headers.insert(OUTPUT_CLAMPED, HeaderValue::from(tokens));
         }
-        if let Some(origin) = upload_origin
+        // Only a request made with the key itself starts a session the bytes can use.
+        if let Some(origin) = upload_origin.filter(|_| !keyless)
             && let Some(session) = upload_url::point_at_gateway(headers, &origin, &self.upstream)
         {
             self.upload_sessions

@@ -58,13 +58,20 @@ pub fn gateway_origin(headers: &HeaderMap, from_trusted_proxy: bool) -> Option<S
     (authority.as_str() == host && !host.contains('@')).then(|| format!("{scheme}://{host}"))
 }
 
+/// An upload session the gateway pointed at itself: its `upload_id` and the path (below the
+/// provider's base URL) the bytes go to.
+pub struct Session {
+    pub upload_id: String,
+    pub path: String,
+}
+
 /// Rewrites the answer's upload URLs that point at the configured Gemini base URL to the
-/// gateway's `/gemini` route at `origin`; returns the session's `upload_id` when it did.
+/// gateway's `/gemini` route at `origin`; returns the session when it did.
 pub fn point_at_gateway(
     headers: &mut HeaderMap,
     origin: &str,
     upstream: &Upstream,
-) -> Option<String> {
+) -> Option<Session> {
     let mut session = None;
     for name in &UPLOAD_URLS {
         let Some(url) = headers.get(name).and_then(|v| v.to_str().ok()) else {
@@ -74,7 +81,13 @@ pub fn point_at_gateway(
             continue;
         };
         if let Ok(value) = HeaderValue::try_from(format!("{origin}/gemini{rest}")) {
-            session = session.or_else(|| upload_id(rest.split_once('?')?.1).map(str::to_owned));
+            session = session.or_else(|| {
+                let (path, query) = rest.split_once('?')?;
+                Some(Session {
+                    upload_id: upload_id(query)?.to_owned(),
+                    path: path.to_owned(),
+                })
+            });
             headers.insert(name, value);
         }
     }
@@ -102,14 +115,16 @@ pub struct UploadSessions {
 
 #[derive(Default)]
 struct Sessions {
-    key_of: HashMap<String, String>,
+    /// By `upload_id`: the key that started it, and the path its bytes go to.
+    key_of: HashMap<String, (String, String)>,
     /// (`upload_id`, when it started), oldest first.
     started: VecDeque<(String, Duration)>,
 }
 
 impl UploadSessions {
     /// Remembers that `key_id` started session `upload_id` at `now` (monotonic).
-    pub fn remember(&self, upload_id: String, key_id: &str, now: Duration) {
+    pub fn remember(&self, session: Session, key_id: &str, now: Duration) {
+        let Session { upload_id, path } = session;
         let mut sessions = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         sessions.forget_older_than(now);
         while sessions.started.len() >= MAX_SESSIONS {
@@ -119,19 +134,34 @@ impl UploadSessions {
         }
         if sessions
             .key_of
-            .insert(upload_id.clone(), key_id.to_owned())
+            .insert(upload_id.clone(), (key_id.to_owned(), path))
             .is_none()
         {
             sessions.started.push_back((upload_id, now));
         }
     }
 
-    /// The key that started the session a request's `query` names, if the gateway started it.
-    pub fn key_of(&self, query: Option<&str>, now: Duration) -> Option<String> {
+    /// The key a request without one counts as: the key that started the session the query
+    /// names, when the request sends that session its bytes — a POST to the session's own
+    /// path with an upload command other than `start` (a new session needs the key itself,
+    /// so a session URL never becomes a credential for anything else, nor a renewable one).
+    pub fn key_of(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        now: Duration,
+    ) -> Option<String> {
+        let command = headers.get("x-goog-upload-command")?.to_str().ok()?;
+        if method != http::Method::POST || command.to_ascii_lowercase().contains("start") {
+            return None;
+        }
         let id = upload_id(query?)?;
         let mut sessions = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         sessions.forget_older_than(now);
-        sessions.key_of.get(id).cloned()
+        let (key_id, session_path) = sessions.key_of.get(id)?;
+        (session_path == path).then(|| key_id.clone())
     }
 }
 
@@ -190,30 +220,65 @@ mod tests {
         assert_eq!(gateway_origin(&HeaderMap::new(), false), None);
     }
 
+    fn session(id: &str) -> Session {
+        Session {
+            upload_id: id.into(),
+            path: "/upload/v1beta/files".into(),
+        }
+    }
+
     #[test]
-    fn a_session_is_its_starting_key_until_it_expires_or_is_pushed_out() {
+    fn a_session_is_its_starting_key_for_its_bytes_only_until_it_expires() {
         let sessions = UploadSessions::default();
         let hour = Duration::from_secs(3600);
-        sessions.remember("abc".into(), "key_a", hour);
-        let query = Some("upload_id=abc&upload_protocol=resumable");
-        assert_eq!(sessions.key_of(query, hour * 2).as_deref(), Some("key_a"));
-        assert_eq!(sessions.key_of(Some("upload_id=other"), hour * 2), None);
-        assert_eq!(sessions.key_of(Some("upload_id="), hour * 2), None);
-        assert_eq!(sessions.key_of(None, hour * 2), None);
-        assert_eq!(sessions.key_of(query, hour + SESSION_TTL), None, "expired");
-
-        for i in 0..=MAX_SESSIONS {
-            sessions.remember(format!("s{i}"), "key_b", hour);
+        sessions.remember(session("abc"), "key_a", hour);
+        let upload = headers(&[("x-goog-upload-command", "upload, finalize")]);
+        let start = headers(&[("x-goog-upload-command", "start")]);
+        let files = "/upload/v1beta/files";
+        let key_of = |method: &http::Method, path: &str, headers: &HeaderMap, query: &str, at| {
+            sessions.key_of(method, path, headers, Some(query), at)
+        };
+        let query = "upload_id=abc&upload_protocol=resumable";
+        let post = http::Method::POST;
+        assert_eq!(
+            key_of(&post, files, &upload, query, hour * 2).as_deref(),
+            Some("key_a")
+        );
+        for (method, path, headers) in [
+            (&post, files, &start),
+            (&post, files, &HeaderMap::new()),
+            (&http::Method::DELETE, files, &upload),
+            (&post, "/upload/v1beta/files/x", &upload),
+            (&post, "/upload/v1beta/models/m:generateContent", &upload),
+        ] {
+            assert_eq!(
+                key_of(method, path, headers, query, hour * 2),
+                None,
+                "{method} {path}"
+            );
         }
         assert_eq!(
-            sessions.key_of(Some("upload_id=s0"), hour),
+            key_of(&post, files, &upload, "upload_id=other", hour * 2),
+            None
+        );
+        assert_eq!(key_of(&post, files, &upload, "upload_id=", hour * 2), None);
+        assert_eq!(
+            key_of(&post, files, &upload, query, hour + SESSION_TTL),
+            None,
+            "expired"
+        );
+
+        for i in 0..=MAX_SESSIONS {
+            sessions.remember(session(&format!("s{i}")), "key_b", hour);
+        }
+        assert_eq!(
+            key_of(&post, files, &upload, "upload_id=s0", hour),
             None,
             "the oldest went"
         );
+        let newest = format!("upload_id=s{MAX_SESSIONS}");
         assert_eq!(
-            sessions
-                .key_of(Some(&format!("upload_id=s{MAX_SESSIONS}")), hour)
-                .as_deref(),
+            key_of(&post, files, &upload, &newest, hour).as_deref(),
             Some("key_b")
         );
     }
