@@ -470,3 +470,28 @@ async fn provider_answers_shaped_like_a_parser_refusal_pass_untouched() {
         );
     }
 }
+
+/// The management API does the same on its socket: an error answer to a request with a body
+/// (here refused before the body was read) says the connection closes.
+#[tokio::test]
+async fn management_errors_to_requests_with_a_body_say_the_connection_closes() {
+    let gateway = Gateway::start().await;
+    // Small enough to be in hyper's buffer already: a large unread body makes the close a
+    // reset, which can swallow the answer before the client reads it.
+    let body = "x".repeat(2 * 1024);
+    let request = format!(
+        "POST /v1/nope HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = send_as_is(&gateway, request.as_bytes(), true).await;
+    let (status, body, text) = parse_answer(answer.as_bytes());
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(body["error"]["code"], "unknown_route", "{text}");
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(h, _)| h);
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}

@@ -51,9 +51,10 @@ impl AdminApi {
         transport: Transport,
         request: http::Request<Incoming>,
     ) -> Response {
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
         match self.route(actor, transport, request).await {
             Ok(response) => response,
-            Err(err) => err.into_response(Plane::Management),
+            Err(err) => closing_if(has_body, err.into_response(Plane::Management)),
         }
     }
 
@@ -72,12 +73,14 @@ impl AdminApi {
             Some(actor) => self.handle(actor, Transport::Https, request).await,
             None => {
                 self.metrics.auth_failure(ErrorCode::Unauthorized);
-                GatewayError::new(
+                let has_body = !hyper::body::Body::is_end_stream(request.body());
+                let refusal = GatewayError::new(
                     ErrorCode::Unauthorized,
                     "This listener needs Authorization: Bearer with a live admin token \
                      (create one with gwctl admin-tokens create on the server).",
                 )
-                .into_response(Plane::Management)
+                .into_response(Plane::Management);
+                closing_if(has_body, refusal)
             }
         }
     }
@@ -135,6 +138,20 @@ impl AdminApi {
             )),
         }
     }
+}
+
+/// An error answer to a request that came with a body says `Connection: close`: the body
+/// may be unread (refused before it was needed), and hyper then closes the connection after
+/// answering, which a keep-alive client would otherwise learn only from its next request
+/// failing. Management errors are rare; a new connection costs little.
+fn closing_if(has_body: bool, mut response: Response) -> Response {
+    if has_body {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The methods a management route answers (for 405's `Allow`); `None` for no such route.
