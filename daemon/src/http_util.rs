@@ -136,6 +136,39 @@ where
     })
 }
 
+/// How long a refused request's unread body may keep arriving before the connection is
+/// closed anyway ([`discard_unread`]), and the longest pause within it.
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+const LINGER_GAP: Duration = Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused request's body, then lets the connection close.
+///
+/// Why: closing a socket with request bytes still unread makes the kernel answer with a reset,
+/// and a client still sending (a large prompt with a revoked or rate-limited key) meets a
+/// broken pipe and reports a connection error instead of our 401/429 — the official Node SDK
+/// does exactly that. Reading the rest first (as nginx's lingering close does) lets the
+/// client finish sending and read the answer. Bounded: at most `limit` bytes, a pause of
+/// [`LINGER_GAP`] and [`LINGER_TOTAL`] in all; beyond that the close is a reset as before.
+/// Run as a task of its own after the answer is handed to hyper, which keeps reading the
+/// connection for as long as the body is wanted.
+pub async fn discard_unread(mut body: Incoming, limit: usize) {
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut read = 0usize;
+    while read <= limit {
+        let next = tokio::time::Instant::now() + LINGER_GAP;
+        let frame = tokio::time::timeout_at(next.min(deadline), body.frame()).await;
+        match frame {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    read = read.saturating_add(data.len());
+                }
+            }
+            // The end, a broken body, or out of time: nothing more to wait for.
+            Ok(None | Some(Err(_))) | Err(_) => return,
+        }
+    }
+}
+
 /// 408 for a body that stopped arriving; the connection is closed after the answer, since
 /// the rest of the body may still come and cannot be told from the next request.
 fn body_stalled(gap: Duration) -> GatewayError {

@@ -431,6 +431,56 @@ async fn a_refusal_that_leaves_the_body_unread_says_the_connection_closes() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
 }
 
+/// A client still sending a large body when it is refused (here a bad key, a 16 MiB prompt)
+/// can send all of it and then reads the answer: the gateway reads and drops the rest rather
+/// than closing on it, which reset the connection mid-send (the official Node SDK reported a
+/// connection error instead of the 401). A client waiting for `100 Continue` is answered at
+/// once and never asked for its body.
+#[tokio::test]
+async fn a_refused_large_body_can_be_sent_whole_and_the_answer_read() {
+    let gateway = Gateway::start().await;
+    let body = format!(
+        r#"{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(16 << 20)
+    );
+    let mut stream = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer sk-proxy-nope\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(body.as_bytes())
+        .await
+        .expect("the whole body can be sent after the refusal");
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains(r#""code":"invalid_key""#), "{text}");
+
+    let mut stream = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer sk-proxy-nope\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let (answer, took) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 401"),
+        "no 100 Continue first: {text}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "closed at once, not lingering: {took:?}"
+    );
+}
+
 /// Answers shaped exactly like the HTTP parser's own refusal pass through untouched: a
 /// provider body holding one (a downloaded transcript) and a provider's bare 400 (SPEC §3:
 /// provider errors pass through). Only a malformed first request is rewritten.

@@ -147,12 +147,14 @@ impl Proxy {
         // future, and the `Meter` and `MeteredBody` guards settle the request in their `Drop`
         // (a spawn per request cost a cross-task wake-up each, measured in the benchmark).
         let code;
-        // A refusal before the body was read leaves it on the connection: hyper cannot reuse
-        // the connection then and closes it after the answer, which a client learns only when
-        // its next request fails (a broken pipe). Saying `Connection: close` tells it first.
-        let has_body = !hyper::body::Body::is_end_stream(request.body());
-        let mut body_read = false;
-        let response = match self.pipeline(peer, request, started, &mut body_read).await {
+        // The body stays here until the pipeline reads it, so that a refusal before that can
+        // deal with what is left of it (below).
+        let (parts, body) = request.into_parts();
+        let has_body = !hyper::body::Body::is_end_stream(&body);
+        let mut unread = Some(body);
+        let request = http::Request::from_parts(parts, ());
+        let waits_for_continue = has_body && request.headers().contains_key(http::header::EXPECT);
+        let response = match self.pipeline(peer, request, &mut unread, started).await {
             Ok(response) => {
                 code = match response.status().as_u16() {
                     200..=399 => "ok",
@@ -167,11 +169,25 @@ impl Proxy {
                 }
                 code = err.code.as_str();
                 self.metrics.auth_failure(err.code);
+                let lingers = !matches!(
+                    err.code,
+                    ErrorCode::BodyTooLarge | ErrorCode::RequestTimeout
+                );
                 let mut response = err.into_response(Plane::Data);
-                if has_body && !body_read {
+                // A refusal before the body was read leaves it on the connection: hyper
+                // cannot reuse the connection and closes it after the answer, which a client
+                // learns only when its next request fails. `Connection: close` says so first;
+                // and the rest of the body is read and dropped so that a client still
+                // sending gets the answer rather than a reset (`discard_unread`). Not for a
+                // body too large or stalled, nor one the client holds back until told to
+                // continue (it was never sent).
+                if let Some(body) = unread.take().filter(|_| has_body) {
                     response
                         .headers_mut()
                         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    if lingers && !waits_for_continue {
+                        tokio::spawn(http_util::discard_unread(body, self.max_body_bytes));
+                    }
                 }
                 response
             }
@@ -191,9 +207,9 @@ impl Proxy {
     async fn pipeline(
         &self,
         peer: SocketAddr,
-        request: http::Request<Incoming>,
+        request: http::Request<()>,
+        unread: &mut Option<Incoming>,
         started: Instant,
-        body_read: &mut bool,
     ) -> Result<Response, GatewayError> {
         let route = match route::resolve(request.method(), request.uri().path())? {
             Route::Health => return Ok(self.health()),
@@ -239,7 +255,7 @@ impl Proxy {
             ));
         }
 
-        let (parts, body) = request.into_parts();
+        let (parts, ()) = request.into_parts();
         let upload_origin = upload_url::starts_upload(route.provider, &route.upstream_path)
             .then(|| {
                 let trusted =
@@ -247,6 +263,11 @@ impl Proxy {
                 upload_url::gateway_origin(&parts.headers, trusted)
             })
             .flatten();
+        let Some(body) = unread.as_mut() else {
+            return Err(GatewayError::internal(anyhow::anyhow!(
+                "the request body was already taken"
+            )));
+        };
         let body = http_util::read_limited(
             &parts.headers,
             body,
@@ -254,7 +275,7 @@ impl Proxy {
             self.body_read_timeout,
         )
         .await?;
-        *body_read = true;
+        *unread = None;
         let json = model::json_body(&route.model, &parts.headers, &body)?;
         let model = model::named(&route.model, json.as_ref())?;
         model::check(&route.model, model.as_deref(), &key.policy)?;
@@ -486,7 +507,7 @@ impl Proxy {
     fn self_service(
         &self,
         peer: SocketAddr,
-        request: &http::Request<Incoming>,
+        request: &http::Request<()>,
     ) -> Result<Response, GatewayError> {
         let headers = request.headers();
         let query = request.uri().query();
