@@ -15,7 +15,9 @@
 #   --admin-listen A  HTTPS management address, written into a new config (default 127.0.0.1:8443)
 #   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only)
 #   --no-start        install only
-# Environment: INSTALL_PROFILE=dev builds a debug binary (used by the test suite).
+#   --bin-dir DIR     install the gatewayd and gwctl found in DIR instead of building them
+#                     (a build of your own or a CI artifact; the test suite uses its own)
+# Environment: INSTALL_PROFILE=dev builds a debug binary instead of a release one.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,7 +30,7 @@ else
   config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/gatewayd"
   data_dir="${XDG_DATA_HOME:-$HOME/.local/share}/gatewayd"
 fi
-socket=""; proxy_listen="127.0.0.1:8080"; admin_listen="127.0.0.1:8443"; use_systemd=false; start=true
+bin_dir=""; socket=""; proxy_listen="127.0.0.1:8080"; admin_listen="127.0.0.1:8443"; use_systemd=false; start=true
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --admin-listen) admin_listen="$2"; shift 2 ;;
     --systemd) use_systemd=true; shift ;;
     --no-start) start=false; shift ;;
+    --bin-dir) bin_dir="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -49,20 +52,27 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 if $use_systemd && ! $is_root; then die "--systemd needs root"; fi
-command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
 
-# 1. Build.
-profile="${INSTALL_PROFILE:-release}"
-say "building gatewayd and gwctl ($profile)"
-# Cargo's own target directory, when the environment moves it (relative to the repo: we build there).
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$here/$target_dir" ;; esac
-if [ "$profile" = release ]; then
-  (cd "$here" && cargo build --release --locked -p gatewayd -p gwctl)
-  bin_dir="$target_dir/release"
+# 1. Build (unless given binaries).
+if [ -n "$bin_dir" ]; then
+  for bin in gatewayd gwctl; do
+    [ -x "$bin_dir/$bin" ] || die "--bin-dir $bin_dir has no executable $bin"
+  done
+  say "installing the binaries in $bin_dir"
 else
-  (cd "$here" && cargo build --locked -p gatewayd -p gwctl)
-  bin_dir="$target_dir/debug"
+  command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
+  profile="${INSTALL_PROFILE:-release}"
+  say "building gatewayd and gwctl ($profile)"
+  # Cargo's own target directory, when the environment moves it (relative to the repo: we build there).
+  target_dir="${CARGO_TARGET_DIR:-target}"
+  case "$target_dir" in /*) ;; *) target_dir="$here/$target_dir" ;; esac
+  if [ "$profile" = release ]; then
+    (cd "$here" && cargo build --release --locked -p gatewayd -p gwctl)
+    bin_dir="$target_dir/release"
+  else
+    (cd "$here" && cargo build --locked -p gatewayd -p gwctl)
+    bin_dir="$target_dir/debug"
+  fi
 fi
 
 # 2. Install the binaries (rename into place, so a running daemon's binary is never truncated).

@@ -20,7 +20,10 @@ fn install(root: &Path) -> std::process::Output {
         .arg("127.0.0.1:0")
         .arg("--admin-listen")
         .arg("127.0.0.1:0")
-        .env("INSTALL_PROFILE", "dev")
+        // The suite's own build: install.sh's `cargo build -p gatewayd -p gwctl` resolves
+        // features unlike `cargo test --workspace` and recompiled half the dependencies.
+        .arg("--bin-dir")
+        .arg(gateway_tests::binaries::built())
         .stdin(Stdio::null())
         .output()
         .expect("running install.sh")
