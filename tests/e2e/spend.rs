@@ -204,6 +204,81 @@ async fn near_the_cap_a_request_without_max_tokens_is_clamped_not_refused() {
     assert_eq!(response.status(), 402);
 }
 
+/// A request for several answers (OpenAI `n`) may cost that many times its output limit: the
+/// reservation and the clamp count every answer. Before, `n: 20` with `max_tokens: 1000` was
+/// reserved as one answer ($0.10 of a $1.00 cap) and spent $2.00.
+#[tokio::test]
+async fn every_answer_a_request_asks_for_counts_against_the_cap() {
+    let (gateway, mock) = gateway(BUDGET_PRICES).await;
+    let base = gateway.proxy_url();
+    let (id, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "answers", "spend_limit_usd": 1.0}))
+        .await;
+    // 20 answers of 1000 tokens are $2.00: lowered to 500 each, $1.00 in all.
+    let clamped = chat(
+        &base,
+        &key,
+        json!({"model": "budget-model", "messages": [], "max_tokens": 1000, "n": 20}),
+        &[("x-mock-output-tokens", "10000")],
+    )
+    .await;
+    assert_clamped_to(&clamped, "500");
+    let _ = clamped.bytes().await;
+    let sent = mock.last().json();
+    assert_eq!((&sent["max_tokens"], &sent["n"]), (&json!(500), &json!(20)));
+    let shown = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
+    assert_eq!(shown["spend_total_usd"], 1.0, "{shown}");
+
+    // Fifty answers cannot each get the minimum output of 256 tokens within $1.00: refused.
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "many", "spend_limit_usd": 1.0}))
+        .await;
+    let refused = chat(
+        &base,
+        &key,
+        json!({"model": "budget-model", "messages": [], "max_tokens": 1000, "n": 50}),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status(), 402);
+}
+
+/// The output limit is read and lowered wherever the client put it: a Gemini body sent as
+/// `text/plain` with the proto's snake_case names was announced as clamped but forwarded
+/// with its own 60000 tokens.
+#[tokio::test]
+async fn a_clamp_reaches_the_provider_whatever_the_bodys_type_and_spelling() {
+    let (gateway, mock) = gateway(BUDGET_PRICES).await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "snake", "spend_limit_usd": 1.0}))
+        .await;
+    let body = json!({
+        "contents": [{"parts": [{"text": "hi"}]}],
+        "generation_config": {"max_output_tokens": 60000}
+    });
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/gemini/v1beta/models/budget-model:generateContent",
+            gateway.proxy_url()
+        ))
+        .header("x-goog-api-key", &key)
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_clamped_to(&response, "10000");
+    let sent = mock.last().json();
+    assert_eq!(
+        sent["generation_config"]["max_output_tokens"], 10000,
+        "{sent}"
+    );
+    assert!(sent.get("generationConfig").is_none(), "{sent}");
+}
+
 #[tokio::test]
 async fn a_gemini_request_near_the_cap_is_clamped_in_its_generation_config() {
     // Gemini names the model in the path; the output limit still lives in the body.

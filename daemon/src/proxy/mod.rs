@@ -440,8 +440,10 @@ impl Proxy {
             price: charge,
             input_tokens_bound: body_len as u64,
             output_tokens: requested.unwrap_or(charge.max_output_tokens),
+            answers: json.map_or(1, |j| rewrite::answers(route.provider, j)),
             min_output_tokens: self.spend.min_output_tokens,
-            clamp: self.spend.clamp_output,
+            // Only a body the gateway read can have its output limit lowered.
+            clamp: self.spend.clamp_output && json.is_some(),
         };
         let reservation = key
             .runtime

@@ -25,7 +25,7 @@ pub fn json_body(
     if !reads_body || body.is_empty() || !is_json(headers, body) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Skimmed>(body) {
+    match serde_json::from_slice::<Skimmed>(without_bom(body)) {
         Ok(fields) => Ok(Some(fields)),
         Err(err) if err.classify() == serde_json::error::Category::Data => Err(GatewayError::new(
             ErrorCode::InvalidRequest,
@@ -46,7 +46,10 @@ const READ_FIELDS: &[&str] = &[
     "max_tokens",
     "max_completion_tokens",
     "max_output_tokens",
+    "n",
+    "best_of",
     "generationConfig",
+    "generation_config",
 ];
 
 /// Top-level fields of a request body, by name: what the pipeline reads is the same whether
@@ -166,23 +169,39 @@ pub fn check(
     }
 }
 
-/// JSON by content type, or by shape when the client sent none.
+/// JSON by content type, or else by shape: a body that opens with `{` is read as JSON
+/// whatever its type says (curl's `-d` sends form-encoded, some clients `text/plain`), since
+/// providers parse it as JSON all the same and the gateway must read the model and output
+/// limit it will act on. Multipart bodies (audio uploads) are never JSON.
 fn is_json(headers: &http::HeaderMap, body: &Bytes) -> bool {
-    match headers
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    {
-        Some(content_type) => {
-            let essence = content_type.split(';').next().unwrap_or_default().trim();
-            let suffix = essence
-                .len()
-                .checked_sub(5)
-                .and_then(|at| essence.get(at..));
-            essence.eq_ignore_ascii_case("application/json")
-                || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    if let Some(essence) = content_type {
+        let suffix = essence
+            .len()
+            .checked_sub(5)
+            .and_then(|at| essence.get(at..));
+        if essence.eq_ignore_ascii_case("application/json")
+            || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+        {
+            return true;
         }
-        None => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+        if essence
+            .get(..10)
+            .is_some_and(|s| s.eq_ignore_ascii_case("multipart/"))
+        {
+            return false;
+        }
     }
+    without_bom(body).iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The body without a leading UTF-8 byte order mark, which JSON parsers refuse but some
+/// Windows clients write.
+pub fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
 }
 
 #[cfg(test)]
@@ -250,16 +269,18 @@ mod tests {
         ] {
             assert!(with(yes), "{yes}");
         }
-        for no in [
-            "text/plain",
-            "json",
-            "+jsonx",
-            "application/jsonp",
-            "multipart/form-data",
-        ] {
-            assert!(!with(no), "{no}");
+        for by_shape in ["text/plain", "json", "+jsonx", "application/jsonp"] {
+            assert!(with(by_shape), "{by_shape}: a body opening with a brace");
         }
+        assert!(!with("multipart/form-data"), "never JSON");
         assert!(is_json(&http::HeaderMap::new(), &body), "no type: by shape");
+        let mut plain = http::HeaderMap::new();
+        plain.insert("content-type", "text/plain".parse().expect("value"));
+        assert!(!is_json(&plain, &Bytes::from_static(b"hello {")));
+        assert!(
+            is_json(&plain, &Bytes::from_static(b"\xEF\xBB\xBF {}")),
+            "after a BOM"
+        );
     }
 
     #[test]

@@ -7,49 +7,102 @@ use serde_json::{Map, Value, json};
 
 use super::model::Fields;
 
-/// The request's own output limit, if it sets one.
+/// OpenAI's output-limit fields, any of which a body may carry (an OpenAI-compatible
+/// upstream may honour whichever it knows): the largest is the request's limit, and a clamp
+/// lowers every one present.
+const OPENAI_OUTPUT_FIELDS: [&str; 3] =
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+
+/// Gemini's generation config and its fields, in the REST API's camelCase and the proto's
+/// snake_case (the API accepts both).
+const GEMINI_CONFIGS: [&str; 2] = ["generationConfig", "generation_config"];
+const GEMINI_OUTPUT_FIELDS: [&str; 2] = ["maxOutputTokens", "max_output_tokens"];
+const GEMINI_CANDIDATE_FIELDS: [&str; 2] = ["candidateCount", "candidate_count"];
+
+/// The request's own output limit per answer, if it sets one: the largest of the fields the
+/// provider might read.
 pub fn requested_output(provider: Provider, body: &impl Fields) -> Option<u64> {
     match provider {
-        Provider::Openai => body
-            .field("max_completion_tokens")
-            .and_then(Value::as_u64)
-            .or_else(|| body.field("max_tokens").and_then(Value::as_u64))
-            .or_else(|| body.field("max_output_tokens").and_then(Value::as_u64)),
+        Provider::Openai => largest(OPENAI_OUTPUT_FIELDS.iter().map(|f| body.field(f))),
         Provider::Anthropic => body.field("max_tokens").and_then(Value::as_u64),
-        Provider::Gemini => body
-            .field("generationConfig")
-            .and_then(|c| c.get("maxOutputTokens"))
-            .and_then(Value::as_u64),
+        Provider::Gemini => largest(gemini_config_fields(body, &GEMINI_OUTPUT_FIELDS)),
     }
 }
 
-/// Sets the output limit in the field the provider (and this request) uses.
+/// How many answers the request asks for, each up to the output limit: OpenAI's `n` (and
+/// the completions API's `best_of`, all of which are generated and billed), Gemini's
+/// `candidateCount`. At least 1.
+pub fn answers(provider: Provider, body: &impl Fields) -> u64 {
+    let asked = match provider {
+        Provider::Openai => largest(["n", "best_of"].iter().map(|f| body.field(f))),
+        Provider::Anthropic => None,
+        Provider::Gemini => largest(gemini_config_fields(body, &GEMINI_CANDIDATE_FIELDS)),
+    };
+    asked.unwrap_or(1).max(1)
+}
+
+fn largest<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> Option<u64> {
+    values.flatten().filter_map(Value::as_u64).max()
+}
+
+/// `names` inside either spelling of Gemini's generation config.
+fn gemini_config_fields<'a>(
+    body: &'a impl Fields,
+    names: &'a [&str],
+) -> impl Iterator<Item = Option<&'a Value>> {
+    GEMINI_CONFIGS
+        .iter()
+        .filter_map(|config| body.field(config))
+        .flat_map(move |config| names.iter().map(move |name| config.get(name)))
+}
+
+/// Sets the output limit in every field of it the request carries, or else in the one the
+/// provider (and this path) uses.
 pub fn set_output_limit(
     provider: Provider,
     path: &str,
     body: &mut Map<String, Value>,
     tokens: u64,
 ) {
-    match provider {
-        Provider::Openai if path.ends_with("/responses") => {
-            body.insert("max_output_tokens".into(), json!(tokens));
+    let set_present = |object: &mut Map<String, Value>, names: &[&str]| {
+        let mut any = false;
+        for name in names {
+            if let Some(value) = object.get_mut(*name) {
+                *value = json!(tokens);
+                any = true;
+            }
         }
+        any
+    };
+    match provider {
         Provider::Openai => {
-            // Current models accept max_completion_tokens; keep the client's field if it used
-            // the older one, so old deployments keep working.
-            if body.contains_key("max_tokens") && !body.contains_key("max_completion_tokens") {
-                body.insert("max_tokens".into(), json!(tokens));
-            } else {
-                body.insert("max_completion_tokens".into(), json!(tokens));
+            if !set_present(body, &OPENAI_OUTPUT_FIELDS) {
+                let field = if path.ends_with("/responses") {
+                    "max_output_tokens"
+                } else {
+                    "max_completion_tokens"
+                };
+                body.insert(field.into(), json!(tokens));
             }
         }
         Provider::Anthropic => {
             body.insert("max_tokens".into(), json!(tokens));
         }
         Provider::Gemini => {
-            let config = body.entry("generationConfig").or_insert_with(|| json!({}));
-            if let Some(config) = config.as_object_mut() {
-                config.insert("maxOutputTokens".into(), json!(tokens));
+            let mut configs = 0;
+            for name in GEMINI_CONFIGS {
+                if let Some(config) = body.get_mut(name).and_then(Value::as_object_mut) {
+                    configs += 1;
+                    if !set_present(config, &GEMINI_OUTPUT_FIELDS) {
+                        config.insert("maxOutputTokens".into(), json!(tokens));
+                    }
+                }
+            }
+            if configs == 0 {
+                body.insert(
+                    "generationConfig".into(),
+                    json!({ "maxOutputTokens": tokens }),
+                );
             }
         }
     }
@@ -104,7 +157,7 @@ pub fn rewrite(
     {
         return Ok(spliced);
     }
-    let mut object: Map<String, Value> = serde_json::from_slice(body)?;
+    let mut object: Map<String, Value> = serde_json::from_slice(super::model::without_bom(body))?;
     if let Some(tokens) = output_limit {
         set_output_limit(provider, path, &mut object, tokens);
     }
@@ -252,6 +305,65 @@ mod tests {
         let mut body = object(json!({}));
         set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 10);
         assert_eq!(body, object(json!({"max_completion_tokens": 10})));
+    }
+
+    #[test]
+    fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
+        let both = object(json!({"max_tokens": 60000, "max_completion_tokens": 10}));
+        assert_eq!(requested_output(Provider::Openai, &both), Some(60000));
+        let mut body = both.clone();
+        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 7);
+        assert_eq!(
+            body,
+            object(json!({"max_tokens": 7, "max_completion_tokens": 7}))
+        );
+        let mixed = object(json!({"max_completion_tokens": 10, "max_output_tokens": 60000}));
+        assert_eq!(requested_output(Provider::Openai, &mixed), Some(60000));
+
+        let snake = object(json!({"generation_config": {"max_output_tokens": 60000}}));
+        assert_eq!(requested_output(Provider::Gemini, &snake), Some(60000));
+        let mut body = snake.clone();
+        set_output_limit(
+            Provider::Gemini,
+            "/v1beta/models/m:generateContent",
+            &mut body,
+            9,
+        );
+        assert_eq!(
+            body,
+            object(json!({"generation_config": {"max_output_tokens": 9}})),
+            "lowered where the client put it, no second config"
+        );
+        let camel_both =
+            object(json!({"generationConfig": {"maxOutputTokens": 5, "max_output_tokens": 800}}));
+        assert_eq!(requested_output(Provider::Gemini, &camel_both), Some(800));
+    }
+
+    #[test]
+    fn answers_multiply_the_output() {
+        assert_eq!(answers(Provider::Openai, &object(json!({}))), 1);
+        assert_eq!(answers(Provider::Openai, &object(json!({"n": 50}))), 50);
+        assert_eq!(
+            answers(Provider::Openai, &object(json!({"n": 2, "best_of": 5}))),
+            5
+        );
+        assert_eq!(answers(Provider::Openai, &object(json!({"n": 0}))), 1);
+        assert_eq!(answers(Provider::Openai, &object(json!({"n": "3"}))), 1);
+        assert_eq!(
+            answers(
+                Provider::Gemini,
+                &object(json!({"generationConfig": {"candidateCount": 8}}))
+            ),
+            8
+        );
+        assert_eq!(
+            answers(
+                Provider::Gemini,
+                &object(json!({"generation_config": {"candidate_count": 4}}))
+            ),
+            4
+        );
+        assert_eq!(answers(Provider::Anthropic, &object(json!({"n": 9}))), 1);
     }
 
     #[test]

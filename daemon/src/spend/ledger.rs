@@ -88,8 +88,11 @@ pub struct Ask {
     pub price: Price,
     /// Upper bound of prompt tokens (UTF-8 bytes of the request body).
     pub input_tokens_bound: u64,
-    /// The request's own output limit, or the model's maximum.
+    /// The request's own output limit per answer, or the model's maximum.
     pub output_tokens: u64,
+    /// How many answers it asks for (OpenAI `n`, Gemini `candidateCount`), each up to
+    /// `output_tokens`: at least 1.
+    pub answers: u64,
     /// Clamping may lower the output limit to no fewer than this.
     pub min_output_tokens: u64,
     /// Clamp instead of refusing when the worst case does not fit.
@@ -109,9 +112,10 @@ impl Ask {
         })
     }
 
+    /// The cost of `tokens` of output for each of the request's answers.
     fn output_cost(&self, tokens: u64) -> Nanodollars {
         self.price.cost(&Tokens {
-            output: tokens,
+            output: tokens.saturating_mul(self.answers.max(1)),
             ..Default::default()
         })
     }
@@ -313,7 +317,8 @@ fn admit(
     }
     let affordable = ask
         .price
-        .output_tokens_for(headroom.saturating_sub(input_cost));
+        .output_tokens_for(headroom.saturating_sub(input_cost))
+        / ask.answers.max(1);
     let tokens = affordable.min(ask.output_tokens);
     Ok((
         input_cost.saturating_add(ask.output_cost(tokens)),
@@ -391,6 +396,7 @@ mod tests {
             },
             input_tokens_bound: 500,
             output_tokens,
+            answers: 1,
             min_output_tokens: 100,
             clamp: true,
         }
@@ -463,6 +469,36 @@ mod tests {
             },
         );
         assert!(matches!(refused, Err(SpendRefusal::WouldExceed { .. })));
+    }
+
+    #[test]
+    fn every_answer_a_request_asks_for_is_reserved_and_clamped() {
+        let (ledger, _) = ledger("2026-11-26T12:00:00Z");
+        // Four answers of 2500 tokens each: $1.00 of output, the whole limit.
+        let four = Ask {
+            answers: 4,
+            ..ask(2500)
+        };
+        let whole = ledger.reserve(Some(DOLLAR), None, &four).expect("fits");
+        assert_eq!(whole.clamped_output(), None);
+        assert_eq!(whole.amount(), DOLLAR);
+        whole.settle(Nanodollars(950_000_000));
+        // $0.05 left pays 500 tokens in all: 125 for each of the four answers.
+        let clamped = ledger.reserve(Some(DOLLAR), None, &four).expect("clamped");
+        assert_eq!(clamped.clamped_output(), Some(125));
+        assert_eq!(clamped.amount(), Nanodollars(50_000_000));
+        clamped.settle(Nanodollars::ZERO);
+        // Ten answers would get fewer than the minimum of 100 each: refused, though one
+        // answer would still be clamped.
+        let ten = Ask {
+            answers: 10,
+            ..ask(2500)
+        };
+        assert!(matches!(
+            ledger.reserve(Some(DOLLAR), None, &ten),
+            Err(SpendRefusal::WouldExceed { .. })
+        ));
+        assert!(ledger.reserve(Some(DOLLAR), None, &ask(2500)).is_ok());
     }
 
     #[test]
