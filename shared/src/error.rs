@@ -102,11 +102,12 @@ impl ErrorCode {
     }
 
     /// The status on the management API, where the same code can mean something else: there
-    /// `key_revoked` answers an attempt to edit a revoked key, a conflict with its state
-    /// (SPEC §6), while on the data plane it refuses a request (SPEC §3).
+    /// `key_revoked` answers an attempt to edit a revoked key, and `key_expired` to rotate an
+    /// expired one, a conflict with its state (SPEC §6), while on the data plane they refuse a
+    /// request (SPEC §3).
     pub fn management_status(self) -> u16 {
         match self {
-            Self::KeyRevoked => 409,
+            Self::KeyRevoked | Self::KeyExpired => 409,
             other => other.status(),
         }
     }

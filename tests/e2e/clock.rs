@@ -44,6 +44,28 @@ async fn a_key_expires_exactly_at_its_instant() {
     gateway.stop().await;
 }
 
+/// Rotating an expired key would mint a successor already expired (expiry is not editable)
+/// and revoke the old one: refused, 409 `key_expired`, and nothing changes.
+#[tokio::test]
+async fn an_expired_key_cannot_be_rotated() {
+    let gateway = InProcessGateway::start(ts("2026-11-26T12:00:00Z")).await;
+    let admin = &gateway.admin;
+    let (id, _, _) = admin
+        .create_key(json!({"name": "short", "expires_at": "2026-11-26T13:00:00Z"}))
+        .await;
+    gateway.clock.set(ts("2026-11-26T13:00:00Z"));
+    let rotated = admin
+        .post(&format!("/v1/keys/{id}/rotate"), json!({}))
+        .await;
+    assert_eq!(rotated.status, 409, "{:?}", rotated.body);
+    assert_eq!(rotated.error_code(), "key_expired");
+    assert!(rotated.error_message().contains("Create a new key"));
+    let keys = admin.get("/v1/keys").await.body;
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
+    assert_eq!(keys["keys"][0]["state"], "expired");
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn expiry_in_the_past_is_refused_at_creation() {
     let gateway = InProcessGateway::start(ts("2030-01-01T00:00:00Z")).await;

@@ -264,6 +264,17 @@ impl KeyService {
                 format!("Key {id} is revoked and cannot be rotated."),
             ));
         }
+        if let Some(expired_at) = old.expires_at().filter(|at| *at <= now) {
+            // Expiry is not editable, so the successor would be born expired: only a secret
+            // burnt and the old key revoked.
+            return Err(GatewayError::new(
+                ErrorCode::KeyExpired,
+                format!(
+                    "Key {id} expired at {expired_at} and cannot be rotated: its successor \
+                     would be expired too. Create a new key instead."
+                ),
+            ));
+        }
         if let Some(retires_at) = old.revoked_at() {
             // A second rotation would fork the key: two live successors, each with the
             // whole budget and rate limit.
