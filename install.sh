@@ -32,7 +32,12 @@ else
 fi
 bin_dir=""; socket=""; proxy_listen="127.0.0.1:8080"; admin_listen="127.0.0.1:8443"; use_systemd=false; start=true
 
+usage_error() { echo "install.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix|--config-dir|--data-dir|--socket|--proxy-listen|--admin-listen|--bin-dir)
+      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value (see --help)" ;;
+  esac
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --config-dir) config_dir="$2"; shift 2 ;;
@@ -44,7 +49,7 @@ while [ $# -gt 0 ]; do
     --no-start) start=false; shift ;;
     --bin-dir) bin_dir="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) usage_error "unknown option $1 (see --help)" ;;
   esac
 done
 
@@ -86,23 +91,32 @@ say "installed $prefix/bin/gatewayd and $prefix/bin/gwctl"
 # 3. Config and data directory, only if absent.
 config="$config_dir/gatewayd.toml"
 mkdir -p "$config_dir"
+# A TOML basic string: backslashes and quotes escaped.
+toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 if [ -e "$config" ]; then
   say "keeping existing config $config"
+  # The kept config decides where the data (and so the running daemon's pid file) lives.
+  kept="$("$prefix/bin/gatewayd" --config "$config" --print-data-dir)" \
+    || die "the config $config is invalid"
+  if [ "$kept" != "$data_dir" ]; then
+    say "its data_dir is $kept (not $data_dir): using that"
+    data_dir="$kept"
+  fi
 else
   socket_line="# socket = \"/run/gatewayd/admin.sock\"   # default: see gatewayd's docs"
-  [ -n "$socket" ] && socket_line="socket = \"$socket\""
+  [ -n "$socket" ] && socket_line="socket = $(toml_str "$socket")"
   umask 027
   cat > "$config" <<TOML
 # gatewayd configuration. Every field is optional; unset fields use the embedded defaults.
-data_dir = "$data_dir"
+data_dir = $(toml_str "$data_dir")
 
 [proxy]
-listen = "$proxy_listen"
+listen = $(toml_str "$proxy_listen")
 trusted_proxies = []                    # CIDRs whose X-Forwarded-For is believed
 
 [admin]
 $socket_line
-listen = "$admin_listen"               # HTTPS; tls_cert / tls_key, else self-signed
+listen = $(toml_str "$admin_listen")               # HTTPS; tls_cert / tls_key, else self-signed
 
 # Provider credentials are read from the environment or a file, never from this file:
 # [providers.openai]

@@ -17,6 +17,10 @@ struct Args {
     /// Validate the configuration, print nothing, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Validate the configuration, print the data directory it resolves to, and exit (for
+    /// scripts: install.sh finds a kept config's pid file and log there).
+    #[arg(long)]
+    print_data_dir: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,14 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         return ExitCode::SUCCESS;
+    }
+    if args.print_data_dir {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{}", config.data_dir.display()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     }
     // The main runtime runs the control plane (management API, usage writer, accepting proxy
     // connections); proxy connections are served on their own per-core event loops

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-fn install(root: &Path) -> std::process::Output {
+fn install(root: &Path, data_dir: &str) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
     std::process::Command::new("bash")
         .arg(script)
@@ -13,7 +13,7 @@ fn install(root: &Path) -> std::process::Output {
         .arg("--config-dir")
         .arg(root.join("etc"))
         .arg("--data-dir")
-        .arg(root.join("data"))
+        .arg(root.join(data_dir))
         .arg("--socket")
         .arg(root.join("admin.sock"))
         .arg("--proxy-listen")
@@ -50,7 +50,7 @@ async fn install_starts_a_working_gateway_and_is_idempotent() {
         .expect("dir");
     let root = dir.path();
     let _stop = StopOnDrop(root);
-    let first = install(root);
+    let first = install(root, "data");
     let log = String::from_utf8_lossy(&first.stdout).into_owned()
         + &String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "install.sh failed:\n{log}");
@@ -77,14 +77,34 @@ async fn install_starts_a_working_gateway_and_is_idempotent() {
     let mut text = std::fs::read_to_string(&config).expect("config");
     text.push_str("# edited by the operator\n");
     std::fs::write(&config, &text).expect("edit config");
-    let second = install(root);
+    // Given another data directory, the kept config's still decides where the running
+    // daemon's pid file is (it was started on that one, and is restarted, not doubled).
+    let second = install(root, "elsewhere");
     let log = String::from_utf8_lossy(&second.stdout).into_owned()
         + &String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "second install.sh failed:\n{log}");
     assert!(log.contains("keeping existing config"), "{log}");
+    assert!(log.contains("stopping the running gatewayd"), "{log}");
+    assert!(!root.join("elsewhere").exists(), "no stray data directory");
     assert_eq!(std::fs::read_to_string(&config).expect("config"), text);
     let listed =
         gateway_tests::gwctl::run_binary(&gwctl, &socket, &["-o", "json", "keys", "list"]).await;
     listed.assert_success();
     assert_eq!(listed.json()["keys"][0]["name"], "installed");
+}
+
+/// A flag without its value is a usage error (exit 2) that says so, not bash's own
+/// "unbound variable" (exit 1).
+#[test]
+fn a_flag_without_its_value_is_a_usage_error() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg("--prefix")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running install.sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--prefix needs a value"), "{stderr}");
 }
