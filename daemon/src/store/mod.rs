@@ -36,6 +36,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
+        owner_only(path)?;
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -237,4 +238,70 @@ fn in_write_transaction<T>(
     let out = f(&tx)?;
     tx.commit()?;
     Ok(out)
+}
+
+/// The database holds key hashes, names and every request's usage: readable by the daemon's
+/// user only. A data directory made by gatewayd or install.sh is 0700 already, but an
+/// operator's own (0755, say) let SQLite create the file 0644 under the usual umask. The file
+/// is created 0600, an existing one is narrowed to it, and SQLite gives its WAL and
+/// shared-memory files the database file's mode.
+fn owner_only(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening database {}", path.display()))?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(database = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was readable by others; narrowing it to its owner (0600)");
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("narrowing the mode of {}", path.display()))?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        if let Ok(meta) = std::fs::metadata(&side)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("narrowing the mode of {}", side.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).expect("open");
+        drop(store);
+        assert_eq!(
+            mode(&path),
+            0o600,
+            "created owner-only in an open directory"
+        );
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let _store = Store::open(&path).expect("reopen");
+        assert_eq!(mode(&path), 0o600, "an existing open file is narrowed");
+        let wal = dir.path().join("gateway.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600, "SQLite's side files follow the database");
+        }
+    }
 }
