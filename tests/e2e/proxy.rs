@@ -116,6 +116,13 @@ async fn every_check_answers_in_spec_order_and_refusals_never_reach_the_provider
         let (got_status, got_body, _) = openai(&base, key, body).await;
         assert_gateway_error(got_status, &got_body, status, code);
     }
+    // "Revoked keys return 403 key_revoked on any request": a path that is no route too.
+    let bearer = format!("Bearer {revoked}");
+    let (status, body, _) = authorized(&base, "/azure/deployments", Some(&bearer), json!({})).await;
+    assert_gateway_error(status, &body, 403, "key_revoked");
+    let bearer = format!("Bearer {good}");
+    let (status, body, _) = authorized(&base, "/azure/deployments", Some(&bearer), json!({})).await;
+    assert_gateway_error(status, &body, 404, "unknown_route");
     assert_eq!(mock.hits(), 0, "no refused request reached the provider");
 
     let (status, body, _) = openai(&base, Some(&gpt4o_only), chat("gpt-4o-mini")).await;
@@ -646,4 +653,52 @@ async fn model_listings_need_no_model_and_show_only_allowed_models() {
         ids(&list(open, "/gemini/v1beta/models").await, "models", "name").len(),
         2
     );
+}
+
+/// Batch and background requests are billed by the provider after the answer, which carries
+/// no usage: a spend-limited key cannot bound their cost and refuses them (403
+/// `model_not_priced`); a key without a limit forwards them.
+#[tokio::test]
+async fn requests_billed_later_are_refused_on_spend_limited_keys() {
+    let (gateway, mock) = gateway_with_mock("").await;
+    let admin = gateway.admin();
+    let base = gateway.proxy_url();
+    let (_, capped, _) = admin
+        .create_key(json!({"name": "capped", "spend_limit_usd": 5}))
+        .await;
+    let (_, open, _) = admin.create_key(json!({"name": "open"})).await;
+    let background = json!({"model": "gpt-4o", "input": "hi", "background": true});
+    let gemini_batch = "/gemini/v1beta/models/gemini-2.5-flash:batchGenerateContent";
+    for (path, body) in [
+        ("/openai/v1/responses", background.clone()),
+        (gemini_batch, json!({"batch": {"input_config": {}}})),
+    ] {
+        let bearer = format!("Bearer {capped}");
+        let (status, body) = if path.starts_with("/gemini") {
+            let response = reqwest::Client::new()
+                .post(format!("{base}{path}"))
+                .header("x-goog-api-key", &capped)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        } else {
+            let (status, body, _) = authorized(&base, path, Some(&bearer), body).await;
+            (status, body)
+        };
+        assert_gateway_error(status, &body, 403, "model_not_priced");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("batch or background")),
+            "{body}"
+        );
+    }
+    assert_eq!(mock.hits(), 0);
+    let bearer = format!("Bearer {open}");
+    let (status, _, _) = authorized(&base, "/openai/v1/responses", Some(&bearer), background).await;
+    assert_ne!(status, 403, "a key without a limit forwards it");
+    assert_eq!(mock.hits(), 1);
 }

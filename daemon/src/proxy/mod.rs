@@ -211,7 +211,9 @@ impl Proxy {
         unread: &mut Option<Incoming>,
         started: Instant,
     ) -> Result<Response, GatewayError> {
-        let route = match route::resolve(request.method(), request.uri().path())? {
+        let resolved = route::resolve(request.method(), request.uri().path())
+            .map_err(|err| self.revoked_first(&request, err))?;
+        let route = match resolved {
             Route::Health => return Ok(self.health()),
             Route::SelfService => return self.self_service(peer, &request),
             Route::Provider(route) => route,
@@ -434,6 +436,13 @@ impl Proxy {
                 format!("This key has a spend limit and {what}, so its cost cannot be bounded."),
             ));
         }
+        if limit.is_some() && billed_later(route, json) {
+            return Err(GatewayError::new(
+                ErrorCode::ModelNotPriced,
+                "This key has a spend limit and this is a batch or background request, which \
+                 the provider bills after answering, so its cost cannot be bounded.",
+            ));
+        }
         let charge = price.unwrap_or(FREE);
         let requested = json.and_then(|j| rewrite::requested_output(route.provider, j));
         let ask = Ask {
@@ -504,6 +513,28 @@ impl Proxy {
         Ok(http::Response::from_parts(parts, body.boxed()))
     }
 
+    /// A revoked or expired key is refused as such on any request (the product page's
+    /// promise), a path that is no route included; any other request to such a path keeps
+    /// the route's own error.
+    fn revoked_first(&self, request: &http::Request<()>, err: GatewayError) -> GatewayError {
+        let dead = self
+            .any_credential(request)
+            .and_then(|presented| self.authenticate(presented).ok())
+            .and_then(|key| check_lifecycle(&key, self.clock.now()).err());
+        dead.unwrap_or(err)
+    }
+
+    /// The key presented in any provider's fashion, if any.
+    fn any_credential<'r>(&self, request: &'r http::Request<()>) -> Option<&'r str> {
+        [
+            gateway_shared::Provider::Openai,
+            gateway_shared::Provider::Anthropic,
+            gateway_shared::Provider::Gemini,
+        ]
+        .into_iter()
+        .find_map(|p| credential::presented(p, request.headers(), request.uri().query()))
+    }
+
     /// `GET /gateway/v1/key`: a key reads its own state, budget and rate headroom. The same
     /// authentication as a proxied request; no provider is involved.
     fn self_service(
@@ -512,15 +543,9 @@ impl Proxy {
         request: &http::Request<()>,
     ) -> Result<Response, GatewayError> {
         let headers = request.headers();
-        let query = request.uri().query();
-        let presented = [
-            gateway_shared::Provider::Openai,
-            gateway_shared::Provider::Anthropic,
-            gateway_shared::Provider::Gemini,
-        ]
-        .into_iter()
-        .find_map(|p| credential::presented(p, headers, query))
-        .ok_or_else(|| GatewayError::new(ErrorCode::MissingKey, "No API key was presented."))?;
+        let presented = self
+            .any_credential(request)
+            .ok_or_else(|| GatewayError::new(ErrorCode::MissingKey, "No API key was presented."))?;
         let key = self.authenticate(presented)?;
         let now = self.clock.now();
         check_lifecycle(&key, now)?;
@@ -678,6 +703,23 @@ fn missing_key(route: &ProviderRoute) -> GatewayError {
 
 /// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
 /// the restrictions, as SPEC §3 orders the checks (so the ledger is not read here).
+/// Requests answered at once but run (and billed) by the provider later, with no usage in
+/// the answer: Gemini's batch methods, OpenAI's `background` responses. The gateway can
+/// neither bound nor read their cost, so spend-limited keys refuse them.
+fn billed_later(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
+    use model::Fields;
+    match route.provider {
+        gateway_shared::Provider::Gemini => {
+            let method = route.upstream_path.rsplit(':').next().unwrap_or_default();
+            matches!(method, "batchGenerateContent" | "asyncBatchEmbedContent")
+        }
+        gateway_shared::Provider::Openai => {
+            json.and_then(|j| j.field("background")) == Some(&serde_json::Value::Bool(true))
+        }
+        gateway_shared::Provider::Anthropic => false,
+    }
+}
+
 fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {
     if key.is_revoked_at(now) {
         Err(GatewayError::new(

@@ -48,6 +48,7 @@ const READ_FIELDS: &[&str] = &[
     "max_output_tokens",
     "n",
     "best_of",
+    "background",
     "generationConfig",
     "generation_config",
 ];
