@@ -83,16 +83,36 @@ fn main() -> ExitCode {
 
 /// `GATEWAYD_LOG` takes an EnvFilter (default `info`); `GATEWAYD_LOG_FORMAT=json` for JSON
 /// lines. Logs go to stderr (journald under systemd).
+/// Logging from `GATEWAYD_LOG` (a tracing filter, default `info`) and `GATEWAYD_LOG_FORMAT`
+/// (`json` or `text`). A value that cannot be used is said once, in the log itself, and the
+/// default kept: silently ignoring it left operators without the debug log they asked for.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAYD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut problems = Vec::new();
+    let filter = match std::env::var("GATEWAYD_LOG") {
+        Err(_) => tracing_subscriber::EnvFilter::new("info"),
+        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text).unwrap_or_else(|err| {
+            problems.push(format!(
+                "GATEWAYD_LOG={text:?} is not a log filter ({err}); using \"info\""
+            ));
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("GATEWAYD_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
+    let format = std::env::var("GATEWAYD_LOG_FORMAT").ok();
+    match format.as_deref() {
+        Some("json") => builder.json().init(),
+        None | Some("text") => builder.with_ansi(false).init(),
+        Some(other) => {
+            problems.push(format!(
+                "GATEWAYD_LOG_FORMAT={other:?} is neither \"json\" nor \"text\"; using text"
+            ));
+            builder.with_ansi(false).init();
+        }
+    }
+    for problem in problems {
+        tracing::warn!("{problem}");
     }
 }
 

@@ -32,6 +32,27 @@ async fn an_unknown_config_field_stops_start_up_naming_the_line() {
     assert!(stderr.contains("line 1"), "{stderr}");
 }
 
+/// A log setting that cannot be used is said, not silently replaced by the default.
+#[tokio::test]
+async fn an_unusable_log_setting_is_said() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gatewayd.toml");
+    std::fs::write(&path, "").expect("write");
+    let output = gatewayd_command(&path, "[[[bad")
+        .env("GATEWAYD_LOG_FORMAT", "xml")
+        .arg("--check-config")
+        .output()
+        .await
+        .expect("run gatewayd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("GATEWAYD_LOG=\"[[[bad\" is not a log filter"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("GATEWAYD_LOG_FORMAT=\"xml\""), "{stderr}");
+}
+
 #[tokio::test]
 async fn the_socket_is_0660_and_removed_on_sigterm() {
     let mut gateway = Gateway::start().await;
