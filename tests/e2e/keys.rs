@@ -256,6 +256,14 @@ async fn every_error_has_the_spec_shape() {
         admin
             .send("POST", "/v1/keys", Some("x".repeat(70 * 1024)))
             .await,
+        // A field given twice would mean whichever a reader kept: refused.
+        admin
+            .send(
+                "POST",
+                "/v1/keys",
+                Some(r#"{"name": "twice", "spend_limit_usd": 1, "spend_limit_usd": 1000}"#.into()),
+            )
+            .await,
         admin.get("/v1/nothing-here").await,
         admin.send("PUT", "/v1/keys", None).await,
         admin.get("/v1/keys/key_0123456789abcdefghij/rotate").await,
@@ -268,6 +276,7 @@ async fn every_error_has_the_spec_shape() {
     let expected = [
         (400, "invalid_argument"),
         (413, "body_too_large"),
+        (400, "invalid_argument"),
         (404, "unknown_route"),
         (405, "method_not_allowed"),
         (405, "method_not_allowed"),
@@ -293,6 +302,20 @@ async fn every_error_has_the_spec_shape() {
             Some("application/json")
         );
     }
+    assert!(
+        responses[2]
+            .error_message()
+            .contains("\"spend_limit_usd\" is given twice"),
+        "{}",
+        responses[2].body
+    );
+    assert_eq!(
+        admin.get("/v1/keys").await.body["keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "nothing was created"
+    );
     // A 405 says which methods the route answers.
     let allow = |response: &gateway_tests::admin::ApiResponse| {
         response
@@ -301,8 +324,8 @@ async fn every_error_has_the_spec_shape() {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    assert_eq!(allow(&responses[3]).as_deref(), Some("GET, POST"));
-    assert_eq!(allow(&responses[4]).as_deref(), Some("POST"));
+    assert_eq!(allow(&responses[4]).as_deref(), Some("GET, POST"));
+    assert_eq!(allow(&responses[5]).as_deref(), Some("POST"));
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ pub async fn rotate(
     let rotate: RotateKey = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()
     } else {
-        let value = serde_json::from_slice(&bytes).map_err(|err| {
+        let value = super::strict_json::parse(&bytes).map_err(|err| {
             GatewayError::new(
                 gateway_shared::ErrorCode::InvalidArgument,
                 format!("Invalid body: not valid JSON ({err})."),

@@ -9,6 +9,7 @@ mod admin_tokens;
 mod audit;
 mod keys;
 mod query;
+mod strict_json;
 
 use gateway_shared::key::redact_secrets;
 use std::sync::Arc;
@@ -193,7 +194,7 @@ impl AdminApi {
 /// Reads a JSON body: 413 beyond the limit, 400 `invalid_argument` naming `body` if malformed.
 async fn json_body(request: http::Request<Incoming>) -> Result<serde_json::Value, GatewayError> {
     let bytes = http_util::read_body(request, MAX_BODY_BYTES, BODY_GAP).await?;
-    serde_json::from_slice(&bytes).map_err(|err| {
+    strict_json::parse(&bytes).map_err(|err| {
         GatewayError::new(
             ErrorCode::InvalidArgument,
             format!("Invalid body: not valid JSON ({err})."),
