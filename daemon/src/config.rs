@@ -158,15 +158,24 @@ impl Config {
 
     /// Embedded defaults, overridden by `path` when given.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let file = match path {
+        match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                parse_file(&text).with_context(|| format!("in config file {}", path.display()))?
+                Self::from_text(&text).with_context(|| format!("in config file {}", path.display()))
             }
-            None => FileConfig::default(),
-        };
-        Self::resolve(file)
+            None => Self::resolve(FileConfig::default()),
+        }
+    }
+
+    /// A config file's text, parsed and validated. toml names the line of a syntax error or
+    /// unknown field itself; a value refused later (an address, a duration) is found in the
+    /// text by the field its error names, so that every error names its line (SPEC §8).
+    pub fn from_text(text: &str) -> anyhow::Result<Config> {
+        Self::resolve(parse_file(text)?).map_err(|err| match line_of_named_field(text, &err) {
+            Some(line) => err.context(format!("line {line}")),
+            None => err,
+        })
     }
 
     /// Merges a parsed file over the embedded defaults and validates the result.
@@ -288,6 +297,38 @@ impl Config {
     }
 }
 
+/// The line of the first field an error names (`proxy.listen`, `worker_threads`,
+/// `[providers.openai]`) that the text sets.
+fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let message = format!("{err:#}");
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .map(|token| token.trim_matches('.'))
+        .filter(|token| {
+            token
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+        })
+        .find_map(|path| {
+            let mut table = document.get_ref();
+            let mut segments = path.split('.').peekable();
+            while let Some(segment) = segments.next() {
+                let (key, value) = table.iter().find(|(k, _)| k.get_ref() == segment)?;
+                if segments.peek().is_none() {
+                    let start = key.span().start;
+                    return Some(text.get(..start)?.matches('\n').count() + 1);
+                }
+                match value.get_ref() {
+                    toml::de::DeValue::Table(inner) => table = inner,
+                    _ => return None,
+                }
+            }
+            None
+        })
+}
+
 /// Parses a config file's text (every field optional, unknown fields refused).
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     // toml's error names the line and column and quotes the offending line.
@@ -405,7 +446,25 @@ mod tests {
     use super::*;
 
     fn load_str(text: &str) -> anyhow::Result<Config> {
-        Config::resolve(parse_file(text)?)
+        Config::from_text(text)
+    }
+
+    #[test]
+    fn a_refused_value_names_its_line() {
+        let cases = [
+            ("# c\n[proxy]\nlisten = \"nowhere\"\n", "line 3"),
+            ("\n[admin]\nsocket_mode = \"999\"\n", "line 3"),
+            ("worker_threads = 5000\n", "line 1"),
+            ("[proxy]\n\n\nbody_read_timeout = \"soon\"\n", "line 4"),
+            (
+                "[providers.openai]\nbase_url = \"ftp://x\"\napi_key_env = \"K\"\n",
+                "line 1",
+            ),
+        ];
+        for (text, line) in cases {
+            let err = format!("{:#}", load_str(text).expect_err(text));
+            assert!(err.starts_with(line), "{text:?}: {err}");
+        }
     }
 
     #[test]

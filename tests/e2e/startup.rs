@@ -30,6 +30,12 @@ async fn an_unknown_config_field_stops_start_up_naming_the_line() {
     let (code, stderr) = start_with_config("data_dir = \n").await;
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("line 1"), "{stderr}");
+
+    // A value refused after parsing names its line too.
+    let (code, stderr) =
+        start_with_config("[proxy]\nmax_connections = 10\nlisten = \"everywhere\"\n").await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("line 3: proxy.listen"), "{stderr}");
 }
 
 /// A log setting that cannot be used is said, not silently replaced by the default.
