@@ -37,6 +37,7 @@ pub mod tls;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +151,12 @@ pub async fn run(
         stop.clone(),
     ));
     tokio::spawn(reload_on_sighup(cert, stop.clone()));
+    let window_saver = tokio::spawn(save_rate_windows_now_and_then(
+        Arc::clone(&cache),
+        store.clone(),
+        Arc::clone(&clock),
+        stop.clone(),
+    ));
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
@@ -174,7 +181,9 @@ pub async fn run(
     }
     admin_done.context("admin server task panicked")?;
     https_done.context("admin HTTPS task panicked")?;
-    // No request is admitted any more: the windows carry over to the next start.
+    // No request is admitted any more: the windows carry over to the next start (saved
+    // after any periodic save still in progress, so the final state is the one kept).
+    let _ = window_saver.await;
     let windows = cache.rate_windows();
     let saved = windows.len();
     if let Err(err) = store
@@ -199,6 +208,45 @@ pub async fn run(
 }
 
 /// SIGHUP re-reads the admin certificate; a bad file keeps the old one and logs why.
+/// How often the rate windows are saved while serving.
+const RATE_WINDOW_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Saves the rate windows every few seconds, when they changed, so that a start after a
+/// crash (`kill -9`, power loss) restores them too: without it the windows of a daemon that
+/// never shut down gracefully started empty, and a key got up to twice its rpm in the minute
+/// around the restart. Now only what was admitted since the last save (at most
+/// [`RATE_WINDOW_SAVE_EVERY`]) is forgotten. Graceful shutdown still saves the final state.
+async fn save_rate_windows_now_and_then(
+    cache: Arc<KeyCache>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(RATE_WINDOW_SAVE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Vec::new();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let windows = cache.rate_windows();
+        if windows == last {
+            continue;
+        }
+        match store
+            .save_rate_windows(clock.now().as_millisecond(), windows.clone())
+            .await
+        {
+            Ok(()) => last = windows,
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "cannot save the rate windows; retrying"
+            ),
+        }
+    }
+}
+
 async fn reload_on_sighup(cert: Arc<tls::ReloadableCert>, stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {

@@ -247,3 +247,26 @@ async fn a_restart_keeps_the_rolling_window() {
         Some("0")
     );
 }
+
+/// A crash (`kill -9`) keeps the window too, as it stood a few seconds before: the running
+/// daemon saves changed windows every 5 s. Before, it started empty and the key got its rpm
+/// again within the same minute.
+#[tokio::test]
+async fn a_crash_keeps_the_rolling_window_as_last_saved() {
+    let (mut gateway, _mock) = Gateway::with_mock("", "").await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "crashy", "rate_limit_rpm": 3}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(send(&gateway.proxy_url(), &key).await.status(), 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    gateway.kill9().await;
+    gateway.start_again().await;
+    assert_eq!(
+        send(&gateway.proxy_url(), &key).await.status(),
+        429,
+        "the minute goes on after the crash"
+    );
+}
