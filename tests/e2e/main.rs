@@ -10,6 +10,8 @@
 //! - `shutdown`: SIGTERM drains open streams and refuses new requests.
 //! - `streaming`: byte-exact, unbuffered streams; idle timeout, not a total deadline.
 //! - `spend`: hard caps, clamping, per-provider costs, settlement on every ending (SPEC §5).
+//! - `metering`: usage rows for hard endings: trailers, compressed bodies, `stream_options:
+//!   null`, requests the provider got but never answered (SPEC §5).
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
@@ -26,6 +28,7 @@ mod gwctl;
 mod https;
 mod install;
 mod keys;
+mod metering;
 mod persistence;
 mod proxy;
 mod rate;

@@ -109,14 +109,16 @@ pub fn set_output_limit(
 }
 
 /// Whether this is an OpenAI chat or completions stream that does not ask for usage (and
-/// so must be made to, with the usage chunk hidden from the client).
+/// so must be made to, with the usage chunk hidden from the client). `"stream_options":
+/// null` is no options at all, as OpenAI reads it: otherwise a client (or SDK) that sends
+/// the null would stream unmetered.
 pub fn wants_include_usage(provider: Provider, path: &str, body: &impl Fields) -> bool {
     let applies = provider == Provider::Openai
         && (path.ends_with("/chat/completions") || path.ends_with("/completions"))
         && body.field("stream").and_then(Value::as_bool) == Some(true);
     match body.field("stream_options") {
         _ if !applies => false,
-        None => true,
+        None | Some(Value::Null) => true,
         Some(Value::Object(options)) => {
             options.get("include_usage").and_then(Value::as_bool) != Some(true)
         }
@@ -131,6 +133,9 @@ pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<Strin
         return false;
     }
     let options = body.entry("stream_options").or_insert_with(|| json!({}));
+    if options.is_null() {
+        *options = json!({});
+    }
     let Some(options) = options.as_object_mut() else {
         return false;
     };
@@ -140,7 +145,8 @@ pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<Strin
 
 /// The body with both changes applied as asked. Asking a stream for usage when it has no
 /// `stream_options` at all (what SDKs send) is a splice at the object's opening brace; any
-/// other change is one full parse and re-serialisation, paid only by requests that need it.
+/// other change (a `null` one included: a splice would leave the key twice) is one full
+/// parse and re-serialisation, paid only by requests that need it.
 /// `fields` is the skim of `body` (so `body` is known to be one valid JSON object).
 pub fn rewrite(
     provider: Provider,
@@ -390,6 +396,30 @@ mod tests {
             "/v1/chat/completions",
             &object(json!({"stream": true, "stream_options": "odd"}))
         ));
+        // `null` is no options: usage is asked for, and the rewritten body is one object
+        // with the key once (a splice would have duplicated it).
+        let body = br#"{"model":"gpt-4o","stream":true,"stream_options":null}"#;
+        let fields = object(serde_json::from_slice(body).expect("json"));
+        assert!(wants_include_usage(
+            Provider::Openai,
+            "/v1/chat/completions",
+            &fields
+        ));
+        for limit in [None, Some(5)] {
+            let out = rewrite(
+                Provider::Openai,
+                "/v1/chat/completions",
+                body,
+                &fields,
+                limit,
+                true,
+            )
+            .expect("valid");
+            let text = String::from_utf8(out).expect("utf-8");
+            assert_eq!(text.matches("stream_options").count(), 1, "{text}");
+            let out: Value = serde_json::from_str(&text).expect("still JSON");
+            assert_eq!(out["stream_options"], json!({"include_usage": true}));
+        }
         let mut anthropic = object(json!({"stream": true}));
         assert!(!inject_include_usage(
             Provider::Anthropic,
