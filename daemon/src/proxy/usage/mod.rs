@@ -52,6 +52,9 @@ pub struct UsageObserver {
     array: JsonArraySplitter,
     json: Vec<Bytes>,
     json_len: usize,
+    /// The JSON body outgrew [`MAX_JSON_BODY`]: nothing more is kept and none of it parsed
+    /// (the pieces kept would not be the body, only a splice of it).
+    json_too_large: bool,
     /// Drop OpenAI's usage-only chunk (the gateway injected `include_usage`).
     strip_usage_chunk: bool,
     pub observed: Observed,
@@ -67,6 +70,7 @@ impl UsageObserver {
             array: JsonArraySplitter::default(),
             json: Vec::new(),
             json_len: 0,
+            json_too_large: false,
             strip_usage_chunk: strip,
             observed: Observed::default(),
         }
@@ -114,9 +118,17 @@ impl UsageObserver {
                 chunk
             }
             Format::Json => {
+                if self.json_too_large {
+                    return chunk;
+                }
                 if self.json_len + chunk.len() <= MAX_JSON_BODY {
                     self.json_len += chunk.len();
                     self.json.push(chunk.clone());
+                } else {
+                    // Over the cap: the cost is estimated. Skipping just this chunk and
+                    // keeping later ones would parse a body with a hole in it.
+                    self.json_too_large = true;
+                    self.json = Vec::new();
                 }
                 chunk
             }
@@ -380,6 +392,33 @@ mod tests {
                 output: 4,
                 ..Default::default()
             })
+        );
+    }
+
+    /// A body past the cap is not read at all, not read with the chunk that crossed it left
+    /// out: here the pieces around a skipped one would still parse, with usage in them.
+    #[test]
+    fn a_json_body_over_the_cap_is_not_parsed_from_what_was_kept() {
+        let head =
+            Bytes::from_static(br#"{"usage":{"prompt_tokens":5,"completion_tokens":3},"pad":""#);
+        let pad = Bytes::from(vec![b'x'; MAX_JSON_BODY]);
+        let tail = Bytes::from_static(br#""}"#);
+        let mut observer = UsageObserver::new(Provider::Openai, Format::Json, false);
+        for chunk in [head.clone(), pad, tail.clone()] {
+            assert_eq!(observer.observe(chunk.clone()), chunk, "passed on as it is");
+        }
+        assert!(observer.finish().is_empty());
+        assert_eq!(observer.observed.reported, None, "left to the estimate");
+
+        // Under the cap the same pieces are read.
+        let mut observer = UsageObserver::new(Provider::Openai, Format::Json, false);
+        for chunk in [head, Bytes::from_static(b"xx"), tail] {
+            observer.observe(chunk);
+        }
+        observer.finish();
+        assert_eq!(
+            observer.observed.reported.map(|t| (t.input, t.output)),
+            Some((5, 3))
         );
     }
 
