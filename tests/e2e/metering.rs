@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::Gateway;
-use gateway_tests::mock::{COMPLETION_TOKENS, PROMPT_TOKENS};
+use gateway_tests::mock::{
+    COMPLETION_TOKENS, PROMPT_TOKENS, RawProvider, Recorded, openai_answer, raw_chunked,
+};
 use gateway_tests::requests::chat;
+use gateway_tests::{Gateway, GatewayOptions};
 use serde_json::{Value, json};
 
 /// One usage row, as stored.
@@ -65,6 +67,18 @@ fn read_rows(gateway: &Gateway, key_id: &str) -> Vec<Row> {
         .collect()
 }
 
+/// A gateway whose OpenAI is `raw`.
+async fn with_raw_openai(raw: &RawProvider) -> Gateway {
+    Gateway::start_with(GatewayOptions {
+        extra_config: format!(
+            "[providers.openai]\nbase_url = {:?}\napi_key_env = \"GW_TEST_OPENAI_KEY\"\n",
+            raw.base_url("openai")
+        ),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The row of a request billed exactly what the mock reported.
 fn assert_reported(row: &Row) {
     assert_eq!(row.source, "reported", "{row:?}");
@@ -105,4 +119,50 @@ async fn a_stream_with_null_stream_options_is_asked_for_usage() {
     assert_eq!(rows[0].status, 200);
     assert_reported(&rows[0]);
     assert!(rows[0].cost_nanos > 0);
+}
+
+/// A chunked body that ends with trailers is complete: billed as reported, JSON and SSE.
+#[tokio::test]
+async fn a_body_ended_by_trailers_is_billed_as_reported() {
+    fn answer(request: &Recorded) -> Vec<u8> {
+        let stream = request.json()["stream"] == true;
+        let content_type = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        raw_chunked(
+            &format!("content-type: {content_type}\r\ntrailer: x-checksum\r\n"),
+            &openai_answer("gpt-4o", stream),
+            "x-checksum: 1234\r\n",
+        )
+    }
+    let raw = RawProvider::start(answer).await;
+    let gateway = with_raw_openai(&raw).await;
+    let (id, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "trailers"}))
+        .await;
+    for stream in [false, true] {
+        let response = chat(
+            &gateway.proxy_url(),
+            &key,
+            json!({"model": "gpt-4o", "stream": stream, "messages": []}),
+            &[],
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.expect("the whole body");
+        if stream {
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            let body: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(body["usage"]["completion_tokens"], COMPLETION_TOKENS);
+        }
+    }
+    let rows = rows(&gateway, &id, 2).await;
+    for row in &rows {
+        assert_eq!(row.status, 200);
+        assert_reported(row);
+    }
 }

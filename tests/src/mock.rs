@@ -17,6 +17,11 @@
 //! - `x-mock-input-tokens`, `x-mock-output-tokens` — the usage to report (`max` for output:
 //!   the request's own output limit); `x-mock-cached-tokens` (cache reads, all providers),
 //!   `x-mock-cache-write-tokens` (Anthropic), `x-mock-thoughts-tokens` (Gemini).
+//!
+//! [`RawProvider`] is a provider scripted byte for byte, for answers hyper's server will not
+//! write: trailers (hyper sends them only to a client that sent `TE: trailers`, which the
+//! gateway strips as hop-by-hop), a content coding nobody asked for, a connection closed
+//! after the request without an answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -116,6 +121,147 @@ impl MockProvider {
 
     pub fn last(&self) -> Recorded {
         self.received().pop().expect("the mock received a request")
+    }
+}
+
+/// A provider that answers each request with the bytes a script returns for it (the whole
+/// HTTP/1.1 response, written as they are); an empty answer closes the connection without
+/// one. Requests are read as HTTP/1.1 with a `content-length` body (what the gateway sends)
+/// and recorded like [`MockProvider`]'s.
+#[derive(Clone)]
+pub struct RawProvider {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl RawProvider {
+    pub async fn start(answer: fn(&Recorded) -> Vec<u8>) -> RawProvider {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind raw mock");
+        let addr = listener.local_addr().expect("raw mock addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::clone(&received);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve_raw(stream, answer, Arc::clone(&state)));
+            }
+        });
+        RawProvider { addr, received }
+    }
+
+    /// The base URL of one provider on this mock.
+    pub fn base_url(&self, provider: &str) -> String {
+        format!("http://{}/{provider}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Requests on one connection, one after the other, each answered by `answer`.
+async fn serve_raw(
+    mut stream: tokio::net::TcpStream,
+    answer: fn(&Recorded) -> Vec<u8>,
+    received: Arc<Mutex<Vec<Recorded>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut start = lines.next().unwrap_or("").split(' ');
+        let method = start.next().unwrap_or("").to_owned();
+        let uri = start.next().unwrap_or("").to_owned();
+        let mut headers = http::HeaderMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            if let Some((name, value)) = line.split_once(':')
+                && let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name.trim().as_bytes()),
+                    http::HeaderValue::from_str(value.trim()),
+                )
+            {
+                headers.append(name, value);
+            }
+        }
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = Bytes::copy_from_slice(&buf[head_end..head_end + length]);
+        buf.drain(..head_end + length);
+        let recorded = Recorded {
+            method,
+            uri,
+            headers,
+            body,
+        };
+        received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(recorded.clone());
+        let response = answer(&recorded);
+        if response.is_empty() || stream.write_all(&response).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `body` as a chunked HTTP/1.1 200 with `headers`, in one chunk, ended by `trailers`
+/// (`name: value` lines) or by no trailer at all when empty.
+pub fn raw_chunked(headers: &str, body: &[u8], trailers: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\n{headers}transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out.extend_from_slice(format!("\r\n0\r\n{trailers}\r\n").as_bytes());
+    out
+}
+
+/// An OpenAI chat completion reporting [`PROMPT_TOKENS`] and [`COMPLETION_TOKENS`], as the
+/// mock's JSON answer, or its SSE stream (with the usage chunk) when `stream` is set.
+pub fn openai_answer(model: &str, stream: bool) -> Vec<u8> {
+    let usage = Usage {
+        input: PROMPT_TOKENS,
+        output: COMPLETION_TOKENS,
+        cached: 0,
+        cache_write: 0,
+        thoughts: 0,
+    };
+    if stream {
+        let request = json!({"stream_options": {"include_usage": true}});
+        openai_stream(model, &request, 3, usage)
+            .concat()
+            .into_bytes()
+    } else {
+        openai_completion(model, usage).to_string().into_bytes()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Metering: the response body wrapper that passes frames through as they arrive, reads usage
 //! from them, and settles the request's reservation however the response ends.
 //!
-//! Settlement happens exactly once, on the first of: the body ends (usage as reported, or
-//! estimated if the provider never sent it), the body fails (stall, upstream reset), the
+//! Settlement happens exactly once, on the first of: the body ends (its last data frame, its
+//! trailers, or the end of the stream; usage as reported, or estimated if the provider never
+//! sent it), the body fails (stall, upstream reset), the
 //! stream is cut because its usage so far reached its reservation, or the body is dropped
 //! unfinished (the client went away). A request that never got a response body settles when
 //! its [`Meter`] is dropped. Each settlement leaves one usage record on the writer's channel.
@@ -257,14 +258,20 @@ where
             };
             let data = match frame.into_data() {
                 Ok(data) => data,
-                // Trailers carry no usage; pass them on (after what is batched).
-                Err(trailers) => match batch.take() {
-                    Some(data) => {
-                        this.pending_trailers = Some(trailers);
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    None => return Poll::Ready(Some(Ok(trailers))),
-                },
+                // Trailers are the body's last frame, and hyper's server drops the body once
+                // it has them, without polling for the end: settle now, as at the end. They
+                // go out after what is batched and what the observer held back.
+                Err(trailers) => {
+                    batch.push(this.observer.finish());
+                    this.end(Outcome::Complete);
+                    return match batch.take() {
+                        Some(data) => {
+                            this.pending_trailers = Some(trailers);
+                            Poll::Ready(Some(Ok(Frame::data(data))))
+                        }
+                        None => Poll::Ready(Some(Ok(trailers))),
+                    };
+                }
             };
             let out = this.observer.observe(data);
             let at_end = this.inner.as_ref().is_some_and(Body::is_end_stream);
@@ -371,7 +378,143 @@ fn usage_reaches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::usage::MAX_TOKENS_PER_REQUEST;
+    use crate::clock::ManualClock;
+    use crate::proxy::usage::{Format, MAX_TOKENS_PER_REQUEST};
+    use crate::spend::ledger::{Ask, Ledger, SpendState};
+    use std::collections::VecDeque;
+    use std::task::Waker;
+
+    /// $1 in, $10 out per million.
+    const PRICE: Price = Price {
+        input: Nanodollars(1_000_000_000),
+        output: Nanodollars(10_000_000_000),
+        cache_read: Nanodollars(1_000_000_000),
+        cache_write: Nanodollars(1_000_000_000),
+        max_output_tokens: 1000,
+    };
+
+    /// A meter for an OpenAI request of 400 bytes that may produce 100 output tokens, its
+    /// ledger, and what it sends the usage writer.
+    fn new_meter() -> (Meter, Arc<Ledger>, impl Fn() -> Vec<UsageRecord>) {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(
+            "2026-11-26T12:00:00Z".parse().expect("timestamp"),
+        ));
+        let ledger = Arc::new(Ledger::new(SpendState::default(), Arc::clone(&clock)));
+        let ask = Ask {
+            price: PRICE,
+            input_tokens_bound: 400,
+            output_tokens: 100,
+            min_output_tokens: 1,
+            clamp: false,
+        };
+        let reservation = ledger.reserve(None, None, &ask).expect("no limit");
+        let (writer, sent) = UsageWriter::detached();
+        let meter = Meter {
+            key_id: "key".into(),
+            provider: Provider::Openai,
+            model: "gpt-test".into(),
+            price: Some(PRICE),
+            reservation: Some(reservation),
+            input_tokens_bound: 400,
+            status: 200,
+            started: Instant::now(),
+            writer,
+            metrics: Arc::new(Metrics::new()),
+            clock,
+        };
+        (meter, ledger, sent)
+    }
+
+    /// A response body of the given frames, every one ready at once.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// Polls `body` until it yields trailers, as hyper's server does, then drops it (hyper
+    /// does not poll for the end after trailers). Returns the data and the trailers.
+    fn serve_until_trailers<B: Body<Data = Bytes, Error = BoxError> + Unpin>(
+        mut body: MeteredBody<B>,
+    ) -> (Vec<u8>, Option<http::HeaderMap>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut data = Vec::new();
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => return (data, frame.into_trailers().ok()),
+                },
+                Poll::Ready(None) => return (data, None),
+                other => panic!("unexpected poll: {:?}", other.map(|f| f.map(|_| ()))),
+            }
+        }
+    }
+
+    #[test]
+    fn trailers_end_the_body_and_settle_it_as_reported() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let json = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}"#;
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n\
+                      data: [DONE]\n\n";
+        // A JSON body; an SSE stream; and one whose usage chunk is stripped with its last
+        // event unfinished (held back by the observer until the end).
+        let cases = [
+            (Format::Json, false, json.to_owned(), json.to_owned()),
+            (Format::Sse, false, stream.to_owned(), stream.to_owned()),
+            (
+                Format::Sse,
+                true,
+                stream.trim_end().to_owned(),
+                stream
+                    .replace(
+                        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n",
+                        "",
+                    )
+                    .trim_end()
+                    .to_owned(),
+            ),
+        ];
+        for (format, strip, sent_text, expected) in cases {
+            let (meter, ledger, sent) = new_meter();
+            let (head, tail) = sent_text.split_at(sent_text.len() / 2);
+            let frames = Frames(VecDeque::from([
+                Frame::data(Bytes::from(head.to_owned())),
+                Frame::data(Bytes::from(tail.to_owned())),
+                Frame::trailers(trailers.clone()),
+            ]));
+            let observer = UsageObserver::new(Provider::Openai, format, strip);
+            let body = MeteredBody::new(frames, observer, meter, false);
+            let (data, got) = serve_until_trailers(body);
+            assert_eq!(
+                String::from_utf8(data).expect("utf-8"),
+                expected,
+                "{format:?}"
+            );
+            assert_eq!(got.as_ref(), Some(&trailers), "the trailers pass");
+            let records = sent();
+            assert_eq!(records.len(), 1, "{format:?}");
+            assert_eq!(records[0].source, CostSource::Reported, "{format:?}");
+            assert_eq!(
+                (records[0].tokens.input, records[0].tokens.output),
+                (9, 4),
+                "{format:?}"
+            );
+            let state = ledger.snapshot();
+            assert_eq!(state.open_reservations, 0);
+            assert_eq!(state.total, PRICE.cost(&records[0].tokens));
+        }
+    }
 
     /// Anthropic after `message_start` (input 10, placeholder output 1) and `deltas` content
     /// deltas, with no `message_delta` yet.

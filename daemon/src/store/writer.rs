@@ -155,6 +155,29 @@ impl UsageWriter {
     }
 }
 
+#[cfg(test)]
+impl UsageWriter {
+    /// A writer without a thread or a database, and what it was sent so far: for tests of
+    /// the code that records usage.
+    pub(crate) fn detached() -> (UsageWriter, impl Fn() -> Vec<UsageRecord>) {
+        let (tx, rx) = mpsc::channel();
+        let writer = UsageWriter {
+            tx,
+            depth: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        let sent = move || {
+            rx.try_iter()
+                .filter_map(|message| match message {
+                    Message::Record(record) => Some(record),
+                    Message::Flush(_) => None,
+                })
+                .collect()
+        };
+        (writer, sent)
+    }
+}
+
 fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut(&[UsageRecord])) {
     while let Ok(first) = rx.recv() {
         let mut records = Vec::new();
