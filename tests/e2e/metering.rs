@@ -166,3 +166,76 @@ async fn a_body_ended_by_trailers_is_billed_as_reported() {
         assert_reported(row);
     }
 }
+
+/// A gzip body as a provider or CDN would send it (only its magic matters: nobody unpacks it).
+const GZIP: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03compressed usage";
+
+/// Providers are asked for plain text (a request without `Accept-Encoding` accepts any
+/// coding, and a CDN may compress); a body compressed all the same reaches the client
+/// untouched and is billed the output its reservation allowed, as estimated.
+#[tokio::test]
+async fn providers_are_asked_for_plain_text_and_a_compressed_body_is_billed_its_bound() {
+    fn answer(request: &Recorded) -> Vec<u8> {
+        let plain = request.header("accept-encoding") == Some("identity")
+            && request.header("x-mock-compress").is_none();
+        let (coding, body) = if plain {
+            ("", openai_answer("gpt-4o", false))
+        } else {
+            ("content-encoding: gzip\r\n", GZIP.to_vec())
+        };
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+    let raw = RawProvider::start(answer).await;
+    let gateway = with_raw_openai(&raw).await;
+    let (id, key, _) = gateway.admin().create_key(json!({"name": "codings"})).await;
+    let request = json!({"model": "gpt-4o", "max_tokens": 100, "messages": []});
+
+    let response = chat(
+        &gateway.proxy_url(),
+        &key,
+        request.clone(),
+        &[("accept-encoding", "gzip, br")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-encoding").is_none());
+    let body: Value = response.json().await.expect("plain JSON");
+    assert_eq!(body["usage"]["completion_tokens"], COMPLETION_TOKENS);
+    assert_eq!(
+        raw.received()[0].header("accept-encoding"),
+        Some("identity"),
+        "the client's codings are not passed on"
+    );
+
+    let response = chat(
+        &gateway.proxy_url(),
+        &key,
+        request,
+        &[("x-mock-compress", "1")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    assert_eq!(response.bytes().await.expect("body"), GZIP, "untouched");
+
+    let rows = rows(&gateway, &id, 2).await;
+    assert_reported(&rows[0]);
+    let compressed = &rows[1];
+    assert_eq!(compressed.source, "estimated", "{compressed:?}");
+    assert_eq!(compressed.output_tokens, 100, "max_tokens: {compressed:?}");
+    assert!(compressed.input_tokens > 0, "{compressed:?}");
+    // gpt-4o: $10 per million output tokens.
+    assert!(compressed.cost_nanos > 100 * 10_000, "{compressed:?}");
+}

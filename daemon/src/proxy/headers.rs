@@ -2,11 +2,14 @@
 //!
 //! Hop-by-hop headers describe one connection and must not be forwarded (RFC 9110 §7.6.1).
 //! The client's credentials are dropped so the proxy key never reaches the provider; the
-//! provider credential is added by `upstream`. `accept-encoding` is dropped so providers
-//! answer in plain text the gateway can meter.
+//! provider credential is added by `upstream`. The client's `accept-encoding` is replaced
+//! with `identity`, so providers answer in plain text the gateway can meter: a request
+//! without the header accepts any coding (RFC 9110 §12.5.3), and a provider or a CDN in
+//! front of it may then compress. A body that arrives compressed all the same is passed on
+//! untouched and billed its worst case (`meter`).
 
-use http::HeaderMap;
 use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
 
 // Static names: a `&str` name is parsed and validated again on every look-up.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -28,7 +31,7 @@ const CREDENTIALS: [HeaderName; 3] = [
     HeaderName::from_static("x-goog-api-key"),
 ];
 
-/// What the gateway sets itself (host, length) or must not pass on (`accept-encoding`).
+/// What the gateway sets itself (host, length, `accept-encoding: identity`).
 const SET_BY_GATEWAY: [HeaderName; 3] = [
     header::HOST,
     header::CONTENT_LENGTH,
@@ -46,7 +49,23 @@ pub fn for_upstream(mut client: HeaderMap) -> HeaderMap {
     remove_all(&mut client, &HOP_BY_HOP);
     remove_all(&mut client, &CREDENTIALS);
     remove_all(&mut client, &SET_BY_GATEWAY);
+    client.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     client
+}
+
+/// Whether a response body is in a content coding (gzip, br, …): its usage cannot be read.
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|coding| {
+            let coding = coding.trim_ascii();
+            !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity")
+        })
 }
 
 /// Removes hop-by-hop headers from a provider's response before it goes to the client.
@@ -123,7 +142,43 @@ mod tests {
         let out = for_upstream(client);
         let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
-        assert_eq!(names, ["anthropic-version", "content-type", "openai-beta"]);
+        assert_eq!(
+            names,
+            [
+                "accept-encoding",
+                "anthropic-version",
+                "content-type",
+                "openai-beta"
+            ]
+        );
+    }
+
+    #[test]
+    fn providers_are_asked_for_plain_text() {
+        for client in [
+            headers_of(&[("accept-encoding", "gzip, br")]),
+            headers_of(&[("content-type", "application/json")]),
+        ] {
+            let out = for_upstream(client);
+            let codings: Vec<_> = out.get_all("accept-encoding").iter().collect();
+            assert_eq!(codings, ["identity"]);
+        }
+    }
+
+    #[test]
+    fn a_coding_other_than_identity_is_encoded() {
+        for (value, encoded) in [
+            ("gzip", true),
+            ("br", true),
+            ("identity, gzip", true),
+            ("identity", false),
+            ("IDENTITY", false),
+            ("", false),
+        ] {
+            let headers = headers_of(&[("content-encoding", value)]);
+            assert_eq!(is_encoded(&headers), encoded, "{value:?}");
+        }
+        assert!(!is_encoded(&HeaderMap::new()));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Outcome {
     ProviderError,
     /// No response at all (unreachable, timeout before headers).
     NoResponse,
+    /// A body whose usage cannot be read (a content coding): billed its worst-case output.
+    Unreadable,
 }
 
 /// One request's settlement obligation.
@@ -56,6 +58,9 @@ pub struct Meter {
     /// Upper bound of prompt tokens, for estimates when usage never arrives.
     pub input_tokens_bound: u64,
     pub status: u16,
+    /// The response body is in a content coding: its usage cannot be read, so an ending that
+    /// would be billed from it is billed the reservation's output bound instead.
+    pub unreadable: bool,
     pub started: Instant,
     pub writer: UsageWriter,
     pub metrics: Arc<Metrics>,
@@ -68,7 +73,15 @@ impl Meter {
         let Some(reservation) = self.reservation.take() else {
             return;
         };
-        let (tokens, source) = settlement(observed, outcome, self.input_tokens_bound);
+        let outcome = match outcome {
+            Outcome::Complete | Outcome::Interrupted if self.unreadable => Outcome::Unreadable,
+            outcome => outcome,
+        };
+        let bounds = Bounds {
+            input_bytes: self.input_tokens_bound,
+            output_tokens: reservation.output_tokens(),
+        };
+        let (tokens, source) = settlement(observed, outcome, bounds);
         let (cost, source) = match self.price {
             Some(price) => (price.cost(&tokens), source),
             None => (Nanodollars::ZERO, CostSource::Unpriced),
@@ -318,13 +331,27 @@ impl<B> Drop for MeteredBody<B> {
     }
 }
 
+/// What a request could use at most: its body's bytes (a bound on its prompt tokens) and the
+/// output tokens its reservation allows.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    input_bytes: u64,
+    output_tokens: u64,
+}
+
 /// The tokens a request is billed for, and how they were arrived at.
-fn settlement(
-    observed: &Observed,
-    outcome: Outcome,
-    input_tokens_bound: u64,
-) -> (Tokens, CostSource) {
+fn settlement(observed: &Observed, outcome: Outcome, bounds: Bounds) -> (Tokens, CostSource) {
+    let input_tokens_bound = bounds.input_bytes;
     match outcome {
+        // Nothing can be read: the input estimate and all the output the request could have
+        // had, so that a compressed answer is never cheaper than a plain one.
+        Outcome::Unreadable => (
+            clamp(Tokens {
+                output: bounds.output_tokens,
+                ..estimate(&Observed::default(), input_tokens_bound)
+            }),
+            CostSource::Estimated,
+        ),
         Outcome::ProviderError | Outcome::NoResponse if observed.reported.is_none() => {
             (Tokens::default(), CostSource::Reported)
         }
@@ -417,12 +444,21 @@ mod tests {
             reservation: Some(reservation),
             input_tokens_bound: 400,
             status: 200,
+            unreadable: false,
             started: Instant::now(),
             writer,
             metrics: Arc::new(Metrics::new()),
             clock,
         };
         (meter, ledger, sent)
+    }
+
+    /// Bounds of a request of `bytes` bytes that may produce no output.
+    fn input(bytes: u64) -> Bounds {
+        Bounds {
+            input_bytes: bytes,
+            output_tokens: 0,
+        }
     }
 
     /// A response body of the given frames, every one ready at once.
@@ -531,11 +567,78 @@ mod tests {
         }
     }
 
+    /// A body that sends one frame and then waits forever.
+    struct Unfinished(Option<Bytes>);
+
+    impl Body for Unfinished {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// Polls `body` once: the data frame it must yield.
+    fn first_data<B: Body<Data = Bytes, Error = BoxError> + Unpin>(
+        body: &mut MeteredBody<B>,
+    ) -> Bytes {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().expect("data"),
+            other => panic!("unexpected poll: {:?}", other.map(|f| f.map(|_| ()))),
+        }
+    }
+
+    #[test]
+    fn an_encoded_body_is_billed_its_output_bound_and_passed_on_untouched() {
+        let gzip = Bytes::from_static(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03not usage");
+        let check = |sent: Vec<UsageRecord>, ledger: &Ledger| {
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].source, CostSource::Estimated);
+            assert_eq!(
+                (sent[0].tokens.input, sent[0].tokens.output),
+                (100, 100),
+                "a quarter of the 400 bytes, and the 100 output tokens reserved"
+            );
+            assert_eq!(ledger.snapshot().open_reservations, 0);
+        };
+        // To its end.
+        let (mut meter, ledger, sent) = new_meter();
+        meter.unreadable = true;
+        let frames = Frames(VecDeque::from([Frame::data(gzip.clone())]));
+        let observer = UsageObserver::new(Provider::Openai, Format::Encoded, true);
+        let mut body = MeteredBody::new(frames, observer, meter, true);
+        assert_eq!(first_data(&mut body), gzip, "untouched");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        check(sent(), &ledger);
+        // Left unfinished by the client: billed the same (what streamed is unknown), and
+        // never cut (nothing can be counted).
+        let (mut meter, ledger, sent) = new_meter();
+        meter.unreadable = true;
+        let observer = UsageObserver::new(Provider::Openai, Format::Encoded, true);
+        let mut body = MeteredBody::new(Unfinished(Some(gzip.clone())), observer, meter, false);
+        assert_eq!(first_data(&mut body), gzip);
+        assert!(sent().is_empty(), "still open");
+        drop(body);
+        check(sent(), &ledger);
+    }
+
     #[test]
     fn an_interim_report_never_hides_what_streamed() {
         let observed = anthropic_midstream(200);
         for outcome in [Outcome::Interrupted, Outcome::Complete] {
-            let (tokens, source) = settlement(&observed, outcome, 5_000);
+            let (tokens, source) = settlement(&observed, outcome, input(5_000));
             assert_eq!(source, CostSource::Estimated, "{outcome:?}");
             assert_eq!(
                 tokens,
@@ -558,7 +661,7 @@ mod tests {
             ..observed
         };
         assert_eq!(
-            settlement(&done, Outcome::Complete, 5_000),
+            settlement(&done, Outcome::Complete, input(5_000)),
             (done.reported.expect("reported"), CostSource::Reported)
         );
         // An interim count above what streamed is kept.
@@ -570,14 +673,17 @@ mod tests {
             }),
             ..observed
         };
-        assert_eq!(settlement(&ahead, Outcome::Interrupted, 0).0.output, 500);
+        assert_eq!(
+            settlement(&ahead, Outcome::Interrupted, input(0)).0.output,
+            500
+        );
         // Nothing reported: a quarter of the request's bytes, and what streamed.
         let unreported = Observed {
             content_events: 3,
             ..Observed::default()
         };
         assert_eq!(
-            settlement(&unreported, Outcome::Interrupted, 401).0,
+            settlement(&unreported, Outcome::Interrupted, input(401)).0,
             Tokens {
                 input: 101,
                 output: 3,
@@ -585,7 +691,7 @@ mod tests {
             }
         );
         assert_eq!(
-            settlement(&Observed::default(), Outcome::ProviderError, 401),
+            settlement(&Observed::default(), Outcome::ProviderError, input(401)),
             (Tokens::default(), CostSource::Reported)
         );
     }
@@ -645,7 +751,7 @@ mod tests {
             }),
             ..Observed::default()
         };
-        let (tokens, _) = settlement(&observed, Outcome::Complete, 0);
+        let (tokens, _) = settlement(&observed, Outcome::Complete, input(0));
         assert_eq!(
             tokens,
             Tokens {
@@ -655,13 +761,13 @@ mod tests {
                 cache_write: MAX_TOKENS_PER_REQUEST,
             }
         );
-        let (tokens, _) = settlement(&observed, Outcome::Interrupted, u64::MAX);
+        let (tokens, _) = settlement(&observed, Outcome::Interrupted, input(u64::MAX));
         assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
         let streamed = Observed {
             content_events: u64::MAX,
             ..Observed::default()
         };
-        let (tokens, _) = settlement(&streamed, Outcome::Interrupted, u64::MAX);
+        let (tokens, _) = settlement(&streamed, Outcome::Interrupted, input(u64::MAX));
         assert_eq!(tokens.input, MAX_TOKENS_PER_REQUEST);
         assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
     }

@@ -336,6 +336,7 @@ impl Proxy {
             input_tokens_bound: body.len() as u64,
             reservation: Some(reservation),
             status: 0,
+            unreadable: false,
             started,
             writer: self.usage.clone(),
             metrics: Arc::clone(&self.metrics),
@@ -508,7 +509,10 @@ impl Proxy {
         if observer.may_change_bytes() {
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
-        let enforce_cut = key.spend_limit.is_some();
+        // Compressed although asked for plain text: nothing can be read (nor cut), so it is
+        // billed its reservation's output bound, which the cap already allowed for.
+        meter.unreadable = format == Format::Encoded;
+        let enforce_cut = key.spend_limit.is_some() && !meter.unreadable;
         let body = MeteredBody::new(body, observer, meter, enforce_cut);
         Ok(http::Response::from_parts(parts, body.boxed()))
     }

@@ -254,6 +254,7 @@ impl Ledger {
             amount,
             estimate: amount,
             clamped_output,
+            output_tokens: clamped_output.unwrap_or(ask.output_tokens),
             settled: false,
         })
     }
@@ -335,6 +336,8 @@ pub struct Reservation {
     amount: Nanodollars,
     estimate: Nanodollars,
     clamped_output: Option<u64>,
+    /// The output tokens reserved for: the request's limit, the model's, or the clamp.
+    output_tokens: u64,
     settled: bool,
 }
 
@@ -346,6 +349,12 @@ impl Reservation {
     /// The lowered output limit, when the request was clamped to fit.
     pub fn clamped_output(&self) -> Option<u64> {
         self.clamped_output
+    }
+
+    /// The output tokens this reservation pays for (after any clamp): the most the request
+    /// was allowed to produce.
+    pub fn output_tokens(&self) -> u64 {
+        self.output_tokens
     }
 
     /// What to settle if this reservation is dropped without `settle`.

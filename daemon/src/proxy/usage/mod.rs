@@ -27,10 +27,15 @@ pub enum Format {
     JsonArray,
     /// One JSON document.
     Json,
+    /// A body in a content coding (gzip, br, …): passed on untouched, not read.
+    Encoded,
 }
 
 impl Format {
     pub fn of(provider: Provider, path: &str, headers: &http::HeaderMap) -> Format {
+        if super::headers::is_encoded(headers) {
+            return Format::Encoded;
+        }
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -132,6 +137,7 @@ impl UsageObserver {
                 }
                 chunk
             }
+            Format::Encoded => chunk,
         }
     }
 
