@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use gateway_tests::mock::{
     COMPLETION_TOKENS, PROMPT_TOKENS, RawProvider, Recorded, openai_answer, raw_chunked,
 };
-use gateway_tests::requests::chat;
-use gateway_tests::{Gateway, GatewayOptions};
+use gateway_tests::requests::{anthropic_messages, chat};
+use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
 /// One usage row, as stored.
@@ -238,4 +238,130 @@ async fn providers_are_asked_for_plain_text_and_a_compressed_body_is_billed_its_
     assert!(compressed.input_tokens > 0, "{compressed:?}");
     // gpt-4o: $10 per million output tokens.
     assert!(compressed.cost_nanos > 100 * 10_000, "{compressed:?}");
+}
+
+/// A client that leaves after the provider got its request, before the response head, is
+/// billed the input estimate: the provider bills the prompt either way (SPEC §5: never $0
+/// when tokens flowed). The reservation is released.
+#[tokio::test]
+async fn a_client_gone_before_the_response_head_is_billed_its_input() {
+    let (gateway, mock) = Gateway::with_mock("", "").await;
+    let (id, key, _) = gateway.admin().create_key(json!({"name": "leaver"})).await;
+    let base = gateway.proxy_url();
+    let request = {
+        let (base, key) = (base.clone(), key.clone());
+        tokio::spawn(async move {
+            chat(
+                &base,
+                &key,
+                json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "a prompt the provider reads"}]}),
+                &[("x-mock-headers-delay-ms", "5000")],
+            )
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.hits() == 0 {
+        assert!(Instant::now() < deadline, "the mock never got the request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    request.abort();
+    let left = Instant::now();
+
+    let rows = rows(&gateway, &id, 1).await;
+    assert!(
+        left.elapsed() < Duration::from_secs(4),
+        "settled when the client left, not when the provider answered"
+    );
+    let row = &rows[0];
+    assert_eq!(row.status, 0, "no response: {row:?}");
+    assert_eq!(row.source, "estimated", "{row:?}");
+    assert_eq!(row.output_tokens, 0, "{row:?}");
+    assert!(row.input_tokens > 0 && row.cost_nanos > 0, "{row:?}");
+    let view: Value = reqwest::Client::new()
+        .get(format!("{base}/gateway/v1/key"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("self-service")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["requests_in_flight"], 0, "{view}");
+    assert_eq!(view["reserved_usd"], 0.0, "{view}");
+}
+
+/// After the request was sent, a provider that times out or drops the connection without an
+/// answer is billed the input estimate; one that could not be reached at all costs nothing.
+#[tokio::test]
+async fn unanswered_requests_are_billed_their_input_and_unreachable_ones_nothing() {
+    // A port nothing listens on: bind one, learn it, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let mock = MockProvider::start().await;
+    // Reads each request and closes the connection without an answer.
+    let silent = RawProvider::start(|_| Vec::new()).await;
+    let gateway = Gateway::start_with(GatewayOptions {
+        proxy_config: "upstream_idle_timeout = \"400ms\"".into(),
+        extra_config: format!(
+            "[providers.openai]\nbase_url = \"http://{closed}\"\napi_key_env = \"GW_TEST_OPENAI_KEY\"\n\
+             [providers.anthropic]\nbase_url = {:?}\napi_key_env = \"GW_TEST_ANTHROPIC_KEY\"\n\
+             [providers.gemini]\nbase_url = {:?}\napi_key_env = \"GW_TEST_GEMINI_KEY\"\n",
+            mock.base_url("anthropic"),
+            silent.base_url("gemini"),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let (id, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "unanswered"}))
+        .await;
+    let base = gateway.proxy_url();
+
+    let refused = chat(&base, &key, json!({"model": "gpt-4o", "messages": []}), &[]).await;
+    assert_eq!(refused.status(), 502);
+
+    let timed_out = anthropic_messages(
+        &base,
+        &key,
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}),
+        &[("x-mock-headers-delay-ms", "3000")],
+    )
+    .await;
+    assert_eq!(timed_out.status(), 504);
+
+    let dropped = reqwest::Client::new()
+        .post(format!(
+            "{base}/gemini/v1beta/models/gemini-2.0-flash:generateContent"
+        ))
+        .header("x-goog-api-key", &key)
+        .json(&json!({"contents": [{"parts": [{"text": "hello"}]}]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(dropped.status(), 502);
+    assert_eq!(silent.received().len(), 1, "the provider got it");
+
+    let rows = rows(&gateway, &id, 3).await;
+    let (refused, timed_out, dropped) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(refused.status, 502);
+    assert_eq!(
+        (
+            refused.input_tokens,
+            refused.cost_nanos,
+            refused.source.as_str()
+        ),
+        (0, 0, "reported"),
+        "never reached the provider: {refused:?}"
+    );
+    for row in [timed_out, dropped] {
+        assert_eq!(row.source, "estimated", "{row:?}");
+        assert!(row.input_tokens > 0 && row.cost_nanos > 0, "{row:?}");
+        assert_eq!(row.output_tokens, 0, "{row:?}");
+    }
+    assert_eq!(timed_out.status, 504);
+    assert_eq!(dropped.status, 502);
 }

@@ -6,7 +6,9 @@
 //! sent it), the body fails (stall, upstream reset), the
 //! stream is cut because its usage so far reached its reservation, or the body is dropped
 //! unfinished (the client went away). A request that never got a response body settles when
-//! its [`Meter`] is dropped. Each settlement leaves one usage record on the writer's channel.
+//! its [`Meter`] is dropped: free if it never reached the provider, else its input estimate
+//! (the provider got the prompt and may bill it, answered or not). Each settlement leaves one
+//! usage record on the writer's channel.
 //!
 //! Without the provider's final count (an interrupted stream, or one that ended after only an
 //! interim report such as Anthropic's `message_start`), the output billed is never less than
@@ -41,8 +43,11 @@ pub enum Outcome {
     Interrupted,
     /// The provider answered with an error status: providers do not bill these.
     ProviderError,
-    /// No response at all (unreachable, timeout before headers).
-    NoResponse,
+    /// No response, and the request never reached the provider (no connection).
+    NotSent,
+    /// No response to a request the provider may have (timeout, lost connection, client
+    /// gone while waiting): billed its input estimate.
+    Unanswered,
     /// A body whose usage cannot be read (a content coding): billed its worst-case output.
     Unreadable,
 }
@@ -58,6 +63,8 @@ pub struct Meter {
     /// Upper bound of prompt tokens, for estimates when usage never arrives.
     pub input_tokens_bound: u64,
     pub status: u16,
+    /// Whether the provider may have the request (set by `upstream.send`).
+    pub sent: bool,
     /// The response body is in a content coding: its usage cannot be read, so an ending that
     /// would be billed from it is billed the reservation's output bound instead.
     pub unreadable: bool,
@@ -117,7 +124,12 @@ impl Meter {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        self.settle(&Observed::default(), Outcome::NoResponse);
+        let outcome = if self.sent {
+            Outcome::Unanswered
+        } else {
+            Outcome::NotSent
+        };
+        self.settle(&Observed::default(), outcome);
     }
 }
 
@@ -352,7 +364,7 @@ fn settlement(observed: &Observed, outcome: Outcome, bounds: Bounds) -> (Tokens,
             }),
             CostSource::Estimated,
         ),
-        Outcome::ProviderError | Outcome::NoResponse if observed.reported.is_none() => {
+        Outcome::ProviderError | Outcome::NotSent if observed.reported.is_none() => {
             (Tokens::default(), CostSource::Reported)
         }
         Outcome::Complete if observed.has_final_report() => (
@@ -444,6 +456,7 @@ mod tests {
             reservation: Some(reservation),
             input_tokens_bound: 400,
             status: 200,
+            sent: true,
             unreadable: false,
             started: Instant::now(),
             writer,
@@ -632,6 +645,32 @@ mod tests {
         assert!(sent().is_empty(), "still open");
         drop(body);
         check(sent(), &ledger);
+    }
+
+    #[test]
+    fn a_request_the_provider_may_have_is_billed_its_input_without_a_response() {
+        for (sent, status, expected) in [
+            (true, 0, (100, CostSource::Estimated)),
+            (true, 504, (100, CostSource::Estimated)),
+            (false, 502, (0, CostSource::Reported)),
+        ] {
+            let (mut meter, ledger, records) = new_meter();
+            meter.sent = sent;
+            meter.status = status;
+            drop(meter);
+            let records = records();
+            assert_eq!(records.len(), 1);
+            let record = &records[0];
+            assert_eq!(
+                (record.tokens.input, record.source),
+                expected,
+                "sent {sent}, status {status}"
+            );
+            assert_eq!(record.tokens.output, 0);
+            assert_eq!(record.status, status);
+            assert_eq!(record.cost, PRICE.cost(&record.tokens));
+            assert_eq!(ledger.snapshot().open_reservations, 0, "released");
+        }
     }
 
     #[test]

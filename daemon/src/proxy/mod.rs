@@ -14,7 +14,9 @@
 //! 9. `reserve_spend` — price (403 `model_not_priced`), then the reservation: fits, clamped,
 //!    or 402 `spend_limit_exceeded`.
 //! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage.
-//! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`.
+//! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`. Once the request
+//!     is handed to a connection the provider may bill it: from then on an ending without a
+//!     response (timeout, lost connection, client gone) is billed the input estimate.
 //! 12. `respond` — the body streams back frame by frame through the meter, which settles the
 //!     reservation however the response ends; provider errors pass through untouched. A
 //!     Gemini upload session's URL is pointed back at the gateway (`upload_url`).
@@ -336,6 +338,7 @@ impl Proxy {
             input_tokens_bound: body.len() as u64,
             reservation: Some(reservation),
             status: 0,
+            sent: false,
             unreadable: false,
             started,
             writer: self.usage.clone(),
@@ -353,7 +356,11 @@ impl Proxy {
             body,
         )?;
         let sent = Instant::now();
-        let response = match self.upstream.send(route.provider, upstream_request).await {
+        let response = match self
+            .upstream
+            .send(route.provider, upstream_request, &mut meter.sent)
+            .await
+        {
             Ok(response) => {
                 self.metrics
                     .upstream(route.provider)
@@ -362,6 +369,9 @@ impl Proxy {
                 response
             }
             Err(err) => {
+                // Settled as the meter drops: free if the request never reached the provider
+                // (no connection), its input estimate if it may have (a timeout, a lost
+                // connection), as when the client leaves while waiting.
                 meter.status = err.code.status();
                 return Err(err);
             }

@@ -137,16 +137,21 @@ impl Upstream {
     /// `upstream_timeout` when the provider sends no response headers within the idle limit.
     /// The response body fails once the provider is silent for the idle limit (one timer for
     /// the whole exchange, moved only when it fires before the latest deadline).
+    ///
+    /// `sent` tells the meter, however this ends (an error, or the future dropped when the
+    /// client leaves), whether the provider may have the request and so may bill it: false
+    /// until it is handed to a connection, and after a failure to connect.
     pub async fn send(
         &self,
         provider: Provider,
         request: http::Request<Full<Bytes>>,
+        sent: &mut bool,
     ) -> Result<http::Response<IdleTimeout<PooledBody>>, GatewayError> {
         let pool = &self.target(provider)?.pool;
         let mut silence = Box::pin(tokio::time::sleep(self.idle_timeout));
         let sent = tokio::select! {
             biased;
-            sent = pool.send(request) => Some(sent),
+            sent = pool.send(request, sent) => Some(sent),
             () = silence.as_mut() => None,
         };
         match sent {

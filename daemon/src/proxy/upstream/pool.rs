@@ -95,23 +95,37 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one.
+    ///
+    /// `sent` says, however this ends (the future may also be dropped), whether the request
+    /// may have reached the provider: set once it is handed to a connection, cleared when the
+    /// connection gives it back unwritten. A request that could not connect was never sent.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request,
+        sent: &mut bool,
     ) -> Result<http::Response<PooledBody>, SendError> {
         while let Some(conn) = self.checkout().await {
+            *sent = true;
             match conn.send(request, self).await {
                 Ok(response) => return Ok(response),
                 // Not a byte was written: the idle connection had gone. Try the next one.
-                Err((Some(unsent), _)) => request = unsent,
-                Err((None, err)) => return Err(SendError::Lost(err)),
+                Err((Failure::Unsent(Some(unsent)), _)) => {
+                    *sent = false;
+                    request = *unsent;
+                }
+                Err((failure, err)) => {
+                    *sent = matches!(failure, Failure::MaybeSent);
+                    return Err(SendError::Lost(err));
+                }
             }
         }
         // Boxed: the connector's future is large and only needed for a new connection.
         let conn = Box::pin(self.connect()).await?;
-        conn.send(request, self)
-            .await
-            .map_err(|(_, err)| SendError::Lost(err))
+        *sent = true;
+        conn.send(request, self).await.map_err(|(failure, err)| {
+            *sent = matches!(failure, Failure::MaybeSent);
+            SendError::Lost(err)
+        })
     }
 
     /// The most recently used idle connection that is still open and ready.
@@ -228,13 +242,12 @@ fn spawn_reaper(pool: &Arc<Pool>) {
 
 impl Conn {
     /// Writes the request and reads the response head, driving the connection meanwhile.
-    /// On failure, hands back the request if none of it was sent and the connection was a
-    /// reused one (the only case worth a retry).
+    /// On failure, says whether any of the request may have been written.
     async fn send(
         mut self,
         request: Request,
         pool: &Arc<Pool>,
-    ) -> Result<http::Response<PooledBody>, (Option<Request>, hyper::Error)> {
+    ) -> Result<http::Response<PooledBody>, (Failure, hyper::Error)> {
         let mut response = pin!(self.sender.try_send_request(request));
         let mut io_done = false;
         let result = poll_fn(|cx| {
@@ -251,11 +264,23 @@ impl Conn {
                 pool: Arc::clone(pool),
             })),
             Err(mut err) => {
-                let unsent = err.take_message().filter(|_| self.reused);
-                Err((unsent, err.into_error()))
+                let failure = match err.take_message() {
+                    Some(unsent) => Failure::Unsent(self.reused.then(|| Box::new(unsent))),
+                    None => Failure::MaybeSent,
+                };
+                Err((failure, err.into_error()))
             }
         }
     }
+}
+
+/// How [`Conn::send`] failed: whether the provider may have the request.
+enum Failure {
+    /// Not a byte was written. The request comes back when the connection was a reused one
+    /// (the only case worth a retry); boxed, as failures are rare and the request is large.
+    Unsent(Option<Box<Request>>),
+    /// Some or all of it may have been written.
+    MaybeSent,
 }
 
 /// A response body that drives its connection, and gives the connection back to the pool
@@ -422,7 +447,7 @@ mod tests {
         let pool = pool(addr);
         for i in 0..20 {
             let text: &'static str = if i % 2 == 0 { "even" } else { "odd" };
-            let response = pool.send(request(addr, text)).await.unwrap();
+            let response = pool.send(request(addr, text), &mut false).await.unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body, text.as_bytes());
         }
@@ -434,7 +459,7 @@ mod tests {
     async fn idle_connections_are_closed_after_the_idle_timeout_without_traffic() {
         let (addr, _) = server().await;
         let pool = pool_with_idle_timeout(addr, Duration::from_millis(50));
-        let response = pool.send(request(addr, "x")).await.unwrap();
+        let response = pool.send(request(addr, "x"), &mut false).await.unwrap();
         response.into_body().collect().await.unwrap();
         assert_eq!(pool.idle_count(), 1);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -447,7 +472,11 @@ mod tests {
         let pool = pool(addr);
         for _ in 0..3 {
             // An empty body is complete before anyone polls it (hyper never does).
-            let body = pool.send(request(addr, "")).await.unwrap().into_body();
+            let body = pool
+                .send(request(addr, ""), &mut false)
+                .await
+                .unwrap()
+                .into_body();
             assert!(body.is_end_stream());
             drop(body);
         }
@@ -458,10 +487,13 @@ mod tests {
     async fn an_unfinished_body_is_not_reused() {
         let (addr, accepted) = server().await;
         let pool = pool(addr);
-        let response = pool.send(request(addr, "abandoned")).await.unwrap();
+        let response = pool
+            .send(request(addr, "abandoned"), &mut false)
+            .await
+            .unwrap();
         drop(response);
         assert_eq!(pool.idle_count(), 0);
-        let response = pool.send(request(addr, "next")).await.unwrap();
+        let response = pool.send(request(addr, "next"), &mut false).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "next".as_bytes());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -473,7 +505,7 @@ mod tests {
         let pool = pool(addr);
         let mut responses = Vec::new();
         for _ in 0..6 {
-            responses.push(pool.send(request(addr, "x")).await.unwrap());
+            responses.push(pool.send(request(addr, "x"), &mut false).await.unwrap());
         }
         for response in responses {
             response.into_body().collect().await.unwrap();
@@ -503,7 +535,7 @@ mod tests {
         .await;
         let pool = pool(addr);
         for _ in 0..5 {
-            let response = pool.send(request(addr, "")).await.unwrap();
+            let response = pool.send(request(addr, ""), &mut false).await.unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body, "ok".as_bytes());
             // Let the close reach us, as it would between two requests.
@@ -513,12 +545,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connect_failure_is_a_connect_error() {
+    async fn connect_failure_is_a_connect_error_and_nothing_was_sent() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = pool(addr).send(request(addr, "")).await.unwrap_err();
+        let mut sent = false;
+        let err = pool(addr)
+            .send(request(addr, ""), &mut sent)
+            .await
+            .unwrap_err();
         assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+        assert!(!sent, "never reached the provider");
+    }
+
+    #[tokio::test]
+    async fn a_request_read_and_never_answered_may_have_been_sent() {
+        // Reads the whole request, then closes without a word.
+        let (addr, _) = counting_server(|mut stream| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"unanswered") {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        let mut sent = false;
+        let err = pool(addr)
+            .send(request(addr, "unanswered"), &mut sent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Lost(_)), "{err:?}");
+        assert!(sent, "the provider has the request");
+
+        // Still waiting for the answer when the caller gives up: sent too.
+        let (addr, _) = counting_server(|mut stream| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 4096];
+            while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        let pool = pool(addr);
+        let mut sent = false;
+        let waiting = pool.send(request(addr, "slow"), &mut sent);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), waiting)
+                .await
+                .is_err()
+        );
+        assert!(sent);
     }
 
     #[test]
@@ -547,7 +623,11 @@ mod tests {
                 let _ = stream.read(&mut buf).await;
             });
             let pool = pool(addr);
-            let mut body = pool.send(request(addr, "")).await.unwrap().into_body();
+            let mut body = pool
+                .send(request(addr, ""), &mut false)
+                .await
+                .unwrap()
+                .into_body();
             let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
             assert_eq!(first, "first".as_bytes());
             release_tx.send(()).unwrap();
