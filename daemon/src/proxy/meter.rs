@@ -443,6 +443,7 @@ mod tests {
             price: PRICE,
             input_tokens_bound: 400,
             output_tokens: 100,
+            answers: 1,
             min_output_tokens: 1,
             clamp: false,
         };

@@ -254,7 +254,9 @@ impl Ledger {
             amount,
             estimate: amount,
             clamped_output,
-            output_tokens: clamped_output.unwrap_or(ask.output_tokens),
+            output_tokens: clamped_output
+                .unwrap_or(ask.output_tokens)
+                .saturating_mul(ask.answers.max(1)),
             settled: false,
         })
     }
@@ -336,7 +338,8 @@ pub struct Reservation {
     amount: Nanodollars,
     estimate: Nanodollars,
     clamped_output: Option<u64>,
-    /// The output tokens reserved for: the request's limit, the model's, or the clamp.
+    /// The output tokens reserved for: the request's limit, the model's, or the clamp, times
+    /// the answers it asked for.
     output_tokens: u64,
     settled: bool,
 }
@@ -351,8 +354,8 @@ impl Reservation {
         self.clamped_output
     }
 
-    /// The output tokens this reservation pays for (after any clamp): the most the request
-    /// was allowed to produce.
+    /// The output tokens this reservation pays for (after any clamp, every answer counted):
+    /// the most the request was allowed to produce.
     pub fn output_tokens(&self) -> u64 {
         self.output_tokens
     }
@@ -495,6 +498,7 @@ mod tests {
         // $0.05 left pays 500 tokens in all: 125 for each of the four answers.
         let clamped = ledger.reserve(Some(DOLLAR), None, &four).expect("clamped");
         assert_eq!(clamped.clamped_output(), Some(125));
+        assert_eq!(clamped.output_tokens(), 500, "every answer's output");
         assert_eq!(clamped.amount(), Nanodollars(50_000_000));
         clamped.settle(Nanodollars::ZERO);
         // Ten answers would get fewer than the minimum of 100 each: refused, though one
