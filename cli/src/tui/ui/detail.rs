@@ -11,7 +11,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Table};
 
-use super::keys_table::gauge;
+use super::keys_table::{GAUGE_WIDTH, gauge};
 use super::state_span;
 use crate::output::{relative, spend_summary};
 use crate::tui::app::{App, USAGE_DAYS};
@@ -152,7 +152,7 @@ fn render_info(app: &App, key: &KeyView, frame: &mut Frame, area: Rect) {
     ];
     if key.spend_limit_usd.is_some() {
         let mut gauge_line = vec![label("")];
-        gauge_line.extend(gauge(key, false));
+        gauge_line.extend(gauge(key, usize::from(GAUGE_WIDTH)));
         right.push(Line::from(gauge_line));
     }
     let resets = match (key.spend_limit_usd, key.spend_reset) {
