@@ -86,7 +86,7 @@ pub fn key_table(keys: &[KeyView], now: Timestamp) -> String {
             key.id.clone(),
             key.name.clone(),
             key.prefix.clone(),
-            key.state.to_string(),
+            state_text(key, now),
             spend_summary(key),
             key.rate_limit_rpm
                 .map_or_else(|| "-".to_owned(), |rpm| rpm.to_string()),
@@ -216,6 +216,25 @@ pub fn audit_table(entries: &[AuditEntry], now: Timestamp) -> String {
     finish(&mut table)
 }
 
+/// When a key that still works stops working because it was rotated with a grace period: its
+/// revocation is scheduled (`revoked_at` set) but the daemon does not count it as revoked yet.
+/// A revocation by an operator takes effect at once, so only a rotation leaves a key like this.
+pub fn retires_at(key: &KeyView) -> Option<Timestamp> {
+    match key.state {
+        gateway_shared::KeyState::Revoked => None,
+        _ => key.revoked_at,
+    }
+}
+
+/// The key's state, and for a rotated key in its grace period when it retires:
+/// `active (retires in 23h)`.
+pub fn state_text(key: &KeyView, now: Timestamp) -> String {
+    match retires_at(key) {
+        Some(at) => format!("{} (retires {})", key.state, relative(at, now)),
+        None => key.state.to_string(),
+    }
+}
+
 /// Spend against the limit: `$1.20 / $50.00 daily`, `$3.00 / $10.00 lifetime` (a cap on total
 /// spend), or just the total spend when there is no limit.
 pub fn spend_summary(key: &KeyView) -> String {
@@ -275,7 +294,7 @@ fn key_lines(key: &KeyView, now: Timestamp) -> Vec<(&'static str, String)> {
         ("id", key.id.clone()),
         ("name", key.name.clone()),
         ("prefix", key.prefix.clone()),
-        ("state", key.state.to_string()),
+        ("state", state_text(key, now)),
         (
             "providers",
             list_or_any(
@@ -413,6 +432,25 @@ pub(crate) mod tests {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         assert_eq!(text.lines().count(), 18);
+    }
+
+    #[test]
+    fn a_rotated_key_in_its_grace_period_says_when_it_retires() {
+        let mut retiring = sample_key();
+        retiring.revoked_at = Some(ts("2027-01-02T23:00:00Z"));
+        assert_eq!(retires_at(&retiring), Some(ts("2027-01-02T23:00:00Z")));
+        assert_eq!(state_text(&retiring, ts(NOW)), "active (retires in 23h)");
+        let table = key_table(std::slice::from_ref(&retiring), ts(NOW));
+        assert!(table.contains("active (retires in 23h)"), "{table}");
+        let details = key_details(&retiring, ts(NOW));
+        assert!(
+            details.contains("state:         active (retires in 23h)"),
+            "{details}"
+        );
+        retiring.state = KeyState::Revoked;
+        assert_eq!(retires_at(&retiring), None);
+        assert_eq!(state_text(&retiring, ts(NOW)), "revoked");
+        assert_eq!(state_text(&sample_key(), ts(NOW)), "active");
     }
 
     #[test]

@@ -412,3 +412,94 @@ async fn tiny_amounts_in_exponent_form_read_everywhere() {
     let view = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
     assert_eq!(view["state"], "revoked");
 }
+
+/// During a rotation's grace period both keys carry the name and both work; the name means
+/// the new key (what the operator keeps), the retiring one stays reachable by its prefix, and
+/// the list says which one is retiring.
+#[tokio::test]
+async fn during_a_grace_period_the_name_means_the_new_key() {
+    let gateway = Gateway::start().await;
+    let old_id = gateway
+        .gwctl(&[
+            "-o", "json", "keys", "create", "--name", "pg3", "--rpm", "5",
+        ])
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let rotated = gateway
+        .gwctl(&["-o", "json", "keys", "rotate", "pg3", "--grace", "1h"])
+        .await;
+    rotated.assert_success();
+    let rotated = rotated.json();
+    let new_id = rotated["id"].as_str().expect("new id").to_owned();
+    let old_prefix = rotated["previous"]["prefix"]
+        .as_str()
+        .expect("old prefix")
+        .to_owned();
+    assert_ne!(new_id, old_id);
+    assert_eq!(rotated["previous"]["state"], "active", "{rotated}");
+
+    let shown = gateway.gwctl(&["-o", "json", "keys", "show", "pg3"]).await;
+    shown.assert_success();
+    assert_eq!(shown.json()["id"], new_id.as_str(), "show by name");
+    let by_prefix = gateway
+        .gwctl(&["-o", "json", "keys", "show", &old_prefix])
+        .await;
+    by_prefix.assert_success();
+    assert_eq!(by_prefix.json()["id"], old_id.as_str(), "show by prefix");
+    gateway
+        .gwctl(&["keys", "usage", "pg3"])
+        .await
+        .assert_success();
+
+    let listed = gateway.gwctl(&["keys", "list"]).await;
+    listed.assert_success();
+    let old_row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&old_id))
+        .unwrap_or_else(|| panic!("old key listed:\n{}", listed.stdout));
+    assert!(old_row.contains("active (retires in "), "{old_row}");
+    let new_row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&new_id))
+        .unwrap_or_else(|| panic!("new key listed:\n{}", listed.stdout));
+    assert!(!new_row.contains("retires"), "{new_row}");
+
+    let edited = gateway
+        .gwctl(&["-o", "json", "keys", "edit", "pg3", "--rpm", "9"])
+        .await;
+    edited.assert_success();
+    assert_eq!(edited.json()["id"], new_id.as_str(), "edit by name");
+    let old = gateway
+        .admin()
+        .get(&format!("/v1/keys/{old_id}"))
+        .await
+        .body;
+    assert_eq!(
+        old["rate_limit_rpm"], 5,
+        "the retiring key was not edited: {old}"
+    );
+
+    let revoked = gateway
+        .gwctl(&["-o", "json", "keys", "revoke", "pg3", "--yes"])
+        .await;
+    revoked.assert_success();
+    assert_eq!(revoked.json()["id"], new_id.as_str(), "revoke by name");
+    let old = gateway
+        .admin()
+        .get(&format!("/v1/keys/{old_id}"))
+        .await
+        .body;
+    assert_eq!(
+        old["state"], "active",
+        "the retiring key still works: {old}"
+    );
+    // With the new key revoked, the name is the retiring key's alone again.
+    let shown = gateway.gwctl(&["-o", "json", "keys", "show", "pg3"]).await;
+    shown.assert_success();
+    assert_eq!(shown.json()["id"], old_id.as_str());
+}

@@ -257,3 +257,29 @@ fn osc52_encodes_base64() {
     assert_eq!(osc52("foobar"), "\x1b]52;c;Zm9vYmFy\x07");
     assert_eq!(osc52("sk-proxy-ab"), "\x1b]52;c;c2stcHJveHktYWI=\x07");
 }
+
+/// A key rotated with a grace period still works until `revoked_at`: the table says it is
+/// retiring rather than plainly active, and the detail pane says when.
+#[test]
+fn a_retiring_key_reads_as_such() {
+    let mut app = loaded_app();
+    let mut keys = fixtures::keys();
+    let backend = keys
+        .iter_mut()
+        .find(|k| k.id == BACKEND_ID)
+        .expect("backend key");
+    backend.revoked_at = Some(fixtures::ts("2027-01-02T18:00:00Z"));
+    app.update(Event::Keys(Ok(keys)));
+    let list = screen(&app, 100, 30);
+    let row = list
+        .lines()
+        .find(|l| l.contains("backend-prod"))
+        .expect("row");
+    assert!(row.contains("◔ retiring"), "{list}");
+    press(&mut app, &[KeyCode::Down, KeyCode::Enter]);
+    let detail = screen(&app, 100, 30);
+    assert!(detail.contains("retiring"), "{detail}");
+    assert!(detail.contains("retires"), "{detail}");
+    assert!(detail.contains("(in 6h)"), "{detail}");
+    assert!(!detail.contains("revoked "), "{detail}");
+}

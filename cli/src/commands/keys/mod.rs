@@ -29,7 +29,9 @@ use crate::output::Output;
 
 /// The help text of every `KEY` argument.
 pub const KEY_HELP: &str = "The key: its id (key_…), or its exact name or display prefix \
-(sk-proxy-a1b2). A name several keys share picks the one that is not revoked, if only one is.";
+(sk-proxy-a1b2). A name several keys share picks the one that is not revoked, if only one is; \
+during a rotation's grace period the name means the new key (the retiring one by its id or \
+prefix).";
 
 #[derive(Debug, Args)]
 pub struct Cmd {
@@ -79,7 +81,13 @@ pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView
         .list_all_keys(None)
         .await
         .with_context(|| format!("listing keys to find {wanted:?}"))?;
-    Ok(pick(&keys, wanted)?.clone())
+    let found = matches(&keys, wanted);
+    if let Some((retiring, successor)) = rotation_pair(&found, wanted)
+        && rotated_into(client, retiring, successor).await
+    {
+        return Ok(successor.clone());
+    }
+    Ok(one(&found, wanted)?.clone())
 }
 
 /// Like [`resolve`], but an id is taken as is, without asking the daemon.
@@ -95,24 +103,32 @@ pub use gateway_shared::key::is_key_id;
 /// Exact name or exact display prefix. Several matches are ambiguous — also a name that is
 /// another key's prefix (names made before such names were refused), so that revoking a
 /// leaked key by its prefix can never reach another key — unless only one of them is still
-/// usable: a revoked key's name is often reused by its replacement.
+/// usable: a revoked key's name is often reused by its replacement. (A rotation's pair, both
+/// still usable during the grace period, is [`resolve`]'s to settle: see [`rotation_pair`].)
+#[cfg(test)]
 fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
+    one(&matches(keys, wanted), wanted)
+}
+
+/// The keys `wanted` names: all of them, or only those not revoked if any are.
+fn matches<'a>(keys: &'a [KeyView], wanted: &str) -> Vec<&'a KeyView> {
     let wanted = wanted.trim();
-    let mut matches: Vec<&KeyView> = keys
+    let matches: Vec<&KeyView> = keys
         .iter()
         .filter(|k| k.name == wanted || k.prefix == wanted)
         .collect();
-    if matches.len() > 1 {
-        let live: Vec<&KeyView> = matches
-            .iter()
-            .copied()
-            .filter(|k| k.state != KeyState::Revoked)
-            .collect();
-        if live.len() == 1 {
-            matches = live;
-        }
-    }
-    match matches.as_slice() {
+    let live: Vec<&KeyView> = matches
+        .iter()
+        .copied()
+        .filter(|k| k.state != KeyState::Revoked)
+        .collect();
+    if live.is_empty() { matches } else { live }
+}
+
+/// The single match, or why there is none.
+fn one<'a>(matches: &[&'a KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
+    let wanted = wanted.trim();
+    match matches {
         [] => Err(Refusal {
             code: ErrorCode::KeyNotFound,
             message: format!(
@@ -133,6 +149,42 @@ fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
             )))
         }
     }
+}
+
+/// A key rotated with a grace period and its successor share the name until the old one
+/// retires. When `wanted` names exactly two usable keys, both by name, one of them retiring
+/// (its revocation scheduled: only a rotation does that) and the other not, this is
+/// `(retiring, successor)` — still to be confirmed by [`rotated_into`], since the key view
+/// does not say which key replaced which.
+fn rotation_pair<'a>(matches: &[&'a KeyView], wanted: &str) -> Option<(&'a KeyView, &'a KeyView)> {
+    let wanted = wanted.trim();
+    let [a, b] = matches else {
+        return None;
+    };
+    if a.name != wanted || b.name != wanted {
+        return None;
+    }
+    match (crate::output::retires_at(a), crate::output::retires_at(b)) {
+        (Some(_), None) => Some((a, b)),
+        (None, Some(_)) => Some((b, a)),
+        _ => None,
+    }
+}
+
+/// Whether the audit log records the rotation of `retiring` into `successor` (the
+/// `key.rotate` entry names the new key). Any failure to tell is a no: the name then stays
+/// ambiguous, as it was.
+async fn rotated_into(client: &ApiClient, retiring: &KeyView, successor: &KeyView) -> bool {
+    // A key is rotated at most once; later entries can only be edits of the retiring key.
+    const LOOK_BACK: usize = 100;
+    let Ok(log) = client.audit(Some(&retiring.id), LOOK_BACK).await else {
+        return false;
+    };
+    log.entries.iter().any(|entry| {
+        entry.action == "key.rotate"
+            && entry.details.get("new_key_id").and_then(|id| id.as_str())
+                == Some(successor.id.as_str())
+    })
 }
 
 /// Comma-separated, blanks trimmed and dropped: `''` is the empty list.
@@ -353,5 +405,44 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_rotation_pair_is_told_apart_from_other_namesakes() {
+        let mut retiring = key("key_old", "pg3", "sk-proxy-oooo", KeyState::Active);
+        retiring.revoked_at = Some("2027-01-03T00:00:00Z".parse().expect("ts"));
+        let successor = key("key_new", "pg3", "sk-proxy-nnnn", KeyState::Active);
+        let gone = key("key_gone", "pg3", "sk-proxy-gggg", KeyState::Revoked);
+        let keys = [gone.clone(), retiring.clone(), successor.clone()];
+        let found = matches(&keys, "pg3");
+        assert_eq!(found.len(), 2, "the revoked namesake is left out");
+        let (old, new) = rotation_pair(&found, "pg3").expect("a rotation pair");
+        assert_eq!((old.id.as_str(), new.id.as_str()), ("key_old", "key_new"));
+        // Without the audit's word it stays ambiguous; the retiring key by its prefix.
+        assert_eq!(
+            pick(&keys, "pg3").map_err(|e| e.code).map(|k| &k.id),
+            Err(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            pick(&keys, "sk-proxy-oooo").map(|k| k.id.as_str()),
+            Ok("key_old")
+        );
+        // Two keys that both still work, neither retiring, or a prefix match: no pair.
+        let other = key("key_other", "pg3", "sk-proxy-pppp", KeyState::Active);
+        let keys = [successor.clone(), other];
+        assert!(rotation_pair(&matches(&keys, "pg3"), "pg3").is_none());
+        let by_prefix = key(
+            "key_pfx",
+            "sk-proxy-oooo",
+            "sk-proxy-qqqq",
+            KeyState::Active,
+        );
+        let keys = [retiring.clone(), by_prefix];
+        assert!(rotation_pair(&matches(&keys, "sk-proxy-oooo"), "sk-proxy-oooo").is_none());
+        // A revoked key with its revocation in the past is no retiring key.
+        let mut revoked = retiring;
+        revoked.state = KeyState::Revoked;
+        let keys = [revoked, successor];
+        assert_eq!(pick(&keys, "pg3").map(|k| k.id.as_str()), Ok("key_new"));
     }
 }

@@ -11,8 +11,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Table};
 
+use super::key_state_span;
 use super::keys_table::{GAUGE_WIDTH, gauge};
-use super::state_span;
 use crate::output::{relative, spend_summary};
 use crate::tui::app::{App, USAGE_DAYS};
 
@@ -28,7 +28,7 @@ pub fn render(app: &App, key_id: &str, frame: &mut Frame, area: Rect) {
             Style::new().add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!("· {} · {} · ", key.id, key.prefix)),
-        state_span(key.state),
+        key_state_span(key),
         Span::raw(" "),
     ]);
     let block = Block::bordered().title(title);
@@ -168,7 +168,13 @@ fn render_info(app: &App, key: &KeyView, frame: &mut Frame, area: Rect) {
             key.spend_total_usd, key.request_count
         )),
     ]));
-    if let Some(revoked) = key.revoked_at {
+    if let Some(retires) = crate::output::retires_at(key) {
+        // Rotated with a grace period: works until then.
+        right.push(Line::from(vec![
+            label("retires"),
+            Span::styled(when(Some(retires), "-"), Style::new().fg(Color::Cyan)),
+        ]));
+    } else if let Some(revoked) = key.revoked_at {
         right.push(Line::from(vec![
             label("revoked"),
             Span::styled(when(Some(revoked), "-"), Style::new().fg(Color::Red)),

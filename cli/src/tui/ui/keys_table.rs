@@ -13,7 +13,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
 
-use super::state_span;
+use super::key_state_span;
 use crate::commands::keys::usage::bar;
 use crate::output::relative;
 use crate::tui::app::{App, shown_spend};
@@ -173,7 +173,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 .map(|column| match column {
                     Column::Name => Line::from(key.name.clone()),
                     Column::Prefix => Line::from(key.prefix.clone()),
-                    Column::State => Line::from(state_span(key.state)),
+                    Column::State => Line::from(key_state_span(key)),
                     Column::Spend => Line::from(gauge(key, usize::from(spend_width))),
                     Column::Rpm => Line::from(
                         key.rate_limit_rpm

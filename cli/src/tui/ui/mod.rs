@@ -13,6 +13,7 @@ mod keys_table;
 mod modal;
 
 use gateway_shared::KeyState;
+use gateway_shared::api::KeyView;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -205,6 +206,15 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 /// A state as a symbol and its word, coloured: the word alone carries it without colour.
+/// A key's state as [`state_span`] shows it, except that an active key rotated with a grace
+/// period reads `◔ retiring` (the detail pane says when): it works, but not for long.
+pub fn key_state_span(key: &KeyView) -> Span<'static> {
+    if key.state == KeyState::Active && crate::output::retires_at(key).is_some() {
+        return Span::styled("◔ retiring", Style::new().fg(Color::Cyan));
+    }
+    state_span(key.state)
+}
+
 pub fn state_span(state: KeyState) -> Span<'static> {
     let (symbol, colour) = match state {
         KeyState::Active => ("●", Color::Green),
