@@ -123,10 +123,21 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit_code::OK),
         Err(err) => {
+            // Like a process the signal killed: no message, 128 + the signal's number.
+            if let Some(signal) = signalled(&err) {
+                return ExitCode::from(signal.exit_code());
+            }
             report(&err, output.format);
             ExitCode::from(exit_code_of(&err))
         }
     }
+}
+
+/// The signal that stopped the dashboard, if that is what this failure is.
+fn signalled(err: &anyhow::Error) -> Option<tui::Signalled> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<tui::Signalled>())
+        .copied()
 }
 
 /// The exit code for a failure, from the first cause in its chain that carries a code.

@@ -230,3 +230,94 @@ async fn the_dashboard_lists_creates_revokes_and_gives_the_terminal_back() {
     );
     assert!(!screen.contains(&secret));
 }
+
+/// The process `parent` started whose name is `name`, found through /proc.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces, so split after its last ')'.
+            let (head, tail) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            let ppid: u32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent && comm == name).then_some(pid)
+        })
+}
+
+/// `kill` (SIGTERM: systemd, tmux kill-session, a closing session manager) or a hang-up
+/// (SIGHUP: the terminal went away) must not leave the terminal on the alternate screen, in
+/// raw mode, with the cursor hidden: gwctl restores it and exits as the signal would have.
+#[tokio::test]
+async fn a_signal_gives_the_terminal_back() {
+    let gateway = Gateway::start().await;
+    gateway
+        .admin()
+        .create_key(json!({"name": "alpha-live"}))
+        .await;
+    let gwctl = binaries::gwctl();
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        let command = format!(
+            "echo before-tui; {} --socket {} tui; echo \"exit=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 600",
+            shell_quote(gwctl),
+            shell_quote(&gateway.socket),
+        );
+        let tmux = Tmux::start(100, 30, &command);
+        tmux.wait_for("the keys table", |s| row(s, "alpha-live").is_some())
+            .await;
+        let modes = |tmux: &Tmux| {
+            tmux.run(&[
+                "display-message",
+                "-p",
+                "-t",
+                "tui",
+                "#{alternate_on} #{cursor_flag}",
+            ])
+            .trim()
+            .to_owned()
+        };
+        assert_eq!(
+            modes(&tmux),
+            "1 0",
+            "the dashboard: alternate screen, no cursor"
+        );
+        let shell: u32 = tmux
+            .run(&["display-message", "-p", "-t", "tui", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .expect("pane pid");
+        let pid = child_named(shell, "gwctl")
+            .unwrap_or_else(|| panic!("gwctl runs under the pane's shell {shell}"));
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "kill -{signal} {pid}");
+
+        let screen = tmux
+            .wait_for("gwctl to exit and the terminal mode", |s| {
+                s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
+            })
+            .await;
+        assert!(
+            screen.contains(&format!("exit={}", 128 + number)),
+            "SIG{signal}:\n{screen}"
+        );
+        assert!(screen.contains("before-tui"), "SIG{signal}:\n{screen}");
+        assert!(
+            !screen.contains("Gateway AI"),
+            "SIG{signal}: alternate screen left:\n{screen}"
+        );
+        assert!(
+            screen.lines().any(|l| l.trim() == "icanon"),
+            "SIG{signal}: canonical mode restored:\n{screen}"
+        );
+        assert_eq!(
+            modes(&tmux),
+            "0 1",
+            "SIG{signal}: primary screen, cursor shown"
+        );
+    }
+}

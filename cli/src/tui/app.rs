@@ -237,7 +237,7 @@ impl App {
         match event {
             Event::Key(key) => self.on_key(key),
             Event::Resize => Vec::new(),
-            Event::InputClosed => vec![Effect::Quit],
+            Event::InputClosed | Event::Signal(_) => vec![Effect::Quit],
             Event::Tick(now) => {
                 self.now = now;
                 self.refresh()

@@ -19,6 +19,9 @@ pub enum Event {
     Resize,
     /// The keyboard can no longer be read: nobody could quit, so the dashboard does.
     InputClosed,
+    /// SIGTERM, SIGHUP or SIGINT (its number): the dashboard stops and gives the terminal
+    /// back, then gwctl exits as the signal would have made it (see [`super::Signalled`]).
+    Signal(i32),
     /// The refresh clock: the current instant, for relative times and for live refresh.
     Tick(Timestamp),
     Keys(Result<Vec<KeyView>, Failure>),

@@ -5,8 +5,10 @@
 //! This module owns the threads and the terminal. The UI thread runs [`run_loop`], which is
 //! generic over the ratatui backend so tests drive it with `TestBackend` and a scripted channel
 //! of events. A second thread reads the keyboard; the worker runs on the command's tokio
-//! runtime. The terminal is restored on every way out: a normal quit, an error (the loop's
-//! result is returned only after restoring) and a panic (ratatui's hook restores first).
+//! runtime, and so does a task that turns SIGTERM, SIGHUP and SIGINT into an event. The
+//! terminal is restored on every way out: a normal quit, one of those signals (then gwctl
+//! exits with 128 + its number, as if it had been killed by it), an error (the loop's result
+//! is returned only after restoring) and a panic (ratatui's hook restores first).
 
 pub mod app;
 pub mod effect;
@@ -30,6 +32,7 @@ use crossterm::event::Event as TermEvent;
 use jiff::Timestamp;
 use ratatui::Terminal;
 use ratatui::backend::Backend;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::client::ApiClient;
@@ -51,10 +54,52 @@ pub async fn run(client: ApiClient) -> anyhow::Result<()> {
     let (event_tx, event_rx) = std::sync::mpsc::channel();
     let (effect_tx, effect_rx) = tokio::sync::mpsc::unbounded_channel();
     let input_tx = event_tx.clone();
+    // Listening before the terminal is taken, so no signal can leave it in raw mode.
+    let signals = watch_signals(event_tx.clone())?;
     let ui = tokio::task::spawn_blocking(move || ui_thread(target, event_rx, input_tx, effect_tx));
     // The worker returns once the UI thread has dropped its effect sender.
     let (ui, ()) = tokio::join!(ui, worker::run(client, effect_rx, event_tx));
+    signals.abort();
     ui.context("the dashboard stopped unexpectedly")?
+}
+
+/// The dashboard was stopped by a signal, and gave the terminal back first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signalled(pub i32);
+
+impl Signalled {
+    /// What a shell reports for a process the signal killed: 128 + its number.
+    pub fn exit_code(self) -> u8 {
+        u8::try_from(128 + self.0).unwrap_or(crate::exit_code::FAILURE)
+    }
+}
+
+impl std::fmt::Display for Signalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Signalled {}
+
+/// SIGTERM (`kill`, systemd, tmux kill-session), SIGHUP (the terminal went away) and SIGINT
+/// from outside (a Ctrl-C typed into the dashboard is a key press in raw mode) would otherwise
+/// kill gwctl on the spot, leaving the terminal on the alternate screen, in raw mode, without
+/// a cursor. Instead the first one becomes [`Event::Signal`].
+fn watch_signals(events: Sender<Event>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listen = |kind: SignalKind| signal(kind).context("listening for signals");
+    let mut term = listen(SignalKind::terminate())?;
+    let mut hup = listen(SignalKind::hangup())?;
+    let mut int = listen(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        let kind = tokio::select! {
+            _ = term.recv() => SignalKind::terminate(),
+            _ = hup.recv() => SignalKind::hangup(),
+            _ = int.recv() => SignalKind::interrupt(),
+        };
+        // The UI may be gone already; then there is nothing left to restore.
+        let _ = events.send(Event::Signal(kind.as_raw_value()));
+    }))
 }
 
 /// Draws, then for each event: update the app, hand its effects to `effects`, draw again.
@@ -73,6 +118,11 @@ pub fn run_loop<B: Backend>(
     while let Ok(first) = events.recv() {
         let mut next = Some(first);
         while let Some(event) = next {
+            if let Event::Signal(number) = event {
+                // Stop now, whatever else is queued; the caller restores the terminal.
+                app.update(event);
+                return Err(Signalled(number).into());
+            }
             for effect in app.update(event) {
                 match effect {
                     Effect::Quit => return Ok(()),

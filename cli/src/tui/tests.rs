@@ -283,3 +283,28 @@ fn a_retiring_key_reads_as_such() {
     assert!(detail.contains("(in 6h)"), "{detail}");
     assert!(!detail.contains("revoked "), "{detail}");
 }
+
+/// SIGTERM, SIGHUP and SIGINT end the loop at once (the caller then restores the terminal)
+/// with an error that makes gwctl exit as the signal would have.
+#[test]
+fn a_signal_stops_the_loop() {
+    let (tx, rx) = mpsc::channel();
+    tx.send(Event::Keys(Ok(fixtures::keys()))).expect("send");
+    tx.send(Event::Signal(15)).expect("send");
+    tx.send(key(KeyCode::Char('c'))).expect("send");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let mut app = App::new(fixtures::now(), fixtures::SOCKET);
+    let err = run_loop(&mut terminal, &mut app, &rx, &mut drop).expect_err("stopped");
+    assert_eq!(
+        err.downcast_ref::<super::Signalled>(),
+        Some(&super::Signalled(15))
+    );
+    assert!(
+        matches!(app.mode, super::app::Mode::List),
+        "c was not applied"
+    );
+    assert_eq!(super::Signalled(15).exit_code(), 143);
+    assert_eq!(super::Signalled(1).exit_code(), 129);
+    assert_eq!(app.update(Event::Signal(1)), vec![Effect::Quit]);
+    drop(tx);
+}
