@@ -193,7 +193,6 @@ impl ApiError {
             ErrorCode::InternalError,
             format!("gatewayd answered {status}: {snippet}"),
         );
-        body.error.kind = "gwctl_error".to_owned();
         body.error.code = "unexpected_response".to_owned();
         Self {
             status,
@@ -858,6 +857,9 @@ mod tests {
         let err = ApiError::from_response(502, b"<html>bad gateway</html>");
         assert_eq!(err.code, None);
         assert!(err.message.contains("502") && err.message.contains("bad gateway"));
+        // Still the one error shape, saying what gwctl met.
+        assert_eq!(err.body.error.kind, "gateway_error");
+        assert_eq!(err.body.error.code, "unexpected_response");
     }
 
     /// A one-shot HTTP/1.1 server on a Unix socket: answers every connection with `response`

@@ -20,7 +20,7 @@ use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
 
-use gateway_shared::error::ErrorDetail;
+use gateway_shared::error::{ErrorDetail, GATEWAY_ERROR_TYPE};
 use gateway_shared::validate::FieldError;
 use gateway_shared::{ErrorBody, ErrorCode};
 use jiff::Timestamp;
@@ -62,7 +62,10 @@ Exit codes:
   69  daemon unreachable: no socket, nothing listening, no answer, or shutting down
 
 Errors go to stderr as `error: <message> (<code>)`; with --output json, as the API's
-error body {\"error\":{\"type\",\"code\",\"message\"}}.";
+error body {\"error\":{\"type\":\"gateway_error\",\"code\",\"message\"}}, whether the daemon or
+gwctl refused. Codes are the API's, plus gwctl's own when the daemon could not be asked or
+answered nonsense: daemon_unreachable, permission_denied, daemon_timeout, transport_error,
+tls_error, unexpected_response; and failed for anything else.";
 
 /// A refusal gwctl makes itself, without a round trip, carrying the code the daemon would
 /// have answered with so the exit code and JSON error are the same either way.
@@ -210,11 +213,12 @@ fn exit_code_for_status(status: u16) -> u8 {
 const UNCODED: &str = "failed";
 
 /// The error body printed in JSON mode: the daemon's own when it sent one, otherwise the same
-/// shape with `type` saying gwctl produced it.
+/// shape (SPEC §3 has one), with the code the daemon would have answered with when gwctl
+/// refused on its behalf, so a script reads both the same way.
 pub fn error_body(err: &anyhow::Error) -> ErrorBody {
     let local = |code: &str| ErrorBody {
         error: ErrorDetail {
-            kind: "gwctl_error".to_owned(),
+            kind: GATEWAY_ERROR_TYPE.to_owned(),
             code: code.to_owned(),
             message: format!("{err:#}"),
         },
@@ -334,6 +338,20 @@ mod tests {
                 "message": "The daemon said no."}})
         );
         let refusal: anyhow::Error = Refusal::from(FieldError::not_editable("expires_at")).into();
+        // gwctl's own refusals have the API's shape and type too, with a SPEC code.
+        let json: serde_json::Value =
+            serde_json::from_str(&error_body(&refusal).to_json()).expect("json");
+        assert_eq!(json["error"]["type"], "gateway_error", "{json}");
+        assert_eq!(json["error"]["code"], "field_not_editable", "{json}");
+        let transport = anyhow::Error::from(TransportError {
+            kind: TransportErrorKind::Unreachable,
+            message: "no socket".into(),
+        });
+        let body = error_body(&transport).error;
+        assert_eq!(
+            (body.kind.as_str(), body.code.as_str()),
+            ("gateway_error", "daemon_unreachable")
+        );
         assert!(error_line(&refusal).starts_with("error: Field expires_at cannot be changed"));
         assert!(error_line(&refusal).ends_with("(field_not_editable)"));
         assert_eq!(error_body(&refusal).error.code, "field_not_editable");

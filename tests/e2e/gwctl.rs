@@ -272,6 +272,24 @@ async fn errors_have_distinct_exit_codes() {
     let body: serde_json::Value =
         serde_json::from_str(json_error.stderr.trim()).expect("JSON error on stderr");
     gateway_tests::admin::assert_error_shape(&body);
+    // gwctl's own refusals (here: no key has that name) have the same shape, a SPEC code
+    // and the same exit code as the daemon's.
+    let by_name = gateway
+        .gwctl(&["-o", "json", "keys", "show", "no-such-key"])
+        .await;
+    assert_eq!(by_name.code, 3, "{}", by_name.stderr);
+    let body: serde_json::Value =
+        serde_json::from_str(by_name.stderr.trim()).expect("JSON error on stderr");
+    gateway_tests::admin::assert_error_shape(&body);
+    assert_eq!(body["error"]["code"], "key_not_found", "{body}");
+    let invalid = gateway
+        .gwctl(&["-o", "json", "keys", "create", "--name", "x", "--rpm", "0"])
+        .await;
+    assert_eq!(invalid.code, 2, "{}", invalid.stderr);
+    let body: serde_json::Value =
+        serde_json::from_str(invalid.stderr.trim()).expect("JSON error on stderr");
+    gateway_tests::admin::assert_error_shape(&body);
+    assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
 }
 
 #[tokio::test]
