@@ -23,7 +23,6 @@ use std::process::ExitCode;
 use gateway_shared::error::{ErrorDetail, GATEWAY_ERROR_TYPE};
 use gateway_shared::validate::FieldError;
 use gateway_shared::{ErrorBody, ErrorCode};
-use jiff::Timestamp;
 
 pub use args::{Cli, OutputFormat};
 
@@ -110,7 +109,7 @@ impl From<FieldError> for Refusal {
 
 /// Runs one command line to completion and reports any failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    let output = Output::new(cli.global.output, Timestamp::now());
+    let output = Output::live(cli.global.output);
     let result = endpoint::resolve(&cli.global, &endpoint::process_env)
         .map_err(anyhow::Error::from)
         .and_then(|resolved| {

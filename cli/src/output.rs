@@ -22,17 +22,44 @@ use crate::OutputFormat;
 pub const SECRET_WARNING: &str = "warning: this is the only time the secret is shown. gatewayd keeps \
 only a hash of it and cannot show it again: store it now.";
 
-/// Where and how a command prints; `now` is read once per run so every relative time in one
-/// output agrees.
+/// Where and how a command prints. `now` is when the command started (what `--expires 30d`
+/// and usage ranges count from); times in what is printed are shown against [`Output::shown_now`],
+/// read once when printing, after the daemon answered: read before the request, a key just
+/// edited read `updated … (in 1s)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Output {
     pub format: OutputFormat,
     pub now: Timestamp,
+    /// Whether [`Output::shown_now`] reads the clock (a real run) or is `now` (tests).
+    live: bool,
 }
 
 impl Output {
+    /// A fixed clock: every time is shown against `now`.
     pub fn new(format: OutputFormat, now: Timestamp) -> Self {
-        Self { format, now }
+        Self {
+            format,
+            now,
+            live: false,
+        }
+    }
+
+    /// The system clock: `now` is read here, and again by [`Output::shown_now`].
+    pub fn live(format: OutputFormat) -> Self {
+        Self {
+            live: true,
+            ..Self::new(format, Timestamp::now())
+        }
+    }
+
+    /// The instant printed times are relative to: the clock as it is now, after the answer
+    /// being printed arrived (never before the command started).
+    pub fn shown_now(&self) -> Timestamp {
+        if self.live {
+            Timestamp::now().max(self.now)
+        } else {
+            self.now
+        }
     }
 
     /// `value` as JSON in JSON mode, else the text `table` renders from it.
@@ -43,7 +70,7 @@ impl Output {
     ) -> anyhow::Result<()> {
         match self.format {
             OutputFormat::Json => self.json(value),
-            OutputFormat::Table => self.stdout(&table(value, self.now)),
+            OutputFormat::Table => self.stdout(&table(value, self.shown_now())),
         }
     }
 
@@ -258,19 +285,37 @@ fn when_or(at: Option<Timestamp>, now: Timestamp, missing: &str) -> String {
     at.map_or_else(|| missing.to_owned(), |at| when(at, now))
 }
 
-/// `in 29d`, `3h ago`, `now`: one unit, rounded down, coarse enough to read at a glance.
+/// `in 30d`, `3h ago`, `now`: one unit, coarse enough to read at a glance. The future is
+/// rounded to the nearest unit (a key created with `--expires 30d` and looked at a moment
+/// later expires "in 30d", not "in 29d"); the past is rounded down, as "3h ago" is usually
+/// read ("3 hours and some").
 pub fn relative(at: Timestamp, now: Timestamp) -> String {
+    /// Seconds in the unit, its suffix, and the magnitude from which the next unit is used.
+    const UNITS: [(u64, &str, u64); 5] = [
+        (1, "s", 60),
+        (60, "m", 3_600),
+        (3_600, "h", 172_800),
+        (86_400, "d", 63_072_000),
+        (31_536_000, "y", u64::MAX),
+    ];
     let seconds = at.as_second() - now.as_second();
     let magnitude = seconds.unsigned_abs();
-    let amount = match magnitude {
-        0 => return "now".to_owned(),
-        1..60 => format!("{magnitude}s"),
-        60..3_600 => format!("{}m", magnitude / 60),
-        3_600..172_800 => format!("{}h", magnitude / 3_600),
-        172_800..63_072_000 => format!("{}d", magnitude / 86_400),
-        _ => format!("{}y", magnitude / 31_536_000),
-    };
-    if seconds > 0 {
+    if magnitude == 0 {
+        return "now".to_owned();
+    }
+    let future = seconds > 0;
+    let amount = UNITS
+        .iter()
+        .find_map(|&(size, suffix, next)| {
+            let n = if future {
+                magnitude.saturating_add(size / 2) / size
+            } else {
+                magnitude / size
+            };
+            (n.saturating_mul(size) < next).then(|| format!("{n}{suffix}"))
+        })
+        .unwrap_or_default();
+    if future {
         format!("in {amount}")
     } else {
         format!("{amount} ago")
@@ -404,6 +449,33 @@ pub(crate) mod tests {
         check_relative("2027-01-01T21:00:00Z", "3h ago");
         check_relative("2027-01-31T00:00:00Z", "in 29d");
         check_relative("2030-01-02T00:00:00Z", "in 3y");
+        // The future to the nearest unit, the past rounded down.
+        check_relative("2027-01-31T23:59:58Z", "in 30d"); // `--expires 30d`, 2 s later
+        check_relative("2027-01-01T21:59:00Z", "2h ago");
+        check_relative("2027-01-02T00:59:31Z", "in 1h");
+        check_relative("2027-01-02T00:00:29.900Z", "in 29s");
+        check_relative("2027-01-02T00:45:00Z", "in 45m");
+        check_relative("2027-01-03T23:59:00Z", "in 2d"); // not "in 48h"
+    }
+
+    /// Times in printed answers are shown against the clock as it is after the answer came:
+    /// read when the command started, a key just edited read `updated … (in 1s)`.
+    #[test]
+    fn printed_times_are_relative_to_after_the_answer() {
+        let output = Output::live(OutputFormat::Table);
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        let answered_at = Timestamp::now();
+        assert!(output.shown_now() >= answered_at);
+        assert!(
+            output.now < answered_at,
+            "the start stays what --expires counts from"
+        );
+        let mut key = sample_key();
+        key.updated_at = answered_at;
+        let text = key_details(&key, output.shown_now());
+        assert!(text.contains("(now)"), "{text}");
+        let fixed = Output::new(OutputFormat::Table, ts(NOW));
+        assert_eq!(fixed.shown_now(), ts(NOW));
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl Cmd {
         let printed = match output.format {
             OutputFormat::Json => output.json(&created),
             OutputFormat::Table => output
-                .stdout(&output::admin_token_created_details(&created, output.now))
+                .stdout(&output::admin_token_created_details(
+                    &created,
+                    output.shown_now(),
+                ))
                 .and_then(|()| output.stderr(SECRET_WARNING))
                 .and_then(|()| output.stderr(USE_HINT)),
         };

@@ -34,14 +34,14 @@ impl Cmd {
             .revoke_admin_token(&token.id)
             .await
             .with_context(|| format!("revoking admin token {}", token.id))?;
-        // `now` was read before the request: the daemon's `revoked_at` is later, and the
-        // token it just revoked must not read as still active.
-        let after = Output {
-            now: revoked
-                .revoked_at
-                .map_or(output.now, |at| at.max(output.now)),
-            ..*output
-        };
+        // Against the clock after the answer, and never before the daemon's `revoked_at`
+        // (its clock may run ahead of ours): the token it just revoked must not read as
+        // still active.
+        let now = output.shown_now();
+        let after = Output::new(
+            output.format,
+            revoked.revoked_at.map_or(now, |at| at.max(now)),
+        );
         after.print(&revoked, output::admin_token_details)
     }
 }

@@ -57,7 +57,7 @@ impl Cmd {
         let printed = match output.format {
             OutputFormat::Json => output.json(&created),
             OutputFormat::Table => output
-                .stdout(&output::created_details(&created, output.now))
+                .stdout(&output::created_details(&created, output.shown_now()))
                 .and_then(|()| output.stderr(SECRET_WARNING)),
         };
         printed.with_context(|| {

@@ -54,7 +54,7 @@ impl Cmd {
         let printed = match output.format {
             OutputFormat::Json => output.json(&rotated),
             OutputFormat::Table => output
-                .stdout(&output::rotated_details(&rotated, output.now))
+                .stdout(&output::rotated_details(&rotated, output.shown_now()))
                 .and_then(|()| output.stderr(SECRET_WARNING)),
         };
         printed.with_context(|| {
