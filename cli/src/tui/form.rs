@@ -320,6 +320,9 @@ impl Form {
                 .map_err(|reason| note(FieldId::Reset, FieldError::invalid("spend_reset", reason))),
         };
         let reset = match (reset, &spend_limit) {
+            // As `gwctl keys edit --spend-limit none` (and the daemon): clearing a key's limit
+            // clears its reset period, which only a limit has.
+            (Ok(Some(_)), Ok(None)) if matches!(self.kind, FormKind::Edit(_)) => Ok(None),
             (Ok(Some(_)), Ok(None)) => {
                 note(
                     FieldId::Reset,
@@ -563,5 +566,36 @@ mod tests {
                 ..UpdateKey::default()
             }
         );
+    }
+
+    /// As `gwctl keys edit --spend-limit none`: clearing the limit of a key with a reset
+    /// period clears the period too, rather than being refused.
+    #[test]
+    fn clearing_the_limit_in_edit_clears_the_reset() {
+        let key = sample_key(); // $50.00 daily
+        let mut form = Form::edit(&key);
+        assert_eq!(form.value(FieldId::Reset), "daily");
+        focus(&mut form, FieldId::SpendLimit);
+        form.clear_field(now());
+        assert_eq!(error(&form, FieldId::Reset), None);
+        let Some(Submission::Update { update, .. }) = form.submit(now()) else {
+            panic!("an update: {:?}", form.error);
+        };
+        assert_eq!(
+            update,
+            UpdateKey {
+                spend_limit_usd: Patch::Clear,
+                spend_reset: Patch::Clear,
+                ..UpdateKey::default()
+            }
+        );
+        // Creating, a reset without a limit is still a mistake worth pointing out.
+        let mut form = Form::create();
+        type_text(&mut form, "ci");
+        focus(&mut form, FieldId::Reset);
+        form.cycle(true, now());
+        assert_ne!(form.value(FieldId::Reset), "none");
+        assert_eq!(form.submit(now()), None);
+        assert!(error(&form, FieldId::Reset).is_some_and(|e| e.contains("spend limit")));
     }
 }
