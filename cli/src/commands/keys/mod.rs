@@ -31,7 +31,7 @@ use crate::output::Output;
 pub const KEY_HELP: &str = "The key: its id (key_…), or its exact name or display prefix \
 (sk-proxy-a1b2). A name several keys share picks the one that is not revoked, if only one is; \
 during a rotation's grace period the name means the new key (the retiring one by its id or \
-prefix).";
+prefix), except to revoke, which then asks for an id.";
 
 #[derive(Debug, Args)]
 pub struct Cmd {
@@ -86,6 +86,39 @@ pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView
         && rotated_into(client, retiring, successor).await
     {
         return Ok(successor.clone());
+    }
+    Ok(one(&found, wanted)?.clone())
+}
+
+/// [`resolve`] for revoking: a name shared by a rotation's pair is refused rather than taken
+/// to mean the new key. Why: an operator who rotated a leaked key with a grace period and
+/// then revokes "by name" most likely means the leaked one, and revoking the successor
+/// instead would leave the leak working until the grace period ends.
+pub async fn resolve_to_revoke(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
+    if is_key_id(wanted) {
+        return client.get_key(wanted).await;
+    }
+    let keys = client
+        .list_all_keys(None)
+        .await
+        .with_context(|| format!("listing keys to find {wanted:?}"))?;
+    let found = matches(&keys, wanted);
+    if let Some((retiring, successor)) = rotation_pair(&found, wanted)
+        && rotated_into(client, retiring, successor).await
+    {
+        let retires =
+            crate::output::retires_at(retiring).map_or_else(String::new, |at| format!(" at {at}"));
+        return Err(Refusal::invalid(format!(
+            "{:?} names a rotated key and its successor: {} (retiring{retires}) and {} (its \
+             replacement). Revoke by id: {} to end the old key's grace period now, {} to \
+             revoke the new key.",
+            wanted.trim(),
+            retiring.id,
+            successor.id,
+            retiring.id,
+            successor.id
+        ))
+        .into());
     }
     Ok(one(&found, wanted)?.clone())
 }

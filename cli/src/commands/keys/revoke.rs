@@ -6,7 +6,7 @@ use clap::Args;
 use gateway_shared::KeyState;
 use gateway_shared::api::KeyView;
 
-use super::{KEY_HELP, resolve};
+use super::{KEY_HELP, resolve_to_revoke};
 use crate::client::ApiClient;
 use crate::commands::confirm;
 use crate::output::{self, Output};
@@ -22,7 +22,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
-        let key = resolve(client, &self.key).await?;
+        let key = resolve_to_revoke(client, &self.key).await?;
         // Revoking twice is harmless, so an already revoked key needs no question.
         if !self.yes && key.state != KeyState::Revoked {
             let not_done = format!("revoke key {} ({})", key.name, key.id);
