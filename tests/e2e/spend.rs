@@ -1061,6 +1061,13 @@ async fn an_anthropic_stream_past_its_reservation_is_cut() {
     );
     assert!(deltas < 5000, "cut: {deltas} of 5000 deltas streamed");
     assert!(!body.contains("message_stop"), "cut before its end");
+    // The cut is said, in Anthropic's error event (its SDKs raise on it), not a silent end.
+    let last = body.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    assert!(last.starts_with("event: error\ndata: "), "{last}");
+    let error: Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).expect("json");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["code"], "spend_limit_exceeded", "{error}");
 
     settled(&base, &key).await;
     wait_for_usage(&gateway, &id, 1).await;
@@ -1074,4 +1081,35 @@ async fn an_anthropic_stream_past_its_reservation_is_cut() {
     );
     // $100 per million output tokens, input free: at least the $0.01 reserved.
     assert!(cost >= 10_000_000, "cost {cost}");
+}
+
+/// A Gemini stream without `alt=sse` is one JSON array: no event can be added to it, so a cut
+/// ends the body with an error, and the client sees the answer cut short, not complete.
+#[tokio::test]
+async fn a_cut_json_array_stream_ends_as_an_error() {
+    let (gateway, _mock) = gateway(BUDGET_PRICES).await;
+    let (_, key, _) = gateway
+        .admin()
+        .create_key(json!({"name": "array", "spend_limit_usd": 10.0}))
+        .await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/gemini/v1beta/models/budget-model:streamGenerateContent",
+            gateway.proxy_url()
+        ))
+        .header("x-goog-api-key", &key)
+        .header("x-mock-events", "5000")
+        .header("x-mock-output-tokens", "5000")
+        .json(&json!({"contents": [], "generationConfig": {"maxOutputTokens": 100}}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(20), response.bytes())
+        .await
+        .expect("the stream ends");
+    assert!(
+        body.is_err(),
+        "the body ends in an error, not as a whole array"
+    );
 }

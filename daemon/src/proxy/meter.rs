@@ -192,6 +192,10 @@ impl Batch {
     }
 }
 
+/// Why a stream was cut, as its last event (or body error) says.
+const CUT_MESSAGE: &str = "The answer was cut short: its usage reached what this key's spend \
+limit could reserve for it. Ask for fewer output tokens, or raise the key's limit.";
+
 impl<B> MeteredBody<B> {
     pub fn new(inner: B, observer: UsageObserver, meter: Meter, enforce_cut: bool) -> Self {
         Self {
@@ -308,8 +312,16 @@ where
             } else if this.enforce_cut && reached_reservation(&this.observer.observed, &this.meter)
             {
                 tracing::info!(key_id = %this.meter.key_id, "stream cut: its usage reached its reservation");
-                this.tail = Some(this.observer.finish()).filter(|t| !t.is_empty());
+                let held = this.observer.finish();
+                let notice = this.observer.cut_notice(CUT_MESSAGE);
                 this.end(Outcome::Interrupted);
+                if notice.is_none() {
+                    // No event can say it: an error ends the body, so the client sees the
+                    // answer cut short rather than complete.
+                    this.pending_error = Some(CUT_MESSAGE.into());
+                }
+                this.tail = Some(Bytes::from([held, notice.unwrap_or_default()].concat()))
+                    .filter(|t| !t.is_empty());
             }
             batch.push(out);
             if batch.len() >= MAX_BATCH_BYTES {

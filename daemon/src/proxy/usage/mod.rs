@@ -141,6 +141,34 @@ impl UsageObserver {
         }
     }
 
+    /// What a stream cut at its reservation ends with, so that a client (and an SDK) can tell
+    /// the cut from a complete answer: an SSE error event in the provider's own error event
+    /// shape, carrying the SPEC's error body. After two line breaks, which end any event in
+    /// progress (blank lines between events are allowed). `None` where no event can be added
+    /// (a JSON array stream): the caller ends the body with an error instead.
+    pub fn cut_notice(&self, message: &str) -> Option<Bytes> {
+        if self.format != Format::Sse {
+            return None;
+        }
+        let error = serde_json::json!({
+            "type": "gateway_error",
+            "code": gateway_shared::ErrorCode::SpendLimitExceeded.as_str(),
+            "message": message,
+        });
+        let event = match self.provider {
+            // Anthropic's SDKs raise on an `error` event.
+            Provider::Anthropic => format!(
+                "\n\nevent: error\ndata: {}\n\n",
+                serde_json::json!({"type": "error", "error": error})
+            ),
+            // OpenAI's SDKs raise on an event whose data has an `error` member.
+            Provider::Openai | Provider::Gemini => {
+                format!("\n\ndata: {}\n\n", serde_json::json!({ "error": error }))
+            }
+        };
+        Some(Bytes::from(event))
+    }
+
     /// Whether what the client receives can differ from what the provider sent.
     pub fn may_change_bytes(&self) -> bool {
         self.strip_usage_chunk
@@ -258,6 +286,43 @@ impl UsageFields {
 mod tests {
     use super::*;
     use crate::spend::price::Tokens;
+
+    #[test]
+    fn a_cut_ends_with_an_error_event_in_the_providers_shape() {
+        for (provider, event) in [
+            (Provider::Openai, None),
+            (Provider::Gemini, None),
+            (Provider::Anthropic, Some("error")),
+        ] {
+            let observer = UsageObserver::new(provider, Format::Sse, false);
+            let notice = observer.cut_notice("cut").expect("an event");
+            let text = std::str::from_utf8(&notice).expect("utf-8");
+            assert!(
+                text.starts_with("\n\n") && text.ends_with("\n\n"),
+                "{text:?}"
+            );
+            let mut parser = SseParser::new(false);
+            let mut seen = Vec::new();
+            parser.feed(b"data: {\"partial", &mut |_, _| {});
+            parser.feed(&notice, &mut |parsed, _| {
+                if let Some(parsed) = parsed {
+                    let name = String::from_utf8_lossy(parsed.name).into_owned();
+                    seen.push(((!name.is_empty()).then_some(name), parsed.data.to_vec()));
+                }
+            });
+            let (name, data) = seen.last().expect("the notice is an event").clone();
+            assert_eq!(name.as_deref(), event, "{provider:?}");
+            let data: Value = serde_json::from_slice(&data).expect("json");
+            let error = &data["error"];
+            assert_eq!(error["code"], "spend_limit_exceeded", "{data}");
+            assert_eq!(error["message"], "cut");
+        }
+        let array = UsageObserver::new(Provider::Gemini, Format::JsonArray, false);
+        assert!(
+            array.cut_notice("cut").is_none(),
+            "no event fits a JSON array"
+        );
+    }
 
     const OPENAI_STREAM: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
         data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
