@@ -434,6 +434,7 @@ pub(crate) mod tests {
             spend_total_usd: Nanodollars(34_500_000_000),
             period_resets_at: Some(ts("2027-01-03T00:00:00Z")),
             request_count: 1234,
+            replaced_by: None,
         }
     }
 

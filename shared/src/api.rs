@@ -37,6 +37,10 @@ pub struct KeyView {
     pub spend_total_usd: Nanodollars,
     pub period_resets_at: Option<Timestamp>,
     pub request_count: u64,
+    /// The key that replaced this one, when it was rotated (its secret works until
+    /// `revoked_at`, the end of the grace period).
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 /// The answer to create (and rotate): the key and, this once, its secret.

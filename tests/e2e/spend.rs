@@ -869,7 +869,20 @@ async fn a_restart_during_a_rotation_grace_period_keeps_one_budget() {
     spend_a_dime(&gateway.proxy_url(), &new).await;
     settled(&gateway.proxy_url(), &new).await;
 
+    let replaced_by = |view: &Value| view["replaced_by"].clone();
+    let old_view = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
+    assert_eq!(replaced_by(&old_view), json!(new_id), "{old_view}");
+
     gateway.restart().await;
+    // The rotation is known after the restart too, and only the old key was replaced.
+    let old_view = gateway.admin().get(&format!("/v1/keys/{id}")).await.body;
+    assert_eq!(replaced_by(&old_view), json!(new_id), "{old_view}");
+    let new_view = gateway
+        .admin()
+        .get(&format!("/v1/keys/{new_id}"))
+        .await
+        .body;
+    assert_eq!(replaced_by(&new_view), Value::Null, "{new_view}");
     let base = gateway.proxy_url();
     // $0.20 of $0.30 spent, whichever secret asks: the old one spends the last dime.
     spend_a_dime(&base, &old).await;

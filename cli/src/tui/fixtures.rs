@@ -46,6 +46,7 @@ fn base(id: &str, name: &str, prefix: &str) -> KeyView {
         spend_total_usd: Nanodollars::ZERO,
         period_resets_at: None,
         request_count: 0,
+        replaced_by: None,
     }
 }
 

@@ -149,6 +149,7 @@ impl KeyEntry {
             spend_total_usd: spend.total,
             period_resets_at: lifecycle.spend.resets_at(now),
             request_count: spend.request_count,
+            replaced_by: None,
         }
     }
 
@@ -219,6 +220,9 @@ struct Index {
     by_hash: HashSet<ByHash>,
     /// Creation order (then id), for stable pagination.
     order: Vec<Arc<KeyEntry>>,
+    /// A rotated key's id → its successor's (`KeyView::replaced_by`). Here rather than in
+    /// each entry: few keys are ever rotated, and an entry's size is paid by every key.
+    successors: HashMap<String, String>,
 }
 
 impl KeyCache {
@@ -265,6 +269,11 @@ impl KeyCache {
             })
             .collect();
         links.sort_by(|(a, _), (b, _)| a.order().cmp(&b.order()));
+        for (successor, predecessor) in &links {
+            index
+                .successors
+                .insert(predecessor.id.clone(), successor.id.clone());
+        }
         // Each key's chain, by the id of the chain's first key.
         let mut chain_of: HashMap<String, String> = HashMap::new();
         let mut chains: HashMap<String, Vec<String>> = HashMap::new();
@@ -370,8 +379,19 @@ impl KeyCache {
             policy,
             Arc::clone(&predecessor.runtime),
         ));
-        self.write().put(Arc::clone(&entry));
+        let mut index = self.write();
+        index
+            .successors
+            .insert(predecessor.id.clone(), entry.id.clone());
+        index.put(Arc::clone(&entry));
         entry
+    }
+
+    /// `entry` as the management API shows it: its own view, and the key that replaced it.
+    pub fn view(&self, entry: &KeyEntry, now: Timestamp) -> KeyView {
+        let mut view = entry.view(now);
+        view.replaced_by = self.read().successors.get(&entry.id).cloned();
+        view
     }
 
     /// A stored key at start-up: ids are unique in the store, and the order is fixed by one

@@ -109,7 +109,7 @@ impl KeyService {
         let record = self.cache.upsert(record);
         tracing::info!(key_id = %record.id, prefix = %record.prefix, actor = %actor.0, "key created");
         Ok(KeyCreated {
-            key: record.view(now),
+            key: self.cache.view(&record, now),
             secret: secret.expose().to_owned(),
         })
     }
@@ -155,7 +155,7 @@ impl KeyService {
 
         let changes = diff(&old_record, &new);
         if changes.is_empty() {
-            return Ok(old.view(now));
+            return Ok(self.cache.view(&old, now));
         }
         new.updated_at = now;
         let audit = audit(
@@ -184,7 +184,7 @@ impl KeyService {
                 "could not recount the key's spend for its new reset period"
             );
         }
-        Ok(record.view(now))
+        Ok(self.cache.view(&record, now))
     }
 
     /// Starts the key's new reset period at what it spent in it, from the usage rollup (see
@@ -224,7 +224,7 @@ impl KeyService {
         let now = self.clock.now();
         let old = self.find(id)?;
         if old.is_revoked_at(now) {
-            return Ok(old.view(now));
+            return Ok(self.cache.view(&old, now));
         }
         let mut new = old.record();
         new.revoked_at = Some(now);
@@ -242,7 +242,7 @@ impl KeyService {
             .map_err(GatewayError::internal)?;
         let record = self.cache.upsert(new);
         tracing::info!(key_id = %record.id, actor = %actor.0, "key revoked");
-        Ok(record.view(now))
+        Ok(self.cache.view(&record, now))
     }
 
     /// A new secret with the same settings; the old key keeps working for the grace period,
@@ -330,15 +330,16 @@ impl KeyService {
         tracing::info!(key_id = %previous.id, new_key_id = %created.id, actor = %actor.0, "key rotated");
         Ok(KeyRotated {
             created: KeyCreated {
-                key: created.view(now),
+                key: self.cache.view(&created, now),
                 secret: secret.expose().to_owned(),
             },
-            previous: previous.view(now),
+            previous: self.cache.view(&previous, now),
         })
     }
 
     pub fn get(&self, id: &str) -> Result<KeyView> {
-        Ok(self.find(id)?.view(self.clock.now()))
+        let key = self.find(id)?;
+        Ok(self.cache.view(&key, self.clock.now()))
     }
 
     pub fn list(
@@ -360,7 +361,7 @@ impl KeyService {
                 )
             })?;
         Ok(KeyList {
-            keys: records.iter().map(|r| r.view(now)).collect(),
+            keys: records.iter().map(|r| self.cache.view(r, now)).collect(),
             next_cursor,
         })
     }

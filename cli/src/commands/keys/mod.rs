@@ -82,9 +82,7 @@ pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView
         .await
         .with_context(|| format!("listing keys to find {wanted:?}"))?;
     let found = matches(&keys, wanted);
-    if let Some((retiring, successor)) = rotation_pair(&found, wanted)
-        && rotated_into(client, retiring, successor).await
-    {
+    if let Some((_, successor)) = rotation_pair(&found, wanted) {
         return Ok(successor.clone());
     }
     Ok(one(&found, wanted)?.clone())
@@ -103,9 +101,7 @@ pub async fn resolve_to_revoke(client: &ApiClient, wanted: &str) -> anyhow::Resu
         .await
         .with_context(|| format!("listing keys to find {wanted:?}"))?;
     let found = matches(&keys, wanted);
-    if let Some((retiring, successor)) = rotation_pair(&found, wanted)
-        && rotated_into(client, retiring, successor).await
-    {
+    if let Some((retiring, successor)) = rotation_pair(&found, wanted) {
         let retires =
             crate::output::retires_at(retiring).map_or_else(String::new, |at| format!(" at {at}"));
         return Err(Refusal::invalid(format!(
@@ -185,10 +181,9 @@ fn one<'a>(matches: &[&'a KeyView], wanted: &str) -> Result<&'a KeyView, Refusal
 }
 
 /// A key rotated with a grace period and its successor share the name until the old one
-/// retires. When `wanted` names exactly two usable keys, both by name, one of them retiring
-/// (its revocation scheduled: only a rotation does that) and the other not, this is
-/// `(retiring, successor)` — still to be confirmed by [`rotated_into`], since the key view
-/// does not say which key replaced which.
+/// retires. When `wanted` names exactly two usable keys, both by name, and one was replaced
+/// by the other (`replaced_by`, as the daemon records rotations), this is
+/// `(retiring, successor)`.
 fn rotation_pair<'a>(matches: &[&'a KeyView], wanted: &str) -> Option<(&'a KeyView, &'a KeyView)> {
     let wanted = wanted.trim();
     let [a, b] = matches else {
@@ -197,27 +192,13 @@ fn rotation_pair<'a>(matches: &[&'a KeyView], wanted: &str) -> Option<(&'a KeyVi
     if a.name != wanted || b.name != wanted {
         return None;
     }
-    match (crate::output::retires_at(a), crate::output::retires_at(b)) {
-        (Some(_), None) => Some((a, b)),
-        (None, Some(_)) => Some((b, a)),
-        _ => None,
+    if a.replaced_by.as_deref() == Some(b.id.as_str()) {
+        Some((a, b))
+    } else if b.replaced_by.as_deref() == Some(a.id.as_str()) {
+        Some((b, a))
+    } else {
+        None
     }
-}
-
-/// Whether the audit log records the rotation of `retiring` into `successor` (the
-/// `key.rotate` entry names the new key). Any failure to tell is a no: the name then stays
-/// ambiguous, as it was.
-async fn rotated_into(client: &ApiClient, retiring: &KeyView, successor: &KeyView) -> bool {
-    // A key is rotated at most once; later entries can only be edits of the retiring key.
-    const LOOK_BACK: usize = 100;
-    let Ok(log) = client.audit(Some(&retiring.id), LOOK_BACK).await else {
-        return false;
-    };
-    log.entries.iter().any(|entry| {
-        entry.action == "key.rotate"
-            && entry.details.get("new_key_id").and_then(|id| id.as_str())
-                == Some(successor.id.as_str())
-    })
 }
 
 /// Comma-separated, blanks trimmed and dropped: `''` is the empty list.
@@ -444,6 +425,7 @@ mod tests {
     fn a_rotation_pair_is_told_apart_from_other_namesakes() {
         let mut retiring = key("key_old", "pg3", "sk-proxy-oooo", KeyState::Active);
         retiring.revoked_at = Some("2027-01-03T00:00:00Z".parse().expect("ts"));
+        retiring.replaced_by = Some("key_new".into());
         let successor = key("key_new", "pg3", "sk-proxy-nnnn", KeyState::Active);
         let gone = key("key_gone", "pg3", "sk-proxy-gggg", KeyState::Revoked);
         let keys = [gone.clone(), retiring.clone(), successor.clone()];
@@ -451,7 +433,10 @@ mod tests {
         assert_eq!(found.len(), 2, "the revoked namesake is left out");
         let (old, new) = rotation_pair(&found, "pg3").expect("a rotation pair");
         assert_eq!((old.id.as_str(), new.id.as_str()), ("key_old", "key_new"));
-        // Without the audit's word it stays ambiguous; the retiring key by its prefix.
+        // Not replaced by the other namesake: ambiguous; the retiring key by its prefix.
+        let mut unlinked = retiring.clone();
+        unlinked.replaced_by = Some("key_elsewhere".into());
+        assert!(rotation_pair(&matches(&[unlinked, successor.clone()], "pg3"), "pg3").is_none());
         assert_eq!(
             pick(&keys, "pg3").map_err(|e| e.code).map(|k| &k.id),
             Err(ErrorCode::InvalidArgument)
@@ -460,7 +445,7 @@ mod tests {
             pick(&keys, "sk-proxy-oooo").map(|k| k.id.as_str()),
             Ok("key_old")
         );
-        // Two keys that both still work, neither retiring, or a prefix match: no pair.
+        // Two keys that both still work, neither replaced, or a prefix match: no pair.
         let other = key("key_other", "pg3", "sk-proxy-pppp", KeyState::Active);
         let keys = [successor.clone(), other];
         assert!(rotation_pair(&matches(&keys, "pg3"), "pg3").is_none());
