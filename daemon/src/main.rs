@@ -12,7 +12,7 @@ use gatewayd::{Config, Listeners, SystemClock};
 #[command(version)]
 struct Args {
     /// TOML config file; every field is optional and defaults are embedded.
-    #[arg(long, env = "GATEWAYD_CONFIG")]
+    #[arg(long, env = "GATEWAYD_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Validate the configuration, print nothing, and exit.
     #[arg(long)]
