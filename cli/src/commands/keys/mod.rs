@@ -74,18 +74,7 @@ impl Cmd {
 
 /// The key an operator named: fetched by id, or found by name or prefix in the full list.
 pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
-    if is_key_id(wanted) {
-        return client.get_key(wanted).await;
-    }
-    let keys = client
-        .list_all_keys(None)
-        .await
-        .with_context(|| format!("listing keys to find {wanted:?}"))?;
-    let found = matches(&keys, wanted);
-    if let Some((_, successor)) = rotation_pair(&found, wanted) {
-        return Ok(successor.clone());
-    }
-    Ok(one(&found, wanted)?.clone())
+    resolve_as(client, wanted, SharedName::MeansSuccessor).await
 }
 
 /// [`resolve`] for revoking: a name shared by a rotation's pair is refused rather than taken
@@ -93,6 +82,21 @@ pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView
 /// then revokes "by name" most likely means the leaked one, and revoking the successor
 /// instead would leave the leak working until the grace period ends.
 pub async fn resolve_to_revoke(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
+    resolve_as(client, wanted, SharedName::Refused).await
+}
+
+/// What a name a rotation's pair shares means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SharedName {
+    MeansSuccessor,
+    Refused,
+}
+
+async fn resolve_as(
+    client: &ApiClient,
+    wanted: &str,
+    shared: SharedName,
+) -> anyhow::Result<KeyView> {
     if is_key_id(wanted) {
         return client.get_key(wanted).await;
     }
@@ -101,22 +105,25 @@ pub async fn resolve_to_revoke(client: &ApiClient, wanted: &str) -> anyhow::Resu
         .await
         .with_context(|| format!("listing keys to find {wanted:?}"))?;
     let found = matches(&keys, wanted);
-    if let Some((retiring, successor)) = rotation_pair(&found, wanted) {
-        let retires =
-            crate::output::retires_at(retiring).map_or_else(String::new, |at| format!(" at {at}"));
-        return Err(Refusal::invalid(format!(
-            "{:?} names a rotated key and its successor: {} (retiring{retires}) and {} (its \
-             replacement). Revoke by id: {} to end the old key's grace period now, {} to \
-             revoke the new key.",
-            wanted.trim(),
-            retiring.id,
-            successor.id,
-            retiring.id,
-            successor.id
-        ))
-        .into());
+    match rotation_pair(&found, wanted) {
+        Some((_, successor)) if shared == SharedName::MeansSuccessor => Ok(successor.clone()),
+        Some((retiring, successor)) => {
+            let retires = crate::output::retires_at(retiring)
+                .map_or_else(String::new, |at| format!(" at {at}"));
+            Err(Refusal::invalid(format!(
+                "{:?} names a rotated key and its successor: {} (retiring{retires}) and {} \
+                 (its replacement). Revoke by id: {} to end the old key's grace period now, \
+                 {} to revoke the new key.",
+                wanted.trim(),
+                retiring.id,
+                successor.id,
+                retiring.id,
+                successor.id
+            ))
+            .into())
+        }
+        None => Ok(one(&found, wanted)?.clone()),
     }
-    Ok(one(&found, wanted)?.clone())
 }
 
 /// Like [`resolve`], but an id is taken as is, without asking the daemon.
