@@ -655,9 +655,10 @@ async fn model_listings_need_no_model_and_show_only_allowed_models() {
     );
 }
 
-/// Batch and background requests are billed by the provider after the answer, which carries
-/// no usage: a spend-limited key cannot bound their cost and refuses them (403
-/// `model_not_priced`); a key without a limit forwards them.
+/// A spend-limited key may use only endpoints whose cost the gateway can bound and read:
+/// batches, background responses, fine-tuning jobs and long-running operations are billed by
+/// the provider after an answer without usage, in any spelling (403 `model_not_priced`); a
+/// key without a limit forwards them, and a capped key still reads a model's description.
 #[tokio::test]
 async fn requests_billed_later_are_refused_on_spend_limited_keys() {
     let (gateway, mock) = gateway_with_mock("").await;
@@ -668,32 +669,54 @@ async fn requests_billed_later_are_refused_on_spend_limited_keys() {
         .await;
     let (_, open, _) = admin.create_key(json!({"name": "open"})).await;
     let background = json!({"model": "gpt-4o", "input": "hi", "background": true});
-    let gemini_batch = "/gemini/v1beta/models/gemini-2.5-flash:batchGenerateContent";
-    for (path, body) in [
+    let batch = json!({"batch": {"input_config": {}}});
+    let cases = [
         ("/openai/v1/responses", background.clone()),
-        (gemini_batch, json!({"batch": {"input_config": {}}})),
-    ] {
-        let bearer = format!("Bearer {capped}");
-        let (status, body) = if path.starts_with("/gemini") {
-            let response = reqwest::Client::new()
-                .post(format!("{base}{path}"))
-                .header("x-goog-api-key", &capped)
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        } else {
-            let (status, body, _) = authorized(&base, path, Some(&bearer), body).await;
-            (status, body)
-        };
+        (
+            "/openai/v1/responses",
+            json!({"model": "gpt-4o", "input": "hi", "background": "true"}),
+        ),
+        (
+            "/openai/v1/fine_tuning/jobs",
+            json!({"model": "gpt-4o-mini", "training_file": "file-abc"}),
+        ),
+        (
+            "/openai/v1/batches",
+            json!({"model": "gpt-4o", "input_file_id": "file-abc", "endpoint": "/v1/chat/completions"}),
+        ),
+        (
+            "/anthropic/v1/messages/batches",
+            json!({"model": "claude-sonnet-4-5", "requests": []}),
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+            batch.clone(),
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:BatchGenerateContent",
+            batch.clone(),
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:predictLongRunning",
+            json!({}),
+        ),
+    ];
+    for (path, body) in cases {
+        let request = reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .header("x-goog-api-key", &capped)
+            .header("x-api-key", &capped)
+            .bearer_auth(&capped)
+            .json(&body);
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
         assert_gateway_error(status, &body, 403, "model_not_priced");
         assert!(
             body["error"]["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("batch or background")),
-            "{body}"
+                .is_some_and(|m| m.contains("cannot be bounded")),
+            "{path}: {body}"
         );
     }
     assert_eq!(mock.hits(), 0);
@@ -701,4 +724,11 @@ async fn requests_billed_later_are_refused_on_spend_limited_keys() {
     let (status, _, _) = authorized(&base, "/openai/v1/responses", Some(&bearer), background).await;
     assert_ne!(status, 403, "a key without a limit forwards it");
     assert_eq!(mock.hits(), 1);
+    let described = reqwest::Client::new()
+        .get(format!("{base}/openai/v1/models/gpt-4o"))
+        .bearer_auth(&capped)
+        .send()
+        .await
+        .expect("request");
+    assert_ne!(described.status(), 403, "a model's description is free");
 }

@@ -447,11 +447,12 @@ impl Proxy {
                 format!("This key has a spend limit and {what}, so its cost cannot be bounded."),
             ));
         }
-        if limit.is_some() && billed_later(route, json) {
+        if limit.is_some() && !metered(route, json) {
             return Err(GatewayError::new(
                 ErrorCode::ModelNotPriced,
-                "This key has a spend limit and this is a batch or background request, which \
-                 the provider bills after answering, so its cost cannot be bounded.",
+                "This key has a spend limit, and the cost of this endpoint cannot be bounded \
+                 or read by the gateway (a batch, background or fine-tuning job is billed by \
+                 the provider after answering): use a key without a spend limit for it.",
             ));
         }
         let charge = price.unwrap_or(FREE);
@@ -717,21 +718,61 @@ fn missing_key(route: &ProviderRoute) -> GatewayError {
 
 /// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
 /// the restrictions, as SPEC §3 orders the checks (so the ledger is not read here).
-/// Requests answered at once but run (and billed) by the provider later, with no usage in
-/// the answer: Gemini's batch methods, OpenAI's `background` responses. The gateway can
-/// neither bound nor read their cost, so spend-limited keys refuse them.
-fn billed_later(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
+/// Whether the request is one whose cost the gateway can bound before and read after: the
+/// generation, embedding and token-counting endpoints, answered with their usage. What a
+/// spend-limited key may use, so that its cap holds. An allowlist, not a list of exceptions:
+/// batches, fine-tuning jobs, long-running operations and background responses are run and
+/// billed by the provider after an answer without usage, and new endpoints of that kind (or
+/// another spelling of a known one) must not slip past the cap.
+fn metered(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
+    use gateway_shared::Provider;
     use model::Fields;
-    match route.provider {
-        gateway_shared::Provider::Gemini => {
-            let method = route.upstream_path.rsplit(':').next().unwrap_or_default();
-            matches!(method, "batchGenerateContent" | "asyncBatchEmbedContent")
-        }
-        gateway_shared::Provider::Openai => {
-            json.and_then(|j| j.field("background")) == Some(&serde_json::Value::Bool(true))
-        }
-        gateway_shared::Provider::Anthropic => false,
+    if route.model == ModelSource::Listing {
+        return true;
     }
+    let path = route.upstream_path.as_str();
+    match route.provider {
+        Provider::Openai => {
+            let background = match json.and_then(|j| j.field("background")) {
+                None | Some(serde_json::Value::Null | serde_json::Value::Bool(false)) => false,
+                Some(_) => true,
+            };
+            !background
+                && (model_info(path)
+                    || [
+                        "/chat/completions",
+                        "/completions",
+                        "/responses",
+                        "/embeddings",
+                    ]
+                    .iter()
+                    .any(|endpoint| path.ends_with(endpoint)))
+        }
+        Provider::Anthropic => {
+            model_info(path)
+                || ["/messages", "/messages/count_tokens", "/complete"]
+                    .iter()
+                    .any(|endpoint| path.ends_with(endpoint))
+        }
+        Provider::Gemini => {
+            let method = path.rsplit_once(':').map_or("", |(_, method)| method);
+            matches!(
+                method,
+                // No method: a model's own description.
+                "" | "generateContent"
+                    | "streamGenerateContent"
+                    | "countTokens"
+                    | "embedContent"
+                    | "batchEmbedContents"
+            )
+        }
+    }
+}
+
+/// `…/models/{id}`: a model's description, free.
+fn model_info(path: &str) -> bool {
+    path.rsplit_once("/models/")
+        .is_some_and(|(_, id)| !id.is_empty() && !id.contains('/'))
 }
 
 fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {

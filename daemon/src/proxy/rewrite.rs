@@ -42,7 +42,33 @@ pub fn answers(provider: Provider, body: &impl Fields) -> u64 {
 }
 
 fn largest<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> Option<u64> {
-    values.flatten().filter_map(Value::as_u64).max()
+    values.flatten().filter_map(whole_number).max()
+}
+
+/// A count as a provider may read it: a whole number, also written as a float (`8.0`, `8e0`)
+/// or a string (`"8"`), which proto3 JSON (Gemini) accepts for its integers. Reading only
+/// JSON integers let `"candidateCount": "8"` ask for eight answers reserved as one.
+fn whole_number(value: &Value) -> Option<u64> {
+    let from_float = |f: f64| {
+        (f.is_finite() && f >= 0.0 && f.fract() == 0.0).then(|| {
+            // Saturates at u64::MAX, which a reservation then refuses.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let whole = f as u64;
+            whole
+        })
+    };
+    match value {
+        Value::Number(number) => number
+            .as_u64()
+            .or_else(|| number.as_f64().and_then(from_float)),
+        Value::String(text) => {
+            let text = text.trim();
+            text.parse::<u64>()
+                .ok()
+                .or_else(|| text.parse::<f64>().ok().and_then(from_float))
+        }
+        _ => None,
+    }
 }
 
 /// `names` inside either spelling of Gemini's generation config.
@@ -64,11 +90,14 @@ pub fn set_output_limit(
     body: &mut Map<String, Value>,
     tokens: u64,
 ) {
+    // Each field present is lowered to the clamp, never raised: a client's smaller limit in
+    // another field stays its own.
     let set_present = |object: &mut Map<String, Value>, names: &[&str]| {
         let mut any = false;
         for name in names {
             if let Some(value) = object.get_mut(*name) {
-                *value = json!(tokens);
+                let own = whole_number(value).filter(|own| *own <= tokens);
+                *value = json!(own.unwrap_or(tokens));
                 any = true;
             }
         }
@@ -323,6 +352,15 @@ mod tests {
             body,
             object(json!({"max_tokens": 7, "max_completion_tokens": 7}))
         );
+        // Lowered, never raised: the client's smaller limit stays.
+        let mut body = both.clone();
+        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 500);
+        assert_eq!(
+            body,
+            object(json!({"max_tokens": 500, "max_completion_tokens": 10}))
+        );
+        let strings = object(json!({"max_tokens": "60000"}));
+        assert_eq!(requested_output(Provider::Openai, &strings), Some(60000));
         let mixed = object(json!({"max_completion_tokens": 10, "max_output_tokens": 60000}));
         assert_eq!(requested_output(Provider::Openai, &mixed), Some(60000));
 
@@ -354,7 +392,22 @@ mod tests {
             5
         );
         assert_eq!(answers(Provider::Openai, &object(json!({"n": 0}))), 1);
-        assert_eq!(answers(Provider::Openai, &object(json!({"n": "3"}))), 1);
+        for written in [json!("3"), json!(3.0), json!("3e0"), json!(" 3 ")] {
+            assert_eq!(
+                answers(Provider::Openai, &object(json!({ "n": written }))),
+                3,
+                "{written}"
+            );
+        }
+        assert_eq!(answers(Provider::Openai, &object(json!({"n": 2.5}))), 1);
+        assert_eq!(answers(Provider::Openai, &object(json!({"n": "many"}))), 1);
+        assert_eq!(
+            answers(
+                Provider::Gemini,
+                &object(json!({"generationConfig": {"candidateCount": "8"}}))
+            ),
+            8
+        );
         assert_eq!(
             answers(
                 Provider::Gemini,
