@@ -94,6 +94,202 @@ fn create_form_with_a_validation_error() {
     insta::assert_snapshot!(screen(&app, 80, 24));
 }
 
+/// The create form with its last field (Expires) focused and wrong: Shift-Tab from the first
+/// field wraps to it.
+fn form_on_a_wrong_expiry() -> App {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('c')]);
+    type_text(&mut app, "ci-runner");
+    press(&mut app, &[KeyCode::BackTab]);
+    type_text(&mut app, "2020-01-01");
+    app
+}
+
+/// At 60×12 the form has seven rows for eight fields: it scrolls to the focused last field and
+/// shows its error, and says that fields are hidden above. Before, it showed the first fields
+/// and cut Expires and its error off the bottom.
+#[test]
+fn small_form_scrolls_to_the_focused_field_and_its_error() {
+    let app = form_on_a_wrong_expiry();
+    let text = screen(&app, 60, 12);
+    assert!(text.contains("› Expires           2020-01-01▏"), "{text}");
+    assert!(text.contains("✗ must be in the future"), "{text}");
+    assert!(text.contains("↑ 4 more fields"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+/// The same form where everything fits: every field, no scroll indicator.
+#[test]
+fn form_with_an_error_on_its_last_field_80x24() {
+    let app = form_on_a_wrong_expiry();
+    let text = screen(&app, 80, 24);
+    assert!(!text.contains("more field"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+/// At the top of a form too tall for the screen, the line above the hint says how many fields
+/// are below.
+#[test]
+fn small_form_says_what_is_below() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('c')]);
+    let text = screen(&app, 60, 12);
+    assert!(text.contains("› Name"), "{text}");
+    assert!(text.contains("↓ 3 more fields"), "{text}");
+    insta::assert_snapshot!(text);
+    // Submitting the empty form focuses the name and counts the hidden errors.
+    press(&mut app, &[KeyCode::Enter]);
+    let text = screen(&app, 60, 12);
+    assert!(text.contains("✗ must not be empty"), "{text}");
+    assert!(text.contains("↓ "), "{text}");
+}
+
+/// The daemon's refusal of a submit is at the bottom of the form, whatever field is focused and
+/// however short the terminal.
+#[test]
+fn a_refused_submit_is_shown_in_a_small_form() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('c')]);
+    type_text(&mut app, "ci-runner");
+    press(&mut app, &[KeyCode::BackTab, KeyCode::Enter]);
+    app.update(Event::Created(Err(Failure::refused(
+        "A key named ci-runner already exists. (conflict)",
+    ))));
+    for height in 7..=24 {
+        let text = screen(&app, 60, height);
+        assert!(text.contains("› Expires"), "{height} rows:\n{text}");
+        assert!(
+            text.contains("✗ A key named ci-runner already exists."),
+            "{height} rows:\n{text}"
+        );
+    }
+    insta::assert_snapshot!(screen(&app, 60, 12));
+}
+
+/// An error taller than the form shows its start and says that it goes on; a value longer
+/// than its line shows its end, where the cursor is.
+#[test]
+fn what_cannot_fit_in_a_tiny_form_is_marked() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('c'), KeyCode::BackTab]);
+    type_text(&mut app, "tomorrow");
+    let text = screen(&app, 60, 9);
+    assert!(text.contains("› Expires           tomorrow▏"), "{text}");
+    assert!(text.contains("✗ \"tomorrow\" is not an RFC 3339"), "{text}");
+    assert!(text.contains("…│"), "{text}");
+    // At 60×12 the whole error fits, under the line that counts the fields above.
+    let text = screen(&app, 60, 12);
+    assert!(text.contains("↑ 7 more fields"), "{text}");
+    assert!(text.contains("2w)"), "{text}");
+    press(&mut app, &[KeyCode::Tab, KeyCode::Tab, KeyCode::Tab]);
+    type_text(
+        &mut app,
+        "gpt-4o*, claude-*, gemini-2.5-pro, o1*, o3-mini, text-embedding-3-*",
+    );
+    let text = screen(&app, 60, 12);
+    assert!(text.contains("› Models            …"), "{text}");
+    assert!(text.contains("text-embedding-3-*▏│"), "{text}");
+}
+
+/// Whatever the size, the focused field's line is on screen as soon as the form has a row, and
+/// its error as soon as the form has room for both.
+#[test]
+fn the_focused_field_is_always_on_screen() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('c')]);
+    let wrong = [
+        "x",
+        "mistral",
+        "gpt-4o*",
+        "not-an-ip",
+        "0",
+        "ten",
+        "",
+        "2020-01-01",
+    ];
+    for text in wrong {
+        type_text(&mut app, text);
+        press(&mut app, &[KeyCode::Tab]);
+    }
+    press(&mut app, &[KeyCode::Enter]);
+    let super::app::Mode::Create(form) = &app.mode else {
+        panic!("the form");
+    };
+    let fields = form.fields.clone();
+    for (at, field) in fields.iter().enumerate() {
+        if let super::app::Mode::Create(form) = &mut app.mode {
+            form.focus = at;
+        }
+        for width in [40, 60, 80] {
+            // The title, status and hint lines take three rows; the form gets the rest.
+            for height in 4..=30 {
+                let text = screen(&app, width, height);
+                let label = format!("› {}", field.id.label());
+                assert!(text.contains(&label), "{width}×{height}:\n{text}");
+                if height >= 12
+                    && let Some(error) = field.error.as_ref()
+                {
+                    let start: String = format!("✗ {error}").chars().take(12).collect();
+                    assert!(text.contains(&start), "{width}×{height}:\n{text}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn secret_modal_60x12() {
+    let mut app = loaded_app();
+    app.update(Event::Created(Ok(fixtures::created())));
+    let text = screen(&app, 60, 12);
+    assert!(text.contains(SECRET), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+/// The secret is on screen whole, or the screen says it is not and how to get it: never a
+/// part of it that could be copied by mistake.
+#[test]
+fn the_secret_is_never_cut_silently() {
+    let mut app = loaded_app();
+    app.update(Event::Created(Ok(fixtures::created())));
+    // Past the key's prefix, which the table shows too.
+    let tail = &SECRET[13..];
+    for width in [20, 40, 47, 48, 49, 50, 60, 80] {
+        for height in 1..=24 {
+            let text = screen(&app, width, height);
+            let whole = text.contains(SECRET);
+            let partial = text
+                .lines()
+                .any(|l| !l.contains(SECRET) && l.contains(&tail[..8]));
+            assert!(!partial, "{width}×{height}:\n{text}");
+            if height >= 3 && !whole {
+                assert!(
+                    text.contains("does not fit") || text.contains("The secret does"),
+                    "{width}×{height}:\n{text}"
+                );
+            }
+            if width >= 60 && height >= 4 {
+                assert!(whole, "{width}×{height}:\n{text}");
+            }
+        }
+    }
+    insta::assert_snapshot!(screen(&app, 40, 12));
+}
+
+/// A short terminal keeps the question and the keys that answer it.
+#[test]
+fn revoke_confirmation_60x8() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Down, KeyCode::Char('r')]);
+    let text = screen(&app, 60, 8);
+    assert!(
+        text.contains("Revoke key backend-prod (key_backendprod0000000001)?"),
+        "{text}"
+    );
+    assert!(text.contains("y revoke   n/Esc keep it"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
 #[test]
 fn secret_modal() {
     let mut app = loaded_app();

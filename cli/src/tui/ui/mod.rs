@@ -56,7 +56,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     if app.help {
         modal::help(frame, main);
     }
-    render_status(app, frame, status);
+    render_status(app, frame, status, main);
     render_hints(app, frame, hints);
 }
 
@@ -105,7 +105,21 @@ fn render_banner(message: &str, frame: &mut Frame, area: Rect) {
     );
 }
 
-fn render_status(app: &App, frame: &mut Frame, area: Rect) {
+/// `main` is where modals are drawn: when the secret modal cannot show the secret whole there,
+/// the status line says so, so the secret is never cut off without a word.
+fn render_status(app: &App, frame: &mut Frame, area: Rect, main: Rect) {
+    if let Mode::Secret(secret) = &app.mode
+        && !modal::secret_on_screen(secret, main)
+    {
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                format!("✗ {}", modal::SECRET_NOT_SHOWN),
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            )),
+            area,
+        );
+        return;
+    }
     if let Some(status) = &app.status {
         let style = if status.error {
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
