@@ -55,7 +55,7 @@ Exit codes:
   1   other failure, including the daemon's internal_error and a failed TLS handshake
   2   usage error or invalid value (invalid_argument)
   3   key or admin token not found (key_not_found)
-  4   the key's state forbids it (key_revoked, field_not_editable)
+  4   the key's state forbids it (key_revoked, key_expired, field_not_editable)
   5   not allowed (unauthorized: bad or missing admin token over HTTPS; or no permission
       on the socket)
   69  daemon unreachable: no socket, nothing listening, no answer, or shutting down
@@ -175,13 +175,15 @@ pub fn exit_code_for(code: ErrorCode) -> u8 {
             exit_code::USAGE
         }
         ErrorCode::KeyNotFound => exit_code::NOT_FOUND,
-        ErrorCode::KeyRevoked | ErrorCode::FieldNotEditable => exit_code::CONFLICT,
+        // `key_expired`: rotating an expired key.
+        ErrorCode::KeyRevoked | ErrorCode::KeyExpired | ErrorCode::FieldNotEditable => {
+            exit_code::CONFLICT
+        }
         ErrorCode::Unauthorized | ErrorCode::MissingKey | ErrorCode::InvalidKey => exit_code::AUTH,
         ErrorCode::ShuttingDown | ErrorCode::Overloaded => exit_code::UNAVAILABLE,
         // The management API does not answer with these data-plane codes; if one ever
         // arrives it is a failure, not something a script should branch on.
-        ErrorCode::KeyExpired
-        | ErrorCode::IpNotAllowed
+        ErrorCode::IpNotAllowed
         | ErrorCode::ProviderNotAllowed
         | ErrorCode::ModelNotAllowed
         | ErrorCode::RateLimitExceeded
@@ -274,7 +276,7 @@ mod tests {
                 | ErrorCode::InvalidRequest
                 | ErrorCode::BodyTooLarge => 2,
                 ErrorCode::KeyNotFound => 3,
-                ErrorCode::KeyRevoked | ErrorCode::FieldNotEditable => 4,
+                ErrorCode::KeyRevoked | ErrorCode::KeyExpired | ErrorCode::FieldNotEditable => 4,
                 ErrorCode::Unauthorized | ErrorCode::MissingKey | ErrorCode::InvalidKey => 5,
                 ErrorCode::ShuttingDown | ErrorCode::Overloaded => 69,
                 _ => 1,
