@@ -36,7 +36,9 @@ usage_error() { echo "install.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix|--config-dir|--data-dir|--socket|--proxy-listen|--admin-listen|--bin-dir)
-      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value (see --help)" ;;
+      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value (see --help)"
+      case "$2" in --*) usage_error "$1 needs a value, not the option $2 (see --help)" ;; esac
+      case "$2" in *[[:cntrl:]]*) usage_error "$1: the value has a control character" ;; esac ;;
   esac
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
@@ -211,8 +213,10 @@ $ready || { tail -c "+$log_offset" "$logfile" | tail -n 20 >&2; die "gatewayd fa
 say "gatewayd is running (pid $(cat "$pidfile"), log $logfile)"
 say "to run it in the foreground instead: kill $(cat "$pidfile"); $prefix/bin/gatewayd --config $config"
 case ":$PATH:" in *":$prefix/bin:"*) ;; *) say "add $prefix/bin to your PATH" ;; esac
-if [ -n "$socket" ]; then
-  say "next: gwctl --socket $socket keys create --name my-service"
+# The socket the daemon serves (a kept config may name its own), from its ready line.
+served_socket="$(tail -c "+$log_offset" "$logfile" | sed -n 's/.*gatewayd: ready.* socket=\(.*\) data_dir=.*/\1/p' | tail -n 1)"
+if [ -n "$served_socket" ]; then
+  say "next: gwctl --socket $served_socket keys create --name my-service"
 else
   say "next: gwctl keys create --name my-service"
 fi

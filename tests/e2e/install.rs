@@ -85,6 +85,14 @@ async fn install_starts_a_working_gateway_and_is_idempotent() {
     assert!(second.status.success(), "second install.sh failed:\n{log}");
     assert!(log.contains("keeping existing config"), "{log}");
     assert!(log.contains("stopping the running gatewayd"), "{log}");
+    // The hint names the socket the kept config serves, not the flag's (none given here).
+    assert!(
+        log.contains(&format!(
+            "next: gwctl --socket {}",
+            root.join("admin.sock").display()
+        )),
+        "{log}"
+    );
     assert!(!root.join("elsewhere").exists(), "no stray data directory");
     assert_eq!(std::fs::read_to_string(&config).expect("config"), text);
     let listed =
@@ -107,4 +115,14 @@ fn a_flag_without_its_value_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--prefix needs a value"), "{stderr}");
+    // Nor is the next option taken for the value.
+    let output = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh"))
+        .args(["--prefix", "--no-start"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running install.sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not the option --no-start"), "{stderr}");
 }
