@@ -298,10 +298,12 @@ impl Config {
 }
 
 /// The line of the first field an error names (`proxy.listen`, `worker_threads`,
-/// `[providers.openai]`) that the text sets.
+/// `[providers.openai]`) that the text sets; in an array of tables (`[[prices]] for "x"`),
+/// the entry whose `model` the message quotes.
 fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
     let document = toml::de::DeTable::parse(text).ok()?;
     let message = format!("{err:#}");
+    let line_at = |start: usize| Some(text.get(..start)?.matches('\n').count() + 1);
     message
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
         .map(|token| token.trim_matches('.'))
@@ -317,8 +319,25 @@ fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
             while let Some(segment) = segments.next() {
                 let (key, value) = table.iter().find(|(k, _)| k.get_ref() == segment)?;
                 if segments.peek().is_none() {
-                    let start = key.span().start;
-                    return Some(text.get(..start)?.matches('\n').count() + 1);
+                    if let toml::de::DeValue::Array(entries) = value.get_ref() {
+                        let quoted = entries.iter().find_map(|entry| {
+                            let toml::de::DeValue::Table(entry) = entry.get_ref() else {
+                                return None;
+                            };
+                            let (model_key, model) =
+                                entry.iter().find(|(k, _)| k.get_ref() == "model")?;
+                            let toml::de::DeValue::String(model) = model.get_ref() else {
+                                return None;
+                            };
+                            message
+                                .contains(&format!("{:?}", model.as_ref()))
+                                .then(|| model_key.span().start)
+                        });
+                        if let Some(start) = quoted {
+                            return line_at(start);
+                        }
+                    }
+                    return line_at(key.span().start);
                 }
                 match value.get_ref() {
                     toml::de::DeValue::Table(inner) => table = inner,
@@ -459,6 +478,11 @@ mod tests {
             (
                 "[providers.openai]\nbase_url = \"ftp://x\"\napi_key_env = \"K\"\n",
                 "line 1",
+            ),
+            (
+                "[[prices]]\nmodel = \"a\"\ninput = 1\noutput = 1\nmax_output_tokens = 1\n\
+                 [[prices]]\nmodel = \"b\"\ninput = 1\noutput = -1\nmax_output_tokens = 1\n",
+                "line 7",
             ),
         ];
         for (text, line) in cases {
