@@ -4,18 +4,24 @@
 //! `Event::Tick`), no terminal. That is what lets every key binding and every answer from the
 //! daemon be tested as "this event in, this state and these effects out" (DESIGN §3.6), and
 //! what keeps the screen responsive: nothing here can block. The renderer reads this state and
-//! nothing else.
+//! nothing else; what it drew where comes back as [`Hits`], kept here so that a click is
+//! resolved against the frame the operator saw, and a click on a button is that button's key
+//! press.
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use gateway_shared::KeyState;
 use gateway_shared::api::{KeyView, UsageReport};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
+use ratatui::layout::Position;
 
 use super::effect::Effect;
 use super::event::{Event, Failure};
 use super::form::{Form, Submission};
+use super::hits::{Button, Hits, Screen, View};
 use super::secret::Secret;
 
 /// How many days the detail pane's chart covers, today included.
@@ -47,6 +53,8 @@ pub struct App {
     pub status: Option<Status>,
     /// The `?` overlay, above whatever mode is showing.
     pub help: bool,
+    /// Where the last frame drew its buttons and rows; set by the loop after each draw.
+    pub hits: Hits,
 }
 
 #[derive(Debug)]
@@ -161,6 +169,7 @@ impl App {
             usage: None,
             status: None,
             help: false,
+            hits: Hits::default(),
         }
     }
 
@@ -236,6 +245,7 @@ impl App {
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
         match event {
             Event::Key(key) => self.on_key(key),
+            Event::Mouse(mouse) => self.on_mouse(mouse),
             Event::Resize => Vec::new(),
             Event::InputClosed | Event::Signal(_) => vec![Effect::Quit],
             Event::Tick(now) => {
@@ -309,6 +319,64 @@ impl App {
                 Vec::new()
             }
         }
+    }
+
+    /// The screen in front and the key its buttons act on, as the renderer tags its hits.
+    pub fn view(&self) -> View {
+        let (screen, key_id) = match &self.mode {
+            _ if self.help => (Screen::Help, None),
+            Mode::List => (Screen::List, self.selected().map(|k| k.id.clone())),
+            Mode::Detail { key_id } => (Screen::Detail, Some(key_id.clone())),
+            Mode::Create(_) | Mode::Edit { .. } => (Screen::Form, None),
+            Mode::ConfirmRevoke { key_id, .. } => (Screen::ConfirmRevoke, Some(key_id.clone())),
+            Mode::Secret(modal) => (Screen::Secret, Some(modal.key.id.clone())),
+        };
+        View { screen, key_id }
+    }
+
+    /// A left click on a button is its key press; on a row it selects the row. The wheel over
+    /// the table moves the selection (the table scrolls to keep it in view). Anything aimed at
+    /// a screen that has changed since the frame was drawn is dropped (see [`super::hits`]).
+    fn on_mouse(&mut self, mouse: MouseEvent) -> Vec<Effect> {
+        let now = self.view();
+        let Some(drawn) = &self.hits.view else {
+            return Vec::new();
+        };
+        if drawn.screen != now.screen {
+            return Vec::new();
+        }
+        let at = Position::new(mouse.column, mouse.row);
+        match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) if now.screen == Screen::Help => {
+                // Help covers the screen's buttons; a click anywhere closes it, like Esc.
+                self.help = false;
+                Vec::new()
+            }
+            MouseEventKind::Down(MouseButton::Left) => {
+                if let Some(button) = self.hits.button_at(at) {
+                    // The same screen, but for the key the operator saw when clicking.
+                    if drawn.key_id != now.key_id {
+                        return Vec::new();
+                    }
+                    return self.click(button);
+                }
+                let row = self.hits.row_at(at).map(str::to_owned);
+                if let Some(key_id) = row.filter(|id| self.visible().iter().any(|k| &k.id == id)) {
+                    self.selected_id = Some(key_id);
+                }
+                Vec::new()
+            }
+            MouseEventKind::ScrollDown if self.hits.in_table(at) => self.move_and_follow(1),
+            MouseEventKind::ScrollUp if self.hits.in_table(at) => self.move_and_follow(-1),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A click on `button`: its key press. A search being typed is kept (as Enter would) and
+    /// ended first, so the click acts instead of typing its letter into the search.
+    fn click(&mut self, button: Button) -> Vec<Effect> {
+        self.searching = false;
+        self.on_key(KeyEvent::new(button.key(), KeyModifiers::NONE))
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {

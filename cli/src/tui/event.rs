@@ -1,11 +1,12 @@
-//! What can happen to the dashboard: a key press, a clock tick, or an answer from the worker.
+//! What can happen to the dashboard: a key press, a mouse click or wheel turn, a clock tick,
+//! or an answer from the worker.
 //!
 //! Answers carry a [`Failure`] rather than an `anyhow::Error` so that events are plain data:
 //! cloneable, comparable and easy to script in tests. The split that matters to the screen is
 //! made here, once: could the daemon be reached at all (banner and retry) or did it refuse
 //! (a message where the operator is working)?
 
-use crossterm::event::KeyEvent;
+use crossterm::event::{KeyEvent, MouseEvent};
 use gateway_shared::ErrorCode;
 use gateway_shared::api::{KeyCreated, KeyView, UsageReport};
 use jiff::Timestamp;
@@ -15,6 +16,9 @@ use crate::client::{ApiError, TransportError};
 #[derive(Debug)]
 pub enum Event {
     Key(KeyEvent),
+    /// A left-button press or a wheel turn (the input thread drops moves, drags and releases),
+    /// resolved against where the last frame drew what (see [`super::hits`]).
+    Mouse(MouseEvent),
     /// The terminal changed size; the next draw lays out for it.
     Resize,
     /// The keyboard can no longer be read: nobody could quit, so the dashboard does.

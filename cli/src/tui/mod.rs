@@ -4,16 +4,19 @@
 //! [`worker`] is the only code doing I/O, answering effects with events; [`ui`] draws the state.
 //! This module owns the threads and the terminal. The UI thread runs [`run_loop`], which is
 //! generic over the ratatui backend so tests drive it with `TestBackend` and a scripted channel
-//! of events. A second thread reads the keyboard; the worker runs on the command's tokio
-//! runtime, and so does a task that turns SIGTERM, SIGHUP and SIGINT into an event. The
-//! terminal is restored on every way out: a normal quit, one of those signals (then gwctl
-//! exits with 128 + its number, as if it had been killed by it), an error (the loop's result
-//! is returned only after restoring) and a panic (ratatui's hook restores first).
+//! of events. A second thread reads the keyboard and the mouse; the worker runs on the
+//! command's tokio runtime, and so does a task that turns SIGTERM, SIGHUP and SIGINT into an
+//! event. The terminal is restored on every way out: a normal quit, one of those signals (then
+//! gwctl exits with 128 + its number, as if it had been killed by it), an error (the loop's
+//! result is returned only after restoring) and a panic (a hook restores first). Restoring
+//! includes turning mouse reporting off: left on, the shell after gwctl would receive escape
+//! sequences for every click and wheel turn.
 
 pub mod app;
 pub mod effect;
 pub mod event;
 pub mod form;
+pub mod hits;
 pub mod secret;
 pub mod ui;
 pub mod worker;
@@ -28,7 +31,9 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 use anyhow::Context;
-use crossterm::event::Event as TermEvent;
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, MouseButton, MouseEventKind,
+};
 use jiff::Timestamp;
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -136,11 +141,14 @@ pub fn run_loop<B: Backend>(
     Ok(())
 }
 
-fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> anyhow::Result<()> {
+/// Draws a frame and keeps where it put its buttons and rows, for the clicks that follow.
+fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &mut App) -> anyhow::Result<()> {
+    let mut hits = hits::Hits::default();
     terminal
-        .draw(|frame| ui::render(app, frame))
-        .map(drop)
-        .map_err(|e| anyhow::anyhow!("drawing the dashboard: {e}"))
+        .draw(|frame| hits = ui::render(app, frame))
+        .map_err(|e| anyhow::anyhow!("drawing the dashboard: {e}"))?;
+    app.hits = hits;
+    Ok(())
 }
 
 fn ui_thread(
@@ -153,10 +161,20 @@ fn ui_thread(
     let mut terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
-            ratatui::restore();
+            restore_terminal();
             return Err(err).context("setting up the terminal");
         }
     };
+    // Ahead of ratatui's hook, which knows nothing of the mouse.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        disable_mouse();
+        hook(info);
+    }));
+    if let Err(err) = crossterm::execute!(std::io::stdout(), EnableMouseCapture) {
+        restore_terminal();
+        return Err(err).context("turning on mouse reporting");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let input = {
         let stop = Arc::clone(&stop);
@@ -172,13 +190,26 @@ fn ui_thread(
     // Wipes a secret still on screen (quit with Ctrl-C from the modal) before anything else.
     drop(app);
     stop.store(true, Ordering::Relaxed);
-    ratatui::restore();
+    restore_terminal();
     // The reader polls with a timeout, so it notices `stop` within one poll.
     let _ = input.join();
     result
 }
 
-/// Forwards key presses and resizes until told to stop or the UI is gone.
+/// Mouse reporting off, then raw mode and the alternate screen (ratatui's restore).
+fn restore_terminal() {
+    disable_mouse();
+    ratatui::restore();
+}
+
+fn disable_mouse() {
+    // Nothing useful to do if the terminal is gone.
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+}
+
+/// Forwards key presses, resizes, clicks and wheel turns until told to stop or the UI is gone.
+/// Moves, drags and releases are dropped here: the terminal reports every move once mouse
+/// capture is on, and each would cost a frame for nothing.
 fn read_input(events: &Sender<Event>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let event = match crossterm::event::poll(Duration::from_millis(100)) {
@@ -189,6 +220,16 @@ fn read_input(events: &Sender<Event>, stop: &AtomicBool) {
         let event = match event {
             Ok(TermEvent::Key(key)) => Event::Key(key),
             Ok(TermEvent::Resize(..)) => Event::Resize,
+            Ok(TermEvent::Mouse(mouse))
+                if matches!(
+                    mouse.kind,
+                    MouseEventKind::Down(MouseButton::Left)
+                        | MouseEventKind::ScrollUp
+                        | MouseEventKind::ScrollDown
+                ) =>
+            {
+                Event::Mouse(mouse)
+            }
             Ok(_) => continue,
             // No more keyboard: quit rather than leave a dashboard nobody can close.
             Err(_) => Event::InputClosed,

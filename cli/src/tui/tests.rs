@@ -1,18 +1,19 @@
 //! Whole screens rendered into ratatui's `TestBackend` and compared as insta snapshots, plus
-//! the event loop driven by a scripted channel.
+//! the event loop driven by a scripted channel, plus mouse clicks aimed at what a rendered
+//! screen shows (found in its text, as an operator would) and fed to `App::update`.
 //!
 //! Fixtures inject the instant and the keys, so the snapshots are stable. Snapshots hold the
 //! text only; a separate test checks that states are also coloured.
 
 use std::sync::mpsc;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use gateway_shared::KeyState;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 
-use super::app::App;
+use super::app::{App, Mode};
 use super::effect::Effect;
 use super::event::{Event, Failure};
 use super::fixtures::{self, BACKEND_ID, SECRET, loaded_app};
@@ -36,7 +37,11 @@ fn type_text(app: &mut App, text: &str) {
 
 fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-    terminal.draw(|frame| ui::render(app, frame)).expect("draw");
+    terminal
+        .draw(|frame| {
+            ui::render(app, frame);
+        })
+        .expect("draw");
     terminal
 }
 
@@ -503,4 +508,283 @@ fn a_signal_stops_the_loop() {
     assert_eq!(super::Signalled(1).exit_code(), 129);
     assert_eq!(app.update(Event::Signal(1)), vec![Effect::Quit]);
     drop(tx);
+}
+
+/// Draws `app` as the loop does, keeping the hit areas, and returns the screen's lines.
+fn draw(app: &mut App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    let mut hits = None;
+    terminal
+        .draw(|frame| hits = Some(ui::render(app, frame)))
+        .expect("draw");
+    app.hits = hits.expect("drawn");
+    let buffer = terminal.backend().buffer();
+    (0..height)
+        .map(|y| (0..width).map(|x| buffer[(x, y)].symbol()).collect())
+        .collect()
+}
+
+/// Where `text` is drawn (column, row), the first time from the top; `None` if it is not.
+fn find(lines: &[String], text: &str) -> Option<(u16, u16)> {
+    lines.iter().enumerate().find_map(|(y, line)| {
+        let at = line.find(text)?;
+        let x = line[..at].chars().count();
+        Some((u16::try_from(x).ok()?, u16::try_from(y).ok()?))
+    })
+}
+
+fn mouse(kind: MouseEventKind, (column, row): (u16, u16)) -> Event {
+    Event::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+fn click(at: (u16, u16)) -> Event {
+    mouse(MouseEventKind::Down(MouseButton::Left), at)
+}
+
+/// Clicks the middle of `label` as drawn at this size; fails if it is not on screen.
+fn click_on(app: &mut App, width: u16, height: u16, label: &str) -> Vec<Effect> {
+    let lines = draw(app, width, height);
+    let (x, y) =
+        find(&lines, label).unwrap_or_else(|| panic!("{label} on screen:\n{}", lines.join("\n")));
+    let middle = u16::try_from(label.chars().count() / 2).expect("fits");
+    app.update(click((x + middle, y)))
+}
+
+fn selected_name(app: &App) -> Option<&str> {
+    app.selected().map(|k| k.name.as_str())
+}
+
+#[test]
+fn button_bar_120x40() {
+    let app = loaded_app();
+    insta::assert_snapshot!(screen(&app, 120, 40));
+}
+
+/// At 40 columns the buttons that do not fit are left out whole; the hint bar still lists
+/// their keys.
+#[test]
+fn button_bar_40x12() {
+    let mut app = loaded_app();
+    let lines = draw(&mut app, 40, 12);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("[ Create Key ] [ Edit ] [ Revoke ]"))
+    );
+    assert!(!lines.iter().any(|l| l.contains("[ Quit ]")));
+    insta::assert_snapshot!(screen(&app, 40, 12));
+}
+
+/// Each registered button covers exactly its label on screen, at any width, and no two
+/// overlap: the hit areas are the drawn ones.
+#[test]
+fn hit_areas_are_where_the_buttons_are_drawn() {
+    for width in [120, 80, 40, 25, 12, 3] {
+        let mut app = loaded_app();
+        let lines = draw(&mut app, width, 20);
+        assert!(!app.hits.buttons.is_empty() || width < 14, "{width}");
+        for (i, (rect, button)) in app.hits.buttons.iter().enumerate() {
+            let line = &lines[usize::from(rect.y)];
+            let drawn: String = line
+                .chars()
+                .skip(usize::from(rect.x))
+                .take(usize::from(rect.width))
+                .collect();
+            assert_eq!(drawn, button.label(), "at {width} columns");
+            assert!(rect.right() <= width, "inside the screen at {width}");
+            for (other, _) in &app.hits.buttons[i + 1..] {
+                assert!(!rect.intersects(*other), "{rect:?} overlaps {other:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn clicking_create_key_opens_the_create_form_at_any_size() {
+    for (width, height) in [(120, 40), (80, 24), (40, 12)] {
+        let mut app = loaded_app();
+        assert_eq!(click_on(&mut app, width, height, "[ Create Key ]"), vec![]);
+        assert!(
+            matches!(&app.mode, Mode::Create(_)),
+            "{width}x{height}: {:?}",
+            app.mode
+        );
+        // The form is in front now: the list's buttons behind it do not answer, and a click
+        // inside the form changes nothing.
+        let lines = draw(&mut app, width, height);
+        let (x, y) = find(&lines, "Create a key").expect("the form's title");
+        app.update(click((x + 2, y + 1)));
+        app.update(click((2, 2)));
+        assert!(matches!(&app.mode, Mode::Create(form) if form.focus == 0));
+    }
+}
+
+#[test]
+fn clicking_a_row_selects_it_and_revoke_asks_about_that_row() {
+    let mut app = loaded_app();
+    let lines = draw(&mut app, 120, 40);
+    let row = find(&lines, "batch-jobs").expect("row");
+    assert_eq!(app.update(click(row)), vec![]);
+    assert_eq!(selected_name(&app), Some("batch-jobs"));
+    // The header and the space under the last row select nothing.
+    let header = find(&lines, "NAME").expect("header");
+    app.update(click(header));
+    app.update(click((10, 30)));
+    assert_eq!(selected_name(&app), Some("batch-jobs"));
+
+    assert_eq!(click_on(&mut app, 120, 40, "[ Revoke ]"), vec![]);
+    assert!(
+        matches!(&app.mode, Mode::ConfirmRevoke { name, .. } if name == "batch-jobs"),
+        "{:?}",
+        app.mode
+    );
+    let lines = draw(&mut app, 120, 40);
+    assert!(lines.iter().any(|l| l.contains("Revoke key batch-jobs")));
+    // The modal's own [ Revoke ] (the list's is behind it) confirms.
+    let effects = click_on(&mut app, 120, 40, "[ Keep it ]");
+    assert_eq!(effects, vec![]);
+    assert!(matches!(app.mode, Mode::List));
+    click_on(&mut app, 120, 40, "[ Revoke ]");
+    let lines = draw(&mut app, 120, 40);
+    let (x, y) = find(&lines, "[ Keep it ]").expect("keep");
+    // The modal's [ Revoke ] is on the same line, left of [ Keep it ].
+    let revoke = lines[usize::from(y)][..]
+        .find("[ Revoke ]")
+        .map(|at| lines[usize::from(y)][..at].chars().count())
+        .expect("the modal's revoke button");
+    assert!(u16::try_from(revoke).expect("fits") < x);
+    let effects = app.update(click((u16::try_from(revoke).expect("fits") + 2, y)));
+    assert_eq!(
+        effects,
+        vec![Effect::Revoke {
+            key_id: fixtures::BATCH_ID.into()
+        }]
+    );
+}
+
+#[test]
+fn edit_and_details_buttons_act_on_the_selected_row() {
+    let mut app = loaded_app();
+    let lines = draw(&mut app, 120, 40);
+    app.update(click(find(&lines, "backend-prod").expect("row")));
+    click_on(&mut app, 120, 40, "[ Edit ]");
+    assert!(
+        matches!(&app.mode, Mode::Edit { form, .. } if form.title().contains(BACKEND_ID)),
+        "{:?}",
+        app.mode
+    );
+    press(&mut app, &[KeyCode::Esc]);
+    let effects = click_on(&mut app, 120, 40, "[ Details ]");
+    assert!(matches!(&app.mode, Mode::Detail { key_id } if key_id == BACKEND_ID));
+    assert!(matches!(effects[..], [Effect::LoadUsage { .. }]));
+    // The detail pane has its own bar; Back returns to the list.
+    click_on(&mut app, 120, 40, "[ Back ]");
+    assert!(matches!(app.mode, Mode::List));
+    assert_eq!(click_on(&mut app, 120, 40, "[ Quit ]"), vec![Effect::Quit]);
+}
+
+#[test]
+fn the_wheel_moves_the_selection_over_the_table_only() {
+    let mut app = loaded_app();
+    let lines = draw(&mut app, 120, 40);
+    let over = find(&lines, "analytics").expect("row");
+    app.update(mouse(MouseEventKind::ScrollDown, over));
+    app.update(mouse(MouseEventKind::ScrollDown, over));
+    assert_eq!(selected_name(&app), Some("batch-jobs"));
+    app.update(mouse(MouseEventKind::ScrollUp, over));
+    assert_eq!(selected_name(&app), Some("backend-prod"));
+    // Over the title line: nothing.
+    app.update(mouse(MouseEventKind::ScrollDown, (5, 0)));
+    assert_eq!(selected_name(&app), Some("backend-prod"));
+}
+
+/// Eight keys in a table with room for four rows: the wheel scrolls the table with the
+/// selection, and a click selects the row drawn there after scrolling, not the one that was.
+#[test]
+fn the_wheel_scrolls_a_long_list_and_clicks_follow_it() {
+    let mut app = loaded_app();
+    let mut keys = fixtures::keys();
+    for i in 0..3 {
+        let mut extra = keys[0].clone();
+        extra.id = format!("key_extra{i}");
+        extra.name = format!("zz-extra-{i}");
+        keys.push(extra);
+    }
+    app.update(Event::Keys(Ok(keys)));
+    // 10 lines: title, border, buttons, header, 4 rows, status, hints.
+    let lines = draw(&mut app, 80, 10);
+    let first = find(&lines, "analytics").expect("first row");
+    assert!(find(&lines, "zz-extra-2").is_none(), "off screen");
+    for _ in 0..7 {
+        app.update(mouse(MouseEventKind::ScrollDown, first));
+        draw(&mut app, 80, 10);
+    }
+    assert_eq!(selected_name(&app), Some("zz-extra-2"));
+    let lines = draw(&mut app, 80, 10);
+    assert!(
+        find(&lines, "analytics").is_none(),
+        "scrolled:\n{}",
+        lines.join("\n")
+    );
+    let row = find(&lines, "zz-extra-0").expect("scrolled into view");
+    app.update(click(row));
+    assert_eq!(selected_name(&app), Some("zz-extra-0"));
+}
+
+#[test]
+fn the_secret_modal_buttons_copy_and_dismiss() {
+    let mut app = loaded_app();
+    app.update(Event::Created(Ok(fixtures::created())));
+    let effects = click_on(&mut app, 80, 24, "[ Copy ]");
+    assert!(matches!(effects[..], [Effect::Clipboard(_)]));
+    assert_eq!(click_on(&mut app, 80, 24, "[ Dismiss ]"), vec![]);
+    assert!(matches!(app.mode, Mode::List));
+    assert!(app.secret().is_none());
+}
+
+#[test]
+fn help_closes_on_a_click_and_the_help_button_opens_it() {
+    let mut app = loaded_app();
+    click_on(&mut app, 80, 24, "[ Help ]");
+    assert!(app.help);
+    draw(&mut app, 80, 24);
+    // On the list's Quit button, hidden behind help: closes help, does not quit.
+    assert_eq!(app.update(click((70, 2))), vec![]);
+    assert!(!app.help);
+}
+
+/// A click that arrives before the frame for a new screen is drawn is dropped: it was aimed
+/// at something no longer there.
+#[test]
+fn a_click_aimed_at_a_screen_that_has_changed_is_dropped() {
+    let mut app = loaded_app();
+    let lines = draw(&mut app, 120, 40);
+    let revoke = find(&lines, "[ Revoke ]").expect("revoke");
+    // The selection moves by key before the next frame: [ Revoke ] was seen for analytics.
+    press(&mut app, &[KeyCode::Down]);
+    assert_eq!(app.update(click((revoke.0 + 2, revoke.1))), vec![]);
+    assert!(matches!(app.mode, Mode::List));
+    // The create form opened by key; the Create button behind it was not redrawn yet.
+    let create = find(&lines, "[ Create Key ]").expect("create");
+    press(&mut app, &[KeyCode::Char('c'), KeyCode::Char('x')]);
+    app.update(click((create.0 + 2, create.1)));
+    assert!(matches!(&app.mode, Mode::Create(form) if form.fields[0].value == "x"));
+}
+
+/// A button clicked while a search is being typed acts (ending the search, which stays
+/// applied) rather than typing its letter into the search.
+#[test]
+fn a_button_click_while_searching_acts_instead_of_typing() {
+    let mut app = loaded_app();
+    press(&mut app, &[KeyCode::Char('/')]);
+    type_text(&mut app, "back");
+    click_on(&mut app, 120, 40, "[ Edit ]");
+    assert_eq!(app.search, "back");
+    assert!(!app.searching);
+    assert!(matches!(&app.mode, Mode::Edit { form, .. } if form.title().contains(BACKEND_ID)));
 }

@@ -1,6 +1,6 @@
 //! `App::update` driven by key events and worker answers, without a terminal or a daemon.
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEventKind};
 use gateway_shared::KeyState;
 use gateway_shared::api::Patch;
 
@@ -402,4 +402,49 @@ fn help_overlays_and_quitting() {
     let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert_eq!(app.update(ctrl_c), vec![Effect::Quit]);
     assert_eq!(app.update(Event::InputClosed), vec![Effect::Quit]);
+}
+
+fn click(column: u16, row: u16) -> Event {
+    Event::Mouse(crossterm::event::MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+/// Before the first frame nothing was drawn, so a click can hit nothing.
+#[test]
+fn clicks_before_the_first_frame_are_ignored() {
+    let mut app = loaded_app();
+    assert_eq!(app.update(click(3, 2)), vec![]);
+    assert!(matches!(app.mode, Mode::List));
+}
+
+/// A row drawn for a key that a refresh or the filter has since hidden selects nothing.
+#[test]
+fn a_click_on_a_row_whose_key_is_hidden_now_selects_nothing() {
+    use ratatui::layout::Rect;
+    let mut app = loaded_app();
+    app.hits = Hits {
+        view: Some(app.view()),
+        buttons: vec![(Rect::new(1, 2, 8, 1), Button::Edit)],
+        rows: vec![
+            (Rect::new(0, 4, 80, 1), INTERN_ID.to_owned()),
+            (Rect::new(0, 5, 80, 1), BACKEND_ID.to_owned()),
+        ],
+        table: Some(Rect::new(0, 3, 80, 10)),
+    };
+    press(&mut app, KeyCode::Char('f')); // active keys only: intern-laptop is revoked
+    app.update(click(5, 4));
+    assert_eq!(selected_name(&app), Some("analytics"));
+    app.update(click(5, 5));
+    assert_eq!(selected_name(&app), Some("backend-prod"));
+    // The selection changed since the frame: [ Edit ] was drawn for analytics, so it waits
+    // for a frame showing backend-prod selected.
+    assert_eq!(app.update(click(3, 2)), vec![]);
+    assert!(matches!(app.mode, Mode::List));
+    app.hits.view = Some(app.view());
+    app.update(click(3, 2));
+    assert!(matches!(&app.mode, Mode::Edit { form, .. } if form.title().contains(BACKEND_ID)));
 }

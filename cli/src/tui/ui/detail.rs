@@ -3,6 +3,7 @@
 //!
 //! The key's fields come from the live key list, so they refresh with it; the usage comes from
 //! `GET /v1/keys/{id}/usage`, and the last report stays on screen while the next one loads.
+//! The first line inside holds the buttons that act on this key.
 
 use gateway_shared::api::{KeyView, UsageReport};
 use ratatui::Frame;
@@ -11,15 +12,25 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Table};
 
-use super::key_state_span;
 use super::keys_table::{GAUGE_WIDTH, gauge};
+use super::{button_bar, key_state_span};
 use crate::output::{relative, spend_summary};
 use crate::tui::app::{App, USAGE_DAYS};
+use crate::tui::hits::{Button, Hits};
 
-pub fn render(app: &App, key_id: &str, frame: &mut Frame, area: Rect) {
+/// The detail pane's buttons, most needed first.
+const BUTTONS: [Button; 4] = [Button::Edit, Button::Revoke, Button::Create, Button::Back];
+
+/// Draws the key's detail; with `hits` (the pane is in front) registers its buttons.
+pub fn render(app: &App, key_id: &str, frame: &mut Frame, area: Rect, hits: Option<&mut Hits>) {
     let Some(key) = app.key(key_id) else {
         let text = format!("Key {key_id} is not in the latest list from gatewayd.");
-        frame.render_widget(Paragraph::new(text).block(Block::bordered()), area);
+        let block = Block::bordered();
+        let [buttons, text_area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(block.inner(area));
+        frame.render_widget(block, area);
+        button_bar(&[Button::Create, Button::Back], frame, buttons, hits);
+        frame.render_widget(Paragraph::new(text), text_area);
         return;
     };
     let title = Line::from(vec![
@@ -32,8 +43,10 @@ pub fn render(app: &App, key_id: &str, frame: &mut Frame, area: Rect) {
         Span::raw(" "),
     ]);
     let block = Block::bordered().title(title);
-    let inner = block.inner(area);
+    let [buttons, inner] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(block.inner(area));
     frame.render_widget(block, area);
+    button_bar(&BUTTONS, frame, buttons, hits);
 
     let usage = app.usage.as_ref().filter(|u| u.key_id == key.id);
     let n_models = usage

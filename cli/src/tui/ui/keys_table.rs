@@ -4,6 +4,7 @@
 //! wider terminals get the dollar amounts beside the gauge, narrower ones fewer columns (the
 //! spend is never squeezed: amounts are rounded to fit, never cut). Times are relative ("3h ago") so
 //! a column stays narrow and readable at a glance; the detail pane has the exact instants.
+//! Above the table, the view's buttons: what the product docs tell people to click.
 
 use gateway_shared::Nanodollars;
 use gateway_shared::api::KeyView;
@@ -13,10 +14,11 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
 
-use super::key_state_span;
+use super::{button_bar, key_state_span};
 use crate::commands::keys::usage::bar;
 use crate::output::relative;
 use crate::tui::app::{App, shown_spend};
+use crate::tui::hits::{Button, Hits};
 
 /// Cells of the gauge's bar.
 const GAUGE_CELLS: usize = 8;
@@ -133,16 +135,31 @@ fn columns(width: u16, spend_width: u16, with_selection: bool) -> Shown {
     }
 }
 
-pub fn render(app: &App, frame: &mut Frame, area: Rect) {
-    let block = Block::new().borders(Borders::TOP).title(" Keys ");
-    let inner = block.inner(area);
+/// The list's buttons, most needed first: on a narrow terminal the last ones give way.
+const BUTTONS: [Button; 7] = [
+    Button::Create,
+    Button::Edit,
+    Button::Revoke,
+    Button::Details,
+    Button::Refresh,
+    Button::Help,
+    Button::Quit,
+];
+
+/// Draws the "API Keys" view; with `hits` (the list is in front) registers its buttons, its
+/// rows on screen and the table, where they were drawn.
+pub fn render(app: &App, frame: &mut Frame, area: Rect, mut hits: Option<&mut Hits>) {
+    let block = Block::new().borders(Borders::TOP).title(" API Keys ");
+    let [buttons, inner] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(block.inner(area));
     frame.render_widget(block, area);
+    button_bar(&BUTTONS, frame, buttons, hits.as_deref_mut());
     let visible = app.visible();
     if visible.is_empty() {
         let text = if !app.loaded {
             "Loading keys from gatewayd…".to_owned()
         } else if app.keys().is_empty() {
-            "No keys yet. Press c to create one.".to_owned()
+            "No keys yet. Press c or click Create Key to create one.".to_owned()
         } else {
             "No key matches the filter and search (f: filter, /: search).".to_owned()
         };
@@ -203,6 +220,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         .highlight_symbol("›");
     let mut state = TableState::new().with_selected(selected);
     frame.render_stateful_widget(table, inner, &mut state);
+    if let Some(hits) = hits {
+        // One line a row under a one-line header, from the offset the table scrolled to.
+        hits.table = Some(inner);
+        let rows = inner.height.saturating_sub(1);
+        for (line, key) in (0..rows).zip(visible.iter().skip(state.offset())) {
+            let rect = Rect::new(inner.x, inner.y + 1 + line, inner.width, 1);
+            hits.rows.push((rect, key.id.clone()));
+        }
+    }
 }
 
 /// Spend against the limit in `width` cells: `██▌░░░░░  31% $1.20/$50.00` when the amounts
@@ -449,7 +475,7 @@ mod tests {
         let mut terminal =
             ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, 8)).expect("terminal");
         terminal
-            .draw(|frame| render(&app, frame, frame.area()))
+            .draw(|frame| render(&app, frame, frame.area(), None))
             .expect("draw");
         terminal.backend().to_string()
     }

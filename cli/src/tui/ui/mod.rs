@@ -6,6 +6,10 @@
 //! can be rendered into a `TestBackend` and compared as text. Every size is computed with
 //! saturating arithmetic and ratatui's layout, so a terminal of any size, down to 1×1, draws
 //! what fits rather than panicking.
+//!
+//! Rendering also returns [`Hits`]: the rectangles the clickable buttons and rows were drawn
+//! into, taken from the very layout that placed them, so a click hits what is on screen at
+//! any size. Only the screen in front registers its buttons; a bar behind a modal is dimmed.
 
 mod detail;
 mod form;
@@ -21,10 +25,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use super::app::{App, Back, Mode};
+use super::hits::{Button, Hits, Screen};
 use crate::output::relative;
 
-pub fn render(app: &App, frame: &mut Frame) {
+pub fn render(app: &App, frame: &mut Frame) -> Hits {
     let area = frame.area();
+    let view = app.view();
+    let mut hits = Hits::default();
     let banner_height = app
         .down
         .as_ref()
@@ -41,16 +48,19 @@ pub fn render(app: &App, frame: &mut Frame) {
     if let Some(message) = &app.down {
         render_banner(message, frame, banner);
     }
+    // The list or detail is in front unless a form, modal or help is drawn over it.
+    let in_front = matches!(view.screen, Screen::List | Screen::Detail);
+    let background_hits = in_front.then_some(&mut hits);
     match background(app) {
-        Some(key_id) => detail::render(app, key_id, frame, main),
-        None => keys_table::render(app, frame, main),
+        Some(key_id) => detail::render(app, key_id, frame, main, background_hits),
+        None => keys_table::render(app, frame, main, background_hits),
     }
     match &app.mode {
         Mode::Create(form) | Mode::Edit { form, .. } => form::render(app, form, frame, main),
         Mode::ConfirmRevoke { key_id, name, .. } => {
-            modal::confirm_revoke(key_id, name, frame, main)
+            modal::confirm_revoke(key_id, name, frame, main, &mut hits)
         }
-        Mode::Secret(modal) => modal::secret(modal, frame, main),
+        Mode::Secret(modal) => modal::secret(modal, frame, main, &mut hits),
         Mode::List | Mode::Detail { .. } => {}
     }
     if app.help {
@@ -58,6 +68,46 @@ pub fn render(app: &App, frame: &mut Frame) {
     }
     render_status(app, frame, status, main);
     render_hints(app, frame, hints);
+    hits.view = Some(view);
+    hits
+}
+
+/// `[ Create Key ] [ Edit ] …` on one line from the left, a cell apart. Whole buttons only: one
+/// that does not fit is left out (its key still works), never cut or overlapped. With `hits`
+/// (the bar is in front) each drawn button is registered where it was drawn; without, the bar
+/// is dimmed.
+pub fn button_bar(buttons: &[Button], frame: &mut Frame, area: Rect, hits: Option<&mut Hits>) {
+    if area.height == 0 {
+        return;
+    }
+    let active = hits.is_some();
+    let mut placed = Vec::new();
+    let mut spans = Vec::new();
+    let mut x = 0u16;
+    for &button in buttons {
+        let label = button.label();
+        let width = u16::try_from(label.chars().count()).unwrap_or(u16::MAX);
+        let start = x.saturating_add(1);
+        let end = start.saturating_add(width);
+        if end > area.width {
+            continue;
+        }
+        spans.push(Span::raw(" ".repeat(usize::from(start - x))));
+        let style = match (active, button) {
+            (false, _) => Style::new().fg(Color::DarkGray),
+            (true, Button::Revoke | Button::ConfirmRevoke) => {
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            }
+            (true, _) => Style::new().add_modifier(Modifier::BOLD),
+        };
+        spans.push(Span::styled(label, style));
+        placed.push((Rect::new(area.x + start, area.y, width, 1), button));
+        x = end;
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    if let Some(hits) = hits {
+        hits.buttons.extend(placed);
+    }
 }
 
 /// The detail pane's key when it is on screen, behind a form or a modal too.

@@ -10,6 +10,10 @@
 //! two lines, would be copied wrong without anyone noticing. When it cannot be shown, the
 //! modal says so in its place and points to `c` (copy with OSC 52) or a wider terminal, and
 //! the status line says so too in case the modal itself has no room (see [`secret_on_screen`]).
+//!
+//! The confirmation and the secret modal end in a bar of buttons for the mouse, on their last
+//! inner line (when the modal has three rows inside or more), so that text above can never
+//! push a button away from where its click lands.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -17,9 +21,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-use super::{centered, wrap_indented};
+use super::{button_bar, centered, wrap_indented};
 use crate::output::SECRET_WARNING;
 use crate::tui::app::SecretModal;
+use crate::tui::hits::{Button, Hits};
 
 /// Below this many rows a border would leave nothing inside: the modal goes without.
 const MIN_BORDERED_HEIGHT: u16 = 3;
@@ -95,36 +100,46 @@ fn one_line_or_wrapped(
         .collect()
 }
 
-/// A popup of `width` holding `sections` in at most `area`'s height, drawn over `area`.
+/// Inner rows below which a modal has no button bar (its keys still answer).
+const MIN_ROWS_FOR_BUTTONS: usize = 3;
+
+/// A popup of `width` holding `sections` in at most `area`'s height, drawn over `area`, with
+/// `buttons` on its last inner line when there is room.
 fn draw(
     sections: impl FnOnce(usize) -> Vec<Section>,
     width: u16,
     block: Block<'static>,
-    frame: &mut Frame,
-    area: Rect,
+    (frame, area): (&mut Frame, Rect),
+    (buttons, hits): (&[Button], &mut Hits),
 ) {
     let bordered = area.height >= MIN_BORDERED_HEIGHT;
     let frame_size = if bordered { 2 } else { 0 };
     let width = width.min(area.width);
     let rows = usize::from(area.height.saturating_sub(frame_size));
+    let bar = usize::from(!buttons.is_empty() && rows >= MIN_ROWS_FOR_BUTTONS);
     let lines = fit(
         sections(usize::from(width.saturating_sub(frame_size))),
-        rows,
+        rows - bar,
     );
-    let height = u16::try_from(lines.len())
+    let height = u16::try_from(lines.len() + bar)
         .unwrap_or(u16::MAX)
         .saturating_add(frame_size);
     let popup = centered(area, width, height);
     let block = if bordered { block } else { Block::new() };
+    let inner = block.inner(popup);
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(block), popup);
+    if bar == 1 && inner.height > 0 {
+        let last = Rect::new(inner.x, inner.bottom() - 1, inner.width, 1);
+        button_bar(buttons, frame, last, Some(hits));
+    }
 }
 
 fn bold(text: &str) -> Span<'static> {
     Span::styled(text.to_owned(), Style::new().add_modifier(Modifier::BOLD))
 }
 
-pub fn confirm_revoke(key_id: &str, name: &str, frame: &mut Frame, area: Rect) {
+pub fn confirm_revoke(key_id: &str, name: &str, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let sections = |width: usize| {
         let warning = Style::new().fg(Color::Red);
         vec![
@@ -172,7 +187,13 @@ pub fn confirm_revoke(key_id: &str, name: &str, frame: &mut Frame, area: Rect) {
     let block = Block::bordered()
         .title(" Revoke key ")
         .border_style(Style::new().fg(Color::Red));
-    draw(sections, 66, block, frame, area);
+    draw(
+        sections,
+        66,
+        block,
+        (frame, area),
+        (&[Button::ConfirmRevoke, Button::Keep], hits),
+    );
 }
 
 const SECRET_WIDTH: u16 = 76;
@@ -196,7 +217,7 @@ const SECRET_DOES_NOT_FIT: &str = "The secret does not fit in this window: press
 /// The same, short enough for the status line of a small terminal.
 pub const SECRET_NOT_SHOWN: &str = "The secret does not fit: c copies it";
 
-pub fn secret(modal: &SecretModal, frame: &mut Frame, area: Rect) {
+pub fn secret(modal: &SecretModal, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let key = &modal.key;
     let on_screen = secret_on_screen(modal, area);
     let sections = |width: usize| {
@@ -288,7 +309,13 @@ pub fn secret(modal: &SecretModal, frame: &mut Frame, area: Rect) {
     let block = Block::bordered()
         .title(" New key: copy the secret now ")
         .border_style(Style::new().fg(Color::Yellow));
-    draw(sections, SECRET_WIDTH, block, frame, area);
+    draw(
+        sections,
+        SECRET_WIDTH,
+        block,
+        (frame, area),
+        (&[Button::CopySecret, Button::DismissSecret], hits),
+    );
 }
 
 fn capitalised(text: &str) -> String {
@@ -325,6 +352,12 @@ const HELP: &[(&str, &str)] = &[
         "next or previous field; ← → change the reset period",
     ),
     ("Enter  Esc", "save, or cancel"),
+    ("Mouse", ""),
+    (
+        "click",
+        "a button does its key; a row selects it; any click closes help",
+    ),
+    ("wheel", "move the selection in the list"),
 ];
 
 pub fn help(frame: &mut Frame, area: Rect) {
@@ -353,7 +386,7 @@ pub fn help(frame: &mut Frame, area: Rect) {
     let popup = centered(area, 78, height);
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" Help (? or Esc closes) ")),
+        Paragraph::new(lines).block(Block::bordered().title(" Help (?, Esc or a click closes) ")),
         popup,
     );
 }
