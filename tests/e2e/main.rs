@@ -15,7 +15,8 @@
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
-//! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit.
+//! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
+//!   and by mouse click.
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
 //! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
 //!   on the socket only, and clear exit codes for a bad token, certificate or address.

@@ -249,7 +249,8 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
 
 /// `kill` (SIGTERM: systemd, tmux kill-session, a closing session manager) or a hang-up
 /// (SIGHUP: the terminal went away) must not leave the terminal on the alternate screen, in
-/// raw mode, with the cursor hidden: gwctl restores it and exits as the signal would have.
+/// raw mode, with the cursor hidden or reporting the mouse: gwctl restores it and exits as the
+/// signal would have.
 #[tokio::test]
 async fn a_signal_gives_the_terminal_back() {
     let gateway = Gateway::start().await;
@@ -273,15 +274,15 @@ async fn a_signal_gives_the_terminal_back() {
                 "-p",
                 "-t",
                 "tui",
-                "#{alternate_on} #{cursor_flag}",
+                "#{alternate_on} #{cursor_flag} #{mouse_any_flag}",
             ])
             .trim()
             .to_owned()
         };
         assert_eq!(
             modes(&tmux),
-            "1 0",
-            "the dashboard: alternate screen, no cursor"
+            "1 0 1",
+            "the dashboard: alternate screen, no cursor, mouse reports"
         );
         let shell: u32 = tmux
             .run(&["display-message", "-p", "-t", "tui", "#{pane_pid}"])
@@ -316,8 +317,86 @@ async fn a_signal_gives_the_terminal_back() {
         );
         assert_eq!(
             modes(&tmux),
-            "0 1",
-            "SIG{signal}: primary screen, cursor shown"
+            "0 1 0",
+            "SIG{signal}: primary screen, cursor shown, mouse reports off"
         );
     }
+}
+
+/// Where `label` is on `screen`, as the 1-based column of its middle and 1-based row that a
+/// terminal's SGR mouse report uses.
+fn sgr_position(screen: &str, label: &str) -> Option<(usize, usize)> {
+    screen.lines().enumerate().find_map(|(y, line)| {
+        let at = line.find(label)?;
+        let x = line[..at].chars().count() + label.chars().count() / 2;
+        Some((x + 1, y + 1))
+    })
+}
+
+/// The product docs say "go to API Keys and click Create Key". A left click, written into the
+/// pane as the SGR report a terminal sends for a press and release on the button, opens the
+/// create form; a click on Quit ends gwctl, which turns mouse reporting off again (left on,
+/// the shell would receive escape sequences for every click) and leaves the alternate screen.
+#[tokio::test]
+async fn a_click_on_create_key_opens_the_form_and_quitting_turns_the_mouse_off() {
+    let gateway = Gateway::start().await;
+    gateway
+        .admin()
+        .create_key(json!({"name": "alpha-live"}))
+        .await;
+    let command = format!(
+        "echo before-tui; {} --socket {} tui; echo \"exit=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 600",
+        shell_quote(binaries::gwctl()),
+        shell_quote(&gateway.socket),
+    );
+    let tmux = Tmux::start(100, 30, &command);
+    let screen = tmux
+        .wait_for("the keys table", |s| row(s, "alpha-live").is_some())
+        .await;
+    assert!(screen.contains("API Keys"), "{screen}");
+    let modes = |tmux: &Tmux| {
+        tmux.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "tui",
+            "#{mouse_any_flag} #{mouse_sgr_flag} #{alternate_on}",
+        ])
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        modes(&tmux),
+        "1 1 1",
+        "the dashboard: mouse reports (SGR), alternate screen"
+    );
+    let click = |tmux: &Tmux, screen: &str, label: &str| {
+        let (x, y) =
+            sgr_position(screen, label).unwrap_or_else(|| panic!("{label} on screen:\n{screen}"));
+        tmux.type_text(&format!("\x1b[<0;{x};{y}M\x1b[<0;{x};{y}m"));
+    };
+
+    click(&tmux, &screen, "[ Create Key ]");
+    tmux.wait_for("the create form", |s| s.contains("Create a key"))
+        .await;
+    // The keyboard still works beside the mouse: Esc cancels the form.
+    tmux.keys(&["Escape"]);
+    let screen = tmux
+        .wait_for("the form to close", |s| {
+            !s.contains("Create a key") && row(s, "alpha-live").is_some()
+        })
+        .await;
+    click(&tmux, &screen, "[ Quit ]");
+    let screen = tmux
+        .wait_for("gwctl to exit and the terminal mode", |s| {
+            s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
+        })
+        .await;
+    assert!(screen.contains("exit=0"), "{screen}");
+    assert!(screen.contains("before-tui"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "canonical mode restored:\n{screen}"
+    );
+    assert_eq!(modes(&tmux), "0 0 0", "mouse reporting off, primary screen");
 }
