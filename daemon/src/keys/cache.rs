@@ -319,11 +319,12 @@ impl KeyCache {
     pub fn rate_windows(&self) -> Vec<(String, Vec<(u64, u32)>)> {
         let now = self.clock.monotonic();
         let index = self.read();
+        // Only windows with admissions are remembered (a set over every key cost megabytes
+        // of peak memory with 100k keys, every few seconds: `save_rate_windows_now_and_then`).
         let mut seen = HashSet::new();
         index
             .order
             .iter()
-            .filter(|entry| seen.insert(Arc::as_ptr(&entry.runtime)))
             .filter_map(|entry| {
                 let snapshot = entry
                     .runtime
@@ -331,7 +332,8 @@ impl KeyCache {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .snapshot(now);
-                (!snapshot.is_empty()).then(|| (entry.id.clone(), snapshot))
+                (!snapshot.is_empty() && seen.insert(Arc::as_ptr(&entry.runtime)))
+                    .then(|| (entry.id.clone(), snapshot))
             })
             .collect()
     }
