@@ -92,6 +92,27 @@ impl Tmux {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Waits for gwctl to exit (the shell prints `exit=` and then the terminal mode) and
+    /// checks it gave the terminal back: `exit=<code>`, the screen from before the dashboard,
+    /// canonical mode. Returns the screen.
+    async fn wait_for_the_terminal_back(&self, code: u32, context: &str) -> String {
+        let screen = self
+            .wait_for("gwctl to exit and the terminal mode", |s| {
+                s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
+            })
+            .await;
+        assert!(
+            screen.contains(&format!("exit={code}")),
+            "{context}:\n{screen}"
+        );
+        assert!(screen.contains("before-tui"), "{context}:\n{screen}");
+        assert!(
+            screen.lines().any(|l| l.trim() == "icanon"),
+            "{context}: canonical mode restored:\n{screen}"
+        );
+        screen
+    }
 }
 
 impl Drop for Tmux {
@@ -212,18 +233,7 @@ async fn the_dashboard_lists_creates_revokes_and_gives_the_terminal_back() {
 
     // q hands the terminal back: the primary screen, cooked mode, exit 0.
     tmux.keys(&["q"]);
-    let screen = tmux
-        // The shell prints `exit=` and then the terminal mode: wait for both lines.
-        .wait_for("gwctl to exit and the terminal mode", |s| {
-            s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
-        })
-        .await;
-    assert!(screen.contains("before-tui"), "{screen}");
-    assert!(screen.contains("exit=0"), "{screen}");
-    assert!(
-        screen.lines().any(|l| l.trim() == "icanon"),
-        "canonical mode restored:\n{screen}"
-    );
+    let screen = tmux.wait_for_the_terminal_back(0, "q").await;
     assert!(
         !screen.contains("Gateway AI"),
         "alternate screen left:\n{screen}"
@@ -298,22 +308,11 @@ async fn a_signal_gives_the_terminal_back() {
         assert!(killed.success(), "kill -{signal} {pid}");
 
         let screen = tmux
-            .wait_for("gwctl to exit and the terminal mode", |s| {
-                s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
-            })
+            .wait_for_the_terminal_back(128 + number, &format!("SIG{signal}"))
             .await;
-        assert!(
-            screen.contains(&format!("exit={}", 128 + number)),
-            "SIG{signal}:\n{screen}"
-        );
-        assert!(screen.contains("before-tui"), "SIG{signal}:\n{screen}");
         assert!(
             !screen.contains("Gateway AI"),
             "SIG{signal}: alternate screen left:\n{screen}"
-        );
-        assert!(
-            screen.lines().any(|l| l.trim() == "icanon"),
-            "SIG{signal}: canonical mode restored:\n{screen}"
         );
         assert_eq!(
             modes(&tmux),
@@ -387,16 +386,6 @@ async fn a_click_on_create_key_opens_the_form_and_quitting_turns_the_mouse_off()
         })
         .await;
     click(&tmux, &screen, "[ Quit ]");
-    let screen = tmux
-        .wait_for("gwctl to exit and the terminal mode", |s| {
-            s.contains("exit=") && s.lines().any(|l| l.trim().ends_with("icanon"))
-        })
-        .await;
-    assert!(screen.contains("exit=0"), "{screen}");
-    assert!(screen.contains("before-tui"), "{screen}");
-    assert!(
-        screen.lines().any(|l| l.trim() == "icanon"),
-        "canonical mode restored:\n{screen}"
-    );
+    tmux.wait_for_the_terminal_back(0, "[ Quit ]").await;
     assert_eq!(modes(&tmux), "0 0 0", "mouse reporting off, primary screen");
 }
