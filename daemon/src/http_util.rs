@@ -137,8 +137,10 @@ where
 }
 
 /// How long a refused request's unread body may keep arriving before the connection is
-/// closed anyway ([`discard_unread`]), and the longest pause within it.
-const LINGER_TOTAL: Duration = Duration::from_secs(30);
+/// closed anyway ([`discard_unread`]; never longer than the listener's header-read timeout,
+/// the time a connection may already be held without a request), and the longest pause
+/// within it.
+pub const LINGER_TOTAL: Duration = Duration::from_secs(30);
 const LINGER_GAP: Duration = Duration::from_secs(5);
 
 /// Reads and drops what is left of a refused request's body, then lets the connection close.
@@ -148,11 +150,14 @@ const LINGER_GAP: Duration = Duration::from_secs(5);
 /// broken pipe and reports a connection error instead of our 401/429 — the official Node SDK
 /// does exactly that. Reading the rest first (as nginx's lingering close does) lets the
 /// client finish sending and read the answer. Bounded: at most `limit` bytes, a pause of
-/// [`LINGER_GAP`] and [`LINGER_TOTAL`] in all; beyond that the close is a reset as before.
-/// Run as a task of its own after the answer is handed to hyper, which keeps reading the
-/// connection for as long as the body is wanted.
-pub async fn discard_unread(mut body: Incoming, limit: usize) {
-    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+/// [`LINGER_GAP`] and `total` in all; beyond that the close is a reset as before. Run as a
+/// task of its own after the answer is handed to hyper, which keeps reading the connection
+/// for as long as the body is wanted.
+pub async fn discard_unread<B>(mut body: B, limit: usize, total: Duration)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + total;
     let mut read = 0usize;
     while read <= limit {
         let next = tokio::time::Instant::now() + LINGER_GAP;
@@ -236,6 +241,46 @@ mod tests {
     }
 
     const GAP: Duration = Duration::from_secs(2);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unread_body_is_discarded_within_its_bounds() {
+        // A body that ends is read to its end at once.
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(Bytes::from_static(b"rest")).await.expect("send");
+        drop(tx);
+        let started = tokio::time::Instant::now();
+        discard_unread(Fed(rx), 1024, LINGER_TOTAL).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // One that trickles a byte every 4 s is given up at the total.
+        let (tx, rx) = mpsc::channel(8);
+        let trickle = tokio::spawn(async move {
+            while tx.send(Bytes::from_static(b"x")).await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        discard_unread(Fed(rx), 1024, Duration::from_secs(10)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        trickle.abort();
+
+        // One that stalls is given up after the longest pause.
+        let (tx, rx) = mpsc::channel(8);
+        let started = tokio::time::Instant::now();
+        discard_unread(Fed(rx), 1024, LINGER_TOTAL).await;
+        assert_eq!(started.elapsed(), LINGER_GAP);
+        drop(tx);
+
+        // One larger than the limit is given up once past it.
+        let (tx, rx) = mpsc::channel(8);
+        for _ in 0..3 {
+            tx.send(Bytes::from(vec![0u8; 600])).await.expect("send");
+        }
+        let started = tokio::time::Instant::now();
+        discard_unread(Fed(rx), 1024, LINGER_TOTAL).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "stopped past 1024 bytes");
+        drop(tx);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_is_a_408_after_the_gap() {

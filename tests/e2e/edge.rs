@@ -481,6 +481,52 @@ async fn a_refused_large_body_can_be_sent_whole_and_the_answer_read() {
     );
 }
 
+/// The unread body of a refused request is read for no longer than the header-read timeout
+/// allows a connection to be held anyway: a keyless client trickling a body cannot keep its
+/// connection slot past it (with `header_read_timeout = "2s"`, the default linger of 30 s
+/// held it that long).
+#[tokio::test]
+async fn a_trickled_body_after_a_refusal_holds_the_connection_no_longer_than_a_slow_header() {
+    let gateway = Gateway::start_with(GatewayOptions {
+        proxy_config: "header_read_timeout = \"2s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let stream = TcpStream::connect(gateway.proxy_addr)
+        .await
+        .expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    write
+        .write_all(
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Length: 1000000\r\n\r\n{",
+        )
+        .await
+        .expect("write head");
+    let trickle = tokio::spawn(async move {
+        while write.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), read.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was still open after 15 s"),
+        }
+    }
+    trickle.abort();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
 /// Answers shaped exactly like the HTTP parser's own refusal pass through untouched: a
 /// provider body holding one (a downloaded transcript) and a provider's bare 400 (SPEC §3:
 /// provider errors pass through). Only a malformed first request is rewritten.

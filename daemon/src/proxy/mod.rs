@@ -94,6 +94,9 @@ pub struct Proxy {
     max_body_bytes: usize,
     /// Longest gap while reading a request body (408 `request_timeout`).
     body_read_timeout: Duration,
+    /// Longest a refused request's unread body is read and dropped before closing: never
+    /// longer than the header-read timeout, for which a connection may already be held.
+    linger_total: Duration,
     /// Set when shutdown begins: health turns 503 and new requests are refused.
     draining: AtomicBool,
     /// Gemini upload sessions started through the gateway (`upload_url`).
@@ -119,6 +122,7 @@ impl Proxy {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             max_body_bytes: config.proxy.max_body_bytes,
             body_read_timeout: config.proxy.body_read_timeout,
+            linger_total: http_util::LINGER_TOTAL.min(config.proxy.header_read_timeout),
             draining: AtomicBool::new(false),
             upload_sessions: upload_url::UploadSessions::default(),
         })
@@ -188,7 +192,11 @@ impl Proxy {
                         .headers_mut()
                         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                     if lingers && !waits_for_continue {
-                        tokio::spawn(http_util::discard_unread(body, self.max_body_bytes));
+                        tokio::spawn(http_util::discard_unread(
+                            body,
+                            self.max_body_bytes,
+                            self.linger_total,
+                        ));
                     }
                 }
                 response
