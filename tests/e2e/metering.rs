@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::mock::{
-    COMPLETION_TOKENS, PROMPT_TOKENS, RawProvider, Recorded, openai_answer, raw_chunked,
-};
+use gateway_tests::mock::{COMPLETION_TOKENS, PROMPT_TOKENS, Recorded, openai_answer, raw_chunked};
 use gateway_tests::requests::{anthropic_messages, chat};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
@@ -68,7 +66,7 @@ fn read_rows(gateway: &Gateway, key_id: &str) -> Vec<Row> {
 }
 
 /// A gateway whose OpenAI is `raw`.
-async fn with_raw_openai(raw: &RawProvider) -> Gateway {
+async fn with_raw_openai(raw: &MockProvider) -> Gateway {
     Gateway::start_with(GatewayOptions {
         extra_config: format!(
             "[providers.openai]\nbase_url = {:?}\napi_key_env = \"GW_TEST_OPENAI_KEY\"\n",
@@ -137,7 +135,7 @@ async fn a_body_ended_by_trailers_is_billed_as_reported() {
             "x-checksum: 1234\r\n",
         )
     }
-    let raw = RawProvider::start(answer).await;
+    let raw = MockProvider::scripted(answer).await;
     let gateway = with_raw_openai(&raw).await;
     let (id, key, _) = gateway
         .admin()
@@ -191,7 +189,7 @@ async fn providers_are_asked_for_plain_text_and_a_compressed_body_is_billed_its_
         out.extend_from_slice(&body);
         out
     }
-    let raw = RawProvider::start(answer).await;
+    let raw = MockProvider::scripted(answer).await;
     let gateway = with_raw_openai(&raw).await;
     let (id, key, _) = gateway.admin().create_key(json!({"name": "codings"})).await;
     let request = json!({"model": "gpt-4o", "max_tokens": 100, "messages": []});
@@ -302,7 +300,7 @@ async fn unanswered_requests_are_billed_their_input_and_unreachable_ones_nothing
         .expect("addr");
     let mock = MockProvider::start().await;
     // Reads each request and closes the connection without an answer.
-    let silent = RawProvider::start(|_| Vec::new()).await;
+    let silent = MockProvider::scripted(|_| Vec::new()).await;
     let gateway = Gateway::start_with(GatewayOptions {
         proxy_config: "upstream_idle_timeout = \"400ms\"".into(),
         extra_config: format!(

@@ -18,10 +18,10 @@
 //!   the request's own output limit); `x-mock-cached-tokens` (cache reads, all providers),
 //!   `x-mock-cache-write-tokens` (Anthropic), `x-mock-thoughts-tokens` (Gemini).
 //!
-//! [`RawProvider`] is a provider scripted byte for byte, for answers hyper's server will not
-//! write: trailers (hyper sends them only to a client that sent `TE: trailers`, which the
-//! gateway strips as hop-by-hop), a content coding nobody asked for, a connection closed
-//! after the request without an answer.
+//! [`MockProvider::scripted`] is a provider scripted byte for byte, for answers hyper's server
+//! will not write: trailers (hyper sends them only to a client that sent `TE: trailers`,
+//! which the gateway strips as hop-by-hop), a content coding nobody asked for, a connection
+//! closed after the request without an answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -124,22 +124,17 @@ impl MockProvider {
     }
 }
 
-/// A provider that answers each request with the bytes a script returns for it (the whole
-/// HTTP/1.1 response, written as they are); an empty answer closes the connection without
-/// one. Requests are read as HTTP/1.1 with a `content-length` body (what the gateway sends)
-/// and recorded like [`MockProvider`]'s.
-#[derive(Clone)]
-pub struct RawProvider {
-    pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl RawProvider {
-    pub async fn start(answer: fn(&Recorded) -> Vec<u8>) -> RawProvider {
+impl MockProvider {
+    /// A provider that answers each request with the bytes a script returns for it (the
+    /// whole HTTP/1.1 response, written as they are); an empty answer closes the connection
+    /// without one. Requests are read as HTTP/1.1 with a `content-length` body (what the
+    /// gateway sends) and recorded like the regular mock's. For what hyper's server will not
+    /// send: trailers to a client that did not ask for them, a close before any answer.
+    pub async fn scripted(answer: fn(&Recorded) -> Vec<u8>) -> MockProvider {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind raw mock");
-        let addr = listener.local_addr().expect("raw mock addr");
+            .expect("bind scripted mock");
+        let addr = listener.local_addr().expect("scripted mock addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::clone(&received);
         tokio::spawn(async move {
@@ -150,19 +145,7 @@ impl RawProvider {
                 tokio::spawn(serve_raw(stream, answer, Arc::clone(&state)));
             }
         });
-        RawProvider { addr, received }
-    }
-
-    /// The base URL of one provider on this mock.
-    pub fn base_url(&self, provider: &str) -> String {
-        format!("http://{}/{provider}", self.addr)
-    }
-
-    pub fn received(&self) -> Vec<Recorded> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        MockProvider { addr, received }
     }
 }
 
