@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::mock::{COMPLETION_TOKENS, PROMPT_TOKENS, Recorded, openai_answer, raw_chunked};
-use gateway_tests::requests::{anthropic_messages, chat};
+use gateway_tests::requests::{anthropic_messages, chat, self_view};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
@@ -276,15 +276,7 @@ async fn a_client_gone_before_the_response_head_is_billed_its_input() {
     assert_eq!(row.source, "estimated", "{row:?}");
     assert_eq!(row.output_tokens, 0, "{row:?}");
     assert!(row.input_tokens > 0 && row.cost_nanos > 0, "{row:?}");
-    let view: Value = reqwest::Client::new()
-        .get(format!("{base}/gateway/v1/key"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("self-service")
-        .json()
-        .await
-        .expect("json");
+    let view = self_view(&base, &key).await;
     assert_eq!(view["requests_in_flight"], 0, "{view}");
     assert_eq!(view["reserved_usd"], 0.0, "{view}");
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::in_process::InProcessGateway;
-use gateway_tests::requests::{anthropic_messages, chat};
+use gateway_tests::requests::{anthropic_messages, chat, self_view};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
 
@@ -26,19 +26,6 @@ fn dollars(value: &Value) -> f64 {
     value
         .as_f64()
         .unwrap_or_else(|| panic!("not a number: {value}"))
-}
-
-/// The key's self-service view.
-async fn self_view(base: &str, key: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}/gateway/v1/key"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("self-service")
-        .json()
-        .await
-        .expect("json")
 }
 
 /// Waits until the key has no request in flight (settlement happens when bodies end).

@@ -1,5 +1,6 @@
 //! Requests to the proxy listener that many tests send: an OpenAI chat completion or an
-//! Anthropic message with a proxy key, optionally steering the mock with `x-mock-*` headers.
+//! Anthropic message with a proxy key, optionally steering the mock with `x-mock-*` headers,
+//! and the key's own self-service view.
 
 use serde_json::{Value, json};
 
@@ -48,4 +49,17 @@ async fn send(
 /// The smallest chat request for `gpt-4o`.
 pub async fn chat_gpt4o(base: &str, key: &str) -> reqwest::Response {
     chat(base, key, json!({"model": "gpt-4o", "messages": []}), &[]).await
+}
+
+/// The key's self-service view, `GET {base}/gateway/v1/key`.
+pub async fn self_view(base: &str, key: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/gateway/v1/key"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("self-service")
+        .json()
+        .await
+        .expect("json")
 }
