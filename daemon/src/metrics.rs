@@ -44,6 +44,8 @@ pub struct RequestSeries {
 pub struct UpstreamSeries {
     pub ttfb: Histogram,
     pub spend_nanodollars: Counter,
+    /// Requests whose provider reported more output than the request allowed.
+    pub usage_over_allowed: Counter,
 }
 
 /// The provider labels of requests: the three providers, or `none` (no route).
@@ -59,6 +61,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub open_reservations: Gauge,
     pub spend_nanodollars: Family<ProviderLabels, Counter>,
+    pub usage_over_allowed: Family<ProviderLabels, Counter>,
     pub usage_queue_depth: Gauge,
     pub auth_failures: Family<ReasonLabels, Counter>,
 }
@@ -77,6 +80,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let open_reservations = Gauge::default();
         let spend_nanodollars = Family::<ProviderLabels, Counter>::default();
+        let usage_over_allowed = Family::<ProviderLabels, Counter>::default();
         let usage_queue_depth = Gauge::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -110,6 +114,12 @@ impl Metrics {
             spend_nanodollars.clone(),
         );
         registry.register(
+            "usage_over_allowed",
+            "Requests whose provider reported more output tokens than the request allowed \
+             (billed as reported; such a request can pass a key's cap)",
+            usage_over_allowed.clone(),
+        );
+        registry.register(
             "usage_queue_depth",
             "Usage records waiting for the writer",
             usage_queue_depth.clone(),
@@ -139,6 +149,7 @@ impl Metrics {
             UpstreamSeries {
                 ttfb: ttfb.get_or_create(&labels).clone(),
                 spend_nanodollars: spend_nanodollars.get_or_create(&labels).clone(),
+                usage_over_allowed: usage_over_allowed.get_or_create(&labels).clone(),
             }
         });
         Metrics {
@@ -151,6 +162,7 @@ impl Metrics {
             in_flight,
             open_reservations,
             spend_nanodollars,
+            usage_over_allowed,
             usage_queue_depth,
             auth_failures,
         }

@@ -173,6 +173,18 @@ pub fn model_globs<S: AsRef<str>>(values: &[S]) -> Result<Vec<String>, FieldErro
                 format!("patterns must be at most {GLOB_MAX_CHARS} characters"),
             ));
         }
+        // A glob is shown by gwctl and the dashboard and compared with model names that may
+        // not contain these (the proxy refuses them): one here is a mistake or an attack on
+        // the operator's terminal.
+        if pattern
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+        {
+            return Err(FieldError::invalid(
+                FIELD,
+                "patterns must not contain control, invisible or text-direction characters",
+            ));
+        }
         globset::Glob::new(pattern).map_err(|e| {
             FieldError::invalid(
                 FIELD,
@@ -401,6 +413,17 @@ mod tests {
         let err = model_globs(&["gpt-[4"]).expect_err("unclosed class");
         assert_eq!(err.field, "allowed_models");
         assert!(model_globs(&[""]).is_err());
+        for bad in [
+            "\u{0}",
+            "gpt-4o\u{1b}]0;owned\u{7}",
+            "a\u{7f}",
+            "a\u{85}b",
+            "gpt\u{202e}",
+        ] {
+            let err = model_globs(&[bad]).expect_err(bad);
+            assert_eq!(err.field, "allowed_models");
+            assert!(err.reason.contains("control"), "{}", err.reason);
+        }
     }
 
     #[test]

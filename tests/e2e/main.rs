@@ -14,6 +14,8 @@
 //!   null`, requests the provider got but never answered (SPEC §5).
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
+//! - `hardening`: bodies at any depth, keys where they do not belong, control characters,
+//!   over-reported usage, and spend = settled usage + open holds whatever fails where.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
 //!   and by mouse click.
@@ -26,6 +28,7 @@
 mod clock;
 mod edge;
 mod gwctl;
+mod hardening;
 mod https;
 mod install;
 mod keys;

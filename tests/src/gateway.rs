@@ -295,13 +295,35 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) {
 }
 
 impl Drop for Gateway {
-    /// Every test is also a leak test: whatever it did, the daemon's trace-level log must not
-    /// contain a raw proxy key or a provider credential.
+    /// Every test is also a leak test: whatever it did, the daemon's trace-level log and the
+    /// text columns of its usage table (the model as the client named it) must not contain a
+    /// raw proxy key or a provider credential.
     fn drop(&mut self) {
         if !std::thread::panicking() {
             assert_no_secrets("the gatewayd log", &self.logs());
+            assert_no_secrets("the usage table", &usage_text(&self.data_dir));
         }
     }
+}
+
+/// Every text column of every usage row in the database under `data_dir`, one row a line
+/// (empty when the daemon never created its usage table).
+pub fn usage_text(data_dir: &Path) -> String {
+    let path = data_dir.join("gateway.db");
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return String::new();
+    };
+    let Ok(mut statement) = conn
+        .prepare("SELECT key_id || ' ' || provider || ' ' || model || ' ' || source FROM usage")
+    else {
+        return String::new();
+    };
+    let rows = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("query usage");
+    rows.map(|row| row.expect("row") + "\n").collect()
 }
 
 /// Fails if `text` contains a provider credential or anything shaped like a raw proxy key

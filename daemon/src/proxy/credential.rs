@@ -1,6 +1,14 @@
-//! Reading the proxy key where each provider's SDK puts it (SPEC §3).
+//! Reading the proxy key where each provider's SDK puts it (SPEC §3), and refusing one
+//! anywhere else the gateway would pass on: a key pasted into the path, a query parameter the
+//! gateway does not read (`?api_key=`) or the model name would otherwise be forwarded to the
+//! provider (its logs, its dashboards) and, for a model, stored in the usage table.
 
-use gateway_shared::Provider;
+use std::borrow::Cow;
+
+use gateway_shared::key::{ADMIN_TOKEN_PREFIX, DISPLAY_CHARS, PROXY_KEY_PREFIX};
+use gateway_shared::{ErrorCode, Provider};
+
+use crate::error::GatewayError;
 
 /// The presented key, or `None` when the request carries none.
 pub fn presented<'a>(
@@ -40,6 +48,91 @@ pub fn strip_key_param(query: Option<&str>) -> Option<String> {
         .filter(|pair| !pair.starts_with("key=") && *pair != "key")
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// 400 `invalid_request` when the path or the query the gateway would forward (the query
+/// after `key=` is stripped) holds something shaped like a proxy key or an admin token, raw or
+/// percent-encoded (also twice over). Refused rather than stripped: the gateway cannot know
+/// what else the client meant by that part of its URL, and a client that put its key there
+/// learns it did, with the key cut to its display prefix.
+pub fn refuse_forwarded_secret(path: &str, query: Option<&str>) -> Result<(), GatewayError> {
+    for (part, text) in [("path", Some(path)), ("query string", query)] {
+        let Some(text) = text else { continue };
+        if let Some(shown) = secret_in_url_part(text) {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "The request's {part} contains a gateway key ({shown}), which would be \
+                     passed on to the provider: send the key only in the header the \
+                     provider's SDK uses, and rotate it if it was logged anywhere."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 400 `invalid_request` when a model name holds a key or a control character: it would be
+/// forwarded, echoed in errors and stored in the usage table as sent.
+pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
+    if let Some(shown) = secret_in(model) {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "The request's model contains a gateway key ({shown}); send the key only in \
+                 the header the provider's SDK uses, and rotate it."
+            ),
+        ));
+    }
+    if model.chars().any(char::is_control) {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            "The request's model must not contain control characters.",
+        ));
+    }
+    Ok(())
+}
+
+/// [`secret_in`] of a URL part as every later hop may decode it: raw, then percent-decoded
+/// for as long as decoding changes it.
+fn secret_in_url_part(text: &str) -> Option<String> {
+    let mut current = Cow::Borrowed(text);
+    // Each round at least shortens the text, so this ends; a few rounds cover any real case.
+    for _ in 0..4 {
+        if let Some(found) = secret_in(&current) {
+            return Some(found);
+        }
+        if !current.contains('%') {
+            return None;
+        }
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == *current {
+            return None;
+        }
+        current = Cow::Owned(decoded);
+    }
+    None
+}
+
+/// The first proxy key or admin token prefix in `text`, shown as a display prefix
+/// (`sk-proxy-a1b2…`): never more of it.
+fn secret_in(text: &str) -> Option<String> {
+    [PROXY_KEY_PREFIX, ADMIN_TOKEN_PREFIX]
+        .into_iter()
+        .filter_map(|prefix| {
+            memchr::memmem::find(text.as_bytes(), prefix.as_bytes()).map(|at| (at, prefix))
+        })
+        .min()
+        .map(|(at, prefix)| {
+            let shown: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .take(DISPLAY_CHARS)
+                .collect();
+            format!("{prefix}{shown}…")
+        })
 }
 
 #[cfg(test)]
@@ -144,6 +237,72 @@ mod tests {
             presented(Provider::Gemini, &goog, Some("key=sk-proxy-query")),
             Some("sk-proxy-header")
         );
+    }
+
+    #[test]
+    fn a_key_in_the_forwarded_path_or_query_is_refused_and_shown_cut() {
+        let key = "sk-proxy-AbCd1234567890123456789012345678901234";
+        for (path, query) in [
+            (format!("/{key}/v1/chat/completions"), None),
+            (
+                "/v1/chat/completions".to_owned(),
+                Some(format!("api_key={key}")),
+            ),
+            (
+                "/v1/x".to_owned(),
+                Some(format!("a=1&token=%73k-proxy-{}", &key[9..])),
+            ),
+            (
+                "/v1/x".to_owned(),
+                Some(format!("t=%2573k%252Dproxy-{}", &key[9..])),
+            ),
+            (
+                "/v1/x".to_owned(),
+                Some("t=gwadm-0123456789abcdef".to_owned()),
+            ),
+        ] {
+            let err = refuse_forwarded_secret(&path, query.as_deref()).expect_err(&path);
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(!err.message.contains(&key[9..20]), "{}", err.message);
+            assert!(
+                err.message.contains("sk-proxy-AbCd…") || err.message.contains("gwadm-0123…"),
+                "{}",
+                err.message
+            );
+        }
+        for (path, query) in [
+            ("/v1/chat/completions", None),
+            (
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                Some("alt=sse"),
+            ),
+            ("/v1/files/file-abc", Some("limit=10&after=sk-1")),
+        ] {
+            assert!(refuse_forwarded_secret(path, query).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_model_name_with_a_key_or_a_control_character_is_refused() {
+        for model in [
+            "sk-proxy-AbCd1234567890123456789012345678901234",
+            "gpt-4o sk-proxy-AbCd12",
+            "gpt-4o-mini\u{0}",
+            "gpt\u{1b}]0;x\u{7}",
+            "gpt-4o\u{85}",
+        ] {
+            let err = check_model_name(model).expect_err(model);
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(!err.message.contains("1234567"), "{}", err.message);
+        }
+        for model in [
+            "gpt-4o-mini",
+            "claude-sonnet-4-5",
+            "models/gemini-2.5-pro",
+            "😀",
+        ] {
+            assert!(check_model_name(model).is_ok(), "{model}");
+        }
     }
 
     #[test]

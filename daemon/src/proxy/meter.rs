@@ -17,6 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -89,6 +90,17 @@ impl Meter {
             output_tokens: reservation.output_tokens(),
         };
         let (tokens, source) = settlement(observed, outcome, bounds);
+        // Billed as reported, but said: such a request can pass the key's cap (SPEC §5).
+        let over_allowed = self.price.is_some()
+            && source == CostSource::Reported
+            && tokens.output > bounds.output_tokens;
+        if over_allowed {
+            self.metrics
+                .upstream(self.provider)
+                .usage_over_allowed
+                .inc();
+            over_allowed_warning(self, tokens.output, bounds.output_tokens);
+        }
         let (cost, source) = match self.price {
             Some(price) => (price.cost(&tokens), source),
             None => (Nanodollars::ZERO, CostSource::Unpriced),
@@ -110,6 +122,7 @@ impl Meter {
             cost,
             latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             source,
+            over_allowed,
             spend,
         };
         tracing::debug!(key_id = %record.key_id, cost = %cost, source = source.as_str(), "request settled");
@@ -121,6 +134,42 @@ impl Meter {
         self.reservation.as_ref().map(Reservation::amount)
     }
 }
+
+/// Warns that a provider reported more output than the request allowed: the provider and
+/// model, never the key. At most one line per [`OVER_ALLOWED_WARNING_EVERY`] in the whole
+/// process (a server that always over-reports would write one per request); the metric and
+/// the usage rows count every one.
+fn over_allowed_warning(meter: &Meter, reported: u64, allowed: u64) {
+    static NEXT_AT_SECS: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = meter.clock.monotonic().as_secs();
+    let next = NEXT_AT_SECS.load(Ordering::Relaxed);
+    if now < next
+        || NEXT_AT_SECS
+            .compare_exchange(
+                next,
+                now + OVER_ALLOWED_WARNING_EVERY.as_secs(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        provider = %meter.provider,
+        model = %meter.model,
+        reported_output_tokens = reported,
+        allowed_output_tokens = allowed,
+        similar_since_last_warning = suppressed,
+        "the provider reported more output than the request allowed; billed as reported, \
+         which can take a key past its spend limit (usage rows are marked over_allowed)"
+    );
+}
+
+const OVER_ALLOWED_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Meter {
     fn drop(&mut self) {
@@ -658,6 +707,33 @@ mod tests {
         assert!(sent().is_empty(), "still open");
         drop(body);
         check(sent(), &ledger);
+    }
+
+    #[test]
+    fn more_output_than_allowed_is_billed_as_reported_and_marked() {
+        for (output, marked) in [(100, false), (101, true), (6_000, true)] {
+            let (mut meter, ledger, records) = new_meter();
+            let metrics = Arc::clone(&meter.metrics);
+            let observed = Observed {
+                reported: Some(Tokens {
+                    input: 10,
+                    output,
+                    ..Tokens::default()
+                }),
+                ..Observed::default()
+            };
+            meter.settle(&observed, Outcome::Complete);
+            let records = records();
+            assert_eq!(records[0].tokens.output, output, "billed as reported");
+            assert_eq!(records[0].over_allowed, marked, "{output}");
+            assert_eq!(ledger.snapshot().total, PRICE.cost(&records[0].tokens));
+            let counted = metrics.upstream(Provider::Openai).usage_over_allowed.get();
+            assert_eq!(counted, u64::from(marked));
+        }
+        // An estimate is the gateway's own count, never marked.
+        let (mut meter, _, records) = new_meter();
+        meter.settle(&Observed::default(), Outcome::Interrupted);
+        assert!(!records()[0].over_allowed);
     }
 
     #[test]

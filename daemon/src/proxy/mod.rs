@@ -7,13 +7,15 @@
 //! 3. `credential::presented` — the key where the provider's SDK puts it (401 `missing_key`).
 //! 4. `authenticate` — checksum before any look-up, then the in-memory table (401 `invalid_key`).
 //! 5. `check_lifecycle` — 403 `key_revoked`, 403 `key_expired`.
-//! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`.
-//! 7. body (413; 408 `request_timeout` when it stalls) → `model::json_body` (400) →
-//!    `model::check` — 403 `model_not_allowed`.
+//! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`; a key in the path
+//!    or query that would be forwarded — 400 `invalid_request` (`credential`).
+//! 7. body (413; 408 `request_timeout` when it stalls) → `model::json_body` (400) → a model
+//!    holding a key or a control character (400) → `model::check` — 403 `model_not_allowed`.
 //! 8. `admit_rate` — the exact rolling window; 429 `rate_limit_exceeded` with `Retry-After`.
 //! 9. `reserve_spend` — price (403 `model_not_priced`), then the reservation: fits, clamped,
 //!    or 402 `spend_limit_exceeded`.
-//! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage.
+//! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage. From the admission
+//!     on, the `Meter` owns the reservation: any failure before step 11 settles it at zero.
 //! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`. Once the request
 //!     is handed to a connection the provider may bill it: from then on an ending without a
 //!     response (timeout, lost connection, client gone) is billed the input estimate.
@@ -44,6 +46,7 @@ mod credential;
 mod headers;
 mod idle_timeout;
 mod listing;
+mod members;
 mod meter;
 mod model;
 mod rewrite;
@@ -268,6 +271,10 @@ impl Proxy {
         }
 
         let (parts, ()) = request.into_parts();
+        // What is forwarded must not carry a key (the query without Gemini's `key=`, which
+        // is where that key belongs and is stripped): refused before anything is recorded.
+        let query = credential::strip_key_param(parts.uri.query());
+        credential::refuse_forwarded_secret(&route.upstream_path, query.as_deref())?;
         let upload_origin = upload_url::starts_upload(route.provider, &route.upstream_path)
             .then(|| {
                 let trusted =
@@ -290,6 +297,9 @@ impl Proxy {
         *unread = None;
         let json = model::json_body(&route.model, &parts.headers, &body)?;
         let model = model::named(&route.model, json.as_ref())?;
+        if let Some(model) = &model {
+            credential::check_model_name(model)?;
+        }
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
         let rate = self.admit_rate(&key)?;
@@ -305,39 +315,13 @@ impl Proxy {
             Ok(spend) => spend,
             Err(err) => {
                 // Refused after the rate step admitted it: refused requests do not count.
-                if let Some(decision) = rate {
-                    key.runtime
-                        .rate
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .revert(decision.at);
-                }
+                revert_rate(&key, rate.as_ref());
                 return Err(err);
             }
         };
         let clamped = reservation.clamped_output();
-
-        let (strip_usage_chunk, body) = match json.as_ref() {
-            Some(fields) => {
-                let include_usage =
-                    rewrite::wants_include_usage(route.provider, &route.upstream_path, fields);
-                let body = if clamped.is_some() || include_usage {
-                    let changed = rewrite::rewrite(
-                        route.provider,
-                        &route.upstream_path,
-                        &body,
-                        fields,
-                        clamped,
-                        include_usage,
-                    );
-                    Bytes::from(changed.map_err(GatewayError::internal)?)
-                } else {
-                    body
-                };
-                (include_usage, body)
-            }
-            None => (false, body),
-        };
+        // From here the meter owns the reservation: every way out before the request reaches
+        // a provider settles it at zero (`Outcome::NotSent`), with its usage record.
         let mut meter = Meter {
             key_id: CompactString::new(&key.id),
             provider: route.provider,
@@ -354,7 +338,37 @@ impl Proxy {
             clock: Arc::clone(&self.clock),
         };
 
-        let query = credential::strip_key_param(parts.uri.query());
+        let (strip_usage_chunk, body) = match json.as_ref() {
+            Some(fields) => {
+                let include_usage =
+                    rewrite::wants_include_usage(route.provider, &route.upstream_path, fields);
+                let body = if clamped.is_some() || include_usage {
+                    let changed = rewrite::rewrite(
+                        route.provider,
+                        &route.upstream_path,
+                        &body,
+                        fields,
+                        clamped,
+                        include_usage,
+                    );
+                    match changed {
+                        Ok(changed) => Bytes::from(changed),
+                        Err(err) => {
+                            let err = unrewritable(&err);
+                            meter.status = err.code.status();
+                            revert_rate(&key, rate.as_ref());
+                            return Err(err);
+                        }
+                    }
+                } else {
+                    body
+                };
+                (include_usage, body)
+            }
+            None => (false, body),
+        };
+        meter.input_tokens_bound = body.len() as u64;
+
         let upstream_request = self.upstream.request(
             route.provider,
             parts.method,
@@ -710,6 +724,28 @@ fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayEr
         ),
     };
     GatewayError::new(ErrorCode::SpendLimitExceeded, message)
+}
+
+/// Gives back the rate window's slot of a request refused after it was admitted there:
+/// refused requests do not count (SPEC §4).
+fn revert_rate(key: &KeyEntry, decision: Option<&RateDecision>) {
+    if let Some(decision) = decision {
+        key.runtime
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .revert(decision.at);
+    }
+}
+
+/// A body the skim read but the rewrite could not: the client's to fix, never a 500. Not
+/// expected (both read the same grammar, and the rewrite has no depth limit), but if it ever
+/// happens the request has not left and is settled at zero.
+fn unrewritable(err: &serde_json::Error) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::InvalidRequest,
+        format!("The request body could not be rewritten to fit the key's budget: {err}."),
+    )
 }
 
 fn missing_key(route: &ProviderRoute) -> GatewayError {

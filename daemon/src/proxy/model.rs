@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use gateway_shared::ErrorCode;
-use serde_json::{Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::Value;
 
 use super::route::ModelSource;
 use crate::error::GatewayError;
@@ -53,12 +55,13 @@ const READ_FIELDS: &[&str] = &[
     "generation_config",
 ];
 
-/// Top-level fields of a request body, by name: what the pipeline reads is the same whether
-/// the body was skimmed ([`Skimmed`]) or, to be rewritten, parsed whole (a `Map`).
+/// Top-level fields of a request body, by name: the pipeline reads a [`Skimmed`] body; tests
+/// build one from a `Map`.
 pub trait Fields {
     fn field(&self, name: &str) -> Option<&Value>;
 }
 
+#[cfg(test)]
 impl Fields for Map<String, Value> {
     fn field(&self, name: &str) -> Option<&Value> {
         self.get(name)

@@ -2,9 +2,13 @@
 //! output limit to what the key's remaining budget pays for (SPEC §5 clamp), and asking
 //! OpenAI for a streaming usage chunk the client did not request (so streams are billed).
 
-use gateway_shared::Provider;
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
+use gateway_shared::Provider;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::members::{Members, number, raw};
 use super::model::Fields;
 
 /// OpenAI's output-limit fields, any of which a body may carry (an OpenAI-compatible
@@ -84,57 +88,86 @@ fn gemini_config_fields<'a>(
 
 /// Sets the output limit in every field of it the request carries, or else in the one the
 /// provider (and this path) uses.
-pub fn set_output_limit(
+fn set_output_limit<'a>(
     provider: Provider,
     path: &str,
-    body: &mut Map<String, Value>,
+    body: &mut Members<'a>,
     tokens: u64,
-) {
-    // Each field present is lowered to the clamp, never raised: a client's smaller limit in
-    // another field stays its own.
-    let set_present = |object: &mut Map<String, Value>, names: &[&str]| {
-        let mut any = false;
-        for name in names {
-            if let Some(value) = object.get_mut(*name) {
-                let own = whole_number(value).filter(|own| *own <= tokens);
-                *value = json!(own.unwrap_or(tokens));
-                any = true;
-            }
-        }
-        any
-    };
+) -> Result<(), serde_json::Error> {
     match provider {
         Provider::Openai => {
-            if !set_present(body, &OPENAI_OUTPUT_FIELDS) {
+            if !lower_present(body, &OPENAI_OUTPUT_FIELDS, tokens)? {
                 let field = if path.ends_with("/responses") {
                     "max_output_tokens"
                 } else {
                     "max_completion_tokens"
                 };
-                body.insert(field.into(), json!(tokens));
+                body.push(field, number(tokens)?);
             }
         }
-        Provider::Anthropic => {
-            body.insert("max_tokens".into(), json!(tokens));
-        }
+        Provider::Anthropic => body.set("max_tokens", number(tokens)?),
         Provider::Gemini => {
             let mut configs = 0;
             for name in GEMINI_CONFIGS {
-                if let Some(config) = body.get_mut(name).and_then(Value::as_object_mut) {
-                    configs += 1;
-                    if !set_present(config, &GEMINI_OUTPUT_FIELDS) {
-                        config.insert("maxOutputTokens".into(), json!(tokens));
+                for config in body.values_mut(name) {
+                    if !is_object(config) {
+                        continue;
                     }
+                    configs += 1;
+                    let lowered = {
+                        let mut fields = Members::parse(config.get())?;
+                        if !lower_present(&mut fields, &GEMINI_OUTPUT_FIELDS, tokens)? {
+                            fields.push("maxOutputTokens", number(tokens)?);
+                        }
+                        fields.to_raw()?
+                    };
+                    *config = Cow::Owned(lowered);
                 }
             }
             if configs == 0 {
-                body.insert(
-                    "generationConfig".into(),
-                    json!({ "maxOutputTokens": tokens }),
-                );
+                let config = format!(r#"{{"maxOutputTokens":{tokens}}}"#);
+                body.set("generationConfig", raw(&config)?);
             }
         }
     }
+    Ok(())
+}
+
+/// Lowers each of `names` present to `tokens`, never raising one: a client's smaller limit
+/// in another field stays its own. Whether any was present.
+fn lower_present(
+    object: &mut Members<'_>,
+    names: &[&str],
+    tokens: u64,
+) -> Result<bool, serde_json::Error> {
+    let mut any = false;
+    for name in names {
+        for value in object.values_mut(name) {
+            let own = whole_number_raw(value).filter(|own| *own <= tokens);
+            *value = Cow::Owned(number(own.unwrap_or(tokens))?);
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// [`whole_number`] of a raw value: only numbers and strings can be one, so nothing else is
+/// parsed (a field may hold anything, nested at any depth).
+fn whole_number_raw(value: &RawValue) -> Option<u64> {
+    let text = value.get();
+    let scalar = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'"' || b == b'-' || b.is_ascii_digit());
+    scalar
+        .then(|| serde_json::from_str::<Value>(text).ok())
+        .flatten()
+        .as_ref()
+        .and_then(whole_number)
+}
+
+fn is_object(value: &RawValue) -> bool {
+    value.get().starts_with('{')
 }
 
 /// Whether this is an OpenAI chat or completions stream that does not ask for usage (and
@@ -155,27 +188,35 @@ pub fn wants_include_usage(provider: Provider, path: &str, body: &impl Fields) -
     }
 }
 
-/// For an OpenAI chat or completions stream that does not ask for usage, asks for it.
-/// Returns whether it did (and so whether the usage chunk must be hidden from the client).
-pub fn inject_include_usage(provider: Provider, path: &str, body: &mut Map<String, Value>) -> bool {
-    if !wants_include_usage(provider, path, body) {
-        return false;
+/// Asks for the usage chunk (the caller checked [`wants_include_usage`]): `stream_options`
+/// set to `{"include_usage":true}` where it is absent or `null`, `include_usage` set inside it
+/// where it is an object.
+fn ask_for_usage(body: &mut Members<'_>) -> Result<(), serde_json::Error> {
+    let mut found = false;
+    for options in body.values_mut("stream_options") {
+        found = true;
+        let asked = if is_object(options) {
+            let mut fields = Members::parse(options.get())?;
+            fields.set("include_usage", raw("true")?);
+            fields.to_raw()?
+        } else {
+            raw(INCLUDE_USAGE)?
+        };
+        *options = Cow::Owned(asked);
     }
-    let options = body.entry("stream_options").or_insert_with(|| json!({}));
-    if options.is_null() {
-        *options = json!({});
+    if !found {
+        body.push("stream_options", raw(INCLUDE_USAGE)?);
     }
-    let Some(options) = options.as_object_mut() else {
-        return false;
-    };
-    options.insert("include_usage".into(), json!(true));
-    true
+    Ok(())
 }
+
+const INCLUDE_USAGE: &str = r#"{"include_usage":true}"#;
 
 /// The body with both changes applied as asked. Asking a stream for usage when it has no
 /// `stream_options` at all (what SDKs send) is a splice at the object's opening brace; any
-/// other change (a `null` one included: a splice would leave the key twice) is one full
-/// parse and re-serialisation, paid only by requests that need it.
+/// other change (a `null` one included: a splice would leave the key twice) rewrites the
+/// members it must change and copies every other value byte for byte, at any depth
+/// ([`Members`]).
 /// `fields` is the skim of `body` (so `body` is known to be one valid JSON object).
 pub fn rewrite(
     provider: Provider,
@@ -192,14 +233,16 @@ pub fn rewrite(
     {
         return Ok(spliced);
     }
-    let mut object: Map<String, Value> = serde_json::from_slice(super::model::without_bom(body))?;
+    let text =
+        std::str::from_utf8(super::model::without_bom(body)).map_err(serde::de::Error::custom)?;
+    let mut members = Members::parse(text)?;
     if let Some(tokens) = output_limit {
-        set_output_limit(provider, path, &mut object, tokens);
+        set_output_limit(provider, path, &mut members, tokens)?;
     }
     if include_usage {
-        inject_include_usage(provider, path, &mut object);
+        ask_for_usage(&mut members)?;
     }
-    serde_json::to_vec(&object)
+    members.to_vec()
 }
 
 /// `{"stream_options":{"include_usage":true},` + the rest of the object, byte for byte.
@@ -225,6 +268,8 @@ fn splice_include_usage(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::model;
+    use serde_json::{Map, json};
 
     #[test]
     fn rewrite_keeps_every_other_field() {
@@ -275,6 +320,14 @@ mod tests {
         value.as_object().cloned().expect("object")
     }
 
+    /// `body` clamped to `tokens` as `rewrite` does it, read back.
+    fn clamped(provider: Provider, path: &str, body: Value, tokens: u64) -> Value {
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let out =
+            rewrite(provider, path, &bytes, &object(body), Some(tokens), false).expect("rewritten");
+        serde_json::from_slice(&out).expect("still JSON")
+    }
+
     #[test]
     fn the_include_usage_splice_equals_the_full_rewrite() {
         for body in [
@@ -284,20 +337,54 @@ mod tests {
         ] {
             let fields = object(serde_json::from_str(body).expect("json"));
             let spliced = splice_include_usage(body.as_bytes()).expect("an object");
-            let mut full = fields.clone();
-            assert!(inject_include_usage(
-                Provider::Openai,
-                "/v1/chat/completions",
-                &mut full
-            ));
+            let mut members = Members::parse(body).expect("object");
+            ask_for_usage(&mut members).expect("asked");
+            let full: Value = serde_json::from_slice(&members.to_vec().expect("ok")).expect("json");
             let spliced: Value = serde_json::from_slice(&spliced).expect("still JSON");
-            assert_eq!(spliced, Value::Object(full), "{body}");
+            assert_eq!(spliced, full, "{body}");
+            assert_eq!(full["stream_options"], json!({"include_usage": true}));
+            assert_eq!(Value::Object(fields)["stream"], json!(true));
         }
         assert_eq!(
             splice_include_usage(b"{}").as_deref(),
             Some(&br#"{"stream_options":{"include_usage":true}}"#[..])
         );
         assert_eq!(splice_include_usage(b"[1]"), None);
+    }
+
+    #[test]
+    fn a_body_nested_at_any_depth_is_clamped() {
+        let deep = format!("{}\"hi\"{}", "[".repeat(5_000), "]".repeat(5_000));
+        for (provider, path, field) in [
+            (Provider::Openai, "/v1/chat/completions", "max_tokens"),
+            (
+                Provider::Gemini,
+                "/v1beta/models/m:generateContent",
+                "generationConfig",
+            ),
+        ] {
+            let limit = if field == "max_tokens" {
+                "4000".to_owned()
+            } else {
+                r#"{"maxOutputTokens":4000,"temperature":0.5}"#.to_owned()
+            };
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"content":{deep}}}],"{field}":{limit}}}"#);
+            let fields: model::Skimmed = serde_json::from_str(&body).expect("the skim reads it");
+            let out = rewrite(provider, path, body.as_bytes(), &fields, Some(12), false)
+                .expect("no depth limit");
+            let out = String::from_utf8(out).expect("utf-8");
+            assert!(out.contains(&deep), "the nested value is copied as sent");
+            let changed = out.replace(&deep, "0");
+            let changed: Value = serde_json::from_str(&changed).expect("JSON");
+            match provider {
+                Provider::Gemini => {
+                    assert_eq!(changed["generationConfig"]["maxOutputTokens"], 12);
+                    assert_eq!(changed["generationConfig"]["temperature"], 0.5);
+                }
+                _ => assert_eq!(changed["max_tokens"], 12),
+            }
+        }
     }
 
     #[test]
@@ -326,38 +413,62 @@ mod tests {
         );
         assert_eq!(requested_output(Provider::Gemini, &object(json!({}))), None);
 
-        let mut body = object(json!({"model": "m"}));
-        set_output_limit(
+        let body = clamped(
             Provider::Gemini,
             "/v1beta/models/m:generateContent",
-            &mut body,
+            json!({"model": "m"}),
             42,
         );
         assert_eq!(body["generationConfig"]["maxOutputTokens"], 42);
-        let mut body = object(json!({"max_tokens": 1000}));
-        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 10);
-        assert_eq!(body, object(json!({"max_tokens": 10})));
-        let mut body = object(json!({}));
-        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 10);
-        assert_eq!(body, object(json!({"max_completion_tokens": 10})));
+        let body = clamped(
+            Provider::Openai,
+            "/v1/chat/completions",
+            json!({"max_tokens": 1000}),
+            10,
+        );
+        assert_eq!(body, json!({"max_tokens": 10}));
+        let body = clamped(Provider::Openai, "/v1/chat/completions", json!({}), 10);
+        assert_eq!(body, json!({"max_completion_tokens": 10}));
+        let body = clamped(Provider::Openai, "/v1/responses", json!({}), 10);
+        assert_eq!(body, json!({"max_output_tokens": 10}));
+        let body = clamped(
+            Provider::Anthropic,
+            "/v1/messages",
+            json!({"max_tokens": 4000, "model": "c"}),
+            10,
+        );
+        assert_eq!(body, json!({"max_tokens": 10, "model": "c"}));
+        // A config that is not an object is replaced, as a parse into a map would.
+        let body = clamped(
+            Provider::Gemini,
+            "/v1beta/models/m:generateContent",
+            json!({"generationConfig": null}),
+            3,
+        );
+        assert_eq!(body, json!({"generationConfig": {"maxOutputTokens": 3}}));
     }
 
     #[test]
     fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
         let both = object(json!({"max_tokens": 60000, "max_completion_tokens": 10}));
         assert_eq!(requested_output(Provider::Openai, &both), Some(60000));
-        let mut body = both.clone();
-        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 7);
-        assert_eq!(
-            body,
-            object(json!({"max_tokens": 7, "max_completion_tokens": 7}))
+        let body = clamped(
+            Provider::Openai,
+            "/v1/chat/completions",
+            Value::Object(both.clone()),
+            7,
         );
+        assert_eq!(body, json!({"max_tokens": 7, "max_completion_tokens": 7}));
         // Lowered, never raised: the client's smaller limit stays.
-        let mut body = both.clone();
-        set_output_limit(Provider::Openai, "/v1/chat/completions", &mut body, 500);
+        let body = clamped(
+            Provider::Openai,
+            "/v1/chat/completions",
+            Value::Object(both.clone()),
+            500,
+        );
         assert_eq!(
             body,
-            object(json!({"max_tokens": 500, "max_completion_tokens": 10}))
+            json!({"max_tokens": 500, "max_completion_tokens": 10})
         );
         let strings = object(json!({"max_tokens": "60000"}));
         assert_eq!(requested_output(Provider::Openai, &strings), Some(60000));
@@ -366,16 +477,15 @@ mod tests {
 
         let snake = object(json!({"generation_config": {"max_output_tokens": 60000}}));
         assert_eq!(requested_output(Provider::Gemini, &snake), Some(60000));
-        let mut body = snake.clone();
-        set_output_limit(
+        let body = clamped(
             Provider::Gemini,
             "/v1beta/models/m:generateContent",
-            &mut body,
+            Value::Object(snake.clone()),
             9,
         );
         assert_eq!(
             body,
-            object(json!({"generation_config": {"max_output_tokens": 9}})),
+            json!({"generation_config": {"max_output_tokens": 9}}),
             "lowered where the client put it, no second config"
         );
         let camel_both =
@@ -427,23 +537,33 @@ mod tests {
 
     #[test]
     fn include_usage_is_injected_only_when_missing() {
-        let mut body = object(json!({"stream": true}));
-        assert!(inject_include_usage(
-            Provider::Openai,
-            "/v1/chat/completions",
-            &mut body
+        let path = "/v1/chat/completions";
+        let asks = |body: Value| {
+            let fields = object(body);
+            wants_include_usage(Provider::Openai, path, &fields)
+        };
+        assert!(asks(json!({"stream": true})));
+        assert!(!asks(
+            json!({"stream": true, "stream_options": {"include_usage": true}})
         ));
-        assert_eq!(body["stream_options"]["include_usage"], true);
-        assert!(
-            !inject_include_usage(Provider::Openai, "/v1/chat/completions", &mut body),
-            "already there"
+        assert!(asks(
+            json!({"stream": true, "stream_options": {"include_usage": false}})
+        ));
+        assert!(!asks(json!({"stream": false})));
+        assert!(!wants_include_usage(
+            Provider::Anthropic,
+            "/v1/messages",
+            &object(json!({"stream": true}))
+        ));
+        let body = json!({"stream": true, "stream_options": {"include_usage": false, "x": 1}});
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let out =
+            rewrite(Provider::Openai, path, &bytes, &object(body), None, true).expect("rewritten");
+        let out: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(
+            out,
+            json!({"stream": true, "stream_options": {"include_usage": true, "x": 1}})
         );
-        let mut not_streaming = object(json!({"stream": false}));
-        assert!(!inject_include_usage(
-            Provider::Openai,
-            "/v1/chat/completions",
-            &mut not_streaming
-        ));
         assert!(!wants_include_usage(
             Provider::Openai,
             "/v1/chat/completions",
@@ -473,11 +593,5 @@ mod tests {
             let out: Value = serde_json::from_str(&text).expect("still JSON");
             assert_eq!(out["stream_options"], json!({"include_usage": true}));
         }
-        let mut anthropic = object(json!({"stream": true}));
-        assert!(!inject_include_usage(
-            Provider::Anthropic,
-            "/v1/messages",
-            &mut anthropic
-        ));
     }
 }

@@ -52,6 +52,8 @@ pub struct UsageRecord {
     pub cost: Nanodollars,
     pub latency_ms: u64,
     pub source: CostSource,
+    /// The provider reported more output than the request allowed (see `meter`).
+    pub over_allowed: bool,
     /// The key's spend right after this request settled.
     pub spend: SpendState,
 }
@@ -59,7 +61,7 @@ pub struct UsageRecord {
 /// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
 /// (each run opens its cursors and checks its transaction again).
 const ROWS_PER_INSERT: usize = 32;
-const COLUMNS: usize = 12;
+const COLUMNS: usize = 13;
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Appends `records` to the usage log and adds them to the per-day rollup the reports read.
@@ -117,7 +119,8 @@ fn insert_sql(rows: usize) -> String {
     let row = format!("({})", ["?"; COLUMNS].join(", "));
     format!(
         "INSERT INTO usage (key_id, at_ms, provider, model, status, input_tokens, \
-         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source) \
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source, \
+         over_allowed) \
          VALUES {}",
         vec![row; rows].join(", ")
     )
@@ -142,6 +145,7 @@ fn insert_rows(
             &nanos_to_sql(record.cost),
             &sql_count(record.latency_ms),
             &record.source.as_str(),
+            &record.over_allowed,
         ];
         for (column, value) in values.into_iter().enumerate() {
             statement.raw_bind_parameter(i * COLUMNS + column + 1, value)?;
@@ -422,6 +426,7 @@ mod tests {
             } else {
                 CostSource::Reported
             },
+            over_allowed: false,
             spend: SpendState::default(),
         }
     }

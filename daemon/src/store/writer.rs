@@ -341,6 +341,7 @@ mod tests {
             cost: Nanodollars(100 + i),
             latency_ms: 3,
             source: CostSource::Reported,
+            over_allowed: false,
             spend: SpendState::default(),
         }
     }
