@@ -49,7 +49,7 @@ mod model;
 mod rewrite;
 mod route;
 mod upload_url;
-mod upstream;
+pub(crate) mod upstream;
 pub mod usage;
 
 use std::net::{IpAddr, SocketAddr};
