@@ -23,6 +23,30 @@ use crate::store::{AuditRecord, Store};
 /// How stale `last_used_at` may be on disk: it is written at most once a minute per token.
 const LAST_USED_WRITE_INTERVAL: SignedDuration = SignedDuration::from_secs(60);
 
+/// Why a presented admin credential was refused: a metrics label and a log field, never
+/// anything of the credential itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer …` at all.
+    Missing,
+    /// Not an admin token (wrong prefix, length or checksum): a typo, or a guess.
+    Malformed,
+    /// A well-formed token that was never issued here.
+    Unknown,
+    Revoked,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+            AuthFailure::Revoked => "revoked",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenRecord {
     pub id: String,
@@ -143,17 +167,22 @@ impl AdminTokens {
         Ok(token.view())
     }
 
-    /// The actor for a presented bearer token, if it is a live admin token. Checksum first,
-    /// then the hash; records when it was last used (on disk at most once a minute).
-    pub fn authenticate(&self, presented: &str) -> Option<Actor> {
-        let parsed = AdminToken::parse(presented).ok()?;
+    /// The actor for a presented bearer token if it is a live admin token, else why not.
+    /// Checksum first, then the hash; records when it was last used (on disk at most once a
+    /// minute).
+    pub fn authenticate(&self, presented: &str) -> std::result::Result<Actor, AuthFailure> {
+        let parsed = AdminToken::parse(presented).map_err(|_| AuthFailure::Malformed)?;
         let hash = parsed.hash();
         let now = self.clock.now();
         let mut token = self
             .read()
             .iter()
-            .find(|t| t.hash == hash && t.revoked_at.is_none())
-            .cloned()?;
+            .find(|t| t.hash == hash)
+            .cloned()
+            .ok_or(AuthFailure::Unknown)?;
+        if token.revoked_at.is_some() {
+            return Err(AuthFailure::Revoked);
+        }
         let actor = Actor(format!("token:{}", token.id));
         let stale = token
             .last_used_at
@@ -171,7 +200,7 @@ impl AdminTokens {
                 }
             });
         }
-        Some(actor)
+        Ok(actor)
     }
 
     fn replace(&self, token: TokenRecord) {

@@ -69,6 +69,12 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Connections the HTTPS listener holds at once; beyond, closed before any TLS.
+    pub max_connections: usize,
+    /// Connections the Unix socket holds at once; beyond, closed at once.
+    pub socket_max_connections: usize,
+    /// Longest an HTTPS connection may take to finish TLS and its first request's headers.
+    pub auth_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -130,6 +136,9 @@ pub struct AdminFile {
     pub listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub max_connections: Option<u64>,
+    pub socket_max_connections: Option<u64>,
+    pub auth_timeout: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -283,6 +292,12 @@ impl Config {
                 listen: parse_addr("admin.listen", admin.listen.as_deref())?,
                 tls_cert: admin.tls_cert,
                 tls_key: admin.tls_key,
+                max_connections: positive("admin.max_connections", admin.max_connections)?,
+                socket_max_connections: positive(
+                    "admin.socket_max_connections",
+                    admin.socket_max_connections,
+                )?,
+                auth_timeout: duration("admin.auth_timeout", admin.auth_timeout)?,
             },
             providers,
         })
@@ -377,6 +392,11 @@ fn merge_admin(user: AdminFile, default: AdminFile) -> AdminFile {
         listen: user.listen.or(default.listen),
         tls_cert: user.tls_cert.or(default.tls_cert),
         tls_key: user.tls_key.or(default.tls_key),
+        max_connections: user.max_connections.or(default.max_connections),
+        socket_max_connections: user
+            .socket_max_connections
+            .or(default.socket_max_connections),
+        auth_timeout: user.auth_timeout.or(default.auth_timeout),
     }
 }
 
@@ -453,8 +473,14 @@ fn duration(field: &str, value: Option<String>) -> anyhow::Result<Duration> {
     Ok(parsed)
 }
 
+/// The admin socket's mode. Whoever may connect to the socket is an administrator, so a
+/// mode that lets in users outside the socket's owner and group is refused, not served.
 fn parse_mode(text: &str) -> anyhow::Result<u32> {
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode & 0o007 != 0 && mode <= 0o777 => bail!(
+            "admin.socket_mode: {text:?} would let every local user manage keys (its last \
+             digit, for others, must be 0); use \"0660\" and add operators to the socket's group"
+        ),
         Ok(mode) if mode <= 0o777 => Ok(mode),
         _ => bail!("admin.socket_mode: {text:?} is not an octal file mode like \"0660\""),
     }
@@ -599,6 +625,17 @@ mod tests {
             ),
             ("[admin]\ntls_cert = \"/etc/cert.pem\"", "admin.tls_key"),
             ("[admin]\ntls_key = \"/etc/key.pem\"", "admin.tls_cert"),
+            (
+                "[admin]\nsocket_mode = \"0666\"",
+                "admin.socket_mode: \"0666\" would let every local user",
+            ),
+            ("[admin]\nsocket_mode = \"0661\"", "every local user"),
+            ("[admin]\nmax_connections = 0", "admin.max_connections"),
+            (
+                "[admin]\nsocket_max_connections = 0",
+                "admin.socket_max_connections",
+            ),
+            ("[admin]\nauth_timeout = \"0s\"", "admin.auth_timeout"),
         ] {
             let err = load_str(text).expect_err(text);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");

@@ -7,9 +7,10 @@
 //! - [`keys`]: the in-memory key table and the service that changes keys.
 //! - [`proxy`]: the data plane's request pipeline (SPEC §3).
 //! - [`admin_api`]: the management API router (SPEC §6), [`admin_tokens`] for HTTPS,
-//!   [`tls`] for its certificate, [`metrics`] for `/metrics`.
-//! - [`server`]: listeners, HTTP/1 serving and draining; [`event_loops`]: the proxy's
-//!   thread-per-core runtimes.
+//!   [`admin_guard`] for its failed logins, [`tls`] for its certificate, [`metrics`] for
+//!   `/metrics`.
+//! - [`server`]: listeners, connection caps, HTTP/1 serving and draining; [`fd_budget`]: the
+//!   caps against the open-files limit; [`event_loops`]: the proxy's thread-per-core runtimes.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers;
 //!   [`protocol_errors`]: hyper's own refusals of malformed HTTP in the same error shape.
 //!
@@ -17,12 +18,14 @@
 //! signal, so tests can call `run` with their own listeners, clock and shutdown future.
 
 pub mod admin_api;
+pub mod admin_guard;
 pub mod admin_tokens;
 pub mod clock;
 pub mod config;
 pub mod cpu_affinity;
 pub mod error;
 pub mod event_loops;
+pub mod fd_budget;
 pub mod http_util;
 pub mod keys;
 pub mod limits;
@@ -87,6 +90,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         cache: Arc::clone(&cache),
         usage: usage.clone(),
+        failed_logins: admin_guard::FailedLogins::new(Arc::clone(&clock)),
     });
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
@@ -132,8 +136,14 @@ pub async fn run(
             header_read_timeout: config.proxy.header_read_timeout,
             drain_timeout: config.proxy.drain_timeout,
         },
+        Arc::clone(&metrics),
         stop.clone(),
     ));
+    let admin_limits = server::AdminLimits {
+        https_max_connections: config.admin.max_connections,
+        socket_max_connections: config.admin.socket_max_connections,
+        auth_timeout: config.admin.auth_timeout,
+    };
     let admin_addr = listeners
         .admin_https
         .local_addr()
@@ -142,12 +152,14 @@ pub async fn run(
         listeners.admin_https,
         tls_config,
         Arc::clone(&admin),
+        admin_limits,
         stop.clone(),
     ));
     let admin_task = tokio::spawn(server::serve_admin_socket(
         listeners.admin_socket,
         listeners.admin_socket_path.clone(),
         admin,
+        admin_limits,
         stop.clone(),
     ));
     tokio::spawn(reload_on_sighup(cert, stop.clone()));

@@ -44,6 +44,13 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
+    // Before any listener: the connection caps must fit the open-files limit (raised if
+    // need be), or a flood of one listener could starve the others (`fd_budget`).
+    if let Err(err) = gatewayd::fd_budget::apply(&config) {
+        tracing::error!(error = format!("{err:#}"), "cannot start");
+        eprintln!("gatewayd: {err:#}");
+        return ExitCode::FAILURE;
+    }
     // The main runtime runs the control plane (management API, usage writer, accepting proxy
     // connections); proxy connections are served on their own per-core event loops
     // (`gatewayd::event_loops`), started by `run`.

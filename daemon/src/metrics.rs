@@ -2,7 +2,8 @@
 //!
 //! An explicit registry (no global recorder), so tests can read what a daemon reports. Labels
 //! are bounded by construction: a provider name or `none`, a SPEC error code or a response
-//! class, an authentication failure reason. Never a key, prefix, model string or message.
+//! class, an authentication failure reason, a listener's name. Never a key, prefix, model
+//! string, client address or message.
 
 use gateway_shared::{ErrorCode, Provider};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +28,12 @@ pub struct ProviderLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `proxy`, `admin_https` or `admin_socket`.
+    pub listener: &'static str,
 }
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
@@ -64,6 +71,12 @@ pub struct Metrics {
     pub usage_over_allowed: Family<ProviderLabels, Counter>,
     pub usage_queue_depth: Gauge,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Failed admin-token authentications on the HTTPS listener, by `AuthFailure` reason.
+    pub admin_auth_failures: Family<ReasonLabels, Counter>,
+    /// Failed admin authentications answered late (the address failed repeatedly).
+    pub admin_auth_slowed: Counter,
+    /// Connections refused at a listener's connection cap.
+    pub connections_refused: Family<ListenerLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -83,6 +96,9 @@ impl Metrics {
         let usage_over_allowed = Family::<ProviderLabels, Counter>::default();
         let usage_queue_depth = Gauge::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let admin_auth_failures = Family::<ReasonLabels, Counter>::default();
+        let admin_auth_slowed = Counter::default();
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "requests",
             "Proxied and refused requests by provider and outcome",
@@ -129,6 +145,21 @@ impl Metrics {
             "Refused credentials by reason",
             auth_failures.clone(),
         );
+        registry.register(
+            "admin_auth_failures",
+            "Refused admin tokens on the HTTPS management listener by reason",
+            admin_auth_failures.clone(),
+        );
+        registry.register(
+            "admin_auth_slowed",
+            "Refused admin authentications answered after a delay (repeated failures)",
+            admin_auth_slowed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at a listener's connection cap",
+            connections_refused.clone(),
+        );
         let by_provider = REQUEST_PROVIDERS.map(|provider| {
             let count = |code| {
                 requests
@@ -165,6 +196,9 @@ impl Metrics {
             usage_over_allowed,
             usage_queue_depth,
             auth_failures,
+            admin_auth_failures,
+            admin_auth_slowed,
+            connections_refused,
         }
     }
 
@@ -222,6 +256,20 @@ impl Metrics {
         };
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a refused admin token by its reason (`AuthFailure::as_str`).
+    pub fn admin_auth_failure(&self, reason: &'static str) {
+        self.admin_auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a connection refused at `listener`'s cap.
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 }

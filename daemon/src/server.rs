@@ -6,6 +6,14 @@
 //! that connects and says nothing would hold a connection forever. Every connection's socket
 //! is wrapped in `ProtocolErrors`, so that what hyper refuses itself is answered in the SPEC's
 //! error shape too.
+//!
+//! Every listener has its own connection cap, so a flood of one cannot take the file
+//! descriptors the others need (their sum fits the open-files limit: `fd_budget`). Beyond
+//! its cap the proxy answers a fast 503 from a small pool of refusal slots, and closes the
+//! connection unanswered when those are busy too; the management listeners close it at once
+//! (HTTPS before any TLS work). An HTTPS management connection has `auth_timeout` to finish
+//! its handshake and send its first request's headers, so an unauthenticated client cannot
+//! sit on a slot.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -19,7 +27,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_api::{AdminApi, Transport};
@@ -27,6 +36,7 @@ use crate::config::Config;
 use crate::error::{GatewayError, Plane};
 use crate::event_loops::EventLoops;
 use crate::keys::Actor;
+use crate::metrics::Metrics;
 use crate::protocol_errors::ProtocolErrors;
 use crate::proxy::Proxy;
 use gateway_shared::ErrorCode;
@@ -35,6 +45,23 @@ use gateway_shared::ErrorCode;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for open management connections.
 const ADMIN_DRAIN: Duration = Duration::from_secs(10);
+/// At most one "connection cap reached" warning per listener this often.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Limits of the management listeners (from `[admin]` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    pub https_max_connections: usize,
+    pub socket_max_connections: usize,
+    /// Longest an HTTPS connection may take to finish TLS and its first request's headers.
+    pub auth_timeout: Duration,
+}
+
+/// How many connections beyond the proxy's cap may be answered 503 at once; beyond these
+/// they are closed unanswered (each answer holds a descriptor for up to 5 s).
+pub fn refusal_slots(max_connections: usize) -> usize {
+    (max_connections / 16).max(16)
+}
 
 /// The sockets the daemon serves, bound before [`crate::run`] so that start-up fails early
 /// (and tests can bind port 0 and learn the address).
@@ -117,9 +144,12 @@ pub async fn serve_admin_socket(
     listener: UnixListener,
     path: PathBuf,
     api: Arc<AdminApi>,
+    limits: AdminLimits,
     stop: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.socket_max_connections));
+    let mut at_cap = CapWarning::new("admin_socket", limits.socket_max_connections);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -132,6 +162,11 @@ pub async fn serve_admin_socket(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            api.metrics.connection_refused("admin_socket");
+            at_cap.refused();
+            continue;
         };
         // The peer's uid is the actor of every change made on this connection.
         let actor = match stream.peer_cred() {
@@ -159,6 +194,7 @@ pub async fn serve_admin_socket(
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "admin connection ended with an error");
             }
@@ -176,56 +212,89 @@ pub async fn serve_admin_socket(
     }
 }
 
-/// How long a client may take to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves the management API over HTTPS until `stop` fires. Every request needs an admin
 /// token (`AdminApi::handle_https`).
 pub async fn serve_admin_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<AdminApi>,
+    limits: AdminLimits,
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.https_max_connections));
+    let mut at_cap = CapWarning::new("admin_https", limits.https_max_connections);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        let Ok((stream, peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin HTTPS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Beyond the cap: closed before any TLS work.
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            api.metrics.connection_refused("admin_https");
+            at_cap.refused();
             continue;
         };
         let acceptor = acceptor.clone();
         let api = Arc::clone(&api);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // A client that connects and never finishes the handshake is dropped.
-            let stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let _permit = permit;
+            // The handshake and the first request's headers share one deadline.
+            let deadline = Instant::now() + limits.auth_timeout;
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake not finished within the auth timeout");
+                    return;
+                }
+            };
+            let first_request = Arc::new(Notify::new());
             let (stream, served) = ProtocolErrors::new(stream);
-            let service = service_fn(move |request| {
-                served.mark();
-                let api = Arc::clone(&api);
-                async move { Ok::<_, std::convert::Infallible>(api.handle_https(request).await) }
-            });
+            let service = {
+                let first_request = Arc::clone(&first_request);
+                service_fn(move |request| {
+                    served.mark();
+                    first_request.notify_one();
+                    let api = Arc::clone(&api);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(api.handle_https(peer, request).await)
+                    }
+                })
+            };
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection).await {
+            let connection = watcher.watch(connection);
+            tokio::pin!(connection);
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(err) = ended {
+                        tracing::debug!(error = %err, "admin HTTPS connection ended with an error");
+                    }
+                    return;
+                }
+                () = first_request.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(%peer, "no request within the auth timeout; closing");
+                    return;
+                }
+            }
+            if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "admin HTTPS connection ended with an error");
             }
         });
@@ -256,10 +325,13 @@ pub async fn serve_proxy(
     proxy: Arc<Proxy>,
     loops: Arc<EventLoops>,
     limits: ProxyLimits,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(refusal_slots(limits.max_connections)));
+    let mut at_cap = CapWarning::new("proxy", limits.max_connections);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -276,7 +348,12 @@ pub async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tokio::spawn(refuse_overloaded(stream));
+            metrics.connection_refused("proxy");
+            at_cap.refused();
+            // With every refusal slot busy too, the connection is closed unanswered.
+            if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(refuse_overloaded(stream, slot));
+            }
             continue;
         };
         // The socket leaves this runtime's driver and joins the chosen loop's.
@@ -331,8 +408,11 @@ pub async fn serve_proxy(
                 break;
             }
             accepted = listener.accept() => {
-                if let Ok((stream, peer)) = accepted {
-                    tokio::spawn(serve_one_and_close(stream, peer, Arc::clone(&proxy)));
+                // Bounded like the refusals beyond the cap: a flood while draining closes.
+                if let Ok((stream, peer)) = accepted
+                    && let Ok(slot) = Arc::clone(&refusals).try_acquire_owned()
+                {
+                    tokio::spawn(serve_one_and_close(stream, peer, Arc::clone(&proxy), slot));
                 }
             }
         }
@@ -344,6 +424,7 @@ async fn serve_one_and_close(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     proxy: Arc<Proxy>,
+    _slot: OwnedSemaphorePermit,
 ) {
     let (stream, served) = ProtocolErrors::new(stream);
     let service = service_fn(move |request| {
@@ -360,7 +441,7 @@ async fn serve_one_and_close(
 }
 
 /// Beyond the connection cap: answer one fast 503 and close, rather than queue.
-async fn refuse_overloaded(stream: tokio::net::TcpStream) {
+async fn refuse_overloaded(stream: tokio::net::TcpStream, _slot: OwnedSemaphorePermit) {
     let (stream, served) = ProtocolErrors::new(stream);
     let service = service_fn(move |_request| {
         served.mark();
@@ -386,4 +467,43 @@ async fn overloaded() -> Result<crate::http_util::Response, std::convert::Infall
         http::HeaderValue::from_static("close"),
     );
     Ok(response)
+}
+
+/// "Connection cap reached" for one listener: the first refusal is said at once, then at
+/// most once per [`CAP_WARNING_EVERY`] with the count since; a flood writes a few lines,
+/// not one per connection. Owned by the listener's accept loop.
+struct CapWarning {
+    listener: &'static str,
+    cap: usize,
+    last: Option<Instant>,
+    refused: u64,
+}
+
+impl CapWarning {
+    fn new(listener: &'static str, cap: usize) -> CapWarning {
+        CapWarning {
+            listener,
+            cap,
+            last: None,
+            refused: 0,
+        }
+    }
+
+    fn refused(&mut self) {
+        self.refused += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= CAP_WARNING_EVERY)
+        {
+            tracing::warn!(
+                listener = self.listener,
+                cap = self.cap,
+                refused = self.refused,
+                "connection cap reached; closing new connections"
+            );
+            self.last = Some(now);
+            self.refused = 0;
+        }
+    }
 }

@@ -5,7 +5,15 @@
 //! that is slow here and would be a second implementation). A reload that fails (missing
 //! file, corrupt PEM, key not matching) keeps serving the old certificate and says why in
 //! the log; in-flight connections always finish on the certificate they started with.
+//!
+//! The private key must be its owner's alone (checked at start-up and at every reload):
+//! whoever reads it can pose as the admin listener and collect the admin tokens clients
+//! send. The daemon's own self-signed key is narrowed back to 0600 when found wider (as the
+//! database is): nothing else has a reason to read it. A configured key is the operator's
+//! file, perhaps shared on purpose with another service through its group; changing its
+//! mode behind their back could break that service, so it is refused, saying how to fix it.
 
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -22,6 +30,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub struct CertSource {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The daemon's own self-signed pair: a key found readable by others is narrowed, not
+    /// refused.
+    pub generated: bool,
 }
 
 impl CertSource {
@@ -31,12 +42,17 @@ impl CertSource {
         data_dir: &Path,
     ) -> anyhow::Result<CertSource> {
         if let Some((cert, key)) = configured {
-            return Ok(CertSource { cert, key });
+            return Ok(CertSource {
+                cert,
+                key,
+                generated: false,
+            });
         }
         let dir = data_dir.join("tls");
         let source = CertSource {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
+            generated: true,
         };
         if !source.cert.exists() || !source.key.exists() {
             generate_self_signed(&dir, &source)?;
@@ -54,7 +70,7 @@ impl CertSource {
             "{} holds no certificate",
             self.cert.display()
         );
-        let key = PrivateKeyDer::from_pem_file(&self.key)
+        let key = PrivateKeyDer::from_pem_slice(&self.read_private_key()?)
             .with_context(|| format!("reading private key {}", self.key.display()))?;
         let signing = provider::sign::any_supported_type(&key)
             .with_context(|| format!("unsupported private key in {}", self.key.display()))?;
@@ -67,6 +83,43 @@ impl CertSource {
             )
         })?;
         Ok(Arc::new(certified))
+    }
+}
+
+impl CertSource {
+    /// The key file's bytes, if only its owner may use it (the generated key is narrowed to
+    /// that first). The mode is read from the opened file, so it is the file that is read.
+    fn read_private_key(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.key.display();
+        let mut file = std::fs::File::open(&self.key)
+            .with_context(|| format!("reading private key {path}"))?;
+        let mode = file
+            .metadata()
+            .with_context(|| format!("reading the mode of {path}"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            if !self.generated {
+                let open = if mode & 0o044 != 0 {
+                    "readable by other users"
+                } else {
+                    "open to other users"
+                };
+                anyhow::bail!(
+                    "admin.tls_key {path} is {open} (mode {mode:03o}): whoever can read it can \
+                     pose as this admin listener and collect the admin tokens sent to it; make it \
+                     private to the user gatewayd runs as: chmod 600 {path}"
+                );
+            }
+            tracing::warn!(key = %path, mode = format!("{mode:03o}"), "the admin TLS key was open to other users; narrowing it to its owner (0600)");
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("narrowing the mode of {path}"))?;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading private key {path}"))?;
+        Ok(bytes)
     }
 }
 
@@ -176,5 +229,45 @@ mod tests {
             Arc::ptr_eq(&before, &cert.current.read().expect("lock")),
             "old certificate kept"
         );
+    }
+
+    #[test]
+    fn a_key_open_to_others_is_refused_if_configured_and_narrowed_if_generated() {
+        let dir = tempfile::tempdir().expect("dir");
+        let generated = CertSource::resolve(None, dir.path()).expect("generated");
+        let chmod = |mode| {
+            std::fs::set_permissions(&generated.key, std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+        };
+        let mode = || {
+            std::fs::metadata(&generated.key)
+                .expect("key")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let configured = CertSource::resolve(
+            Some((generated.cert.clone(), generated.key.clone())),
+            Path::new("/nonexistent"),
+        )
+        .expect("configured");
+        for (open, says) in [
+            (0o644, "is readable by other users (mode 644)"),
+            (0o640, "is readable by other users (mode 640)"),
+            (0o620, "is open to other users (mode 620)"),
+        ] {
+            chmod(open);
+            let err = format!("{:#}", configured.load().expect_err("refused"));
+            assert!(err.contains(says), "{err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", generated.key.display())),
+                "{err}"
+            );
+            assert_eq!(mode(), open, "the operator's file is left alone");
+
+            generated.load().expect("the daemon's own key is narrowed");
+            assert_eq!(mode(), 0o600);
+        }
+        configured.load().expect("a private key loads");
     }
 }

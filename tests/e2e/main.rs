@@ -19,12 +19,15 @@
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
 //!   and by mouse click.
+//! - `admin_plane`: the management plane under attack: connection floods against the
+//!   open-files limit, settings that let others in, failed admin logins (issue #20).
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
 //! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
 //!   on the socket only, and clear exit codes for a bad token, certificate or address.
 //! - `install`: install.sh into a temporary prefix, twice.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
+mod admin_plane;
 mod clock;
 mod edge;
 mod gwctl;

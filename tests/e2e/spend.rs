@@ -619,6 +619,7 @@ async fn a_thousand_requests_ending_every_way_leave_no_reservation_open() {
         extra_config: BUDGET_PRICES.to_owned(),
         proxy_config: "upstream_idle_timeout = \"300ms\"".into(),
         log_filter: "info".into(),
+        ..Default::default()
     })
     .await;
     let (_, key, _) = gateway

@@ -24,10 +24,14 @@ pub struct GatewayOptions {
     pub extra_config: String,
     /// Lines for the `[proxy]` section (the harness writes the header and `listen`).
     pub proxy_config: String,
+    /// Lines for the `[admin]` section (the harness writes the header, `socket` and `listen`).
+    pub admin_config: String,
     /// `GATEWAYD_LOG` filter. Trace by default, so that secret-leak checks see everything.
     pub log_filter: String,
     /// Point all three providers at this mock, with credentials from `PROVIDER_KEYS`.
     pub mock: Option<MockProvider>,
+    /// Start the daemon under this open-files limit (soft, hard), as `ulimit -n` would.
+    pub open_files_limit: Option<(u64, u64)>,
 }
 
 impl Default for GatewayOptions {
@@ -35,8 +39,10 @@ impl Default for GatewayOptions {
         Self {
             extra_config: String::new(),
             proxy_config: String::new(),
+            admin_config: String::new(),
             log_filter: "trace".into(),
             mock: None,
+            open_files_limit: None,
         }
     }
 }
@@ -102,7 +108,8 @@ impl Gateway {
         let socket = root.join("run/admin.sock");
         let config_path = root.join("gatewayd.toml");
         let mut config = format!(
-            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\nlisten = \"127.0.0.1:0\"\n[proxy]\n{}\n{}\n",
+            "data_dir = {data_dir:?}\n[admin]\nsocket = {socket:?}\nlisten = \"127.0.0.1:0\"\n{}\n[proxy]\n{}\n{}\n",
+            options.admin_config,
             if options.proxy_config.contains("listen") {
                 ""
             } else {
@@ -153,9 +160,13 @@ impl Gateway {
 
     /// Starts the daemon and waits for its ready line.
     async fn spawn(&mut self) {
-        let mut child = gatewayd_command(&self.config_path, &self.options.log_filter)
-            .spawn()
-            .expect("spawning gatewayd");
+        let mut child = gatewayd_command_limited(
+            &self.config_path,
+            &self.options.log_filter,
+            self.options.open_files_limit,
+        )
+        .spawn()
+        .expect("spawning gatewayd");
         let stderr = child.stderr.take().expect("piped stderr");
         let (ready_tx, ready_rx) = oneshot::channel::<String>();
         let logs = Arc::clone(&self.logs);
@@ -265,7 +276,28 @@ impl Gateway {
 
 /// The command that starts gatewayd with a config, logs piped.
 pub fn gatewayd_command(config: &Path, log_filter: &str) -> Command {
-    let mut command = Command::new(crate::binaries::gatewayd());
+    gatewayd_command_limited(config, log_filter, None)
+}
+
+/// The same, under an open-files limit (soft, hard) set by `sh` before it execs gatewayd
+/// (the same process, so its pid and signals are gatewayd's).
+pub fn gatewayd_command_limited(
+    config: &Path,
+    log_filter: &str,
+    open_files_limit: Option<(u64, u64)>,
+) -> Command {
+    let mut command = match open_files_limit {
+        None => Command::new(crate::binaries::gatewayd()),
+        Some((soft, hard)) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(r#"ulimit -Sn "$1" && ulimit -Hn "$0" && shift && exec "$@""#)
+                .arg(hard.to_string())
+                .arg(soft.to_string())
+                .arg(crate::binaries::gatewayd());
+            sh
+        }
+    };
     command
         .arg("--config")
         .arg(config)

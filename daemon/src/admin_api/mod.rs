@@ -3,6 +3,8 @@
 //! Transports differ only in how they authenticate and whom they name as the actor: the Unix
 //! socket's peer uid, or the admin token presented over HTTPS (checked here, in
 //! [`AdminApi::handle_https`]). Admin tokens themselves are managed on the socket only.
+//! A refused token is counted against the client's address (`admin_guard`): its answer may
+//! wait, it closes the connection, and a warning names the address.
 //! Handlers are thin: decode a `shared::api` type, call a service, encode the answer.
 
 mod admin_tokens;
@@ -12,12 +14,14 @@ mod query;
 mod strict_json;
 
 use gateway_shared::key::redact_secrets;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gateway_shared::ErrorCode;
 use hyper::body::Incoming;
 
-use crate::admin_tokens::AdminTokens;
+use crate::admin_guard::FailedLogins;
+use crate::admin_tokens::{AdminTokens, AuthFailure};
 use crate::error::{GatewayError, Plane};
 use crate::http_util::{self, Response};
 use crate::keys::{Actor, KeyCache, KeyService};
@@ -43,6 +47,8 @@ pub struct AdminApi {
     pub metrics: Arc<Metrics>,
     pub cache: Arc<KeyCache>,
     pub usage: UsageWriter,
+    /// Failed HTTPS authentications per client address: their delay and warnings.
+    pub failed_logins: FailedLogins,
 }
 
 impl AdminApi {
@@ -60,8 +66,14 @@ impl AdminApi {
     }
 
     /// HTTPS: every request needs `Authorization: Bearer gwadm-…` naming a live admin token;
-    /// the token's id is the actor.
-    pub async fn handle_https(&self, mut request: http::Request<Incoming>) -> Response {
+    /// the token's id is the actor. A refusal is answered after the delay `client`'s
+    /// failures have earned (none for the first few) and closes the connection, so an
+    /// unauthenticated client cannot keep its connection slot by trying again on it.
+    pub async fn handle_https(
+        &self,
+        client: SocketAddr,
+        mut request: http::Request<Incoming>,
+    ) -> Response {
         if let Some(value) = request.headers_mut().get_mut(http::header::AUTHORIZATION) {
             value.set_sensitive(true);
         }
@@ -70,20 +82,25 @@ impl AdminApi {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::http_util::bearer_token);
-        match presented.and_then(|token| self.tokens.authenticate(token)) {
-            Some(actor) => self.handle(actor, Transport::Https, request).await,
-            None => {
-                self.metrics.auth_failure(ErrorCode::Unauthorized);
-                let has_body = !hyper::body::Body::is_end_stream(request.body());
-                let refusal = GatewayError::new(
-                    ErrorCode::Unauthorized,
-                    "This listener needs Authorization: Bearer with a live admin token \
-                     (create one with gwctl admin-tokens create on the server).",
-                )
-                .into_response(Plane::Management);
-                closing_if(has_body, refusal)
-            }
+        let reason = match presented.map(|token| self.tokens.authenticate(token)) {
+            Some(Ok(actor)) => return self.handle(actor, Transport::Https, request).await,
+            Some(Err(reason)) => reason,
+            None => AuthFailure::Missing,
+        };
+        self.metrics.auth_failure(ErrorCode::Unauthorized);
+        self.metrics.admin_auth_failure(reason.as_str());
+        let delay = self.failed_logins.failed(client, reason);
+        if !delay.is_zero() {
+            self.metrics.admin_auth_slowed.inc();
+            tokio::time::sleep(delay).await;
         }
+        let refusal = GatewayError::new(
+            ErrorCode::Unauthorized,
+            "This listener needs Authorization: Bearer with a live admin token \
+             (create one with gwctl admin-tokens create on the server).",
+        )
+        .into_response(Plane::Management);
+        closing_if(true, refusal)
     }
 
     async fn route(

@@ -52,7 +52,7 @@ mod model;
 mod rewrite;
 mod route;
 mod upload_url;
-mod upstream;
+pub(crate) mod upstream;
 pub mod usage;
 
 use std::net::{IpAddr, SocketAddr};

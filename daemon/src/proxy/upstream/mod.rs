@@ -28,7 +28,7 @@ use pool::{Connector, Pool, SendError};
 /// closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per provider and event loop.
-const POOL_MAX_IDLE: usize = 256;
+pub(crate) const POOL_MAX_IDLE: usize = 256;
 
 pub struct Upstream {
     targets: Vec<Target>,
