@@ -164,9 +164,9 @@ fn install_sh_systemd_writes_the_runtime_directory_socket_into_the_config() {
     assert!(output.status.success(), "install.sh failed:\n{log}");
     let config = std::fs::read_to_string(root.join("etc/gatewayd.toml")).expect("config");
     assert!(
-        config
-            .lines()
-            .any(|line| line.trim_start().starts_with("socket = \"/run/gatewayd/admin.sock\"")),
+        config.lines().any(|line| line
+            .trim_start()
+            .starts_with("socket = \"/run/gatewayd/admin.sock\"")),
         "{config}"
     );
 }

@@ -77,7 +77,10 @@ async fn under_its_unit_the_daemon_serves_the_runtime_directory_socket_and_notif
 
     // gwctl in the unit's environment finds it with no --socket.
     let created = unit
-        .gwctl(Who::Daemon, &["-o", "json", "keys", "create", "--name", "unit"])
+        .gwctl(
+            Who::Daemon,
+            &["-o", "json", "keys", "create", "--name", "unit"],
+        )
         .await;
     assert_eq!(created.code, 0, "gwctl as the daemon's user: {created:?}");
 
@@ -154,6 +157,7 @@ struct Running {
 
 impl Unit {
     fn new() -> Unit {
+        gateway_tests::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("gw-systemd-")
             .tempdir()
@@ -238,18 +242,21 @@ impl Unit {
             ("LOGNAME", "gatewayd".into()),
             ("SHELL", "/usr/sbin/nologin".into()),
             ("INVOCATION_ID", "4f6e0c1d2b3a49d8a7c6b5e4f3a2b1c0".into()),
-            ("RUNTIME_DIRECTORY", self.runtime_dir.clone().into_os_string()),
+            (
+                "RUNTIME_DIRECTORY",
+                self.runtime_dir.clone().into_os_string(),
+            ),
             ("STATE_DIRECTORY", self.state_dir.clone().into_os_string()),
         ]
     }
 
-    /// Starts `gatewayd --config` as the unit does (its user, environment and `UMask=0027`)
+    /// Starts `gatewayd --config` as the unit does (its user, environment and `UMask=0077`)
     /// and waits for its ready line.
     async fn start(&self) -> Running {
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
-            .arg("umask 0027 && exec \"$0\" --config \"$1\"")
+            .arg("umask 0077 && exec \"$0\" --config \"$1\"")
             .arg(self.bin.join("gatewayd"))
             .arg(&self.config)
             .env_clear()
