@@ -10,10 +10,12 @@
 #   --prefix DIR      where bin/ goes (default /usr/local as root, ~/.local otherwise)
 #   --config-dir DIR  where gatewayd.toml goes (default /etc/gatewayd, ~/.config/gatewayd)
 #   --data-dir DIR    database and TLS material (default /var/lib/gatewayd, ~/.local/share/gatewayd)
-#   --socket PATH     admin socket, written into a new config (default: gatewayd's own default)
+#   --socket PATH     admin socket, written into a new config (default: gatewayd's own default;
+#                     with --systemd /run/gatewayd/admin.sock, the unit's RuntimeDirectory)
 #   --proxy-listen A  proxy listen address, written into a new config (default 127.0.0.1:8080)
 #   --admin-listen A  HTTPS management address, written into a new config (default 127.0.0.1:8443)
-#   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only)
+#   --systemd         install /etc/systemd/system/gatewayd.service and start it (root only):
+#                     user and group gatewayd; members of the group can use gwctl
 #   --no-start        install only
 #   --bin-dir DIR     install the gatewayd and gwctl found in DIR instead of building them
 #                     (a build of your own or a CI artifact; the test suite uses its own)
@@ -36,7 +38,7 @@ usage_error() { echo "install.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix|--config-dir|--data-dir|--socket|--proxy-listen|--admin-listen|--bin-dir)
-      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value (see --help)"
+      if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "$1 needs a value (see --help)"; fi
       case "$2" in --*) usage_error "$1 needs a value, not the option $2 (see --help)" ;; esac
       case "$2" in *[[:cntrl:]]*) usage_error "$1: the value has a control character" ;; esac ;;
   esac
@@ -59,6 +61,16 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 if $use_systemd && ! $is_root; then die "--systemd needs root"; fi
+# Under the unit everything but its own directories is read-only (ProtectSystem=strict), and
+# gwctl looks in /run/gatewayd by default: the socket lives in the unit's RuntimeDirectory.
+runtime_dir=/run/gatewayd
+if $use_systemd; then
+  [ -n "$socket" ] || socket="$runtime_dir/admin.sock"
+  case "$socket" in
+    "$runtime_dir"/*) ;;
+    *) usage_error "--socket $socket: under systemd the socket lives in the unit's RuntimeDirectory, $runtime_dir/ (the default is $runtime_dir/admin.sock)" ;;
+  esac
+fi
 
 # 1. Build (unless given binaries).
 if [ -n "$bin_dir" ]; then
@@ -107,6 +119,7 @@ if [ -e "$config" ]; then
 else
   socket_line="# socket = \"/run/gatewayd/admin.sock\"   # default: see gatewayd's docs"
   [ -n "$socket" ] && socket_line="socket = $(toml_str "$socket")"
+  $use_systemd && socket_line="$socket_line               # in the unit's RuntimeDirectory"
   umask 027
   cat > "$config" <<TOML
 # gatewayd configuration. Every field is optional; unset fields use the embedded defaults.
@@ -136,10 +149,21 @@ $start || { say "installed; not started (--no-start)"; exit 0; }
 
 # 4a. systemd.
 if $use_systemd; then
-  command -v systemctl >/dev/null && [ -d /run/systemd/system ] || die "systemd is not running here"
-  id -u gatewayd >/dev/null 2>&1 || useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin gatewayd
+  if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
+    die "systemd is not running here"
+  fi
+  # The group first: it may exist without the user (an operator created it to join it).
+  getent group gatewayd >/dev/null || groupadd --system gatewayd
+  id -u gatewayd >/dev/null 2>&1 \
+    || useradd --system --gid gatewayd --home-dir "$data_dir" --no-create-home \
+         --shell /usr/sbin/nologin gatewayd
   chown -R gatewayd:gatewayd "$data_dir"
   chgrp gatewayd "$config"
+  # The state directory is the data directory when it is the default one; systemd resets its
+  # mode on every start (0755 unless told), and it holds the database and the TLS key.
+  state_directory=""
+  [ "$data_dir" = /var/lib/gatewayd ] && state_directory="StateDirectory=gatewayd
+StateDirectoryMode=0700"
   cat > /etc/systemd/system/gatewayd.service <<UNIT
 [Unit]
 Description=Gateway AI LLM gateway
@@ -147,15 +171,18 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+# gatewayd sends READY=1 once its listeners are up, STOPPING=1 when it starts draining.
+Type=notify
+NotifyAccess=main
 ExecStart=$prefix/bin/gatewayd --config $config
 ExecReload=/bin/kill -HUP \$MAINPID
 User=gatewayd
 Group=gatewayd
-StateDirectory=gatewayd
+$state_directory
+# /run/gatewayd: the admin socket (0660), reachable by the gatewayd group only.
 RuntimeDirectory=gatewayd
 RuntimeDirectoryMode=0750
-UMask=0027
+UMask=0077
 Restart=on-failure
 TimeoutStopSec=45
 LimitNOFILE=65536
@@ -169,6 +196,12 @@ ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+PrivateMounts=yes
+RemoveIPC=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 RestrictNamespaces=yes
 RestrictRealtime=yes
@@ -177,6 +210,8 @@ LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
 CapabilityBoundingSet=
 
 [Install]
@@ -184,9 +219,20 @@ WantedBy=multi-user.target
 UNIT
   systemctl daemon-reload
   systemctl enable gatewayd >/dev/null
-  systemctl restart gatewayd
+  # Type=notify: this returns once gatewayd reported ready, or fails if it did not.
+  systemctl restart gatewayd || die "gatewayd failed to start (journalctl -u gatewayd)"
   say "gatewayd is running under systemd (systemctl status gatewayd; journalctl -u gatewayd)"
-  say "operators join the gatewayd group to use gwctl: usermod -aG gatewayd <user>"
+  # The socket it serves (a kept config may name its own), from the status it reported.
+  served_socket="$(systemctl show --property StatusText --value gatewayd \
+    | sed -n 's/.*, socket \(.*\), [0-9]* keys$/\1/p')"
+  [ -n "$served_socket" ] || served_socket="$socket"
+  say "admin socket: $served_socket (mode 0660, group gatewayd)"
+  say "operators join the gatewayd group to use gwctl: usermod -aG gatewayd USER, then log in again"
+  if [ "$served_socket" = "$runtime_dir/admin.sock" ]; then
+    say "next: gwctl keys create --name my-service"
+  else
+    say "next: gwctl --socket $served_socket keys create --name my-service"
+  fi
   exit 0
 fi
 

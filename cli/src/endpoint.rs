@@ -9,7 +9,11 @@
 //! 3. Otherwise `GWCTL_SOCKET` means the socket, and `GWCTL_URL` or `GWCTL_PROFILE` HTTPS;
 //!    the socket and a remote daemon both named in the environment is a usage error.
 //! 4. Otherwise the profile file's `default_profile`, if there is one, means HTTPS.
-//! 5. Otherwise the default socket.
+//! 5. Otherwise the default socket: the first of `gateway_shared::paths::socket_candidates`
+//!    (the list the daemon binds the first of) that is there. So gwctl in a systemd unit's
+//!    environment finds `$RUNTIME_DIRECTORY/admin.sock`, and an operator in the `gatewayd`
+//!    group, whose own runtime directory has no daemon, finds the system one in
+//!    `/run/gatewayd`. When none is there, the first, which the "cannot reach" error names.
 //!
 //! For HTTPS the URL, the token and the CA certificate each come from the flag (`--url`,
 //! `--token`/`--token-file`, `--ca-cert`), else the variable (`GWCTL_URL`,
@@ -112,11 +116,35 @@ pub fn resolve(
                 config,
             },
             None => {
-                return socket_transport(gateway_shared::paths::default_socket_path(), args);
+                return socket_transport(default_socket(&env), args);
             }
         }
     };
     remote.into_https(args, &env, env_text)
+}
+
+/// The default socket for the environment `env` (step 5 of the module doc).
+fn default_socket(env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    let is_root = gateway_shared::paths::is_root();
+    present_or_first(gateway_shared::paths::socket_candidates(env, is_root))
+}
+
+/// The first path that is there, else the first. "There" includes a path this user may not
+/// even look at (a 0750 runtime directory of a group they are not in): connecting to it then
+/// says to join the socket's group, where skipping it would say "no socket" about another.
+fn present_or_first(candidates: Vec<PathBuf>) -> PathBuf {
+    let absent = |path: &Path| {
+        matches!(
+            std::fs::symlink_metadata(path),
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+        )
+    };
+    candidates
+        .iter()
+        .find(|path| !absent(path))
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(gateway_shared::paths::SYSTEM_SOCKET))
 }
 
 /// Masks every admin token in `text` (`gwadm-` and what follows): for messages that quote

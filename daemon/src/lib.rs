@@ -10,7 +10,8 @@
 //!   [`admin_guard`] for its failed logins, [`tls`] for its certificate, [`metrics`] for
 //!   `/metrics`.
 //! - [`server`]: listeners, connection caps, HTTP/1 serving and draining; [`fd_budget`]: the
-//!   caps against the open-files limit; [`event_loops`]: the proxy's thread-per-core runtimes.
+//!   caps against the open-files limit; [`event_loops`]: the proxy's thread-per-core runtimes;
+//!   [`notify`]: readiness and stopping for systemd.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers;
 //!   [`protocol_errors`]: hyper's own refusals of malformed HTTP in the same error shape.
 //!
@@ -30,6 +31,7 @@ pub mod http_util;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod protocol_errors;
 pub mod proxy;
 pub mod server;
@@ -169,6 +171,14 @@ pub async fn run(
         Arc::clone(&clock),
         stop.clone(),
     ));
+    // Every listener is bound and listening since `Listeners::bind` (the kernel queues
+    // connections until the tasks above accept them). Sent before the ready line, so whoever
+    // reads that line (install.sh, the tests) already has the datagram.
+    notify::ready(&format!(
+        "serving: proxy {proxy_addr}, admin https {admin_addr}, socket {}, {} keys",
+        listeners.admin_socket_path.display(),
+        cache.len()
+    ));
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
@@ -182,6 +192,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    notify::stopping("draining: finishing in-flight requests, then saving usage");
     stop.cancel();
     let (proxy_done, admin_done, https_done) = tokio::join!(proxy_task, admin_task, https_task);
     proxy_done.context("proxy server task panicked")?;

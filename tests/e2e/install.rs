@@ -126,3 +126,47 @@ fn a_flag_without_its_value_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not the option --no-start"), "{stderr}");
 }
+
+/// With `--systemd` the written config names the socket in the unit's RuntimeDirectory, where
+/// gwctl looks by default: it used to leave `socket` commented out, and the daemon (not root
+/// under the unit) bound one inside its 0700 data directory that no operator could reach.
+/// `--systemd` needs root; `--no-start` stops before anything outside the temporary directory
+/// is touched (no user, no unit).
+#[test]
+fn install_sh_systemd_writes_the_runtime_directory_socket_into_the_config() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("install --systemd test: skipped, --systemd needs root");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("gw-install-systemd-")
+        .tempdir()
+        .expect("dir");
+    let root = dir.path();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--systemd")
+        .arg("--no-start")
+        .arg("--prefix")
+        .arg(root.join("prefix"))
+        .arg("--config-dir")
+        .arg(root.join("etc"))
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--bin-dir")
+        .arg(gateway_tests::binaries::built())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running install.sh");
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "install.sh failed:\n{log}");
+    let config = std::fs::read_to_string(root.join("etc/gatewayd.toml")).expect("config");
+    assert!(
+        config.lines().any(|line| line
+            .trim_start()
+            .starts_with("socket = \"/run/gatewayd/admin.sock\"")),
+        "{config}"
+    );
+}

@@ -25,6 +25,8 @@
 //! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
 //!   on the socket only, and clear exit codes for a bad token, certificate or address.
 //! - `install`: install.sh into a temporary prefix, twice.
+//! - `systemd`: the daemon in its systemd unit's environment: user, runtime directory,
+//!   readiness notification, gwctl finding the socket.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
 mod admin_plane;
@@ -45,5 +47,6 @@ mod shutdown;
 mod spend;
 mod startup;
 mod streaming;
+mod systemd;
 mod tidy;
 mod tui;

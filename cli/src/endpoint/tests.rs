@@ -138,15 +138,42 @@ fn describe(transport: &Transport, tokens: &[(&str, &str)]) -> String {
     }
 }
 
+/// In a systemd unit's environment (`RUNTIME_DIRECTORY`, as for `install.sh --systemd`'s
+/// unit) the daemon's socket is found there, with no flag.
 #[test]
 fn nothing_given_means_the_default_socket() {
-    let world = World::new();
+    let mut world = World::new();
+    let runtime_dir = world.path("run");
+    std::fs::create_dir(&runtime_dir).expect("mkdir");
+    std::fs::write(runtime_dir.join("admin.sock"), "").expect("socket stand-in");
+    world.set("RUNTIME_DIRECTORY", runtime_dir.clone());
     let resolved = world.ok(&[]);
     assert_eq!(
         resolved.transport,
-        Transport::Unix(gateway_shared::paths::default_socket_path())
+        Transport::Unix(runtime_dir.join("admin.sock"))
     );
     assert!(resolved.warnings.is_empty());
+}
+
+/// gwctl takes the first default socket that is there: an operator's own daemon, else the
+/// system one; with none there, the first (the one its error names).
+#[test]
+fn the_default_socket_is_the_first_one_there() {
+    let world = World::new();
+    let own = world.path("own/admin.sock");
+    let system = world.path("system/admin.sock");
+    let candidates = || vec![own.clone(), system.clone()];
+    assert_eq!(present_or_first(candidates()), own);
+    std::fs::create_dir(world.path("system")).expect("mkdir");
+    std::fs::write(&system, "").expect("socket stand-in");
+    assert_eq!(present_or_first(candidates()), system);
+    // Below a file is not there either.
+    std::fs::write(world.path("own"), "").expect("file");
+    assert_eq!(present_or_first(candidates()), system);
+    std::fs::remove_file(world.path("own")).expect("rm");
+    std::fs::create_dir(world.path("own")).expect("mkdir");
+    std::fs::write(&own, "").expect("socket stand-in");
+    assert_eq!(present_or_first(candidates()), own);
 }
 
 #[test]
