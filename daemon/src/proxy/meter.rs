@@ -14,6 +14,11 @@
 //! interim report such as Anthropic's `message_start`), the output billed is never less than
 //! what was seen streaming, and the cut compares that same count with the reservation: an
 //! interim report cannot hide a stream's output from either.
+//!
+//! Once the request may have reached the provider (the upstream calls [`SentFlag::set_sent`]
+//! on the meter), its reservation is also an open hold (`spend::holds`) that the usage writer
+//! journals, so that a crash charges it at the next start; the settlement closes the hold
+//! before its usage record is sent, and the record names the hold's journal row, if any.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,10 +30,12 @@ use compact_str::CompactString;
 use gateway_shared::{Nanodollars, Provider};
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::upstream::SentFlag;
 use super::usage::{Observed, UsageObserver, clamp};
 use crate::clock::Clock;
 use crate::http_util::BoxError;
 use crate::metrics::Metrics;
+use crate::spend::holds::HoldCharge;
 use crate::spend::ledger::Reservation;
 use crate::spend::price::{Price, Tokens};
 use crate::store::usage::{CostSource, UsageRecord};
@@ -77,9 +84,13 @@ pub struct Meter {
 impl Meter {
     /// Settles the reservation and queues the usage record. Idempotent.
     pub fn settle(&mut self, observed: &Observed, outcome: Outcome) {
-        let Some(reservation) = self.reservation.take() else {
+        let Some(mut reservation) = self.reservation.take() else {
             return;
         };
+        // Closed before the record is sent: the usage writer relies on that order.
+        let journaled_hold = reservation
+            .take_hold()
+            .and_then(|hold| self.writer.close_hold(hold));
         let outcome = match outcome {
             Outcome::Complete | Outcome::Interrupted if self.unreadable => Outcome::Unreadable,
             outcome => outcome,
@@ -111,6 +122,7 @@ impl Meter {
             latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             source,
             spend,
+            journaled_hold,
         };
         tracing::debug!(key_id = %record.key_id, cost = %cost, source = source.as_str(), "request settled");
         self.writer.record(record);
@@ -119,6 +131,32 @@ impl Meter {
     /// The reservation's amount, when a cut at it applies.
     fn cut_at(&self) -> Option<Nanodollars> {
         self.reservation.as_ref().map(Reservation::amount)
+    }
+}
+
+/// The upstream marks the request sent here: from then on, until it settles, its reservation
+/// is an open hold, charged at the next start if the process dies now. A request handed back
+/// unwritten (`false`) keeps its hold while it is retried on another connection; one that
+/// fails to connect then settles as never sent, closing it.
+impl SentFlag for Meter {
+    fn set_sent(&mut self, sent: bool) {
+        self.sent = sent;
+        let Some(reservation) = self.reservation.as_mut() else {
+            return;
+        };
+        if !sent || reservation.hold().is_some() {
+            return;
+        }
+        let hold = self.writer.open_hold(&HoldCharge {
+            key_id: &self.key_id,
+            provider: self.provider,
+            model: &self.model,
+            input_tokens: self.input_tokens_bound,
+            output_tokens: reservation.output_tokens(),
+            cost: reservation.amount(),
+            unpriced: self.price.is_none(),
+        });
+        reservation.set_hold(hold);
     }
 }
 

@@ -7,6 +7,10 @@
 //! unsettled settles its estimate, so no way out of a request (error, timeout, disconnect,
 //! panic) leaks headroom.
 //!
+//! Once its request may have reached the provider, a reservation is also a *hold* in
+//! [`super::holds`], which the usage writer journals, so that a crash charges it at the next
+//! start instead of forgetting it ([`SpendState::charge_at`]).
+//!
 //! Periods roll lazily: whoever touches the state after `period_resets_at` starts the new
 //! period. Nothing runs on a timer, so a daemon that was down over midnight is still right.
 
@@ -18,6 +22,7 @@ use jiff::Timestamp;
 use crate::clock::Clock;
 use crate::keys::stamp::Stamp;
 
+use super::holds::HoldSlot;
 use super::price::{Price, Tokens};
 
 /// A key's spend as the ledger knows it. Persisted by the usage writer.
@@ -58,6 +63,27 @@ impl SpendState {
             }
         }
         self.period_kind = reset;
+    }
+
+    /// Charges `cost` for a request that was in flight at `at` when its daemon died, settled
+    /// only now, at the next start (SPEC §9.4: an open hold is charged its estimate). It
+    /// counts in the period `at` falls in: the recorded one; a later one, which it starts;
+    /// or an earlier one, whose spend is history (the total only).
+    pub fn charge_at(&mut self, cost: Nanodollars, at: Timestamp) {
+        self.total = self.total.saturating_add(cost);
+        self.request_count += 1;
+        self.last_used_at = self.last_used_at.max(Some(at));
+        let kind = self.period_kind;
+        let earlier = kind
+            .zip(self.period_resets_at)
+            .is_some_and(|(kind, resets_at)| kind.next_reset(at) < resets_at);
+        if earlier {
+            return;
+        }
+        self.roll(kind, at);
+        if kind.is_some() {
+            self.period = self.period.saturating_add(cost);
+        }
     }
 }
 
@@ -257,6 +283,7 @@ impl Ledger {
             output_tokens: clamped_output
                 .unwrap_or(ask.output_tokens)
                 .saturating_mul(ask.answers.max(1)),
+            hold: None,
             settled: false,
         })
     }
@@ -341,6 +368,9 @@ pub struct Reservation {
     /// The output tokens reserved for: the request's limit, the model's, or the clamp, times
     /// the answers it asked for.
     output_tokens: u64,
+    /// Its place among the open holds, once its request may have reached the provider. Who
+    /// opens it closes it (the meter, before the settlement's usage record is sent).
+    hold: Option<HoldSlot>,
     settled: bool,
 }
 
@@ -358,6 +388,21 @@ impl Reservation {
     /// the most the request was allowed to produce.
     pub fn output_tokens(&self) -> u64 {
         self.output_tokens
+    }
+
+    /// Its open hold, if any.
+    pub fn hold(&self) -> Option<HoldSlot> {
+        self.hold
+    }
+
+    /// Records the hold opened for it.
+    pub fn set_hold(&mut self, hold: HoldSlot) {
+        self.hold = Some(hold);
+    }
+
+    /// Its open hold, to close.
+    pub fn take_hold(&mut self) -> Option<HoldSlot> {
+        self.hold.take()
     }
 
     /// What to settle if this reservation is dropped without `settle`.
@@ -628,5 +673,54 @@ mod tests {
                 .reserve(Some(DOLLAR), Some(SpendReset::Monthly), &ask(1))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_crashed_request_is_charged_in_the_period_it_was_in_flight() {
+        let cents = |n: u64| Nanodollars(n * 10_000_000);
+        // A daily key whose recorded period is the 27th ($0.50 spent, $2 in all).
+        let day_27 = SpendState {
+            total: cents(200),
+            period: cents(50),
+            period_resets_at: Some(ts("2026-11-28T00:00:00Z")),
+            period_kind: Some(SpendReset::Daily),
+            request_count: 9,
+            last_used_at: Some(ts("2026-11-27T10:00:00Z")),
+            ..SpendState::default()
+        };
+        // In flight on the 27th: this period.
+        let mut state = day_27;
+        state.charge_at(cents(10), ts("2026-11-27T23:59:59Z"));
+        assert_eq!((state.total, state.period), (cents(210), cents(60)));
+        assert_eq!(state.period_resets_at, Some(ts("2026-11-28T00:00:00Z")));
+        assert_eq!(state.request_count, 10);
+        assert_eq!(state.last_used_at, Some(ts("2026-11-27T23:59:59Z")));
+        // On the 26th (a period that had already ended): history, the total only.
+        let mut state = day_27;
+        state.charge_at(cents(10), ts("2026-11-26T23:00:00Z"));
+        assert_eq!((state.total, state.period), (cents(210), cents(50)));
+        assert_eq!(state.last_used_at, day_27.last_used_at, "not older");
+        // On the 28th, after the recorded period: it starts the 28th's.
+        let mut state = day_27;
+        state.charge_at(cents(10), ts("2026-11-28T00:00:01Z"));
+        assert_eq!((state.total, state.period), (cents(210), cents(10)));
+        assert_eq!(state.period_resets_at, Some(ts("2026-11-29T00:00:00Z")));
+        // A lifetime cap counts everything.
+        let mut state = SpendState {
+            period_kind: None,
+            period_resets_at: None,
+            period: day_27.total,
+            ..day_27
+        };
+        state.charge_at(cents(10), ts("2026-11-26T23:00:00Z"));
+        assert_eq!((state.total, state.period), (cents(210), cents(210)));
+        // A key with a reset period that never spent: its first period starts.
+        let mut state = SpendState {
+            period_kind: Some(SpendReset::Monthly),
+            ..SpendState::default()
+        };
+        state.charge_at(cents(10), ts("2026-11-27T12:00:00Z"));
+        assert_eq!((state.total, state.period), (cents(10), cents(10)));
+        assert_eq!(state.period_resets_at, Some(ts("2026-12-01T00:00:00Z")));
     }
 }

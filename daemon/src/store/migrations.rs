@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_usage_log_and_daily_rollup.sql"),
     include_str!("../../migrations/0007_key_rotations.sql"),
     include_str!("../../migrations/0008_rate_windows.sql"),
+    include_str!("../../migrations/0009_holds.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.

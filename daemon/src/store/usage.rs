@@ -13,6 +13,7 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, Transaction, params};
 
 use super::keys::nanos_to_sql;
+use crate::spend::holds::HoldId;
 use crate::spend::ledger::SpendState;
 use crate::spend::price::Tokens;
 
@@ -54,6 +55,9 @@ pub struct UsageRecord {
     pub source: CostSource,
     /// The key's spend right after this request settled.
     pub spend: SpendState,
+    /// The journal row of its hold, when the usage writer journaled one: deleted in the
+    /// transaction that writes this record.
+    pub journaled_hold: Option<HoldId>,
 }
 
 /// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
@@ -171,6 +175,9 @@ struct Sums {
 /// The batch summed per group in memory, then one upsert per group: under load a batch of
 /// hundreds of rows is a handful of upserts.
 fn add_to_rollup(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut groups: HashMap<Group<'_>, Sums> = HashMap::new();
     for record in records {
         let day = record.at.as_millisecond().div_euclid(MS_PER_DAY);
@@ -423,6 +430,7 @@ mod tests {
                 CostSource::Reported
             },
             spend: SpendState::default(),
+            journaled_hold: None,
         }
     }
 

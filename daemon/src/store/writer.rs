@@ -13,6 +13,12 @@
 //! each logged. Once shutdown has begun a failing batch gets a few more tries, then is dropped
 //! with its size logged, so a broken disk cannot hang the exit.
 //!
+//! Each batch also keeps the holds journal (`spend::holds`, `store::holds`): in the same
+//! transaction it journals the holds that were open at this batch and the one before, and
+//! deletes the journal rows of the holds whose usage records it writes. When holds wait to be
+//! journaled the thread comes back within [`GATHER`] even if no record arrives; idle, it
+//! blocks on the channel and the first hold opened wakes it.
+//!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
 //! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
 //! measured no better in the benchmark, and an unprivileged thread could never raise it again
@@ -26,8 +32,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::oneshot;
 
-use super::Store;
 use super::usage::UsageRecord;
+use super::{JournalChanges, Store};
+use crate::clock::Clock;
+use crate::spend::holds::{HoldCharge, HoldId, HoldSlot, Holds};
 
 const MAX_BATCH: usize = 4000;
 /// After the first record of a batch, how long to gather more: under load this turns
@@ -53,6 +61,8 @@ const YIELDING_BATCH_MAX: usize = 2000;
 enum Message {
     Record(UsageRecord),
     Flush(oneshot::Sender<()>),
+    /// A hold opened while the writer was idle: it has one to journal.
+    Wake,
 }
 
 /// How failed commits are retried (see the module docs).
@@ -78,21 +88,25 @@ pub struct UsageWriter {
     depth: Arc<AtomicUsize>,
     /// Set by [`UsageWriter::flush`], which only the shutdown path calls.
     stopping: Arc<AtomicBool>,
+    /// The open holds this writer journals.
+    holds: Arc<Holds>,
 }
 
 impl UsageWriter {
-    /// Starts the writer thread, pinned to `cpu` when given (see `cpu_affinity`). It runs
-    /// until every `UsageWriter` is dropped.
+    /// Starts the writer thread, pinned to `cpu` when given (see `cpu_affinity`); `clock`
+    /// stamps the holds it journals. It runs until every `UsageWriter` is dropped.
     pub fn spawn(
         store: Store,
         cpu: Option<usize>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
-        Self::spawn_with(store, cpu, RETRY)
+        Self::spawn_with(store, cpu, clock, RETRY)
     }
 
     fn spawn_with(
         store: Store,
         cpu: Option<usize>,
+        clock: Arc<dyn Clock>,
         retry: Retry,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
@@ -100,26 +114,49 @@ impl UsageWriter {
             tx,
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
+            holds: Arc::new(Holds::new()),
         };
         let depth = Arc::clone(&writer.depth);
         let stopping = Arc::clone(&writer.stopping);
+        let holds = Arc::clone(&writer.holds);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
-                run(&rx, &depth, |records| {
+                run(&rx, &depth, &holds, &*clock, |records, journal| {
                     // Yield between statements only while keeping up: a batch this big means
                     // records waited, and the loops come second until the backlog is gone.
                     let yielding = records.len() <= YIELDING_BATCH_MAX;
-                    commit_with_retry(records, &stopping, retry, |rows| {
-                        store.write_usage(rows, yielding)
+                    commit_with_retry(records, journal, &stopping, retry, |rows, journal| {
+                        store.write_usage(rows, journal, yielding)
                     });
                 });
             })
             .context("starting the usage writer thread")?;
         Ok((writer, thread))
+    }
+
+    /// Opens a hold for a request the provider may now have (see `spend::holds`), waking the
+    /// writer if it is idle so the hold gets journaled.
+    pub fn open_hold(&self, charge: &HoldCharge<'_>) -> HoldSlot {
+        let (slot, wake) = self.holds.open(charge);
+        if wake {
+            let _ = self.tx.send(Message::Wake);
+        }
+        slot
+    }
+
+    /// Closes a hold, before its settlement's record is sent: the id of its journal row, if
+    /// it has one, goes in that record.
+    pub fn close_hold(&self, slot: HoldSlot) -> Option<HoldId> {
+        self.holds.close(slot)
+    }
+
+    /// Holds open now.
+    pub fn open_holds(&self) -> usize {
+        self.holds.open_count()
     }
 
     /// Queues a record. Never blocks; if the writer is gone (shutdown), the record is logged.
@@ -165,12 +202,13 @@ impl UsageWriter {
             tx,
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
+            holds: Arc::new(Holds::new()),
         };
         let sent = move || {
             rx.try_iter()
                 .filter_map(|message| match message {
                     Message::Record(record) => Some(record),
-                    Message::Flush(_) => None,
+                    Message::Flush(_) | Message::Wake => None,
                 })
                 .collect()
         };
@@ -178,16 +216,41 @@ impl UsageWriter {
     }
 }
 
-fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut(&[UsageRecord])) {
-    while let Ok(first) = rx.recv() {
+/// What the writer waits for next.
+enum Next {
+    Message(Message),
+    /// A batch interval passed with holds waiting to be journaled.
+    Interval,
+    /// Every sender is gone.
+    Closed,
+}
+
+fn run(
+    rx: &mpsc::Receiver<Message>,
+    depth: &AtomicUsize,
+    holds: &Holds,
+    clock: &dyn Clock,
+    mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>),
+) {
+    // Some open hold is not journaled yet: come back within a batch interval.
+    let mut holds_waiting = false;
+    let mut opened = Vec::new();
+    loop {
+        let first = match next(rx, holds, holds_waiting) {
+            Next::Message(message) => Some(message),
+            Next::Interval => None,
+            Next::Closed => return,
+        };
         let mut records = Vec::new();
         let mut flushes = Vec::new();
-        let is_flush = matches!(first, Message::Flush(_));
-        take(first, &mut records, &mut flushes);
-        if !is_flush {
-            // Let a batch gather without waking this thread once per record: sleep through
-            // the window, then take everything that queued.
-            std::thread::sleep(GATHER);
+        if let Some(first) = first {
+            let is_flush = matches!(first, Message::Flush(_));
+            take(first, &mut records, &mut flushes);
+            if !is_flush {
+                // Let a batch gather without waking this thread once per record: sleep
+                // through the window, then take everything that queued.
+                std::thread::sleep(GATHER);
+            }
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -195,9 +258,20 @@ fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut
                 Err(_) => break,
             }
         }
-        if !records.is_empty() {
+        // After the records: a hold closes before its record is sent, so a hold still open
+        // now has its record in a later batch, never in this one.
+        opened.clear();
+        holds_waiting = holds.take_to_journal(clock.now(), &mut opened);
+        let settled: Vec<HoldId> = records.iter().filter_map(|r| r.journaled_hold).collect();
+        if !records.is_empty() || !opened.is_empty() {
             let n = records.len();
-            commit(&records);
+            commit(
+                &records,
+                JournalChanges {
+                    opened: &opened,
+                    settled: &settled,
+                },
+            );
             depth.fetch_sub(n, Ordering::Relaxed);
         }
         for done in flushes {
@@ -206,24 +280,41 @@ fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut
     }
 }
 
+/// Blocks for the next message; with holds waiting to be journaled, for a batch interval at
+/// most.
+fn next(rx: &mpsc::Receiver<Message>, holds: &Holds, holds_waiting: bool) -> Next {
+    if !holds_waiting && holds.writer_going_idle() {
+        let message = rx.recv();
+        holds.writer_awake();
+        return message.map_or(Next::Closed, Next::Message);
+    }
+    match rx.recv_timeout(GATHER) {
+        Ok(message) => Next::Message(message),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Interval,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+    }
+}
+
 fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
     match message {
         Message::Record(record) => records.push(record),
         Message::Flush(done) => flushes.push(done),
+        Message::Wake => {}
     }
 }
 
-/// Commits `records` with `write`, retrying as the module docs say.
+/// Commits `records` and `journal` with `write`, retrying as the module docs say.
 fn commit_with_retry(
     records: &[UsageRecord],
+    journal: JournalChanges<'_>,
     stopping: &AtomicBool,
     retry: Retry,
-    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
+    mut write: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> anyhow::Result<()>,
 ) {
     let mut wait = retry.first;
     let mut tries_while_stopping = 0;
     for attempt in 1u64.. {
-        let err = match write(records) {
+        let err = match write(records, journal) {
             Ok(()) => {
                 if attempt > 1 {
                     tracing::info!(attempt, records = records.len(), "usage batch committed");
@@ -238,7 +329,7 @@ fn commit_with_retry(
                 error = format!("{err:#}"),
                 "usage batch refused; writing it row by row"
             );
-            return commit_row_by_row(records, write);
+            return commit_row_by_row(records, journal, write);
         }
         if stopping.load(Ordering::Acquire) {
             tries_while_stopping += 1;
@@ -263,16 +354,36 @@ fn commit_with_retry(
     }
 }
 
-/// One transaction per row: the rows the database accepts land, the ones it refuses are
-/// dropped, the first few logged one by one and all of them counted.
+/// One transaction per row, each with its hold's journal row, and one for the holds to
+/// journal: the rows the database accepts land, the ones it refuses are dropped, the first
+/// few logged one by one and all of them counted. A dropped row's hold is still deleted: the
+/// request settled, and its spend is in the key's counters.
 fn commit_row_by_row(
     records: &[UsageRecord],
-    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
+    journal: JournalChanges<'_>,
+    mut write: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> anyhow::Result<()>,
 ) {
     const LOGGED: usize = 5;
+    if !journal.opened.is_empty() {
+        let opened = JournalChanges {
+            opened: journal.opened,
+            settled: &[],
+        };
+        if let Err(err) = write(&[], opened) {
+            tracing::error!(
+                holds = journal.opened.len(),
+                error = format!("{err:#}"),
+                "open holds refused by the database; not journaled"
+            );
+        }
+    }
     let mut dropped = 0;
     for record in records {
-        if let Err(err) = write(std::slice::from_ref(record)) {
+        let own = JournalChanges {
+            opened: &[],
+            settled: record.journaled_hold.as_slice(),
+        };
+        if let Err(err) = write(std::slice::from_ref(record), own) {
             dropped += 1;
             if dropped <= LOGGED {
                 tracing::error!(
@@ -282,6 +393,9 @@ fn commit_row_by_row(
                     error = format!("{err:#}"),
                     "usage record refused by the database; dropped"
                 );
+            }
+            if !own.settled.is_empty() {
+                let _ = write(&[], own);
             }
         }
     }
@@ -342,7 +456,19 @@ mod tests {
             latency_ms: 3,
             source: CostSource::Reported,
             spend: SpendState::default(),
+            journaled_hold: None,
         }
+    }
+
+    const NO_HOLDS: JournalChanges<'static> = JournalChanges {
+        opened: &[],
+        settled: &[],
+    };
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::new(
+            "2026-11-27T12:00:00Z".parse().expect("time"),
+        ))
     }
 
     const FAST: Retry = Retry {
@@ -367,7 +493,7 @@ mod tests {
     fn a_batch_is_kept_and_retried_until_a_busy_database_takes_it() {
         let records: Vec<UsageRecord> = (0..4).map(record).collect();
         let (mut attempts, mut committed) = (0, Vec::new());
-        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
+        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(false), FAST, |rows, _| {
             attempts += 1;
             if attempts <= 10 {
                 return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
@@ -386,7 +512,7 @@ mod tests {
     fn rows_the_database_refuses_are_dropped_alone() {
         let records: Vec<UsageRecord> = (0..5).map(record).collect();
         let mut committed = Vec::new();
-        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
+        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(false), FAST, |rows, _| {
             if rows.iter().any(|r| r.tokens.output == 2) {
                 return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
             }
@@ -400,7 +526,7 @@ mod tests {
     fn at_shutdown_a_failing_batch_gets_a_few_more_tries_then_is_given_up() {
         let records: Vec<UsageRecord> = (0..2).map(record).collect();
         let mut attempts = 0;
-        commit_with_retry(&records, &AtomicBool::new(true), FAST, |_| {
+        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(true), FAST, |_, _| {
             attempts += 1;
             Err(sqlite_error(rusqlite::ffi::SQLITE_IOERR))
         });
@@ -427,14 +553,14 @@ mod tests {
             .execute_batch("ALTER TABLE usage RENAME TO usage_elsewhere")
             .expect("rename");
         let err = store
-            .write_usage(&[record(0)], false)
+            .write_usage(&[record(0)], NO_HOLDS, false)
             .expect_err("no usage table");
         assert!(!can_heal(&err), "a missing table does not heal: {err:#}");
         other
             .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
             .expect("locked");
         // The store waits out its busy timeout, then reports the lock.
-        let err = store.write_usage(&[record(0)], false).expect_err("locked");
+        let err = store.write_usage(&[record(0)], NO_HOLDS, false).expect_err("locked");
         assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
@@ -459,8 +585,8 @@ mod tests {
         };
         // Two loops settled requests 11 and 10; 11 was queued first and the batches split
         // between them.
-        store.write_usage(&[with_count(11)], false).expect("batch");
-        store.write_usage(&[with_count(10)], false).expect("batch");
+        store.write_usage(&[with_count(11)], NO_HOLDS, false).expect("batch");
+        store.write_usage(&[with_count(10)], NO_HOLDS, false).expect("batch");
         let counted = store
             .counted_spend("key_w".into(), "2026-11-27".parse().expect("date"))
             .await
@@ -492,7 +618,7 @@ mod tests {
     async fn records_are_committed_by_the_writer_thread_and_flush_waits_for_them() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
-        let (writer, _thread) = UsageWriter::spawn(store.clone(), None).expect("writer");
+        let (writer, _thread) = UsageWriter::spawn(store.clone(), None, clock()).expect("writer");
         for i in 0..5 {
             writer.record(record(i));
         }
