@@ -218,7 +218,10 @@ pub async fn run(
     // rows of those the writer had journaled.
     let open = usage.open_holds();
     if open > 0 {
-        tracing::warn!(holds = open, "holds still open at exit; the next start charges those journaled");
+        tracing::warn!(
+            holds = open,
+            "holds still open at exit; the next start charges those journaled"
+        );
     }
     drop(usage);
     tracing::info!(records = pending, "usage flushed");

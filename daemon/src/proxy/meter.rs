@@ -861,4 +861,55 @@ mod tests {
         assert_eq!(tokens.input, MAX_TOKENS_PER_REQUEST);
         assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
     }
+
+    #[test]
+    fn a_request_holds_from_the_moment_it_is_sent_until_it_settles() {
+        // Never sent: no hold.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(false);
+        assert_eq!(writer.open_holds(), 0);
+        drop(meter);
+        assert_eq!(records()[0].journaled_hold, None);
+
+        // Sent, handed back unwritten and sent again: one hold, closed as it settles.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(true);
+        let hold = meter.reservation.as_ref().and_then(Reservation::hold);
+        assert!(hold.is_some());
+        meter.set_sent(false);
+        meter.set_sent(true);
+        assert_eq!(meter.reservation.as_ref().and_then(Reservation::hold), hold);
+        assert_eq!(writer.open_holds(), 1);
+        meter.settle(&Observed::default(), Outcome::Complete);
+        assert_eq!(writer.open_holds(), 0);
+        assert_eq!(records()[0].journaled_hold, None, "never journaled");
+
+        // Journaled while open (two batches saw it): its record names the row to delete.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(true);
+        let mut journaled = Vec::new();
+        let now = meter.clock.now();
+        writer.holds().take_to_journal(now, &mut journaled);
+        writer.holds().take_to_journal(now, &mut journaled);
+        assert_eq!(journaled.len(), 1);
+        // What a crash would charge: the whole reservation (400 bytes in, 100 tokens out).
+        assert_eq!(
+            (journaled[0].input_tokens, journaled[0].output_tokens),
+            (400, 100)
+        );
+        assert_eq!(
+            journaled[0].cost,
+            PRICE.cost(&Tokens {
+                input: 400,
+                output: 100,
+                ..Default::default()
+            })
+        );
+        drop(meter);
+        assert_eq!(records()[0].journaled_hold, Some(journaled[0].id));
+        assert_eq!(writer.open_holds(), 0);
+    }
 }

@@ -118,7 +118,9 @@ impl Default for Holds {
 
 impl std::fmt::Debug for Holds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Holds").field("open", &self.open_count()).finish()
+        f.debug_struct("Holds")
+            .field("open", &self.open_count())
+            .finish()
     }
 }
 
@@ -373,7 +375,10 @@ mod tests {
     #[test]
     fn an_idle_writer_is_woken_by_the_first_hold_only() {
         let holds = Holds::new();
-        assert!(holds.writer_going_idle(), "nothing to journal: it may block");
+        assert!(
+            holds.writer_going_idle(),
+            "nothing to journal: it may block"
+        );
         let (first, wake) = holds.open(&charge("key_a", 1));
         assert!(wake, "the first hold wakes it");
         let (_, wake) = holds.open(&charge("key_a", 1));

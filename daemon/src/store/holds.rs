@@ -76,7 +76,10 @@ pub fn charge_all(tx: &Transaction<'_>) -> anyhow::Result<CrashCharges> {
     usage::insert_all(tx, &records, false)?;
     let mut by_key: BTreeMap<&str, Vec<&UsageRecord>> = BTreeMap::new();
     for record in &records {
-        by_key.entry(record.key_id.as_str()).or_default().push(record);
+        by_key
+            .entry(record.key_id.as_str())
+            .or_default()
+            .push(record);
     }
     for (key_id, charges) in by_key {
         let Some(mut spend) = stored_spend(tx, key_id)? else {
@@ -339,11 +342,17 @@ mod tests {
         let charged = store.charge_journaled_holds().await.expect("charge");
         assert_eq!(charged.requests, 2);
         assert_eq!(
-            count(&conn, "SELECT COUNT(*) FROM usage WHERE source = 'unpriced'"),
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM usage WHERE source = 'unpriced'"
+            ),
             1
         );
         assert_eq!(
-            count(&conn, "SELECT COUNT(*) FROM usage WHERE key_id = 'key_gone'"),
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM usage WHERE key_id = 'key_gone'"
+            ),
             1
         );
         assert_eq!(

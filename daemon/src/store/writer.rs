@@ -214,6 +214,11 @@ impl UsageWriter {
         };
         (writer, sent)
     }
+
+    /// The registry of open holds, to journal them by hand.
+    pub(crate) fn holds(&self) -> &Holds {
+        &self.holds
+    }
 }
 
 /// What the writer waits for next.
@@ -493,14 +498,20 @@ mod tests {
     fn a_batch_is_kept_and_retried_until_a_busy_database_takes_it() {
         let records: Vec<UsageRecord> = (0..4).map(record).collect();
         let (mut attempts, mut committed) = (0, Vec::new());
-        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(false), FAST, |rows, _| {
-            attempts += 1;
-            if attempts <= 10 {
-                return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
-            }
-            committed.extend(outputs(rows));
-            Ok(())
-        });
+        commit_with_retry(
+            &records,
+            NO_HOLDS,
+            &AtomicBool::new(false),
+            FAST,
+            |rows, _| {
+                attempts += 1;
+                if attempts <= 10 {
+                    return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
+                }
+                committed.extend(outputs(rows));
+                Ok(())
+            },
+        );
         assert_eq!(
             attempts, 11,
             "ten failures, well past the three tries of old"
@@ -512,13 +523,19 @@ mod tests {
     fn rows_the_database_refuses_are_dropped_alone() {
         let records: Vec<UsageRecord> = (0..5).map(record).collect();
         let mut committed = Vec::new();
-        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(false), FAST, |rows, _| {
-            if rows.iter().any(|r| r.tokens.output == 2) {
-                return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
-            }
-            committed.extend(outputs(rows));
-            Ok(())
-        });
+        commit_with_retry(
+            &records,
+            NO_HOLDS,
+            &AtomicBool::new(false),
+            FAST,
+            |rows, _| {
+                if rows.iter().any(|r| r.tokens.output == 2) {
+                    return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+                }
+                committed.extend(outputs(rows));
+                Ok(())
+            },
+        );
         assert_eq!(committed, [0, 1, 3, 4]);
     }
 
@@ -560,7 +577,9 @@ mod tests {
             .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
             .expect("locked");
         // The store waits out its busy timeout, then reports the lock.
-        let err = store.write_usage(&[record(0)], NO_HOLDS, false).expect_err("locked");
+        let err = store
+            .write_usage(&[record(0)], NO_HOLDS, false)
+            .expect_err("locked");
         assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
@@ -585,8 +604,12 @@ mod tests {
         };
         // Two loops settled requests 11 and 10; 11 was queued first and the batches split
         // between them.
-        store.write_usage(&[with_count(11)], NO_HOLDS, false).expect("batch");
-        store.write_usage(&[with_count(10)], NO_HOLDS, false).expect("batch");
+        store
+            .write_usage(&[with_count(11)], NO_HOLDS, false)
+            .expect("batch");
+        store
+            .write_usage(&[with_count(10)], NO_HOLDS, false)
+            .expect("batch");
         let counted = store
             .counted_spend("key_w".into(), "2026-11-27".parse().expect("date"))
             .await
@@ -631,5 +654,84 @@ mod tests {
             .expect("report");
         assert_eq!(report.total.requests, 5);
         assert_eq!(report.total.cost_usd, Nanodollars(5 * 100 + 10));
+    }
+
+    #[tokio::test]
+    async fn a_lone_long_request_is_journaled_and_its_record_deletes_the_row() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).expect("store");
+        let (writer, _thread) = UsageWriter::spawn(store.clone(), None, clock()).expect("writer");
+        let conn = rusqlite::Connection::open(&path).expect("second connection");
+        let journaled = || -> Vec<(i64, String, i64)> {
+            conn.prepare("SELECT id, key_id, cost_nanos FROM holds")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        // No record arrives: the idle writer is woken by the hold and comes back for it.
+        let slot = writer.open_hold(&HoldCharge {
+            key_id: "key_w",
+            provider: Provider::Openai,
+            model: "gpt-4o",
+            input_tokens: 10,
+            output_tokens: 100,
+            cost: Nanodollars(4321),
+            unpriced: false,
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while journaled().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the open hold was never journaled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let id = i64::try_from(slot.id()).expect("id");
+        assert_eq!(journaled(), [(id, "key_w".to_owned(), 4321)]);
+
+        // It settles: the batch with its usage row deletes the journal row.
+        let journaled_hold = writer.close_hold(slot);
+        assert_eq!(journaled_hold, Some(slot.id()));
+        writer.record(UsageRecord {
+            journaled_hold,
+            ..record(1)
+        });
+        writer.flush().await;
+        assert!(journaled().is_empty());
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_dropped_row_still_releases_its_hold() {
+        let records: Vec<UsageRecord> = (0..3)
+            .map(|i| UsageRecord {
+                journaled_hold: Some(10 + i),
+                ..record(i)
+            })
+            .collect();
+        let mut settled = Vec::new();
+        commit_with_retry(
+            &records,
+            JournalChanges {
+                opened: &[],
+                settled: &[10, 11, 12],
+            },
+            &AtomicBool::new(false),
+            FAST,
+            |rows, journal| {
+                if rows.iter().any(|r| r.tokens.output == 1) {
+                    return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+                }
+                settled.extend_from_slice(journal.settled);
+                Ok(())
+            },
+        );
+        assert_eq!(settled, [10, 11, 12], "the refused row's hold too");
     }
 }
