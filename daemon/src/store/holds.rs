@@ -8,8 +8,6 @@
 //! key's spend counts it, and the row goes, all in one transaction, so a crash during the
 //! start repeats nothing.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context;
 use gateway_shared::{Nanodollars, SpendReset};
 use jiff::Timestamp;
@@ -74,23 +72,14 @@ pub fn charge_all(tx: &Transaction<'_>) -> anyhow::Result<CrashCharges> {
         return Ok(CrashCharges::default());
     }
     usage::insert_all(tx, &records, false)?;
-    let mut by_key: BTreeMap<&str, Vec<&UsageRecord>> = BTreeMap::new();
     for record in &records {
-        by_key
-            .entry(record.key_id.as_str())
-            .or_default()
-            .push(record);
-    }
-    for (key_id, charges) in by_key {
-        let Some(mut spend) = stored_spend(tx, key_id)? else {
+        let Some(mut spend) = latest_spend(tx, &record.key_id)? else {
             // Keys are revoked, never deleted; a row for an unknown key still leaves its
             // usage row.
             continue;
         };
-        for record in charges {
-            spend.charge_at(record.cost, record.at);
-        }
-        persist_spend(tx, key_id, &spend)?;
+        spend.charge_at(record.cost, record.at);
+        persist_spend(tx, &record.key_id, &spend)?;
     }
     tx.execute("DELETE FROM holds", [])
         .context("emptying the holds journal")?;
@@ -152,24 +141,31 @@ fn journaled_as_usage(tx: &Transaction<'_>) -> anyhow::Result<Vec<UsageRecord>> 
     Ok(records)
 }
 
-/// A key's spend as persisted, with its reset period; `None` for an unknown key.
-fn stored_spend(tx: &Transaction<'_>, key_id: &str) -> anyhow::Result<Option<SpendState>> {
-    let row = tx
-        .query_row(
-            "SELECT spend_total_nanos, spend_period_nanos, period_resets_at, spend_reset, \
-             request_count, last_used_at FROM keys WHERE id = ?1",
-            [key_id],
-            |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, Option<String>>(5)?,
-                ))
-            },
-        )
+/// The spend a key loads with, and its reset period; `None` for an unknown key. A rotated
+/// key and its successor share one ledger, persisted under each of their ids, and start-up
+/// loads the row that counted the most requests (`KeyCache::share_rotated`): the charge
+/// starts from that row, so that the row it writes is again the one loaded.
+fn latest_spend(tx: &Transaction<'_>, key_id: &str) -> anyhow::Result<Option<SpendState>> {
+    let mut select = tx.prepare_cached(
+        "WITH RECURSIVE chain(id) AS ( \
+             SELECT ?1 \
+             UNION SELECT predecessor_id FROM key_rotations JOIN chain ON successor_id = chain.id \
+             UNION SELECT successor_id FROM key_rotations JOIN chain ON predecessor_id = chain.id) \
+         SELECT spend_total_nanos, spend_period_nanos, period_resets_at, spend_reset, \
+         request_count, last_used_at FROM keys WHERE id IN chain \
+         ORDER BY request_count DESC, spend_total_nanos DESC LIMIT 1",
+    )?;
+    let row = select
+        .query_row([key_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, Option<String>>(5)?,
+            ))
+        })
         .optional()?;
     let Some((total, period, resets_at, reset, count, last_used)) = row else {
         return Ok(None);
@@ -359,5 +355,37 @@ mod tests {
             count(&conn, "SELECT request_count FROM keys WHERE id = 'key_u'"),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_keys_hold_is_charged_on_the_state_the_pair_loads() {
+        let (_dir, store, conn) = store();
+        // key_d was rotated to key_s, which has counted more since (the pair shares one
+        // ledger, persisted under each id).
+        conn.execute_batch(
+            "INSERT INTO keys (id, hash, prefix, name, allowed_providers, allowed_models, \
+             allowed_ips, spend_limit_nanos, spend_reset, created_at, updated_at, \
+             spend_total_nanos, spend_period_nanos, period_resets_at, request_count) VALUES \
+             ('key_s', 'h3', 'p', 'n', '[]', '[]', '[]', 100000, 'daily', \
+              '2026-11-02T00:00:00Z', '2026-11-02T00:00:00Z', 2400, 900, \
+              '2026-11-28T00:00:00Z', 12); \
+             INSERT INTO key_rotations (successor_id, predecessor_id) VALUES ('key_s', 'key_d');",
+        )
+        .expect("rotation");
+        journal(
+            &store,
+            &[hold(1, "key_d", "2026-11-27T20:00:00Z", 100)],
+            &[],
+        );
+        store.charge_journaled_holds().await.expect("charge");
+        let row: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT spend_total_nanos, spend_period_nanos, request_count FROM keys \
+                 WHERE id = 'key_d'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(row, (2500, 1000, 13), "the pair's latest state, charged");
     }
 }
