@@ -19,6 +19,7 @@
 //! Hand-written rather than the `slab` crate: a vacant slot keeps its strings' buffers here,
 //! so reopening it copies into them instead of allocating (slab drops a removed value).
 
+use std::num::NonZeroU64;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,8 +28,9 @@ use gateway_shared::{Nanodollars, Provider};
 use jiff::Timestamp;
 
 /// A hold's id: unique in this process (journal rows from an earlier run are charged and
-/// deleted before any request is served, so ids can start again at each start).
-pub type HoldId = u64;
+/// deleted before any request is served, so ids can start again at each start). Never 0, so
+/// a usage record names its hold's row, or none, in 8 bytes.
+pub type HoldId = NonZeroU64;
 
 /// Shards: one per event loop (1-based), the rest of the threads on shard 0. More loops than
 /// this share shards, which stays correct.
@@ -90,8 +92,8 @@ struct Shard {
 }
 
 struct Slot {
-    /// 0: vacant.
-    id: HoldId,
+    /// `None`: vacant.
+    id: Option<HoldId>,
     /// The writer has seen it open at a batch: journaled at the next one if still open.
     seen: bool,
     /// The writer has journaled it: its settlement must delete the journal row.
@@ -141,7 +143,8 @@ impl Holds {
         let slot = {
             let mut shard = self.lock(shard_index);
             shard.next_seq += 1;
-            let id = (shard.next_seq << SHARD_BITS) | shard_index as u64;
+            let id =
+                NonZeroU64::MIN.saturating_add((shard.next_seq << SHARD_BITS) | shard_index as u64);
             let index = match shard.vacant.pop() {
                 Some(index) => index,
                 None => {
@@ -172,8 +175,8 @@ impl Holds {
         let open = shard
             .slots
             .get_mut(slot.index as usize)
-            .filter(|s| s.id == slot.id)?;
-        open.id = 0;
+            .filter(|s| s.id == Some(slot.id))?;
+        open.id = None;
         let journaled = open.journaled.then_some(slot.id);
         shard.vacant.push(slot.index);
         journaled
@@ -187,10 +190,11 @@ impl Holds {
         let mut younger = false;
         for index in 0..self.shards.len() {
             let mut shard = self.lock(index);
-            for slot in shard.slots.iter_mut().filter(|s| s.id != 0 && !s.journaled) {
+            for slot in shard.slots.iter_mut().filter(|s| !s.journaled) {
+                let Some(id) = slot.id else { continue };
                 if slot.seen {
                     slot.journaled = true;
-                    out.push(slot.journaled_at(at));
+                    out.push(slot.journaled_at(id, at));
                 } else {
                     slot.seen = true;
                     younger = true;
@@ -209,7 +213,7 @@ impl Holds {
             self.lock(index)
                 .slots
                 .iter()
-                .any(|s| s.id != 0 && !s.journaled)
+                .any(|s| s.id.is_some() && !s.journaled)
         });
         if waiting {
             self.writer_idle.0.store(false, Ordering::SeqCst);
@@ -250,7 +254,7 @@ impl HoldSlot {
 impl Slot {
     fn vacant() -> Slot {
         Slot {
-            id: 0,
+            id: None,
             seen: false,
             journaled: false,
             key_id: CompactString::default(),
@@ -265,7 +269,7 @@ impl Slot {
 
     /// Takes `charge` into this vacant slot, reusing its string buffers.
     fn fill(&mut self, id: HoldId, charge: &HoldCharge<'_>) {
-        self.id = id;
+        self.id = Some(id);
         self.seen = false;
         self.journaled = false;
         self.key_id.clear();
@@ -279,9 +283,9 @@ impl Slot {
         self.unpriced = charge.unpriced;
     }
 
-    fn journaled_at(&self, at: Timestamp) -> JournaledHold {
+    fn journaled_at(&self, id: HoldId, at: Timestamp) -> JournaledHold {
         JournaledHold {
-            id: self.id,
+            id,
             key_id: self.key_id.clone(),
             provider: self.provider,
             model: self.model.clone(),
@@ -369,7 +373,6 @@ mod tests {
             assert!(ids.insert(slot.id()));
             holds.close(slot);
         }
-        assert!(!ids.contains(&0), "0 marks a vacant slot");
     }
 
     #[test]

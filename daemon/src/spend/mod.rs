@@ -5,3 +5,4 @@
 pub mod holds;
 pub mod ledger;
 pub mod price;
+pub mod state;

@@ -191,7 +191,7 @@ fn latest_spend(tx: &Transaction<'_>, key_id: &str) -> anyhow::Result<Option<Spe
 }
 
 fn sql_id(id: HoldId) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
+    i64::try_from(id.get()).unwrap_or(i64::MAX)
 }
 
 fn sql_count(n: u64) -> i64 {
@@ -204,9 +204,9 @@ mod tests {
     use crate::store::{JournalChanges, Store};
     use gateway_shared::Provider;
 
-    fn hold(id: HoldId, key_id: &str, at: &str, cost: u64) -> JournaledHold {
+    fn hold(id: u64, key_id: &str, at: &str, cost: u64) -> JournaledHold {
         JournaledHold {
-            id,
+            id: HoldId::new(id).expect("not 0"),
             key_id: key_id.into(),
             provider: Provider::Openai,
             model: "gpt-4o".into(),
@@ -263,7 +263,7 @@ mod tests {
             &[],
         );
         // Hold 4 settled: its usage row was written and its journal row deleted with it.
-        journal(&store, &[], &[4]);
+        journal(&store, &[], &[HoldId::new(4).expect("not 0")]);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM holds"), 3);
 
         let charged = store.charge_journaled_holds().await.expect("charge");

@@ -12,6 +12,7 @@ mod audit;
 mod holds;
 mod keys;
 mod migrations;
+mod retry;
 pub mod usage;
 pub mod writer;
 

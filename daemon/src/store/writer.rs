@@ -6,12 +6,8 @@
 //! within milliseconds. The same transaction persists each key's spend counters, coalesced to
 //! the latest state per key.
 //!
-//! A batch that fails to commit is kept and tried again, with growing waits, for as long as the
-//! daemon runs, when the failure can heal (a locked, full or unwritable database: an operator
-//! fixes it and the usage still lands); when it cannot (the database refuses the rows
-//! themselves), the batch is written row by row and only the rows still refused are dropped,
-//! each logged. Once shutdown has begun a failing batch gets a few more tries, then is dropped
-//! with its size logged, so a broken disk cannot hang the exit.
+//! A batch that fails to commit is kept and retried while the failure can heal, else written
+//! row by row (`retry`).
 //!
 //! Each batch also keeps the holds journal (`spend::holds`, `store::holds`): in the same
 //! transaction it journals the holds that were open at this batch and the one before, and
@@ -32,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::oneshot;
 
+use super::retry::{RETRY, Retry, commit_with_retry};
 use super::usage::UsageRecord;
 use super::{JournalChanges, Store};
 use crate::clock::Clock;
@@ -58,28 +55,17 @@ const GATHER: Duration = Duration::from_millis(10);
 /// ~16 MiB of queued records before this limit), so it is written straight through.
 const YIELDING_BATCH_MAX: usize = 2000;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records go unboxed: a box per request would be an allocation on a loop and a \
+              free on this thread (`UsageRecord`)"
+)]
 enum Message {
     Record(UsageRecord),
     Flush(oneshot::Sender<()>),
     /// A hold opened while the writer was idle: it has one to journal.
     Wake,
 }
-
-/// How failed commits are retried (see the module docs).
-#[derive(Clone, Copy, Debug)]
-struct Retry {
-    /// The first wait; each next one twice as long, up to `longest`.
-    first: Duration,
-    longest: Duration,
-    /// Tries a failing batch still gets once shutdown has begun.
-    when_stopping: u32,
-}
-
-const RETRY: Retry = Retry {
-    first: Duration::from_millis(200),
-    longest: Duration::from_secs(5),
-    when_stopping: 3,
-};
 
 /// The sending side, cheap to clone into every request.
 #[derive(Clone)]
@@ -221,14 +207,8 @@ impl UsageWriter {
     }
 }
 
-/// What the writer waits for next.
-enum Next {
-    Message(Message),
-    /// A batch interval passed with holds waiting to be journaled.
-    Interval,
-    /// Every sender is gone.
-    Closed,
-}
+/// Every sender is gone: the writer stops.
+struct Closed;
 
 fn run(
     rx: &mpsc::Receiver<Message>,
@@ -241,10 +221,8 @@ fn run(
     let mut holds_waiting = false;
     let mut opened = Vec::new();
     loop {
-        let first = match next(rx, holds, holds_waiting) {
-            Next::Message(message) => Some(message),
-            Next::Interval => None,
-            Next::Closed => return,
+        let Ok(first) = next(rx, holds, holds_waiting) else {
+            return;
         };
         let mut records = Vec::new();
         let mut flushes = Vec::new();
@@ -286,17 +264,21 @@ fn run(
 }
 
 /// Blocks for the next message; with holds waiting to be journaled, for a batch interval at
-/// most.
-fn next(rx: &mpsc::Receiver<Message>, holds: &Holds, holds_waiting: bool) -> Next {
+/// most (then `None`).
+fn next(
+    rx: &mpsc::Receiver<Message>,
+    holds: &Holds,
+    holds_waiting: bool,
+) -> Result<Option<Message>, Closed> {
     if !holds_waiting && holds.writer_going_idle() {
         let message = rx.recv();
         holds.writer_awake();
-        return message.map_or(Next::Closed, Next::Message);
+        return message.map(Some).map_err(|_| Closed);
     }
     match rx.recv_timeout(GATHER) {
-        Ok(message) => Next::Message(message),
-        Err(mpsc::RecvTimeoutError::Timeout) => Next::Interval,
-        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        Ok(message) => Ok(Some(message)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Closed),
     }
 }
 
@@ -305,135 +287,6 @@ fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<ones
         Message::Record(record) => records.push(record),
         Message::Flush(done) => flushes.push(done),
         Message::Wake => {}
-    }
-}
-
-/// Commits `records` and `journal` with `write`, retrying as the module docs say.
-fn commit_with_retry(
-    records: &[UsageRecord],
-    journal: JournalChanges<'_>,
-    stopping: &AtomicBool,
-    retry: Retry,
-    mut write: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> anyhow::Result<()>,
-) {
-    let mut wait = retry.first;
-    let mut tries_while_stopping = 0;
-    for attempt in 1u64.. {
-        let err = match write(records, journal) {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(attempt, records = records.len(), "usage batch committed");
-                }
-                return;
-            }
-            Err(err) => err,
-        };
-        if !can_heal(&err) {
-            tracing::error!(
-                records = records.len(),
-                error = format!("{err:#}"),
-                "usage batch refused; writing it row by row"
-            );
-            return commit_row_by_row(records, journal, write);
-        }
-        if stopping.load(Ordering::Acquire) {
-            tries_while_stopping += 1;
-            if tries_while_stopping >= retry.when_stopping {
-                tracing::error!(
-                    records = records.len(),
-                    error = format!("{err:#}"),
-                    "usage batch dropped: the database still fails and the daemon is exiting"
-                );
-                return;
-            }
-        }
-        tracing::error!(
-            attempt,
-            records = records.len(),
-            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            error = format!("{err:#}"),
-            "usage batch failed to commit; kept for another try"
-        );
-        std::thread::sleep(wait);
-        wait = (wait * 2).min(retry.longest);
-    }
-}
-
-/// One transaction per row, each with its hold's journal row, and one for the holds to
-/// journal: the rows the database accepts land, the ones it refuses are dropped, the first
-/// few logged one by one and all of them counted. A dropped row's hold is still deleted: the
-/// request settled, and its spend is in the key's counters.
-fn commit_row_by_row(
-    records: &[UsageRecord],
-    journal: JournalChanges<'_>,
-    mut write: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> anyhow::Result<()>,
-) {
-    const LOGGED: usize = 5;
-    if !journal.opened.is_empty() {
-        let opened = JournalChanges {
-            opened: journal.opened,
-            settled: &[],
-        };
-        if let Err(err) = write(&[], opened) {
-            tracing::error!(
-                holds = journal.opened.len(),
-                error = format!("{err:#}"),
-                "open holds refused by the database; not journaled"
-            );
-        }
-    }
-    let mut dropped = 0;
-    for record in records {
-        let own = JournalChanges {
-            opened: &[],
-            settled: record.journaled_hold.as_slice(),
-        };
-        if let Err(err) = write(std::slice::from_ref(record), own) {
-            dropped += 1;
-            if dropped <= LOGGED {
-                tracing::error!(
-                    key_id = %record.key_id,
-                    model = %record.model,
-                    cost = %record.cost,
-                    error = format!("{err:#}"),
-                    "usage record refused by the database; dropped"
-                );
-            }
-            if !own.settled.is_empty() {
-                let _ = write(&[], own);
-            }
-        }
-    }
-    if dropped > 0 {
-        tracing::error!(
-            dropped,
-            records = records.len(),
-            "usage records refused by the database and dropped"
-        );
-    }
-}
-
-/// Whether waiting can fix `err`: the database was busy, locked, full, unreadable or
-/// unwritable, or memory ran out. Anything else (a constraint, a schema that does not match)
-/// fails the same way every time.
-fn can_heal(err: &anyhow::Error) -> bool {
-    use rusqlite::ErrorCode::{
-        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, FileLockingProtocolFailed, OutOfMemory,
-        ReadOnly, SystemIoFailure,
-    };
-    match err.downcast_ref::<rusqlite::Error>() {
-        Some(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
-            failure.code,
-            DatabaseBusy
-                | DatabaseLocked
-                | DiskFull
-                | SystemIoFailure
-                | CannotOpen
-                | ReadOnly
-                | OutOfMemory
-                | FileLockingProtocolFailed
-        ),
-        _ => false,
     }
 }
 
@@ -474,113 +327,6 @@ mod tests {
         Arc::new(crate::clock::ManualClock::new(
             "2026-11-27T12:00:00Z".parse().expect("time"),
         ))
-    }
-
-    const FAST: Retry = Retry {
-        first: Duration::from_millis(1),
-        longest: Duration::from_millis(4),
-        when_stopping: 3,
-    };
-
-    fn sqlite_error(code: std::ffi::c_int) -> anyhow::Error {
-        anyhow::Error::from(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(code),
-            None,
-        ))
-        .context("committing usage")
-    }
-
-    fn outputs(records: &[UsageRecord]) -> Vec<u64> {
-        records.iter().map(|r| r.tokens.output).collect()
-    }
-
-    #[test]
-    fn a_batch_is_kept_and_retried_until_a_busy_database_takes_it() {
-        let records: Vec<UsageRecord> = (0..4).map(record).collect();
-        let (mut attempts, mut committed) = (0, Vec::new());
-        commit_with_retry(
-            &records,
-            NO_HOLDS,
-            &AtomicBool::new(false),
-            FAST,
-            |rows, _| {
-                attempts += 1;
-                if attempts <= 10 {
-                    return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
-                }
-                committed.extend(outputs(rows));
-                Ok(())
-            },
-        );
-        assert_eq!(
-            attempts, 11,
-            "ten failures, well past the three tries of old"
-        );
-        assert_eq!(committed, [0, 1, 2, 3], "the whole batch, once");
-    }
-
-    #[test]
-    fn rows_the_database_refuses_are_dropped_alone() {
-        let records: Vec<UsageRecord> = (0..5).map(record).collect();
-        let mut committed = Vec::new();
-        commit_with_retry(
-            &records,
-            NO_HOLDS,
-            &AtomicBool::new(false),
-            FAST,
-            |rows, _| {
-                if rows.iter().any(|r| r.tokens.output == 2) {
-                    return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
-                }
-                committed.extend(outputs(rows));
-                Ok(())
-            },
-        );
-        assert_eq!(committed, [0, 1, 3, 4]);
-    }
-
-    #[test]
-    fn at_shutdown_a_failing_batch_gets_a_few_more_tries_then_is_given_up() {
-        let records: Vec<UsageRecord> = (0..2).map(record).collect();
-        let mut attempts = 0;
-        commit_with_retry(&records, NO_HOLDS, &AtomicBool::new(true), FAST, |_, _| {
-            attempts += 1;
-            Err(sqlite_error(rusqlite::ffi::SQLITE_IOERR))
-        });
-        assert_eq!(attempts, FAST.when_stopping);
-    }
-
-    #[test]
-    fn only_failures_that_waiting_can_fix_are_retried() {
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_BUSY)));
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_FULL)));
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_READONLY)));
-        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT)));
-        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CORRUPT)));
-        assert!(!can_heal(&anyhow::anyhow!("not from SQLite")));
-    }
-
-    #[test]
-    fn the_stores_own_errors_are_told_apart() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("gateway.db");
-        let store = Store::open(&path).expect("store");
-        let other = rusqlite::Connection::open(&path).expect("second connection");
-        other
-            .execute_batch("ALTER TABLE usage RENAME TO usage_elsewhere")
-            .expect("rename");
-        let err = store
-            .write_usage(&[record(0)], NO_HOLDS, false)
-            .expect_err("no usage table");
-        assert!(!can_heal(&err), "a missing table does not heal: {err:#}");
-        other
-            .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
-            .expect("locked");
-        // The store waits out its busy timeout, then reports the lock.
-        let err = store
-            .write_usage(&[record(0)], NO_HOLDS, false)
-            .expect_err("locked");
-        assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
     #[tokio::test]
@@ -689,7 +435,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let id = i64::try_from(slot.id()).expect("id");
+        let id = i64::try_from(slot.id().get()).expect("id");
         assert_eq!(journaled(), [(id, "key_w".to_owned(), 4321)]);
 
         // It settles: the batch with its usage row deletes the journal row.
@@ -705,33 +451,5 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
             .expect("count");
         assert_eq!(rows, 1);
-    }
-
-    #[test]
-    fn a_dropped_row_still_releases_its_hold() {
-        let records: Vec<UsageRecord> = (0..3)
-            .map(|i| UsageRecord {
-                journaled_hold: Some(10 + i),
-                ..record(i)
-            })
-            .collect();
-        let mut settled = Vec::new();
-        commit_with_retry(
-            &records,
-            JournalChanges {
-                opened: &[],
-                settled: &[10, 11, 12],
-            },
-            &AtomicBool::new(false),
-            FAST,
-            |rows, journal| {
-                if rows.iter().any(|r| r.tokens.output == 1) {
-                    return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
-                }
-                settled.extend_from_slice(journal.settled);
-                Ok(())
-            },
-        );
-        assert_eq!(settled, [10, 11, 12], "the refused row's hold too");
     }
 }
