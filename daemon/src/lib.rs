@@ -65,6 +65,19 @@ pub async fn run(
     // Held until `run` returns: one daemon per data directory.
     let _data_dir_lock = prepare_data_dir(&config)?;
     let store = Store::open(&config.database_path())?;
+    // Before the keys load, so their spend counts it: requests that were in flight when the
+    // daemon last died (`kill -9`, power loss) are charged their holds (SPEC §9.4).
+    let charged = store
+        .charge_journaled_holds()
+        .await
+        .context("charging the requests in flight when gatewayd last stopped")?;
+    if charged.requests > 0 {
+        tracing::warn!(
+            requests = charged.requests,
+            cost = %charged.cost,
+            "requests in flight when gatewayd last stopped were charged their holds, as estimated usage"
+        );
+    }
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
         .context("loading keys")?;
@@ -76,6 +89,7 @@ pub async fn run(
     let (usage, usage_thread) = store::writer::UsageWriter::spawn(
         store.clone(),
         cpus.as_ref().map(cpu_affinity::CpuPlan::for_background),
+        Arc::clone(&clock),
     )?;
     let keys = Arc::new(KeyService::new(
         store.clone(),
@@ -223,6 +237,15 @@ pub async fn run(
     // Every request that finished has queued its usage: commit it before exiting.
     let pending = usage.queue_depth();
     usage.flush().await;
+    // Every request has settled (the loops are stopped), and the flush deleted the journal
+    // rows of those the writer had journaled.
+    let open = usage.open_holds();
+    if open > 0 {
+        tracing::warn!(
+            holds = open,
+            "holds still open at exit; the next start charges those journaled"
+        );
+    }
     drop(usage);
     tracing::info!(records = pending, "usage flushed");
     drop(usage_thread);

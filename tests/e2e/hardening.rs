@@ -461,6 +461,7 @@ fn spend_is_settled_usage_plus_open_holds_whatever_fails_where() {
             extra_config: BUDGET_PRICES.to_owned(),
             proxy_config: "upstream_idle_timeout = \"300ms\"".into(),
             log_filter: "info".into(),
+            ..GatewayOptions::default()
         })
         .await
     });

@@ -2,6 +2,8 @@
 //!
 //! Modules:
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
+//! - `crash`: after `kill -9`, requests in flight are charged their holds and answered ones
+//!   are on disk; a graceful stop leaves no hold to charge.
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
 //! - `proxy`: the data plane's checks and forwarding (SPEC §3).
@@ -31,6 +33,7 @@
 
 mod admin_plane;
 mod clock;
+mod crash;
 mod edge;
 mod gwctl;
 mod hardening;

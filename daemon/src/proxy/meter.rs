@@ -14,6 +14,11 @@
 //! interim report such as Anthropic's `message_start`), the output billed is never less than
 //! what was seen streaming, and the cut compares that same count with the reservation: an
 //! interim report cannot hide a stream's output from either.
+//!
+//! Once the request may have reached the provider (the upstream calls [`SentFlag::set_sent`]
+//! on the meter), its reservation is also an open hold (`spend::holds`) that the usage writer
+//! journals, so that a crash charges it at the next start; the settlement closes the hold
+//! before its usage record is sent, and the record names the hold's journal row, if any.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,10 +31,12 @@ use compact_str::CompactString;
 use gateway_shared::{Nanodollars, Provider};
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::upstream::SentFlag;
 use super::usage::{Observed, UsageObserver, clamp};
 use crate::clock::Clock;
 use crate::http_util::BoxError;
 use crate::metrics::Metrics;
+use crate::spend::holds::HoldCharge;
 use crate::spend::ledger::Reservation;
 use crate::spend::price::{Price, Tokens};
 use crate::store::usage::{CostSource, UsageRecord};
@@ -78,9 +85,13 @@ pub struct Meter {
 impl Meter {
     /// Settles the reservation and queues the usage record. Idempotent.
     pub fn settle(&mut self, observed: &Observed, outcome: Outcome) {
-        let Some(reservation) = self.reservation.take() else {
+        let Some(mut reservation) = self.reservation.take() else {
             return;
         };
+        // Closed before the record is sent: the usage writer relies on that order.
+        let journaled_hold = reservation
+            .take_hold()
+            .and_then(|hold| self.writer.close_hold(hold));
         let outcome = match outcome {
             Outcome::Complete | Outcome::Interrupted if self.unreadable => Outcome::Unreadable,
             outcome => outcome,
@@ -124,6 +135,7 @@ impl Meter {
             source,
             over_allowed,
             spend,
+            journaled_hold,
         };
         tracing::debug!(key_id = %record.key_id, cost = %cost, source = source.as_str(), "request settled");
         self.writer.record(record);
@@ -170,6 +182,32 @@ fn over_allowed_warning(meter: &Meter, reported: u64, allowed: u64) {
 }
 
 const OVER_ALLOWED_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The upstream marks the request sent here: from then on, until it settles, its reservation
+/// is an open hold, charged at the next start if the process dies now. A request handed back
+/// unwritten (`false`) keeps its hold while it is retried on another connection; one that
+/// fails to connect then settles as never sent, closing it.
+impl SentFlag for Meter {
+    fn set_sent(&mut self, sent: bool) {
+        self.sent = sent;
+        let Some(reservation) = self.reservation.as_mut() else {
+            return;
+        };
+        if !sent || reservation.hold().is_some() {
+            return;
+        }
+        let hold = self.writer.open_hold(&HoldCharge {
+            key_id: &self.key_id,
+            provider: self.provider,
+            model: &self.model,
+            input_tokens: self.input_tokens_bound,
+            output_tokens: reservation.output_tokens(),
+            cost: reservation.amount(),
+            unpriced: self.price.is_none(),
+        });
+        reservation.set_hold(hold);
+    }
+}
 
 impl Drop for Meter {
     fn drop(&mut self) {
@@ -898,5 +936,56 @@ mod tests {
         let (tokens, _) = settlement(&streamed, Outcome::Interrupted, input(u64::MAX));
         assert_eq!(tokens.input, MAX_TOKENS_PER_REQUEST);
         assert_eq!(tokens.output, MAX_TOKENS_PER_REQUEST);
+    }
+
+    #[test]
+    fn a_request_holds_from_the_moment_it_is_sent_until_it_settles() {
+        // Never sent: no hold.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(false);
+        assert_eq!(writer.open_holds(), 0);
+        drop(meter);
+        assert_eq!(records()[0].journaled_hold, None);
+
+        // Sent, handed back unwritten and sent again: one hold, closed as it settles.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(true);
+        let hold = meter.reservation.as_ref().and_then(Reservation::hold);
+        assert!(hold.is_some());
+        meter.set_sent(false);
+        meter.set_sent(true);
+        assert_eq!(meter.reservation.as_ref().and_then(Reservation::hold), hold);
+        assert_eq!(writer.open_holds(), 1);
+        meter.settle(&Observed::default(), Outcome::Complete);
+        assert_eq!(writer.open_holds(), 0);
+        assert_eq!(records()[0].journaled_hold, None, "never journaled");
+
+        // Journaled while open (two batches saw it): its record names the row to delete.
+        let (mut meter, _, records) = new_meter();
+        let writer = meter.writer.clone();
+        meter.set_sent(true);
+        let mut journaled = Vec::new();
+        let now = meter.clock.now();
+        writer.holds().take_to_journal(now, &mut journaled);
+        writer.holds().take_to_journal(now, &mut journaled);
+        assert_eq!(journaled.len(), 1);
+        // What a crash would charge: the whole reservation (400 bytes in, 100 tokens out).
+        assert_eq!(
+            (journaled[0].input_tokens, journaled[0].output_tokens),
+            (400, 100)
+        );
+        assert_eq!(
+            journaled[0].cost,
+            PRICE.cost(&Tokens {
+                input: 400,
+                output: 100,
+                ..Default::default()
+            })
+        );
+        drop(meter);
+        assert_eq!(records()[0].journaled_hold, Some(journaled[0].id));
+        assert_eq!(writer.open_holds(), 0);
     }
 }

@@ -380,7 +380,7 @@ impl Proxy {
         let sent = Instant::now();
         let response = match self
             .upstream
-            .send(route.provider, upstream_request, &mut meter.sent)
+            .send(route.provider, upstream_request, &mut meter)
             .await
         {
             Ok(response) => {

@@ -7,6 +7,10 @@
 //! unsettled settles its estimate, so no way out of a request (error, timeout, disconnect,
 //! panic) leaks headroom.
 //!
+//! Once its request may have reached the provider, a reservation is also a *hold* in
+//! [`super::holds`], which the usage writer journals, so that a crash charges it at the next
+//! start instead of forgetting it (`SpendState::charge_at`, in `state`).
+//!
 //! Periods roll lazily: whoever touches the state after `period_resets_at` starts the new
 //! period. Nothing runs on a timer, so a daemon that was down over midnight is still right.
 
@@ -18,57 +22,10 @@ use jiff::Timestamp;
 use crate::clock::Clock;
 use crate::keys::stamp::Stamp;
 
+use super::holds::HoldSlot;
 use super::price::{Price, Tokens};
-
-/// A key's spend as the ledger knows it. Persisted by the usage writer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SpendState {
-    pub total: Nanodollars,
-    /// Spend in the period that ends at `period_resets_at` (for a lifetime cap: all spend).
-    pub period: Nanodollars,
-    pub period_resets_at: Option<Timestamp>,
-    /// The reset period `period_resets_at` was computed for.
-    pub period_kind: Option<SpendReset>,
-    /// Sum of open reservations.
-    pub reserved: Nanodollars,
-    pub open_reservations: u32,
-    pub request_count: u64,
-    pub last_used_at: Option<Timestamp>,
-}
-
-impl SpendState {
-    /// Starts a new period if the recorded one has ended or the reset period changed.
-    /// Spend already counted in a period that is still running carries over a change of
-    /// period kind (until the key service recounts it from the database:
-    /// [`Ledger::restart_period`]); a lifetime cap counts all spend.
-    pub fn roll(&mut self, reset: Option<SpendReset>, now: Timestamp) {
-        match reset {
-            None => {
-                self.period = self.total;
-                self.period_resets_at = None;
-            }
-            Some(kind) => {
-                let ended = self.period_resets_at.is_none_or(|at| now >= at);
-                if ended && self.period_kind.is_some() {
-                    self.period = Nanodollars::ZERO;
-                }
-                if ended || self.period_kind != Some(kind) {
-                    self.period_resets_at = Some(kind.next_reset(now));
-                }
-            }
-        }
-        self.period_kind = reset;
-    }
-}
-
-/// A key's spend as the database has counted it (`Store::counted_spend`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CountedSpend {
-    /// On the days of the period that has just been set.
-    pub since: Nanodollars,
-    /// In all, as persisted together with those days' rows.
-    pub total: Nanodollars,
-}
+// The state a ledger guards has a module of its own (`state`); most code names it from here.
+pub use super::state::{CountedSpend, SpendState};
 
 /// Why a request may not spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +214,7 @@ impl Ledger {
             output_tokens: clamped_output
                 .unwrap_or(ask.output_tokens)
                 .saturating_mul(ask.answers.max(1)),
+            hold: None,
             settled: false,
         })
     }
@@ -341,6 +299,9 @@ pub struct Reservation {
     /// The output tokens reserved for: the request's limit, the model's, or the clamp, times
     /// the answers it asked for.
     output_tokens: u64,
+    /// Its place among the open holds, once its request may have reached the provider. Who
+    /// opens it closes it (the meter, before the settlement's usage record is sent).
+    hold: Option<HoldSlot>,
     settled: bool,
 }
 
@@ -358,6 +319,21 @@ impl Reservation {
     /// the most the request was allowed to produce.
     pub fn output_tokens(&self) -> u64 {
         self.output_tokens
+    }
+
+    /// Its open hold, if any.
+    pub fn hold(&self) -> Option<HoldSlot> {
+        self.hold
+    }
+
+    /// Records the hold opened for it.
+    pub fn set_hold(&mut self, hold: HoldSlot) {
+        self.hold = Some(hold);
+    }
+
+    /// Its open hold, to close.
+    pub fn take_hold(&mut self) -> Option<HoldSlot> {
+        self.hold.take()
     }
 
     /// What to settle if this reservation is dropped without `settle`.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_key_rotations.sql"),
     include_str!("../../migrations/0008_rate_windows.sql"),
     include_str!("../../migrations/0009_usage_over_allowed.sql"),
+    include_str!("../../migrations/0010_holds.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.

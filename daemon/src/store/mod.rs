@@ -9,8 +9,10 @@
 
 mod admin_tokens;
 mod audit;
+mod holds;
 mod keys;
 mod migrations;
+mod retry;
 pub mod usage;
 pub mod writer;
 
@@ -22,10 +24,21 @@ use gateway_shared::api::AuditEntry;
 use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditQuery, AuditRecord};
+pub use holds::CrashCharges;
 pub use keys::SavedWindow;
 
 use crate::keys::record::KeyRecord;
+use crate::spend::holds::{HoldId, JournaledHold};
 use crate::spend::ledger::{CountedSpend, SpendState};
+
+/// What a usage batch changes in the holds journal, beside its rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalChanges<'a> {
+    /// Holds to journal: open at this batch and at the one before.
+    pub opened: &'a [JournaledHold],
+    /// Journaled holds whose usage rows are in this batch.
+    pub settled: &'a [HoldId],
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -111,11 +124,13 @@ impl Store {
         .await
     }
 
-    /// Appends usage rows (and their daily rollup) and persists each key's latest spend, in
-    /// one transaction. Blocking: only the usage writer's own thread calls it.
+    /// Appends usage rows (and their daily rollup), persists each key's latest spend and
+    /// applies `journal` to the holds journal, in one transaction. Blocking: only the usage
+    /// writer's own thread calls it.
     pub fn write_usage(
         &self,
         records: &[usage::UsageRecord],
+        journal: JournalChanges<'_>,
         yielding: bool,
     ) -> anyhow::Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,8 +139,15 @@ impl Store {
             for (key_id, state) in usage::newest_spend(records) {
                 keys::persist_spend(tx, key_id, state)?;
             }
-            Ok(())
+            holds::journal(tx, journal.opened, journal.settled)
         })
+    }
+
+    /// Charges the holds a crash left in the journal (requests in flight when the daemon
+    /// died) as estimated usage, adds them to their keys' spend and empties the journal, in
+    /// one transaction. Start-up calls it before loading the keys.
+    pub async fn charge_journaled_holds(&self) -> anyhow::Result<CrashCharges> {
+        self.write(holds::charge_all).await
     }
 
     /// What the database has counted of `key_id`'s spend: on the UTC days from `from` on (the

@@ -13,6 +13,7 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, Transaction, params};
 
 use super::keys::nanos_to_sql;
+use crate::spend::holds::HoldId;
 use crate::spend::ledger::SpendState;
 use crate::spend::price::Tokens;
 
@@ -56,6 +57,9 @@ pub struct UsageRecord {
     pub over_allowed: bool,
     /// The key's spend right after this request settled.
     pub spend: SpendState,
+    /// The journal row of its hold, when the usage writer journaled one: deleted in the
+    /// transaction that writes this record.
+    pub journaled_hold: Option<HoldId>,
 }
 
 /// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
@@ -175,6 +179,9 @@ struct Sums {
 /// The batch summed per group in memory, then one upsert per group: under load a batch of
 /// hundreds of rows is a handful of upserts.
 fn add_to_rollup(tx: &Transaction<'_>, records: &[UsageRecord]) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut groups: HashMap<Group<'_>, Sums> = HashMap::new();
     for record in records {
         let day = record.at.as_millisecond().div_euclid(MS_PER_DAY);
@@ -428,6 +435,7 @@ mod tests {
             },
             over_allowed: false,
             spend: SpendState::default(),
+            journaled_hold: None,
         }
     }
 

@@ -6,12 +6,14 @@
 //! within milliseconds. The same transaction persists each key's spend counters, coalesced to
 //! the latest state per key.
 //!
-//! A batch that fails to commit is kept and tried again, with growing waits, for as long as the
-//! daemon runs, when the failure can heal (a locked, full or unwritable database: an operator
-//! fixes it and the usage still lands); when it cannot (the database refuses the rows
-//! themselves), the batch is written row by row and only the rows still refused are dropped,
-//! each logged. Once shutdown has begun a failing batch gets a few more tries, then is dropped
-//! with its size logged, so a broken disk cannot hang the exit.
+//! A batch that fails to commit is kept and retried while the failure can heal, else written
+//! row by row (`retry`).
+//!
+//! Each batch also keeps the holds journal (`spend::holds`, `store::holds`): in the same
+//! transaction it journals the holds that were open at this batch and the one before, and
+//! deletes the journal rows of the holds whose usage records it writes. When holds wait to be
+//! journaled the thread comes back within [`GATHER`] even if no record arrives; idle, it
+//! blocks on the channel and the first hold opened wakes it.
 //!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
 //! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
@@ -26,8 +28,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::oneshot;
 
-use super::Store;
+use super::retry::{RETRY, Retry, commit_with_retry};
 use super::usage::UsageRecord;
+use super::{JournalChanges, Store};
+use crate::clock::Clock;
+use crate::spend::holds::{HoldCharge, HoldId, HoldSlot, Holds};
 
 const MAX_BATCH: usize = 4000;
 /// After the first record of a batch, how long to gather more: under load this turns
@@ -50,26 +55,17 @@ const GATHER: Duration = Duration::from_millis(10);
 /// ~16 MiB of queued records before this limit), so it is written straight through.
 const YIELDING_BATCH_MAX: usize = 2000;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records go unboxed: a box per request would be an allocation on a loop and a \
+              free on this thread (`UsageRecord`)"
+)]
 enum Message {
     Record(UsageRecord),
     Flush(oneshot::Sender<()>),
+    /// A hold opened while the writer was idle: it has one to journal.
+    Wake,
 }
-
-/// How failed commits are retried (see the module docs).
-#[derive(Clone, Copy, Debug)]
-struct Retry {
-    /// The first wait; each next one twice as long, up to `longest`.
-    first: Duration,
-    longest: Duration,
-    /// Tries a failing batch still gets once shutdown has begun.
-    when_stopping: u32,
-}
-
-const RETRY: Retry = Retry {
-    first: Duration::from_millis(200),
-    longest: Duration::from_secs(5),
-    when_stopping: 3,
-};
 
 /// The sending side, cheap to clone into every request.
 #[derive(Clone)]
@@ -78,21 +74,25 @@ pub struct UsageWriter {
     depth: Arc<AtomicUsize>,
     /// Set by [`UsageWriter::flush`], which only the shutdown path calls.
     stopping: Arc<AtomicBool>,
+    /// The open holds this writer journals.
+    holds: Arc<Holds>,
 }
 
 impl UsageWriter {
-    /// Starts the writer thread, pinned to `cpu` when given (see `cpu_affinity`). It runs
-    /// until every `UsageWriter` is dropped.
+    /// Starts the writer thread, pinned to `cpu` when given (see `cpu_affinity`); `clock`
+    /// stamps the holds it journals. It runs until every `UsageWriter` is dropped.
     pub fn spawn(
         store: Store,
         cpu: Option<usize>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
-        Self::spawn_with(store, cpu, RETRY)
+        Self::spawn_with(store, cpu, clock, RETRY)
     }
 
     fn spawn_with(
         store: Store,
         cpu: Option<usize>,
+        clock: Arc<dyn Clock>,
         retry: Retry,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
@@ -100,26 +100,49 @@ impl UsageWriter {
             tx,
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
+            holds: Arc::new(Holds::new()),
         };
         let depth = Arc::clone(&writer.depth);
         let stopping = Arc::clone(&writer.stopping);
+        let holds = Arc::clone(&writer.holds);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
-                run(&rx, &depth, |records| {
+                run(&rx, &depth, &holds, &*clock, |records, journal| {
                     // Yield between statements only while keeping up: a batch this big means
                     // records waited, and the loops come second until the backlog is gone.
                     let yielding = records.len() <= YIELDING_BATCH_MAX;
-                    commit_with_retry(records, &stopping, retry, |rows| {
-                        store.write_usage(rows, yielding)
+                    commit_with_retry(records, journal, &stopping, retry, |rows, journal| {
+                        store.write_usage(rows, journal, yielding)
                     });
                 });
             })
             .context("starting the usage writer thread")?;
         Ok((writer, thread))
+    }
+
+    /// Opens a hold for a request the provider may now have (see `spend::holds`), waking the
+    /// writer if it is idle so the hold gets journaled.
+    pub fn open_hold(&self, charge: &HoldCharge<'_>) -> HoldSlot {
+        let (slot, wake) = self.holds.open(charge);
+        if wake {
+            let _ = self.tx.send(Message::Wake);
+        }
+        slot
+    }
+
+    /// Closes a hold, before its settlement's record is sent: the id of its journal row, if
+    /// it has one, goes in that record.
+    pub fn close_hold(&self, slot: HoldSlot) -> Option<HoldId> {
+        self.holds.close(slot)
+    }
+
+    /// Holds open now.
+    pub fn open_holds(&self) -> usize {
+        self.holds.open_count()
     }
 
     /// Queues a record. Never blocks; if the writer is gone (shutdown), the record is logged.
@@ -165,29 +188,52 @@ impl UsageWriter {
             tx,
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
+            holds: Arc::new(Holds::new()),
         };
         let sent = move || {
             rx.try_iter()
                 .filter_map(|message| match message {
                     Message::Record(record) => Some(record),
-                    Message::Flush(_) => None,
+                    Message::Flush(_) | Message::Wake => None,
                 })
                 .collect()
         };
         (writer, sent)
     }
+
+    /// The registry of open holds, to journal them by hand.
+    pub(crate) fn holds(&self) -> &Holds {
+        &self.holds
+    }
 }
 
-fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut(&[UsageRecord])) {
-    while let Ok(first) = rx.recv() {
+/// Every sender is gone: the writer stops.
+struct Closed;
+
+fn run(
+    rx: &mpsc::Receiver<Message>,
+    depth: &AtomicUsize,
+    holds: &Holds,
+    clock: &dyn Clock,
+    mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>),
+) {
+    // Some open hold is not journaled yet: come back within a batch interval.
+    let mut holds_waiting = false;
+    let mut opened = Vec::new();
+    loop {
+        let Ok(first) = next(rx, holds, holds_waiting) else {
+            return;
+        };
         let mut records = Vec::new();
         let mut flushes = Vec::new();
-        let is_flush = matches!(first, Message::Flush(_));
-        take(first, &mut records, &mut flushes);
-        if !is_flush {
-            // Let a batch gather without waking this thread once per record: sleep through
-            // the window, then take everything that queued.
-            std::thread::sleep(GATHER);
+        if let Some(first) = first {
+            let is_flush = matches!(first, Message::Flush(_));
+            take(first, &mut records, &mut flushes);
+            if !is_flush {
+                // Let a batch gather without waking this thread once per record: sleep
+                // through the window, then take everything that queued.
+                std::thread::sleep(GATHER);
+            }
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -195,9 +241,20 @@ fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut
                 Err(_) => break,
             }
         }
-        if !records.is_empty() {
+        // After the records: a hold closes before its record is sent, so a hold still open
+        // now has its record in a later batch, never in this one.
+        opened.clear();
+        holds_waiting = holds.take_to_journal(clock.now(), &mut opened);
+        let settled: Vec<HoldId> = records.iter().filter_map(|r| r.journaled_hold).collect();
+        if !records.is_empty() || !opened.is_empty() {
             let n = records.len();
-            commit(&records);
+            commit(
+                &records,
+                JournalChanges {
+                    opened: &opened,
+                    settled: &settled,
+                },
+            );
             depth.fetch_sub(n, Ordering::Relaxed);
         }
         for done in flushes {
@@ -206,115 +263,30 @@ fn run(rx: &mpsc::Receiver<Message>, depth: &AtomicUsize, mut commit: impl FnMut
     }
 }
 
+/// Blocks for the next message; with holds waiting to be journaled, for a batch interval at
+/// most (then `None`).
+fn next(
+    rx: &mpsc::Receiver<Message>,
+    holds: &Holds,
+    holds_waiting: bool,
+) -> Result<Option<Message>, Closed> {
+    if !holds_waiting && holds.writer_going_idle() {
+        let message = rx.recv();
+        holds.writer_awake();
+        return message.map(Some).map_err(|_| Closed);
+    }
+    match rx.recv_timeout(GATHER) {
+        Ok(message) => Ok(Some(message)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Closed),
+    }
+}
+
 fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
     match message {
         Message::Record(record) => records.push(record),
         Message::Flush(done) => flushes.push(done),
-    }
-}
-
-/// Commits `records` with `write`, retrying as the module docs say.
-fn commit_with_retry(
-    records: &[UsageRecord],
-    stopping: &AtomicBool,
-    retry: Retry,
-    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
-) {
-    let mut wait = retry.first;
-    let mut tries_while_stopping = 0;
-    for attempt in 1u64.. {
-        let err = match write(records) {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(attempt, records = records.len(), "usage batch committed");
-                }
-                return;
-            }
-            Err(err) => err,
-        };
-        if !can_heal(&err) {
-            tracing::error!(
-                records = records.len(),
-                error = format!("{err:#}"),
-                "usage batch refused; writing it row by row"
-            );
-            return commit_row_by_row(records, write);
-        }
-        if stopping.load(Ordering::Acquire) {
-            tries_while_stopping += 1;
-            if tries_while_stopping >= retry.when_stopping {
-                tracing::error!(
-                    records = records.len(),
-                    error = format!("{err:#}"),
-                    "usage batch dropped: the database still fails and the daemon is exiting"
-                );
-                return;
-            }
-        }
-        tracing::error!(
-            attempt,
-            records = records.len(),
-            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            error = format!("{err:#}"),
-            "usage batch failed to commit; kept for another try"
-        );
-        std::thread::sleep(wait);
-        wait = (wait * 2).min(retry.longest);
-    }
-}
-
-/// One transaction per row: the rows the database accepts land, the ones it refuses are
-/// dropped, the first few logged one by one and all of them counted.
-fn commit_row_by_row(
-    records: &[UsageRecord],
-    mut write: impl FnMut(&[UsageRecord]) -> anyhow::Result<()>,
-) {
-    const LOGGED: usize = 5;
-    let mut dropped = 0;
-    for record in records {
-        if let Err(err) = write(std::slice::from_ref(record)) {
-            dropped += 1;
-            if dropped <= LOGGED {
-                tracing::error!(
-                    key_id = %record.key_id,
-                    model = %record.model,
-                    cost = %record.cost,
-                    error = format!("{err:#}"),
-                    "usage record refused by the database; dropped"
-                );
-            }
-        }
-    }
-    if dropped > 0 {
-        tracing::error!(
-            dropped,
-            records = records.len(),
-            "usage records refused by the database and dropped"
-        );
-    }
-}
-
-/// Whether waiting can fix `err`: the database was busy, locked, full, unreadable or
-/// unwritable, or memory ran out. Anything else (a constraint, a schema that does not match)
-/// fails the same way every time.
-fn can_heal(err: &anyhow::Error) -> bool {
-    use rusqlite::ErrorCode::{
-        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, FileLockingProtocolFailed, OutOfMemory,
-        ReadOnly, SystemIoFailure,
-    };
-    match err.downcast_ref::<rusqlite::Error>() {
-        Some(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
-            failure.code,
-            DatabaseBusy
-                | DatabaseLocked
-                | DiskFull
-                | SystemIoFailure
-                | CannotOpen
-                | ReadOnly
-                | OutOfMemory
-                | FileLockingProtocolFailed
-        ),
-        _ => false,
+        Message::Wake => {}
     }
 }
 
@@ -343,100 +315,19 @@ mod tests {
             source: CostSource::Reported,
             over_allowed: false,
             spend: SpendState::default(),
+            journaled_hold: None,
         }
     }
 
-    const FAST: Retry = Retry {
-        first: Duration::from_millis(1),
-        longest: Duration::from_millis(4),
-        when_stopping: 3,
+    const NO_HOLDS: JournalChanges<'static> = JournalChanges {
+        opened: &[],
+        settled: &[],
     };
 
-    fn sqlite_error(code: std::ffi::c_int) -> anyhow::Error {
-        anyhow::Error::from(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(code),
-            None,
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::new(
+            "2026-11-27T12:00:00Z".parse().expect("time"),
         ))
-        .context("committing usage")
-    }
-
-    fn outputs(records: &[UsageRecord]) -> Vec<u64> {
-        records.iter().map(|r| r.tokens.output).collect()
-    }
-
-    #[test]
-    fn a_batch_is_kept_and_retried_until_a_busy_database_takes_it() {
-        let records: Vec<UsageRecord> = (0..4).map(record).collect();
-        let (mut attempts, mut committed) = (0, Vec::new());
-        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
-            attempts += 1;
-            if attempts <= 10 {
-                return Err(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
-            }
-            committed.extend(outputs(rows));
-            Ok(())
-        });
-        assert_eq!(
-            attempts, 11,
-            "ten failures, well past the three tries of old"
-        );
-        assert_eq!(committed, [0, 1, 2, 3], "the whole batch, once");
-    }
-
-    #[test]
-    fn rows_the_database_refuses_are_dropped_alone() {
-        let records: Vec<UsageRecord> = (0..5).map(record).collect();
-        let mut committed = Vec::new();
-        commit_with_retry(&records, &AtomicBool::new(false), FAST, |rows| {
-            if rows.iter().any(|r| r.tokens.output == 2) {
-                return Err(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
-            }
-            committed.extend(outputs(rows));
-            Ok(())
-        });
-        assert_eq!(committed, [0, 1, 3, 4]);
-    }
-
-    #[test]
-    fn at_shutdown_a_failing_batch_gets_a_few_more_tries_then_is_given_up() {
-        let records: Vec<UsageRecord> = (0..2).map(record).collect();
-        let mut attempts = 0;
-        commit_with_retry(&records, &AtomicBool::new(true), FAST, |_| {
-            attempts += 1;
-            Err(sqlite_error(rusqlite::ffi::SQLITE_IOERR))
-        });
-        assert_eq!(attempts, FAST.when_stopping);
-    }
-
-    #[test]
-    fn only_failures_that_waiting_can_fix_are_retried() {
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_BUSY)));
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_FULL)));
-        assert!(can_heal(&sqlite_error(rusqlite::ffi::SQLITE_READONLY)));
-        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT)));
-        assert!(!can_heal(&sqlite_error(rusqlite::ffi::SQLITE_CORRUPT)));
-        assert!(!can_heal(&anyhow::anyhow!("not from SQLite")));
-    }
-
-    #[test]
-    fn the_stores_own_errors_are_told_apart() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("gateway.db");
-        let store = Store::open(&path).expect("store");
-        let other = rusqlite::Connection::open(&path).expect("second connection");
-        other
-            .execute_batch("ALTER TABLE usage RENAME TO usage_elsewhere")
-            .expect("rename");
-        let err = store
-            .write_usage(&[record(0)], false)
-            .expect_err("no usage table");
-        assert!(!can_heal(&err), "a missing table does not heal: {err:#}");
-        other
-            .execute_batch("BEGIN IMMEDIATE; ALTER TABLE usage_elsewhere RENAME TO usage")
-            .expect("locked");
-        // The store waits out its busy timeout, then reports the lock.
-        let err = store.write_usage(&[record(0)], false).expect_err("locked");
-        assert!(can_heal(&err), "a lock heals: {err:#}");
     }
 
     #[tokio::test]
@@ -460,8 +351,12 @@ mod tests {
         };
         // Two loops settled requests 11 and 10; 11 was queued first and the batches split
         // between them.
-        store.write_usage(&[with_count(11)], false).expect("batch");
-        store.write_usage(&[with_count(10)], false).expect("batch");
+        store
+            .write_usage(&[with_count(11)], NO_HOLDS, false)
+            .expect("batch");
+        store
+            .write_usage(&[with_count(10)], NO_HOLDS, false)
+            .expect("batch");
         let counted = store
             .counted_spend("key_w".into(), "2026-11-27".parse().expect("date"))
             .await
@@ -493,7 +388,7 @@ mod tests {
     async fn records_are_committed_by_the_writer_thread_and_flush_waits_for_them() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
-        let (writer, _thread) = UsageWriter::spawn(store.clone(), None).expect("writer");
+        let (writer, _thread) = UsageWriter::spawn(store.clone(), None, clock()).expect("writer");
         for i in 0..5 {
             writer.record(record(i));
         }
@@ -506,5 +401,56 @@ mod tests {
             .expect("report");
         assert_eq!(report.total.requests, 5);
         assert_eq!(report.total.cost_usd, Nanodollars(5 * 100 + 10));
+    }
+
+    #[tokio::test]
+    async fn a_lone_long_request_is_journaled_and_its_record_deletes_the_row() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.db");
+        let store = Store::open(&path).expect("store");
+        let (writer, _thread) = UsageWriter::spawn(store.clone(), None, clock()).expect("writer");
+        let conn = rusqlite::Connection::open(&path).expect("second connection");
+        let journaled = || -> Vec<(i64, String, i64)> {
+            conn.prepare("SELECT id, key_id, cost_nanos FROM holds")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        // No record arrives: the idle writer is woken by the hold and comes back for it.
+        let slot = writer.open_hold(&HoldCharge {
+            key_id: "key_w",
+            provider: Provider::Openai,
+            model: "gpt-4o",
+            input_tokens: 10,
+            output_tokens: 100,
+            cost: Nanodollars(4321),
+            unpriced: false,
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while journaled().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the open hold was never journaled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let id = i64::try_from(slot.id().get()).expect("id");
+        assert_eq!(journaled(), [(id, "key_w".to_owned(), 4321)]);
+
+        // It settles: the batch with its usage row deletes the journal row.
+        let journaled_hold = writer.close_hold(slot);
+        assert_eq!(journaled_hold, Some(slot.id()));
+        writer.record(UsageRecord {
+            journaled_hold,
+            ..record(1)
+        });
+        writer.flush().await;
+        assert!(journaled().is_empty());
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1);
     }
 }

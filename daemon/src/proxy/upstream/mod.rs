@@ -24,6 +24,18 @@ use crate::error::GatewayError;
 pub use pool::PooledBody;
 use pool::{Connector, Pool, SendError};
 
+/// Where [`Upstream::send`] says whether the provider may have the request: a plain `bool`,
+/// or the request's meter, which opens its hold the moment it is sent (`spend::holds`).
+pub trait SentFlag {
+    fn set_sent(&mut self, sent: bool);
+}
+
+impl SentFlag for bool {
+    fn set_sent(&mut self, sent: bool) {
+        *self = sent;
+    }
+}
+
 /// Below providers' own idle limits, so a pooled connection is not reused just as the far end
 /// closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -145,7 +157,7 @@ impl Upstream {
         &self,
         provider: Provider,
         request: http::Request<Full<Bytes>>,
-        sent: &mut bool,
+        sent: &mut impl SentFlag,
     ) -> Result<http::Response<IdleTimeout<PooledBody>>, GatewayError> {
         let pool = &self.target(provider)?.pool;
         let mut silence = Box::pin(tokio::time::sleep(self.idle_timeout));

@@ -102,28 +102,28 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request,
-        sent: &mut bool,
+        sent: &mut impl super::SentFlag,
     ) -> Result<http::Response<PooledBody>, SendError> {
         while let Some(conn) = self.checkout().await {
-            *sent = true;
+            sent.set_sent(true);
             match conn.send(request, self).await {
                 Ok(response) => return Ok(response),
                 // Not a byte was written: the idle connection had gone. Try the next one.
                 Err((Failure::Unsent(Some(unsent)), _)) => {
-                    *sent = false;
+                    sent.set_sent(false);
                     request = *unsent;
                 }
                 Err((failure, err)) => {
-                    *sent = matches!(failure, Failure::MaybeSent);
+                    sent.set_sent(matches!(failure, Failure::MaybeSent));
                     return Err(SendError::Lost(err));
                 }
             }
         }
         // Boxed: the connector's future is large and only needed for a new connection.
         let conn = Box::pin(self.connect()).await?;
-        *sent = true;
+        sent.set_sent(true);
         conn.send(request, self).await.map_err(|(failure, err)| {
-            *sent = matches!(failure, Failure::MaybeSent);
+            sent.set_sent(matches!(failure, Failure::MaybeSent));
             SendError::Lost(err)
         })
     }
