@@ -87,8 +87,12 @@ impl CertSource {
 }
 
 impl CertSource {
-    /// The key file's bytes, if only its owner may use it (the generated key is narrowed to
-    /// that first). The mode is read from the opened file, so it is the file that is read.
+    /// The key file's bytes, unless every user may use it. The daemon's own generated key is
+    /// narrowed to its owner; an operator's key that any user can read or write is refused
+    /// (it is the operator's file, maybe shared on purpose: its mode is not changed behind
+    /// their back). A key its group can read is taken: that is how Debian shares keys with a
+    /// service (`0640 root:ssl-cert`), a choice the operator made. The mode is read from the
+    /// opened file, so it is the file that is read.
     fn read_private_key(&self) -> anyhow::Result<Vec<u8>> {
         let path = self.key.display();
         let mut file = std::fs::File::open(&self.key)
@@ -99,19 +103,20 @@ impl CertSource {
             .permissions()
             .mode()
             & 0o777;
-        if mode & 0o077 != 0 {
-            if !self.generated {
-                let open = if mode & 0o044 != 0 {
-                    "readable by other users"
-                } else {
-                    "open to other users"
-                };
-                anyhow::bail!(
-                    "admin.tls_key {path} is {open} (mode {mode:03o}): whoever can read it can \
-                     pose as this admin listener and collect the admin tokens sent to it; make it \
-                     private to the user gatewayd runs as: chmod 600 {path}"
-                );
-            }
+        if !self.generated && mode & 0o007 != 0 {
+            let open = if mode & 0o004 != 0 {
+                "readable by every user"
+            } else {
+                "open to every user"
+            };
+            anyhow::bail!(
+                "admin.tls_key {path} is {open} (mode {mode:03o}): whoever can read it can pose \
+                 as this admin listener and collect the admin tokens sent to it; make it private \
+                 to the user gatewayd runs as (chmod 600 {path}), or to a group of its own \
+                 (chmod 640)"
+            );
+        }
+        if self.generated && mode & 0o077 != 0 {
             tracing::warn!(key = %path, mode = format!("{mode:03o}"), "the admin TLS key was open to other users; narrowing it to its owner (0600)");
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("narrowing the mode of {path}"))?;
@@ -252,9 +257,9 @@ mod tests {
         )
         .expect("configured");
         for (open, says) in [
-            (0o644, "is readable by other users (mode 644)"),
-            (0o640, "is readable by other users (mode 640)"),
-            (0o620, "is open to other users (mode 620)"),
+            (0o644, "is readable by every user (mode 644)"),
+            (0o604, "is readable by every user (mode 604)"),
+            (0o602, "is open to every user (mode 602)"),
         ] {
             chmod(open);
             let err = format!("{:#}", configured.load().expect_err("refused"));
@@ -268,6 +273,12 @@ mod tests {
             generated.load().expect("the daemon's own key is narrowed");
             assert_eq!(mode(), 0o600);
         }
+        chmod(0o640);
+        configured
+            .load()
+            .expect("a key shared with a group loads (Debian's ssl-cert)");
+        assert_eq!(mode(), 0o640);
+        chmod(0o600);
         configured.load().expect("a private key loads");
     }
 }

@@ -365,12 +365,12 @@ async fn a_tls_key_others_can_read_is_refused_saying_how_to_fix_it() {
     std::fs::write(&cert_path, cert).expect("cert");
     std::fs::write(&key_path, key).expect("key");
     let admin = format!("tls_cert = {cert_path:?}\ntls_key = {key_path:?}");
-    for mode in [0o644, 0o640, 0o604] {
+    for mode in [0o644, 0o604, 0o664] {
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let (code, stderr) = refused_start(&admin, "", None).await;
         assert_ne!(code, Some(0), "{mode:o}: {stderr}");
         assert!(stderr.contains(&key_path.display().to_string()), "{stderr}");
-        assert!(stderr.contains("readable by other users"), "{stderr}");
+        assert!(stderr.contains("readable by every user"), "{stderr}");
         assert!(stderr.contains("chmod 600"), "{stderr}");
     }
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
