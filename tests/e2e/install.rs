@@ -169,4 +169,19 @@ fn install_sh_systemd_writes_the_runtime_directory_socket_into_the_config() {
             .starts_with("socket = \"/run/gatewayd/admin.sock\"")),
         "{config}"
     );
+
+    // A socket elsewhere could not even be bound under the unit (ProtectSystem=strict): refused.
+    let refused = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--systemd", "--no-start", "--socket"])
+        .arg(root.join("admin.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running install.sh");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RuntimeDirectory, /run/gatewayd/"),
+        "{stderr}"
+    );
 }
