@@ -15,6 +15,8 @@
 //! - `startup`: config errors, the socket's mode, a live or stale socket (SPEC §8).
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
+//!   raw to the terminal; 100k keys listed in flat memory (issue #20).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
 //!   and by mouse click.
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
@@ -26,6 +28,7 @@
 mod clock;
 mod edge;
 mod gwctl;
+mod gwctl_store;
 mod https;
 mod install;
 mod keys;
