@@ -8,7 +8,9 @@
 //!
 //! Over HTTPS the token travels only in the `Authorization` header, marked sensitive; no
 //! message built here contains it, and an error body that echoes it back is redacted before
-//! anyone sees it. TLS is rustls with the `ring` provider, trusting either exactly the
+//! anyone sees it. What the daemon sends is text gwctl did not write: an [`ApiError`] shows
+//! its message escaped (see [`crate::sanitize`]), and a client made
+//! [`ApiClient::escaping_text`] (the dashboard's) escapes every string of every answer. TLS is rustls with the `ring` provider, trusting either exactly the
 //! certificates of `--ca-cert` (as curl's `--cacert` does: the daemon's self-signed
 //! certificate is not a web PKI root) or the system's roots.
 
@@ -219,8 +221,9 @@ impl ApiError {
 pub const REDACTED: &str = "***";
 
 impl fmt::Display for ApiError {
+    /// The daemon's message, control characters escaped: it is shown to people.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&crate::sanitize::text(&self.message))
     }
 }
 
@@ -288,6 +291,9 @@ pub struct ApiClient {
     /// The rustls configuration, built on first HTTPS use and shared by clones: reading the
     /// system's roots once, not once per page of a list.
     tls: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, TransportError>>>,
+    /// Whether every string of an answer is escaped for the terminal before it is read into
+    /// its type ([`ApiClient::escaping_text`]).
+    escape_text: bool,
 }
 
 impl ApiClient {
@@ -297,7 +303,17 @@ impl ApiClient {
             timeout: REQUEST_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             tls: Arc::default(),
+            escape_text: false,
         }
+    }
+
+    /// A client whose answers hold no control character: every string in them (names, globs,
+    /// ids, secrets, error messages) escaped with [`crate::sanitize::text`]. For the
+    /// dashboard, which shows what it gets and never prints JSON; ids and secrets the daemon
+    /// made have nothing to escape, so they still work as sent.
+    pub fn escaping_text(mut self) -> Self {
+        self.escape_text = true;
+        self
     }
 
     pub fn transport(&self) -> &Transport {
@@ -398,21 +414,24 @@ impl ApiClient {
             .await
     }
 
-    /// Every key, following `next_cursor` to the last page.
+    /// Every key, following `next_cursor` to the last page. Holds them all: commands that
+    /// can work a page at a time use [`ApiClient::key_pages`].
     pub async fn list_all_keys(&self, state: Option<KeyState>) -> anyhow::Result<Vec<KeyView>> {
         let mut keys = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.list_keys(state, PAGE_MAX, cursor.as_deref()).await?;
-            keys.extend(page.keys);
-            match page.next_cursor {
-                None => return Ok(keys),
-                // A daemon bug must not turn into an endless loop here.
-                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
-                    anyhow::bail!("gatewayd returned the same page cursor twice ({next})")
-                }
-                Some(next) => cursor = Some(next),
-            }
+        let mut pages = self.key_pages(state);
+        while let Some(page) = pages.next().await? {
+            keys.extend(page);
+        }
+        Ok(keys)
+    }
+
+    /// Every key, a page ([`PAGE_MAX`] keys) at a time, oldest first.
+    pub fn key_pages(&self, state: Option<KeyState>) -> KeyPages<'_> {
+        KeyPages {
+            client: self,
+            state,
+            cursor: None,
+            done: false,
         }
     }
 
@@ -470,14 +489,24 @@ impl ApiClient {
         let (status, bytes) = self.exchange(method, &path_and_query, body).await?;
         if !status.is_success() {
             let err = ApiError::from_response(status.as_u16(), &bytes);
-            let err = match &self.transport {
+            let mut err = match &self.transport {
                 Transport::Https { token, .. } => err.redact(token.expose()),
                 Transport::Unix(_) => err,
             };
+            if self.escape_text {
+                err.message = crate::sanitize::text(&err.message).into_owned();
+            }
             return Err(err.into());
         }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading gatewayd's answer to {what}"))
+        let read = |bytes: &[u8]| -> serde_json::Result<T> {
+            if !self.escape_text {
+                return serde_json::from_slice(bytes);
+            }
+            let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+            crate::sanitize::escape_json_strings(&mut value);
+            serde_json::from_value(value)
+        };
+        read(&bytes).with_context(|| format!("reading gatewayd's answer to {what}"))
     }
 
     /// Sends one request and returns the status and whole body. The only transport-aware code.
@@ -548,6 +577,37 @@ impl ApiClient {
                 }
             }
         }
+    }
+}
+
+/// The pages of `GET /v1/keys`, fetched one at a time as [`KeyPages::next`] is called.
+pub struct KeyPages<'a> {
+    client: &'a ApiClient,
+    state: Option<KeyState>,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl KeyPages<'_> {
+    /// The next page's keys (possibly none), or `None` after the last page.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<KeyView>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .client
+            .list_keys(self.state, PAGE_MAX, self.cursor.as_deref())
+            .await?;
+        match page.next_cursor {
+            None => self.done = true,
+            // A daemon bug must not turn into an endless loop here.
+            Some(next) if self.cursor.as_deref() == Some(next.as_str()) => {
+                self.done = true;
+                anyhow::bail!("gatewayd returned the same page cursor twice ({next})")
+            }
+            Some(next) => self.cursor = Some(next),
+        }
+        Ok(Some(page.keys))
     }
 }
 

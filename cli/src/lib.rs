@@ -3,7 +3,7 @@
 //! Modules in reading order: [`args`] (the command line), [`endpoint`] (flags, environment and
 //! [`profiles`] → which daemon, over which transport), [`commands`] (one module per verb),
 //! [`client`] (the typed management API over a transport), [`output`] (tables and JSON),
-//! [`tui`] (the `gwctl tui` dashboard).
+//! [`sanitize`] (daemon text made safe for the terminal), [`tui`] (the `gwctl tui` dashboard).
 //! This file owns the one decision every command shares: how a failure becomes a message and
 //! an exit code. Scripts branch on those codes, so they are constants, mapped from the
 //! daemon's [`ErrorCode`] by one exhaustive `match` that a new code cannot slip past.
@@ -14,6 +14,7 @@ pub mod commands;
 pub mod endpoint;
 pub mod output;
 pub mod profiles;
+pub mod sanitize;
 pub mod tui;
 
 use std::fmt;
@@ -247,10 +248,16 @@ pub fn error_line(err: &anyhow::Error) -> String {
     }
 }
 
+/// Writes the failure on stderr. Messages carry the daemon's text (its error messages, the
+/// names and ids it sent), so the line is escaped for the terminal, and the JSON body written
+/// with the escaping formatter.
 fn report(err: &anyhow::Error, format: OutputFormat) {
     let text = match format {
-        OutputFormat::Table => error_line(err),
-        OutputFormat::Json => error_body(err).to_json(),
+        OutputFormat::Table => sanitize::lines(&error_line(err)).into_owned(),
+        OutputFormat::Json => {
+            let body = error_body(err);
+            sanitize::to_json_compact(&body).unwrap_or_else(|_| body.to_json())
+        }
     };
     let mut stderr = std::io::stderr().lock();
     // Nothing is left to tell if stderr itself is gone.

@@ -17,12 +17,12 @@ use serde_json::json;
 pub const HOSTILE_NAME: &str = "evil\u{1b}]0;pwned\u{7}\u{9b}2J\u{202e}exe.txt\r\u{7f}";
 /// How gwctl shows it in tables: every control character escaped, visibly, one way.
 pub const HOSTILE_NAME_SHOWN: &str = r"evil\u{1b}]0;pwned\u{7}\u{9b}2J\u{202e}exe.txt\u{d}\u{7f}";
-const HOSTILE_GLOB: &str = "gpt-\u{1b}[31m*\u{2066}";
-const HOSTILE_GLOB_SHOWN: &str = r"gpt-\u{1b}[31m*\u{2066}";
+pub const HOSTILE_GLOB: &str = "gpt-\u{1b}[31m*\u{2066}";
+pub const HOSTILE_GLOB_SHOWN: &str = r"gpt-\u{1b}[31m*\u{2066}";
 
 /// The characters that must never reach a terminal from the daemon: C0 (a line break is
 /// gwctl's own), DEL, C1, and the bidi embeddings, overrides and isolates.
-fn is_terminal_control(c: char) -> bool {
+pub fn is_terminal_control(c: char) -> bool {
     (c.is_control() && c != '\n')
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
@@ -44,7 +44,7 @@ fn assert_output_safe(what: &str, out: &GwctlOutput) {
 }
 
 /// Stops the daemon, runs `write` on its database, starts it again (it loads keys at start).
-async fn write_store(gateway: &mut Gateway, write: impl FnOnce(&rusqlite::Transaction<'_>)) {
+pub async fn write_store(gateway: &mut Gateway, write: impl FnOnce(&rusqlite::Transaction<'_>)) {
     let status = gateway.stop().await;
     assert!(status.success(), "gatewayd stopped: {status:?}");
     let mut conn = rusqlite::Connection::open(gateway.data_dir.join("gateway.db")).expect("open");
@@ -179,6 +179,7 @@ async fn issue20_keys_list_streams_a_hundred_thousand_keys_in_flat_memory() {
     .await;
 
     let table = peak_rss(&gateway.socket, &["keys", "list"]).await;
+    eprintln!("gwctl keys list, {MANY_KEYS} keys: peak RSS {} KiB", table.peak_kib);
     assert_eq!(table.lines, MANY_KEYS + 1, "a header and a row a key");
     assert!(
         table.peak_kib <= MAX_RSS_KIB,
@@ -186,6 +187,7 @@ async fn issue20_keys_list_streams_a_hundred_thousand_keys_in_flat_memory() {
         table.peak_kib
     );
     let json = peak_rss(&gateway.socket, &["-o", "json", "keys", "list"]).await;
+    eprintln!("gwctl -o json keys list, {MANY_KEYS} keys: peak RSS {} KiB", json.peak_kib);
     assert!(
         json.peak_kib <= MAX_RSS_KIB,
         "`gwctl -o json keys list` peaked at {} KiB with {MANY_KEYS} keys (bound {MAX_RSS_KIB} KiB)",

@@ -18,7 +18,7 @@
 //! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
 //!   raw to the terminal; 100k keys listed in flat memory (issue #20).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
-//!   and by mouse click.
+//!   and by mouse click; a stored control character shown escaped (issue #20).
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
 //! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
 //!   on the socket only, and clear exit codes for a bad token, certificate or address.

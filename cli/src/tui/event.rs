@@ -62,20 +62,23 @@ impl Failure {
         }
     }
 
+    /// The message is escaped for the terminal ([`crate::sanitize::text`]): it holds what
+    /// the daemon said.
     pub fn from_error(err: &anyhow::Error) -> Self {
+        let shown = |text: String| crate::sanitize::text(&text).into_owned();
         for cause in err.chain() {
             if cause.downcast_ref::<TransportError>().is_some() {
-                return Self::unreachable(cause.to_string());
+                return Self::unreachable(shown(cause.to_string()));
             }
             if let Some(api) = cause.downcast_ref::<ApiError>() {
                 let code = api.body.error.code.as_str();
                 return Self {
-                    message: format!("{} ({code})", api.message),
+                    message: shown(format!("{} ({code})", api.message)),
                     unreachable: api.code == Some(ErrorCode::ShuttingDown),
                 };
             }
         }
-        Self::refused(format!("{err:#}"))
+        Self::refused(shown(format!("{err:#}")))
     }
 }
 

@@ -72,7 +72,8 @@ impl Cmd {
     }
 }
 
-/// The key an operator named: fetched by id, or found by name or prefix in the full list.
+/// The key an operator named: fetched by id, or found by name or prefix in the list of keys,
+/// read a page at a time keeping only the keys it names.
 pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
     resolve_as(client, wanted, SharedName::MeansSuccessor).await
 }
@@ -100,11 +101,16 @@ async fn resolve_as(
     if is_key_id(wanted) {
         return client.get_key(wanted).await;
     }
-    let keys = client
-        .list_all_keys(None)
+    let mut named = Vec::new();
+    let mut pages = client.key_pages(None);
+    while let Some(page) = pages
+        .next()
         .await
-        .with_context(|| format!("listing keys to find {wanted:?}"))?;
-    let found = matches(&keys, wanted);
+        .with_context(|| format!("listing keys to find {wanted:?}"))?
+    {
+        named.extend(page.into_iter().filter(|k| names(k, wanted.trim())));
+    }
+    let found = matches(&named, wanted);
     match rotation_pair(&found, wanted) {
         Some((_, successor)) if shared == SharedName::MeansSuccessor => Ok(successor.clone()),
         Some((retiring, successor)) => {
@@ -146,13 +152,19 @@ fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
     one(&matches(keys, wanted), wanted)
 }
 
+/// Whether `wanted` is `key`'s exact name or prefix, or either as gwctl shows it (control
+/// characters escaped, see [`crate::sanitize`]), so a name copied from a table still names
+/// its key.
+fn names(key: &KeyView, wanted: &str) -> bool {
+    [&key.name, &key.prefix]
+        .into_iter()
+        .any(|field| field == wanted || crate::sanitize::text(field) == wanted)
+}
+
 /// The keys `wanted` names: all of them, or only those not revoked if any are.
 fn matches<'a>(keys: &'a [KeyView], wanted: &str) -> Vec<&'a KeyView> {
     let wanted = wanted.trim();
-    let matches: Vec<&KeyView> = keys
-        .iter()
-        .filter(|k| k.name == wanted || k.prefix == wanted)
-        .collect();
+    let matches: Vec<&KeyView> = keys.iter().filter(|k| names(k, wanted)).collect();
     let live: Vec<&KeyView> = matches
         .iter()
         .copied()
