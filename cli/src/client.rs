@@ -922,6 +922,55 @@ mod tests {
         assert_eq!(err.body.error.code, "unexpected_response");
     }
 
+    fn ok_response(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// The CLI reads answers as sent (its renderers escape them, its JSON stays exact); the
+    /// dashboard's client escapes every string on arrival. Either way an error's message is
+    /// shown escaped.
+    #[tokio::test]
+    async fn an_escaping_client_escapes_every_string_of_an_answer() {
+        let mut key = serde_json::to_value(crate::output::tests::sample_key()).expect("json");
+        key["name"] = "evil\u{1b}]0;t\u{7}".into();
+        key["allowed_models"] = serde_json::json!(["gpt-\u{9b}2J*"]);
+        let body = key.to_string();
+        for (escaping, name, models) in [
+            (false, "evil\u{1b}]0;t\u{7}", "gpt-\u{9b}2J*"),
+            (true, r"evil\u{1b}]0;t\u{7}", r"gpt-\u{9b}2J*"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let socket = dir.path().join("admin.sock");
+            let listener = UnixListener::bind(&socket).expect("bind");
+            let server = tokio::spawn(serve_once(listener, ok_response(&body)));
+            let client = ApiClient::new(Transport::Unix(socket));
+            let client = if escaping {
+                client.escaping_text()
+            } else {
+                client
+            };
+            let view = client.get_key("key_x").await.expect("a key");
+            server.await.expect("server");
+            assert_eq!(
+                (view.name.as_str(), view.allowed_models[0].as_str()),
+                (name, models)
+            );
+            assert_eq!(
+                view.spend_limit_usd,
+                crate::output::tests::sample_key().spend_limit_usd
+            );
+        }
+        let err = ApiError::from_response(502, b"<html>\x1b]0;pwned\x07</html>");
+        assert!(
+            err.to_string()
+                .ends_with(r"<html>\u{1b}]0;pwned\u{7}</html>"),
+            "{err}"
+        );
+    }
+
     /// A one-shot HTTP/1.1 server on a Unix socket: answers every connection with `response`
     /// and hands back the request head it read.
     async fn serve_once(listener: UnixListener, response: String) -> String {

@@ -393,13 +393,7 @@ fn labelled(lines: &[(&str, String)]) -> String {
         + 1;
     lines
         .iter()
-        .map(|(label, value)| {
-            format!(
-                "{:<width$} {}",
-                format!("{label}:"),
-                sanitize::text(value)
-            )
-        })
+        .map(|(label, value)| format!("{:<width$} {}", format!("{label}:"), sanitize::text(value)))
         .collect::<Vec<_>>()
         .join("\n")
 }

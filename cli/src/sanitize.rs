@@ -42,7 +42,7 @@ pub fn is_terminal_control(c: char) -> bool {
 /// One value from the daemon (a name, a glob, a message) as it may be shown: every
 /// [`is_terminal_control`] character written as `\u{1b}`. Borrowed when there is none.
 pub fn text(value: &str) -> Cow<'_, str> {
-    escape(value, |c| is_terminal_control(c))
+    escape(value, is_terminal_control)
 }
 
 /// Text of several lines, put together by gwctl: as [`text`], but its line breaks stay.
@@ -107,11 +107,11 @@ fn to_json_with<T: Serialize + ?Sized, F: Formatter>(
     formatter: F,
 ) -> serde_json::Result<String> {
     let mut out = Vec::with_capacity(128);
-    let mut serializer =
-        serde_json::Serializer::with_formatter(&mut out, JsonFormatter(formatter));
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, JsonFormatter(formatter));
     value.serialize(&mut serializer)?;
     // serde_json writes UTF-8 only; the lossy path is never taken.
-    Ok(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// A serde_json formatter that also escapes DEL, C1 and the bidi controls inside strings, as
@@ -212,7 +212,14 @@ mod tests {
             r"\u{61c}\u{200e}\u{200f}\u{2028}\u{2029}\u{202a}\u{2066}\u{2069}",
         );
         // Printable text, whatever its script, is left as it is, backslashes included.
-        for plain in ["backend-prod", "gpt-4o*", "ünïcödé 名前 🔑", r"C:\keys", "\u{a0}x", ""] {
+        for plain in [
+            "backend-prod",
+            "gpt-4o*",
+            "ünïcödé 名前 🔑",
+            r"C:\keys",
+            "\u{a0}x",
+            "",
+        ] {
             assert!(matches!(text(plain), Cow::Borrowed(_)), "{plain:?}");
         }
         // Emoji sequences keep their joiner (U+200D is no control).
@@ -234,8 +241,14 @@ mod tests {
             to_json_pretty(&value).expect("json"),
             to_json_compact(&value).expect("json"),
         ] {
-            assert!(!json.chars().any(|c| c != '\n' && is_terminal_control(c)), "{json:?}");
-            assert!(json.contains(r"\u001b]0;pwned\u0007\u009b2J\u202eexe.txt\r\u007f"), "{json}");
+            assert!(
+                !json.chars().any(|c| c != '\n' && is_terminal_control(c)),
+                "{json:?}"
+            );
+            assert!(
+                json.contains(r"\u001b]0;pwned\u0007\u009b2J\u202eexe.txt\r\u007f"),
+                "{json}"
+            );
             let back: serde_json::Value = serde_json::from_str(&json).expect("parses");
             assert_eq!(back, value);
         }

@@ -23,8 +23,7 @@ pub const HOSTILE_GLOB_SHOWN: &str = r"gpt-\u{1b}[31m*\u{2066}";
 /// The characters that must never reach a terminal from the daemon: C0 (a line break is
 /// gwctl's own), DEL, C1, and the bidi embeddings, overrides and isolates.
 pub fn is_terminal_control(c: char) -> bool {
-    (c.is_control() && c != '\n')
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[track_caller]
@@ -74,11 +73,7 @@ async fn issue20_control_characters_from_the_store_never_reach_the_terminal() {
             .expect("hostile token");
         tx.execute(
             "UPDATE audit SET actor = ?1, details = ?2 WHERE key_id = ?3",
-            rusqlite::params![
-                HOSTILE_NAME,
-                json!({"name": HOSTILE_NAME}).to_string(),
-                id
-            ],
+            rusqlite::params![HOSTILE_NAME, json!({"name": HOSTILE_NAME}).to_string(), id],
         )
         .expect("hostile audit row");
         let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
@@ -179,7 +174,10 @@ async fn issue20_keys_list_streams_a_hundred_thousand_keys_in_flat_memory() {
     .await;
 
     let table = peak_rss(&gateway.socket, &["keys", "list"]).await;
-    eprintln!("gwctl keys list, {MANY_KEYS} keys: peak RSS {} KiB", table.peak_kib);
+    eprintln!(
+        "gwctl keys list, {MANY_KEYS} keys: peak RSS {} KiB",
+        table.peak_kib
+    );
     assert_eq!(table.lines, MANY_KEYS + 1, "a header and a row a key");
     assert!(
         table.peak_kib <= MAX_RSS_KIB,
@@ -187,7 +185,10 @@ async fn issue20_keys_list_streams_a_hundred_thousand_keys_in_flat_memory() {
         table.peak_kib
     );
     let json = peak_rss(&gateway.socket, &["-o", "json", "keys", "list"]).await;
-    eprintln!("gwctl -o json keys list, {MANY_KEYS} keys: peak RSS {} KiB", json.peak_kib);
+    eprintln!(
+        "gwctl -o json keys list, {MANY_KEYS} keys: peak RSS {} KiB",
+        json.peak_kib
+    );
     assert!(
         json.peak_kib <= MAX_RSS_KIB,
         "`gwctl -o json keys list` peaked at {} KiB with {MANY_KEYS} keys (bound {MAX_RSS_KIB} KiB)",
@@ -247,7 +248,12 @@ async fn peak_rss(socket: &Path, args: &[&str]) -> Measured {
             (0, Some(document.map_err(|e| e.to_string())))
         } else {
             use std::io::BufRead;
-            (stdout.lines().map(|l| l.expect("utf-8 line")).count(), None)
+            let mut n_lines = 0;
+            for line in stdout.lines() {
+                line.expect("a line of UTF-8");
+                n_lines += 1;
+            }
+            (n_lines, None)
         }
     });
     let (lines, document) = tokio::task::spawn_blocking(move || reader.join())

@@ -442,7 +442,10 @@ async fn issue20_a_stored_control_character_is_shown_escaped_never_sent_raw() {
         .await;
     assert!(screen.contains(HOSTILE_NAME_SHOWN), "the title:\n{screen}");
     let after = title(&tmux);
-    assert!(!after.contains("pwned"), "the terminal was retitled: {after:?}");
+    assert!(
+        !after.contains("pwned"),
+        "the terminal was retitled: {after:?}"
+    );
     assert_eq!(before, after);
     // q closes the detail pane, a second q the dashboard.
     tmux.keys(&["q"]);

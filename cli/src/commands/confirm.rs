@@ -28,7 +28,7 @@ pub fn ask(prompt: &str, not_done: &str) -> anyhow::Result<bool> {
         &mut stdin.lock(),
         &mut std::io::stderr().lock(),
     )
-        .context("asking for confirmation")
+    .context("asking for confirmation")
 }
 
 /// Asks once; only `y` or `yes` (any case) confirms. End of input declines.

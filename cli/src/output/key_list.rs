@@ -245,7 +245,10 @@ mod tests {
         let mut hostile = sample_key();
         hostile.name = "a\u{1b}]0;t\u{7}\u{9b}\u{202e}".into();
         let text = json_in_pages(&[std::slice::from_ref(&hostile)]);
-        assert!(text.contains(r#""name": "a\u001b]0;t\u0007\u009b\u202e""#), "{text}");
+        assert!(
+            text.contains(r#""name": "a\u001b]0;t\u0007\u009b\u202e""#),
+            "{text}"
+        );
         let back: KeyList = serde_json::from_str(&text).expect("one document");
         assert_eq!(back.keys, [hostile]);
     }

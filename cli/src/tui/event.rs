@@ -111,5 +111,12 @@ mod tests {
         let body = ErrorBody::new(ErrorCode::ShuttingDown, "Shutting down.");
         let err = anyhow::Error::from(ApiError::from_body(503, body));
         assert!(Failure::from_error(&err).unreachable);
+        // What the daemon said is escaped for the screen.
+        let body = ErrorBody::new(ErrorCode::InvalidArgument, "No \u{1b}[2J\u{202e}.");
+        let err = anyhow::Error::from(ApiError::from_body(400, body));
+        assert_eq!(
+            Failure::from_error(&err),
+            Failure::refused(r"No \u{1b}[2J\u{202e}. (invalid_argument)")
+        );
     }
 }

@@ -60,9 +60,7 @@ pub async fn run(client: ApiClient) -> anyhow::Result<()> {
         .into());
     }
     let target = client.transport().to_string();
-    let client = client
-        .with_timeout(worker::REQUEST_TIMEOUT)
-        .escaping_text();
+    let client = client.with_timeout(worker::REQUEST_TIMEOUT).escaping_text();
     let (event_tx, event_rx) = std::sync::mpsc::channel();
     let (effect_tx, effect_rx) = tokio::sync::mpsc::unbounded_channel();
     let input_tx = event_tx.clone();

@@ -432,6 +432,23 @@ mod tests {
         check("sk-proxy-bbbb", Err(ErrorCode::InvalidArgument));
         check("batch", Err(ErrorCode::InvalidArgument));
         check("nope", Err(ErrorCode::KeyNotFound));
+        // A name with control characters (stored before they were refused) is named as
+        // stored, or as gwctl shows it.
+        let odd = [key(
+            "key_f",
+            "odd\u{1b}[2J",
+            "sk-proxy-ffff",
+            KeyState::Active,
+        )];
+        assert_eq!(
+            pick(&odd, "odd\u{1b}[2J").map(|k| k.id.as_str()),
+            Ok("key_f")
+        );
+        assert_eq!(
+            pick(&odd, r"odd\u{1b}[2J").map(|k| k.id.as_str()),
+            Ok("key_f")
+        );
+        assert!(pick(&odd, "odd[2J").is_err());
         let err = pick(&keys, "batch").expect_err("ambiguous");
         assert!(
             err.message.contains("key_b (active)") && err.message.contains("key_c (expired)"),

@@ -308,6 +308,14 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
+        let mut hostile = report();
+        hostile.key_id = "key_\u{1b}]0;t\u{7}".into();
+        hostile.by_model[0].model = "gpt-\u{1b}[2J\u{9b}".into();
+        let text = usage_text(&hostile, true);
+        assert!(text.contains(r"key:       key_\u{1b}]0;t\u{7}"), "{text}");
+        assert!(text.contains(r"gpt-\u{1b}[2J\u{9b}"), "{text}");
+        // Only the chart's own colour codes are escape codes.
+        assert_eq!(text.matches('\x1b').count(), 2 * 2, "{text}");
         let mut idle = report();
         idle.by_model.clear();
         assert!(usage_text(&idle, false).ends_with("no requests in this range"));
