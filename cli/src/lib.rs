@@ -3,7 +3,7 @@
 //! Modules in reading order: [`args`] (the command line), [`endpoint`] (flags, environment and
 //! [`profiles`] → which daemon, over which transport), [`commands`] (one module per verb),
 //! [`client`] (the typed management API over a transport), [`output`] (tables and JSON),
-//! [`tui`] (the `gwctl tui` dashboard).
+//! [`sanitize`] (daemon text made safe for the terminal), [`tui`] (the `gwctl tui` dashboard).
 //! This file owns the one decision every command shares: how a failure becomes a message and
 //! an exit code. Scripts branch on those codes, so they are constants, mapped from the
 //! daemon's [`ErrorCode`] by one exhaustive `match` that a new code cannot slip past.
@@ -14,6 +14,7 @@ pub mod commands;
 pub mod endpoint;
 pub mod output;
 pub mod profiles;
+pub mod sanitize;
 pub mod tui;
 
 use std::fmt;
@@ -247,14 +248,24 @@ pub fn error_line(err: &anyhow::Error) -> String {
     }
 }
 
+/// Writes the failure on stderr. Messages carry the daemon's text (its error messages, the
+/// names and ids it sent), so the line is escaped for the terminal, and the JSON body written
+/// with the escaping formatter.
 fn report(err: &anyhow::Error, format: OutputFormat) {
-    let text = match format {
-        OutputFormat::Table => error_line(err),
-        OutputFormat::Json => error_body(err).to_json(),
-    };
+    let text = report_text(err, format);
     let mut stderr = std::io::stderr().lock();
     // Nothing is left to tell if stderr itself is gone.
     let _ = writeln!(stderr, "{text}");
+}
+
+fn report_text(err: &anyhow::Error, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Table => sanitize::lines(&error_line(err)).into_owned(),
+        OutputFormat::Json => {
+            let body = error_body(err);
+            sanitize::to_json_compact(&body).unwrap_or_else(|_| body.to_json())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +368,28 @@ mod tests {
         assert!(error_line(&refusal).ends_with("(field_not_editable)"));
         assert_eq!(error_body(&refusal).error.code, "field_not_editable");
         assert_eq!(exit_code_of(&refusal), exit_code::CONFLICT);
+    }
+
+    /// A daemon (or whatever answers in its place) that puts escape codes in its message:
+    /// the error line shows them escaped, the JSON body escapes them as JSON, and the code and
+    /// exit code are unchanged.
+    #[test]
+    fn a_daemons_message_is_escaped_where_it_is_reported() {
+        let body = ErrorBody::new(
+            ErrorCode::KeyNotFound,
+            "No key \u{1b}]0;pwned\u{7}\u{9b}2J.",
+        );
+        let err = anyhow::Error::from(ApiError::from_body(404, body)).context("showing key k");
+        assert_eq!(
+            report_text(&err, OutputFormat::Table),
+            r"error: showing key k: No key \u{1b}]0;pwned\u{7}\u{9b}2J. (key_not_found)"
+        );
+        let json = report_text(&err, OutputFormat::Json);
+        assert_eq!(
+            json,
+            r#"{"error":{"type":"gateway_error","code":"key_not_found","message":"No key \u001b]0;pwned\u0007\u009b2J."}}"#
+        );
+        assert_eq!(exit_code_of(&err), exit_code::NOT_FOUND);
     }
 
     #[test]

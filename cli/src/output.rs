@@ -5,6 +5,14 @@
 //! in UTC to the second with a relative hint, money as `$12.50`, and advice such as the
 //! secret-once warning on stderr so that stdout stays clean. Renderers are pure functions of
 //! the data and an injected `now`, so tests can assert on their text.
+//!
+//! Nothing the daemon sent reaches the terminal raw (see [`crate::sanitize`]): every table
+//! cell and labelled value is escaped where it is put in ([`row`], [`labelled`]), JSON is
+//! written with the escaping formatter, and [`Output::stdout`] and [`Output::stderr`] pass
+//! whatever they are given through [`sanitize::lines`] as well. [`key_list`] prints a key list
+//! page by page, so that listing 100,000 keys holds one page, not all of them.
+
+pub mod key_list;
 
 use std::io::Write;
 
@@ -17,6 +25,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::OutputFormat;
+use crate::sanitize;
 
 /// Printed on stderr under a newly created key in table mode.
 pub const SECRET_WARNING: &str = "warning: this is the only time the secret is shown. gatewayd keeps \
@@ -74,54 +83,57 @@ impl Output {
         }
     }
 
+    /// `value` as pretty JSON: serde_json's layout, with DEL, C1 and bidi controls escaped
+    /// as well (`\u009b`), which reads back to the same value.
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(value).context("encoding json output")?;
+        let text = sanitize::to_json_pretty(value).context("encoding json output")?;
         self.stdout(&text)
     }
 
-    /// Writes `text` and a newline to stdout.
+    /// Writes `text` and a newline to stdout, any control character but its line breaks
+    /// escaped.
     pub fn stdout(&self, text: &str) -> anyhow::Result<()> {
+        self.stdout_styled(&sanitize::lines(text))
+    }
+
+    /// Writes `text` to stdout, as [`Output::stdout`] does but without adding a line break:
+    /// a part of a longer output printed as it comes (`keys list`, a page at a time).
+    pub fn stdout_part(&self, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(sanitize::lines(text).as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing to stdout")
+    }
+
+    /// Writes `text` and a newline to stdout as it is: only for text whose escape codes are
+    /// gwctl's own colours and whose every value from the daemon was escaped with
+    /// [`sanitize::text`] (the usage chart).
+    pub fn stdout_styled(&self, text: &str) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{text}")
             .and_then(|()| stdout.flush())
             .context("writing to stdout")
     }
 
-    /// Writes `text` and a newline to stderr: warnings and prompts, never results.
+    /// Writes `text` and a newline to stderr: warnings and prompts, never results. Escaped
+    /// as [`Output::stdout`] is.
     pub fn stderr(&self, text: &str) -> anyhow::Result<()> {
         let mut stderr = std::io::stderr().lock();
-        writeln!(stderr, "{text}")
+        writeln!(stderr, "{}", sanitize::lines(text))
             .and_then(|()| stderr.flush())
             .context("writing to stderr")
     }
 }
 
-/// `ID NAME PREFIX STATE SPEND RPM EXPIRES LAST USED`, one key a row.
+/// `ID NAME PREFIX STATE SPEND RPM EXPIRES LAST USED`, one key a row: the whole table at once
+/// (`keys list` prints it a page at a time with [`key_list::KeyTable`], the same layout).
 pub fn key_table(keys: &[KeyView], now: Timestamp) -> String {
-    let mut table = plain_table([
-        "ID",
-        "NAME",
-        "PREFIX",
-        "STATE",
-        "SPEND",
-        "RPM",
-        "EXPIRES",
-        "LAST USED",
-    ]);
-    for key in keys {
-        table.add_row([
-            key.id.clone(),
-            key.name.clone(),
-            key.prefix.clone(),
-            state_text(key, now),
-            spend_summary(key),
-            key.rate_limit_rpm
-                .map_or_else(|| "-".to_owned(), |rpm| rpm.to_string()),
-            when_or(key.expires_at, now, "never"),
-            when_or(key.last_used_at, now, "never"),
-        ]);
-    }
-    finish(&mut table)
+    let mut table = key_list::KeyTable::default();
+    let mut text = table.page(keys, now);
+    text.push_str(&table.finish());
+    text.truncate(text.trim_end_matches('\n').len());
+    text
 }
 
 /// Every field of a key, one labelled line each.
@@ -158,14 +170,14 @@ pub fn rotated_details(rotated: &KeyRotated, now: Timestamp) -> String {
 pub fn admin_token_table(tokens: &[AdminTokenView], now: Timestamp) -> String {
     let mut table = plain_table(["ID", "NAME", "PREFIX", "STATE", "CREATED", "LAST USED"]);
     for token in tokens {
-        table.add_row([
+        table.add_row(row([
             token.id.clone(),
             token.name.clone(),
             token.prefix.clone(),
             admin_token_state(token, now).to_owned(),
             when(token.created_at, now),
             when_or(token.last_used_at, now, "never"),
-        ]);
+        ]));
     }
     finish(&mut table)
 }
@@ -230,15 +242,16 @@ pub fn audit_table(entries: &[AuditEntry], now: Timestamp) -> String {
         let details = match &entry.details {
             serde_json::Value::Null => "-".to_owned(),
             serde_json::Value::Object(map) if map.is_empty() => "-".to_owned(),
-            other => other.to_string(),
+            // As JSON, escaped as JSON: `\u001b`, not `\u{1b}`, inside a JSON value.
+            other => sanitize::to_json_compact(other).unwrap_or_else(|_| other.to_string()),
         };
-        table.add_row([
+        table.add_row(row([
             when(entry.at, now),
             entry.actor.clone(),
             entry.action.clone(),
             entry.key_id.clone().unwrap_or_else(|| "-".to_owned()),
             details,
-        ]);
+        ]));
     }
     finish(&mut table)
 }
@@ -369,6 +382,8 @@ fn key_lines(key: &KeyView, now: Timestamp) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `label: value` lines, values aligned; every value escaped with [`sanitize::text`], so a
+/// value from the daemon stays on its line and shows its control characters.
 fn labelled(lines: &[(&str, String)]) -> String {
     let width = lines
         .iter()
@@ -378,9 +393,15 @@ fn labelled(lines: &[(&str, String)]) -> String {
         + 1;
     lines
         .iter()
-        .map(|(label, value)| format!("{:<width$} {value}", format!("{label}:")))
+        .map(|(label, value)| format!("{:<width$} {}", format!("{label}:"), sanitize::text(value)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A table row with every cell escaped with [`sanitize::text`]: a cell holding a line break
+/// would otherwise split its row, and one holding `ESC` would reach the terminal.
+pub fn row<const N: usize>(cells: [String; N]) -> [String; N] {
+    cells.map(|cell| sanitize::text(&cell).into_owned())
 }
 
 /// Borderless, never wrapped (a wrapped id cannot be copied), columns two spaces apart.
@@ -402,310 +423,4 @@ fn finish(table: &mut Table) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use gateway_shared::{KeyState, Nanodollars, Provider, SpendReset};
-
-    use super::*;
-
-    fn ts(text: &str) -> Timestamp {
-        text.parse().expect("timestamp")
-    }
-
-    const NOW: &str = "2027-01-02T00:00:00Z";
-
-    pub(crate) fn sample_key() -> KeyView {
-        KeyView {
-            id: "key_0123456789abcdefghij".into(),
-            name: "backend-prod".into(),
-            prefix: "sk-proxy-a1b2".into(),
-            state: KeyState::Active,
-            allowed_providers: vec![Provider::Openai, Provider::Anthropic],
-            allowed_models: vec!["gpt-4o*".into(), "claude-*".into()],
-            allowed_ips: vec![],
-            rate_limit_rpm: Some(60),
-            spend_limit_usd: Some(Nanodollars(50_000_000_000)),
-            spend_reset: Some(SpendReset::Daily),
-            expires_at: Some(ts("2027-01-31T00:00:00Z")),
-            created_at: ts("2026-12-01T10:00:00Z"),
-            updated_at: ts("2026-12-01T10:00:00.250Z"),
-            revoked_at: None,
-            last_used_at: Some(ts("2027-01-01T21:00:00Z")),
-            spend_period_usd: Nanodollars(1_200_000_000),
-            spend_total_usd: Nanodollars(34_500_000_000),
-            period_resets_at: Some(ts("2027-01-03T00:00:00Z")),
-            request_count: 1234,
-            replaced_by: None,
-        }
-    }
-
-    fn check_relative(at: &str, expected: &str) {
-        assert_eq!(relative(ts(at), ts(NOW)), expected, "{at}");
-    }
-
-    #[test]
-    fn relative_hints() {
-        check_relative(NOW, "now");
-        check_relative("2027-01-02T00:00:30Z", "in 30s");
-        check_relative("2027-01-01T23:55:00Z", "5m ago");
-        check_relative("2027-01-01T21:00:00Z", "3h ago");
-        check_relative("2027-01-31T00:00:00Z", "in 29d");
-        check_relative("2030-01-02T00:00:00Z", "in 3y");
-        // The future to the nearest unit, the past rounded down.
-        check_relative("2027-01-31T23:59:58Z", "in 30d"); // `--expires 30d`, 2 s later
-        check_relative("2027-01-01T21:59:00Z", "2h ago");
-        check_relative("2027-01-02T00:59:31Z", "in 1h");
-        check_relative("2027-01-02T00:00:29.900Z", "in 29s");
-        check_relative("2027-01-02T00:45:00Z", "in 45m");
-        check_relative("2027-01-03T23:59:00Z", "in 2d"); // not "in 48h"
-    }
-
-    /// Times in printed answers are shown against the clock as it is after the answer came:
-    /// read when the command started, a key just edited read `updated … (in 1s)`.
-    #[test]
-    fn printed_times_are_relative_to_after_the_answer() {
-        let output = Output::live(OutputFormat::Table);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        let answered_at = Timestamp::now();
-        assert!(output.shown_now() >= answered_at);
-        assert!(
-            output.now < answered_at,
-            "the start stays what --expires counts from"
-        );
-        let mut key = sample_key();
-        key.updated_at = answered_at;
-        let text = key_details(&key, output.shown_now());
-        let updated = text
-            .lines()
-            .find(|l| l.starts_with("updated:"))
-            .expect("updated line");
-        assert!(!updated.contains("(in "), "{updated}");
-        let fixed = Output::new(OutputFormat::Table, ts(NOW));
-        assert_eq!(fixed.shown_now(), ts(NOW));
-    }
-
-    #[test]
-    fn details_show_every_field() {
-        let text = key_details(&sample_key(), ts(NOW));
-        for needle in [
-            "id:            key_0123456789abcdefghij",
-            "name:          backend-prod",
-            "prefix:        sk-proxy-a1b2",
-            "state:         active",
-            "providers:     openai, anthropic",
-            "models:        gpt-4o*, claude-*",
-            "ips:           any",
-            "rate limit:    60 rpm",
-            "spend limit:   $50.00 daily",
-            "period spend:  $1.20",
-            "period resets: 2027-01-03T00:00:00Z (in 24h)",
-            "total spend:   $34.50",
-            "requests:      1234",
-            "expires:       2027-01-31T00:00:00Z (in 29d)",
-            "created:       2026-12-01T10:00:00Z (31d ago)",
-            "updated:       2026-12-01T10:00:00Z (31d ago)",
-            "last used:     2027-01-01T21:00:00Z (3h ago)",
-            "revoked:       -",
-        ] {
-            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
-        }
-        assert_eq!(text.lines().count(), 18);
-    }
-
-    #[test]
-    fn a_rotated_key_in_its_grace_period_says_when_it_retires() {
-        let mut retiring = sample_key();
-        retiring.revoked_at = Some(ts("2027-01-02T23:00:00Z"));
-        assert_eq!(retires_at(&retiring), Some(ts("2027-01-02T23:00:00Z")));
-        assert_eq!(state_text(&retiring, ts(NOW)), "active (retires in 23h)");
-        let table = key_table(std::slice::from_ref(&retiring), ts(NOW));
-        assert!(table.contains("active (retires in 23h)"), "{table}");
-        let details = key_details(&retiring, ts(NOW));
-        assert!(
-            details.contains("state:         active (retires in 23h)"),
-            "{details}"
-        );
-        retiring.state = KeyState::Revoked;
-        assert_eq!(retires_at(&retiring), None);
-        assert_eq!(state_text(&retiring, ts(NOW)), "revoked");
-        assert_eq!(state_text(&sample_key(), ts(NOW)), "active");
-    }
-
-    #[test]
-    fn table_has_the_documented_columns() {
-        let mut unlimited = sample_key();
-        unlimited.id = "key_zzzzzzzzzzzzzzzzzzzz".into();
-        unlimited.name = "batch".into();
-        unlimited.rate_limit_rpm = None;
-        unlimited.spend_limit_usd = None;
-        unlimited.spend_reset = None;
-        unlimited.expires_at = None;
-        unlimited.last_used_at = None;
-        let text = key_table(&[sample_key(), unlimited], ts(NOW));
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        let header: Vec<&str> = lines[0]
-            .split("  ")
-            .filter(|c| !c.is_empty())
-            .map(str::trim)
-            .collect();
-        assert_eq!(
-            header,
-            [
-                "ID",
-                "NAME",
-                "PREFIX",
-                "STATE",
-                "SPEND",
-                "RPM",
-                "EXPIRES",
-                "LAST USED"
-            ]
-        );
-        assert!(
-            lines[1].starts_with("key_0123456789abcdefghij  backend-prod"),
-            "{text}"
-        );
-        assert!(lines[1].contains("$1.20 / $50.00 daily"), "{text}");
-        assert!(lines[1].contains("2027-01-31T00:00:00Z (in 29d)"), "{text}");
-        assert!(lines[2].contains("$34.50"), "{text}");
-        assert!(lines[2].ends_with("never"), "{text}");
-        assert!(
-            !text.lines().any(|l| l.ends_with(' ')),
-            "trailing spaces:\n{text}"
-        );
-    }
-
-    #[test]
-    fn spend_summaries() {
-        let mut key = sample_key();
-        assert_eq!(spend_summary(&key), "$1.20 / $50.00 daily");
-        key.spend_reset = None;
-        assert_eq!(spend_summary(&key), "$34.50 / $50.00 lifetime");
-        key.spend_limit_usd = None;
-        assert_eq!(spend_summary(&key), "$34.50");
-    }
-
-    #[test]
-    fn created_key_ends_with_its_secret() {
-        let created = KeyCreated {
-            key: sample_key(),
-            secret: "sk-proxy-a1b2SECRET".into(),
-        };
-        let text = created_details(&created, ts(NOW));
-        assert!(text.starts_with("id:"), "{text}");
-        assert!(
-            text.lines()
-                .last()
-                .is_some_and(|l| l.ends_with("sk-proxy-a1b2SECRET")),
-            "{text}"
-        );
-        assert!(text.contains("spend limit:"));
-        assert!(!text.contains("total spend"));
-    }
-
-    #[test]
-    fn audit_rows() {
-        let entry = AuditEntry {
-            id: 7,
-            at: ts("2027-01-01T23:00:00Z"),
-            actor: "uid:1000".into(),
-            action: "key.update".into(),
-            key_id: Some("key_0123456789abcdefghij".into()),
-            details: serde_json::json!({"rate_limit_rpm": 60}),
-        };
-        let text = audit_table(&[entry], ts(NOW));
-        let row = text.lines().nth(1).expect("a row");
-        assert!(
-            row.starts_with("2027-01-01T23:00:00Z (1h ago)  uid:1000  key.update"),
-            "{text}"
-        );
-        assert!(row.ends_with(r#"{"rate_limit_rpm":60}"#), "{text}");
-    }
-
-    fn rotated(revoked_at: Option<&str>) -> KeyRotated {
-        let mut new_key = sample_key();
-        new_key.id = "key_NEWNEWNEWNEWNEWNEW1".into();
-        new_key.prefix = "sk-proxy-wxyz".into();
-        let mut previous = sample_key();
-        previous.revoked_at = revoked_at.map(ts);
-        KeyRotated {
-            created: KeyCreated {
-                key: new_key,
-                secret: "sk-proxy-wxyzSECRET".into(),
-            },
-            previous,
-        }
-    }
-
-    #[test]
-    fn details_say_when_the_old_key_stops() {
-        let text = rotated_details(&rotated(Some("2027-01-03T00:00:00Z")), ts(NOW));
-        assert!(text.starts_with("id:"), "{text}");
-        assert!(
-            text.contains("replaces:    key_0123456789abcdefghij (sk-proxy-a1b2)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("old key:     works until 2027-01-03T00:00:00Z (in 24h)"),
-            "{text}"
-        );
-        assert!(
-            text.lines()
-                .last()
-                .is_some_and(|l| l == "secret:      sk-proxy-wxyzSECRET"),
-            "{text}"
-        );
-        let now = rotated_details(&rotated(Some(NOW)), ts(NOW));
-        assert!(
-            now.contains("old key:     revoked 2027-01-02T00:00:00Z (now)"),
-            "{now}"
-        );
-    }
-
-    fn admin_token(revoked_at: Option<&str>) -> AdminTokenView {
-        AdminTokenView {
-            id: "tok_0123456789abcdefghij".into(),
-            name: "ci".into(),
-            prefix: "gwadm-AbCd".into(),
-            created_at: ts("2027-01-01T00:00:00Z"),
-            revoked_at: revoked_at.map(ts),
-            last_used_at: None,
-        }
-    }
-
-    #[test]
-    fn admin_tokens_render_without_secrets() {
-        let text = admin_token_table(
-            &[admin_token(None), admin_token(Some("2027-01-01T12:00:00Z"))],
-            ts(NOW),
-        );
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("ID"), "{text}");
-        assert!(
-            lines[1].starts_with("tok_0123456789abcdefghij  ci    gwadm-AbCd  active"),
-            "{text}"
-        );
-        assert!(lines[2].contains("revoked"), "{text}");
-        assert!(lines[1].ends_with("never"), "{text}");
-
-        let created = AdminTokenCreated {
-            token: admin_token(None),
-            secret: "gwadm-AbCdSECRET".into(),
-        };
-        let text = admin_token_created_details(&created, ts(NOW));
-        assert!(text.starts_with("id:"), "{text}");
-        assert!(
-            text.lines()
-                .last()
-                .is_some_and(|l| l == "secret:  gwadm-AbCdSECRET"),
-            "{text}"
-        );
-        let details = admin_token_details(&admin_token(Some(NOW)), ts(NOW));
-        assert!(details.contains("state:     revoked"), "{details}");
-        assert!(
-            details.contains("revoked:   2027-01-02T00:00:00Z (now)"),
-            "{details}"
-        );
-    }
-}
+pub(crate) mod tests;

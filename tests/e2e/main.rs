@@ -19,8 +19,10 @@
 //! - `hardening`: bodies at any depth, keys where they do not belong, control characters,
 //!   over-reported usage, and spend = settled usage + open holds whatever fails where.
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
+//!   raw to the terminal; 100k keys listed in flat memory (issue #20).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
-//!   and by mouse click.
+//!   and by mouse click; a stored control character shown escaped (issue #20).
 //! - `admin_plane`: the management plane under attack: connection floods against the
 //!   open-files limit, settings that let others in, failed admin logins (issue #20).
 //! - `https`: admin tokens, the HTTPS listener, certificate reload, rotation, metrics.
@@ -36,6 +38,7 @@ mod clock;
 mod crash;
 mod edge;
 mod gwctl;
+mod gwctl_store;
 mod hardening;
 mod https;
 mod install;

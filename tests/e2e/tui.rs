@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use gateway_tests::{Gateway, binaries};
 use serde_json::json;
 
+use crate::gwctl_store::{
+    HOSTILE_GLOB, HOSTILE_GLOB_SHOWN, HOSTILE_NAME, HOSTILE_NAME_SHOWN, is_terminal_control,
+    write_store,
+};
+
 /// Long enough for a cold debug build's first frame and a 3 s refresh or two.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -388,4 +393,64 @@ async fn a_click_on_create_key_opens_the_form_and_quitting_turns_the_mouse_off()
     click(&tmux, &screen, "[ Quit ]");
     tmux.wait_for_the_terminal_back(0, "[ Quit ]").await;
     assert_eq!(modes(&tmux), "0 0 0", "mouse reporting off, primary screen");
+}
+
+/// Issue #20: a name stored before the daemon refused control characters carries
+/// `ESC ]0;pwned BEL` (retitle the terminal), a C1 CSI and a right-to-left override. The
+/// dashboard shows it as the rest of gwctl does, escaped and visible (ratatui alone would drop
+/// the control characters and show `evil]0;pwned2Jexe.txt`, hiding that anything is wrong),
+/// in the table and the detail pane, and the terminal's title is left alone.
+#[tokio::test]
+async fn issue20_a_stored_control_character_is_shown_escaped_never_sent_raw() {
+    let mut gateway = Gateway::start().await;
+    let (id, _, _) = gateway
+        .admin()
+        .create_key(json!({"name": "placeholder"}))
+        .await;
+    write_store(&mut gateway, |tx| {
+        tx.execute(
+            "UPDATE keys SET name = ?1, allowed_models = ?2 WHERE id = ?3",
+            rusqlite::params![HOSTILE_NAME, json!([HOSTILE_GLOB]).to_string(), id],
+        )
+        .expect("hostile key");
+    })
+    .await;
+    let command = format!(
+        "echo before-tui; {} --socket {} tui; echo \"exit=$?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 600",
+        shell_quote(binaries::gwctl()),
+        shell_quote(&gateway.socket),
+    );
+    // Wide enough for the whole escaped name in the name column.
+    let tmux = Tmux::start(160, 30, &command);
+    let title = |tmux: &Tmux| tmux.run(&["display-message", "-p", "-t", "tui", "#{pane_title}"]);
+    let before = title(&tmux);
+    let screen = tmux
+        .wait_for("the escaped name in the keys table", |s| {
+            s.contains(HOSTILE_NAME_SHOWN)
+        })
+        .await;
+    assert!(
+        !screen.chars().any(|c| c != '\n' && is_terminal_control(c)),
+        "{}",
+        screen.escape_debug()
+    );
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .wait_for("the detail pane with the escaped glob", |s| {
+            s.contains(HOSTILE_GLOB_SHOWN)
+        })
+        .await;
+    assert!(screen.contains(HOSTILE_NAME_SHOWN), "the title:\n{screen}");
+    let after = title(&tmux);
+    assert!(
+        !after.contains("pwned"),
+        "the terminal was retitled: {after:?}"
+    );
+    assert_eq!(before, after);
+    // q closes the detail pane, a second q the dashboard.
+    tmux.keys(&["q"]);
+    tmux.wait_for("the keys table again", |s| s.contains("API Keys"))
+        .await;
+    tmux.keys(&["q"]);
+    tmux.wait_for_the_terminal_back(0, "q").await;
 }

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::{error_body, error_line, exit_code, exit_code_of};
+use gateway_shared::ErrorCode;
+use rustls_pki_types::CertificateDer;
 
 /// A self-signed certificate for localhost and 127.0.0.1, and its PEM in a temp file.
 struct Certificate {

@@ -3,13 +3,14 @@
 //!
 //! The question goes to a person or not at all: without a terminal on stdin gwctl refuses
 //! instead of reading stdin, so a script that forgot `--yes` fails loudly with the usage exit
-//! code rather than consuming its own input as an answer.
+//! code rather than consuming its own input as an answer. Questions name keys and tokens by
+//! the names the daemon sent, so what is asked is escaped for the terminal first.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::Refusal;
+use crate::{Refusal, sanitize};
 
 /// Asks `prompt` on the terminal; `Ok(false)` when the answer is not yes. Without a terminal,
 /// fails with a usage refusal saying what was not done and to pass `--yes`.
@@ -17,12 +18,17 @@ pub fn ask(prompt: &str, not_done: &str) -> anyhow::Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(Refusal::invalid(format!(
-            "Refusing to {not_done} without confirmation: stdin is not a terminal. Pass --yes."
+            "Refusing to {} without confirmation: stdin is not a terminal. Pass --yes.",
+            sanitize::text(not_done)
         ))
         .into());
     }
-    confirm(prompt, &mut stdin.lock(), &mut std::io::stderr().lock())
-        .context("asking for confirmation")
+    confirm(
+        &sanitize::text(prompt),
+        &mut stdin.lock(),
+        &mut std::io::stderr().lock(),
+    )
+    .context("asking for confirmation")
 }
 
 /// Asks once; only `y` or `yes` (any case) confirms. End of input declines.

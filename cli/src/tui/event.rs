@@ -62,20 +62,23 @@ impl Failure {
         }
     }
 
+    /// The message is escaped for the terminal ([`crate::sanitize::text`]): it holds what
+    /// the daemon said.
     pub fn from_error(err: &anyhow::Error) -> Self {
+        let shown = |text: String| crate::sanitize::text(&text).into_owned();
         for cause in err.chain() {
             if cause.downcast_ref::<TransportError>().is_some() {
-                return Self::unreachable(cause.to_string());
+                return Self::unreachable(shown(cause.to_string()));
             }
             if let Some(api) = cause.downcast_ref::<ApiError>() {
                 let code = api.body.error.code.as_str();
                 return Self {
-                    message: format!("{} ({code})", api.message),
+                    message: shown(format!("{} ({code})", api.message)),
                     unreachable: api.code == Some(ErrorCode::ShuttingDown),
                 };
             }
         }
-        Self::refused(format!("{err:#}"))
+        Self::refused(shown(format!("{err:#}")))
     }
 }
 
@@ -108,5 +111,12 @@ mod tests {
         let body = ErrorBody::new(ErrorCode::ShuttingDown, "Shutting down.");
         let err = anyhow::Error::from(ApiError::from_body(503, body));
         assert!(Failure::from_error(&err).unreachable);
+        // What the daemon said is escaped for the screen.
+        let body = ErrorBody::new(ErrorCode::InvalidArgument, "No \u{1b}[2J\u{202e}.");
+        let err = anyhow::Error::from(ApiError::from_body(400, body));
+        assert_eq!(
+            Failure::from_error(&err),
+            Failure::refused(r"No \u{1b}[2J\u{202e}. (invalid_argument)")
+        );
     }
 }

@@ -11,6 +11,11 @@
 //! result is returned only after restoring) and a panic (a hook restores first). Restoring
 //! includes turning mouse reporting off: left on, the shell after gwctl would receive escape
 //! sequences for every click and wheel turn.
+//!
+//! What the daemon sends is escaped as it arrives (the worker's client is
+//! [`ApiClient::escaping_text`], and [`event::Failure`] escapes its message): ratatui drops
+//! control characters silently, so a name holding `ESC ]0;… BEL` would show as `]0;…`, and
+//! the dashboard shows `\u{1b}]0;…\u{7}` instead, as the rest of gwctl does.
 
 pub mod app;
 pub mod effect;
@@ -55,7 +60,7 @@ pub async fn run(client: ApiClient) -> anyhow::Result<()> {
         .into());
     }
     let target = client.transport().to_string();
-    let client = client.with_timeout(worker::REQUEST_TIMEOUT);
+    let client = client.with_timeout(worker::REQUEST_TIMEOUT).escaping_text();
     let (event_tx, event_rx) = std::sync::mpsc::channel();
     let (effect_tx, effect_rx) = tokio::sync::mpsc::unbounded_channel();
     let input_tx = event_tx.clone();

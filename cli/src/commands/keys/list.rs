@@ -2,16 +2,20 @@
 //!
 //! Pagination is the daemon's concern, not the operator's: gwctl follows `next_cursor` to the
 //! end, so the JSON is a single `{"keys": [...], "next_cursor": null}` a script can trust to be
-//! complete.
+//! complete. Each page is printed as it arrives and then dropped
+//! ([`crate::output::key_list`]), so memory stays flat however many keys there are. Nothing
+//! is printed before the first page arrived; a failure on a later page leaves what was
+//! printed (for JSON, a document without its end, which no parser takes for a whole one) and
+//! exits with the failure's code.
 
 use anyhow::Context;
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use gateway_shared::KeyState;
-use gateway_shared::api::KeyList;
 
 use crate::client::ApiClient;
-use crate::output::{self, Output};
+use crate::output::Output;
+use crate::output::key_list::KeyListPrinter;
 
 #[derive(Debug, Args)]
 pub struct Cmd {
@@ -27,15 +31,12 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
-        let keys = client
-            .list_all_keys(self.state)
-            .await
-            .context("listing keys")?;
-        let list = KeyList {
-            keys,
-            next_cursor: None,
-        };
-        output.print(&list, |list, now| output::key_table(&list.keys, now))
+        let mut printer = KeyListPrinter::new(output.format);
+        let mut pages = client.key_pages(self.state);
+        while let Some(keys) = pages.next().await.context("listing keys")? {
+            output.stdout_part(&printer.page(&keys, output.shown_now())?)?;
+        }
+        output.stdout_part(&printer.finish())
     }
 }
 

@@ -72,7 +72,8 @@ impl Cmd {
     }
 }
 
-/// The key an operator named: fetched by id, or found by name or prefix in the full list.
+/// The key an operator named: fetched by id, or found by name or prefix in the list of keys,
+/// read a page at a time keeping only the keys it names.
 pub async fn resolve(client: &ApiClient, wanted: &str) -> anyhow::Result<KeyView> {
     resolve_as(client, wanted, SharedName::MeansSuccessor).await
 }
@@ -100,11 +101,19 @@ async fn resolve_as(
     if is_key_id(wanted) {
         return client.get_key(wanted).await;
     }
-    let keys = client
-        .list_all_keys(None)
+    let mut named = Named::default();
+    let mut pages = client.key_pages(None);
+    while let Some(page) = pages
+        .next()
         .await
-        .with_context(|| format!("listing keys to find {wanted:?}"))?;
-    let found = matches(&keys, wanted);
+        .with_context(|| format!("listing keys to find {wanted:?}"))?
+    {
+        for key in page {
+            named.add(key, wanted);
+        }
+    }
+    let (found, total) = named.found();
+    let found: Vec<&KeyView> = found.iter().collect();
     match rotation_pair(&found, wanted) {
         Some((_, successor)) if shared == SharedName::MeansSuccessor => Ok(successor.clone()),
         Some((retiring, successor)) => {
@@ -122,7 +131,7 @@ async fn resolve_as(
             ))
             .into())
         }
-        None => Ok(one(&found, wanted)?.clone()),
+        None => Ok(one(&found, total, wanted)?.clone()),
     }
 }
 
@@ -143,26 +152,90 @@ pub use gateway_shared::key::is_key_id;
 /// still usable during the grace period, is [`resolve`]'s to settle: see [`rotation_pair`].)
 #[cfg(test)]
 fn pick<'a>(keys: &'a [KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
-    one(&matches(keys, wanted), wanted)
+    let named = Named::of(keys, wanted);
+    let (found, total) = named.found();
+    one(found, total, wanted)
 }
 
-/// The keys `wanted` names: all of them, or only those not revoked if any are.
+/// The keys `wanted` names, in a list of keys.
+#[cfg(test)]
 fn matches<'a>(keys: &'a [KeyView], wanted: &str) -> Vec<&'a KeyView> {
-    let wanted = wanted.trim();
-    let matches: Vec<&KeyView> = keys
-        .iter()
-        .filter(|k| k.name == wanted || k.prefix == wanted)
-        .collect();
-    let live: Vec<&KeyView> = matches
-        .iter()
-        .copied()
-        .filter(|k| k.state != KeyState::Revoked)
-        .collect();
-    if live.is_empty() { matches } else { live }
+    Named::of(keys, wanted).found().0.to_vec()
 }
 
-/// The single match, or why there is none.
-fn one<'a>(matches: &[&'a KeyView], wanted: &str) -> Result<&'a KeyView, Refusal> {
+/// Whether `wanted` is `key`'s exact name or prefix, or either as gwctl shows it (control
+/// characters escaped, see [`crate::sanitize`]), so a name copied from a table still names
+/// its key.
+fn names(key: &KeyView, wanted: &str) -> bool {
+    [&key.name, &key.prefix]
+        .into_iter()
+        .any(|field| field == wanted || crate::sanitize::text(field) == wanted)
+}
+
+/// How many of the keys a name matches are kept, live and revoked each (and listed when the
+/// name is ambiguous): a name 100,000 keys share must not hold them all. At least two, so
+/// "one match" and a rotation's pair are still told apart exactly.
+const MATCHES_KEPT: usize = 10;
+
+/// The keys `wanted` names, gathered a key at a time: the first [`MATCHES_KEPT`] that are
+/// still usable and the first that are revoked, and how many there are of each.
+struct Named<K> {
+    live: Vec<K>,
+    revoked: Vec<K>,
+    n_live: usize,
+    n_revoked: usize,
+}
+
+impl<K> Default for Named<K> {
+    fn default() -> Self {
+        Self {
+            live: Vec::new(),
+            revoked: Vec::new(),
+            n_live: 0,
+            n_revoked: 0,
+        }
+    }
+}
+
+impl<K: std::borrow::Borrow<KeyView>> Named<K> {
+    #[cfg(test)]
+    fn of(keys: impl IntoIterator<Item = K>, wanted: &str) -> Self {
+        let mut named = Self::default();
+        for key in keys {
+            named.add(key, wanted);
+        }
+        named
+    }
+
+    fn add(&mut self, key: K, wanted: &str) {
+        let view = key.borrow();
+        if !names(view, wanted.trim()) {
+            return;
+        }
+        let (kept, n) = if view.state == KeyState::Revoked {
+            (&mut self.revoked, &mut self.n_revoked)
+        } else {
+            (&mut self.live, &mut self.n_live)
+        };
+        *n += 1;
+        if kept.len() < MATCHES_KEPT {
+            kept.push(key);
+        }
+    }
+
+    /// The keys named: only those not revoked if there are any, else the revoked ones; and
+    /// how many there are in all.
+    fn found(&self) -> (&[K], usize) {
+        if self.n_live > 0 {
+            (&self.live, self.n_live)
+        } else {
+            (&self.revoked, self.n_revoked)
+        }
+    }
+}
+
+/// The single match, or why there is none: `matches` are the first of `total`.
+fn one<'a>(matches: &[&'a KeyView], total: usize, wanted: &str) -> Result<&'a KeyView, Refusal> {
     let wanted = wanted.trim();
     match matches {
         [] => Err(Refusal {
@@ -178,9 +251,12 @@ fn one<'a>(matches: &[&'a KeyView], wanted: &str) -> Result<&'a KeyView, Refusal
                 .iter()
                 .map(|k| format!("{} ({})", k.id, k.state))
                 .collect();
+            let more = match total.saturating_sub(many.len()) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             Err(Refusal::invalid(format!(
-                "{wanted:?} names {} keys: {}. Use an id.",
-                many.len(),
+                "{wanted:?} names {total} keys: {}{more}. Use an id.",
                 ids.join(", ")
             )))
         }
@@ -420,6 +496,44 @@ mod tests {
         check("sk-proxy-bbbb", Err(ErrorCode::InvalidArgument));
         check("batch", Err(ErrorCode::InvalidArgument));
         check("nope", Err(ErrorCode::KeyNotFound));
+        // A name with control characters (stored before they were refused) is named as
+        // stored, or as gwctl shows it.
+        let odd = [key(
+            "key_f",
+            "odd\u{1b}[2J",
+            "sk-proxy-ffff",
+            KeyState::Active,
+        )];
+        assert_eq!(
+            pick(&odd, "odd\u{1b}[2J").map(|k| k.id.as_str()),
+            Ok("key_f")
+        );
+        assert_eq!(
+            pick(&odd, r"odd\u{1b}[2J").map(|k| k.id.as_str()),
+            Ok("key_f")
+        );
+        assert!(pick(&odd, "odd[2J").is_err());
+        // A name a great many keys share is refused listing a few of them, not all.
+        let fleet: Vec<KeyView> = (0..25)
+            .map(|i| {
+                key(
+                    &format!("key_w{i}"),
+                    "worker",
+                    "sk-proxy-wwww",
+                    KeyState::Active,
+                )
+            })
+            .collect();
+        let err = pick(&fleet, "worker").expect_err("ambiguous");
+        assert!(
+            err.message
+                .starts_with("\"worker\" names 25 keys: key_w0 (active), ")
+                && err
+                    .message
+                    .ends_with("key_w9 (active) and 15 more. Use an id."),
+            "{}",
+            err.message
+        );
         let err = pick(&keys, "batch").expect_err("ambiguous");
         assert!(
             err.message.contains("key_b (active)") && err.message.contains("key_c (expired)"),

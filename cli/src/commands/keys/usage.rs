@@ -4,7 +4,9 @@
 //! range and draws. The per-day chart is plain text, one line a day with a bar of block
 //! characters scaled to the most expensive day, so it reads the same in a pipe, a log file or a
 //! terminal without colour; colour is an extra, off under `NO_COLOR` or when stdout is not a
-//! terminal. `--output json` prints the API's `UsageReport` and nothing else.
+//! terminal. `--output json` prints the API's `UsageReport` and nothing else. The report's
+//! text from the daemon (the key id, model names) is escaped where it is put in, since the
+//! chart's colours are escape codes and so the report is printed as it is.
 
 use std::io::IsTerminal;
 
@@ -50,7 +52,7 @@ impl Cmd {
             .with_context(|| format!("reading the usage of key {key_id}"))?;
         match output.format {
             OutputFormat::Json => output.json(&report),
-            OutputFormat::Table => output.stdout(&usage_text(&report, colour_wanted())),
+            OutputFormat::Table => output.stdout_styled(&usage_text(&report, colour_wanted())),
         }
     }
 
@@ -111,7 +113,7 @@ pub fn usage_text(report: &UsageReport, colour: bool) -> String {
          requests:  {} ({} estimated, {} unpriced)\n\
          tokens:    {} in / {} out\n\
          cost:      {}\n",
-        report.key_id,
+        crate::sanitize::text(&report.key_id),
         report.from,
         report.to,
         if n_days == 1 { "" } else { "s" },
@@ -143,14 +145,14 @@ pub fn usage_text(report: &UsageReport, colour: bool) -> String {
             "COST",
         ]);
     for model in &report.by_model {
-        table.add_row([
+        table.add_row(crate::output::row([
             model.provider.to_string(),
             model.model.clone(),
             model.totals.requests.to_string(),
             model.totals.input_tokens.to_string(),
             model.totals.output_tokens.to_string(),
             model.totals.cost_usd.to_string(),
-        ]);
+        ]));
     }
     for (i, column) in table.column_iter_mut().enumerate() {
         column.set_padding((0, 2));
@@ -306,6 +308,14 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
+        let mut hostile = report();
+        hostile.key_id = "key_\u{1b}]0;t\u{7}".into();
+        hostile.by_model[0].model = "gpt-\u{1b}[2J\u{9b}".into();
+        let text = usage_text(&hostile, true);
+        assert!(text.contains(r"key:       key_\u{1b}]0;t\u{7}"), "{text}");
+        assert!(text.contains(r"gpt-\u{1b}[2J\u{9b}"), "{text}");
+        // Only the chart's own colour codes are escape codes.
+        assert_eq!(text.matches('\x1b').count(), 2 * 2, "{text}");
         let mut idle = report();
         idle.by_model.clear();
         assert!(usage_text(&idle, false).ends_with("no requests in this range"));
