@@ -13,7 +13,9 @@
 //!    (the list the daemon binds the first of) that is there. So gwctl in a systemd unit's
 //!    environment finds `$RUNTIME_DIRECTORY/admin.sock`, and an operator in the `gatewayd`
 //!    group, whose own runtime directory has no daemon, finds the system one in
-//!    `/run/gatewayd`. When none is there, the first, which the "cannot reach" error names.
+//!    `/run/gatewayd`. A socket file nothing listens on (a killed daemon's) is passed over
+//!    for a later one that is there. When none is there, the first, which the "cannot
+//!    reach" error names.
 //!
 //! For HTTPS the URL, the token and the CA certificate each come from the flag (`--url`,
 //! `--token`/`--token-file`, `--ca-cert`), else the variable (`GWCTL_URL`,
@@ -132,6 +134,8 @@ fn default_socket(env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
 /// The first path that is there, else the first. "There" includes a path this user may not
 /// even look at (a 0750 runtime directory of a group they are not in): connecting to it then
 /// says to join the socket's group, where skipping it would say "no socket" about another.
+/// A socket file nothing listens on (left by a daemon that was killed) is passed over for a
+/// later one that is there: an operator's own dead daemon must not hide the system one.
 fn present_or_first(candidates: Vec<PathBuf>) -> PathBuf {
     let absent = |path: &Path| {
         matches!(
@@ -139,12 +143,39 @@ fn present_or_first(candidates: Vec<PathBuf>) -> PathBuf {
             Err(err) if matches!(err.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
         )
     };
-    candidates
+    let present: Vec<&PathBuf> = candidates.iter().filter(|path| !absent(path)).collect();
+    present
         .iter()
-        .find(|path| !absent(path))
+        .find(|path| !stale_socket(path))
+        .or(present.first())
+        .copied()
         .or(candidates.first())
         .cloned()
         .unwrap_or_else(|| PathBuf::from(gateway_shared::paths::SYSTEM_SOCKET))
+}
+
+/// Whether `path` is a socket file nobody listens on: a non-blocking connect is refused.
+/// Anything else (listening, a busy daemon's full backlog, no permission, not a socket) is
+/// not stale. The probe connection is closed at once; the daemon sees an empty one.
+fn stale_socket(path: &Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    let Ok(address) = SocketAddrUnix::new(path) else {
+        return false;
+    };
+    let Ok(probe) = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    rustix::net::connect(&probe, &address) == Err(rustix::io::Errno::CONNREFUSED)
 }
 
 /// Masks every admin token in `text` (`gwadm-` and what follows): for messages that quote

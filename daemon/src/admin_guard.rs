@@ -14,6 +14,12 @@
 //! share one overflow record, so a flood from many addresses is slowed together instead of
 //! growing the table or escaping the delay.
 //!
+//! The same clients (an IPv4 address, an IPv6 /64) are counted while their connections are
+//! open ([`ClientConnections`]): one client may hold at most a quarter of the HTTPS
+//! listener's connection cap. Without it one address could keep every slot busy (silent
+//! connections re-opened as `auth_timeout` closes them, or failed logins waiting out their
+//! delay) and lock the operators out of the listener for as long as it kept going.
+//!
 //! Hand-written (about a hundred lines): rate limiters such as `governor` admit or refuse
 //! requests rather than count failures, and their keyed stores grow until pruned; the policy
 //! here (free attempts, a doubling delay, an overflow record, held-back log counts) is all
@@ -39,6 +45,62 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 pub const LOG_EVERY: Duration = Duration::from_secs(30);
 /// Addresses remembered on their own.
 pub const MAX_CLIENTS: usize = 4096;
+
+/// The most connections one client may hold open on the HTTPS listener: a quarter of the
+/// listener's cap (at least one), so one address cannot fill it.
+pub fn per_client_cap(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
+}
+
+/// Open HTTPS connections per client; an entry exists only while its client has one open,
+/// so the table is never larger than the listener's connection cap.
+pub struct ClientConnections {
+    cap: usize,
+    // Std mutex: one update when a connection opens and one when it closes.
+    open: Mutex<HashMap<Client, usize>>,
+}
+
+/// One open connection counted against its client; dropping it gives the slot back.
+pub struct ClientSlot {
+    table: Arc<ClientConnections>,
+    client: Client,
+}
+
+impl ClientConnections {
+    pub fn new(cap: usize) -> Arc<ClientConnections> {
+        Arc::new(ClientConnections {
+            cap,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a connection from `ip`, or `None` when its client holds its cap already.
+    pub fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let client = Client::of(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
 
 pub struct FailedLogins {
     clock: Arc<dyn Clock>,
@@ -205,6 +267,34 @@ mod tests {
 
     fn advance(clock: &ManualClock, by: Duration) {
         clock.advance(SignedDuration::try_from(by).expect("duration"));
+    }
+
+    #[test]
+    fn one_client_holds_at_most_its_share_of_the_connections() {
+        assert_eq!(per_client_cap(64), 16);
+        assert_eq!(per_client_cap(2), 1);
+        let table = ClientConnections::new(2);
+        let first = table.try_open(ip("192.0.2.1")).expect("first");
+        let second = table.try_open(ip("192.0.2.1")).expect("second");
+        assert!(
+            table.try_open(ip("192.0.2.1")).is_none(),
+            "beyond its share"
+        );
+        let _v6 = table
+            .try_open(ip("2001:db8:1:2::1"))
+            .expect("another client has its own");
+        let _v6_too = table.try_open(ip("2001:db8:1:2::2")).expect("same /64");
+        assert!(
+            table.try_open(ip("2001:db8:1:2::3")).is_none(),
+            "the /64's share"
+        );
+        drop(first);
+        let again = table
+            .try_open(ip("192.0.2.1"))
+            .expect("a closed one gives it back");
+        drop((second, again));
+        let open = table.open.lock().expect("lock");
+        assert_eq!(open.len(), 1, "clients with nothing open are forgotten");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! descriptors the others need (their sum fits the open-files limit: `fd_budget`). Beyond
 //! its cap the proxy answers a fast 503 from a small pool of refusal slots, and closes the
 //! connection unanswered when those are busy too; the management listeners close it at once
-//! (HTTPS before any TLS work). An HTTPS management connection has `auth_timeout` to finish
+//! (HTTPS before any TLS work; there one client may hold only a quarter of the slots, so
+//! a single address cannot lock the operators out). An HTTPS management connection has `auth_timeout` to finish
 //! its handshake and send its first request's headers, so an unauthenticated client cannot
 //! sit on a slot.
 
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_api::{AdminApi, Transport};
+use crate::admin_guard::{self, ClientConnections};
 use crate::config::Config;
 use crate::error::{GatewayError, Plane};
 use crate::event_loops::EventLoops;
@@ -225,6 +227,10 @@ pub async fn serve_admin_https(
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.https_max_connections));
     let mut at_cap = CapWarning::new("admin_https", limits.https_max_connections);
+    // One client (address, IPv6 /64) may hold only a share of the slots (`admin_guard`).
+    let client_cap = admin_guard::per_client_cap(limits.https_max_connections);
+    let per_client = ClientConnections::new(client_cap);
+    let mut client_at_cap = CapWarning::new("admin_https (one client's share)", client_cap);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -238,7 +244,12 @@ pub async fn serve_admin_https(
                 continue;
             }
         };
-        // Beyond the cap: closed before any TLS work.
+        // Beyond its client's share, or beyond the cap: closed before any TLS work.
+        let Some(client_slot) = per_client.try_open(peer.ip()) else {
+            api.metrics.connection_refused("admin_https");
+            client_at_cap.refused();
+            continue;
+        };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             api.metrics.connection_refused("admin_https");
             at_cap.refused();
@@ -248,7 +259,7 @@ pub async fn serve_admin_https(
         let api = Arc::clone(&api);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, client_slot);
             // The handshake and the first request's headers share one deadline.
             let deadline = Instant::now() + limits.auth_timeout;
             let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {

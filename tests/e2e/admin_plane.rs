@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use gateway_shared::key::AdminToken;
 use gateway_tests::gateway::{gatewayd_command_limited, signal};
-use gateway_tests::https::{client_trusting_file, self_signed};
+use gateway_tests::https::{client_trusting_file, client_trusting_from, self_signed};
 use gateway_tests::{Gateway, GatewayOptions};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -109,7 +109,13 @@ async fn socket_health(gateway: &Gateway) -> Result<u16, String> {
 }
 
 async fn https_health(gateway: &Gateway, token: &str) -> Result<u16, String> {
-    let client = client_trusting_file(&gateway.admin_cert());
+    https_health_from(gateway, token, [127, 0, 0, 1]).await
+}
+
+/// `/healthz` over HTTPS from the loopback address `from` (each 127.0.0.x is another client).
+async fn https_health_from(gateway: &Gateway, token: &str, from: [u8; 4]) -> Result<u16, String> {
+    let pem = std::fs::read(gateway.admin_cert()).expect("cert");
+    let client = client_trusting_from(&pem, Some(from.into()));
     tokio::time::timeout(
         ANSWER_WITHIN,
         client
@@ -179,9 +185,44 @@ async fn a_flood_of_the_proxy_port_past_its_cap_leaves_the_admin_plane_answering
     );
 }
 
+/// A TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// One address cannot take every HTTPS slot: it holds at most a quarter of them, and an
+/// operator elsewhere still gets in. Before, eight silent connections (re-opened as
+/// `auth_timeout` closed them; or failed logins waiting out their delay) locked every
+/// operator out for as long as one client kept it up.
+#[tokio::test]
+async fn one_address_cannot_take_every_admin_https_slot() {
+    let gateway = Gateway::start_with(GatewayOptions {
+        admin_config: "max_connections = 8".into(),
+        ..Default::default()
+    })
+    .await;
+    let (_, token) = create_token(&gateway, "ops").await;
+    let mut hog = tcp_flood(gateway.admin_addr, 8).await;
+    assert_eq!(
+        https_health_from(&gateway, &token, [127, 0, 0, 2]).await,
+        Ok(200),
+        "an operator at another address gets in"
+    );
+    let last = hog.last_mut().expect("connected");
+    assert!(
+        closed_by_peer(last).await,
+        "beyond its share an address's connection is closed at once"
+    );
+}
+
 /// An HTTPS connection must authenticate soon: one that never finishes its handshake, or
 /// finishes it and sends no request, gives its slot back after `auth_timeout`; beyond
-/// `max_connections` a connection is closed at once.
+/// `max_connections` a connection is closed at once. (Three addresses: one may hold only a
+/// share of the slots.)
 #[tokio::test]
 async fn an_admin_connection_must_authenticate_soon_and_the_cap_is_its_own() {
     let gateway = Gateway::start_with(GatewayOptions {
@@ -195,17 +236,19 @@ async fn an_admin_connection_must_authenticate_soon_and_the_cap_is_its_own() {
         .await
         .expect("connect");
     let cert = std::fs::read(gateway.admin_cert()).expect("cert");
-    let addr = gateway.admin_addr;
+    let socket = connect_from([127, 0, 0, 2], gateway.admin_addr)
+        .await
+        .into_std()
+        .expect("std socket");
+    socket.set_nonblocking(false).expect("blocking");
     let (handshake_tx, handshake_rx) = tokio::sync::oneshot::channel();
     let half_a_request =
-        tokio::task::spawn_blocking(move || tls_then_half_a_request(addr, &cert, handshake_tx));
+        tokio::task::spawn_blocking(move || tls_then_half_a_request(socket, &cert, handshake_tx));
     tokio::time::timeout(Duration::from_secs(10), handshake_rx)
         .await
         .expect("TLS handshake in time")
         .expect("handshake finished");
-    let mut beyond = TcpStream::connect(gateway.admin_addr)
-        .await
-        .expect("connect");
+    let mut beyond = connect_from([127, 0, 0, 3], gateway.admin_addr).await;
     assert!(closed_by_peer(&mut beyond).await, "beyond the cap: closed");
 
     assert!(
@@ -219,10 +262,10 @@ async fn an_admin_connection_must_authenticate_soon_and_the_cap_is_its_own() {
     assert_eq!(https_health(&gateway, &token).await, Ok(200), "slots freed");
 }
 
-/// Connects with TLS (blocking rustls), says so on `handshake`, sends half a request head
-/// and waits for the gateway to close: true when it did within 10 s.
+/// Speaks TLS on `socket` (blocking rustls), says so on `handshake`, sends half a request
+/// head and waits for the gateway to close: true when it did within 10 s.
 fn tls_then_half_a_request(
-    addr: std::net::SocketAddr,
+    mut socket: std::net::TcpStream,
     cert: &[u8],
     handshake: tokio::sync::oneshot::Sender<()>,
 ) -> bool {
@@ -242,7 +285,6 @@ fn tls_then_half_a_request(
         .with_root_certificates(roots)
         .with_no_client_auth(),
     );
-    let mut socket = std::net::TcpStream::connect(addr).expect("connect");
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

@@ -12,6 +12,12 @@ use rustls_pki_types::pem::PemObject;
 
 /// A client that trusts only the certificates in `pem`.
 pub fn client_trusting(pem: &[u8]) -> reqwest::Client {
+    client_trusting_from(pem, None)
+}
+
+/// The same, connecting from the local address `local` (say `127.0.0.2`: every 127.0.0.0/8
+/// address is this host, so a test can be two clients).
+pub fn client_trusting_from(pem: &[u8], local: Option<std::net::IpAddr>) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         roots
@@ -27,6 +33,7 @@ pub fn client_trusting(pem: &[u8]) -> reqwest::Client {
     .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
+        .local_address(local)
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .expect("HTTPS client")

@@ -176,6 +176,28 @@ fn the_default_socket_is_the_first_one_there() {
     assert_eq!(present_or_first(candidates()), own);
 }
 
+/// A socket file nothing listens on (a killed daemon's) does not hide a later one; when it
+/// is the only one there, it is still the one named (so the error names it).
+#[test]
+fn a_stale_socket_is_passed_over_for_a_live_one() {
+    let world = World::new();
+    let own = world.path("own.sock");
+    let system = world.path("system.sock");
+    drop(std::os::unix::net::UnixListener::bind(&own).expect("bind"));
+    assert!(own.exists(), "a socket file left behind");
+    let candidates = || vec![own.clone(), system.clone()];
+    assert_eq!(present_or_first(candidates()), own, "the only one there");
+    let _live = std::os::unix::net::UnixListener::bind(&system).expect("bind");
+    assert_eq!(present_or_first(candidates()), system);
+    std::fs::remove_file(&own).expect("rm");
+    let _own_live = std::os::unix::net::UnixListener::bind(&own).expect("bind");
+    assert_eq!(
+        present_or_first(candidates()),
+        own,
+        "a live own daemon wins"
+    );
+}
+
 #[test]
 fn flags_beat_the_environment_and_the_environment_beats_profiles() {
     let mut world = World::new();
