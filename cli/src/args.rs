@@ -37,7 +37,9 @@ const REMOTE: &str = "Remote daemon (HTTPS)";
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The daemon's management socket (gatewayd's `admin.socket`) [env: GWCTL_SOCKET]
-    /// [default: $XDG_RUNTIME_DIR/gatewayd/admin.sock; /run/gatewayd/admin.sock as root].
+    /// [default: the first of $RUNTIME_DIRECTORY/admin.sock, your own daemon's
+    /// ($XDG_RUNTIME_DIR/gatewayd/admin.sock; /run/gatewayd/admin.sock as root), and the
+    /// system daemon's /run/gatewayd/admin.sock that a daemon answers on].
     #[arg(
         long,
         global = true,
