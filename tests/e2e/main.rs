@@ -18,6 +18,8 @@
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `hardening`: bodies at any depth, keys where they do not belong, control characters,
 //!   over-reported usage, and spend = settled usage + open holds whatever fails where.
+//! - `hardening_review`: what the review of that hardening found: members given twice, keys
+//!   in forwarded headers, invisible characters in models.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
 //!   and by mouse click.
@@ -37,6 +39,7 @@ mod crash;
 mod edge;
 mod gwctl;
 mod hardening;
+mod hardening_review;
 mod https;
 mod install;
 mod keys;
