@@ -1,7 +1,8 @@
 //! Reading the proxy key where each provider's SDK puts it (SPEC §3), and refusing one
 //! anywhere else the gateway would pass on: a key pasted into the path, a query parameter the
-//! gateway does not read (`?api_key=`) or the model name would otherwise be forwarded to the
-//! provider (its logs, its dashboards) and, for a model, stored in the usage table.
+//! gateway does not read (`?api_key=`), a header it does not drop (`api-key`, a cookie) or the
+//! model name would otherwise be forwarded to the provider (its logs, its dashboards) and,
+//! for a model, stored in the usage table.
 
 use std::borrow::Cow;
 
@@ -64,6 +65,29 @@ pub fn refuse_forwarded_secret(path: &str, query: Option<&str>) -> Result<(), Ga
                 format!(
                     "The request's {part} contains a gateway key ({shown}), which would be \
                      passed on to the provider: send the key only in the header the \
+                     provider's SDK uses, and rotate it if it was logged anywhere."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 400 `invalid_request` when a request header that would be forwarded (any but the
+/// credential and hop-by-hop headers, which are dropped) holds something shaped like a proxy
+/// key or an admin token: an Azure-style `api-key`, a cookie, a custom header. Headers are
+/// passed on as sent, so such a key would reach the provider just as one in the path would.
+pub fn refuse_forwarded_header_secret(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    for (name, value) in headers {
+        if super::headers::is_dropped(name) {
+            continue;
+        }
+        if let Some(shown) = secret_in(&String::from_utf8_lossy(value.as_bytes())) {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "The request's {name} header contains a gateway key ({shown}), which \
+                     would be passed on to the provider: send the key only in the header the \
                      provider's SDK uses, and rotate it if it was logged anywhere."
                 ),
             ));
@@ -280,6 +304,30 @@ mod tests {
         ] {
             assert!(refuse_forwarded_secret(path, query).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn a_key_in_a_forwarded_header_is_refused_and_one_in_a_dropped_header_is_not() {
+        let key = "sk-proxy-AbCd1234567890123456789012345678901234";
+        for (name, value) in [
+            ("api-key", key.to_owned()),
+            ("cookie", format!("a=1; t={key}")),
+            ("x-forwarded-token", "gwadm-0123456789abcdef".to_owned()),
+        ] {
+            let err = refuse_forwarded_header_secret(&headers(&[(name, &value)])).expect_err(name);
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(err.message.contains(name), "{}", err.message);
+            assert!(!err.message.contains(&key[13..]), "{}", err.message);
+            assert!(!err.message.contains("456789abc"), "{}", err.message);
+        }
+        let dropped = headers(&[
+            ("authorization", &format!("Bearer {key}")),
+            ("x-api-key", key),
+            ("x-goog-api-key", key),
+            ("proxy-authorization", key),
+            ("content-type", "application/json"),
+        ]);
+        assert!(refuse_forwarded_header_secret(&dropped).is_ok());
     }
 
     #[test]
