@@ -96,8 +96,9 @@ pub fn refuse_forwarded_header_secret(headers: &http::HeaderMap) -> Result<(), G
     Ok(())
 }
 
-/// 400 `invalid_request` when a model name holds a key or a control character: it would be
-/// forwarded, echoed in errors and stored in the usage table as sent.
+/// 400 `invalid_request` when a model name holds a key, a control character or an invisible
+/// or text-direction one (a line separator, a bidirectional override): it would be forwarded,
+/// echoed in errors and stored in the usage table as sent, and shown to the operator.
 pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
     if let Some(shown) = secret_in(model) {
         return Err(GatewayError::new(
@@ -108,10 +109,14 @@ pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
             ),
         ));
     }
-    if model.chars().any(char::is_control) {
+    if model
+        .chars()
+        .any(|c| c.is_control() || gateway_shared::validate::is_invisible_format(c))
+    {
         return Err(GatewayError::new(
             ErrorCode::InvalidRequest,
-            "The request's model must not contain control characters.",
+            "The request's model must not contain control, invisible or text-direction \
+             characters.",
         ));
     }
     Ok(())
@@ -338,6 +343,12 @@ mod tests {
             "gpt-4o-mini\u{0}",
             "gpt\u{1b}]0;x\u{7}",
             "gpt-4o\u{85}",
+            // Shown in the operator's usage table like a control character would be: a line
+            // or paragraph separator, a bidirectional override, a zero-width space.
+            "gpt-4o\u{2028}gpt-3.5",
+            "gpt-4o\u{2029}",
+            "gpt-4o\u{202e}inim",
+            "gpt\u{200b}-4o",
         ] {
             let err = check_model_name(model).expect_err(model);
             assert_eq!(err.code, ErrorCode::InvalidRequest);
