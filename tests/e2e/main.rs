@@ -19,7 +19,7 @@
 //! - `hardening`: bodies at any depth, keys where they do not belong, control characters,
 //!   over-reported usage, and spend = settled usage + open holds whatever fails where.
 //! - `hardening_review`: what the review of that hardening found: members given twice, keys
-//!   in forwarded headers, invisible characters in models.
+//!   in forwarded headers.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
 //!   and by mouse click.
