@@ -133,8 +133,9 @@ pub fn name(value: &str) -> Result<String, FieldError> {
 /// Characters that change how a name is displayed without being seen: zero-width and
 /// invisible characters, fillers, tags, line separators and bidirectional marks, overrides
 /// and isolates (a name shown in `gwctl keys list` and the dashboard must read as what it is).
-/// Variation selectors stay allowed: an emoji such as ❤️ carries one.
-fn is_invisible_format(c: char) -> bool {
+/// Variation selectors stay allowed: an emoji such as ❤️ carries one. The proxy refuses
+/// model names with them too (a model is stored and shown in usage reports).
+pub fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
         | '\u{17B5}' | '\u{180E}' | '\u{200B}'..='\u{200F}'

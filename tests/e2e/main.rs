@@ -18,6 +18,8 @@
 //! - `edge`: header-read timeout and connection cap on the proxy listener.
 //! - `hardening`: bodies at any depth, keys where they do not belong, control characters,
 //!   over-reported usage, and spend = settled usage + open holds whatever fails where.
+//! - `hardening_review`: what the review of that hardening found: members given twice, keys
+//!   in forwarded headers.
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
 //!   raw to the terminal; 100k keys listed in flat memory (issue #20).
@@ -40,6 +42,7 @@ mod edge;
 mod gwctl;
 mod gwctl_store;
 mod hardening;
+mod hardening_review;
 mod https;
 mod install;
 mod keys;

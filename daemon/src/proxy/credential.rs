@@ -1,7 +1,8 @@
 //! Reading the proxy key where each provider's SDK puts it (SPEC §3), and refusing one
 //! anywhere else the gateway would pass on: a key pasted into the path, a query parameter the
-//! gateway does not read (`?api_key=`) or the model name would otherwise be forwarded to the
-//! provider (its logs, its dashboards) and, for a model, stored in the usage table.
+//! gateway does not read (`?api_key=`), a header it does not drop (`api-key`, a cookie) or the
+//! model name would otherwise be forwarded to the provider (its logs, its dashboards) and,
+//! for a model, stored in the usage table.
 
 use std::borrow::Cow;
 
@@ -72,8 +73,32 @@ pub fn refuse_forwarded_secret(path: &str, query: Option<&str>) -> Result<(), Ga
     Ok(())
 }
 
-/// 400 `invalid_request` when a model name holds a key or a control character: it would be
-/// forwarded, echoed in errors and stored in the usage table as sent.
+/// 400 `invalid_request` when a request header that would be forwarded (any but the
+/// credential and hop-by-hop headers, which are dropped) holds something shaped like a proxy
+/// key or an admin token: an Azure-style `api-key`, a cookie, a custom header. Headers are
+/// passed on as sent, so such a key would reach the provider just as one in the path would.
+pub fn refuse_forwarded_header_secret(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    for (name, value) in headers {
+        if super::headers::is_dropped(name) {
+            continue;
+        }
+        if let Some(shown) = secret_in(&String::from_utf8_lossy(value.as_bytes())) {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "The request's {name} header contains a gateway key ({shown}), which \
+                     would be passed on to the provider: send the key only in the header the \
+                     provider's SDK uses, and rotate it if it was logged anywhere."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 400 `invalid_request` when a model name holds a key, a control character or an invisible
+/// or text-direction one (a line separator, a bidirectional override): it would be forwarded,
+/// echoed in errors and stored in the usage table as sent, and shown to the operator.
 pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
     if let Some(shown) = secret_in(model) {
         return Err(GatewayError::new(
@@ -84,10 +109,14 @@ pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
             ),
         ));
     }
-    if model.chars().any(char::is_control) {
+    if model
+        .chars()
+        .any(|c| c.is_control() || gateway_shared::validate::is_invisible_format(c))
+    {
         return Err(GatewayError::new(
             ErrorCode::InvalidRequest,
-            "The request's model must not contain control characters.",
+            "The request's model must not contain control, invisible or text-direction \
+             characters.",
         ));
     }
     Ok(())
@@ -283,6 +312,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_in_a_forwarded_header_is_refused_and_one_in_a_dropped_header_is_not() {
+        let key = "sk-proxy-AbCd1234567890123456789012345678901234";
+        for (name, value) in [
+            ("api-key", key.to_owned()),
+            ("cookie", format!("a=1; t={key}")),
+            ("x-forwarded-token", "gwadm-0123456789abcdef".to_owned()),
+        ] {
+            let err = refuse_forwarded_header_secret(&headers(&[(name, &value)])).expect_err(name);
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(err.message.contains(name), "{}", err.message);
+            assert!(!err.message.contains(&key[13..]), "{}", err.message);
+            assert!(!err.message.contains("456789abc"), "{}", err.message);
+        }
+        let dropped = headers(&[
+            ("authorization", &format!("Bearer {key}")),
+            ("x-api-key", key),
+            ("x-goog-api-key", key),
+            ("proxy-authorization", key),
+            ("content-type", "application/json"),
+        ]);
+        assert!(refuse_forwarded_header_secret(&dropped).is_ok());
+    }
+
+    #[test]
     fn a_model_name_with_a_key_or_a_control_character_is_refused() {
         for model in [
             "sk-proxy-AbCd1234567890123456789012345678901234",
@@ -290,6 +343,12 @@ mod tests {
             "gpt-4o-mini\u{0}",
             "gpt\u{1b}]0;x\u{7}",
             "gpt-4o\u{85}",
+            // Shown in the operator's usage table like a control character would be: a line
+            // or paragraph separator, a bidirectional override, a zero-width space.
+            "gpt-4o\u{2028}gpt-3.5",
+            "gpt-4o\u{2029}",
+            "gpt-4o\u{202e}inim",
+            "gpt\u{200b}-4o",
         ] {
             let err = check_model_name(model).expect_err(model);
             assert_eq!(err.code, ErrorCode::InvalidRequest);

@@ -56,6 +56,12 @@ pub fn for_upstream(mut client: HeaderMap) -> HeaderMap {
     client
 }
 
+/// Whether `name` is dropped on the way upstream whatever its value (hop-by-hop, a client
+/// credential, or set by the gateway itself): every other request header is forwarded.
+pub fn is_dropped(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || SET_BY_GATEWAY.contains(name)
+}
+
 /// Whether a response body is in a content coding (gzip, br, …): its usage cannot be read.
 pub fn is_encoded(headers: &HeaderMap) -> bool {
     headers

@@ -7,8 +7,8 @@
 //! 3. `credential::presented` — the key where the provider's SDK puts it (401 `missing_key`).
 //! 4. `authenticate` — checksum before any look-up, then the in-memory table (401 `invalid_key`).
 //! 5. `check_lifecycle` — 403 `key_revoked`, 403 `key_expired`.
-//! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`; a key in the path
-//!    or query that would be forwarded — 400 `invalid_request` (`credential`).
+//! 6. `check_ip`, provider — 403 `ip_not_allowed`, `provider_not_allowed`; a key in the path,
+//!    query or a header that would be forwarded — 400 `invalid_request` (`credential`).
 //! 7. body (413; 408 `request_timeout` when it stalls) → `model::json_body` (400) → a model
 //!    holding a key or a control character (400) → `model::check` — 403 `model_not_allowed`.
 //! 8. `admit_rate` — the exact rolling window; 429 `rate_limit_exceeded` with `Retry-After`.
@@ -275,6 +275,7 @@ impl Proxy {
         // is where that key belongs and is stripped): refused before anything is recorded.
         let query = credential::strip_key_param(parts.uri.query());
         credential::refuse_forwarded_secret(&route.upstream_path, query.as_deref())?;
+        credential::refuse_forwarded_header_secret(&parts.headers)?;
         let upload_origin = upload_url::starts_upload(route.provider, &route.upstream_path)
             .then(|| {
                 let trusted =

@@ -28,6 +28,15 @@ pub fn json_body(
         return Ok(None);
     }
     match serde_json::from_slice::<Skimmed>(without_bom(body)) {
+        Ok(Skimmed {
+            twice: Some(name), ..
+        }) => Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "The request body gives the member {name:?} twice: the gateway and the \
+                 provider could each read a different one. Send it once."
+            ),
+        )),
         Ok(fields) => Ok(Some(fields)),
         Err(err) if err.classify() == serde_json::error::Category::Data => Err(GatewayError::new(
             ErrorCode::InvalidRequest,
@@ -68,15 +77,24 @@ impl Fields for Map<String, Value> {
     }
 }
 
-/// A JSON object reduced to its [`READ_FIELDS`], one slot each (a later duplicate wins, as
-/// in a full parse): no map and no key is allocated.
+/// A JSON object reduced to its [`READ_FIELDS`], one slot each: no map and no key is
+/// allocated.
+///
+/// A read field given twice (its name perhaps spelled with escapes), or an object in one that
+/// names a member twice (`generationConfig`, `stream_options`), is noted in `twice` and the
+/// body refused: JSON leaves which duplicate counts to the reader, and the gateway would
+/// check, price and clamp the last (as serde_json reads it) while a provider may act on the
+/// first, e.g. `"max_tokens":100000,"max_tokens":10` reserved and left unclamped as 10.
 #[derive(Debug, Default)]
-pub struct Skimmed([Option<Value>; READ_FIELDS.len()]);
+pub struct Skimmed {
+    values: [Option<Value>; READ_FIELDS.len()],
+    twice: Option<&'static str>,
+}
 
 impl Fields for Skimmed {
     fn field(&self, name: &str) -> Option<&Value> {
         let index = READ_FIELDS.iter().position(|f| *f == name)?;
-        self.0[index].as_ref()
+        self.values[index].as_ref()
     }
 }
 
@@ -99,13 +117,101 @@ impl<'de> serde::de::Visitor<'de> for SkimVisitor {
         let mut fields = Skimmed::default();
         while let Some(FieldName(index)) = map.next_key()? {
             match index {
-                Some(index) => fields.0[index] = Some(map.next_value::<Value>()?),
+                Some(index) => {
+                    let Checked { value, twice } = map.next_value()?;
+                    let slot = &mut fields.values[index];
+                    if twice || slot.is_some() {
+                        fields.twice.get_or_insert(READ_FIELDS[index]);
+                    }
+                    *slot = Some(value);
+                }
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
         }
         Ok(fields)
+    }
+}
+
+/// A read field's value, and whether an object it is names a member twice (members one level
+/// down are what the gateway reads in one: `maxOutputTokens`, `include_usage`).
+struct Checked {
+    value: Value,
+    twice: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl CheckedVisitor {
+    fn once(value: Value) -> Checked {
+        Checked {
+            value,
+            twice: false,
+        }
+    }
+}
+
+/// Builds the `Value` as serde_json's own visitor does, and notes a duplicate member name.
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Checked, E> {
+        Ok(Self::once(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Checked, E> {
+        Ok(Self::once(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Checked, E> {
+        Ok(Self::once(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Checked, E> {
+        Ok(Self::once(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Checked, E> {
+        Ok(Self::once(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Checked, E> {
+        Ok(Self::once(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Self::once(Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
+        }
+        Ok(Self::once(Value::Array(items)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut object = serde_json::Map::new();
+        let mut twice = false;
+        while let Some((name, value)) = map.next_entry::<String, Value>()? {
+            twice |= object.insert(name, value).is_some();
+        }
+        Ok(Checked {
+            value: Value::Object(object),
+            twice,
+        })
     }
 }
 
@@ -287,6 +393,42 @@ mod tests {
         );
     }
 
+    /// A member the gateway reads, given twice (also spelled with escapes, or inside the
+    /// generation config or stream options): JSON leaves which one counts to the reader, so
+    /// the gateway could check, price and clamp one while the provider acts on the other.
+    #[test]
+    fn a_member_the_gateway_reads_given_twice_is_refused() {
+        let headers = json_headers();
+        for body in [
+            r#"{"model":"gpt-4o","max_tokens":100000,"max_tokens":10}"#,
+            r#"{"model":"gpt-4o","max_tokens":100000,"max\u005ftokens":10}"#,
+            r#"{"model":"o1-pro","model":"gpt-4o-mini"}"#,
+            r#"{"model":"m","stream":true,"stream":false}"#,
+            r#"{"model":"m","n":8,"n":1}"#,
+            r#"{"generationConfig":{"maxOutputTokens":100000,"maxOutputTokens":10}}"#,
+            r#"{"generationConfig":{"candidateCount":8,"candidateCount":1}}"#,
+            r#"{"generationConfig":{"a":1},"generationConfig":{"b":2}}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":false,"include_usage":true}}"#,
+        ] {
+            let body = Bytes::from_static(body.as_bytes());
+            let err = json_body(&ModelSource::Body, &headers, &body).expect_err("refused");
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(err.message.contains("twice"), "{}", err.message);
+        }
+        // Members the gateway does not read, and the same name at different levels, pass.
+        for body in [
+            r#"{"model":"m","metadata":{"a":1},"metadata":{"a":2}}"#,
+            r#"{"model":"m","max_tokens":5,"messages":[{"max_tokens":9}]}"#,
+            r#"{"generationConfig":{"thinkingConfig":{"x":1,"x":2}},"model":"m"}"#,
+        ] {
+            let body = Bytes::from_static(body.as_bytes());
+            assert!(
+                json_body(&ModelSource::Body, &headers, &body).is_ok(),
+                "{body:?}"
+            );
+        }
+    }
+
     #[test]
     fn reads_the_model_from_a_json_body() {
         let headers = json_headers();
@@ -309,9 +451,13 @@ mod tests {
         assert!(named_in(&headers, br#"{"model": "a"} x"#).is_err());
         assert!(named_in(&headers, br#"{"x": [1, {"y": }], "model": "a"}"#).is_err());
         assert_eq!(
-            named_in(&headers, br#"{"model": "a", "mo\u0064el": "b"}"#).ok(),
+            named_in(&headers, br#"{"mo\u0064el": "b"}"#).ok(),
             Some(Some("b".into())),
-            "escaped keys are the same key; the later one wins"
+            "an escaped name is the same name"
+        );
+        assert!(
+            named_in(&headers, br#"{"model": "a", "mo\u0064el": "b"}"#).is_err(),
+            "given twice"
         );
         let mut multipart = http::HeaderMap::new();
         multipart.insert(
