@@ -105,7 +105,11 @@ fn set_output_limit<'a>(
                 body.push(field, number(tokens)?);
             }
         }
-        Provider::Anthropic => body.set("max_tokens", number(tokens)?),
+        Provider::Anthropic => {
+            if !lower_present(body, &["max_tokens"], tokens)? {
+                body.push("max_tokens", number(tokens)?);
+            }
+        }
         Provider::Gemini => {
             let mut configs = 0;
             for name in GEMINI_CONFIGS {
@@ -438,6 +442,22 @@ mod tests {
             10,
         );
         assert_eq!(body, json!({"max_tokens": 10, "model": "c"}));
+        // Lowered, never raised: a limit the skim could not read ("5") is not replaced by a
+        // larger clamp.
+        let body = clamped(
+            Provider::Anthropic,
+            "/v1/messages",
+            json!({"max_tokens": "5", "model": "c"}),
+            10,
+        );
+        assert_eq!(body, json!({"max_tokens": 5, "model": "c"}));
+        let body = clamped(
+            Provider::Anthropic,
+            "/v1/messages",
+            json!({"model": "c"}),
+            10,
+        );
+        assert_eq!(body, json!({"model": "c", "max_tokens": 10}));
         // A config that is not an object is replaced, as a parse into a map would.
         let body = clamped(
             Provider::Gemini,
