@@ -23,6 +23,8 @@ pub mod config;
 pub mod cpu_affinity;
 pub mod error;
 pub mod event_loops;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_util;
 pub mod keys;
 pub mod limits;

@@ -2,10 +2,10 @@
 //! from it without changing a byte (except, when the gateway asked OpenAI for a usage chunk
 //! the client did not want, removing exactly that chunk).
 
-mod extract;
+pub(crate) mod extract;
 mod fields;
-mod json_array;
-mod sse;
+pub(crate) mod json_array;
+pub(crate) mod sse;
 
 use bytes::Bytes;
 use gateway_shared::Provider;
