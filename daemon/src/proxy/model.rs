@@ -25,7 +25,15 @@ pub fn json_body(
     if !reads_body || body.is_empty() || !is_json(headers, body) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Skimmed>(without_bom(body)) {
+    // serde_json passes over the strings of skipped fields without checking their UTF-8, and
+    // a body that is not UTF-8 is not JSON (RFC 8259 §8.1); checked whole, then parsed as text.
+    let Ok(text) = std::str::from_utf8(without_bom(body)) else {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            "The request body is not valid JSON: it is not UTF-8.",
+        ));
+    };
+    match serde_json::from_str::<Skimmed>(text) {
         Ok(fields) => Ok(Some(fields)),
         Err(err) if err.classify() == serde_json::error::Category::Data => Err(GatewayError::new(
             ErrorCode::InvalidRequest,
@@ -282,6 +290,19 @@ mod tests {
             is_json(&plain, &Bytes::from_static(b"\xEF\xBB\xBF {}")),
             "after a BOM"
         );
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/request_body/crash-ec68d3c4…`): serde_json passes over
+    /// the strings of fields the skim does not read without checking their UTF-8, so a body
+    /// that is not UTF-8 (not JSON at all) was taken, and failed only when rewritten (a 500).
+    #[test]
+    fn a_body_that_is_not_utf8_is_not_json() {
+        let err = named_in(
+            &json_headers(),
+            b"{\"messages\": \"\xff\xfe\", \"model\": \"m\"}",
+        )
+        .expect_err("not UTF-8");
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
