@@ -331,9 +331,9 @@ impl BodyRequest {
         let object = match full {
             Ok(Value::Object(object)) => Some(object),
             Ok(other) => panic!("the skim took {other} for an object"),
-            // The skim passes over fields it does not read without building them, so nesting
-            // deeper than serde_json builds is not an error there.
-            Err(err) if is_recursion_limit(&err) => None,
+            // The skim passes over fields it does not read without building them, so what
+            // serde_json cannot build is not an error there.
+            Err(err) if cannot_build(&err, body) => None,
             Err(err) => panic!("the skim accepted a body that does not parse: {err}"),
         };
         let named = model::named(&self.source, Some(&fields));
@@ -389,7 +389,7 @@ impl BodyRequest {
             Ok(out) => out,
             Err(err) => {
                 assert!(
-                    is_recursion_limit(&err),
+                    cannot_build(&err, body),
                     "a body the skim accepted could not be rewritten: {err}"
                 );
                 return;
@@ -467,6 +467,19 @@ impl BodyRequest {
     }
 }
 
-fn is_recursion_limit(err: &serde_json::Error) -> bool {
-    err.to_string().starts_with("recursion limit exceeded")
+/// Valid JSON that serde_json cannot build into a `Value`: nesting past its recursion limit,
+/// a number beyond `f64` (`1e400`), or a `\\u` escape of half a surrogate pair (RFC 8259
+/// §8.2 allows it; a Rust string cannot hold it). The skim passes over all three; the rewrite,
+/// which builds the body, fails on them (answered 500 until the rewrite stops building the
+/// whole body).
+fn cannot_build(err: &serde_json::Error, body: &[u8]) -> bool {
+    let surrogate_escape = body.windows(4).any(|w| {
+        w[..2] == *b"\\u"
+            && w[2].eq_ignore_ascii_case(&b'd')
+            && matches!(w[3].to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+    });
+    let message = err.to_string();
+    message.starts_with("recursion limit exceeded")
+        || message.starts_with("number out of range")
+        || surrogate_escape
 }
