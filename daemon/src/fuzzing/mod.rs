@@ -21,9 +21,12 @@ pub use management::{management_body, money, period};
 pub use request::{client_headers, request_body, route};
 pub use usage::{gemini_array, usage_observer};
 
+/// A target's function: it takes any bytes and panics only on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (`fuzz/fuzz_targets/<name>.rs`, `fuzz/corpus/<name>/`) and the
 /// function both the target and the replay test call.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("usage_observer", usage_observer),
     ("gemini_array", gemini_array),
     ("request_body", request_body),

@@ -422,8 +422,8 @@ mod tests {
         for path in [
             "/openai/v1/chat%%35Ccompletions",
             "/openai/v1/chat%%32Fcompletions",
-            "/gemini/v1beta/models/x/%%32e%%32e/gemini-2.5-pro:generateContent",
-            "/gemini/v1beta/models/x/%2%65%2%65/gemini-2.5-pro:generateContent",
+            "/openai/v1/%%32e%%32e/v1/chat/completions",
+            "/anthropic/v1/%2%65%2%65/v1/messages",
             "/openai/v1/..%3B/v1/chat/completions",
             "/openai/v1/%2e%2e%3bx/v1/chat/completions",
         ] {
