@@ -12,6 +12,7 @@
 //!   thread-per-core runtimes.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers;
 //!   [`protocol_errors`]: hyper's own refusals of malformed HTTP in the same error shape.
+//! - `fuzzing` (hidden): the parsers' fuzz targets, shared with the corpus replay test.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags, loads config and waits for a
 //! signal, so tests can call `run` with their own listeners, clock and shutdown future.
