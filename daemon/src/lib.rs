@@ -14,6 +14,7 @@
 //!   [`notify`]: readiness and stopping for systemd.
 //! - [`error`], [`http_util`]: the one way errors become HTTP, and small HTTP helpers;
 //!   [`protocol_errors`]: hyper's own refusals of malformed HTTP in the same error shape.
+//! - `fuzzing` (hidden): the parsers' fuzz targets, shared with the corpus replay test.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags, loads config and waits for a
 //! signal, so tests can call `run` with their own listeners, clock and shutdown future.
@@ -27,6 +28,8 @@ pub mod cpu_affinity;
 pub mod error;
 pub mod event_loops;
 pub mod fd_budget;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_util;
 pub mod keys;
 pub mod limits;

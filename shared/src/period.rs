@@ -42,7 +42,8 @@ impl SpendReset {
             }
             Self::Monthly => date.first_of_month(),
         };
-        midnight(start)
+        // Only the first day jiff can represent (year -9999) starts before its first instant.
+        midnight(start).unwrap_or(Timestamp::MIN)
     }
 
     /// The first instant of the next period: when spend counted at `at` resets.
@@ -54,7 +55,7 @@ impl SpendReset {
             Self::Monthly => date.first_of_month().checked_add(1.month()).ok(),
         };
         // Only the last day jiff can represent (year 9999) has no successor.
-        next.map_or(Timestamp::MAX, midnight)
+        next.and_then(midnight).unwrap_or(Timestamp::MAX)
     }
 }
 
@@ -79,10 +80,8 @@ fn utc_date(at: Timestamp) -> Date {
     TimeZone::UTC.to_datetime(at).date()
 }
 
-fn midnight(date: Date) -> Timestamp {
-    TimeZone::UTC
-        .to_timestamp(date.at(0, 0, 0, 0))
-        .unwrap_or(Timestamp::MAX)
+fn midnight(date: Date) -> Option<Timestamp> {
+    TimeZone::UTC.to_timestamp(date.at(0, 0, 0, 0)).ok()
 }
 
 #[cfg(test)]
@@ -166,6 +165,17 @@ mod tests {
             "2026-11-26T00:00:00Z",
             "2026-11-27T00:00:00Z",
         );
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/period/seed-epoch`): on the first day jiff represents,
+    /// that day's midnight is not representable, and the period started at the end of time.
+    #[test]
+    fn the_first_day_s_period_starts_no_later_than_the_instant() {
+        for reset in SpendReset::ALL {
+            let at = Timestamp::MIN;
+            assert!(reset.period_start(at) <= at, "{reset}");
+            assert!(reset.next_reset(at) > at, "{reset}");
+        }
     }
 
     proptest! {

@@ -166,6 +166,9 @@ async fn paths_that_could_be_resolved_to_another_model_or_route_are_refused() {
         bearer("/openai//v1/chat/completions"),
         format!("POST /anthropic/v1/x/%2E%2E/messages HTTP/1.1\r\nx-api-key: {key}"),
         format!("POST /anthropic/v1%5cmessages HTTP/1.1\r\nx-api-key: {key}"),
+        // Found by fuzzing: escapes that decode to escapes, and a `;` encoded.
+        bearer("/openai/v1/%%32e%%32e/v1/chat/completions"),
+        bearer("/openai/v1/..%3B/v1/chat/completions"),
     ];
     for head in &cases {
         let (status, body, text) = raw(gateway.proxy_addr, head, chat).await;

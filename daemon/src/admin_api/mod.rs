@@ -11,7 +11,7 @@ mod admin_tokens;
 mod audit;
 mod keys;
 mod query;
-mod strict_json;
+pub(crate) mod strict_json;
 
 use gateway_shared::key::redact_secrets;
 use std::net::SocketAddr;

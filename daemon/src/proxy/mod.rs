@@ -41,16 +41,16 @@
 //! which cuts anything shaped like a proxy key, admin token or provider key to its display
 //! prefix: a client that pastes its key into the path does not put it in the log.
 
-mod client_ip;
-mod credential;
+pub(crate) mod client_ip;
+pub(crate) mod credential;
 mod headers;
 mod idle_timeout;
 mod listing;
 mod members;
 mod meter;
-mod model;
-mod rewrite;
-mod route;
+pub(crate) mod model;
+pub(crate) mod rewrite;
+pub(crate) mod route;
 mod upload_url;
 pub(crate) mod upstream;
 pub mod usage;

@@ -2,9 +2,7 @@
 
 use bytes::Bytes;
 use gateway_shared::ErrorCode;
-#[cfg(test)]
-use serde_json::Map;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::route::ModelSource;
 use crate::error::GatewayError;
@@ -27,7 +25,15 @@ pub fn json_body(
     if !reads_body || body.is_empty() || !is_json(headers, body) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Skimmed>(without_bom(body)) {
+    // serde_json passes over the strings of skipped fields without checking their UTF-8, and
+    // a body that is not UTF-8 is not JSON (RFC 8259 §8.1); checked whole, then parsed as text.
+    let Ok(text) = std::str::from_utf8(without_bom(body)) else {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidRequest,
+            "The request body is not valid JSON: it is not UTF-8.",
+        ));
+    };
+    match serde_json::from_str::<Skimmed>(text) {
         Ok(Skimmed {
             twice: Some(name), ..
         }) => Err(GatewayError::new(
@@ -65,12 +71,11 @@ const READ_FIELDS: &[&str] = &[
 ];
 
 /// Top-level fields of a request body, by name: the pipeline reads a [`Skimmed`] body; tests
-/// build one from a `Map`.
+/// and the fuzz targets compare it with a `Map` of the whole body.
 pub trait Fields {
     fn field(&self, name: &str) -> Option<&Value>;
 }
 
-#[cfg(test)]
 impl Fields for Map<String, Value> {
     fn field(&self, name: &str) -> Option<&Value> {
         self.get(name)
@@ -427,6 +432,19 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/request_body/crash-ec68d3c4…`): serde_json passes over
+    /// the strings of fields the skim does not read without checking their UTF-8, so a body
+    /// that is not UTF-8 (not JSON at all) was taken, and failed only when rewritten (a 500).
+    #[test]
+    fn a_body_that_is_not_utf8_is_not_json() {
+        let err = named_in(
+            &json_headers(),
+            b"{\"messages\": \"\xff\xfe\", \"model\": \"m\"}",
+        )
+        .expect_err("not UTF-8");
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! refuses, with 400 `invalid_request`, every path another hop could rewrite into a different
 //! one: a `.` or `..` segment, raw or percent-encoded in any case (also before a `;` path
 //! parameter, which some servers strip), an encoded slash or backslash (`%2F`, `%5C`), a
-//! backslash, an empty segment (`//`), and any of these double-encoded (`%252e`). Otherwise
+//! backslash, an empty segment (`//`), and any of these encoded again (`%252e`, `%%32e`), or
+//! hidden behind an encoded `;` (`..%3B`). Otherwise
 //! `…/models/gemini-2.0-flash/../gemini-2.5-pro:generateContent` would pass the model check
 //! as `gemini-2.0-flash` and be served as `gemini-2.5-pro`. This is part of routing, step 1
 //! of the pipeline: a malformed path is refused before the key is looked up, like an unknown
@@ -190,17 +191,35 @@ fn malformed_gemini_model() -> GatewayError {
 }
 
 /// 400 `invalid_request` for a path that another hop could resolve to a different one (see
-/// the module doc). Never echoes the path. Double encoding is undone as often as it occurs,
-/// so `%252e` (which decodes once to `%2e`) is judged as `%2e`.
+/// the module doc). Never echoes the path. The path is also judged percent-decoded as a
+/// lenient server decodes it (an escape that is not one stays as it is), again as often as
+/// that changes it: `%252e` and `%%32e` both decode once to `%2e` and twice to `.`, and `..%3B`
+/// once to `..;`. A path still changing after [`MAX_DECODINGS`] is refused (none needs that
+/// many, and the rounds are bounded).
 pub fn check_path(path: &str) -> Result<(), GatewayError> {
     check_decoded_once(path)?;
     let mut decoded = Cow::Borrowed(path);
-    while decoded.contains("%25") {
-        decoded = Cow::Owned(decoded.replace("%25", "%"));
-        check_decoded_once(&decoded)?;
+    for round in 0..=MAX_DECODINGS {
+        let next = percent_encoding::percent_decode_str(&decoded).decode_utf8_lossy();
+        if next == decoded {
+            break;
+        }
+        if round == MAX_DECODINGS {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                "The request path is percent-encoded too many times; send the provider's path \
+                 in its plain form.",
+            ));
+        }
+        let next = next.into_owned();
+        check_decoded_once(&next)?;
+        decoded = Cow::Owned(next);
     }
     Ok(())
 }
+
+/// How many rounds of percent-decoding [`check_path`] follows.
+const MAX_DECODINGS: usize = 4;
 
 fn check_decoded_once(path: &str) -> Result<(), GatewayError> {
     let refuse = |what: &str| {
@@ -393,6 +412,31 @@ mod tests {
         ] {
             refused(path);
         }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/route/`): a hop that decodes twice turns `%%35C`
+    /// into `%5C` and then `\\`, and `%%32e` into `.`, with no `%25` in sight; and one that
+    /// decodes once turns `..%3B` into a dot segment with a path parameter.
+    #[test]
+    fn escapes_that_decode_to_escapes_are_judged_decoded() {
+        for path in [
+            "/openai/v1/chat%%35Ccompletions",
+            "/openai/v1/chat%%32Fcompletions",
+            "/openai/v1/%%32e%%32e/v1/chat/completions",
+            "/anthropic/v1/%2%65%2%65/v1/messages",
+            "/openai/v1/..%3B/v1/chat/completions",
+            "/openai/v1/%2e%2e%3bx/v1/chat/completions",
+        ] {
+            refused(path);
+        }
+        refused("/openai/v1/files/a%2525252525252541");
+        check(
+            Method::GET,
+            "/openai/v1/files/a%252541",
+            Provider::Openai,
+            "/v1/files/a%252541",
+            ModelSource::None,
+        );
     }
 
     #[test]

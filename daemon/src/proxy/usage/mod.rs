@@ -2,10 +2,10 @@
 //! from it without changing a byte (except, when the gateway asked OpenAI for a usage chunk
 //! the client did not want, removing exactly that chunk).
 
-mod extract;
+pub(crate) mod extract;
 mod fields;
-mod json_array;
-mod sse;
+pub(crate) mod json_array;
+pub(crate) mod sse;
 
 use bytes::Bytes;
 use gateway_shared::Provider;
@@ -183,7 +183,10 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            if let Ok(fields) = serde_json::from_slice::<UsageFields>(&whole) {
+            // `Object`: only an object has fields (serde's derive would read an array by
+            // position).
+            if let Ok(Object(Some(fields))) = serde_json::from_slice::<Object<UsageFields>>(&whole)
+            {
                 fields.apply(self.provider, &mut self.observed);
             }
         }
@@ -434,6 +437,23 @@ mod tests {
                     observer.observed.content_events, whole.content_events,
                     "{body}"
                 );
+            }
+        }
+    }
+
+    /// Found by the fuzz harness's differential (`fuzz/corpus/usage_observer/finding-array-body`):
+    /// serde's derive also reads a struct from an array, by position, so the body
+    /// `[{"prompt_tokens": 5}]` was billed as reporting usage no field of it names.
+    #[test]
+    fn a_json_body_that_is_not_an_object_reports_no_usage() {
+        for body in [
+            r#"[{"prompt_tokens":5,"completion_tokens":1}]"#,
+            r#"[null, {"promptTokenCount": 5}]"#,
+        ] {
+            for provider in Provider::ALL {
+                let mut observer = UsageObserver::new(provider, Format::Json, false);
+                run(&mut observer, body.as_bytes(), 4096);
+                assert_eq!(observer.observed.reported, None, "{provider} {body}");
             }
         }
     }
