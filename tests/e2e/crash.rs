@@ -5,19 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::requests::{chat, self_view};
+use gateway_tests::requests::{BUDGET_PRICES, chat, self_view};
 use gateway_tests::{Gateway, MockProvider};
 use serde_json::{Value, json};
-
-/// Output tokens at $100 per million, input free: a request with `max_tokens: 1000` holds
-/// exactly $0.10, and one the provider never answered is billed its input, $0.
-const BUDGET_PRICES: &str = r#"
-[[prices]]
-model = "budget-model"
-input = 0
-output = 100
-max_output_tokens = 100000
-"#;
 
 /// A dime: what one request of [`dime`] holds.
 const DIME_NANOS: i64 = 100_000_000;

@@ -7,19 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::requests::{chat, self_view};
+use gateway_tests::requests::{BUDGET_PRICES, chat, self_view};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
-
-/// Output at $100 per million tokens, free input: 1000 output tokens cost $0.10.
-const BUDGET_PRICES: &str = r#"
-[[prices]]
-model = "budget-model"
-input = 0
-output = 100
-max_output_tokens = 100000
-"#;
 
 /// A chat body whose messages nest `depth` arrays deep (serde_json's tree parse stops at 128).
 fn deep_chat(depth: usize) -> (String, String) {
@@ -29,7 +20,8 @@ fn deep_chat(depth: usize) -> (String, String) {
     (body, deep)
 }
 
-async fn post(url: String, key: &str, body: String) -> reqwest::Response {
+/// `POST url` with `key` where the OpenAI and Gemini SDKs put it, `body` as JSON.
+pub async fn post(url: String, key: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     reqwest::Client::new()
         .post(url)
         .bearer_auth(key)

@@ -4,29 +4,8 @@
 //! not read.
 
 use gateway_tests::Gateway;
-use gateway_tests::requests::chat;
+use gateway_tests::requests::{BUDGET_PRICES, chat};
 use serde_json::{Value, json};
-
-/// Output at $100 per million tokens, free input: 1000 output tokens cost $0.10.
-const BUDGET_PRICES: &str = r#"
-[[prices]]
-model = "budget-model"
-input = 0
-output = 100
-max_output_tokens = 100000
-"#;
-
-async fn post_raw(url: String, key: &str, body: &'static str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(url)
-        .bearer_auth(key)
-        .header("x-goog-api-key", key)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request to the proxy")
-}
 
 /// (1) `"max_tokens":100000,"max_tokens":10` on a key with $0.01 left: the gateway read the
 /// last (10 tokens, $0.001: admitted, no clamp) and forwarded the body as sent, so a provider
@@ -51,7 +30,7 @@ async fn a_limit_given_twice_is_refused_not_forwarded_unclamped() {
             r#"{"contents":[],"generationConfig":{"maxOutputTokens":100000,"maxOutputTokens":10}}"#,
         ),
     ] {
-        let response = post_raw(format!("{base}{path}"), &key, body).await;
+        let response = crate::hardening::post(format!("{base}{path}"), &key, body).await;
         let status = response.status();
         let error: Value = response.json().await.unwrap_or_default();
         assert_eq!(status, 400, "{path}: {error}");

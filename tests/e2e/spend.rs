@@ -4,19 +4,9 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::in_process::InProcessGateway;
-use gateway_tests::requests::{anthropic_messages, chat, self_view};
+use gateway_tests::requests::{BUDGET_PRICES, anthropic_messages, chat, self_view};
 use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use serde_json::{Value, json};
-
-/// Output tokens at $100 per million: 1000 tokens cost exactly $0.10. Input is free, so the
-/// worst case the gateway reserves equals the actual cost.
-const BUDGET_PRICES: &str = r#"
-[[prices]]
-model = "budget-model"
-input = 0
-output = 100
-max_output_tokens = 100000
-"#;
 
 async fn gateway(extra: &str) -> (Gateway, MockProvider) {
     Gateway::with_mock("", extra).await

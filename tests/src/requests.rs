@@ -4,6 +4,17 @@
 
 use serde_json::{Value, json};
 
+/// `[[prices]]` for `budget-model`: output at $100 per million tokens, free input, so 1000
+/// output tokens cost exactly $0.10 and the worst case the gateway reserves equals the actual
+/// cost.
+pub const BUDGET_PRICES: &str = r#"
+[[prices]]
+model = "budget-model"
+input = 0
+output = 100
+max_output_tokens = 100000
+"#;
+
 /// `POST {base}/v1/chat/completions` with `key` as the bearer token.
 pub async fn chat(
     base: &str,
