@@ -1,0 +1,155 @@
+//! The config loader's tests: defaults, overrides, refused values naming their line.
+
+use super::*;
+
+fn load_str(text: &str) -> anyhow::Result<Config> {
+    Config::from_text(text)
+}
+
+#[test]
+fn a_refused_value_names_its_line() {
+    let cases = [
+        ("# c\n[proxy]\nlisten = \"nowhere\"\n", "line 3"),
+        ("\n[admin]\nsocket_mode = \"999\"\n", "line 3"),
+        ("worker_threads = 5000\n", "line 1"),
+        ("[proxy]\n\n\nbody_read_timeout = \"soon\"\n", "line 4"),
+        (
+            "[providers.openai]\nbase_url = \"ftp://x\"\napi_key_env = \"K\"\n",
+            "line 1",
+        ),
+        (
+            "[[prices]]\nmodel = \"a\"\ninput = 1\noutput = 1\nmax_output_tokens = 1\n\
+             [[prices]]\nmodel = \"b\"\ninput = 1\noutput = -1\nmax_output_tokens = 1\n",
+            "line 7",
+        ),
+    ];
+    for (text, line) in cases {
+        let err = format!("{:#}", load_str(text).expect_err(text));
+        assert!(err.starts_with(line), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn runs_on_embedded_defaults() {
+    let config = Config::resolve(FileConfig::default()).expect("defaults are valid");
+    assert_eq!(config.proxy.listen, "127.0.0.1:8080".parse().expect("addr"));
+    assert_eq!(config.admin.socket_mode, 0o660);
+    let openai = config.provider(Provider::Openai).expect("openai");
+    assert_eq!(
+        openai.credential,
+        CredentialSource::Env("OPENAI_API_KEY".into())
+    );
+    assert_eq!(openai.base_url.host(), Some("api.openai.com"));
+    assert!(
+        config.cpu_affinity,
+        "event loops are pinned unless turned off"
+    );
+}
+
+#[test]
+fn the_body_read_timeout_has_a_default_and_can_be_set() {
+    let defaults = Config::resolve(FileConfig::default()).expect("defaults are valid");
+    assert_eq!(defaults.proxy.body_read_timeout, Duration::from_secs(30));
+    let config = load_str("[proxy]\nbody_read_timeout = \"2s\"").expect("valid");
+    assert_eq!(config.proxy.body_read_timeout, Duration::from_secs(2));
+    let err = load_str("[proxy]\nbody_read_timeout = \"0s\"").expect_err("zero");
+    assert!(
+        format!("{err:#}").contains("proxy.body_read_timeout"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn cpu_affinity_can_be_turned_off() {
+    let file = parse_file("cpu_affinity = false").expect("parses");
+    assert!(!Config::resolve(file).expect("valid").cpu_affinity);
+}
+
+#[test]
+fn file_overrides_field_by_field() {
+    let config = load_str(
+        r#"
+        data_dir = "/tmp/gw"
+        [proxy]
+        trusted_proxies = ["10.0.0.0/8"]
+        [providers.openai]
+        api_key_file = "/etc/gatewayd/secrets/openai"
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(config.data_dir, PathBuf::from("/tmp/gw"));
+    assert_eq!(
+        config.proxy.listen.port(),
+        8080,
+        "unset fields keep their default"
+    );
+    assert_eq!(config.proxy.trusted_proxies.len(), 1);
+    let openai = config.provider(Provider::Openai).expect("openai");
+    assert_eq!(
+        openai.credential,
+        CredentialSource::File("/etc/gatewayd/secrets/openai".into())
+    );
+    assert_eq!(openai.base_url.host(), Some("api.openai.com"));
+}
+
+#[test]
+fn unknown_field_names_its_line() {
+    let err =
+        load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n").expect_err("unknown field");
+    let message = format!("{err:#}");
+    assert!(message.contains("listn"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (text, needle) in [
+        ("[proxy]\nlisten = \"nope\"", "proxy.listen"),
+        (
+            "[proxy]\ntrusted_proxies = [\"10.0.0.0/99\"]",
+            "trusted_proxies",
+        ),
+        ("[admin]\nsocket_mode = \"999\"", "socket_mode"),
+        (
+            "[providers.gemini]\nbase_url = \"ftp://x\"",
+            "providers.gemini",
+        ),
+        ("data_dir = 3", "data_dir"),
+        ("[proxy]\ndrain_timeout = \"soon\"", "proxy.drain_timeout"),
+        ("[proxy]\nmax_connections = 0", "proxy.max_connections"),
+        (
+            "[[prices]]\nmodel = \"x[\"\ninput = 1\noutput = 1\nmax_output_tokens = 1",
+            "x[",
+        ),
+        (
+            "[[prices]]\nmodel = \"x\"\ninput = -1\noutput = 1\nmax_output_tokens = 1",
+            "input",
+        ),
+        ("[spend]\nclamp = true", "clamp"),
+        ("worker_threads = 5000", "worker_threads"),
+        (
+            "[[prices]]\nmodel = \"x\"\ninput = 1\noutput = 1\nmax_output_tokens = 0",
+            "max_output_tokens must be at least 1 for a model whose output is priced",
+        ),
+        (
+            "[spend.fallback_price]\ninput = 1\noutput = 1\nmax_output_tokens = 0",
+            "max_output_tokens must be at least 1 for a model whose output is priced",
+        ),
+        ("[admin]\ntls_cert = \"/etc/cert.pem\"", "admin.tls_key"),
+        ("[admin]\ntls_key = \"/etc/key.pem\"", "admin.tls_cert"),
+        (
+            "[admin]\nsocket_mode = \"0666\"",
+            "admin.socket_mode: \"0666\" would let every local user",
+        ),
+        ("[admin]\nsocket_mode = \"0661\"", "every local user"),
+        ("[admin]\nmax_connections = 0", "admin.max_connections"),
+        (
+            "[admin]\nsocket_max_connections = 0",
+            "admin.socket_max_connections",
+        ),
+        ("[admin]\nauth_timeout = \"0s\"", "admin.auth_timeout"),
+    ] {
+        let err = load_str(text).expect_err(text);
+        assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+    }
+}
