@@ -365,7 +365,7 @@ impl BodyRequest {
     fn read(&self, fields: &impl Fields) -> (Option<Value>, Option<u64>, u64, bool) {
         (
             fields.field("model").cloned(),
-            rewrite::requested_output(self.provider, fields),
+            rewrite::requested_output(self.provider, self.path, fields),
             rewrite::answers(self.provider, fields),
             rewrite::wants_include_usage(self.provider, self.path, fields),
         )
@@ -379,7 +379,7 @@ impl BodyRequest {
     ) {
         let (provider, path) = (self.provider, self.path);
         // The pipeline clamps only a request that asks for more than the limit, or names none.
-        let requested = rewrite::requested_output(provider, fields);
+        let requested = rewrite::requested_output(provider, path, fields);
         let clamp = self
             .limit
             .filter(|limit| requested.is_none_or(|requested| requested > *limit));
@@ -443,14 +443,14 @@ impl BodyRequest {
         }
         match clamp {
             Some(limit) => {
-                let now = rewrite::requested_output(provider, &rewritten);
+                let now = rewrite::requested_output(provider, path, &rewritten);
                 assert!(
                     now.is_some_and(|now| now <= limit),
                     "clamped to {limit}, the body asks for {now:?}"
                 );
             }
             None => assert_eq!(
-                rewrite::requested_output(provider, &rewritten),
+                rewrite::requested_output(provider, path, &rewritten),
                 requested,
                 "the output limit changed without a clamp"
             ),

@@ -479,7 +479,8 @@ impl Proxy {
             ));
         }
         let charge = price.unwrap_or(FREE);
-        let requested = json.and_then(|j| rewrite::requested_output(route.provider, j));
+        let requested =
+            json.and_then(|j| rewrite::requested_output(route.provider, &route.upstream_path, j));
         let ask = Ask {
             price: charge,
             input_tokens_bound: body_len as u64,

@@ -23,11 +23,42 @@ const GEMINI_CONFIGS: [&str; 2] = ["generationConfig", "generation_config"];
 const GEMINI_OUTPUT_FIELDS: [&str; 2] = ["maxOutputTokens", "max_output_tokens"];
 const GEMINI_CANDIDATE_FIELDS: [&str; 2] = ["candidateCount", "candidate_count"];
 
+/// The OpenAI output-limit fields the API at `path` reads: a limit only in another endpoint's
+/// field (`max_output_tokens` on chat) bounds nothing there, and an OpenAI-compatible server
+/// that ignores it would generate up to the model's maximum.
+fn openai_fields_read_at(path: &str) -> &'static [&'static str] {
+    if path.ends_with("/responses") {
+        &["max_output_tokens"]
+    } else if path.ends_with("/chat/completions") {
+        &["max_completion_tokens", "max_tokens"]
+    } else if path.ends_with("/completions") {
+        &["max_tokens"]
+    } else {
+        &OPENAI_OUTPUT_FIELDS
+    }
+}
+
+/// The field a clamp adds at `path` when the body sets none of those the API reads.
+fn openai_field_to_add(path: &str) -> &'static str {
+    if path.ends_with("/responses") {
+        "max_output_tokens"
+    } else if path.ends_with("/chat/completions") {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
 /// The request's own output limit per answer, if it sets one: the largest of the fields the
-/// provider might read.
-pub fn requested_output(provider: Provider, body: &impl Fields) -> Option<u64> {
+/// provider might read, provided one of those the endpoint reads is set (else none: the
+/// model's maximum is reserved and a clamp adds the endpoint's own field).
+pub fn requested_output(provider: Provider, path: &str, body: &impl Fields) -> Option<u64> {
     match provider {
-        Provider::Openai => largest(OPENAI_OUTPUT_FIELDS.iter().map(|f| body.field(f))),
+        Provider::Openai => {
+            let read_here = largest(openai_fields_read_at(path).iter().map(|f| body.field(f)));
+            read_here?;
+            largest(OPENAI_OUTPUT_FIELDS.iter().map(|f| body.field(f)))
+        }
         Provider::Anthropic => body.field("max_tokens").and_then(Value::as_u64),
         Provider::Gemini => largest(gemini_config_fields(body, &GEMINI_OUTPUT_FIELDS)),
     }
@@ -96,13 +127,14 @@ fn set_output_limit<'a>(
 ) -> Result<(), serde_json::Error> {
     match provider {
         Provider::Openai => {
-            if !lower_present(body, &OPENAI_OUTPUT_FIELDS, tokens)? {
-                let field = if path.ends_with("/responses") {
-                    "max_output_tokens"
-                } else {
-                    "max_completion_tokens"
-                };
-                body.push(field, number(tokens)?);
+            // Every field present is lowered; if none the endpoint reads was among them, its
+            // own is added, so the limit is one the server applies.
+            let read_here = openai_fields_read_at(path)
+                .iter()
+                .any(|name| body.values_mut(name).next().is_some());
+            lower_present(body, &OPENAI_OUTPUT_FIELDS, tokens)?;
+            if !read_here {
+                body.push(openai_field_to_add(path), number(tokens)?);
             }
         }
         Provider::Anthropic => {

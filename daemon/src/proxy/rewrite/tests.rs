@@ -120,31 +120,89 @@ fn a_body_nested_at_any_depth_is_clamped() {
     }
 }
 
+const CHAT: &str = "/v1/chat/completions";
+
+/// Only a field the endpoint reads bounds the request: `max_output_tokens` alone on chat
+/// completions reserves the model's maximum, and a clamp adds `max_completion_tokens` (it
+/// lowered only the field chat ignores, and an OpenAI-compatible server would have generated
+/// without limit).
+#[test]
+fn only_the_endpoints_own_fields_bound_an_openai_request() {
+    let responses_field = object(json!({"max_output_tokens": 10}));
+    assert_eq!(
+        requested_output(Provider::Openai, CHAT, &responses_field),
+        None
+    );
+    assert_eq!(
+        requested_output(Provider::Openai, "/v1/responses", &responses_field),
+        Some(10)
+    );
+    let chat_field = object(json!({"max_completion_tokens": 10}));
+    assert_eq!(
+        requested_output(Provider::Openai, "/v1/responses", &chat_field),
+        None
+    );
+    assert_eq!(
+        requested_output(Provider::Openai, "/v1/completions", &chat_field),
+        None
+    );
+    assert_eq!(
+        requested_output(
+            Provider::Openai,
+            "/v1/completions",
+            &object(json!({"max_tokens": 4}))
+        ),
+        Some(4)
+    );
+    // Unknown endpoints read any of them.
+    assert_eq!(
+        requested_output(Provider::Openai, "/v1/other", &responses_field),
+        Some(10)
+    );
+    let body = clamped(
+        Provider::Openai,
+        CHAT,
+        json!({"max_output_tokens": 5000}),
+        7,
+    );
+    assert_eq!(
+        body,
+        json!({"max_output_tokens": 7, "max_completion_tokens": 7})
+    );
+    let body = clamped(Provider::Openai, "/v1/completions", json!({}), 7);
+    assert_eq!(body, json!({"max_tokens": 7}));
+}
+
 #[test]
 fn output_limits_per_provider() {
     assert_eq!(
-        requested_output(Provider::Openai, &object(json!({"max_tokens": 5}))),
+        requested_output(Provider::Openai, CHAT, &object(json!({"max_tokens": 5}))),
         Some(5)
     );
     assert_eq!(
         requested_output(
             Provider::Openai,
+            CHAT,
             &object(json!({"max_completion_tokens": 7, "max_tokens": 5}))
         ),
         Some(7)
     );
     assert_eq!(
-        requested_output(Provider::Anthropic, &object(json!({"max_tokens": 9}))),
+        requested_output(Provider::Anthropic, CHAT, &object(json!({"max_tokens": 9}))),
         Some(9)
     );
     assert_eq!(
         requested_output(
             Provider::Gemini,
+            CHAT,
             &object(json!({"generationConfig": {"maxOutputTokens": 11}}))
         ),
         Some(11)
     );
-    assert_eq!(requested_output(Provider::Gemini, &object(json!({}))), None);
+    assert_eq!(
+        requested_output(Provider::Gemini, CHAT, &object(json!({}))),
+        None
+    );
 
     let body = clamped(
         Provider::Gemini,
@@ -200,7 +258,7 @@ fn output_limits_per_provider() {
 #[test]
 fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
     let both = object(json!({"max_tokens": 60000, "max_completion_tokens": 10}));
-    assert_eq!(requested_output(Provider::Openai, &both), Some(60000));
+    assert_eq!(requested_output(Provider::Openai, CHAT, &both), Some(60000));
     let body = clamped(
         Provider::Openai,
         "/v1/chat/completions",
@@ -220,12 +278,21 @@ fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
         json!({"max_tokens": 500, "max_completion_tokens": 10})
     );
     let strings = object(json!({"max_tokens": "60000"}));
-    assert_eq!(requested_output(Provider::Openai, &strings), Some(60000));
+    assert_eq!(
+        requested_output(Provider::Openai, CHAT, &strings),
+        Some(60000)
+    );
     let mixed = object(json!({"max_completion_tokens": 10, "max_output_tokens": 60000}));
-    assert_eq!(requested_output(Provider::Openai, &mixed), Some(60000));
+    assert_eq!(
+        requested_output(Provider::Openai, CHAT, &mixed),
+        Some(60000)
+    );
 
     let snake = object(json!({"generation_config": {"max_output_tokens": 60000}}));
-    assert_eq!(requested_output(Provider::Gemini, &snake), Some(60000));
+    assert_eq!(
+        requested_output(Provider::Gemini, CHAT, &snake),
+        Some(60000)
+    );
     let body = clamped(
         Provider::Gemini,
         "/v1beta/models/m:generateContent",
@@ -239,7 +306,10 @@ fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
     );
     let camel_both =
         object(json!({"generationConfig": {"maxOutputTokens": 5, "max_output_tokens": 800}}));
-    assert_eq!(requested_output(Provider::Gemini, &camel_both), Some(800));
+    assert_eq!(
+        requested_output(Provider::Gemini, CHAT, &camel_both),
+        Some(800)
+    );
 }
 
 #[test]
