@@ -61,6 +61,16 @@ impl CertSource {
     }
 
     pub fn load(&self) -> anyhow::Result<Arc<CertifiedKey>> {
+        // Opening a FIFO (or a device) waits for a writer: start-up or a reload would hang.
+        for (what, path) in [("certificate", &self.cert), ("private key", &self.key)] {
+            let metadata = std::fs::metadata(path)
+                .with_context(|| format!("reading {what} {}", path.display()))?;
+            anyhow::ensure!(
+                metadata.is_file(),
+                "{what} {} is not a regular file",
+                path.display()
+            );
+        }
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
             .with_context(|| format!("reading certificate {}", self.cert.display()))?
             .collect::<Result<_, _>>()
@@ -95,7 +105,7 @@ impl CertSource {
     /// opened file, so it is the file that is read.
     fn read_private_key(&self) -> anyhow::Result<Vec<u8>> {
         let path = self.key.display();
-        let mut file = std::fs::File::open(&self.key)
+        let file = std::fs::File::open(&self.key)
             .with_context(|| format!("reading private key {path}"))?;
         let mode = file
             .metadata()
@@ -121,12 +131,20 @@ impl CertSource {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("narrowing the mode of {path}"))?;
         }
+        // A PEM key is a few kilobytes: a larger file is not one, and is not read whole.
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
+        file.take(KEY_FILE_MAX_BYTES + 1)
+            .read_to_end(&mut bytes)
             .with_context(|| format!("reading private key {path}"))?;
+        anyhow::ensure!(
+            bytes.len() as u64 <= KEY_FILE_MAX_BYTES,
+            "private key {path} is larger than {KEY_FILE_MAX_BYTES} bytes: not a PEM key"
+        );
         Ok(bytes)
     }
 }
+
+const KEY_FILE_MAX_BYTES: u64 = 1 << 20;
 
 /// Generates a certificate for localhost, 127.0.0.1 and ::1; the key file is 0600.
 fn generate_self_signed(dir: &Path, source: &CertSource) -> anyhow::Result<()> {
@@ -234,6 +252,43 @@ mod tests {
             Arc::ptr_eq(&before, &cert.current.read().expect("lock")),
             "old certificate kept"
         );
+    }
+
+    /// A FIFO as the key (or certificate) hung start-up and every reload: opening it waits
+    /// for a writer. Refused as not a regular file; an oversized key is not read whole.
+    #[test]
+    fn a_key_or_certificate_that_is_not_a_regular_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let generated = CertSource::resolve(None, dir.path()).expect("generated");
+        let fifo = dir.path().join("fifo.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        for source in [
+            CertSource::resolve(
+                Some((generated.cert.clone(), fifo.clone())),
+                Path::new("/nonexistent"),
+            ),
+            CertSource::resolve(
+                Some((fifo.clone(), generated.key.clone())),
+                Path::new("/nonexistent"),
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                source.expect("configured").load().expect_err("refused")
+            );
+            assert!(err.contains("is not a regular file"), "{err}");
+        }
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 << 20]).expect("write");
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let source = CertSource::resolve(Some((generated.cert.clone(), big)), Path::new("/x"))
+            .expect("configured");
+        let err = format!("{:#}", source.load().expect_err("refused"));
+        assert!(err.contains("larger than"), "{err}");
     }
 
     #[test]
