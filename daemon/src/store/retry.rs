@@ -162,32 +162,8 @@ fn can_heal(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use crate::spend::holds::HoldId;
-    use crate::spend::ledger::SpendState;
-    use crate::spend::price::Tokens;
     use crate::store::Store;
-    use crate::store::usage::CostSource;
-    use gateway_shared::{Nanodollars, Provider};
-
-    fn record(i: u64) -> UsageRecord {
-        UsageRecord {
-            key_id: "key_w".into(),
-            at: "2026-11-27T12:00:00Z".parse().expect("time"),
-            provider: Provider::Openai,
-            model: "gpt-4o".into(),
-            status: 200,
-            tokens: Tokens {
-                input: 10,
-                output: i,
-                ..Tokens::default()
-            },
-            cost: Nanodollars(100 + i),
-            latency_ms: 3,
-            source: CostSource::Reported,
-            over_allowed: false,
-            spend: SpendState::default(),
-            journaled_hold: None,
-        }
-    }
+    use crate::store::writer::tests::record;
 
     fn ids(ids: &[u64]) -> Vec<HoldId> {
         ids.iter().filter_map(|id| HoldId::new(*id)).collect()

@@ -291,14 +291,16 @@ fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<ones
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spend::ledger::SpendState;
     use crate::spend::price::Tokens;
     use crate::store::usage::CostSource;
     use gateway_shared::{Nanodollars, Provider};
 
-    fn record(i: u64) -> UsageRecord {
+    /// A usage record of key `key_w` whose output (and cost) grows with `i`; the retry
+    /// policy's tests use it too.
+    pub(crate) fn record(i: u64) -> UsageRecord {
         UsageRecord {
             key_id: "key_w".into(),
             at: "2026-11-27T12:00:00Z".parse().expect("time"),
