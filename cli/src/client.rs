@@ -419,15 +419,28 @@ async fn unix_exchange(
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| connect_error(socket, &e))?;
+    exchange_over(stream, request, &socket.display().to_string()).await
+}
+
+/// One HTTP/1 request and its answer (at most `MAX_RESPONSE_BYTES`) over a connected stream,
+/// Unix or TLS; `peer` names it in errors.
+async fn exchange_over<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+    peer: &str,
+) -> Result<(StatusCode, Bytes), TransportError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {}: {e}", socket.display())))?;
+        .map_err(|e| protocol(format!("talking to gatewayd at {peer}: {e}")))?;
     // The connection task ends once `sender` is dropped; its errors also fail `send_request`.
     tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {}: {e}", socket.display())))?;
+        .map_err(|e| protocol(format!("talking to gatewayd at {peer}: {e}")))?;
     let status = response.status();
     let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::{MAX_RESPONSE_BYTES, TransportError, TransportErrorKind, protocol};
+use super::{TransportError, TransportErrorKind, protocol};
 
 /// `https://host[:port]`: the address of a management listener, checked once so that every
 /// later use (TCP address, TLS server name, `Host` header, messages) agrees.
@@ -154,22 +153,7 @@ pub(super) async fn https_exchange(
             });
         }
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {url}: {e}")))?;
-    // The connection task ends once `sender` is dropped; its errors also fail `send_request`.
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {url}: {e}")))?;
-    let status = response.status();
-    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| protocol(format!("reading gatewayd's answer: {e}")))?
-        .to_bytes();
-    Ok((status, bytes))
+    super::exchange_over(stream, request, &url.to_string()).await
 }
 
 /// rustls with `ring`, trusting `ca_cert`'s certificates, or else the system's roots (the
