@@ -16,7 +16,7 @@ use gateway_shared::key::AdminToken;
 use gateway_tests::gateway::{gatewayd_command_limited, signal};
 use gateway_tests::https::{client_trusting_file, client_trusting_from, self_signed};
 use gateway_tests::{Gateway, GatewayOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -38,16 +38,6 @@ async fn start_under_a_small_limit() -> Gateway {
         ..Default::default()
     })
     .await
-}
-
-async fn create_token(gateway: &Gateway, name: &str) -> (String, String) {
-    let response = gateway
-        .admin()
-        .post("/v1/admin-tokens", json!({"name": name}))
-        .await;
-    assert_eq!(response.status, 201, "{}", response.body);
-    let secret = response.body["secret"].as_str().expect("secret").to_owned();
-    (response.body["id"].as_str().expect("id").to_owned(), secret)
 }
 
 /// Opens `n` TCP connections that never send a byte.
@@ -153,7 +143,7 @@ async fn a_flood_of_the_admin_https_port_leaves_the_proxy_and_the_socket_answeri
 #[tokio::test]
 async fn a_flood_of_the_admin_socket_leaves_the_proxy_and_https_answering() {
     let gateway = start_under_a_small_limit().await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     let mut flood = unix_flood(&gateway.socket, FLOOD).await;
     assert_eq!(
         proxy_health(&gateway).await,
@@ -175,7 +165,7 @@ async fn a_flood_of_the_admin_socket_leaves_the_proxy_and_https_answering() {
 #[tokio::test]
 async fn a_flood_of_the_proxy_port_past_its_cap_leaves_the_admin_plane_answering() {
     let gateway = start_under_a_small_limit().await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     let _flood = tcp_flood(gateway.proxy_addr, FLOOD).await;
     assert_eq!(socket_health(&gateway).await, Ok(200), "the socket answers");
     assert_eq!(
@@ -205,7 +195,7 @@ async fn one_address_cannot_take_every_admin_https_slot() {
         ..Default::default()
     })
     .await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     let mut hog = tcp_flood(gateway.admin_addr, 8).await;
     assert_eq!(
         https_health_from(&gateway, &token, [127, 0, 0, 2]).await,
@@ -230,7 +220,7 @@ async fn an_admin_connection_must_authenticate_soon_and_the_cap_is_its_own() {
         ..Default::default()
     })
     .await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     // One holder never says a word, the other finishes TLS and sends half a request head.
     let mut silent = TcpStream::connect(gateway.admin_addr)
         .await
@@ -421,7 +411,7 @@ async fn a_tls_key_others_can_read_is_refused_saying_how_to_fix_it() {
         ..Default::default()
     })
     .await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     let client = gateway_tests::https::client_trusting_file(&cert_path);
     let status = client
         .get(format!("{}/healthz", gateway.admin_url()))
@@ -484,8 +474,8 @@ async fn failed_admin_logins_are_logged_with_the_address_rate_limited_and_slowed
         ..Default::default()
     })
     .await;
-    let (revoked_id, revoked) = create_token(&gateway, "old").await;
-    let (_, token) = create_token(&gateway, "ops").await;
+    let (revoked_id, revoked) = gateway.admin().create_admin_token("old").await;
+    let (_, token) = gateway.admin().create_admin_token("ops").await;
     assert_eq!(
         gateway
             .admin()

@@ -8,22 +8,11 @@ use gateway_tests::{Gateway, GatewayOptions, MockProvider};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-async fn create_token(gateway: &Gateway, name: &str) -> (String, String) {
-    let response = gateway
-        .admin()
-        .post("/v1/admin-tokens", json!({"name": name}))
-        .await;
-    assert_eq!(response.status, 201, "{}", response.body);
-    let secret = response.body["secret"].as_str().expect("secret").to_owned();
-    assert!(secret.starts_with("gwadm-"));
-    (response.body["id"].as_str().expect("id").to_owned(), secret)
-}
-
 #[tokio::test]
 async fn https_needs_a_live_admin_token_and_the_socket_needs_none() {
     let gateway = Gateway::start().await;
-    let (token_id, token) = create_token(&gateway, "ci").await;
-    let (_, other) = create_token(&gateway, "other").await;
+    let (token_id, token) = gateway.admin().create_admin_token("ci").await;
+    let (_, other) = gateway.admin().create_admin_token("other").await;
     let client = client_trusting_file(&gateway.admin_cert());
     let url = format!("{}/v1/keys", gateway.admin_url());
 
@@ -137,7 +126,7 @@ async fn sighup_reloads_the_certificate_and_a_corrupt_one_keeps_the_old() {
         ..Default::default()
     })
     .await;
-    let (_, token) = create_token(&gateway, "reload").await;
+    let (_, token) = gateway.admin().create_admin_token("reload").await;
     let url = format!("{}/v1/keys", gateway.admin_url());
     let original = std::fs::read(gateway.admin_cert()).expect("generated cert");
     let key_mode = std::os::unix::fs::PermissionsExt::mode(
@@ -373,7 +362,7 @@ async fn rotation_with_and_without_a_grace_period() {
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_hold_no_secrets() {
     let (gateway, _mock) = Gateway::with_mock("", "").await;
-    let (_, token) = create_token(&gateway, "scraper").await;
+    let (_, token) = gateway.admin().create_admin_token("scraper").await;
     let (_, key, _) = gateway
         .admin()
         .create_key(json!({"name": "m", "spend_limit_usd": 10}))

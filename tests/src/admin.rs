@@ -121,6 +121,17 @@ impl Admin {
         }
     }
 
+    /// Creates an admin token named `name`, asserting 201; returns (id, secret).
+    pub async fn create_admin_token(&self, name: &str) -> (String, String) {
+        let response = self
+            .post("/v1/admin-tokens", serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(response.status, 201, "{}", response.body);
+        let secret = response.body["secret"].as_str().expect("secret").to_owned();
+        assert!(secret.starts_with("gwadm-"));
+        (response.body["id"].as_str().expect("id").to_owned(), secret)
+    }
+
     /// Creates a key from a JSON body, asserting 201; returns (id, secret, view).
     pub async fn create_key(&self, body: Value) -> (String, String, Value) {
         let response = self.post("/v1/keys", body).await;
