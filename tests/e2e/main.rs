@@ -1,6 +1,8 @@
 //! The one end-to-end test binary: real `gatewayd` and `gwctl` processes.
 //!
 //! Modules:
+//! - `backends`: the test PostgreSQL and Redis: shared databases and key prefixes, private
+//!   servers stopped, killed and started again.
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
 //! - `crash`: after `kill -9`, requests in flight are charged their holds and answered ones
 //!   are on disk; a graceful stop leaves no hold to charge.
@@ -36,6 +38,7 @@
 //! - `tidy`: source-tree rules (module docs, no stray prints).
 
 mod admin_plane;
+mod backends;
 mod clock;
 mod crash;
 mod edge;

@@ -6,6 +6,7 @@
 //! hundred tests. No fixed ports and no sleeps: readiness is the daemon's `ready` log line.
 
 pub mod admin;
+pub mod backends;
 pub mod binaries;
 pub mod gateway;
 pub mod gwctl;
@@ -15,6 +16,10 @@ pub mod mock;
 pub mod requests;
 
 pub use admin::{Admin, ApiResponse};
+pub use backends::{
+    PgDatabase, PrivatePostgres, PrivateRedis, RedisPrefix, shared_postgres_database,
+    shared_redis_prefix,
+};
 pub use gateway::{Gateway, GatewayOptions};
 pub use gwctl::GwctlOutput;
 pub use mock::MockProvider;
