@@ -239,6 +239,9 @@ impl PrivatePostgres {
             // transaction, as a real one does, so crash tests mean something.
             .args(["-c", "fsync=off", "-c", "shared_buffers=32MB"])
             .args(["-c", "max_connections=100"]);
+        // Its own directory as the working directory: the `postgres` user may not be allowed
+        // into the test's (a checkout under /root, say).
+        command.current_dir(self.dir.path());
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt as _;
             command.uid(uid).gid(gid);
@@ -442,7 +445,8 @@ fn template_data_dir() -> &'static Path {
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "--auth=trust", "--no-sync"])
-            .args(["-E", "UTF8", "--locale=C"]);
+            .args(["-E", "UTF8", "--locale=C"])
+            .current_dir(scratch.path());
         if let Some((uid, gid)) = run_as {
             use std::os::unix::process::CommandExt as _;
             initdb.uid(uid).gid(gid);
