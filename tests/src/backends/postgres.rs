@@ -307,21 +307,27 @@ impl PrivatePostgres {
 /// Connects to `url`, spawning the connection's driver on the current runtime. Panics naming
 /// `what` and the server's host and port (never the URL: it may hold a password).
 async fn connect(url: &str, what: &str) -> Client {
+    try_connect(url, what)
+        .await
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+async fn try_connect(url: &str, what: &str) -> Result<Client, String> {
     let connected =
         tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, NoTls)).await;
     match connected {
         Ok(Ok((client, connection))) => {
             tokio::spawn(connection);
-            client
+            Ok(client)
         }
-        Ok(Err(e)) => panic!(
+        Ok(Err(e)) => Err(format!(
             "cannot connect to {what} at {}: {e} (./scripts/test finds or starts one)",
             url_host_port(url)
-        ),
-        Err(_) => panic!(
+        )),
+        Err(_) => Err(format!(
             "cannot connect to {what} at {}: no answer within 10 s",
             url_host_port(url)
-        ),
+        )),
     }
 }
 
@@ -512,6 +518,20 @@ fn chown(path: &Path, uid: u32, gid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_named_without_the_password() {
+        let port = crate::backends::free_port();
+        let url = format!("postgres://gw:hunter2secret@127.0.0.1:{port}/db");
+        let Err(message) = try_connect(&url, "the test server").await else {
+            panic!("connected to a closed port");
+        };
+        assert!(
+            message.contains(&format!("the test server at 127.0.0.1:{port}")),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2secret"), "{message}");
+    }
 
     #[test]
     fn with_database_replaces_only_the_database() {

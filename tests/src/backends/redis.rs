@@ -275,24 +275,32 @@ fn redis_server() -> &'static str {
     "redis-server"
 }
 
+/// A multiplexed connection to `url`. Panics naming `what` and the server's host and port
+/// (never the URL: it may hold a password).
 async fn connect(url: &str, what: &str) -> MultiplexedConnection {
+    try_connect(url, what)
+        .await
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+async fn try_connect(url: &str, what: &str) -> Result<MultiplexedConnection, String> {
     let client = redis::Client::open(url)
-        .unwrap_or_else(|e| panic!("{what}: not a Redis URL ({}): {e}", url_host_port(url)));
+        .map_err(|e| format!("{what}: not a Redis URL ({}): {e}", url_host_port(url)))?;
     match tokio::time::timeout(
         Duration::from_secs(10),
         client.get_multiplexed_async_connection(),
     )
     .await
     {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => panic!(
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(format!(
             "cannot connect to {what} at {}: {e} (./scripts/test finds or starts one)",
             url_host_port(url)
-        ),
-        Err(_) => panic!(
+        )),
+        Err(_) => Err(format!(
             "cannot connect to {what} at {}: no answer within 10 s",
             url_host_port(url)
-        ),
+        )),
     }
 }
 
@@ -321,5 +329,24 @@ fn scan(connection: &mut redis::Connection, pattern: &str) -> redis::RedisResult
             return Ok(keys);
         }
         cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_named_without_the_password() {
+        let port = crate::backends::free_port();
+        let url = format!("redis://gw:hunter2secret@127.0.0.1:{port}/0");
+        let Err(message) = try_connect(&url, "the test server").await else {
+            panic!("connected to a closed port");
+        };
+        assert!(
+            message.contains(&format!("the test server at 127.0.0.1:{port}")),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2secret"), "{message}");
     }
 }
