@@ -19,7 +19,7 @@ use clap::{Args, Parser, ValueEnum};
 use crate::commands::Command;
 
 /// Operate a Gateway AI daemon (gatewayd): manage proxy keys and admin tokens, read the audit
-/// log; over the local socket, or over HTTPS with an admin token.
+/// log, see the cluster's replicas; over the local socket, or over HTTPS with an admin token.
 #[derive(Debug, Parser)]
 #[command(name = "gwctl", version, after_help = crate::EXIT_CODES_HELP)]
 pub struct Cli {

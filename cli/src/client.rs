@@ -29,8 +29,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use gateway_shared::KeyState;
 use gateway_shared::api::{
-    AdminTokenCreated, AdminTokenList, AdminTokenView, AuditList, CreateAdminToken, CreateKey,
-    KeyCreated, KeyList, KeyRotated, KeyView, PAGE_MAX, RotateKey, UpdateKey, UsageReport,
+    AdminTokenCreated, AdminTokenList, AdminTokenView, AuditList, ClusterStatus, CreateAdminToken,
+    CreateKey, KeyCreated, KeyList, KeyRotated, KeyView, PAGE_MAX, RotateKey, UpdateKey,
+    UsageReport,
 };
 use gateway_shared::key::AdminToken;
 use http::{HeaderValue, Method, Request, StatusCode, header};
@@ -232,6 +233,11 @@ impl ApiClient {
             cursor: None,
             done: false,
         }
+    }
+
+    /// The replicas seen recently and the backends' health (SPEC §9).
+    pub async fn cluster_status(&self) -> anyhow::Result<ClusterStatus> {
+        self.call(Method::GET, "/v1/cluster".to_owned(), None).await
     }
 
     /// One page of the audit log, newest first.

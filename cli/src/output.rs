@@ -12,6 +12,7 @@
 //! whatever they are given through [`sanitize::lines`] as well. [`key_list`] prints a key list
 //! page by page, so that listing 100,000 keys holds one page, not all of them.
 
+mod cluster;
 pub mod key_list;
 
 use std::io::Write;
@@ -26,6 +27,8 @@ use serde::Serialize;
 
 use crate::OutputFormat;
 use crate::sanitize;
+
+pub use cluster::cluster_table;
 
 /// Printed on stderr under a newly created key in table mode.
 pub const SECRET_WARNING: &str = "warning: this is the only time the secret is shown. gatewayd keeps \

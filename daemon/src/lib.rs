@@ -9,6 +9,8 @@
 //! - [`admin_api`]: the management API router (SPEC §6), [`admin_tokens`] for HTTPS,
 //!   [`admin_guard`] for its failed logins, [`tls`] for its certificate, [`metrics`] for
 //!   `/metrics`.
+//! - [`replica`]: this replica's identity (id kept in the data directory) and the directory of
+//!   replicas that `GET /v1/cluster` lists.
 //! - [`server`]: listeners, connection caps, HTTP/1 serving and draining; [`fd_budget`]: the
 //!   caps against the open-files limit; [`event_loops`]: the proxy's thread-per-core runtimes;
 //!   [`notify`]: readiness and stopping for systemd.
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol_errors;
 pub mod proxy;
+pub mod replica;
 pub mod server;
 pub mod spend;
 pub mod store;
@@ -67,6 +70,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Held until `run` returns: one daemon per data directory.
     let _data_dir_lock = prepare_data_dir(&config)?;
+    // Before anything else reads the directory: a damaged id file stops start-up here.
+    let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.database_path())?;
     // Before the keys load, so their spend counts it: requests that were in flight when the
     // daemon last died (`kill -9`, power loss) are charged their holds (SPEC §9.4).
@@ -101,6 +106,8 @@ pub async fn run(
         usage.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::new());
+    let replica = replica::Replica::start(replica_id, clock.as_ref(), Arc::clone(&metrics));
+    let replicas = Arc::new(replica::Replicas::new(replica, Arc::clone(&clock)));
     let tokens =
         Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
     let admin = Arc::new(AdminApi {
@@ -110,6 +117,7 @@ pub async fn run(
         cache: Arc::clone(&cache),
         usage: usage.clone(),
         failed_logins: admin_guard::FailedLogins::new(Arc::clone(&clock)),
+        cluster: admin_api::cluster::ClusterInputs::single(Arc::clone(&replicas)),
     });
     let proxy = Arc::new(proxy::Proxy::new(
         &config,

@@ -15,6 +15,12 @@ use crate::provider::Provider;
 use crate::state::KeyState;
 use crate::validate::{self, EDITABLE, FieldError, NOT_EDITABLE};
 
+mod cluster;
+pub use cluster::{
+    BackendHealth, BackendStatus, Backends, ClusterMode, ClusterStatus, LimitsKind, ReplicaView,
+    StoreKind,
+};
+
 /// A key as every read of the management API shows it. Never carries the secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyView {

@@ -23,6 +23,8 @@
 //! - `hardening_review`: what the review of that hardening found: members given twice, keys
 //!   in forwarded headers.
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `cluster_status`: `gwctl cluster status` and `GET /v1/cluster`: this replica, its id kept
+//!   across restarts, the requests it served (SPEC §9, issue #16).
 //! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
 //!   raw to the terminal; 100k keys listed in flat memory (issue #20).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
@@ -40,6 +42,7 @@
 mod admin_plane;
 mod backends;
 mod clock;
+mod cluster_status;
 mod crash;
 mod edge;
 mod gwctl;

@@ -7,6 +7,7 @@
 
 pub mod admin_tokens;
 pub mod audit;
+pub mod cluster;
 pub mod confirm;
 pub mod keys;
 pub mod tui;
@@ -25,6 +26,8 @@ pub enum Command {
     AdminTokens(admin_tokens::Cmd),
     /// Show who changed what, newest first.
     Audit(audit::Cmd),
+    /// The replicas serving this gateway and the health of the backends they share.
+    Cluster(cluster::Cmd),
     /// A live dashboard: keys, spend, detail with charts; create, edit and revoke.
     Tui(tui::Cmd),
 }
@@ -34,6 +37,7 @@ pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyho
         Command::Keys(cmd) => cmd.run(client, output).await,
         Command::AdminTokens(cmd) => cmd.run(client, output).await,
         Command::Audit(cmd) => cmd.run(client, output).await,
+        Command::Cluster(cmd) => cmd.run(client, output).await,
         Command::Tui(cmd) => cmd.run(client).await,
     }
 }

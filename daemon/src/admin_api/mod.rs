@@ -9,6 +9,7 @@
 
 mod admin_tokens;
 mod audit;
+pub mod cluster;
 mod keys;
 mod query;
 pub(crate) mod strict_json;
@@ -49,6 +50,8 @@ pub struct AdminApi {
     pub usage: UsageWriter,
     /// Failed HTTPS authentications per client address: their delay and warnings.
     pub failed_logins: FailedLogins,
+    /// What `GET /v1/cluster` reports: mode, replicas, backends.
+    pub cluster: cluster::ClusterInputs,
 }
 
 impl AdminApi {
@@ -125,6 +128,7 @@ impl AdminApi {
                 keys::rotate(self, &actor, id, request).await
             }
             (["v1", "audit"], &M::GET) => audit::list(self, &request).await,
+            (["v1", "cluster"], &M::GET) => Ok(cluster::status(self)),
             (["metrics"], &M::GET) => Ok(self.metrics_response()),
             (["v1", "admin-tokens", ..], _) if transport == Transport::Https => {
                 Err(GatewayError::new(
@@ -175,7 +179,11 @@ fn closing_if(has_body: bool, mut response: Response) -> Response {
 /// The methods a management route answers (for 405's `Allow`); `None` for no such route.
 fn allowed_methods(route: &[&str]) -> Option<&'static str> {
     match route {
-        ["healthz"] | ["v1", "keys", _, "usage"] | ["v1", "audit"] | ["metrics"] => Some("GET"),
+        ["healthz"]
+        | ["v1", "keys", _, "usage"]
+        | ["v1", "audit"]
+        | ["v1", "cluster"]
+        | ["metrics"] => Some("GET"),
         ["v1", "keys"] | ["v1", "admin-tokens"] => Some("GET, POST"),
         ["v1", "keys", _] => Some("GET, PATCH, DELETE"),
         ["v1", "keys", _, "rotate"] => Some("POST"),
