@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod backends;
 pub mod binaries;
+pub mod cluster;
 pub mod gateway;
 pub mod gwctl;
 pub mod https;
@@ -16,6 +17,7 @@ pub mod mock;
 pub mod requests;
 
 pub use admin::{Admin, ApiResponse};
+pub use cluster::Cluster;
 pub use backends::{
     PgDatabase, PrivatePostgres, PrivateRedis, RedisPrefix, shared_postgres_database,
     shared_redis_prefix,

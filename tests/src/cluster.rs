@@ -1,0 +1,107 @@
+//! Several real `gatewayd` replicas sharing one PostgreSQL store (SPEC §9), in front of one
+//! mock provider.
+//!
+//! The store URL reaches the replicas the way an operator's would: from a file readable by
+//! its owner only (`postgres_url_file`), never on a command line or in the config itself.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::backends::{self, PgDatabase};
+use crate::gateway::{Gateway, GatewayOptions};
+use crate::mock::MockProvider;
+
+/// The replicas, their mock provider and the files holding the backends' URLs.
+pub struct Cluster {
+    pub replicas: Vec<Gateway>,
+    pub mock: MockProvider,
+    /// Holds the URL files for the cluster's lifetime.
+    secrets: tempfile::TempDir,
+    /// The shared database, when the cluster made its own (dropped with the cluster).
+    _database: Option<PgDatabase>,
+    postgres_url: String,
+}
+
+impl Cluster {
+    /// `n` replicas on a fresh database of the shared PostgreSQL server, started one after
+    /// the other.
+    pub async fn start(n: usize) -> Cluster {
+        let database = backends::shared_postgres_database().await;
+        let url = database.url().to_owned();
+        let mut cluster = Cluster::prepare(&url, Some(database)).await;
+        for _ in 0..n {
+            let replica = Gateway::start_with(cluster.options("")).await;
+            cluster.replicas.push(replica);
+        }
+        cluster
+    }
+
+    /// `n` replicas on the database at `postgres_url` (a private server's, say), all started
+    /// at the same instant.
+    pub async fn start_together_on(n: usize, postgres_url: &str) -> Cluster {
+        let mut cluster = Cluster::prepare(postgres_url, None).await;
+        let starts: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(Gateway::start_with(cluster.options(""))))
+            .collect();
+        for start in starts {
+            cluster
+                .replicas
+                .push(start.await.expect("a replica start panicked"));
+        }
+        cluster
+    }
+
+    /// A cluster with no replica yet, on `postgres_url`; add them with [`Cluster::add`].
+    pub async fn prepare(postgres_url: &str, database: Option<PgDatabase>) -> Cluster {
+        crate::install_crypto_provider();
+        let secrets = tempfile::Builder::new()
+            .prefix("gw-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        for (name, url) in [
+            ("postgres.url", postgres_url.to_owned()),
+            ("redis.url", backends::shared_redis_url()),
+        ] {
+            let path = secrets.path().join(name);
+            std::fs::write(&path, format!("{url}\n")).expect("writing a URL file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600");
+        }
+        Cluster {
+            replicas: Vec::new(),
+            mock: MockProvider::start().await,
+            secrets,
+            _database: database,
+            postgres_url: postgres_url.to_owned(),
+        }
+    }
+
+    /// Starts one more replica, with `extra_config` appended to its config.
+    pub async fn add(&mut self, extra_config: &str) -> &mut Gateway {
+        let replica = Gateway::start_with(self.options(extra_config)).await;
+        self.replicas.push(replica);
+        self.replicas.last_mut().expect("just pushed")
+    }
+
+    /// The options of a replica of this cluster.
+    pub fn options(&self, extra_config: &str) -> GatewayOptions {
+        GatewayOptions {
+            mock: Some(self.mock.clone()),
+            extra_config: format!(
+                "[cluster]\npostgres_url_file = {:?}\nredis_url_file = {:?}\n{extra_config}",
+                self.url_file("postgres.url").display().to_string(),
+                self.url_file("redis.url").display().to_string(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// The shared store's URL (with its password, if any: for the test's own connections).
+    pub fn postgres_url(&self) -> &str {
+        &self.postgres_url
+    }
+
+    fn url_file(&self, name: &str) -> PathBuf {
+        self.secrets.path().join(name)
+    }
+}
