@@ -220,8 +220,8 @@ impl Store {
 
     /// Appends usage rows (and their daily rollup), persists each key's latest spend and
     /// applies `journal` to the holds journal, in one transaction. Blocking: only the usage
-    /// writer's own thread calls it (on PostgreSQL, never from a runtime thread: that is an
-    /// error, not a deadlock).
+    /// writer's own thread calls it (on PostgreSQL, a thread of a tokio runtime gets an
+    /// error instead of a deadlock).
     pub fn write_usage(
         &self,
         records: &[usage::UsageRecord],

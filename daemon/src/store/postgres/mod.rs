@@ -237,7 +237,8 @@ impl Store {
     }
 
     /// [`Store::write_usage`] for the usage writer's std thread: blocks on the store's
-    /// runtime. On a runtime thread it refuses (an error, not a deadlock or a panic).
+    /// runtime. On any thread of a runtime (a task, `spawn_blocking`) it refuses: an error,
+    /// not a deadlock or a panic.
     pub fn write_usage_blocking(
         &self,
         records: &[UsageRecord],

@@ -332,6 +332,7 @@ async fn the_listener_sees_other_replicas_changes_and_what_it_missed_while_down(
     let (ids, _) = next_changes(&mut events).await;
     let lag = started.elapsed();
     assert_eq!(ids, ["key_new"], "only what came after `from`");
+    eprintln!("create on one replica → change delivered to another's listener: {lag:?}");
     assert!(lag < Duration::from_secs(2), "took {lag:?}");
 
     // The listener's connection is killed; a change lands while it is down.
