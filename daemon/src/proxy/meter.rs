@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::spend::holds::HoldCharge;
 use crate::spend::ledger::Reservation;
 use crate::spend::price::{Price, Tokens};
-use crate::store::usage::{CostSource, UsageRecord};
+use crate::store::usage::{CostSource, RecordId, UsageRecord};
 use crate::store::writer::UsageWriter;
 
 /// How a response ended, for pricing.
@@ -123,6 +123,7 @@ impl Meter {
             .spend_nanodollars
             .inc_by(cost.0);
         let record = UsageRecord {
+            id: RecordId::UNASSIGNED,
             // Settled once (the reservation is gone now): the strings move into the record.
             key_id: std::mem::take(&mut self.key_id),
             at,

@@ -1,80 +1,134 @@
-//! SQLite persistence: the one connection, its pragmas, and the typed operations on it.
+//! The durable store: keys, admin tokens, rotations, audit, usage and its rollup, replica
+//! heartbeats. One server keeps them in SQLite (`sqlite`); a cluster shares them in
+//! PostgreSQL (`postgres`, SPEC §9).
 //!
-//! SQLite allows one writer at a time, so the store holds exactly one connection behind a
-//! mutex and every operation runs on tokio's blocking pool (or, for usage, on the usage
-//! writer's own thread): there is never a second writer to get `SQLITE_BUSY`. WAL mode lets the file be read (backups, `sqlite3`) while we write;
-//! `synchronous = FULL` because these rows are money and revocations, and batching keeps it
-//! affordable. **Invariant:** no SQL outside this module, and nothing on the proxy's request
-//! path calls it.
+//! [`Store`] is the seam between the two: an enum, not a trait object, so each operation is
+//! one `match` with its two implementations side by side, and no future is boxed (see
+//! `docs/cluster-design.md`, "The two seams"). Every operation keeps one signature for both
+//! backends; the few that only mean something in a cluster (the change feed) answer
+//! "nothing" on SQLite, and the few that only mean something on one server (rate windows
+//! saved at shutdown, the holds journal charged at start-up) answer "nothing" on
+//! PostgreSQL: `postgres`'s module docs say why each is safe.
+//!
+//! **Invariant:** no SQL outside this module, and nothing on the proxy's request path calls
+//! it (usage goes through the usage writer's channel).
 
-mod admin_tokens;
 mod audit;
-mod holds;
-mod keys;
-mod migrations;
+pub mod postgres;
 mod retry;
+pub mod sqlite;
 pub mod usage;
 pub mod writer;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+#[cfg(test)]
+mod tests;
 
-use anyhow::Context;
+use std::path::Path;
+
+use gateway_shared::Nanodollars;
 use gateway_shared::api::AuditEntry;
-use rusqlite::{Connection, TransactionBehavior};
+use jiff::Timestamp;
 
 pub use audit::{AuditQuery, AuditRecord};
-pub use holds::CrashCharges;
-pub use keys::SavedWindow;
+pub use postgres::{Change, ChangeKind};
 
+use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::spend::holds::{HoldId, JournaledHold};
 use crate::spend::ledger::{CountedSpend, SpendState};
 
+/// A rate window as saved at shutdown: key id, when (Unix ms), runs of (age ms, count).
+pub type SavedWindow = (String, i64, Vec<(u64, u32)>);
+
+/// What the start-up charged for the requests a crash left in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashCharges {
+    pub requests: usize,
+    pub cost: Nanodollars,
+}
+
 /// What a usage batch changes in the holds journal, beside its rows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JournalChanges<'a> {
+    /// The usage writer whose holds these are (its [`usage::RecordId::instance`]): hold ids
+    /// are unique within one writer only.
+    pub instance: u64,
     /// Holds to journal: open at this batch and at the one before.
     pub opened: &'a [JournaledHold],
     /// Journaled holds whose usage rows are in this batch.
     pub settled: &'a [HoldId],
 }
 
+/// One replica's heartbeat (`gwctl cluster status`). Times are kept to the millisecond.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    pub id: String,
+    pub host: String,
+    pub version: String,
+    pub started_at: Timestamp,
+    pub last_seen: Timestamp,
+    /// Requests this replica served since it started.
+    pub requests: u64,
+}
+
+impl ReplicaRecord {
+    /// A row as both backends store it: times in Unix milliseconds, the count an integer.
+    fn from_columns(
+        id: String,
+        host: String,
+        version: String,
+        started_at_ms: i64,
+        last_seen_ms: i64,
+        requests: i64,
+    ) -> anyhow::Result<ReplicaRecord> {
+        let time = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .map_err(|e| anyhow::anyhow!("replica {id} has a malformed time: {e}"))
+        };
+        Ok(ReplicaRecord {
+            started_at: time(started_at_ms)?,
+            last_seen: time(last_seen_ms)?,
+            requests: u64::try_from(requests).unwrap_or(0),
+            id,
+            host,
+            version,
+        })
+    }
+}
+
+/// The durable store, on one of its two backends (see the module docs). Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Store {
-    // Std mutex: only locked inside `spawn_blocking`, never across `.await`.
-    conn: Arc<Mutex<Connection>>,
+pub enum Store {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        owner_only(path)?;
-        let mut conn = Connection::open(path)
-            .with_context(|| format!("opening database {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!(
-                "database {} could not be put in WAL mode (got {mode})",
-                path.display()
-            );
+        sqlite::Store::open(path).map(Store::Sqlite)
+    }
+
+    /// Connects to the PostgreSQL at `url` (`postgres://…`, TLS per its `sslmode`) and
+    /// migrates it; an error if it cannot be reached (saying why, never with the password).
+    /// Must be called inside a tokio runtime, which the store then uses for good.
+    pub async fn connect_postgres(url: &str) -> anyhow::Result<Store> {
+        postgres::Store::connect(url).await.map(Store::Postgres)
+    }
+
+    /// `"sqlite"` or `"postgres"`: for logs, metrics and `/healthz`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        // SQLite's page cache is resident memory: its default 2 MB was a tenth of an idle
-        // daemon's. Start-up reads the keys table once and the usage writer touches a few
-        // pages per batch, so 512 KiB loses nothing; the OS page cache keeps the file warm.
-        conn.pragma_update(None, "cache_size", -512)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations::migrate(&mut conn)
-            .with_context(|| format!("migrating database {}", path.display()))?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
     }
 
     pub async fn count_keys(&self) -> anyhow::Result<usize> {
-        self.call(|conn| keys::count(conn)).await
+        match self {
+            Store::Sqlite(s) => s.count_keys().await,
+            Store::Postgres(s) => s.count_keys().await,
+        }
     }
 
     /// Every key, handed to `each` as its row is read (in no particular order), so that
@@ -83,95 +137,132 @@ impl Store {
         &self,
         each: impl FnMut(KeyRecord) + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.call(move |conn| keys::load_all(conn, each)).await
+        match self {
+            Store::Sqlite(s) => s.load_keys(each).await,
+            Store::Postgres(s) => s.load_keys(each).await,
+        }
     }
 
-    /// Saves the rate windows at shutdown (replacing any saved before).
+    /// The key `id`, if there is one (a replica reloads a changed key by id).
+    pub async fn load_key(&self, id: String) -> anyhow::Result<Option<KeyRecord>> {
+        match self {
+            Store::Sqlite(s) => s.load_key(id).await,
+            Store::Postgres(s) => s.load_key(id).await,
+        }
+    }
+
+    /// Saves the rate windows at shutdown (replacing any saved before). PostgreSQL: nothing
+    /// (see `postgres`).
     pub async fn save_rate_windows(
         &self,
         saved_at_ms: i64,
         windows: Vec<(String, Vec<(u64, u32)>)>,
     ) -> anyhow::Result<()> {
-        self.write(move |tx| keys::save_rate_windows(tx, saved_at_ms, &windows))
-            .await
+        match self {
+            Store::Sqlite(s) => s.save_rate_windows(saved_at_ms, windows).await,
+            Store::Postgres(_) => Ok(()),
+        }
     }
 
     /// The rate windows the last shutdown saved, taken out of the database.
     pub async fn take_rate_windows(&self) -> anyhow::Result<Vec<SavedWindow>> {
-        self.write(keys::take_rate_windows).await
+        match self {
+            Store::Sqlite(s) => s.take_rate_windows().await,
+            Store::Postgres(_) => Ok(Vec::new()),
+        }
     }
 
     /// Every rotation as (successor id, predecessor id).
     pub async fn load_rotations(&self) -> anyhow::Result<Vec<(String, String)>> {
-        self.call(|conn| keys::load_rotations(conn)).await
+        match self {
+            Store::Sqlite(s) => s.load_rotations().await,
+            Store::Postgres(s) => s.load_rotations().await,
+        }
+    }
+
+    /// The key `successor_id` was rotated from, if it was.
+    pub async fn predecessor_of(&self, successor_id: String) -> anyhow::Result<Option<String>> {
+        match self {
+            Store::Sqlite(s) => s.predecessor_of(successor_id).await,
+            Store::Postgres(s) => s.predecessor_of(successor_id).await,
+        }
     }
 
     /// Inserts a new key and its audit row in one transaction.
     pub async fn insert_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            keys::insert(tx, &record)?;
-            audit::insert(tx, &audit)
-        })
-        .await
+        match self {
+            Store::Sqlite(s) => s.insert_key(record, audit).await,
+            Store::Postgres(s) => s.insert_key(record, audit).await,
+        }
     }
 
-    /// Replaces a key's row and appends its audit row in one transaction.
+    /// Replaces a key's settings and appends its audit row in one transaction.
     pub async fn update_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            keys::update(tx, &record)?;
-            audit::insert(tx, &audit)
-        })
-        .await
+        match self {
+            Store::Sqlite(s) => s.update_key(record, audit).await,
+            Store::Postgres(s) => s.update_key(record, audit).await,
+        }
+    }
+
+    /// A rotation: the old key's row (now with its revocation instant) and the new key, with
+    /// the audit rows, in one transaction.
+    pub async fn rotate_key(
+        &self,
+        old: KeyRecord,
+        new: KeyRecord,
+        audits: Vec<AuditRecord>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.rotate_key(old, new, audits).await,
+            Store::Postgres(s) => s.rotate_key(old, new, audits).await,
+        }
     }
 
     /// Appends usage rows (and their daily rollup), persists each key's latest spend and
     /// applies `journal` to the holds journal, in one transaction. Blocking: only the usage
-    /// writer's own thread calls it.
+    /// writer's own thread calls it (on PostgreSQL, a thread of a tokio runtime gets an
+    /// error instead of a deadlock).
     pub fn write_usage(
         &self,
         records: &[usage::UsageRecord],
         journal: JournalChanges<'_>,
         yielding: bool,
     ) -> anyhow::Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        in_write_transaction(&mut conn, |tx| {
-            usage::insert_all(tx, records, yielding)?;
-            for (key_id, state) in usage::newest_spend(records) {
-                keys::persist_spend(tx, key_id, state)?;
-            }
-            holds::journal(tx, journal.opened, journal.settled)
-        })
+        match self {
+            Store::Sqlite(s) => s.write_usage(records, journal, yielding),
+            Store::Postgres(s) => s.write_usage_blocking(records, journal),
+        }
     }
 
-    /// Charges the holds a crash left in the journal (requests in flight when the daemon
-    /// died) as estimated usage, adds them to their keys' spend and empties the journal, in
-    /// one transaction. Start-up calls it before loading the keys.
+    /// Charges the holds a crash left in the journal as estimated usage (SQLite; see
+    /// `postgres` for a cluster). Start-up calls it before loading the keys.
     pub async fn charge_journaled_holds(&self) -> anyhow::Result<CrashCharges> {
-        self.write(holds::charge_all).await
+        match self {
+            Store::Sqlite(s) => s.charge_journaled_holds().await,
+            Store::Postgres(_) => Ok(CrashCharges::default()),
+        }
     }
 
     /// What the database has counted of `key_id`'s spend: on the UTC days from `from` on (the
-    /// rollup) and in all (the total the usage writer persisted with those same rows). Read
-    /// under the one connection, so no usage batch commits between the two.
+    /// rollup) and in all, read in one snapshot.
     pub async fn counted_spend(
         &self,
         key_id: String,
         from: jiff::civil::Date,
     ) -> anyhow::Result<CountedSpend> {
-        self.call(move |conn| {
-            Ok(CountedSpend {
-                since: usage::spend_since(conn, &key_id, from)?,
-                total: keys::persisted_total(conn, &key_id)?,
-            })
-        })
-        .await
+        match self {
+            Store::Sqlite(s) => s.counted_spend(key_id, from).await,
+            Store::Postgres(s) => s.counted_spend(key_id, from).await,
+        }
     }
 
-    /// Persists a key's spend outside a usage batch (a restarted period), unless the stored
-    /// state already counts more requests.
+    /// Persists a key's spend outside a usage batch (a restarted period). PostgreSQL derives
+    /// spend from the usage rows, so there is nothing to persist (see `postgres`).
     pub async fn persist_spend(&self, key_id: String, state: SpendState) -> anyhow::Result<()> {
-        self.write(move |tx| keys::persist_spend(tx, &key_id, &state))
-            .await
+        match self {
+            Store::Sqlite(s) => s.persist_spend(key_id, state).await,
+            Store::Postgres(_) => Ok(()),
+        }
     }
 
     pub async fn usage_report(
@@ -180,150 +271,87 @@ impl Store {
         from: jiff::civil::Date,
         to: jiff::civil::Date,
     ) -> anyhow::Result<gateway_shared::api::UsageReport> {
-        self.call(move |conn| usage::report(conn, &key_id, from, to))
-            .await
+        match self {
+            Store::Sqlite(s) => s.usage_report(key_id, from, to).await,
+            Store::Postgres(s) => s.usage_report(key_id, from, to).await,
+        }
     }
 
-    pub async fn load_admin_tokens(&self) -> anyhow::Result<Vec<crate::admin_tokens::TokenRecord>> {
-        self.call(|conn| admin_tokens::load_all(conn)).await
+    pub async fn load_admin_tokens(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        match self {
+            Store::Sqlite(s) => s.load_admin_tokens().await,
+            Store::Postgres(s) => s.load_admin_tokens().await,
+        }
+    }
+
+    /// The admin token `id`, if there is one.
+    pub async fn load_admin_token(&self, id: String) -> anyhow::Result<Option<TokenRecord>> {
+        match self {
+            Store::Sqlite(s) => s.load_admin_token(id).await,
+            Store::Postgres(s) => s.load_admin_token(id).await,
+        }
     }
 
     /// Writes an admin token (and, for a change an operator made, its audit row).
     pub async fn save_admin_token(
         &self,
-        token: crate::admin_tokens::TokenRecord,
+        token: TokenRecord,
         audit: Option<AuditRecord>,
     ) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            admin_tokens::upsert(tx, &token)?;
-            if let Some(audit) = &audit {
-                audit::insert(tx, audit)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// A rotation: the old key's row (now with its revocation instant) and the new key, with
-    /// both audit rows, in one transaction.
-    pub async fn rotate_key(
-        &self,
-        old: KeyRecord,
-        new: KeyRecord,
-        audits: Vec<AuditRecord>,
-    ) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            keys::update(tx, &old)?;
-            keys::insert(tx, &new)?;
-            keys::insert_rotation(tx, &new.id, &old.id)?;
-            for audit in &audits {
-                audit::insert(tx, audit)?;
-            }
-            Ok(())
-        })
-        .await
+        match self {
+            Store::Sqlite(s) => s.save_admin_token(token, audit).await,
+            Store::Postgres(s) => s.save_admin_token(token, audit).await,
+        }
     }
 
     pub async fn list_audit(&self, query: AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {
-        self.call(move |conn| audit::list(conn, &query)).await
-    }
-
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits it.
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        self.call(move |conn| in_write_transaction(conn, f)).await
-    }
-
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .context("database task panicked")?
-    }
-}
-
-fn in_write_transaction<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    // IMMEDIATE takes the write lock up front; a deferred transaction that upgrades later gets
-    // SQLITE_BUSY without honouring busy_timeout.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
-/// The database holds key hashes, names and every request's usage: readable by the daemon's
-/// user only. A data directory made by gatewayd or install.sh is 0700 already, but an
-/// operator's own (0755, say) let SQLite create the file 0644 under the usual umask. The file
-/// is created 0600, an existing one is narrowed to it, and SQLite gives its WAL and
-/// shared-memory files the database file's mode.
-fn owner_only(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening database {}", path.display()))?;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(database = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was readable by others; narrowing it to its owner (0600)");
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("narrowing the mode of {}", path.display()))?;
-    }
-    for suffix in ["-wal", "-shm"] {
-        let mut side = path.as_os_str().to_owned();
-        side.push(suffix);
-        let side = std::path::PathBuf::from(side);
-        if let Ok(meta) = std::fs::metadata(&side)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("narrowing the mode of {}", side.display()))?;
+        match self {
+            Store::Sqlite(s) => s.list_audit(query).await,
+            Store::Postgres(s) => s.list_audit(query).await,
         }
     }
-    Ok(())
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn the_database_is_readable_by_its_owner_only() {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let path = dir.path().join("gateway.db");
-        let store = Store::open(&path).expect("open");
-        drop(store);
-        assert_eq!(
-            mode(&path),
-            0o600,
-            "created owner-only in an open directory"
-        );
-
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let _store = Store::open(&path).expect("reopen");
-        assert_eq!(mode(&path), 0o600, "an existing open file is narrowed");
-        let wal = dir.path().join("gateway.db-wal");
-        if wal.exists() {
-            assert_eq!(mode(&wal), 0o600, "SQLite's side files follow the database");
+    /// The changes committed after `seq`, oldest first (PostgreSQL; one server has no other
+    /// replica to tell, so SQLite has none).
+    pub async fn changes_since(&self, seq: i64) -> anyhow::Result<Vec<Change>> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.changes_since(seq).await,
         }
     }
+
+    /// The newest change's sequence (0 when there is none): where a replica that just loaded
+    /// everything starts listening from. Read it before loading, so that a change committed
+    /// during the load is delivered again rather than missed.
+    pub async fn max_change_seq(&self) -> anyhow::Result<i64> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(s) => s.max_change_seq().await,
+        }
+    }
+
+    /// Records a replica's heartbeat (insert or replace its row).
+    pub async fn heartbeat(&self, replica: ReplicaRecord) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.heartbeat(replica).await,
+            Store::Postgres(s) => s.heartbeat(replica).await,
+        }
+    }
+
+    /// The replicas whose last heartbeat is at or after `seen_since`, by id.
+    pub async fn list_replicas(&self, seen_since: Timestamp) -> anyhow::Result<Vec<ReplicaRecord>> {
+        match self {
+            Store::Sqlite(s) => s.list_replicas(seen_since).await,
+            Store::Postgres(s) => s.list_replicas(seen_since).await,
+        }
+    }
+}
+
+/// Whether `err` says the database cannot be reached (refused or lost connection, a pool
+/// that found no connection in time, a server shutting down), as opposed to the database
+/// refusing the operation (a constraint, a malformed row). The management API answers the
+/// first 503 `store_unavailable`; the usage writer keeps (or spools) a batch that failed so.
+/// SQLite is a local file: it is never "unavailable" in this sense.
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    postgres::is_unavailable(err)
 }

@@ -94,6 +94,7 @@ fn commit_row_by_row(
         let opened = JournalChanges {
             opened: journal.opened,
             settled: &[],
+            ..journal
         };
         if let Err(err) = write(&[], opened) {
             tracing::error!(
@@ -108,6 +109,7 @@ fn commit_row_by_row(
         let own = JournalChanges {
             opened: &[],
             settled: record.journaled_hold.as_slice(),
+            ..journal
         };
         if let Err(err) = write(std::slice::from_ref(record), own) {
             dropped += 1;
@@ -135,9 +137,13 @@ fn commit_row_by_row(
 }
 
 /// Whether waiting can fix `err`: the database was busy, locked, full, unreadable or
-/// unwritable, or memory ran out. Anything else (a constraint, a schema that does not match)
-/// fails the same way every time.
+/// unwritable, or memory ran out; PostgreSQL could not be reached, or aborted the
+/// transaction to break a deadlock or a serialization conflict. Anything else (a constraint,
+/// a schema that does not match) fails the same way every time.
 fn can_heal(err: &anyhow::Error) -> bool {
+    if super::is_unavailable(err) || postgres_conflict(err) {
+        return true;
+    }
     use rusqlite::ErrorCode::{
         CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, FileLockingProtocolFailed, OutOfMemory,
         ReadOnly, SystemIoFailure,
@@ -158,6 +164,15 @@ fn can_heal(err: &anyhow::Error) -> bool {
     }
 }
 
+/// PostgreSQL gave up on the transaction for another's sake (deadlock, serialization):
+/// trying again succeeds.
+fn postgres_conflict(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(|err| err.code())
+        .any(|code| matches!(code.code(), "40001" | "40P01"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +185,7 @@ mod tests {
     }
 
     const NO_HOLDS: JournalChanges<'static> = JournalChanges {
+        instance: 7,
         opened: &[],
         settled: &[],
     };
@@ -293,6 +309,7 @@ mod tests {
         commit_with_retry(
             &records,
             JournalChanges {
+                instance: 7,
                 opened: &[],
                 settled: &ids(&[10, 11, 12]),
             },

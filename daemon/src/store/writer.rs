@@ -15,6 +15,10 @@
 //! journaled the thread comes back within [`GATHER`] even if no record arrives; idle, it
 //! blocks on the channel and the first hold opened wakes it.
 //!
+//! Each record gets its id here, as the writer takes it (`usage::RecordId`): this writer's
+//! random instance and a count from 0. On PostgreSQL the id makes a batch delivered twice
+//! count once; the instance also tags the holds this writer journals.
+//!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
 //! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
 //! measured no better in the benchmark, and an unprivileged thread could never raise it again
@@ -29,7 +33,7 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 
 use super::retry::{RETRY, Retry, commit_with_retry};
-use super::usage::UsageRecord;
+use super::usage::{RecordId, UsageRecord};
 use super::{JournalChanges, Store};
 use crate::clock::Clock;
 use crate::spend::holds::{HoldCharge, HoldId, HoldSlot, Holds};
@@ -105,20 +109,28 @@ impl UsageWriter {
         let depth = Arc::clone(&writer.depth);
         let stopping = Arc::clone(&writer.stopping);
         let holds = Arc::clone(&writer.holds);
+        let instance = new_instance()?;
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
-                run(&rx, &depth, &holds, &*clock, |records, journal| {
-                    // Yield between statements only while keeping up: a batch this big means
-                    // records waited, and the loops come second until the backlog is gone.
-                    let yielding = records.len() <= YIELDING_BATCH_MAX;
-                    commit_with_retry(records, journal, &stopping, retry, |rows, journal| {
-                        store.write_usage(rows, journal, yielding)
-                    });
-                });
+                run(
+                    &rx,
+                    &depth,
+                    &holds,
+                    &*clock,
+                    instance,
+                    |records, journal| {
+                        // Yield between statements only while keeping up: a batch this big means
+                        // records waited, and the loops come second until the backlog is gone.
+                        let yielding = records.len() <= YIELDING_BATCH_MAX;
+                        commit_with_retry(records, journal, &stopping, retry, |rows, journal| {
+                            store.write_usage(rows, journal, yielding)
+                        });
+                    },
+                );
             })
             .context("starting the usage writer thread")?;
         Ok((writer, thread))
@@ -210,13 +222,25 @@ impl UsageWriter {
 /// Every sender is gone: the writer stops.
 struct Closed;
 
+/// A random writer instance (never 0, which [`RecordId::UNASSIGNED`] uses).
+fn new_instance() -> anyhow::Result<u64> {
+    loop {
+        let instance = getrandom::u64().context("drawing the usage writer's instance id")?;
+        if instance != 0 {
+            return Ok(instance);
+        }
+    }
+}
+
 fn run(
     rx: &mpsc::Receiver<Message>,
     depth: &AtomicUsize,
     holds: &Holds,
     clock: &dyn Clock,
+    instance: u64,
     mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>),
 ) {
+    let mut ids = (0u64..).map(|seq| RecordId { instance, seq });
     // Some open hold is not journaled yet: come back within a batch interval.
     let mut holds_waiting = false;
     let mut opened = Vec::new();
@@ -228,7 +252,7 @@ fn run(
         let mut flushes = Vec::new();
         if let Some(first) = first {
             let is_flush = matches!(first, Message::Flush(_));
-            take(first, &mut records, &mut flushes);
+            take(first, &mut records, &mut flushes, &mut ids);
             if !is_flush {
                 // Let a batch gather without waking this thread once per record: sleep
                 // through the window, then take everything that queued.
@@ -237,7 +261,7 @@ fn run(
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => take(message, &mut records, &mut flushes),
+                Ok(message) => take(message, &mut records, &mut flushes, &mut ids),
                 Err(_) => break,
             }
         }
@@ -251,6 +275,7 @@ fn run(
             commit(
                 &records,
                 JournalChanges {
+                    instance,
                     opened: &opened,
                     settled: &settled,
                 },
@@ -282,9 +307,17 @@ fn next(
     }
 }
 
-fn take(message: Message, records: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
+fn take(
+    message: Message,
+    records: &mut Vec<UsageRecord>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+    ids: &mut impl Iterator<Item = RecordId>,
+) {
     match message {
-        Message::Record(record) => records.push(record),
+        Message::Record(mut record) => {
+            record.id = ids.next().unwrap_or(RecordId::UNASSIGNED);
+            records.push(record);
+        }
         Message::Flush(done) => flushes.push(done),
         Message::Wake => {}
     }
@@ -302,6 +335,10 @@ pub(crate) mod tests {
     /// policy's tests use it too.
     pub(crate) fn record(i: u64) -> UsageRecord {
         UsageRecord {
+            id: RecordId {
+                instance: 7,
+                seq: i,
+            },
             key_id: "key_w".into(),
             at: "2026-11-27T12:00:00Z".parse().expect("time"),
             provider: Provider::Openai,
@@ -322,6 +359,7 @@ pub(crate) mod tests {
     }
 
     const NO_HOLDS: JournalChanges<'static> = JournalChanges {
+        instance: 7,
         opened: &[],
         settled: &[],
     };

@@ -1,4 +1,4 @@
-//! Versioned schema migrations keyed on SQLite's `PRAGMA user_version`.
+//! Versioned SQLite schema migrations keyed on `PRAGMA user_version`.
 //!
 //! Hand-written rather than `rusqlite_migration`: that crate pins an older rusqlite (only one
 //! `libsqlite3-sys` can link), and all it would do for us is these few lines. Each migration
@@ -9,16 +9,17 @@ use anyhow::{Context, bail};
 use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_keys_and_audit.sql"),
-    include_str!("../../migrations/0002_usage.sql"),
-    include_str!("../../migrations/0003_admin_tokens.sql"),
-    include_str!("../../migrations/0004_usage_plain_rowid.sql"),
-    include_str!("../../migrations/0005_usage_check_without_in_list.sql"),
-    include_str!("../../migrations/0006_usage_log_and_daily_rollup.sql"),
-    include_str!("../../migrations/0007_key_rotations.sql"),
-    include_str!("../../migrations/0008_rate_windows.sql"),
-    include_str!("../../migrations/0009_usage_over_allowed.sql"),
-    include_str!("../../migrations/0010_holds.sql"),
+    include_str!("../../../migrations/0001_keys_and_audit.sql"),
+    include_str!("../../../migrations/0002_usage.sql"),
+    include_str!("../../../migrations/0003_admin_tokens.sql"),
+    include_str!("../../../migrations/0004_usage_plain_rowid.sql"),
+    include_str!("../../../migrations/0005_usage_check_without_in_list.sql"),
+    include_str!("../../../migrations/0006_usage_log_and_daily_rollup.sql"),
+    include_str!("../../../migrations/0007_key_rotations.sql"),
+    include_str!("../../../migrations/0008_rate_windows.sql"),
+    include_str!("../../../migrations/0009_usage_over_allowed.sql"),
+    include_str!("../../../migrations/0010_holds.sql"),
+    include_str!("../../../migrations/0011_replicas.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
@@ -205,7 +206,7 @@ mod tests {
         )
         .expect("audit rows");
         migrate(&mut conn).expect("migrate");
-        let pairs = crate::store::keys::load_rotations(&conn).expect("rotations");
+        let pairs = crate::store::sqlite::keys::load_rotations(&conn).expect("rotations");
         assert_eq!(pairs, [("key_new".to_owned(), "key_old".to_owned())]);
     }
 

@@ -14,17 +14,12 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::keys::{nanos_from_sql, nanos_to_sql, persist_spend};
-use super::usage::{self, CostSource, UsageRecord};
+use super::usage;
 use crate::spend::holds::{HoldId, JournaledHold};
 use crate::spend::ledger::SpendState;
 use crate::spend::price::Tokens;
-
-/// What the start-up charged for the requests a crash left in flight.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CrashCharges {
-    pub requests: usize,
-    pub cost: Nanodollars,
-}
+use crate::store::CrashCharges;
+use crate::store::usage::{CostSource, RecordId, UsageRecord};
 
 /// Inserts the holds `opened` and deletes the rows of the holds `settled` (their usage rows
 /// are in the same transaction).
@@ -116,6 +111,7 @@ fn journaled_as_usage(tx: &Transaction<'_>) -> anyhow::Result<Vec<UsageRecord>> 
             .parse()
             .map_err(|e: String| anyhow::anyhow!("holds journal: {e}"))?;
         records.push(UsageRecord {
+            id: RecordId::UNASSIGNED,
             key_id: key_id.into(),
             at: Timestamp::from_millisecond(at_ms).context("holds journal: at_ms")?,
             provider,
@@ -242,7 +238,15 @@ mod tests {
 
     fn journal(store: &Store, opened: &[JournaledHold], settled: &[HoldId]) {
         store
-            .write_usage(&[], JournalChanges { opened, settled }, false)
+            .write_usage(
+                &[],
+                JournalChanges {
+                    instance: 7,
+                    opened,
+                    settled,
+                },
+                false,
+            )
             .expect("journal");
     }
 

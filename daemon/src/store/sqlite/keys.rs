@@ -1,4 +1,5 @@
-//! Rows of the `keys` table ⇄ `KeyRecord`.
+//! Rows of the `keys` table ⇄ `KeyRecord` (and the rotations and saved rate windows beside
+//! them), on SQLite.
 
 use anyhow::Context;
 use gateway_shared::{KeyHash, Nanodollars};
@@ -7,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::SpendState;
+use crate::store::SavedWindow;
 
 const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models, allowed_ips, \
     rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, updated_at, \
@@ -26,6 +28,25 @@ pub fn load_all(conn: &Connection, mut each: impl FnMut(KeyRecord)) -> anyhow::R
         each(from_row(row)?);
     }
     Ok(())
+}
+
+/// The key `id`, if there is one.
+pub fn load_one(conn: &Connection, id: &str) -> anyhow::Result<Option<KeyRecord>> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"))?;
+    let mut rows = statement.query([id])?;
+    rows.next()?.map(from_row).transpose()
+}
+
+/// The key `successor_id` was rotated from, if it was.
+pub fn predecessor_of(conn: &Connection, successor_id: &str) -> anyhow::Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT predecessor_id FROM key_rotations WHERE successor_id = ?1",
+            [successor_id],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 /// Every rotation as (successor id, predecessor id).
@@ -49,9 +70,6 @@ pub fn insert_rotation(
     .context("recording the rotation")?;
     Ok(())
 }
-
-/// A rate window as saved at shutdown: key id, when (Unix ms), runs of (age ms, count).
-pub type SavedWindow = (String, i64, Vec<(u64, u32)>);
 
 /// Replaces the saved rate windows with `windows`, saved at `saved_at_ms`.
 pub fn save_rate_windows(

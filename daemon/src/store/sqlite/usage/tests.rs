@@ -1,9 +1,19 @@
 //! The usage log and rollup's tests.
 
 use super::*;
+use crate::spend::ledger::SpendState;
+use crate::spend::price::Tokens;
+use crate::store::usage::{CostSource, RecordId, newest_spend};
+use gateway_shared::Provider;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 fn record(i: u64) -> UsageRecord {
     UsageRecord {
+        id: RecordId {
+            instance: 7,
+            seq: i,
+        },
         key_id: compact_str::format_compact!("key_{}", i % 3),
         at: Timestamp::from_second(1_795_000_000 + i as i64 * 3_600).expect("time"),
         provider: Provider::Openai,

@@ -1,4 +1,4 @@
-//! Rows of the `admin_tokens` table.
+//! Rows of the `admin_tokens` table, on SQLite.
 
 use anyhow::Context;
 use gateway_shared::KeyHash;
@@ -8,11 +8,24 @@ use rusqlite::{Connection, Transaction, params};
 use crate::admin_tokens::TokenRecord;
 
 pub fn load_all(conn: &Connection) -> anyhow::Result<Vec<TokenRecord>> {
-    let mut statement = conn.prepare(
+    load(conn, "ORDER BY created_at, id", [])
+}
+
+/// The token `id`, if there is one.
+pub fn load_one(conn: &Connection, id: &str) -> anyhow::Result<Option<TokenRecord>> {
+    Ok(load(conn, "WHERE id = ?1", [id])?.pop())
+}
+
+fn load(
+    conn: &Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> anyhow::Result<Vec<TokenRecord>> {
+    let mut statement = conn.prepare(&format!(
         "SELECT id, hash, prefix, name, created_at, revoked_at, last_used_at FROM admin_tokens \
-         ORDER BY created_at, id",
-    )?;
-    let rows = statement.query_map([], |row| {
+         {clause}"
+    ))?;
+    let rows = statement.query_map(params, |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,

@@ -1,0 +1,590 @@
+//! The store's behaviour, written once and run on both backends (`on_both_backends!`): a
+//! SQLite file in a temp dir, and a fresh PostgreSQL database per test (`test_database`),
+//! dropped at the end whether the test passed or not. PostgreSQL absent: the PostgreSQL
+//! half fails, saying so; it never skips.
+//!
+//! Records written here carry spend states consistent with their costs, so that SQLite's
+//! persisted spend (the ledger's state) and PostgreSQL's derived spend (the sum of the rows)
+//! must agree.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use gateway_shared::{KeyHash, Nanodollars, Provider, SpendReset};
+use jiff::Timestamp;
+
+use super::usage::{CostSource, RecordId, UsageRecord};
+use super::*;
+use crate::admin_tokens::TokenRecord;
+use crate::spend::price::Tokens;
+use crate::store::postgres::test_database::TestDatabase;
+
+/// A store for one test and what must outlive it.
+pub(crate) struct TestStore {
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+    // Dropped after the store field above (fields drop in order): the pool first, then
+    // the database.
+    pub database: Option<TestDatabase>,
+}
+
+impl TestStore {
+    pub async fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("gateway.db")).expect("open");
+        TestStore {
+            store,
+            _dir: Some(dir),
+            database: None,
+        }
+    }
+
+    pub async fn postgres(tag: &str) -> TestStore {
+        let database = TestDatabase::create(tag).await;
+        let store = Store::connect_postgres(&database.url)
+            .await
+            .expect("connect");
+        TestStore {
+            store,
+            _dir: None,
+            database: Some(database),
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let test = super::TestStore::sqlite().await;
+                    super::$test(&test.store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let test = super::TestStore::postgres(stringify!($test)).await;
+                    super::$test(&test.store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    keys_read_back_as_written,
+    an_update_and_its_audit_row_commit_together,
+    a_rotation_links_the_two_keys,
+    the_audit_log_pages_newest_first,
+    admin_tokens_are_saved_and_revoked,
+    usage_is_reported_by_utc_day_and_model,
+    the_usage_writer_assigns_ids_and_commits,
+    heartbeats_list_the_replicas_seen_recently,
+    a_constraint_violation_is_not_unavailability,
+);
+
+pub(crate) fn at(text: &str) -> Timestamp {
+    text.parse().expect("time")
+}
+
+pub(crate) fn key(id: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        hash: KeyHash::of(id),
+        prefix: format!("gw-{id}"),
+        name: format!("the {id} key"),
+        allowed_providers: vec![Provider::Openai, Provider::Anthropic],
+        allowed_models: vec!["gpt-*".into()],
+        allowed_ips: vec!["10.0.0.0/8".into()],
+        rate_limit_rpm: None,
+        spend_limit: Some(Nanodollars(5_000_000_000)),
+        spend_reset: Some(SpendReset::Monthly),
+        expires_at: Some(at("2027-01-01T00:00:00.123456789Z")),
+        created_at: at("2026-11-27T08:00:00.5Z"),
+        updated_at: at("2026-11-27T08:00:00.5Z"),
+        revoked_at: None,
+        last_used_at: None,
+        spend_total: Nanodollars::ZERO,
+        spend_period: Nanodollars::ZERO,
+        period_resets_at: None,
+        request_count: 0,
+    }
+}
+
+pub(crate) fn audit(action: &'static str, key_id: &str) -> AuditRecord {
+    AuditRecord {
+        at: at("2026-11-27T08:00:00Z"),
+        actor: "uid:0".into(),
+        action,
+        key_id: Some(key_id.into()),
+        details: serde_json::json!({"name": key_id}),
+    }
+}
+
+async fn all_keys(store: &Store) -> Vec<KeyRecord> {
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&keys);
+    store
+        .load_keys(move |record| sink.lock().expect("lock").push(record))
+        .await
+        .expect("load");
+    let mut keys = keys.lock().expect("lock").clone();
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    keys
+}
+
+async fn keys_read_back_as_written(store: &Store) {
+    let mut limited = key("key_a");
+    limited.rate_limit_rpm = Some(60);
+    let plain = KeyRecord {
+        spend_limit: None,
+        spend_reset: None,
+        expires_at: None,
+        allowed_providers: Vec::new(),
+        ..key("key_b")
+    };
+    for record in [limited.clone(), plain.clone()] {
+        let id = record.id.clone();
+        store
+            .insert_key(record, audit("key.create", &id))
+            .await
+            .expect("insert");
+    }
+    assert_eq!(store.count_keys().await.expect("count"), 2);
+    assert_eq!(all_keys(store).await, [limited.clone(), plain]);
+    assert_eq!(
+        store.load_key("key_a".into()).await.expect("load"),
+        Some(limited)
+    );
+    assert_eq!(store.load_key("key_zz".into()).await.expect("load"), None);
+}
+
+async fn an_update_and_its_audit_row_commit_together(store: &Store) {
+    store
+        .insert_key(key("key_a"), audit("key.create", "key_a"))
+        .await
+        .expect("insert");
+    let mut revoked = key("key_a");
+    revoked.revoked_at = Some(at("2026-11-28T00:00:00Z"));
+    revoked.updated_at = at("2026-11-28T00:00:00Z");
+    revoked.name = "renamed".into();
+    store
+        .update_key(revoked.clone(), audit("key.revoke", "key_a"))
+        .await
+        .expect("update");
+    assert_eq!(
+        store.load_key("key_a".into()).await.expect("load"),
+        Some(revoked)
+    );
+    let err = store
+        .update_key(key("key_ghost"), audit("key.update", "key_ghost"))
+        .await
+        .expect_err("no such key");
+    assert!(format!("{err:#}").contains("key_ghost"), "{err:#}");
+    let actions: Vec<String> = store
+        .list_audit(AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|entry| entry.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.revoke", "key.create"],
+        "the failed update left no audit row"
+    );
+}
+
+async fn a_rotation_links_the_two_keys(store: &Store) {
+    store
+        .insert_key(key("key_old"), audit("key.create", "key_old"))
+        .await
+        .expect("insert");
+    let mut old = key("key_old");
+    old.revoked_at = Some(at("2026-11-29T00:00:00Z"));
+    let new = key("key_new");
+    store
+        .rotate_key(
+            old.clone(),
+            new.clone(),
+            vec![
+                audit("key.rotate", "key_old"),
+                audit("key.create", "key_new"),
+            ],
+        )
+        .await
+        .expect("rotate");
+    assert_eq!(
+        store.load_rotations().await.expect("rotations"),
+        [("key_new".to_owned(), "key_old".to_owned())]
+    );
+    assert_eq!(
+        store
+            .predecessor_of("key_new".into())
+            .await
+            .expect("predecessor"),
+        Some("key_old".into())
+    );
+    assert_eq!(
+        store
+            .predecessor_of("key_old".into())
+            .await
+            .expect("predecessor"),
+        None
+    );
+    assert_eq!(all_keys(store).await, [new, old]);
+    assert_eq!(
+        store
+            .list_audit(AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit")
+            .len(),
+        3
+    );
+}
+
+async fn the_audit_log_pages_newest_first(store: &Store) {
+    for id in ["key_a", "key_b", "key_c"] {
+        store
+            .insert_key(key(id), audit("key.create", id))
+            .await
+            .expect("insert");
+    }
+    let page = |key_id: Option<&str>, before_id: Option<i64>, limit: usize| {
+        let query = AuditQuery {
+            key_id: key_id.map(Into::into),
+            before_id,
+            limit,
+        };
+        async move {
+            store
+                .list_audit(query)
+                .await
+                .expect("audit")
+                .into_iter()
+                .map(|e| (e.id, e.key_id.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = page(None, None, 2).await;
+    assert_eq!(
+        first.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+        ["key_c", "key_b"]
+    );
+    let rest = page(None, Some(first[1].0), 10).await;
+    assert_eq!(
+        rest.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+        ["key_a"]
+    );
+    assert_eq!(page(Some("key_b"), None, 10).await, [first[1].clone()]);
+    let entry = store
+        .list_audit(AuditQuery {
+            limit: 1,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .remove(0);
+    assert_eq!(
+        (entry.at, entry.actor.as_str(), entry.details),
+        (
+            at("2026-11-27T08:00:00Z"),
+            "uid:0",
+            serde_json::json!({"name": "key_c"})
+        )
+    );
+}
+
+async fn admin_tokens_are_saved_and_revoked(store: &Store) {
+    let token = |id: &str, created: &str| TokenRecord {
+        id: id.into(),
+        hash: KeyHash::of(id),
+        prefix: format!("gwadm-{id}"),
+        name: format!("token {id}"),
+        created_at: at(created),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let first = token("tok_1", "2026-11-27T08:00:00Z");
+    let second = token("tok_2", "2026-11-27T09:00:00Z");
+    store
+        .save_admin_token(second.clone(), Some(audit("admin_token.create", "tok_2")))
+        .await
+        .expect("save");
+    store
+        .save_admin_token(first.clone(), None)
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_admin_tokens().await.expect("load"),
+        [first.clone(), second.clone()],
+        "by creation"
+    );
+    let mut revoked = first.clone();
+    revoked.revoked_at = Some(at("2026-11-28T00:00:00Z"));
+    revoked.last_used_at = Some(at("2026-11-27T23:00:00.25Z"));
+    // Only the lifecycle columns change on a save of a known token.
+    revoked.name = "ignored".into();
+    store
+        .save_admin_token(revoked.clone(), None)
+        .await
+        .expect("revoke");
+    let loaded = store
+        .load_admin_token("tok_1".into())
+        .await
+        .expect("load")
+        .expect("there");
+    assert_eq!(
+        (loaded.revoked_at, loaded.last_used_at, loaded.name.as_str()),
+        (revoked.revoked_at, revoked.last_used_at, "token tok_1")
+    );
+    assert_eq!(
+        store.load_admin_token("tok_9".into()).await.expect("load"),
+        None
+    );
+    let audited = store
+        .list_audit(AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(
+        audited.len(),
+        1,
+        "only the save that came with an audit row"
+    );
+}
+
+/// A usage record: `seq` in writer instance 7, whose spend state says `count` requests and
+/// `total` spent so far.
+pub(crate) fn usage(key_id: &str, when: &str, model: &str, cost: u64, seq: u64) -> UsageRecord {
+    UsageRecord {
+        id: RecordId { instance: 7, seq },
+        key_id: key_id.into(),
+        at: at(when),
+        provider: Provider::Openai,
+        model: model.into(),
+        status: 200,
+        tokens: Tokens {
+            input: 10,
+            output: 20,
+            cache_read: 1,
+            cache_write: 2,
+        },
+        cost: Nanodollars(cost),
+        latency_ms: 5,
+        source: if seq.is_multiple_of(3) {
+            CostSource::Estimated
+        } else {
+            CostSource::Reported
+        },
+        over_allowed: false,
+        spend: SpendState::default(),
+        journaled_hold: None,
+    }
+}
+
+/// Gives each record of `key_id` its ledger's state: running totals in order.
+fn with_running_spend(mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
+    let mut totals: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for record in &mut records {
+        let (count, total) = totals.entry(record.key_id.to_string()).or_default();
+        *count += 1;
+        *total += record.cost.0;
+        record.spend.request_count = *count;
+        record.spend.total = Nanodollars(*total);
+        record.spend.last_used_at = Some(record.at);
+    }
+    records
+}
+
+/// Writes a batch from a thread outside the runtime, as the usage writer does.
+pub(crate) async fn write(store: &Store, records: Vec<UsageRecord>) -> anyhow::Result<()> {
+    let store = store.clone();
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(store.write_usage(&records, JournalChanges::default(), false));
+    });
+    result.await.expect("the writing thread answers")
+}
+
+async fn usage_is_reported_by_utc_day_and_model(store: &Store) {
+    for id in ["key_a", "key_b"] {
+        store
+            .insert_key(key(id), audit("key.create", id))
+            .await
+            .expect("insert");
+    }
+    let records = with_running_spend(vec![
+        usage("key_a", "2026-11-27T23:59:59.999Z", "gpt-4o", 100, 0),
+        usage("key_a", "2026-11-28T00:00:00Z", "gpt-4o", 200, 1),
+        usage("key_a", "2026-11-28T10:00:00Z", "gpt-4o-mini", 5, 2),
+        usage("key_b", "2026-11-28T10:00:00Z", "gpt-4o", 7, 3),
+    ]);
+    write(store, records[..2].to_vec()).await.expect("batch 1");
+    write(store, records[2..].to_vec()).await.expect("batch 2");
+
+    let day = |d: &str| d.parse::<jiff::civil::Date>().expect("date");
+    let report = store
+        .usage_report("key_a".into(), day("2026-11-27"), day("2026-11-29"))
+        .await
+        .expect("report");
+    assert_eq!(report.total.requests, 3);
+    assert_eq!(report.total.cost_usd, Nanodollars(305));
+    assert_eq!(
+        report.total.input_tokens,
+        3 * 13,
+        "input + cache read + cache write"
+    );
+    assert_eq!(report.total.estimated_requests, 1);
+    let by_day: Vec<(String, u64)> = report
+        .by_day
+        .iter()
+        .map(|d| (d.date.to_string(), d.totals.cost_usd.0))
+        .collect();
+    assert_eq!(
+        by_day,
+        [
+            ("2026-11-27".into(), 100),
+            ("2026-11-28".into(), 205),
+            ("2026-11-29".into(), 0)
+        ]
+    );
+    let by_model: Vec<(&str, u64)> = report
+        .by_model
+        .iter()
+        .map(|m| (m.model.as_str(), m.totals.requests))
+        .collect();
+    assert_eq!(by_model, [("gpt-4o", 2), ("gpt-4o-mini", 1)]);
+
+    let counted = store
+        .counted_spend("key_a".into(), day("2026-11-28"))
+        .await
+        .expect("counted");
+    assert_eq!(
+        (counted.since, counted.total),
+        (Nanodollars(205), Nanodollars(305))
+    );
+    let loaded = store
+        .load_key("key_a".into())
+        .await
+        .expect("load")
+        .expect("key");
+    assert_eq!(
+        (
+            loaded.spend_total,
+            loaded.request_count,
+            loaded.last_used_at
+        ),
+        (Nanodollars(305), 3, Some(at("2026-11-28T10:00:00Z")))
+    );
+    let nothing = store
+        .counted_spend("key_none".into(), day("2026-11-01"))
+        .await
+        .expect("counted");
+    assert_eq!(
+        (nothing.since, nothing.total),
+        (Nanodollars::ZERO, Nanodollars::ZERO)
+    );
+}
+
+async fn the_usage_writer_assigns_ids_and_commits(store: &Store) {
+    let clock: Arc<dyn crate::clock::Clock> =
+        Arc::new(crate::clock::ManualClock::new(at("2026-11-27T12:00:00Z")));
+    let (writer, _thread) = writer::UsageWriter::spawn(store.clone(), None, clock).expect("writer");
+    for i in 0..50 {
+        let mut record = usage("key_w", "2026-11-27T12:00:00Z", "gpt-4o", 10, 0);
+        record.id = RecordId::UNASSIGNED;
+        record.tokens.output = i;
+        writer.record(record);
+    }
+    writer.flush().await;
+    let day = "2026-11-27".parse().expect("date");
+    let report = store
+        .usage_report("key_w".into(), day, day)
+        .await
+        .expect("report");
+    assert_eq!(
+        report.total.requests, 50,
+        "each record its own id: none taken for a repeat"
+    );
+    assert_eq!(report.total.output_tokens, (0..50).sum::<u64>());
+}
+
+async fn heartbeats_list_the_replicas_seen_recently(store: &Store) {
+    let replica = |id: &str, seen: &str, requests: u64| ReplicaRecord {
+        id: id.into(),
+        host: format!("{id}.example"),
+        version: "0.1.0".into(),
+        started_at: at("2026-11-27T08:00:00.250Z"),
+        last_seen: at(seen),
+        requests,
+    };
+    store
+        .heartbeat(replica("r1", "2026-11-27T09:00:00Z", 5))
+        .await
+        .expect("beat");
+    store
+        .heartbeat(replica("r2", "2026-11-27T09:00:10Z", 0))
+        .await
+        .expect("beat");
+    store
+        .heartbeat(replica("r1", "2026-11-27T09:00:20Z", 9))
+        .await
+        .expect("beat again");
+    assert_eq!(
+        store
+            .list_replicas(at("2026-11-27T09:00:00Z"))
+            .await
+            .expect("list"),
+        [
+            replica("r1", "2026-11-27T09:00:20Z", 9),
+            replica("r2", "2026-11-27T09:00:10Z", 0)
+        ]
+    );
+    assert_eq!(
+        store
+            .list_replicas(at("2026-11-27T09:00:15Z"))
+            .await
+            .expect("list"),
+        [replica("r1", "2026-11-27T09:00:20Z", 9)],
+        "r2 was not seen since"
+    );
+}
+
+async fn a_constraint_violation_is_not_unavailability(store: &Store) {
+    store
+        .insert_key(key("key_a"), audit("key.create", "key_a"))
+        .await
+        .expect("insert");
+    let err = store
+        .insert_key(key("key_a"), audit("key.create", "key_a"))
+        .await
+        .expect_err("the same id twice");
+    assert!(!is_unavailable(&err), "{err:#}");
+    let ids: HashSet<String> = all_keys(store).await.into_iter().map(|k| k.id).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        store
+            .list_audit(AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit")
+            .len(),
+        1,
+        "the refused insert's audit row went with it"
+    );
+}
