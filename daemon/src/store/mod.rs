@@ -13,6 +13,7 @@ mod holds;
 mod keys;
 mod migrations;
 mod retry;
+pub mod spool;
 pub mod usage;
 pub mod writer;
 
