@@ -17,6 +17,7 @@ mod audit;
 pub mod postgres;
 mod retry;
 pub mod sqlite;
+pub mod spool;
 pub mod usage;
 pub mod writer;
 
