@@ -1,6 +1,8 @@
 //! The one end-to-end test binary: real `gatewayd` and `gwctl` processes.
 //!
 //! Modules:
+//! - `cluster_config`: `[cluster]` settings refused at start-up, naming their line, with no
+//!   password from the URLs in stderr (SPEC §9).
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
 //! - `crash`: after `kill -9`, requests in flight are charged their holds and answered ones
 //!   are on disk; a graceful stop leaves no hold to charge.
@@ -37,6 +39,7 @@
 
 mod admin_plane;
 mod clock;
+mod cluster_config;
 mod crash;
 mod edge;
 mod gwctl;
