@@ -140,10 +140,11 @@ async fn each_wrong_cluster_setting_stops_start_up_naming_its_line_and_no_passwo
     }
 }
 
-/// Until the PostgreSQL store is built in, a valid section is refused where the store would
-/// be opened, naming the database with its password hidden.
+/// A valid section whose PostgreSQL cannot be reached stops start-up (SPEC §9.6: a replica
+/// that starts while the store is down refuses, saying why), naming the database with its
+/// password hidden, and opens no SQLite store beside it.
 #[tokio::test]
-async fn a_valid_cluster_section_is_refused_until_the_store_exists() {
+async fn a_valid_cluster_section_with_the_store_unreachable_stops_start_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = dir.path().join("redis-url");
     std::fs::write(&secret, format!("{}\n", redis_url())).expect("write");
@@ -155,7 +156,7 @@ async fn a_valid_cluster_section_is_refused_until_the_store_exists() {
     let (code, stderr) = start(dir.path(), &cluster, &[("GW_E2E_PG", &postgres_url())]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("cluster mode: the PostgreSQL store is not built into this version yet"),
+        stderr.contains("cluster mode: opening the shared store at"),
         "{stderr}"
     );
     assert!(

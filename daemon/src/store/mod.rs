@@ -14,10 +14,11 @@
 //! it (usage goes through the usage writer's channel).
 
 mod audit;
+mod delivery;
 pub mod postgres;
 mod retry;
-pub mod sqlite;
 pub mod spool;
+pub mod sqlite;
 pub mod usage;
 pub mod writer;
 
