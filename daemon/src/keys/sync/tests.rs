@@ -384,6 +384,71 @@ async fn changes_made_while_the_feed_is_cut_all_arrive_after_the_reconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_committed_while_a_replica_loads_are_applied_again_harmlessly() {
+    let db = TestDatabase::create("sync_overlap").await;
+    let clock = clock();
+    let a = writer(&db.url, clock.clone()).await;
+    // B reads where its feed starts, then A changes things, then B loads: the feed
+    // delivers those changes again on top of a table that already has them.
+    let b_store = Store::connect_postgres(&db.url).await.expect("replica B");
+    let from = b_store.max_change_seq().await.expect("max seq");
+    let created = a.keys.create(&actor(), create("k")).await.expect("create");
+    let rotated = a
+        .keys
+        .rotate(
+            &actor(),
+            &created.key.id,
+            RotateKey {
+                grace_period_seconds: 60,
+            },
+        )
+        .await
+        .expect("rotate");
+    let token = a
+        .tokens
+        .create(&actor(), CreateAdminToken { name: "ci".into() })
+        .await
+        .expect("token");
+    let cache = KeyCache::load(&b_store, clock.clone()).await.expect("load");
+    let tokens = Arc::new(
+        AdminTokens::load(b_store.clone(), clock.clone())
+            .await
+            .expect("tokens"),
+    );
+    let (old_id, new_id) = (created.key.id.clone(), rotated.created.key.id.clone());
+    let loaded = cache.get(&old_id).expect("loaded").runtime.clone();
+    let b = follower_on(
+        b_store,
+        listen(&db.url, from).expect("listen"),
+        cache,
+        tokens,
+    );
+    // Changes apply in order: once a later one is in, the repeated ones were applied.
+    let marker = a
+        .keys
+        .create(&actor(), create("marker"))
+        .await
+        .expect("create");
+    until("the change after the repeated ones", Instant::now(), || {
+        b.cache.get(&marker.key.id).is_some()
+    })
+    .await;
+
+    let now = clock.now();
+    assert_eq!(b.cache.len(), 3, "nothing added twice");
+    let (old, new) = (
+        b.cache.get(&old_id).expect("old"),
+        b.cache.get(&new_id).expect("new"),
+    );
+    assert!(Arc::ptr_eq(&old.runtime, &loaded), "the live state is kept");
+    assert!(Arc::ptr_eq(&new.runtime, &loaded), "and still shared");
+    assert_eq!(b.cache.view(&old, now), a.keys.get(&old_id).expect("on A"));
+    assert_eq!(b.tokens.list().tokens.len(), 1);
+    assert!(b.tokens.authenticate(&token.secret).is_ok());
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_whose_read_fails_is_retried_until_postgres_is_back_and_stop_ends_the_wait() {
     let db = TestDatabase::create("sync_retry").await;
     let clock = clock();
