@@ -77,7 +77,7 @@ pub async fn run(
     let store = open_store(&config).await?;
     // Read before the keys load: the change feed is followed from here, so a change committed
     // by a peer while they load is applied after (SQLite: no feed, 0).
-    let _feed_from = store
+    let feed_from = store
         .max_change_seq()
         .await
         .context("reading the store's change feed position")?;
@@ -133,7 +133,7 @@ pub async fn run(
     let admin = Arc::new(AdminApi {
         health: Arc::clone(&health),
         keys,
-        tokens,
+        tokens: Arc::clone(&tokens),
         metrics: Arc::clone(&metrics),
         cache: Arc::clone(&cache),
         usage: usage.clone(),
@@ -146,7 +146,7 @@ pub async fn run(
         Arc::clone(&clock),
         usage.clone(),
         Arc::clone(&metrics),
-        health,
+        Arc::clone(&health),
     )?);
     let configured_cert = config
         .admin
@@ -159,7 +159,18 @@ pub async fn run(
     let tls_config = tls::server_config(Arc::clone(&cert))?;
 
     let stop = CancellationToken::new();
-    if config.cluster.is_some() {
+    if let Some(cluster) = &config.cluster {
+        // Changes committed through other replicas, into this one's memory (`keys::sync`);
+        // the feed's connection also tells `/healthz` whether the store answers.
+        let events = store::postgres::listen(cluster.postgres_url.expose(), feed_from)
+            .context("following the store's change feed")?;
+        tokio::spawn(keys::sync::follow(
+            store.clone(),
+            watch_store_health(events, Arc::clone(&health)),
+            Arc::clone(&cache),
+            Arc::clone(&tokens),
+            stop.clone(),
+        ));
         let store = store.clone();
         tokio::spawn(replica::heartbeat(
             Arc::clone(&replicas),
@@ -317,6 +328,31 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                 )
             }),
     }
+}
+
+/// Passes the change feed's events on, marking the store unavailable while the feed's
+/// connection is lost and available once it is back (the usage writer marks it too, from
+/// its own commits).
+fn watch_store_health(
+    mut events: tokio::sync::mpsc::Receiver<store::postgres::Event>,
+    health: Arc<health::Health>,
+) -> tokio::sync::mpsc::Receiver<store::postgres::Event> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match &event {
+                store::postgres::Event::Connected => health.set_store(health::StoreStatus::Ok),
+                store::postgres::Event::Disconnected(_) => {
+                    health.set_store(health::StoreStatus::Unavailable)
+                }
+                store::postgres::Event::Changes(_) => {}
+            }
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// How often the rate windows are saved while serving.

@@ -41,7 +41,10 @@ async fn key_view(replica: &Gateway, id: &str) -> Option<Value> {
 }
 
 async fn status_of(replica: &Gateway, secret: &str) -> u16 {
-    chat_gpt4o(&replica.proxy_url(), secret).await.status().as_u16()
+    chat_gpt4o(&replica.proxy_url(), secret)
+        .await
+        .status()
+        .as_u16()
 }
 
 async fn error_code_of(replica: &Gateway, secret: &str) -> (u16, String) {
@@ -50,7 +53,10 @@ async fn error_code_of(replica: &Gateway, secret: &str) -> (u16, String) {
     let body: Value = response.json().await.unwrap_or(Value::Null);
     (
         status,
-        body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     )
 }
 
@@ -282,7 +288,10 @@ async fn load(
         if status == 200 {
             answered += 1;
         } else {
-            failures.push(format!("{status} from {url}: {}", response.text().await.unwrap_or_default()));
+            failures.push(format!(
+                "{status} from {url}: {}",
+                response.text().await.unwrap_or_default()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -305,7 +314,11 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
     .await;
 
     let urls = std::sync::Arc::new(std::sync::Mutex::new(
-        cluster.replicas.iter().map(Gateway::proxy_url).collect::<Vec<_>>(),
+        cluster
+            .replicas
+            .iter()
+            .map(Gateway::proxy_url)
+            .collect::<Vec<_>>(),
     ));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = tokio::spawn(load(
@@ -320,10 +333,13 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
     // Management refuses while the store is away; health says degraded but serving.
     let a = cluster.replicas[0].admin();
     let a_proxy = cluster.replicas[0].proxy_url();
-    lag_until("store stopped → management 503 store_unavailable on A", || async {
-        let response = a.get("/v1/keys").await;
-        response.status == 503 && response.error_code() == "store_unavailable"
-    })
+    lag_until(
+        "store stopped → management 503 store_unavailable on A",
+        || async {
+            let response = a.get("/v1/keys").await;
+            response.status == 503 && response.error_code() == "store_unavailable"
+        },
+    )
     .await;
     let health = a.get("/healthz").await;
     assert_eq!(health.status, 200, "{}", health.body);
@@ -370,12 +386,17 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
             .expect("count usage");
         u64::try_from(row.get::<_, i64>(0)).expect("count")
     };
-    lag_until("spools delivered → usage rows equal answered requests", || async {
-        counted().await >= answered
-    })
+    lag_until(
+        "spools delivered → usage rows equal answered requests",
+        || async { counted().await >= answered },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(counted().await, answered, "no lost and no duplicated record");
+    assert_eq!(
+        counted().await,
+        answered,
+        "no lost and no duplicated record"
+    );
     for replica in &cluster.replicas {
         let left = std::fs::read_dir(replica.data_dir.join("spool"))
             .expect("spool")
