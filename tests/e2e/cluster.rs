@@ -84,6 +84,52 @@ async fn a_key_made_on_one_replica_is_served_by_every_replica_and_its_changes_fo
         listed.body
     );
 
+    // Usage from every replica, in one report read through any of them: the one request C
+    // answered above and two more on each replica.
+    for replica in [a, b, c] {
+        for _ in 0..2 {
+            assert_eq!(status_of(replica, &secret).await, 200);
+        }
+    }
+    lag_until("usage on A, B and C → one report on B", || async {
+        let report = b.admin().get(&format!("/v1/keys/{id}/usage")).await;
+        report.status == 200 && report.body["total"]["requests"] == json!(7)
+    })
+    .await;
+
+    // Every replica sees the others' heartbeats (one every 10 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = c.gwctl(&["cluster", "status", "-o", "json"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let status: Value = serde_json::from_str(&out.stdout).expect("cluster status JSON");
+        if status["replicas"].as_array().map(Vec::len) == Some(3) || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["mode"], "cluster", "{status}");
+    assert_eq!(status["backends"]["store"]["kind"], "postgres", "{status}");
+    assert_eq!(status["backends"]["store"]["status"], "ok", "{status}");
+    let mut ids: Vec<String> = status["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = [a, b, c]
+        .iter()
+        .map(|r| {
+            std::fs::read_to_string(r.data_dir.join("replica-id"))
+                .expect("replica-id")
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected, "{status}");
+
     // An edit on A that removes the model: B refuses it as soon as it has the change.
     let edited = a
         .admin()
@@ -277,6 +323,10 @@ async fn a_replica_refuses_to_start_when_the_store_is_unreachable_and_says_why()
     assert!(
         stderr.contains("shared store") && stderr.contains(&server.port().to_string()),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains(gateway_tests::cluster::STORE_PASSWORD),
+        "the password reached stderr: {stderr}"
     );
 }
 
