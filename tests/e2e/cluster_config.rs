@@ -45,6 +45,10 @@ async fn start(dir: &Path, cluster: &str, vars: &[(&str, &str)]) -> (i32, String
     (output.status.code().unwrap_or(-1), stderr)
 }
 
+/// A `[cluster]` section, the environment it starts with, and the line and words the refusal
+/// must name.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 const ENV_LINES: &str =
     "[cluster]\npostgres_url_env = \"GW_E2E_PG\"\nredis_url_env = \"GW_E2E_REDIS\"\n";
 
@@ -61,7 +65,7 @@ async fn each_wrong_cluster_setting_stops_start_up_naming_its_line_and_no_passwo
     let bad_port = format!("postgres://gw:{PASSWORD}@db:54x32/gw");
     let bad_redis = format!("memcache://gw:{PASSWORD}@cache");
     // The [cluster] header is on line 7 of the written config.
-    let cases: Vec<(String, Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             ENV_LINES.to_owned(),
             vec![("GW_E2E_REDIS", &redis)],
