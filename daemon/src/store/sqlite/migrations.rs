@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0009_usage_over_allowed.sql"),
     include_str!("../../../migrations/0010_holds.sql"),
     include_str!("../../../migrations/0011_replicas.sql"),
+    include_str!("../../../migrations/0012_key_version.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
