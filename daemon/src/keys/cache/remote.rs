@@ -79,9 +79,8 @@ mod tests {
     fn a_row_read_before_a_newer_local_change_is_ignored() {
         let cache = KeyCache::new([record("a", 1)], clock());
         let loaded = cache.get("a").expect("a");
-        // This replica commits an edit (version 2) and updates the table after the follower
-        // read the row at version 1 with another replica's older edit... which can only be
-        // version 1 itself or older: it is ignored.
+        // The follower reads the row at version 1; this replica commits an edit (version 2)
+        // and updates the table; then the follower applies what it read: ignored.
         let local = cache.upsert(at_version("a", 2, "newer"));
         assert_eq!((local.version, local.name.as_str()), (2, "newer"));
         let kept = cache.apply_stored(at_version("a", 1, "older"), None);
