@@ -64,6 +64,15 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// Takes `newer`'s lifecycle into this copy by the one merge rule of tokens: a
+    /// revocation is permanent (tokens cannot be un-revoked, so a copy without one is older)
+    /// and the last use only moves forward. The in-memory list and both stores apply it, so
+    /// a write built from an older copy can undo nothing, wherever it lands.
+    pub fn merge_lifecycle(&mut self, newer: &TokenRecord) {
+        self.revoked_at = self.revoked_at.or(newer.revoked_at);
+        self.last_used_at = self.last_used_at.max(newer.last_used_at);
+    }
+
     pub fn view(&self) -> AdminTokenView {
         AdminTokenView {
             id: self.id.clone(),
@@ -277,15 +286,13 @@ fn is_stale(last_used_at: Option<Timestamp>, now: Timestamp) -> bool {
     last_used_at.is_none_or(|at| now.duration_since(at) >= LAST_USED_WRITE_INTERVAL)
 }
 
-/// `newer` into `slot`: every field from `newer`, except that a revocation is never undone
-/// (tokens cannot be un-revoked, so a copy without one is older) and the last use only moves
-/// forward.
+/// `newer` into `slot`: every field from `newer`, except the lifecycle, which is merged
+/// ([`TokenRecord::merge_lifecycle`]).
 fn merge(slot: &mut TokenRecord, newer: TokenRecord) {
-    let revoked_at = slot.revoked_at.or(newer.revoked_at);
-    let last_used_at = slot.last_used_at.max(newer.last_used_at);
+    slot.merge_lifecycle(&newer);
     *slot = TokenRecord {
-        revoked_at,
-        last_used_at,
+        revoked_at: slot.revoked_at,
+        last_used_at: slot.last_used_at,
         ..newer
     };
 }

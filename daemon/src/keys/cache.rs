@@ -1,9 +1,11 @@
 //! The in-memory key table: the proxy's only source of keys, and the management API's source
 //! for reads.
 //!
-//! The daemon is the only writer of the database, so a table updated right after each commit
-//! (and before the management response is sent) is authoritative: the very next request sees
-//! an edit or a revocation (SPEC §1) without any database read on the request path.
+//! The table is updated right after each commit (and before the management response is
+//! sent), so the very next request sees an edit or a revocation (SPEC §1) without any
+//! database read on the request path. In a cluster other replicas' commits arrive through the
+//! change feed (`keys::sync`, `remote`); every entry carries its key's version and the table
+//! never replaces an entry with an older one, whichever of the two paths comes last.
 //!
 //! Every key is in memory, so an entry's size is what limits a fleet: an entry holds what the
 //! request path and the management views need and nothing twice (spend lives only in the
@@ -31,7 +33,7 @@ use crate::store::Store;
 
 mod remote;
 
-pub use remote::{ChangedMeanwhile, Link};
+pub use remote::Link;
 
 /// A key as the request path and the management API need it: its settings, its compiled
 /// restrictions, and the live state (rate window, spend ledger) that outlives edits.
@@ -50,6 +52,9 @@ pub struct KeyEntry {
     created_at: Stamp,
     updated_at: Stamp,
     revoked_at: Stamp,
+    /// The committed change this entry is (`KeyRecord::version`): the table never replaces
+    /// an entry with an older one.
+    pub version: u64,
     pub runtime: Arc<KeyRuntime>,
 }
 
@@ -95,6 +100,7 @@ impl KeyEntry {
             created_at: record.created_at.into(),
             updated_at: record.updated_at.into(),
             revoked_at: Stamp::new(record.revoked_at),
+            version: record.version,
             runtime,
         }
     }
@@ -180,6 +186,7 @@ impl KeyEntry {
             spend_period: spend.period,
             period_resets_at: spend.period_resets_at,
             request_count: spend.request_count,
+            version: self.version,
         }
     }
 
@@ -361,34 +368,65 @@ impl KeyCache {
         }
     }
 
-    /// Inserts or replaces a key (matched by id), keeping its live state. Call only after
-    /// the change has committed.
-    pub fn upsert(&self, mut record: KeyRecord) -> Arc<KeyEntry> {
-        let policy = self.policy(&mut record);
-        let mut index = self.write();
-        let runtime = match index.by_id.get(record.id.as_str()) {
-            Some(old) => Arc::clone(&old.0.runtime),
-            None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
-        };
-        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
-        index.put(Arc::clone(&entry));
-        entry
+    /// Inserts or replaces a key (matched by id), keeping its live state, unless the table
+    /// holds a newer version of it already (another replica's later change, applied by the
+    /// change feed meanwhile): then that entry stays, and is returned. Either way the answer
+    /// is the entry now in the table. Call only after the change has committed.
+    pub fn upsert(&self, record: KeyRecord) -> Arc<KeyEntry> {
+        self.put_unless_older(record, None)
     }
 
     /// Inserts a rotated key's successor, sharing the predecessor's live state (rate window
     /// and spend ledger): while both secrets work they draw on one budget and one rate
-    /// limit. Call only after the rotation has committed.
-    pub fn insert_successor(&self, mut record: KeyRecord, predecessor: &KeyEntry) -> Arc<KeyEntry> {
+    /// limit. Call only after the rotation has committed. Never older than the table's
+    /// entry, as [`KeyCache::upsert`].
+    pub fn insert_successor(&self, record: KeyRecord, predecessor: &KeyEntry) -> Arc<KeyEntry> {
+        self.put_unless_older(record, Some(&predecessor.id))
+    }
+
+    /// Puts `record` in the table unless the table's entry for it is newer (a lower version
+    /// is an older row: see `KeyRecord::version`); an equal version is the same row, put
+    /// back unchanged. The entry keeps its live state; with a `predecessor` in the table (the
+    /// key was rotated from it), the key shares the predecessor's instead and the
+    /// predecessor names it as its replacement. Answers the entry now in the table.
+    fn put_unless_older(&self, mut record: KeyRecord, predecessor: Option<&str>) -> Arc<KeyEntry> {
         let policy = self.policy(&mut record);
-        let entry = Arc::new(KeyEntry::new(
-            record,
-            policy,
-            Arc::clone(&predecessor.runtime),
-        ));
         let mut index = self.write();
-        index
-            .successors
-            .insert(predecessor.id.clone(), entry.id.clone());
+        let current = index
+            .by_id
+            .get(record.id.as_str())
+            .map(|e| Arc::clone(&e.0));
+        let predecessor = predecessor
+            .and_then(|id| index.by_id.get(id))
+            .map(|e| Arc::clone(&e.0));
+        if let Some(predecessor) = &predecessor {
+            index
+                .successors
+                .insert(predecessor.id.clone(), record.id.clone());
+        }
+        if let Some(current) = &current
+            && current.version > record.version
+        {
+            let Some(predecessor) =
+                predecessor.filter(|p| !Arc::ptr_eq(&p.runtime, &current.runtime))
+            else {
+                return Arc::clone(current);
+            };
+            // The newer entry, sharing its predecessor's state as the older row would have.
+            let shared = Arc::new(KeyEntry::new(
+                current.record(),
+                Arc::clone(&current.policy),
+                Arc::clone(&predecessor.runtime),
+            ));
+            index.put(Arc::clone(&shared));
+            return shared;
+        }
+        let runtime = match (&predecessor, &current) {
+            (Some(predecessor), _) => Arc::clone(&predecessor.runtime),
+            (None, Some(current)) => Arc::clone(&current.runtime),
+            (None, None) => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+        };
+        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
         index.put(Arc::clone(&entry));
         entry
     }
@@ -599,6 +637,7 @@ mod tests {
             spend_period: Nanodollars::ZERO,
             period_resets_at: None,
             request_count: 0,
+            version: 1,
         }
     }
 

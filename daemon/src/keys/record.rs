@@ -2,6 +2,13 @@
 //! the store reads and writes and what the service edits; the in-memory table keeps a compact
 //! form of it (`KeyEntry`). Its spend fields are the values loaded at start-up or written at
 //! creation; live spend is in the key's ledger.
+//!
+//! `version` counts the committed changes of the key's settings and lifecycle: 1 at creation,
+//! one more per edit, revocation or rotation. Every write of an existing key is conditional on
+//! the version it was read at (`Store::update_key`), so a replica editing from a stale copy
+//! is refused instead of overwriting a newer change, and the key table never replaces an
+//! entry with an older version (`KeyCache::upsert`). Spend is not versioned: it is the usage
+//! writer's, never written by an edit.
 
 use gateway_shared::{KeyHash, Nanodollars, Provider, SpendReset};
 use jiff::Timestamp;
@@ -28,4 +35,10 @@ pub struct KeyRecord {
     /// End of the period `spend_period` was counted in; `None` without a reset period.
     pub period_resets_at: Option<Timestamp>,
     pub request_count: u64,
+    /// The committed change this record is (see the module docs); [`FIRST_VERSION`] for a
+    /// new key.
+    pub version: u64,
 }
+
+/// A new key's version.
+pub const FIRST_VERSION: u64 = 1;

@@ -5,28 +5,49 @@
 //! Changes are serialised by one async mutex: management traffic is light, and a
 //! read-modify-write of a key must not interleave with another, or one PATCH could silently
 //! undo a concurrent one. Reads never take it.
+//!
+//! In a cluster the mutex only orders this replica's changes: another replica may commit a
+//! change to the same key between this one reading its entry and writing. So every write of
+//! an existing key is conditional on the version it was built from (`Store::update_key`);
+//! when the store refuses it (`store::Conflict`), the key is reloaded from the store into
+//! the table and the operator's request is decided again from the fresh row: an edit is
+//! re-applied to it (its fields only, so the other replica's change stands), an edit or a
+//! rotation of a key revoked meanwhile is refused as on one server (409 `key_revoked`), a
+//! revocation of a key revoked meanwhile answers as revoking a revoked key does. SPEC §6 has
+//! no code for a conflict, so a key that keeps changing under [`ATTEMPTS`] tries in a row
+//! is answered 503 `store_unavailable`, saying so, with nothing changed. One server has one
+//! writer and never conflicts: the path is the same and costs nothing more.
 
 use gateway_shared::key::redact_secrets;
 use std::sync::Arc;
 
 use gateway_shared::api::{
-    AuditList, CreateKey, KeyCreated, KeyList, KeyRotated, KeyView, Patch,
-    ROTATE_GRACE_MAX_SECONDS, RotateKey, UpdateKey,
+    AuditList, CreateKey, KeyCreated, KeyList, KeyRotated, KeyView, ROTATE_GRACE_MAX_SECONDS,
+    RotateKey, UpdateKey,
 };
 use gateway_shared::key::new_key_id;
 use gateway_shared::validate::FieldError;
 use gateway_shared::{ErrorCode, KeyState, ProxyKey, SpendReset};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::cache::KeyCache;
 use super::cache::KeyEntry;
-use super::record::KeyRecord;
+use super::record::{FIRST_VERSION, KeyRecord};
+use plan::{audit, diff, edited, rotation, settings_json};
+
+mod plan;
+#[cfg(test)]
+mod tests;
 use crate::clock::Clock;
 use crate::error::{GatewayError, Result};
 use crate::store::writer::UsageWriter;
-use crate::store::{AuditQuery, AuditRecord, Store};
+use crate::store::{AuditQuery, AuditRecord, Conflict, Store};
+
+/// How many times a change is decided and written against a key that other replicas keep
+/// changing in between (see the module docs): the first try and three from fresh rows.
+const ATTEMPTS: u32 = 4;
 
 /// How long an edit waits for queued usage to be committed before recounting spend.
 const USAGE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -94,6 +115,7 @@ impl KeyService {
             spend_period: Default::default(),
             period_resets_at: request.spend_reset.map(|reset| reset.next_reset(now)),
             request_count: 0,
+            version: FIRST_VERSION,
         };
         let audit = audit(
             now,
@@ -117,74 +139,119 @@ impl KeyService {
     pub async fn update(&self, actor: &Actor, id: &str, update: UpdateKey) -> Result<KeyView> {
         let _serialised = self.writes.lock().await;
         let now = self.clock.now();
-        let old = self.find(id)?;
-        if old.is_revoked_at(now) {
-            return Err(GatewayError::new(
-                ErrorCode::KeyRevoked,
-                format!("Key {id} is revoked and can no longer be edited."),
-            ));
-        }
-        let old_record = old.record();
-        let mut new = old_record.clone();
-        if let Some(name) = update.name {
-            new.name = name;
-        }
-        if let Some(list) = update.allowed_providers {
-            new.allowed_providers = list;
-        }
-        if let Some(list) = update.allowed_models {
-            new.allowed_models = list;
-        }
-        if let Some(list) = update.allowed_ips {
-            new.allowed_ips = list;
-        }
-        new.rate_limit_rpm = update.rate_limit_rpm.apply(old.rate_limit_rpm);
-        new.spend_limit = update.spend_limit_usd.apply(old.spend_limit);
-        // Clearing the limit clears its reset period too, unless the same request sets one
-        // (which is then refused below: a reset period needs a limit).
-        let reset_patch = match (update.spend_limit_usd, update.spend_reset) {
-            (Patch::Clear, Patch::Keep) => Patch::Clear,
-            (_, patch) => patch,
-        };
-        new.spend_reset = reset_patch.apply(old.spend_reset);
-        if new.spend_reset.is_some() && new.spend_limit.is_none() {
-            return Err(
-                FieldError::invalid("spend_reset", "needs a spend_limit_usd to reset").into(),
+        let mut attempt = 1;
+        let (entry, new_reset) = loop {
+            let old = self.find(id)?;
+            if old.is_revoked_at(now) {
+                return Err(GatewayError::new(
+                    ErrorCode::KeyRevoked,
+                    format!("Key {id} is revoked and can no longer be edited."),
+                ));
+            }
+            let old_record = old.record();
+            let mut new = edited(&old_record, update.clone())?;
+            let changes = diff(&old_record, &new);
+            if changes.is_empty() {
+                return Ok(self.cache.view(&old, now));
+            }
+            new.updated_at = now;
+            let audit = audit(
+                now,
+                actor,
+                "key.update",
+                new.id.clone(),
+                Value::Object(changes),
             );
-        }
-
-        let changes = diff(&old_record, &new);
-        if changes.is_empty() {
-            return Ok(self.cache.view(&old, now));
-        }
-        new.updated_at = now;
-        let audit = audit(
-            now,
-            actor,
-            "key.update",
-            new.id.clone(),
-            Value::Object(changes),
-        );
-        self.store
-            .update_key(new.clone(), audit)
-            .await
-            .map_err(GatewayError::internal)?;
-        let record = self.cache.upsert(new);
-        tracing::info!(key_id = %record.id, actor = %actor.0, "key updated");
-        if let Some(reset) = record
-            .spend_reset
-            .filter(|_| old.spend_reset != record.spend_reset)
-            && let Err(err) = self.restart_period(&record, reset, now).await
+            match self.write_key(new.clone(), audit, attempt).await? {
+                Some(version) => {
+                    new.version = version;
+                    let new_reset = new
+                        .spend_reset
+                        .filter(|_| old.spend_reset != new.spend_reset);
+                    break (self.cache.upsert(new), new_reset);
+                }
+                None => attempt += 1,
+            }
+        };
+        tracing::info!(key_id = %entry.id, actor = %actor.0, "key updated");
+        if let Some(reset) = new_reset
+            && let Err(err) = self.restart_period(&entry, reset, now).await
         {
             // The edit stands; the period carries the old one's spend (never less than
             // was spent in it) until its next reset.
             tracing::warn!(
-                key_id = %record.id,
+                key_id = %entry.id,
                 error = format!("{err:#}"),
                 "could not recount the key's spend for its new reset period"
             );
         }
-        Ok(self.cache.view(&record, now))
+        Ok(self.cache.view(&entry, now))
+    }
+
+    /// Writes an existing key's change (`record.version` is the version it was built from):
+    /// its new version, or `None` when another replica changed the key meanwhile and the
+    /// table now holds the fresh row, to decide again from (attempt `attempt` of
+    /// [`ATTEMPTS`]; after the last, the answer is 503).
+    async fn write_key(
+        &self,
+        record: KeyRecord,
+        audit: AuditRecord,
+        attempt: u32,
+    ) -> Result<Option<u64>> {
+        let written = self
+            .store
+            .update_key(record, audit)
+            .await
+            .map_err(GatewayError::internal)?;
+        match written {
+            Ok(version) => Ok(Some(version)),
+            Err(conflict) => self.reload(conflict, attempt).await.map(|()| None),
+        }
+    }
+
+    /// After a [`Conflict`]: puts the key's current row in the table (keeping its live
+    /// state; never older than what the table holds), or answers 503 after the last attempt.
+    async fn reload(&self, conflict: Conflict, attempt: u32) -> Result<()> {
+        let Conflict {
+            key_id,
+            read,
+            stored,
+        } = &conflict;
+        if attempt >= ATTEMPTS {
+            tracing::warn!(
+                key_id = %key_id,
+                read,
+                stored,
+                attempts = ATTEMPTS,
+                "a key kept changing on other replicas during a change; refused"
+            );
+            return Err(GatewayError::new(
+                ErrorCode::StoreUnavailable,
+                format!(
+                    "Key {key_id} kept changing on other gatewayd replicas while this change \
+                     was being made ({ATTEMPTS} attempts): nothing was changed. Retry the \
+                     request."
+                ),
+            ));
+        }
+        tracing::info!(
+            key_id = %key_id,
+            read,
+            stored,
+            "the key changed on another replica meanwhile; deciding again from its current row"
+        );
+        let record = self
+            .store
+            .load_key(key_id.clone())
+            .await
+            .map_err(GatewayError::internal)?
+            .ok_or_else(|| {
+                GatewayError::internal(anyhow::anyhow!(
+                    "key {key_id} conflicted but is not in the store"
+                ))
+            })?;
+        self.cache.upsert(record);
+        Ok(())
     }
 
     /// Starts the key's new reset period at what it spent in it, from the usage rollup (see
@@ -222,27 +289,32 @@ impl KeyService {
     pub async fn revoke(&self, actor: &Actor, id: &str) -> Result<KeyView> {
         let _serialised = self.writes.lock().await;
         let now = self.clock.now();
-        let old = self.find(id)?;
-        if old.is_revoked_at(now) {
-            return Ok(self.cache.view(&old, now));
-        }
-        let mut new = old.record();
-        new.revoked_at = Some(now);
-        new.updated_at = now;
-        let audit = audit(
-            now,
-            actor,
-            "key.revoke",
-            new.id.clone(),
-            json!({"name": new.name, "prefix": new.prefix}),
-        );
-        self.store
-            .update_key(new.clone(), audit)
-            .await
-            .map_err(GatewayError::internal)?;
-        let record = self.cache.upsert(new);
-        tracing::info!(key_id = %record.id, actor = %actor.0, "key revoked");
-        Ok(self.cache.view(&record, now))
+        let mut attempt = 1;
+        let entry = loop {
+            let old = self.find(id)?;
+            if old.is_revoked_at(now) {
+                return Ok(self.cache.view(&old, now));
+            }
+            let mut new = old.record();
+            new.revoked_at = Some(now);
+            new.updated_at = now;
+            let audit = audit(
+                now,
+                actor,
+                "key.revoke",
+                new.id.clone(),
+                json!({"name": new.name, "prefix": new.prefix}),
+            );
+            match self.write_key(new.clone(), audit, attempt).await? {
+                Some(version) => {
+                    new.version = version;
+                    break self.cache.upsert(new);
+                }
+                None => attempt += 1,
+            }
+        };
+        tracing::info!(key_id = %entry.id, actor = %actor.0, "key revoked");
+        Ok(self.cache.view(&entry, now))
     }
 
     /// A new secret with the same settings; the old key keeps working for the grace period,
@@ -257,74 +329,27 @@ impl KeyService {
         }
         let _serialised = self.writes.lock().await;
         let now = self.clock.now();
-        let old = self.find(id)?;
-        if old.is_revoked_at(now) {
-            return Err(GatewayError::new(
-                ErrorCode::KeyRevoked,
-                format!("Key {id} is revoked and cannot be rotated."),
-            ));
-        }
-        if let Some(expired_at) = old.expires_at().filter(|at| *at <= now) {
-            // Expiry is not editable, so the successor would be born expired: only a secret
-            // burnt and the old key revoked.
-            return Err(GatewayError::new(
-                ErrorCode::KeyExpired,
-                format!(
-                    "Key {id} expired at {expired_at} and cannot be rotated: its successor \
-                     would be expired too. Create a new key instead."
-                ),
-            ));
-        }
-        if let Some(retires_at) = old.revoked_at() {
-            // A second rotation would fork the key: two live successors, each with the
-            // whole budget and rate limit.
-            return Err(GatewayError::new(
-                ErrorCode::KeyRevoked,
-                format!(
-                    "Key {id} was already rotated and retires at {retires_at}: rotate its \
-                     successor instead, or revoke this key now."
-                ),
-            ));
-        }
         let secret = ProxyKey::generate().map_err(random_failed)?;
         let new_id = new_key_id().map_err(random_failed)?;
-        let grace = jiff::SignedDuration::from_secs(
-            i64::try_from(request.grace_period_seconds).unwrap_or(i64::MAX),
-        );
-        let retire_at = now.checked_add(grace).unwrap_or(jiff::Timestamp::MAX);
-        let mut previous = old.record();
-        previous.revoked_at = Some(retire_at);
-        previous.updated_at = now;
-        // The successor is the same key with a new secret: it carries on the spend, request
-        // count and rate window (shared with the old secret while both work, see
-        // `KeyCache::insert_successor`), so a rotation never hands out a fresh budget.
-        let new = KeyRecord {
-            id: new_id.clone(),
-            hash: secret.hash(),
-            prefix: secret.display_prefix(),
-            created_at: now,
-            updated_at: now,
-            revoked_at: None,
-            ..previous.clone()
+        let mut attempt = 1;
+        let (previous, new) = loop {
+            let old = self.find(id)?;
+            let (mut previous, new, audits) =
+                rotation(&old, &secret, &new_id, actor, &request, now)?;
+            let written = self
+                .store
+                .rotate_key(previous.clone(), new.clone(), audits)
+                .await
+                .map_err(GatewayError::internal)?;
+            match written {
+                Ok(version) => {
+                    previous.version = version;
+                    break (previous, new);
+                }
+                Err(conflict) => self.reload(conflict, attempt).await?,
+            }
+            attempt += 1;
         };
-        let audits = vec![
-            audit(
-                now,
-                actor,
-                "key.rotate",
-                previous.id.clone(),
-                json!({"new_key_id": new_id, "grace_period_seconds": request.grace_period_seconds, "revoked_at": previous.revoked_at}),
-            ),
-            audit(now, actor, "key.create", new_id.clone(), {
-                let mut details = settings_json(&new);
-                details["rotated_from"] = json!(previous.id);
-                details
-            }),
-        ];
-        self.store
-            .rotate_key(previous.clone(), new.clone(), audits)
-            .await
-            .map_err(GatewayError::internal)?;
         let previous = self.cache.upsert(previous);
         let created = self.cache.insert_successor(new, &previous);
         tracing::info!(key_id = %previous.id, new_key_id = %created.id, actor = %actor.0, "key rotated");
@@ -442,53 +467,6 @@ impl KeyService {
     }
 }
 
-/// An audit row about one key, written with the change it describes.
-fn audit(
-    at: jiff::Timestamp,
-    actor: &Actor,
-    action: &'static str,
-    key_id: String,
-    details: Value,
-) -> AuditRecord {
-    AuditRecord {
-        at,
-        actor: actor.0.clone(),
-        action,
-        key_id: Some(key_id),
-        details,
-    }
-}
-
 fn random_failed(err: impl std::fmt::Display) -> GatewayError {
     GatewayError::internal(anyhow::anyhow!("OS random source: {err}"))
-}
-
-/// The settings of a key as the audit log records them at creation.
-fn settings_json(r: &KeyRecord) -> Value {
-    json!({
-        "name": r.name,
-        "prefix": r.prefix,
-        "allowed_providers": r.allowed_providers,
-        "allowed_models": r.allowed_models,
-        "allowed_ips": r.allowed_ips,
-        "rate_limit_rpm": r.rate_limit_rpm,
-        "spend_limit_usd": r.spend_limit,
-        "spend_reset": r.spend_reset,
-        "expires_at": r.expires_at,
-    })
-}
-
-/// `{"field": {"from": old, "to": new}}` for every editable field that changed.
-fn diff(old: &KeyRecord, new: &KeyRecord) -> Map<String, Value> {
-    let (old, new) = (settings_json(old), settings_json(new));
-    let mut changes = Map::new();
-    if let (Value::Object(old), Value::Object(new)) = (old, new) {
-        for (field, to) in new {
-            let from = old.get(&field).cloned().unwrap_or(Value::Null);
-            if from != to {
-                changes.insert(field, json!({"from": from, "to": to}));
-            }
-        }
-    }
-    changes
 }

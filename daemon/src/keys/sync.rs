@@ -6,7 +6,9 @@
 //! - `Key(id)`: the key's current row (`Store::load_key`) replaces the entry, keeping its
 //!   live state as a local edit does. When the same batch also carries `Rotation(id)`, the
 //!   key is put in already sharing its predecessor's live state, so that no request is ever
-//!   counted in a state of its own in between.
+//!   counted in a state of its own in between. A change that names the version it committed
+//!   is not read at all when the table holds that version already (this replica's own
+//!   changes come back that way).
 //! - `Rotation(id)`: the successor `id` and its predecessor (`Store::predecessor_of`) share
 //!   the predecessor's live state and the predecessor's view names its replacement, as
 //!   after a local rotation (`KeyCache::insert_successor`).
@@ -18,13 +20,13 @@
 //! and reads go to the same primary, so a read after a notification sees that change or a
 //! newer one. Applying changes in seq order therefore only ever moves an entry forward,
 //! and applying one twice (a change committed while this replica loaded its keys is
-//! delivered again, see `Store::max_change_seq`) puts the same row back. The one reader
-//! that could go backwards is this replica's own `KeyService`, which updates the table
+//! delivered again, see `Store::max_change_seq`) puts the same row back. The one writer
+//! that could race a read is this replica's own `KeyService`, which updates the table
 //! right after its commit: a row read just before that commit, applied just after the
-//! update, would roll the table back. `KeyCache::apply_stored` refuses exactly that case
-//! (the entry changed since it was noted, before the read), and the row is read again.
-//! A change of this replica's own (its notification comes back too) re-reads a row that
-//! is at least as new as the table's entry, so applying it changes nothing.
+//! update, would roll the table back. Rows carry their key's version, and the table
+//! ignores a row older than its entry (`KeyCache::apply_stored`), so that case changes
+//! nothing; the same rule keeps the service's own late update from undoing a newer row
+//! this follower applied first.
 //!
 //! **Missing rows.** Keys and admin tokens are never deleted today, so a change whose row is
 //! not found cannot happen short of someone deleting rows by hand: it is logged and
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{ChangedMeanwhile, KeyCache, Link};
+use super::cache::{KeyCache, Link};
 use crate::admin_tokens::{AdminTokens, TokenApplied};
 use crate::store::postgres::Event;
 use crate::store::{Change, ChangeKind, Store};
@@ -130,6 +132,8 @@ struct CatchUp {
 /// How a change ended, for its log line.
 enum Applied {
     Key,
+    /// A key change whose version the table holds already: nothing to read.
+    Known,
     Rotation(Link),
     Token(TokenApplied),
     /// The row is not in the store (see the module docs).
@@ -286,26 +290,25 @@ impl Follower {
     async fn apply(&self, change: &Change, successor: bool) -> anyhow::Result<Applied> {
         match change.kind {
             ChangeKind::Key => {
+                if let Some(version) = change.version
+                    && self
+                        .cache
+                        .get(&change.id)
+                        .is_some_and(|entry| entry.version >= version)
+                {
+                    // The table holds this change or a newer one (see the module docs).
+                    return Ok(Applied::Known);
+                }
                 let predecessor = if successor {
                     self.store.predecessor_of(change.id.clone()).await?
                 } else {
                     None
                 };
-                loop {
-                    // Noted before the read: see `KeyCache::apply_stored`.
-                    let seen = self.cache.get(&change.id);
-                    let Some(record) = self.store.load_key(change.id.clone()).await? else {
-                        return Ok(Applied::Missing);
-                    };
-                    match self
-                        .cache
-                        .apply_stored(record, seen.as_ref(), predecessor.as_deref())
-                    {
-                        Ok(_) => return Ok(Applied::Key),
-                        // A local change landed meanwhile: read the row again.
-                        Err(ChangedMeanwhile) => continue,
-                    }
-                }
+                let Some(record) = self.store.load_key(change.id.clone()).await? else {
+                    return Ok(Applied::Missing);
+                };
+                self.cache.apply_stored(record, predecessor.as_deref());
+                Ok(Applied::Key)
             }
             ChangeKind::Rotation => {
                 let Some(predecessor) = self.store.predecessor_of(change.id.clone()).await? else {
@@ -329,6 +332,7 @@ fn log_applied(change: &Change, applied: &Applied) {
     let (seq, kind, id) = (change.seq, change.kind.as_str(), change.id.as_str());
     match applied {
         Applied::Key => tracing::debug!(seq, key_id = id, "key change applied"),
+        Applied::Known => tracing::debug!(seq, key_id = id, "key change already applied"),
         Applied::Rotation(Link::Missing) => tracing::warn!(
             seq,
             key_id = id,

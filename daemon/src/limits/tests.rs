@@ -47,6 +47,7 @@ fn record(id: &str, rpm: Option<u32>, spend_limit_dollars: Option<u64>) -> KeyRe
         spend_period: Nanodollars::ZERO,
         period_resets_at: None,
         request_count: 0,
+        version: 1,
     }
 }
 

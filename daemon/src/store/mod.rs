@@ -39,6 +39,23 @@ use crate::keys::record::KeyRecord;
 use crate::spend::holds::{HoldId, JournaledHold};
 use crate::spend::ledger::{CountedSpend, SpendState};
 
+/// A conditional write of a key found it changed since it was read: the key's version in the
+/// store is no longer the one the write was built from (another replica committed a change
+/// in between). Nothing was written: the whole transaction, audit rows included, was rolled
+/// back. The caller reloads the key (`Store::load_key`) and decides again from the fresh row.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("key {key_id} changed since it was read (read at version {read}, now at {stored})")]
+pub struct Conflict {
+    pub key_id: String,
+    /// The version the write was built from.
+    pub read: u64,
+    /// The version the store holds.
+    pub stored: u64,
+}
+
+/// What a conditional key write did: committed, with the key's new version, or refused.
+pub type Versioned = Result<u64, Conflict>;
+
 /// A rate window as saved at shutdown: key id, when (Unix ms), runs of (age ms, count).
 pub type SavedWindow = (String, i64, Vec<(u64, u32)>);
 
@@ -190,7 +207,8 @@ impl Store {
         }
     }
 
-    /// Inserts a new key and its audit row in one transaction.
+    /// Inserts a new key (at its record's version, [`crate::keys::record::FIRST_VERSION`] for
+    /// a key just created) and its audit row in one transaction.
     pub async fn insert_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
         match self {
             Store::Sqlite(s) => s.insert_key(record, audit).await,
@@ -198,8 +216,15 @@ impl Store {
         }
     }
 
-    /// Replaces a key's settings and appends its audit row in one transaction.
-    pub async fn update_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
+    /// Replaces a key's settings and appends its audit row in one transaction, if the key is
+    /// still at `record.version` (the version the change was built from); answers its new
+    /// version, or a [`Conflict`] with nothing written. A key that is not in the store is an
+    /// error.
+    pub async fn update_key(
+        &self,
+        record: KeyRecord,
+        audit: AuditRecord,
+    ) -> anyhow::Result<Versioned> {
         match self {
             Store::Sqlite(s) => s.update_key(record, audit).await,
             Store::Postgres(s) => s.update_key(record, audit).await,
@@ -207,13 +232,15 @@ impl Store {
     }
 
     /// A rotation: the old key's row (now with its revocation instant) and the new key, with
-    /// the audit rows, in one transaction.
+    /// the audit rows, in one transaction. The old key's write is conditional as in
+    /// [`Store::update_key`]: answers the old key's new version, or a [`Conflict`] with
+    /// nothing written (no new key either).
     pub async fn rotate_key(
         &self,
         old: KeyRecord,
         new: KeyRecord,
         audits: Vec<AuditRecord>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Versioned> {
         match self {
             Store::Sqlite(s) => s.rotate_key(old, new, audits).await,
             Store::Postgres(s) => s.rotate_key(old, new, audits).await,
@@ -294,7 +321,10 @@ impl Store {
         }
     }
 
-    /// Writes an admin token (and, for a change an operator made, its audit row).
+    /// Writes an admin token (and, for a change an operator made, its audit row). A token
+    /// already stored is merged, never overwritten (`TokenRecord::merge_lifecycle`): a
+    /// revocation is never undone and the last use only moves forward, so a write built from
+    /// a copy read before another replica's revocation cannot bring the token back.
     pub async fn save_admin_token(
         &self,
         token: TokenRecord,

@@ -2,21 +2,16 @@
 //! table back.
 //!
 //! The follower reads a key's current row and then applies it; this replica's own
-//! `KeyService` may commit a newer change to the same key and update the table in between.
-//! Applied blindly, the row read before that commit would replace the newer entry until the
-//! notification of this replica's own change came round. So the follower notes the entry
-//! (or its absence) before reading the row, and the row is applied only if the entry is
-//! still that one; otherwise the follower reads the row again, which is then at least as
-//! new as what the table holds (an entry is only ever put in the table after its row
-//! committed).
+//! `KeyService` may commit a newer change to the same key and update the table in between,
+//! and the row read before that commit must not replace the newer entry. Every row carries
+//! its key's version (`KeyRecord::version`, one more per committed change), so the rule is
+//! one comparison under the table's lock: a row older than the entry is ignored
+//! (`KeyCache::upsert`, which the service uses too). Nothing needs to be noted before the
+//! read, and nothing is read twice.
 
 use std::sync::Arc;
 
-use super::{KeyCache, KeyEntry, KeyRecord, KeyRuntime};
-
-/// The key's entry changed after it was noted: read the row again and retry.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ChangedMeanwhile;
+use super::{KeyCache, KeyEntry, KeyRecord};
 
 /// What [`KeyCache::link_successor`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,41 +25,13 @@ pub enum Link {
 }
 
 impl KeyCache {
-    /// Puts `record` (a key as the store has it now) in the table if the key's entry is
-    /// still `seen`, keeping the entry's live state as [`KeyCache::upsert`] does. With a
-    /// `predecessor` that is in the table (the key was rotated from it), the key shares
-    /// the predecessor's live state instead, as [`KeyCache::insert_successor`] does.
-    /// Applying the same row twice changes nothing.
-    pub fn apply_stored(
-        &self,
-        mut record: KeyRecord,
-        seen: Option<&Arc<KeyEntry>>,
-        predecessor: Option<&str>,
-    ) -> Result<Arc<KeyEntry>, ChangedMeanwhile> {
-        let policy = self.policy(&mut record);
-        let mut index = self.write();
-        let current = index.by_id.get(record.id.as_str()).map(|e| &e.0);
-        let unchanged = match (current, seen) {
-            (None, None) => true,
-            (Some(current), Some(seen)) => Arc::ptr_eq(current, seen),
-            _ => false,
-        };
-        if !unchanged {
-            return Err(ChangedMeanwhile);
-        }
-        let predecessor = predecessor.and_then(|id| index.by_id.get(id)).map(|e| &e.0);
-        let runtime = match (predecessor, current) {
-            (Some(predecessor), _) => Arc::clone(&predecessor.runtime),
-            (None, Some(current)) => Arc::clone(&current.runtime),
-            (None, None) => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
-        };
-        if let Some(predecessor) = predecessor {
-            let predecessor_id = predecessor.id.clone();
-            index.successors.insert(predecessor_id, record.id.clone());
-        }
-        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
-        index.put(Arc::clone(&entry));
-        Ok(entry)
+    /// Puts `record` (a key as the store has it now) in the table unless the table holds a
+    /// newer version of it, keeping the entry's live state as [`KeyCache::upsert`] does.
+    /// With a `predecessor` that is in the table (the key was rotated from it), the key
+    /// shares the predecessor's live state instead, as [`KeyCache::insert_successor`] does.
+    /// Applying the same row twice changes nothing. Answers the entry now in the table.
+    pub fn apply_stored(&self, record: KeyRecord, predecessor: Option<&str>) -> Arc<KeyEntry> {
+        self.put_unless_older(record, predecessor)
     }
 
     /// Makes `successor_id` share `predecessor_id`'s live state and names it the
@@ -100,48 +67,42 @@ mod tests {
     use super::super::tests::{clock, record};
     use super::*;
 
-    #[test]
-    fn a_row_read_before_a_newer_local_change_is_refused() {
-        let cache = KeyCache::new([record("a", 1)], clock());
-        let seen = cache.get("a");
-        // This replica commits an edit and updates the table after the row was read.
-        let mut local = record("a", 1);
-        local.name = "newer".into();
-        cache.upsert(local);
-        let mut read_before = record("a", 1);
-        read_before.name = "older".into();
-        assert_eq!(
-            cache
-                .apply_stored(read_before.clone(), seen.as_ref(), None)
-                .map(|_| ()),
-            Err(ChangedMeanwhile)
-        );
-        assert_eq!(cache.get("a").expect("a").name, "newer");
-
-        // Read again, noting the entry first: applied, keeping the live state.
-        let seen = cache.get("a").expect("a");
-        let applied = cache
-            .apply_stored(read_before, Some(&seen), None)
-            .expect("unchanged since noted");
-        assert!(Arc::ptr_eq(&applied.runtime, &seen.runtime));
-        assert_eq!(cache.get("a").expect("a").name, "older");
+    fn at_version(id: &str, version: u64, name: &str) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            version,
+            ..record(id, 1)
+        }
     }
 
     #[test]
-    fn a_new_key_is_added_once_and_a_local_create_meanwhile_wins() {
+    fn a_row_read_before_a_newer_local_change_is_ignored() {
+        let cache = KeyCache::new([record("a", 1)], clock());
+        let loaded = cache.get("a").expect("a");
+        // The follower reads the row at version 1; this replica commits an edit (version 2)
+        // and updates the table; then the follower applies what it read: ignored.
+        let local = cache.upsert(at_version("a", 2, "newer"));
+        assert_eq!((local.version, local.name.as_str()), (2, "newer"));
+        let kept = cache.apply_stored(at_version("a", 1, "older"), None);
+        assert!(Arc::ptr_eq(&kept, &local), "the newer entry stays");
+        assert_eq!(cache.get("a").expect("a").name, "newer");
+
+        // A newer row (another replica's change after ours) is applied, keeping the state.
+        let applied = cache.apply_stored(at_version("a", 3, "newest"), None);
+        assert_eq!((applied.version, applied.name.as_str()), (3, "newest"));
+        assert!(Arc::ptr_eq(&applied.runtime, &loaded.runtime));
+        // And this replica's own echo or a late local update of version 2 changes nothing.
+        let late = cache.upsert(at_version("a", 2, "newer"));
+        assert!(Arc::ptr_eq(&late, &applied));
+        assert_eq!(cache.get("a").expect("a").version, 3);
+    }
+
+    #[test]
+    fn a_new_key_is_added_once() {
         let cache = KeyCache::new([], clock());
-        let added = cache
-            .apply_stored(record("new", 1), None, None)
-            .expect("absent as noted");
+        let added = cache.apply_stored(record("new", 1), None);
         assert_eq!(cache.len(), 1);
-        assert_eq!(
-            cache.apply_stored(record("new", 1), None, None).map(|_| ()),
-            Err(ChangedMeanwhile),
-            "noted absent, but present now"
-        );
-        let again = cache
-            .apply_stored(record("new", 1), Some(&added), None)
-            .expect("same row again");
+        let again = cache.apply_stored(record("new", 1), None);
         assert!(Arc::ptr_eq(&again.runtime, &added.runtime));
         assert_eq!(cache.len(), 1, "applying twice adds nothing");
     }
@@ -151,9 +112,7 @@ mod tests {
         let cache = KeyCache::new([record("old", 1)], clock());
         let old = cache.get("old").expect("old");
         // Applied with its predecessor known: shares its state at once.
-        let new = cache
-            .apply_stored(record("new", 2), None, Some("old"))
-            .expect("absent");
+        let new = cache.apply_stored(record("new", 2), Some("old"));
         assert!(Arc::ptr_eq(&new.runtime, &old.runtime));
         let now = jiff::Timestamp::from_second(3).expect("ts");
         assert_eq!(cache.view(&old, now).replaced_by.as_deref(), Some("new"));

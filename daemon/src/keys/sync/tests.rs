@@ -20,7 +20,7 @@ use crate::keys::{Actor, KeyCache, KeyService};
 use crate::store::postgres::test_database::TestDatabase;
 use crate::store::postgres::{Event, listen};
 use crate::store::writer::UsageWriter;
-use crate::store::{ChangeKind, Store};
+use crate::store::{Change, ChangeKind, Store};
 use relay::{Relay, server_of, through};
 
 /// The lag the tests accept: generous, so that they are not flaky on a loaded machine; the
@@ -252,8 +252,8 @@ async fn every_change_on_one_replica_reaches_the_others_memory_within_the_bound(
         .await,
     );
     // B recorded that use in the store (in a task of its own). Wait for that write before
-    // revoking: the store writes a token's whole row, so a use written after a revocation
-    // would write the token back as live (see the report of this branch).
+    // revoking, so that the revocation is the last change B applies (a use written after a
+    // revocation is merged into it and cannot undo it: see the store's tests).
     let token_id = token.token.id.clone();
     let since = Instant::now();
     loop {
@@ -519,5 +519,69 @@ async fn a_change_whose_read_fails_is_retried_until_postgres_is_back_and_stop_en
         Some(KeyState::Active),
         "not read, not skipped"
     );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_change_whose_version_the_table_holds_is_not_read_again() {
+    let db = TestDatabase::create("sync_known").await;
+    let clock = clock();
+    let a = writer(&db.url, clock.clone()).await;
+    let created = a.keys.create(&actor(), create("k")).await.expect("create");
+    let id = created.key.id.clone();
+    // B's feed is fed by hand, and B's table holds the key at version 1.
+    let (events, feed) = mpsc::channel(8);
+    let b = follower_on(
+        a.store.clone(),
+        feed,
+        KeyCache::load(&a.store, clock.clone()).await.expect("load"),
+        Arc::new(
+            AdminTokens::load(a.store.clone(), clock.clone())
+                .await
+                .expect("tokens"),
+        ),
+    );
+    // Behind the store's back, the row changes without a new version: only a read shows it.
+    db.client()
+        .await
+        .execute("UPDATE keys SET name = 'read' WHERE id = $1", &[&id])
+        .await
+        .expect("rename");
+    let marker = a
+        .keys
+        .create(&actor(), create("marker"))
+        .await
+        .expect("create");
+    let change = |seq: i64, id: &str, version: Option<u64>| Change {
+        seq,
+        kind: ChangeKind::Key,
+        id: id.to_owned(),
+        version,
+    };
+    // The change of version 1 (the key's creation, echoed) is known: not read. The marker
+    // is new to B: read. Changes apply in order, so once the marker shows, the first change
+    // was applied, without a read.
+    events
+        .send(Event::Changes(vec![
+            change(100, &id, Some(1)),
+            change(101, &marker.key.id, Some(1)),
+        ]))
+        .await
+        .expect("B follows");
+    until("the marker", Instant::now(), || {
+        b.cache.get(&marker.key.id).is_some()
+    })
+    .await;
+    assert_eq!(b.cache.get(&id).expect("there").name, "k", "not read");
+
+    // A change from a gatewayd that did not record versions is read.
+    events
+        .send(Event::Changes(vec![change(102, &id, None)]))
+        .await
+        .expect("B follows");
+    until("the unversioned change", Instant::now(), || {
+        b.cache.get(&id).is_some_and(|e| e.name == "read")
+    })
+    .await;
     b.stop().await;
 }

@@ -57,7 +57,15 @@ pub struct Change {
     pub seq: i64,
     pub kind: ChangeKind,
     pub id: String,
+    /// For a key change, the version it committed (`KeyRecord::version`): a replica whose
+    /// table holds that version or a newer one has nothing to read. `None` for the other
+    /// kinds, and for a key change written by a gatewayd that did not record it.
+    pub version: Option<u64>,
 }
+
+/// A change to record in a change transaction: what changed, its id, and for a key the
+/// version it commits.
+pub type Changed<'a> = (ChangeKind, &'a str, Option<u64>);
 
 /// Starts a transaction that will record changes: takes the changes lock first (see the
 /// module docs).
@@ -72,14 +80,15 @@ pub async fn begin(client: &mut Object) -> anyhow::Result<Transaction<'_>> {
 /// Appends `changes` and notifies the channel with the last seq; both take effect at commit.
 pub async fn append(
     tx: &tokio_postgres::Transaction<'_>,
-    changes: &[(ChangeKind, &String)],
+    changes: &[Changed<'_>],
 ) -> anyhow::Result<()> {
     let mut last: i64 = 0;
-    for (kind, id) in changes {
+    for (kind, id, version) in changes {
+        let version = version.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         last = tx
             .query_one(
-                "INSERT INTO changes (kind, id) VALUES ($1, $2) RETURNING seq",
-                &[&kind.as_str(), id],
+                "INSERT INTO changes (kind, id, version) VALUES ($1, $2, $3) RETURNING seq",
+                &[&kind.as_str(), id, &version],
             )
             .await
             .context("recording the change")?
@@ -95,7 +104,7 @@ pub async fn append(
 pub async fn since(client: &Client, seq: i64) -> anyhow::Result<Vec<Change>> {
     let rows = client
         .query(
-            "SELECT seq, kind, id FROM changes WHERE seq > $1 ORDER BY seq",
+            "SELECT seq, kind, id, version FROM changes WHERE seq > $1 ORDER BY seq",
             &[&seq],
         )
         .await
@@ -108,6 +117,9 @@ pub async fn since(client: &Client, seq: i64) -> anyhow::Result<Vec<Change>> {
                 kind: ChangeKind::parse(&kind)
                     .with_context(|| format!("a change of unknown kind `{kind}`"))?,
                 id: row.get(2),
+                version: row
+                    .get::<_, Option<i64>>(3)
+                    .and_then(|v| u64::try_from(v).ok()),
             })
         })
         .collect()

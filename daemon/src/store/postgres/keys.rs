@@ -13,14 +13,14 @@ use tokio_postgres::{Client, Row, Transaction};
 use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::store::usage::sql_count;
-use crate::store::{AuditQuery, AuditRecord};
+use crate::store::{AuditQuery, AuditRecord, Conflict, Versioned};
 
 /// A key's columns, with its cluster-wide spend from `key_spend` (see the module docs of
 /// `postgres`).
 const SELECT_KEYS: &str = "SELECT k.id, k.hash, k.prefix, k.name, k.allowed_providers, \
     k.allowed_models, k.allowed_ips, k.rate_limit_rpm, k.spend_limit_nanos, k.spend_reset, \
     k.expires_at, k.created_at, k.updated_at, k.revoked_at, \
-    s.spend_total_nanos, s.request_count, s.last_used_ms \
+    s.spend_total_nanos, s.request_count, s.last_used_ms, k.version \
     FROM keys k LEFT JOIN key_spend s ON s.key_id = k.id";
 
 /// Hands every key to `each` as its row arrives, never holding them all.
@@ -49,8 +49,8 @@ pub async fn insert(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
     tx.execute(
         "INSERT INTO keys (id, hash, prefix, name, allowed_providers, allowed_models, \
          allowed_ips, rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, \
-         updated_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         updated_at, revoked_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &r.id,
             &settings.hash,
@@ -66,6 +66,7 @@ pub async fn insert(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
             &settings.created_at,
             &settings.updated_at,
             &settings.revoked_at,
+            &settings.version,
         ],
     )
     .await
@@ -73,15 +74,18 @@ pub async fn insert(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a key's settings and lifecycle and counts the change in its version.
-pub async fn update(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
+/// Writes a key's settings and lifecycle if the key is still at `r.version`, and counts the
+/// change in its version: the new version, or a [`Conflict`] with nothing written (the
+/// caller drops the transaction, rolling back whatever it wrote before).
+pub async fn update(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<Versioned> {
     let settings = Settings::of(r)?;
-    let changed = tx
-        .execute(
+    let written = tx
+        .query_opt(
             "UPDATE keys SET hash = $2, prefix = $3, name = $4, allowed_providers = $5, \
              allowed_models = $6, allowed_ips = $7, rate_limit_rpm = $8, \
              spend_limit_nanos = $9, spend_reset = $10, expires_at = $11, created_at = $12, \
-             updated_at = $13, revoked_at = $14, version = version + 1 WHERE id = $1",
+             updated_at = $13, revoked_at = $14, version = version + 1 \
+             WHERE id = $1 AND version = $15 RETURNING version",
             &[
                 &r.id,
                 &settings.hash,
@@ -97,12 +101,28 @@ pub async fn update(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
                 &settings.created_at,
                 &settings.updated_at,
                 &settings.revoked_at,
+                &settings.version,
             ],
         )
         .await
         .context("updating key")?;
-    anyhow::ensure!(changed == 1, "key {} is not in the database", r.id);
-    Ok(())
+    if let Some(row) = written {
+        return Ok(Ok(version_from_sql(row.try_get(0)?)));
+    }
+    let stored = tx
+        .query_opt("SELECT version FROM keys WHERE id = $1", &[&r.id])
+        .await
+        .context("reading the key's version")?
+        .with_context(|| format!("key {} is not in the database", r.id))?;
+    Ok(Err(Conflict {
+        key_id: r.id.clone(),
+        read: r.version,
+        stored: version_from_sql(stored.try_get(0)?),
+    }))
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    u64::try_from(version).unwrap_or(0)
 }
 
 /// A key's settings as bound: the columns that are not plain strings.
@@ -118,6 +138,7 @@ struct Settings {
     created_at: String,
     updated_at: String,
     revoked_at: Option<String>,
+    version: i64,
 }
 
 impl Settings {
@@ -135,6 +156,7 @@ impl Settings {
             created_at: r.created_at.to_string(),
             updated_at: r.updated_at.to_string(),
             revoked_at: time(r.revoked_at),
+            version: i64::try_from(r.version).unwrap_or(i64::MAX),
         })
     }
 }
@@ -189,9 +211,13 @@ fn from_row(row: &Row) -> anyhow::Result<KeyRecord> {
         // Periods are the limits engine's (see the module docs of `postgres`).
         spend_period: Nanodollars::ZERO,
         period_resets_at: None,
+        version: version_from_sql(row.try_get(17)?),
         id,
     })
 }
+
+const SELECT_ADMIN_TOKENS: &str =
+    "SELECT id, hash, prefix, name, created_at, revoked_at, last_used_at FROM admin_tokens";
 
 /// Every admin token (by creation), or the one with `id`.
 pub async fn load_admin_tokens(
@@ -200,47 +226,75 @@ pub async fn load_admin_tokens(
 ) -> anyhow::Result<Vec<TokenRecord>> {
     let rows = client
         .query(
-            "SELECT id, hash, prefix, name, created_at, revoked_at, last_used_at \
-             FROM admin_tokens WHERE $1::text IS NULL OR id = $1 ORDER BY created_at, id",
+            &format!(
+                "{SELECT_ADMIN_TOKENS} WHERE $1::text IS NULL OR id = $1 ORDER BY created_at, id"
+            ),
             &[&id],
         )
         .await
         .context("reading the admin tokens")?;
-    rows.iter()
-        .map(|row| {
-            let id: String = row.try_get(0)?;
-            let time = |text: String| {
-                text.parse::<Timestamp>()
-                    .with_context(|| format!("admin token {id}: bad time"))
-            };
-            Ok(TokenRecord {
-                hash: KeyHash::from_hex(&row.try_get::<_, String>(1)?)
-                    .with_context(|| format!("admin token {id}: bad hash"))?,
-                prefix: row.try_get(2)?,
-                name: row.try_get(3)?,
-                created_at: time(row.try_get(4)?)?,
-                revoked_at: row.try_get::<_, Option<String>>(5)?.map(time).transpose()?,
-                last_used_at: row.try_get::<_, Option<String>>(6)?.map(time).transpose()?,
-                id,
-            })
-        })
-        .collect()
+    rows.iter().map(token_from_row).collect()
 }
 
+fn token_from_row(row: &Row) -> anyhow::Result<TokenRecord> {
+    let id: String = row.try_get(0)?;
+    let time = |text: String| {
+        text.parse::<Timestamp>()
+            .with_context(|| format!("admin token {id}: bad time"))
+    };
+    Ok(TokenRecord {
+        hash: KeyHash::from_hex(&row.try_get::<_, String>(1)?)
+            .with_context(|| format!("admin token {id}: bad hash"))?,
+        prefix: row.try_get(2)?,
+        name: row.try_get(3)?,
+        created_at: time(row.try_get(4)?)?,
+        revoked_at: row.try_get::<_, Option<String>>(5)?.map(time).transpose()?,
+        last_used_at: row.try_get::<_, Option<String>>(6)?.map(time).transpose()?,
+        id,
+    })
+}
+
+/// Inserts a new token, or merges `token` into the stored one by the tokens' one rule
+/// (`TokenRecord::merge_lifecycle`): only the lifecycle columns change, a revocation is never
+/// undone and the last use only moves forward, whichever replica wrote last from whatever
+/// copy. Merged here rather than with `COALESCE`/`GREATEST` in SQL because times are RFC 3339
+/// text, whose order is not the text's (`…:00Z` sorts after `…:00.25Z`); the row is locked
+/// (`FOR UPDATE`) from the read to the commit.
 pub async fn upsert_admin_token(tx: &Transaction<'_>, token: &TokenRecord) -> anyhow::Result<()> {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+    let stored = tx
+        .query_opt(
+            &format!("{SELECT_ADMIN_TOKENS} WHERE id = $1 FOR UPDATE"),
+            &[&token.id],
+        )
+        .await
+        .context("reading the admin token")?;
+    let Some(stored) = stored else {
+        tx.execute(
+            "INSERT INTO admin_tokens (id, hash, prefix, name, created_at, revoked_at, \
+             last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &token.id,
+                &token.hash.to_hex(),
+                &token.prefix,
+                &token.name,
+                &token.created_at.to_string(),
+                &time(token.revoked_at),
+                &time(token.last_used_at),
+            ],
+        )
+        .await
+        .context("writing admin token")?;
+        return Ok(());
+    };
+    let mut stored = token_from_row(&stored)?;
+    stored.merge_lifecycle(token);
     tx.execute(
-        "INSERT INTO admin_tokens (id, hash, prefix, name, created_at, revoked_at, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, \
-         last_used_at = excluded.last_used_at",
+        "UPDATE admin_tokens SET revoked_at = $2, last_used_at = $3 WHERE id = $1",
         &[
-            &token.id,
-            &token.hash.to_hex(),
-            &token.prefix,
-            &token.name,
-            &token.created_at.to_string(),
-            &token.revoked_at.map(|t| t.to_string()),
-            &token.last_used_at.map(|t| t.to_string()),
+            &stored.id,
+            &time(stored.revoked_at),
+            &time(stored.last_used_at),
         ],
     )
     .await

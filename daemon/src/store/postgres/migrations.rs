@@ -11,9 +11,10 @@
 use anyhow::Context;
 use tokio_postgres::Client;
 
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../../migrations/postgres/0001_cluster_store.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_cluster_store.sql"),
+    include_str!("../../../migrations/postgres/0002_key_version.sql"),
+];
 
 /// The advisory lock the migrations run under ("gatewy" and 1).
 const MIGRATION_LOCK: i64 = 0x6761_7465_7779_0001;
@@ -134,7 +135,12 @@ mod tests {
         migrate_with(&mut client, MIGRATIONS)
             .await
             .expect("current");
-        let failing = [MIGRATIONS[0], "CREATE TABLE extra (x INT); SELECT 1/0;"];
+        let with = |extra: &'static str| {
+            let mut list = MIGRATIONS.to_vec();
+            list.push(extra);
+            list
+        };
+        let failing = with("CREATE TABLE extra (x INT); SELECT 1/0;");
         migrate_with(&mut client, &failing)
             .await
             .expect_err("division by zero");
@@ -147,7 +153,7 @@ mod tests {
             .expect("count")
             .get(0);
         assert_eq!(extra, 0, "rolled back with its transaction");
-        let later = [MIGRATIONS[0], "CREATE TABLE extra (x INT);"];
+        let later = with("CREATE TABLE extra (x INT);");
         migrate_with(&mut client, &later).await.expect("appended");
         migrate_with(&mut client, &later).await.expect("idempotent");
         let version: i32 = client
@@ -155,6 +161,6 @@ mod tests {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 2);
+        assert_eq!(version as usize, MIGRATIONS.len() + 1);
     }
 }

@@ -6,6 +6,10 @@
 //!
 //! - **Key and admin-token changes** also append to `changes` and `NOTIFY gatewayd_changes`
 //!   in their transaction (`changes`), and `listen` follows them on a connection of its own.
+//!   A write of an existing key is conditional on the version it was read at (`keys::update`,
+//!   `store::Conflict`): replicas each edit from their own copy, and the one whose copy is
+//!   stale is refused rather than overwriting the other's change. Admin tokens are merged
+//!   instead (`keys::upsert_admin_token`): their only changes are a revocation and a last use.
 //! - **Usage** rows carry the record id the usage writer assigned; a batch is inserted with
 //!   `ON CONFLICT DO NOTHING` and the rollups are added to only from the rows actually
 //!   inserted, in the same transaction, so a batch delivered twice counts once (`usage`).
@@ -55,7 +59,7 @@ pub use changes::{Change, ChangeKind};
 pub use listen::{Event, listen};
 
 use super::usage::{UsageRecord, sql_count};
-use super::{AuditQuery, AuditRecord, JournalChanges, ReplicaRecord};
+use super::{AuditQuery, AuditRecord, JournalChanges, ReplicaRecord, Versioned};
 use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::CountedSpend;
@@ -158,19 +162,28 @@ impl Store {
         let tx = changes::begin(&mut client).await?;
         keys::insert(&tx, &record).await?;
         keys::insert_audit(&tx, &audit).await?;
-        changes::append(&tx, &[(ChangeKind::Key, &record.id)]).await?;
+        changes::append(&tx, &[(ChangeKind::Key, &record.id, Some(record.version))]).await?;
         tx.commit().await.context("committing the new key")?;
         Ok(())
     }
 
-    pub async fn update_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
+    /// See `store::Store::update_key`. On a conflict the transaction is dropped uncommitted:
+    /// rolled back, audit row and change row with it.
+    pub async fn update_key(
+        &self,
+        record: KeyRecord,
+        audit: AuditRecord,
+    ) -> anyhow::Result<Versioned> {
         let mut client = self.client().await?;
         let tx = changes::begin(&mut client).await?;
-        keys::update(&tx, &record).await?;
+        let version = match keys::update(&tx, &record).await? {
+            Ok(version) => version,
+            Err(conflict) => return Ok(Err(conflict)),
+        };
         keys::insert_audit(&tx, &audit).await?;
-        changes::append(&tx, &[(ChangeKind::Key, &record.id)]).await?;
+        changes::append(&tx, &[(ChangeKind::Key, &record.id, Some(version))]).await?;
         tx.commit().await.context("committing the key's change")?;
-        Ok(())
+        Ok(Ok(version))
     }
 
     pub async fn rotate_key(
@@ -178,10 +191,13 @@ impl Store {
         old: KeyRecord,
         new: KeyRecord,
         audits: Vec<AuditRecord>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Versioned> {
         let mut client = self.client().await?;
         let tx = changes::begin(&mut client).await?;
-        keys::update(&tx, &old).await?;
+        let version = match keys::update(&tx, &old).await? {
+            Ok(version) => version,
+            Err(conflict) => return Ok(Err(conflict)),
+        };
         keys::insert(&tx, &new).await?;
         tx.execute(
             "INSERT INTO key_rotations (successor_id, predecessor_id) VALUES ($1, $2)",
@@ -195,14 +211,14 @@ impl Store {
         changes::append(
             &tx,
             &[
-                (ChangeKind::Key, &old.id),
-                (ChangeKind::Key, &new.id),
-                (ChangeKind::Rotation, &new.id),
+                (ChangeKind::Key, &old.id, Some(version)),
+                (ChangeKind::Key, &new.id, Some(new.version)),
+                (ChangeKind::Rotation, &new.id, None),
             ],
         )
         .await?;
         tx.commit().await.context("committing the rotation")?;
-        Ok(())
+        Ok(Ok(version))
     }
 
     pub async fn load_admin_tokens(&self) -> anyhow::Result<Vec<TokenRecord>> {
@@ -226,7 +242,7 @@ impl Store {
         if let Some(audit) = &audit {
             keys::insert_audit(&tx, audit).await?;
         }
-        changes::append(&tx, &[(ChangeKind::AdminToken, &token.id)]).await?;
+        changes::append(&tx, &[(ChangeKind::AdminToken, &token.id, None)]).await?;
         tx.commit().await.context("committing the admin token")?;
         Ok(())
     }

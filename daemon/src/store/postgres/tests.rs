@@ -233,17 +233,28 @@ async fn every_change_is_in_the_feed_in_commit_order() {
     let mut edited = key("key_a");
     edited.name = "edited".into();
     store
-        .update_key(edited, audit("key.update", "key_a"))
+        .update_key(edited.clone(), audit("key.update", "key_a"))
         .await
-        .expect("update");
+        .expect("update")
+        .expect("at the version read");
+    // A stale write (refused) leaves no change row.
+    store
+        .update_key(key("key_a"), audit("key.update", "key_a"))
+        .await
+        .expect("answered")
+        .expect_err("read at version 1, stored at 2");
     store
         .rotate_key(
-            key("key_a"),
+            KeyRecord {
+                version: 2,
+                ..edited
+            },
             key("key_b"),
             vec![audit("key.rotate", "key_a")],
         )
         .await
-        .expect("rotate");
+        .expect("rotate")
+        .expect("at the version read");
     store
         .save_admin_token(
             crate::admin_tokens::TokenRecord {
@@ -276,6 +287,12 @@ async fn every_change_is_in_the_feed_in_commit_order() {
             (ChangeKind::Rotation, "key_b"),
             (ChangeKind::AdminToken, "tok_1"),
         ]
+    );
+    let versions: Vec<Option<u64>> = changes.iter().map(|c| c.version).collect();
+    assert_eq!(
+        versions,
+        [Some(1), Some(2), Some(3), Some(1), None, None],
+        "each key change names the version it committed"
     );
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     let newest = store.max_change_seq().await.expect("max");

@@ -57,19 +57,38 @@ fn load(
     Ok(out)
 }
 
+/// Inserts a new token, or merges `token` into the stored one by the tokens' one rule
+/// (`TokenRecord::merge_lifecycle`): only the lifecycle columns change, a revocation is never
+/// undone and the last use only moves forward. The merge is done here rather than in SQL
+/// (`COALESCE`, `MAX`) because times are RFC 3339 text, whose order is not the text's
+/// (`…:00Z` sorts after `…:00.25Z`). The caller's write transaction makes the read and the
+/// write one step.
 pub fn upsert(tx: &Transaction<'_>, token: &TokenRecord) -> anyhow::Result<()> {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+    let Some(mut stored) = load_one(tx, &token.id)? else {
+        tx.execute(
+            "INSERT INTO admin_tokens (id, hash, prefix, name, created_at, revoked_at, \
+             last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                token.id,
+                token.hash.to_hex(),
+                token.prefix,
+                token.name,
+                token.created_at.to_string(),
+                time(token.revoked_at),
+                time(token.last_used_at),
+            ],
+        )
+        .context("writing admin token")?;
+        return Ok(());
+    };
+    stored.merge_lifecycle(token);
     tx.execute(
-        "INSERT INTO admin_tokens (id, hash, prefix, name, created_at, revoked_at, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, last_used_at = excluded.last_used_at",
+        "UPDATE admin_tokens SET revoked_at = ?2, last_used_at = ?3 WHERE id = ?1",
         params![
-            token.id,
-            token.hash.to_hex(),
-            token.prefix,
-            token.name,
-            token.created_at.to_string(),
-            token.revoked_at.map(|t| t.to_string()),
-            token.last_used_at.map(|t| t.to_string()),
+            stored.id,
+            time(stored.revoked_at),
+            time(stored.last_used_at)
         ],
     )
     .context("writing admin token")?;

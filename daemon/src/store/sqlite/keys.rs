@@ -8,11 +8,11 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::SpendState;
-use crate::store::SavedWindow;
+use crate::store::{Conflict, SavedWindow, Versioned};
 
 const COLUMNS: &str = "id, hash, prefix, name, allowed_providers, allowed_models, allowed_ips, \
     rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, updated_at, \
-    revoked_at, last_used_at, spend_total_nanos, spend_period_nanos, period_resets_at, request_count";
+    revoked_at, last_used_at, spend_total_nanos, spend_period_nanos, period_resets_at, request_count, version";
 
 pub fn count(conn: &Connection) -> anyhow::Result<usize> {
     let count: i64 = conn.query_row("SELECT count(*) FROM keys", [], |row| row.get(0))?;
@@ -117,7 +117,7 @@ pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
         "INSERT INTO keys ({COLUMNS}) VALUES (:id, :hash, :prefix, :name, :allowed_providers, \
          :allowed_models, :allowed_ips, :rate_limit_rpm, :spend_limit_nanos, :spend_reset, \
          :expires_at, :created_at, :updated_at, :revoked_at, :last_used_at, \
-         :spend_total_nanos, :spend_period_nanos, :period_resets_at, :request_count)"
+         :spend_total_nanos, :spend_period_nanos, :period_resets_at, :request_count, :version)"
     );
     let owned = params(record)?;
     tx.execute(&sql, borrow(&owned).as_slice())
@@ -125,27 +125,51 @@ pub fn insert(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a key's settings and lifecycle columns. Spend and usage columns belong to the
-/// usage writer (`persist_spend`), so a management edit can never roll spend back.
-pub fn update(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<()> {
+/// Writes a key's settings and lifecycle columns if the key is still at `record.version`,
+/// and counts the change in its version: the new version, or a [`Conflict`] with nothing
+/// written. Spend and usage columns belong to the usage writer (`persist_spend`), so a
+/// management edit can never roll spend back.
+pub fn update(tx: &Transaction<'_>, record: &KeyRecord) -> anyhow::Result<Versioned> {
     let owned = params(record)?;
     let settings: Vec<_> = borrow(&owned)
         .into_iter()
         .filter(|(name, _)| !SPEND_COLUMNS.contains(name))
         .collect();
-    let changed = tx
-        .execute(
+    let written: Option<i64> = tx
+        .query_row(
             "UPDATE keys SET hash = :hash, prefix = :prefix, name = :name, \
              allowed_providers = :allowed_providers, allowed_models = :allowed_models, \
              allowed_ips = :allowed_ips, rate_limit_rpm = :rate_limit_rpm, \
              spend_limit_nanos = :spend_limit_nanos, spend_reset = :spend_reset, \
              expires_at = :expires_at, created_at = :created_at, updated_at = :updated_at, \
-             revoked_at = :revoked_at WHERE id = :id",
+             revoked_at = :revoked_at, version = version + 1 \
+             WHERE id = :id AND version = :version RETURNING version",
             settings.as_slice(),
+            |row| row.get(0),
         )
+        .optional()
         .context("updating key")?;
-    anyhow::ensure!(changed == 1, "key {} is not in the database", record.id);
-    Ok(())
+    if let Some(version) = written {
+        return Ok(Ok(version_from_sql(version)));
+    }
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT version FROM keys WHERE id = ?1",
+            [&record.id],
+            |row| row.get(0),
+        )
+        .optional()
+        .context("reading the key's version")?;
+    let stored = stored.with_context(|| format!("key {} is not in the database", record.id))?;
+    Ok(Err(Conflict {
+        key_id: record.id.clone(),
+        read: record.version,
+        stored: version_from_sql(stored),
+    }))
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    u64::try_from(version).unwrap_or(0)
 }
 
 const SPEND_COLUMNS: &[&str] = &[
@@ -222,6 +246,10 @@ fn params(r: &KeyRecord) -> anyhow::Result<Params> {
             ":request_count",
             Box::new(i64::try_from(r.request_count).unwrap_or(i64::MAX)),
         ),
+        (
+            ":version",
+            Box::new(i64::try_from(r.version).unwrap_or(i64::MAX)),
+        ),
     ])
 }
 
@@ -294,6 +322,7 @@ fn from_row(row: &Row<'_>) -> anyhow::Result<KeyRecord> {
         spend_period: nanos_from_sql(row.get("spend_period_nanos")?),
         period_resets_at: time("period_resets_at")?,
         request_count: u64::try_from(row.get::<_, i64>("request_count")?).unwrap_or(0),
+        version: version_from_sql(row.get("version")?),
         id,
     })
 }

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0009_usage_over_allowed.sql"),
     include_str!("../../../migrations/0010_holds.sql"),
     include_str!("../../../migrations/0011_replicas.sql"),
+    include_str!("../../../migrations/0012_key_version.sql"),
 ];
 
 /// Brings the schema to the latest version. Refuses a database from a newer gatewayd.
@@ -208,6 +209,28 @@ mod tests {
         migrate(&mut conn).expect("migrate");
         let pairs = crate::store::sqlite::keys::load_rotations(&conn).expect("rotations");
         assert_eq!(pairs, [("key_new".to_owned(), "key_old".to_owned())]);
+    }
+
+    #[test]
+    fn keys_from_before_versions_start_at_the_first_version() {
+        let mut conn = at_version(11);
+        conn.execute_batch(
+            "INSERT INTO keys (id, hash, prefix, name, allowed_providers, allowed_models, \
+             allowed_ips, created_at, updated_at) VALUES ('key_old', 'ab', 'gw-', 'old', \
+             '[]', '[]', '[]', '2026-11-27T08:00:00Z', '2026-11-27T08:00:00Z');",
+        )
+        .expect("a key");
+        migrate(&mut conn).expect("migrate");
+        let version: i64 = conn
+            .query_row("SELECT version FROM keys WHERE id = 'key_old'", [], |r| {
+                r.get(0)
+            })
+            .expect("version");
+        assert_eq!(version as u64, crate::keys::record::FIRST_VERSION);
+        let err = conn
+            .execute("UPDATE keys SET version = 0", [])
+            .expect_err("versions start at 1");
+        assert!(format!("{err}").contains("CHECK"), "{err}");
     }
 
     /// A database as an older gatewayd left it: migrations up to `version` applied.

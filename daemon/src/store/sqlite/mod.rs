@@ -23,7 +23,9 @@ use gateway_shared::api::AuditEntry;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::usage::UsageRecord;
-use super::{AuditQuery, AuditRecord, CrashCharges, JournalChanges, ReplicaRecord, SavedWindow};
+use super::{
+    AuditQuery, AuditRecord, CrashCharges, JournalChanges, ReplicaRecord, SavedWindow, Versioned,
+};
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::{CountedSpend, SpendState};
 
@@ -102,11 +104,19 @@ impl Store {
         .await
     }
 
-    /// Replaces a key's row and appends its audit row in one transaction.
-    pub async fn update_key(&self, record: KeyRecord, audit: AuditRecord) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            keys::update(tx, &record)?;
-            audit::insert(tx, &audit)
+    /// Replaces a key's row, if it is still at `record.version`, and appends its audit row in
+    /// one transaction (see `Store::update_key`).
+    pub async fn update_key(
+        &self,
+        record: KeyRecord,
+        audit: AuditRecord,
+    ) -> anyhow::Result<Versioned> {
+        self.write_versioned(move |tx| {
+            let written = keys::update(tx, &record)?;
+            if written.is_ok() {
+                audit::insert(tx, &audit)?;
+            }
+            Ok(written)
         })
         .await
     }
@@ -198,15 +208,18 @@ impl Store {
         old: KeyRecord,
         new: KeyRecord,
         audits: Vec<AuditRecord>,
-    ) -> anyhow::Result<()> {
-        self.write(move |tx| {
-            keys::update(tx, &old)?;
+    ) -> anyhow::Result<Versioned> {
+        self.write_versioned(move |tx| {
+            let written = keys::update(tx, &old)?;
+            if written.is_err() {
+                return Ok(written);
+            }
             keys::insert(tx, &new)?;
             keys::insert_rotation(tx, &new.id, &old.id)?;
             for audit in &audits {
                 audit::insert(tx, audit)?;
             }
-            Ok(())
+            Ok(written)
         })
         .await
     }
@@ -252,6 +265,24 @@ impl Store {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         self.call(move |conn| in_write_transaction(conn, f)).await
+    }
+
+    /// [`Store::write`] for a conditional key write: a [`super::Conflict`] rolls the
+    /// transaction back, so that nothing the closure did before finding it stays.
+    async fn write_versioned(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<Versioned> + Send + 'static,
+    ) -> anyhow::Result<Versioned> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let written = f(&tx)?;
+            if written.is_ok() {
+                tx.commit()?;
+            }
+            // Dropped uncommitted: rolled back.
+            Ok(written)
+        })
+        .await
     }
 
     async fn call<T: Send + 'static>(
