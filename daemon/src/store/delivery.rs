@@ -177,9 +177,21 @@ impl Delivery {
                 Ok(payloads) => match payloads.iter().map(|p| decode(p)).collect() {
                     Ok(records) => records,
                     Err(err) => {
-                        tracing::error!(file = %file.path().display(), error = format!("{err:#}"), "a spooled batch cannot be decoded; left in place");
-                        self.next_try = Instant::now() + LONGEST_WAIT;
-                        return;
+                        // Whole on disk, but not this binary's to read (written by another
+                        // version of gatewayd): set aside for the operator like a damaged
+                        // file. Left in place it would stop every later batch for good.
+                        let why = format!("{err:#}");
+                        match self.spool.set_aside(&file, why) {
+                            ReadError::Corrupt { set_aside, why, .. } => tracing::error!(
+                                file = %file.path().display(),
+                                set_aside = %set_aside.display(),
+                                error = %why,
+                                "usage records in a spooled batch this gatewayd cannot decode \
+                                 were not delivered"
+                            ),
+                            ReadError::Io { .. } => {}
+                        }
+                        continue;
                     }
                 },
                 Err(err @ ReadError::Corrupt { .. }) => {
@@ -196,33 +208,38 @@ impl Delivery {
                 }
             };
             let records: Vec<UsageRecord> = records;
-            let settled: Vec<HoldId> = records.iter().filter_map(|r| r.journaled_hold).collect();
-            let journal = JournalChanges {
-                instance,
-                opened: &[],
-                settled: &settled,
-            };
-            match self.store.write_usage(&records, journal, false) {
-                Ok(()) => {}
-                Err(err) if super::is_unavailable(&err) => {
-                    if delivered > 0 {
-                        tracing::info!(
-                            records = delivered,
-                            "spooled usage delivered before the store went away again"
-                        );
+            // A batch spooled by an earlier run of this replica carries that run's writer
+            // instance: its holds were journaled under it, and only that instance deletes
+            // them (else they stay open, to be charged a second time).
+            for group in records.chunk_by(|a, b| a.id.instance == b.id.instance) {
+                let settled: Vec<HoldId> = group.iter().filter_map(|r| r.journaled_hold).collect();
+                let journal = JournalChanges {
+                    instance: group.first().map_or(instance, |r| r.id.instance),
+                    opened: &[],
+                    settled: &settled,
+                };
+                match self.store.write_usage(group, journal, false) {
+                    Ok(()) => {}
+                    Err(err) if super::is_unavailable(&err) => {
+                        if delivered > 0 {
+                            tracing::info!(
+                                records = delivered,
+                                "spooled usage delivered before the store went away again"
+                            );
+                        }
+                        self.found_away();
+                        return;
                     }
-                    self.found_away();
-                    return;
+                    Err(err) => {
+                        tracing::error!(
+                            error = format!("{err:#}"),
+                            "a spooled usage batch was refused"
+                        );
+                        self.commit_in_place(group, journal, stopping, retry);
+                    }
                 }
-                Err(err) => {
-                    tracing::error!(
-                        error = format!("{err:#}"),
-                        "a spooled usage batch was refused"
-                    );
-                    self.commit_in_place(&records, journal, stopping, retry);
-                }
+                delivered += group.len();
             }
-            delivered += records.len();
             if let Err(err) = self.spool.remove(&file) {
                 // Delivered again next time: a no-op for the store (record ids).
                 tracing::warn!(error = format!("{err:#}"), "a delivered spool file stays");
@@ -311,6 +328,9 @@ fn decode(bytes: &[u8]) -> anyhow::Result<UsageRecord> {
         journaled_hold: s.hold.and_then(HoldId::new),
     })
 }
+
+#[cfg(test)]
+mod faults;
 
 #[cfg(test)]
 mod tests {

@@ -197,7 +197,9 @@ impl Spool {
         Ok(())
     }
 
-    fn set_aside(&self, file: &SpoolFile, why: String) -> ReadError {
+    /// Renames a batch that cannot be delivered to `.corrupt`: never listed again, never
+    /// deleted (an operator may recover it).
+    pub fn set_aside(&self, file: &SpoolFile, why: String) -> ReadError {
         let set_aside = self.dir.join(format!("{:016}{CORRUPT_SUFFIX}", file.seq));
         if let Err(err) = fs::rename(&file.path, &set_aside) {
             return ReadError::Corrupt {
