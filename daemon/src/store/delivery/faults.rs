@@ -163,3 +163,47 @@ async fn a_spooled_batch_this_binary_cannot_read_is_set_aside_and_the_rest_deliv
     );
     assert_eq!(health.store(), StoreStatus::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_written_while_the_database_came_back_empty_is_spooled_not_dropped() {
+    let db = TestDatabase::create("spool_empty_db").await;
+    let store = Store::connect_postgres(&db.url).await.expect("connect");
+    // PostgreSQL restarted on a fresh data directory (or restored without our schema): the
+    // server answers, our tables are not there.
+    db.client()
+        .await
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .await
+        .expect("empty the database");
+    let dir = tempfile::tempdir().expect("dir");
+    let spool_dir = dir.path().join("spool");
+    let health = Arc::new(Health::new());
+    let (store2, health2, spool_dir2) = (store.clone(), Arc::clone(&health), spool_dir.clone());
+    on_writer_thread(move || {
+        let mut delivery = Delivery::new(store2, Spool::open(&spool_dir2).expect("spool"), health2)
+            .expect("delivery");
+        let records: Vec<UsageRecord> = (0..3).map(|i| with_instance(11, i)).collect();
+        delivery.commit(&records, journal(11), &AtomicBool::new(false), RETRY);
+    })
+    .await;
+    assert_eq!(health.store(), StoreStatus::Unavailable);
+    let spooled = Spool::open(&spool_dir)
+        .expect("spool")
+        .pending()
+        .expect("pending");
+    assert_eq!(spooled.len(), 1, "the batch waits on disk");
+
+    // The schema is back (an operator restored it, or a replica migrated it): delivered.
+    Store::connect_postgres(&db.url)
+        .await
+        .expect("migrated again");
+    let health2 = Arc::clone(&health);
+    on_writer_thread(move || {
+        let mut delivery = Delivery::new(store, Spool::open(&spool_dir).expect("spool"), health2)
+            .expect("delivery");
+        delivery.commit(&[], journal(12), &AtomicBool::new(false), RETRY);
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM usage").await, 3);
+    assert_eq!(health.store(), StoreStatus::Ok);
+}

@@ -378,14 +378,31 @@ pub fn is_unavailable(err: &anyhow::Error) -> bool {
         if let Some(pool) = cause.downcast_ref::<PoolError>() {
             return match pool {
                 PoolError::Timeout(_) | PoolError::Closed => true,
-                PoolError::Backend(err) => connection_lost(err),
+                PoolError::Backend(err) => connection_lost(err) || not_serving_us(err),
                 PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => false,
             };
         }
         if let Some(err) = cause.downcast_ref::<tokio_postgres::Error>() {
-            return connection_lost(err);
+            return connection_lost(err) || not_serving_us(err);
         }
         cause.is::<tokio::time::error::Elapsed>()
+    })
+}
+
+/// Whether the server answered but cannot serve this replica for now, which only waiting (or
+/// an operator) mends: our database or tables are not there (PostgreSQL restarted on a fresh
+/// data directory, a restore under way), it is read-only (a standby after a failover), or
+/// the statement ran out of time (a lock held by another session). Taken for a failed
+/// statement instead, a usage batch would be dropped row by row, and a change to a key
+/// skipped by the follower.
+fn not_serving_us(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        matches!(
+            code.code(),
+            // invalid_catalog_name, undefined_table, read_only_sql_transaction,
+            // query_canceled (statement_timeout), lock_not_available
+            "3D000" | "42P01" | "25006" | "57014" | "55P03"
+        )
     })
 }
 

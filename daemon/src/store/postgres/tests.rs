@@ -466,3 +466,38 @@ async fn refused_statement(client: &tokio_postgres::Client) -> anyhow::Error {
         .map_err(anyhow::Error::from)
         .expect_err("division by zero")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_but_cannot_serve_us_is_unavailable_not_a_refused_statement() {
+    let db = TestDatabase::create("not_serving").await;
+    let client = db.client().await;
+    let refused = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(anyhow::Error::from)
+                .expect_err(sql)
+        }
+    };
+    for (why, sql) in [
+        (
+            "statement timeout (a lock held elsewhere)",
+            "SET statement_timeout = 10; SELECT pg_sleep(1)",
+        ),
+        (
+            "read-only (a standby after failover)",
+            "BEGIN READ ONLY; CREATE TABLE t (x INT)",
+        ),
+        (
+            "our table is not there (an empty database)",
+            "ROLLBACK; SELECT * FROM usage",
+        ),
+    ] {
+        let err = refused(sql).await;
+        assert!(crate::store::is_unavailable(&err), "{why}: {err:#}");
+    }
+    let err = refused_statement(&client).await;
+    assert!(!crate::store::is_unavailable(&err), "{err:#}");
+}
