@@ -181,7 +181,10 @@ pub fn exit_code_for(code: ErrorCode) -> u8 {
             exit_code::CONFLICT
         }
         ErrorCode::Unauthorized | ErrorCode::MissingKey | ErrorCode::InvalidKey => exit_code::AUTH,
-        ErrorCode::ShuttingDown | ErrorCode::Overloaded => exit_code::UNAVAILABLE,
+        ErrorCode::ShuttingDown
+        | ErrorCode::Overloaded
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::LimitsUnavailable => exit_code::UNAVAILABLE,
         // The management API does not answer with these data-plane codes; if one ever
         // arrives it is a failure, not something a script should branch on.
         ErrorCode::IpNotAllowed
@@ -289,7 +292,10 @@ mod tests {
                 ErrorCode::KeyNotFound => 3,
                 ErrorCode::KeyRevoked | ErrorCode::KeyExpired | ErrorCode::FieldNotEditable => 4,
                 ErrorCode::Unauthorized | ErrorCode::MissingKey | ErrorCode::InvalidKey => 5,
-                ErrorCode::ShuttingDown | ErrorCode::Overloaded => 69,
+                ErrorCode::ShuttingDown
+                | ErrorCode::Overloaded
+                | ErrorCode::StoreUnavailable
+                | ErrorCode::LimitsUnavailable => 69,
                 _ => 1,
             };
             assert_eq!(exit_code_for(code), expected, "{code}");

@@ -5,6 +5,14 @@
 //! [`FileConfig`] (every field optional, unknown fields refused, toml's errors carry the
 //! line), the embedded defaults are parsed into the same type, and [`Config::resolve`] merges
 //! the two and validates the result into runtime types (socket addresses, CIDRs, URIs).
+//! `[cluster]` (SPEC §9) has a module of its own (`cluster`), its URLs a type that never
+//! prints their passwords (`secret_url`).
+
+mod cluster;
+mod secret_url;
+
+pub use cluster::{ClusterConfig, ClusterFile, DEFAULT_HOLD_LEASE, MAX_HOLD_LEASE, MIN_HOLD_LEASE};
+pub use secret_url::{SecretUrl, UrlError};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +42,8 @@ pub struct Config {
     /// The operator's `[[prices]]`, searched before the shipped table.
     pub prices: Vec<PriceEntry>,
     pub spend: SpendConfig,
+    /// `[cluster]`: shared PostgreSQL and Redis; `None` (no section) is one server.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +114,7 @@ pub struct FileConfig {
     pub providers: Option<ProvidersFile>,
     pub prices: Option<Vec<PriceEntry>>,
     pub spend: Option<SpendFile>,
+    pub cluster: Option<ClusterFile>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -181,14 +192,25 @@ impl Config {
     /// unknown field itself; a value refused later (an address, a duration) is found in the
     /// text by the field its error names, so that every error names its line (SPEC §8).
     pub fn from_text(text: &str) -> anyhow::Result<Config> {
-        Self::resolve(parse_file(text)?).map_err(|err| match line_of_named_field(text, &err) {
-            Some(line) => err.context(format!("line {line}")),
-            None => err,
+        Self::from_text_in(text, &cluster::process_environment)
+    }
+
+    /// [`Config::from_text`] reading `[cluster]`'s variables from `env`.
+    fn from_text_in(text: &str, env: cluster::Environment<'_>) -> anyhow::Result<Config> {
+        Self::resolve_in(parse_file(text)?, env).map_err(|err| {
+            match line_of_named_field(text, &err) {
+                Some(line) => err.context(format!("line {line}")),
+                None => err,
+            }
         })
     }
 
     /// Merges a parsed file over the embedded defaults and validates the result.
     pub fn resolve(file: FileConfig) -> anyhow::Result<Config> {
+        Self::resolve_in(file, &cluster::process_environment)
+    }
+
+    fn resolve_in(file: FileConfig, env: cluster::Environment<'_>) -> anyhow::Result<Config> {
         let defaults = parse_file(DEFAULT_TOML).context("embedded default.toml")?;
         let proxy = merge_proxy(
             file.proxy.unwrap_or_default(),
@@ -244,7 +266,11 @@ impl Config {
             ),
         };
 
+        // Only the operator's file turns cluster mode on; the defaults' section is ignored.
+        let cluster = cluster::resolve(file.cluster, env)?;
+
         Ok(Config {
+            cluster,
             worker_threads,
             cpu_affinity: file.cpu_affinity.or(defaults.cpu_affinity).unwrap_or(true),
             prices,

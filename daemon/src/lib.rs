@@ -32,6 +32,7 @@ pub mod event_loops;
 pub mod fd_budget;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod http_util;
 pub mod keys;
 pub mod limits;
@@ -72,6 +73,7 @@ pub async fn run(
     let _data_dir_lock = prepare_data_dir(&config)?;
     // Before anything else reads the directory: a damaged id file stops start-up here.
     let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
+    cluster_not_ready(&config)?;
     let store = Store::open(&config.database_path())?;
     // Before the keys load, so their spend counts it: requests that were in flight when the
     // daemon last died (`kill -9`, power loss) are charged their holds (SPEC §9.4).
@@ -110,7 +112,9 @@ pub async fn run(
     let replicas = Arc::new(replica::Replicas::new(replica, Arc::clone(&clock)));
     let tokens =
         Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
+    let health = Arc::new(health::Health::new());
     let admin = Arc::new(AdminApi {
+        health: Arc::clone(&health),
         keys,
         tokens,
         metrics: Arc::clone(&metrics),
@@ -125,6 +129,7 @@ pub async fn run(
         Arc::clone(&clock),
         usage.clone(),
         Arc::clone(&metrics),
+        health,
     )?);
     let configured_cert = config
         .admin
@@ -264,7 +269,21 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGHUP re-reads the admin certificate; a bad file keeps the old one and logs why.
+/// **Placeholder, replaced when the PostgreSQL store is merged** (issue #16): the one place
+/// the store is built refuses a valid `[cluster]` section, saying so, rather than start a
+/// replica on its own SQLite database (its keys and limits would be its alone). The URL is
+/// shown with its password hidden (`SecretUrl`'s `Display`).
+fn cluster_not_ready(config: &Config) -> anyhow::Result<()> {
+    match &config.cluster {
+        None => Ok(()),
+        Some(cluster) => anyhow::bail!(
+            "cluster mode: the PostgreSQL store is not built into this version yet, so \
+             [cluster] (PostgreSQL at {}) cannot be used; remove the section to run one server",
+            cluster.postgres_url
+        ),
+    }
+}
+
 /// How often the rate windows are saved while serving.
 const RATE_WINDOW_SAVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -304,6 +323,7 @@ async fn save_rate_windows_now_and_then(
     }
 }
 
+/// SIGHUP re-reads the admin certificate; a bad file keeps the old one and logs why.
 async fn reload_on_sighup(cert: Arc<tls::ReloadableCert>, stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {

@@ -32,6 +32,15 @@ pub enum ErrorCode {
     UpstreamTimeout,
     ShuttingDown,
     Overloaded,
+    /// Cluster mode (SPEC §9.5): the shared limits engine (Redis) cannot be reached, or is
+    /// not built yet, and the key has a rate or spend limit. Refused rather than counted in
+    /// one replica's memory, which would let each replica admit the whole limit (N × the
+    /// limit). Keys without limits keep working. 503 on both planes.
+    LimitsUnavailable,
+    /// Cluster mode (SPEC §9.6): the shared durable store (PostgreSQL) cannot be reached.
+    /// The management API answers it (503) rather than change keys it cannot make durable
+    /// and visible to every replica; the proxy keeps serving from the keys in memory.
+    StoreUnavailable,
     /// The request body stalled: nothing arrived within `proxy.body_read_timeout`.
     RequestTimeout,
     // Management API.
@@ -63,6 +72,8 @@ impl ErrorCode {
         Self::UpstreamTimeout,
         Self::ShuttingDown,
         Self::Overloaded,
+        Self::LimitsUnavailable,
+        Self::StoreUnavailable,
         Self::RequestTimeout,
         Self::InvalidArgument,
         Self::KeyNotFound,
@@ -92,6 +103,8 @@ impl ErrorCode {
             Self::UpstreamTimeout => 504,
             Self::ShuttingDown => 503,
             Self::Overloaded => 503,
+            Self::LimitsUnavailable => 503,
+            Self::StoreUnavailable => 503,
             Self::RequestTimeout => 408,
             Self::InvalidArgument => 400,
             Self::KeyNotFound => 404,
@@ -133,6 +146,8 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Overloaded => "overloaded",
+            Self::LimitsUnavailable => "limits_unavailable",
+            Self::StoreUnavailable => "store_unavailable",
             Self::RequestTimeout => "request_timeout",
             Self::InvalidArgument => "invalid_argument",
             Self::KeyNotFound => "key_not_found",
@@ -213,6 +228,19 @@ mod tests {
         assert_eq!(ErrorCode::RequestTimeout.status(), 408);
         assert_eq!(ErrorCode::RequestTimeout.as_str(), "request_timeout");
         assert!(ErrorCode::ALL.contains(&ErrorCode::RequestTimeout));
+    }
+
+    #[test]
+    fn an_unreachable_cluster_backend_is_a_503_on_both_planes() {
+        for (code, name) in [
+            (ErrorCode::LimitsUnavailable, "limits_unavailable"),
+            (ErrorCode::StoreUnavailable, "store_unavailable"),
+        ] {
+            assert_eq!(code.status(), 503);
+            assert_eq!(code.management_status(), 503);
+            assert_eq!(code.as_str(), name);
+            assert!(ErrorCode::ALL.contains(&code));
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Modules:
 //! - `backends`: the test PostgreSQL and Redis: shared databases and key prefixes, private
 //!   servers stopped, killed and started again.
+//! - `cluster_config`: `[cluster]` settings refused at start-up, naming their line, with no
+//!   password from the URLs in stderr (SPEC §9).
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
 //! - `crash`: after `kill -9`, requests in flight are charged their holds and answered ones
 //!   are on disk; a graceful stop leaves no hold to charge.
@@ -43,6 +45,7 @@ mod admin_plane;
 mod backends;
 mod clock;
 mod cluster_status;
+mod cluster_config;
 mod crash;
 mod edge;
 mod gwctl;

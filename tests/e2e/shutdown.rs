@@ -85,6 +85,7 @@ async fn sigterm_lets_twenty_open_streams_finish() {
     );
 }
 
+/// One server reports both backends up (SPEC §9's shape), on both listeners.
 #[tokio::test]
 async fn health_is_ok_while_serving() {
     let gateway = Gateway::start().await;
@@ -94,6 +95,12 @@ async fn health_is_ok_while_serving() {
     assert_eq!(health.status(), 200);
     assert_eq!(
         health.json::<Value>().await.expect("json"),
-        json!({"status": "ok"})
+        json!({"status": "ok", "store": "ok", "limits": "ok"})
+    );
+    let admin = gateway.admin().get("/healthz").await;
+    assert_eq!(admin.status, 200);
+    assert_eq!(
+        admin.body,
+        json!({"status": "ok", "store": "ok", "limits": "ok"})
     );
 }

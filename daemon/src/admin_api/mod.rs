@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::admin_guard::FailedLogins;
 use crate::admin_tokens::{AdminTokens, AuthFailure};
 use crate::error::{GatewayError, Plane};
+use crate::health::Health;
 use crate::http_util::{self, Response};
 use crate::keys::{Actor, KeyCache, KeyService};
 use crate::metrics::Metrics;
@@ -52,6 +53,8 @@ pub struct AdminApi {
     pub failed_logins: FailedLogins,
     /// What `GET /v1/cluster` reports: mode, replicas, backends.
     pub cluster: cluster::ClusterInputs,
+    /// The backends `/healthz` reports (the same answer as the proxy listener's).
+    pub health: Arc<Health>,
 }
 
 impl AdminApi {
@@ -117,7 +120,7 @@ impl AdminApi {
         let method = request.method().clone();
         use http::Method as M;
         match (segments.as_slice(), &method) {
-            (["healthz"], &M::GET) => Ok(http_util::json_response(200, r#"{"status":"ok"}"#)),
+            (["healthz"], &M::GET) => Ok(self.health.report(false).response()),
             (["v1", "keys"], &M::GET) => keys::list(self, &request),
             (["v1", "keys"], &M::POST) => keys::create(self, &actor, request).await,
             (["v1", "keys", id], &M::GET) => keys::show(self, id),

@@ -11,9 +11,12 @@
 //!    query or a header that would be forwarded — 400 `invalid_request` (`credential`).
 //! 7. body (413; 408 `request_timeout` when it stalls) → `model::json_body` (400) → a model
 //!    holding a key or a control character (400) → `model::check` — 403 `model_not_allowed`.
-//! 8. `admit_rate` — the exact rolling window; 429 `rate_limit_exceeded` with `Retry-After`.
-//! 9. `reserve_spend` — price (403 `model_not_priced`), then the reservation: fits, clamped,
-//!    or 402 `spend_limit_exceeded`.
+//! 8. `limits.admit` — steps 8 and 9 in one call to the key's limits engine (`crate::limits`:
+//!    memory on one server, shared in a cluster). First the exact rolling window: 429
+//!    `rate_limit_exceeded` with `Retry-After`. In a cluster without its shared engine, a key
+//!    with limits is 503 `limits_unavailable` here.
+//! 9. in the same call, `pricing::spend_ask` — price (403 `model_not_priced`), then the
+//!    reservation: fits, clamped, or 402 `spend_limit_exceeded`.
 //! 10. `rewrite` — clamped output limit; OpenAI streams asked for usage. From the admission
 //!     on, the `Meter` owns the reservation: any failure before step 11 settles it at zero.
 //! 11. `upstream.send` — 502 `upstream_unreachable`, 504 `upstream_timeout`. Once the request
@@ -49,6 +52,7 @@ mod listing;
 mod members;
 mod meter;
 pub(crate) mod model;
+mod pricing;
 pub(crate) mod rewrite;
 pub(crate) mod route;
 mod upload_url;
@@ -63,8 +67,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use compact_str::CompactString;
 use gateway_shared::api::SelfView;
-use gateway_shared::{ErrorCode, Nanodollars, ProxyKey};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use gateway_shared::{ErrorCode, ProxyKey};
+use http::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -72,12 +76,12 @@ use ipnet::IpNet;
 use crate::clock::Clock;
 use crate::config::{Config, SpendConfig};
 use crate::error::{GatewayError, Plane};
+use crate::health::Health;
 use crate::http_util::{self, Response};
 use crate::keys::{KeyCache, KeyEntry};
-use crate::limits::rate::{self, RateDecision};
+use crate::limits::{self, Admitted, Limits};
 use crate::metrics::Metrics;
-use crate::spend::ledger::{Ask, Reservation, SpendRefusal};
-use crate::spend::price::{Price, PriceTable, Tokens};
+use crate::spend::price::{PriceTable, Tokens};
 use crate::store::writer::UsageWriter;
 use idle_timeout::IdleTimeout;
 use meter::{Meter, MeteredBody, Outcome};
@@ -91,6 +95,10 @@ pub struct Proxy {
     upstream: Upstream,
     prices: PriceTable,
     spend: SpendConfig,
+    /// Steps 8–9: the keys' rate windows and spend reservations (memory, or the cluster's).
+    limits: Limits,
+    /// The backends `/healthz` reports.
+    health: Arc<Health>,
     usage: UsageWriter,
     metrics: Arc<Metrics>,
     trusted_proxies: Vec<IpNet>,
@@ -113,9 +121,14 @@ impl Proxy {
         clock: Arc<dyn Clock>,
         usage: UsageWriter,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> anyhow::Result<Proxy> {
+        let limits = Limits::for_config(config, Arc::clone(&clock));
+        health.set_limits(limits.status());
         Ok(Proxy {
             keys,
+            limits,
+            health,
             clock,
             upstream: Upstream::new(config)?,
             prices: PriceTable::new(&config.prices, config.spend.fallback_price.as_ref())?,
@@ -303,23 +316,21 @@ impl Proxy {
         }
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
-        let rate = self.admit_rate(&key)?;
-        let spend = self.reserve_spend(
-            &route,
-            &key,
-            model.as_deref(),
-            json.as_ref(),
-            body.len(),
-            now,
-        );
-        let (price, reservation) = match spend {
-            Ok(spend) => spend,
-            Err(err) => {
-                // Refused after the rate step admitted it: refused requests do not count.
-                revert_rate(&key, rate.as_ref());
-                return Err(err);
-            }
-        };
+        let Admitted {
+            rate,
+            price,
+            reservation,
+        } = self.limits.admit(&key, now, || {
+            pricing::spend_ask(
+                &self.prices,
+                &self.spend,
+                &route,
+                &key,
+                model.as_deref(),
+                json.as_ref(),
+                body.len(),
+            )
+        })?;
         let clamped = reservation.clamped_output();
         // From here the meter owns the reservation: every way out before the request reaches
         // a provider settles it at zero (`Outcome::NotSent`), with its usage record.
@@ -357,7 +368,7 @@ impl Proxy {
                         Err(err) => {
                             let err = unrewritable(&err);
                             meter.status = err.code.status();
-                            revert_rate(&key, rate.as_ref());
+                            self.limits.revert(&key, rate.as_ref());
                             return Err(err);
                         }
                     }
@@ -404,7 +415,7 @@ impl Proxy {
             .await?;
         let headers = response.headers_mut();
         if let Some(decision) = rate {
-            set_rate_headers(headers, &decision);
+            limits::set_rate_headers(headers, &decision);
         }
         if let Some(tokens) = clamped {
             headers.insert(OUTPUT_CLAMPED, HeaderValue::from(tokens));
@@ -417,85 +428,6 @@ impl Proxy {
                 .remember(session, &key.id, self.clock.monotonic());
         }
         Ok(response)
-    }
-
-    /// Step 8: SPEC §4's exact window. Only admitted requests count.
-    fn admit_rate(&self, key: &KeyEntry) -> Result<Option<RateDecision>, GatewayError> {
-        let Some(limit) = key.rate_limit_rpm else {
-            return Ok(None);
-        };
-        let decision = key
-            .runtime
-            .rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(self.clock.monotonic(), limit);
-        if decision.admitted {
-            return Ok(Some(decision));
-        }
-        let retry_after = rate::retry_after_secs(decision.reset_after);
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
-        set_rate_headers(&mut headers, &decision);
-        Err(GatewayError::new(
-            ErrorCode::RateLimitExceeded,
-            format!("This key allows {limit} requests per minute; retry in {retry_after} s."),
-        )
-        .with_headers(headers))
-    }
-
-    /// Step 9: the price, and the reservation of the request's worst case (SPEC §5).
-    fn reserve_spend(
-        &self,
-        route: &ProviderRoute,
-        key: &KeyEntry,
-        model: Option<&str>,
-        json: Option<&model::Skimmed>,
-        body_len: usize,
-        now: jiff::Timestamp,
-    ) -> Result<(Option<Price>, Reservation), GatewayError> {
-        let limit = key.spend_limit;
-        let price = if route.model == ModelSource::Listing {
-            Some(FREE)
-        } else {
-            model.and_then(|m| self.prices.lookup(m))
-        };
-        if price.is_none() && limit.is_some() {
-            let what = model.map_or_else(
-                || "this request names no model".to_owned(),
-                |m| format!("the model {m:?} has no price"),
-            );
-            return Err(GatewayError::new(
-                ErrorCode::ModelNotPriced,
-                format!("This key has a spend limit and {what}, so its cost cannot be bounded."),
-            ));
-        }
-        if limit.is_some() && !metered(route, json) {
-            return Err(GatewayError::new(
-                ErrorCode::ModelNotPriced,
-                "This key has a spend limit, and the cost of this endpoint cannot be bounded \
-                 or read by the gateway (a batch, background or fine-tuning job is billed by \
-                 the provider after answering): use a key without a spend limit for it.",
-            ));
-        }
-        let charge = price.unwrap_or(FREE);
-        let requested =
-            json.and_then(|j| rewrite::requested_output(route.provider, &route.upstream_path, j));
-        let ask = Ask {
-            price: charge,
-            input_tokens_bound: body_len as u64,
-            output_tokens: requested.unwrap_or(charge.max_output_tokens),
-            answers: json.map_or(1, |j| rewrite::answers(route.provider, j)),
-            min_output_tokens: self.spend.min_output_tokens,
-            // Only a body the gateway read can have its output limit lowered.
-            clamp: self.spend.clamp_output && json.is_some(),
-        };
-        let reservation = key
-            .runtime
-            .ledger
-            .reserve_at(now, limit, key.spend_reset, &ask)
-            .map_err(|refusal| spend_refused(refusal, limit))?;
-        Ok((price, reservation))
     }
 
     /// Step 12: streams the provider's answer back as it arrives, through the meter.
@@ -511,7 +443,7 @@ impl Proxy {
         headers::strip_response(&mut parts.headers);
         // The gateway's own limit replaces the provider's account-wide one.
         if key.rate_limit_rpm.is_some() {
-            headers::remove_all(&mut parts.headers, &RATE_HEADERS);
+            headers::remove_all(&mut parts.headers, &limits::RATE_HEADERS);
         }
         meter.status = parts.status.as_u16();
         if !parts.status.is_success() {
@@ -592,14 +524,8 @@ impl Proxy {
             &key,
             client_ip::resolve(peer, headers, &self.trusted_proxies),
         )?;
+        let rate = self.limits.rate_headroom(&key)?;
         let view = key.view(now);
-        let rate = key.rate_limit_rpm.map(|limit| {
-            key.runtime
-                .rate
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .peek(self.clock.monotonic(), limit)
-        });
         let spend = key.spend();
         let body = SelfView {
             remaining_usd: view.spend_limit_usd.map(|limit| {
@@ -640,12 +566,11 @@ impl Proxy {
         self.keys.by_hash(&hash).ok_or_else(invalid)
     }
 
+    /// `/healthz`: the backends (`crate::health`), and `draining` once shutdown began.
     fn health(&self) -> Response {
-        if self.draining.load(Ordering::SeqCst) {
-            http_util::json_response(503, r#"{"status":"draining"}"#)
-        } else {
-            http_util::json_response(200, r#"{"status":"ok"}"#)
-        }
+        self.health
+            .report(self.draining.load(Ordering::SeqCst))
+            .response()
     }
 }
 
@@ -678,67 +603,7 @@ fn provider_label(path: &str) -> &'static str {
     }
 }
 
-/// Listings cost nothing.
-const FREE: Price = Price {
-    input: Nanodollars::ZERO,
-    output: Nanodollars::ZERO,
-    cache_read: Nanodollars::ZERO,
-    cache_write: Nanodollars::ZERO,
-    max_output_tokens: 0,
-};
-
-// Static names: a `&str` name is parsed and validated again on every insert or remove.
-const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-const RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-const RATE_HEADERS: [HeaderName; 3] = [RATE_LIMIT, RATE_REMAINING, RATE_RESET];
 const OUTPUT_CLAMPED: HeaderName = HeaderName::from_static("x-gateway-output-clamped");
-
-fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
-    headers.insert(RATE_LIMIT, HeaderValue::from(decision.limit));
-    headers.insert(RATE_REMAINING, HeaderValue::from(decision.remaining));
-    if let Ok(reset) = HeaderValue::from_bytes(rate::format_reset(decision.reset_after).as_bytes())
-    {
-        headers.insert(RATE_RESET, reset);
-    }
-}
-
-fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayError {
-    let limit = limit.unwrap_or_default();
-    let reset = |at: Option<jiff::Timestamp>| match at {
-        Some(at) => format!("it resets at {at}"),
-        None => "it is a lifetime limit and does not reset".to_owned(),
-    };
-    let message = match refusal {
-        SpendRefusal::Exhausted { resets_at } => {
-            format!(
-                "This key has reached its spend limit of {limit}; {}.",
-                reset(resets_at)
-            )
-        }
-        SpendRefusal::WouldExceed {
-            resets_at,
-            headroom,
-        } => format!(
-            "This request could cost more than the {headroom} left of this key's spend limit of {limit}; \
-             lower max_tokens or wait: {}.",
-            reset(resets_at)
-        ),
-    };
-    GatewayError::new(ErrorCode::SpendLimitExceeded, message)
-}
-
-/// Gives back the rate window's slot of a request refused after it was admitted there:
-/// refused requests do not count (SPEC §4).
-fn revert_rate(key: &KeyEntry, decision: Option<&RateDecision>) {
-    if let Some(decision) = decision {
-        key.runtime
-            .rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .revert(decision.at);
-    }
-}
 
 /// A body the skim read but the rewrite could not: the client's to fix, never a 500. Not
 /// expected (both read the same grammar, and the rewrite has no depth limit), but if it ever
@@ -764,63 +629,6 @@ fn missing_key(route: &ProviderRoute) -> GatewayError {
 
 /// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
 /// the restrictions, as SPEC §3 orders the checks (so the ledger is not read here).
-/// Whether the request is one whose cost the gateway can bound before and read after: the
-/// generation, embedding and token-counting endpoints, answered with their usage. What a
-/// spend-limited key may use, so that its cap holds. An allowlist, not a list of exceptions:
-/// batches, fine-tuning jobs, long-running operations and background responses are run and
-/// billed by the provider after an answer without usage, and new endpoints of that kind (or
-/// another spelling of a known one) must not slip past the cap.
-fn metered(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
-    use gateway_shared::Provider;
-    use model::Fields;
-    if route.model == ModelSource::Listing {
-        return true;
-    }
-    let path = route.upstream_path.as_str();
-    match route.provider {
-        Provider::Openai => {
-            let background = match json.and_then(|j| j.field("background")) {
-                None | Some(serde_json::Value::Null | serde_json::Value::Bool(false)) => false,
-                Some(_) => true,
-            };
-            !background
-                && (model_info(path)
-                    || [
-                        "/chat/completions",
-                        "/completions",
-                        "/responses",
-                        "/embeddings",
-                    ]
-                    .iter()
-                    .any(|endpoint| path.ends_with(endpoint)))
-        }
-        Provider::Anthropic => {
-            model_info(path)
-                || ["/messages", "/messages/count_tokens", "/complete"]
-                    .iter()
-                    .any(|endpoint| path.ends_with(endpoint))
-        }
-        Provider::Gemini => {
-            let method = path.rsplit_once(':').map_or("", |(_, method)| method);
-            matches!(
-                method,
-                // No method: a model's own description.
-                "" | "generateContent"
-                    | "streamGenerateContent"
-                    | "countTokens"
-                    | "embedContent"
-                    | "batchEmbedContents"
-            )
-        }
-    }
-}
-
-/// `…/models/{id}`: a model's description, free.
-fn model_info(path: &str) -> bool {
-    path.rsplit_once("/models/")
-        .is_some_and(|(_, id)| !id.is_empty() && !id.contains('/'))
-}
-
 fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {
     if key.is_revoked_at(now) {
         Err(GatewayError::new(

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod postgres;
 mod retry;
 pub mod sqlite;
+pub mod spool;
 pub mod usage;
 pub mod writer;
 

@@ -1,0 +1,132 @@
+//! One server's limits: the key's exact rolling window and its spend ledger, both in the
+//! key table's memory (`KeyRuntime`), behind std mutexes held for a few comparisons.
+//!
+//! This is the code of the pipeline's steps 8 and 9 as it was in `proxy/mod.rs`, moved
+//! behind [`super::Limits`] without change: the single-server benchmark must not move.
+
+use std::sync::Arc;
+
+use gateway_shared::{ErrorCode, Nanodollars};
+use http::{HeaderMap, HeaderValue};
+use jiff::Timestamp;
+
+use super::rate::{self, RateDecision};
+use super::{Admitted, SpendAsk, set_rate_headers};
+use crate::clock::Clock;
+use crate::error::GatewayError;
+use crate::keys::KeyEntry;
+use crate::spend::ledger::SpendRefusal;
+
+pub struct MemoryLimits {
+    /// The monotonic clock the windows run on (a wall-clock step can neither open nor close
+    /// a window).
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryLimits {
+    pub fn new(clock: Arc<dyn Clock>) -> MemoryLimits {
+        MemoryLimits { clock }
+    }
+
+    /// Steps 8 and 9: the window, then the price and the reservation.
+    pub fn admit(
+        &self,
+        key: &KeyEntry,
+        now: Timestamp,
+        spend: impl FnOnce() -> Result<SpendAsk, GatewayError>,
+    ) -> Result<Admitted, GatewayError> {
+        let rate = self.admit_rate(key)?;
+        let reserved = spend().and_then(|spend| {
+            key.runtime
+                .ledger
+                .reserve_at(now, key.spend_limit, key.spend_reset, &spend.ask)
+                .map(|reservation| (spend.price, reservation))
+                .map_err(|refusal| spend_refused(refusal, key.spend_limit))
+        });
+        match reserved {
+            Ok((price, reservation)) => Ok(Admitted {
+                rate,
+                price,
+                reservation,
+            }),
+            Err(err) => {
+                // Refused after the rate step admitted it: refused requests do not count.
+                self.revert(key, rate.as_ref());
+                Err(err)
+            }
+        }
+    }
+
+    /// Gives back the rate window's slot of a request refused after it was admitted there:
+    /// refused requests do not count (SPEC §4).
+    pub fn revert(&self, key: &KeyEntry, decision: Option<&RateDecision>) {
+        if let Some(decision) = decision {
+            key.runtime
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .revert(decision.at);
+        }
+    }
+
+    /// The window as it stands, without admitting anything.
+    pub fn rate_headroom(&self, key: &KeyEntry) -> Option<RateDecision> {
+        key.rate_limit_rpm.map(|limit| {
+            key.runtime
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .peek(self.clock.monotonic(), limit)
+        })
+    }
+
+    /// Step 8: SPEC §4's exact window. Only admitted requests count.
+    fn admit_rate(&self, key: &KeyEntry) -> Result<Option<RateDecision>, GatewayError> {
+        let Some(limit) = key.rate_limit_rpm else {
+            return Ok(None);
+        };
+        let decision = key
+            .runtime
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(self.clock.monotonic(), limit);
+        if decision.admitted {
+            return Ok(Some(decision));
+        }
+        let retry_after = rate::retry_after_secs(decision.reset_after);
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        set_rate_headers(&mut headers, &decision);
+        Err(GatewayError::new(
+            ErrorCode::RateLimitExceeded,
+            format!("This key allows {limit} requests per minute; retry in {retry_after} s."),
+        )
+        .with_headers(headers))
+    }
+}
+
+fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayError {
+    let limit = limit.unwrap_or_default();
+    let reset = |at: Option<jiff::Timestamp>| match at {
+        Some(at) => format!("it resets at {at}"),
+        None => "it is a lifetime limit and does not reset".to_owned(),
+    };
+    let message = match refusal {
+        SpendRefusal::Exhausted { resets_at } => {
+            format!(
+                "This key has reached its spend limit of {limit}; {}.",
+                reset(resets_at)
+            )
+        }
+        SpendRefusal::WouldExceed {
+            resets_at,
+            headroom,
+        } => format!(
+            "This request could cost more than the {headroom} left of this key's spend limit of {limit}; \
+             lower max_tokens or wait: {}.",
+            reset(resets_at)
+        ),
+    };
+    GatewayError::new(ErrorCode::SpendLimitExceeded, message)
+}
