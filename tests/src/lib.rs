@@ -17,11 +17,11 @@ pub mod mock;
 pub mod requests;
 
 pub use admin::{Admin, ApiResponse};
-pub use cluster::Cluster;
 pub use backends::{
     PgDatabase, PrivatePostgres, PrivateRedis, RedisPrefix, shared_postgres_database,
     shared_redis_prefix,
 };
+pub use cluster::Cluster;
 pub use gateway::{Gateway, GatewayOptions};
 pub use gwctl::GwctlOutput;
 pub use mock::MockProvider;

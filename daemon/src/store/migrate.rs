@@ -195,7 +195,6 @@ impl Tally {
 /// holds a crash left and copies (see the module docs). The lock is held to the end: a
 /// gatewayd started meanwhile refuses to start, as one running refuses this.
 pub async fn run(options: &MigrateOptions<'_>) -> anyhow::Result<Summary> {
-    let _lock = lock_data_dir(&options.data_dir)?;
     let database = options.data_dir.join("gateway.db");
     // Opening would create an empty database: a wrong directory must say so instead.
     anyhow::ensure!(
@@ -204,6 +203,7 @@ pub async fn run(options: &MigrateOptions<'_>) -> anyhow::Result<Summary> {
          single server's?)",
         database.display()
     );
+    let _lock = lock_data_dir(&options.data_dir)?;
     let source = sqlite::Store::open(&database)?;
     let target = postgres::Store::connect(options.postgres_url).await?;
     let charged = Store::Sqlite(source.clone())
@@ -384,11 +384,6 @@ fn thousands(n: u64) -> String {
 /// daemon's own rule in `lib.rs`): copying a store that a daemon is still writing would miss
 /// what it writes after the read.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    anyhow::ensure!(
-        dir.is_dir(),
-        "the data directory {} does not exist",
-        dir.display()
-    );
     let path = dir.join("gatewayd.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)

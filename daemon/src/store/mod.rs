@@ -17,8 +17,8 @@ mod audit;
 pub mod migrate;
 pub mod postgres;
 mod retry;
-pub mod sqlite;
 pub mod spool;
+pub mod sqlite;
 pub mod usage;
 pub mod writer;
 
