@@ -8,6 +8,7 @@
 //! then): two replicas (`gateway_tests::Cluster`) on the migrated database answering each
 //! old secret, the revoked one refused.
 
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
@@ -99,10 +100,16 @@ impl Drop for OwnedDatabase {
 
 /// Runs `gatewayd migrate-store --config CONFIG --to URL`.
 async fn migrate_store(gateway: &Gateway, url: &str) -> Output {
+    migrate_store_with(&gateway.config_path, &["--to", url], &[]).await
+}
+
+/// Runs `gatewayd migrate-store --config CONFIG ARGS…` with `envs` set.
+async fn migrate_store_with(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(gateway_tests::binaries::gatewayd())
         .args(["migrate-store", "--config"])
-        .arg(&gateway.config_path)
-        .args(["--to", url])
+        .arg(config)
+        .args(args)
+        .envs(envs.iter().copied())
         .env("GATEWAYD_LOG", "trace")
         .kill_on_drop(true)
         .output()
@@ -189,7 +196,28 @@ async fn a_single_servers_data_moves_to_postgresql_and_every_key_keeps_its_secre
     assert_eq!(usage_rows, 5);
     assert!(usage_cost > 0);
 
-    let copied = migrate_store(&gateway, &url).await;
+    // The way an operator would: the URL from the config's [cluster] section (here from the
+    // environment), not on the command line.
+    let cluster_config = gateway.root.join("cluster.toml");
+    std::fs::write(
+        &cluster_config,
+        format!(
+            "{}\n[cluster]\npostgres_url_env = \"GW_TEST_MIGRATE_POSTGRES\"\n\
+             redis_url_env = \"GW_TEST_MIGRATE_REDIS\"\n",
+            std::fs::read_to_string(&gateway.config_path).expect("config")
+        ),
+    )
+    .expect("writing the cluster config");
+    let redis = gateway_tests::backends::shared_redis_url();
+    let copied = migrate_store_with(
+        &cluster_config,
+        &[],
+        &[
+            ("GW_TEST_MIGRATE_POSTGRES", &url),
+            ("GW_TEST_MIGRATE_REDIS", &redis),
+        ],
+    )
+    .await;
     let (stdout, stderr) = text_of(&copied, password);
     assert!(copied.status.success(), "{stderr}");
     assert_eq!(
