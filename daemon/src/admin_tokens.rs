@@ -5,6 +5,11 @@
 //! list, updated after each commit like the key table. Creating, listing and revoking them
 //! is allowed on the Unix socket only (the router enforces it): a leaked token must not be
 //! able to mint more tokens.
+//!
+//! In a cluster, other replicas' changes arrive through [`AdminTokens::apply_stored`] (see
+//! `keys::sync`). Every update of the list goes through one merge rule, so that an update
+//! built from an older copy can never undo a newer one: a revocation is permanent, and the
+//! last use only moves forward.
 
 use gateway_shared::key::redact_secrets;
 use std::sync::{Arc, RwLock};
@@ -174,7 +179,7 @@ impl AdminTokens {
         let parsed = AdminToken::parse(presented).map_err(|_| AuthFailure::Malformed)?;
         let hash = parsed.hash();
         let now = self.clock.now();
-        let mut token = self
+        let token = self
             .read()
             .iter()
             .find(|t| t.hash == hash)
@@ -184,12 +189,13 @@ impl AdminTokens {
             return Err(AuthFailure::Revoked);
         }
         let actor = Actor(format!("token:{}", token.id));
-        let stale = token
-            .last_used_at
-            .is_none_or(|at| now.duration_since(at) >= LAST_USED_WRITE_INTERVAL);
-        if stale {
-            token.last_used_at = Some(now);
-            self.replace(token.clone());
+        if is_stale(token.last_used_at, now) {
+            // The write is built from the list's current copy, not from the one read above:
+            // a revocation applied in between (by this replica or from another) must not be
+            // written back as live.
+            let Some(token) = self.touch(&token.id, now) else {
+                return Ok(actor);
+            };
             let store = self.store.clone();
             tokio::spawn(async move {
                 if let Err(err) = store.save_admin_token(token, None).await {
@@ -203,11 +209,47 @@ impl AdminTokens {
         Ok(actor)
     }
 
+    /// Applies a token as the store has it now (another replica created or revoked it, or
+    /// recorded its use): added if new, else merged (see the module docs), so that applying
+    /// it twice, or after a newer change, changes nothing. A revoked token stops
+    /// authenticating here as soon as this returns.
+    pub fn apply_stored(&self, token: TokenRecord) -> TokenApplied {
+        let mut tokens = self.write();
+        let Some(slot) = tokens.iter_mut().find(|t| t.id == token.id) else {
+            let applied = if token.revoked_at.is_some() {
+                TokenApplied::Revoked
+            } else {
+                TokenApplied::Created
+            };
+            tokens.push(token);
+            return applied;
+        };
+        let was_revoked = slot.revoked_at.is_some();
+        merge(slot, token);
+        if !was_revoked && slot.revoked_at.is_some() {
+            TokenApplied::Revoked
+        } else {
+            TokenApplied::Updated
+        }
+    }
+
     fn replace(&self, token: TokenRecord) {
         let mut tokens = self.write();
         if let Some(slot) = tokens.iter_mut().find(|t| t.id == token.id) {
-            *slot = token;
+            merge(slot, token);
         }
+    }
+
+    /// Records a use at `now` on the list's copy of token `id` and returns that copy to be
+    /// written; `None` when there is nothing to write (revoked, or recorded meanwhile).
+    fn touch(&self, id: &str, now: Timestamp) -> Option<TokenRecord> {
+        let mut tokens = self.write();
+        let slot = tokens.iter_mut().find(|t| t.id == id)?;
+        if slot.revoked_at.is_some() || !is_stale(slot.last_used_at, now) {
+            return None;
+        }
+        slot.last_used_at = Some(now);
+        Some(slot.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<TokenRecord>> {
@@ -216,5 +258,141 @@ impl AdminTokens {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<TokenRecord>> {
         self.tokens.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What [`AdminTokens::apply_stored`] did, for its caller's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenApplied {
+    /// A token this replica did not have (created elsewhere; possibly revoked already).
+    Created,
+    /// A token this replica had live is now revoked here.
+    Revoked,
+    /// Anything else: a recorded use, or nothing new.
+    Updated,
+}
+
+/// Whether a use at `now` should be written (see [`LAST_USED_WRITE_INTERVAL`]).
+fn is_stale(last_used_at: Option<Timestamp>, now: Timestamp) -> bool {
+    last_used_at.is_none_or(|at| now.duration_since(at) >= LAST_USED_WRITE_INTERVAL)
+}
+
+/// `newer` into `slot`: every field from `newer`, except that a revocation is never undone
+/// (tokens cannot be un-revoked, so a copy without one is older) and the last use only moves
+/// forward.
+fn merge(slot: &mut TokenRecord, newer: TokenRecord) {
+    let revoked_at = slot.revoked_at.or(newer.revoked_at);
+    let last_used_at = slot.last_used_at.max(newer.last_used_at);
+    *slot = TokenRecord {
+        revoked_at,
+        last_used_at,
+        ..newer
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    async fn tokens(dir: &tempfile::TempDir) -> (AdminTokens, Arc<ManualClock>) {
+        let store = Store::open(&dir.path().join("gateway.db")).expect("store");
+        let clock = Arc::new(ManualClock::new(
+            "2026-03-01T12:00:00Z".parse().expect("time"),
+        ));
+        let tokens = AdminTokens::load(store, clock.clone()).await.expect("load");
+        (tokens, clock)
+    }
+
+    /// A token as another replica would have stored it, and its secret.
+    fn stored(id: &str, at: Timestamp) -> (TokenRecord, String) {
+        let secret = AdminToken::generate().expect("random");
+        let record = TokenRecord {
+            id: id.into(),
+            hash: secret.hash(),
+            prefix: secret.display_prefix(),
+            name: "ci".into(),
+            created_at: at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        (record, secret.expose().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_stored_token_applies_once_and_its_revocation_is_never_undone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (tokens, clock) = tokens(&dir).await;
+        let now = clock.now();
+        let (live, secret) = stored("tok_remote", now);
+        assert_eq!(tokens.authenticate(&secret), Err(AuthFailure::Unknown));
+
+        assert_eq!(tokens.apply_stored(live.clone()), TokenApplied::Created);
+        assert_eq!(
+            tokens.authenticate(&secret),
+            Ok(Actor("token:tok_remote".into()))
+        );
+        assert_eq!(
+            tokens.apply_stored(live.clone()),
+            TokenApplied::Updated,
+            "applying the same row again is harmless"
+        );
+        assert_eq!(tokens.list().tokens.len(), 1);
+
+        let revoked = TokenRecord {
+            revoked_at: Some(now),
+            ..live.clone()
+        };
+        assert_eq!(tokens.apply_stored(revoked), TokenApplied::Revoked);
+        assert_eq!(tokens.authenticate(&secret), Err(AuthFailure::Revoked));
+
+        // A copy from before the revocation (a stale write of its last use) changes nothing
+        // but the last use.
+        let later = now + SignedDuration::from_secs(120);
+        let stale = TokenRecord {
+            last_used_at: Some(later),
+            ..live
+        };
+        assert_eq!(tokens.apply_stored(stale), TokenApplied::Updated);
+        assert_eq!(tokens.authenticate(&secret), Err(AuthFailure::Revoked));
+        let view = tokens.list().tokens.pop().expect("one token");
+        assert_eq!(
+            (view.revoked_at, view.last_used_at),
+            (Some(now), Some(later))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_applied_already_revoked_never_authenticates() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (tokens, clock) = tokens(&dir).await;
+        let (mut record, secret) = stored("tok_gone", clock.now());
+        record.revoked_at = Some(clock.now());
+        assert_eq!(tokens.apply_stored(record), TokenApplied::Revoked);
+        assert_eq!(tokens.authenticate(&secret), Err(AuthFailure::Revoked));
+    }
+
+    #[tokio::test]
+    async fn a_use_is_recorded_on_the_current_copy_and_never_on_a_revoked_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (tokens, clock) = tokens(&dir).await;
+        let now = clock.now();
+        let (record, _) = stored("tok_used", now);
+        tokens.apply_stored(record.clone());
+        let touched = tokens.touch("tok_used", now).expect("first use is written");
+        assert_eq!(touched.last_used_at, Some(now));
+        assert!(
+            tokens.touch("tok_used", now).is_none(),
+            "within the write interval: nothing to write"
+        );
+        tokens.apply_stored(TokenRecord {
+            revoked_at: Some(now),
+            ..record
+        });
+        let later = now + LAST_USED_WRITE_INTERVAL;
+        assert!(
+            tokens.touch("tok_used", later).is_none(),
+            "a revoked token's use is never written back (as live)"
+        );
     }
 }

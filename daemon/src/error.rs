@@ -52,14 +52,30 @@ impl GatewayError {
     }
 
     /// A failure of ours (database, I/O): the client gets a generic sentence, the log the cause.
+    /// A shared store that cannot be reached is not ours to fix: 503 `store_unavailable`
+    /// (SPEC §9.6), so a client knows to retry and an operator where to look.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let cause = cause.into();
+        if crate::store::is_unavailable(&cause) {
+            tracing::warn!(error = format!("{cause:#}"), "the store is unreachable");
+            return Self::store_unavailable();
+        }
         Self {
             code: ErrorCode::InternalError,
             message: "The gateway hit an internal error; the operator can find it in the log."
                 .into(),
             headers: None,
-            internal: Some(cause.into()),
+            internal: Some(cause),
         }
+    }
+
+    /// 503 `store_unavailable`: the shared store cannot be reached (SPEC §9.6).
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            ErrorCode::StoreUnavailable,
+            "The gateway's shared store (PostgreSQL) cannot be reached: keys cannot be created, \
+             changed or listed until it returns. Proxied requests are still served.",
+        )
     }
 
     pub fn into_response(self, plane: Plane) -> Response {

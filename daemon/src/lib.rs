@@ -73,8 +73,14 @@ pub async fn run(
     let _data_dir_lock = prepare_data_dir(&config)?;
     // Before anything else reads the directory: a damaged id file stops start-up here.
     let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
-    cluster_not_ready(&config)?;
-    let store = Store::open(&config.database_path())?;
+    let health = Arc::new(health::Health::new());
+    let store = open_store(&config).await?;
+    // Read before the keys load: the change feed is followed from here, so a change committed
+    // by a peer while they load is applied after (SQLite: no feed, 0).
+    let feed_from = store
+        .max_change_seq()
+        .await
+        .context("reading the store's change feed position")?;
     // Before the keys load, so their spend counts it: requests that were in flight when the
     // daemon last died (`kill -9`, power loss) are charged their holds (SPEC §9.4).
     let charged = store
@@ -96,11 +102,17 @@ pub async fn run(
         .cpu_affinity
         .then(cpu_affinity::CpuPlan::of_current_thread)
         .flatten();
-    let (usage, usage_thread) = store::writer::UsageWriter::spawn(
-        store.clone(),
-        cpus.as_ref().map(cpu_affinity::CpuPlan::for_background),
-        Arc::clone(&clock),
-    )?;
+    let usage_cpu = cpus.as_ref().map(cpu_affinity::CpuPlan::for_background);
+    let (usage, usage_thread) = match &config.cluster {
+        None => store::writer::UsageWriter::spawn(store.clone(), usage_cpu, Arc::clone(&clock))?,
+        Some(_) => store::writer::UsageWriter::spawn_shared(
+            store.clone(),
+            store::spool::Spool::open(&config.data_dir.join("spool"))?,
+            Arc::clone(&health),
+            usage_cpu,
+            Arc::clone(&clock),
+        )?,
+    };
     let keys = Arc::new(KeyService::new(
         store.clone(),
         Arc::clone(&cache),
@@ -112,16 +124,21 @@ pub async fn run(
     let replicas = Arc::new(replica::Replicas::new(replica, Arc::clone(&clock)));
     let tokens =
         Arc::new(admin_tokens::AdminTokens::load(store.clone(), Arc::clone(&clock)).await?);
-    let health = Arc::new(health::Health::new());
+    let cluster_inputs = match config.cluster {
+        None => admin_api::cluster::ClusterInputs::single(Arc::clone(&replicas)),
+        Some(_) => {
+            admin_api::cluster::ClusterInputs::cluster(Arc::clone(&replicas), Arc::clone(&health))
+        }
+    };
     let admin = Arc::new(AdminApi {
         health: Arc::clone(&health),
         keys,
-        tokens,
+        tokens: Arc::clone(&tokens),
         metrics: Arc::clone(&metrics),
         cache: Arc::clone(&cache),
         usage: usage.clone(),
         failed_logins: admin_guard::FailedLogins::new(Arc::clone(&clock)),
-        cluster: admin_api::cluster::ClusterInputs::single(Arc::clone(&replicas)),
+        cluster: cluster_inputs,
     });
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
@@ -129,7 +146,7 @@ pub async fn run(
         Arc::clone(&clock),
         usage.clone(),
         Arc::clone(&metrics),
-        health,
+        Arc::clone(&health),
     )?);
     let configured_cert = config
         .admin
@@ -142,6 +159,32 @@ pub async fn run(
     let tls_config = tls::server_config(Arc::clone(&cert))?;
 
     let stop = CancellationToken::new();
+    if let Some(cluster) = &config.cluster {
+        // Changes committed through other replicas, into this one's memory (`keys::sync`);
+        // the feed's connection also tells `/healthz` whether the store answers.
+        let events = store::postgres::listen(cluster.postgres_url.expose(), feed_from)
+            .context("following the store's change feed")?;
+        tokio::spawn(keys::sync::follow(
+            store.clone(),
+            watch_store_health(events, Arc::clone(&health)),
+            Arc::clone(&cache),
+            Arc::clone(&tokens),
+            stop.clone(),
+        ));
+        let store = store.clone();
+        tokio::spawn(replica::heartbeat(
+            Arc::clone(&replicas),
+            replica::HEARTBEAT_EVERY,
+            stop.clone(),
+            move |record, seen_since| {
+                let store = store.clone();
+                async move {
+                    store.heartbeat(record).await?;
+                    store.list_replicas(seen_since).await
+                }
+            },
+        ));
+    }
     let proxy_addr = listeners
         .proxy
         .local_addr()
@@ -269,19 +312,47 @@ pub async fn run(
     Ok(())
 }
 
-/// **Placeholder, replaced when the PostgreSQL store is merged** (issue #16): the one place
-/// the store is built refuses a valid `[cluster]` section, saying so, rather than start a
-/// replica on its own SQLite database (its keys and limits would be its alone). The URL is
-/// shown with its password hidden (`SecretUrl`'s `Display`).
-fn cluster_not_ready(config: &Config) -> anyhow::Result<()> {
+/// The durable store: SQLite in the data directory, or in cluster mode the PostgreSQL every
+/// replica shares (migrated first, under a lock). A replica that cannot reach it refuses to
+/// start, saying why (SPEC §9.6): it would have no keys to serve. The URL is shown with its
+/// password hidden.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
     match &config.cluster {
-        None => Ok(()),
-        Some(cluster) => anyhow::bail!(
-            "cluster mode: the PostgreSQL store is not built into this version yet, so \
-             [cluster] (PostgreSQL at {}) cannot be used; remove the section to run one server",
-            cluster.postgres_url
-        ),
+        None => Store::open(&config.database_path()),
+        Some(cluster) => Store::connect_postgres(cluster.postgres_url.expose())
+            .await
+            .with_context(|| {
+                format!(
+                    "cluster mode: opening the shared store at {}",
+                    cluster.postgres_url
+                )
+            }),
     }
+}
+
+/// Passes the change feed's events on, marking the store unavailable while the feed's
+/// connection is lost and available once it is back (the usage writer marks it too, from
+/// its own commits).
+fn watch_store_health(
+    mut events: tokio::sync::mpsc::Receiver<store::postgres::Event>,
+    health: Arc<health::Health>,
+) -> tokio::sync::mpsc::Receiver<store::postgres::Event> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match &event {
+                store::postgres::Event::Connected => health.set_store(health::StoreStatus::Ok),
+                store::postgres::Event::Disconnected(_) => {
+                    health.set_store(health::StoreStatus::Unavailable)
+                }
+                store::postgres::Event::Changes(_) => {}
+            }
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// How often the rate windows are saved while serving.

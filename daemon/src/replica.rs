@@ -59,16 +59,9 @@ pub struct Replica {
     metrics: Arc<Metrics>,
 }
 
-/// One replica as a heartbeat records it: the row the shared store keeps per replica.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaRecord {
-    pub id: ReplicaId,
-    pub host: String,
-    pub version: String,
-    pub started_at: Timestamp,
-    pub last_seen: Timestamp,
-    pub requests: u64,
-}
+/// One replica as a heartbeat records it: the row the store keeps per replica (its id as
+/// [`ReplicaId`]'s text).
+pub use crate::store::ReplicaRecord;
 
 /// The replicas `GET /v1/cluster` lists: this one, and the peers seen recently.
 pub struct Replicas {
@@ -135,7 +128,7 @@ impl Replica {
     /// This replica's heartbeat row, seen at `now`.
     pub fn record(&self, now: Timestamp) -> ReplicaRecord {
         ReplicaRecord {
-            id: self.id,
+            id: self.id.to_string(),
             host: self.host.clone(),
             version: self.version.to_owned(),
             started_at: self.started_at,
@@ -148,7 +141,7 @@ impl Replica {
 impl From<ReplicaRecord> for ReplicaView {
     fn from(record: ReplicaRecord) -> Self {
         ReplicaView {
-            id: record.id.to_string(),
+            id: record.id,
             host: record.host,
             version: record.version,
             started_at: record.started_at,
@@ -178,15 +171,17 @@ impl Replicas {
     pub fn list(&self) -> Vec<ReplicaView> {
         let now = self.clock.now();
         let since = seen_since(now);
+        let local_id = self.local.id.to_string();
         let mut peers: Vec<ReplicaRecord> = self
             .peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|peer| peer.id != self.local.id && peer.last_seen >= since)
+            .filter(|peer| peer.id != local_id && peer.last_seen >= since)
             .cloned()
             .collect();
-        peers.sort_by_key(|peer| peer.id);
+        // Ids are 16 lowercase hex digits: their text sorts as their number.
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
         std::iter::once(self.local.record(now))
             .chain(peers)
             .map(ReplicaView::from)

@@ -45,6 +45,10 @@ async fn start(dir: &Path, cluster: &str, vars: &[(&str, &str)]) -> (i32, String
     (output.status.code().unwrap_or(-1), stderr)
 }
 
+/// A `[cluster]` section, the environment it starts with, and the line and words the refusal
+/// must name.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 const ENV_LINES: &str =
     "[cluster]\npostgres_url_env = \"GW_E2E_PG\"\nredis_url_env = \"GW_E2E_REDIS\"\n";
 
@@ -61,7 +65,7 @@ async fn each_wrong_cluster_setting_stops_start_up_naming_its_line_and_no_passwo
     let bad_port = format!("postgres://gw:{PASSWORD}@db:54x32/gw");
     let bad_redis = format!("memcache://gw:{PASSWORD}@cache");
     // The [cluster] header is on line 7 of the written config.
-    let cases: Vec<(String, Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             ENV_LINES.to_owned(),
             vec![("GW_E2E_REDIS", &redis)],
@@ -140,10 +144,11 @@ async fn each_wrong_cluster_setting_stops_start_up_naming_its_line_and_no_passwo
     }
 }
 
-/// Until the PostgreSQL store is built in, a valid section is refused where the store would
-/// be opened, naming the database with its password hidden.
+/// A valid section whose PostgreSQL cannot be reached stops start-up (SPEC §9.6: a replica
+/// that starts while the store is down refuses, saying why), naming the database with its
+/// password hidden, and opens no SQLite store beside it.
 #[tokio::test]
-async fn a_valid_cluster_section_is_refused_until_the_store_exists() {
+async fn a_valid_cluster_section_with_the_store_unreachable_stops_start_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = dir.path().join("redis-url");
     std::fs::write(&secret, format!("{}\n", redis_url())).expect("write");
@@ -155,7 +160,7 @@ async fn a_valid_cluster_section_is_refused_until_the_store_exists() {
     let (code, stderr) = start(dir.path(), &cluster, &[("GW_E2E_PG", &postgres_url())]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("cluster mode: the PostgreSQL store is not built into this version yet"),
+        stderr.contains("cluster mode: opening the shared store at"),
         "{stderr}"
     );
     assert!(

@@ -6,6 +6,8 @@
 //! - `cluster_config`: `[cluster]` settings refused at start-up, naming their line, with no
 //!   password from the URLs in stderr (SPEC §9).
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
+//! - `cluster`: replicas on one PostgreSQL store: changes reach every replica (lag printed),
+//!   audit shows the whole cluster, replicas started together migrate once (SPEC §9).
 //! - `crash`: after `kill -9`, requests in flight are charged their holds and answered ones
 //!   are on disk; a graceful stop leaves no hold to charge.
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
@@ -47,6 +49,7 @@
 mod admin_plane;
 mod backends;
 mod clock;
+mod cluster;
 mod cluster_config;
 mod cluster_status;
 mod crash;

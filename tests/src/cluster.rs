@@ -59,7 +59,7 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         for (name, url) in [
-            ("postgres.url", postgres_url.to_owned()),
+            ("postgres.url", with_password(postgres_url)),
             ("redis.url", backends::shared_redis_url()),
         ] {
             let path = secrets.path().join(name);
@@ -103,5 +103,38 @@ impl Cluster {
 
     fn url_file(&self, name: &str) -> PathBuf {
         self.secrets.path().join(name)
+    }
+}
+
+/// The password every replica's store URL carries (the test servers trust local
+/// connections, so it is never checked, but the replicas hold it as they would a real one).
+pub const STORE_PASSWORD: &str = "pg-pass-Zq8xW4vT1m";
+
+/// `url` with [`STORE_PASSWORD`] as its password, unless it has one.
+fn with_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => {
+            format!("{scheme}://{user}:{STORE_PASSWORD}@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Drop for Cluster {
+    /// Every cluster test is also a leak test for the store's password: no replica's
+    /// trace-level log may contain it.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for replica in &self.replicas {
+            assert!(
+                !replica.logs().contains(STORE_PASSWORD),
+                "a replica's log contains the store's password"
+            );
+        }
     }
 }

@@ -359,12 +359,22 @@ pub fn usage_text(data_dir: &Path) -> String {
 }
 
 /// Fails if `text` contains a provider credential or anything shaped like a raw proxy key
-/// (`sk-proxy-` and 38 base62 characters; display prefixes have only 4).
+/// (`sk-proxy-` and 38 base62 characters; display prefixes have only 4) or a raw admin token
+/// (`gwadm-` and its secret part).
 pub fn assert_no_secrets(what: &str, text: &str) {
     for (provider, _, key) in PROVIDER_KEYS {
         assert!(
             !text.contains(key),
             "{what} contains the {provider} provider key"
+        );
+    }
+    for (at, _) in text.match_indices("gwadm-") {
+        let tail = &text[at + "gwadm-".len()..];
+        let run = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        assert!(
+            run < 16,
+            "{what} contains a raw admin token: {}…",
+            &text[at..at + 10]
         );
     }
     for (at, _) in text.match_indices("sk-proxy-") {

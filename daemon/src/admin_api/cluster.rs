@@ -12,6 +12,7 @@ use gateway_shared::api::{
 };
 
 use super::AdminApi;
+use crate::health::{Health, StoreStatus};
 use crate::http_util::{self, Response};
 use crate::replica::Replicas;
 
@@ -39,6 +40,29 @@ impl ClusterInputs {
                 },
                 limits: BackendHealth {
                     kind: LimitsKind::Memory,
+                    status: BackendStatus::Ok,
+                },
+            }),
+        }
+    }
+
+    /// A replica of a cluster: the shared store as the replica last found it (`health`, set
+    /// by the usage writer and the change listener). No shared limits engine yet: keys with
+    /// limits are refused on every replica (SPEC §9.5), nothing here can be down.
+    pub fn cluster(replicas: Arc<Replicas>, health: Arc<Health>) -> Self {
+        Self {
+            mode: ClusterMode::Cluster,
+            replicas,
+            backends: Box::new(move || Backends {
+                store: BackendHealth {
+                    kind: StoreKind::Postgres,
+                    status: match health.store() {
+                        StoreStatus::Ok => BackendStatus::Ok,
+                        StoreStatus::Unavailable => BackendStatus::Unavailable,
+                    },
+                },
+                limits: BackendHealth {
+                    kind: LimitsKind::None,
                     status: BackendStatus::Ok,
                 },
             }),

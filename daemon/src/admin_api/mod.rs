@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use crate::admin_guard::FailedLogins;
 use crate::admin_tokens::{AdminTokens, AuthFailure};
 use crate::error::{GatewayError, Plane};
-use crate::health::Health;
+use crate::health::{Health, StoreStatus};
 use crate::http_util::{self, Response};
 use crate::keys::{Actor, KeyCache, KeyService};
 use crate::metrics::Metrics;
@@ -118,6 +118,15 @@ impl AdminApi {
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let method = request.method().clone();
+        // With the shared store away, what this replica holds may be stale (a peer that still
+        // reaches it may have changed keys) and no change can be saved: every management
+        // route but health, metrics and the cluster's status answers 503 until it returns.
+        if self.health.store() == StoreStatus::Unavailable
+            && segments.first() == Some(&"v1")
+            && segments.get(1) != Some(&"cluster")
+        {
+            return Err(GatewayError::store_unavailable());
+        }
         use http::Method as M;
         match (segments.as_slice(), &method) {
             (["healthz"], &M::GET) => Ok(self.health.report(false).response()),

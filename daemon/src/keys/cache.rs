@@ -29,6 +29,10 @@ use crate::limits::rate::RateWindow;
 use crate::spend::ledger::{Ledger, SpendState};
 use crate::store::Store;
 
+mod remote;
+
+pub use remote::{ChangedMeanwhile, Link};
+
 /// A key as the request path and the management API need it: its settings, its compiled
 /// restrictions, and the live state (rate window, spend ledger) that outlives edits.
 #[derive(Debug)]
@@ -569,11 +573,11 @@ mod tests {
     use super::*;
     use gateway_shared::Nanodollars;
 
-    fn clock() -> Arc<dyn Clock> {
+    pub(super) fn clock() -> Arc<dyn Clock> {
         Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH))
     }
 
-    fn record(id: &str, second: i64) -> KeyRecord {
+    pub(super) fn record(id: &str, second: i64) -> KeyRecord {
         let at = Timestamp::from_second(second).expect("ts");
         KeyRecord {
             id: id.into(),

@@ -6,6 +6,7 @@ pub mod policy;
 pub mod record;
 pub mod service;
 pub mod stamp;
+pub mod sync;
 
 pub use cache::{KeyCache, KeyEntry};
 pub use record::KeyRecord;

@@ -194,7 +194,7 @@ fn one_server_lists_itself_as_of_now() {
 
 fn peer(id: u64, last_seen: &str) -> ReplicaRecord {
     ReplicaRecord {
-        id: ReplicaId(id),
+        id: ReplicaId(id).to_string(),
         host: format!("host-{id}"),
         version: "0.0.9".into(),
         started_at: ts("2027-01-01T00:00:00Z"),
@@ -285,7 +285,7 @@ async fn the_heartbeat_persists_this_replica_and_keeps_the_peers_it_reads() {
     {
         let written = written.lock().unwrap_or_else(|p| p.into_inner());
         let (record, since) = &written[0];
-        assert_eq!(record.id, id);
+        assert_eq!(record.id, id.to_string());
         assert_eq!(record.last_seen, ts(START));
         assert_eq!(record.requests, 0);
         assert_eq!(*since, ts("2027-01-02T03:03:05Z"));

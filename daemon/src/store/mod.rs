@@ -14,6 +14,7 @@
 //! it (usage goes through the usage writer's channel).
 
 mod audit;
+mod delivery;
 pub mod migrate;
 pub mod postgres;
 mod retry;

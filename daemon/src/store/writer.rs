@@ -32,10 +32,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::oneshot;
 
+use super::delivery::Delivery;
 use super::retry::{RETRY, Retry, commit_with_retry};
+use super::spool::Spool;
 use super::usage::{RecordId, UsageRecord};
 use super::{JournalChanges, Store};
 use crate::clock::Clock;
+use crate::health::Health;
 use crate::spend::holds::{HoldCharge, HoldId, HoldSlot, Holds};
 
 const MAX_BATCH: usize = 4000;
@@ -90,11 +93,24 @@ impl UsageWriter {
         cpu: Option<usize>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
-        Self::spawn_with(store, cpu, clock, RETRY)
+        Self::spawn_with(Sink::Direct(store), cpu, clock, RETRY)
+    }
+
+    /// Starts the writer for a shared store that may be unreachable: batches it cannot take
+    /// wait in `spool` (see `delivery`), and `health` tells `/healthz` whether it answers.
+    pub fn spawn_shared(
+        store: Store,
+        spool: Spool,
+        health: Arc<Health>,
+        cpu: Option<usize>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
+        let delivery = Delivery::new(store, spool, health)?;
+        Self::spawn_with(Sink::Shared(Box::new(delivery)), cpu, clock, RETRY)
     }
 
     fn spawn_with(
-        store: Store,
+        mut sink: Sink,
         cpu: Option<usize>,
         clock: Arc<dyn Clock>,
         retry: Retry,
@@ -122,14 +138,7 @@ impl UsageWriter {
                     &holds,
                     &*clock,
                     instance,
-                    |records, journal| {
-                        // Yield between statements only while keeping up: a batch this big means
-                        // records waited, and the loops come second until the backlog is gone.
-                        let yielding = records.len() <= YIELDING_BATCH_MAX;
-                        commit_with_retry(records, journal, &stopping, retry, |rows, journal| {
-                            store.write_usage(rows, journal, yielding)
-                        });
-                    },
+                    |records, journal| sink.commit(records, journal, &stopping, retry),
                 );
             })
             .context("starting the usage writer thread")?;
@@ -239,14 +248,23 @@ fn run(
     holds: &Holds,
     clock: &dyn Clock,
     instance: u64,
-    mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>),
+    mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> Option<Duration>,
 ) {
     let mut ids = (0u64..).map(|seq| RecordId { instance, seq });
     // Some open hold is not journaled yet: come back within a batch interval.
     let mut holds_waiting = false;
+    // The sink has work of its own (a spool to deliver): come back within this.
+    let mut backlog: Option<Duration> = commit(
+        &[],
+        JournalChanges {
+            instance,
+            opened: &[],
+            settled: &[],
+        },
+    );
     let mut opened = Vec::new();
     loop {
-        let Ok(first) = next(rx, holds, holds_waiting) else {
+        let Ok(first) = next(rx, holds, holds_waiting, backlog) else {
             return;
         };
         let mut records = Vec::new();
@@ -271,9 +289,9 @@ fn run(
         opened.clear();
         holds_waiting = holds.take_to_journal(clock.now(), &mut opened);
         let settled: Vec<HoldId> = records.iter().filter_map(|r| r.journaled_hold).collect();
-        if !records.is_empty() || !opened.is_empty() {
+        if !records.is_empty() || !opened.is_empty() || backlog.is_some() {
             let n = records.len();
-            commit(
+            backlog = commit(
                 &records,
                 JournalChanges {
                     instance,
@@ -290,21 +308,66 @@ fn run(
 }
 
 /// Blocks for the next message; with holds waiting to be journaled, for a batch interval at
-/// most (then `None`).
+/// most, and with a `backlog` of the sink's, for that long at most (then `None`).
 fn next(
     rx: &mpsc::Receiver<Message>,
     holds: &Holds,
     holds_waiting: bool,
+    backlog: Option<Duration>,
 ) -> Result<Option<Message>, Closed> {
-    if !holds_waiting && holds.writer_going_idle() {
-        let message = rx.recv();
-        holds.writer_awake();
-        return message.map(Some).map_err(|_| Closed);
-    }
-    match rx.recv_timeout(GATHER) {
+    let wait = match (holds_waiting, backlog) {
+        (false, None) if holds.writer_going_idle() => {
+            let message = rx.recv();
+            holds.writer_awake();
+            return message.map(Some).map_err(|_| Closed);
+        }
+        (false, None) => GATHER,
+        (true, None) => GATHER,
+        (false, Some(backlog)) => backlog,
+        (true, Some(backlog)) => backlog.min(GATHER),
+    };
+    match rx.recv_timeout(wait) {
         Ok(message) => Ok(Some(message)),
         Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(Closed),
+    }
+}
+
+/// Where the writer's batches go.
+enum Sink {
+    /// A local store (SQLite): retried in place while a failure can heal.
+    Direct(Store),
+    /// A shared store that may be away: spooled meanwhile (`delivery`).
+    Shared(Box<Delivery>),
+}
+
+impl Sink {
+    /// Commits a batch (possibly empty: then only the sink's own backlog) and says how soon
+    /// the writer must come back even with nothing new.
+    fn commit(
+        &mut self,
+        records: &[UsageRecord],
+        journal: JournalChanges<'_>,
+        stopping: &AtomicBool,
+        retry: Retry,
+    ) -> Option<Duration> {
+        match self {
+            Sink::Direct(store) => {
+                if !records.is_empty() || !journal.opened.is_empty() {
+                    // Yield between statements only while keeping up: a batch this big means
+                    // records waited, and the loops come second until the backlog is gone.
+                    let yielding = records.len() <= YIELDING_BATCH_MAX;
+                    commit_with_retry(records, journal, stopping, retry, |rows, journal| {
+                        store.write_usage(rows, journal, yielding)
+                    });
+                }
+                None
+            }
+            Sink::Shared(delivery) => {
+                delivery.commit(records, journal, stopping, retry);
+                delivery.come_back_within()
+            }
+        }
     }
 }
 

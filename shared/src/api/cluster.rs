@@ -73,6 +73,9 @@ pub enum StoreKind {
 pub enum LimitsKind {
     Memory,
     Redis,
+    /// A cluster without a shared limits engine (before Redis is configured to enforce them):
+    /// keys with a rate or spend limit are refused 503 `limits_unavailable` on every replica.
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,6 +109,7 @@ impl LimitsKind {
         match self {
             Self::Memory => "memory",
             Self::Redis => "redis",
+            Self::None => "none",
         }
     }
 }
