@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use gatewayd::config::SecretUrl;
+use gatewayd::store::migrate::{self, MigrateOptions};
 use gatewayd::{Config, Listeners, SystemClock};
 
 /// Gateway AI daemon: proxies OpenAI, Anthropic and Gemini behind scoped, metered proxy keys.
@@ -12,7 +14,7 @@ use gatewayd::{Config, Listeners, SystemClock};
 #[command(version)]
 struct Args {
     /// TOML config file; every field is optional and defaults are embedded.
-    #[arg(long, env = "GATEWAYD_CONFIG", hide_env_values = true)]
+    #[arg(long, env = "GATEWAYD_CONFIG", hide_env_values = true, global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration, print nothing, and exit.
     #[arg(long)]
@@ -21,10 +23,47 @@ struct Args {
     /// scripts: install.sh finds a kept config's pid file and log there).
     #[arg(long)]
     print_data_dir: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Without a command, gatewayd serves.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy a stopped single server's SQLite data (keys as hashes, admin tokens, rotations,
+    /// audit, usage) into an empty PostgreSQL store, for cluster mode (SPEC §9).
+    ///
+    /// Everything is copied in one transaction and counted on both sides before it commits:
+    /// on any error or difference the PostgreSQL store is left as it was. Refused while a
+    /// gatewayd runs on the data directory, and when the PostgreSQL store is not empty. Run
+    /// it before starting the replicas.
+    MigrateStore(MigrateStoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateStoreArgs {
+    /// The PostgreSQL store to copy into (postgres://user:password@host:port/database).
+    /// Default: the config's [cluster] postgres_url_env or postgres_url_file, which is the
+    /// better way: a URL given here, password and all, is visible to every user of this
+    /// machine in `ps` and may land in the shell's history.
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    /// The single server's data directory (its gateway.db). Default: the config's data_dir.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.command.is_some() && (args.check_config || args.print_data_dir) {
+        use clap::CommandFactory;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--check-config and --print-data-dir are not used with a command",
+            )
+            .exit();
+    }
     init_logging();
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -35,6 +74,9 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::MigrateStore(migrate)) = args.command {
+        return migrate_store(migrate, config);
     }
     if args.print_data_dir {
         use std::io::Write;
@@ -83,6 +125,57 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "gatewayd stopped with an error");
             eprintln!("gatewayd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatewayd migrate-store`: the summary on stdout, errors on stderr. Neither ever shows the
+/// database password (errors name host, port and database).
+fn migrate_store(args: MigrateStoreArgs, config: Config) -> ExitCode {
+    let postgres_url = match (args.to, config.cluster) {
+        (Some(text), _) => match SecretUrl::postgres(&text) {
+            Ok(url) => url,
+            Err(err) => {
+                eprintln!("gatewayd migrate-store: --to: {err}");
+                return ExitCode::from(64); // EX_USAGE
+            }
+        },
+        (None, Some(cluster)) => cluster.postgres_url,
+        (None, None) => {
+            eprintln!(
+                "gatewayd migrate-store: no PostgreSQL store to copy into: give the config a \
+                 [cluster] section (postgres_url_env or postgres_url_file), or --to URL"
+            );
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    let data_dir = args.data_dir.unwrap_or(config.data_dir);
+    tracing::info!(data_dir = %data_dir.display(), postgres = %postgres_url, "copying the SQLite store into PostgreSQL");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("gatewayd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = MigrateOptions {
+        data_dir,
+        postgres_url: postgres_url.expose(),
+    };
+    match runtime.block_on(migrate::run(&options)) {
+        Ok(summary) => {
+            use std::io::Write;
+            match writeln!(std::io::stdout().lock(), "{summary}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(err) => {
+            eprintln!("gatewayd migrate-store: {err:#}");
             ExitCode::FAILURE
         }
     }

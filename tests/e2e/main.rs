@@ -29,6 +29,9 @@
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `cluster_status`: `gwctl cluster status` and `GET /v1/cluster`: this replica, its id kept
 //!   across restarts, the requests it served (SPEC §9, issue #16).
+//! - `migrate_store`: `gatewayd migrate-store` copies a stopped server's keys, rotations,
+//!   admin tokens, audit and usage into an empty PostgreSQL store; refused while the daemon
+//!   runs or into a store that is not empty; never prints the database password (issue #16).
 //! - `gwctl_store`: gwctl against what a store holds: control characters escaped, never sent
 //!   raw to the terminal; 100k keys listed in flat memory (issue #20).
 //! - `tui`: `gwctl tui` in a real pseudo-terminal (tmux): list, create, revoke, quit, by key
@@ -59,6 +62,7 @@ mod https;
 mod install;
 mod keys;
 mod metering;
+mod migrate_store;
 mod persistence;
 mod proxy;
 mod rate;

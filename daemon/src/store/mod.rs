@@ -15,6 +15,7 @@
 
 mod audit;
 mod delivery;
+pub mod migrate;
 pub mod postgres;
 mod retry;
 pub mod spool;

@@ -231,7 +231,8 @@ impl UsageWriter {
 /// Every sender is gone: the writer stops.
 struct Closed;
 
-/// A random writer instance (never 0, which [`RecordId::UNASSIGNED`] uses).
+/// A random writer instance, never 0: [`RecordId::UNASSIGNED`] uses it, and so do the usage
+/// rows `gatewayd migrate-store` copied into PostgreSQL (`store::migrate`).
 fn new_instance() -> anyhow::Result<u64> {
     loop {
         let instance = getrandom::u64().context("drawing the usage writer's instance id")?;

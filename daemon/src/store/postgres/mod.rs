@@ -37,6 +37,7 @@
 
 mod changes;
 mod connect;
+mod import;
 mod keys;
 mod listen;
 mod migrations;
@@ -56,6 +57,7 @@ use gateway_shared::api::AuditEntry;
 use jiff::Timestamp;
 
 pub use changes::{Change, ChangeKind};
+pub use import::{Import, ImportConnection};
 pub use listen::{Event, listen};
 
 use super::usage::{UsageRecord, sql_count};

@@ -9,6 +9,7 @@
 
 mod admin_tokens;
 mod audit;
+mod export;
 pub(super) mod holds;
 pub(super) mod keys;
 pub(super) mod migrations;
