@@ -82,6 +82,8 @@ pub struct KeyRow {
     pub created_at: String,
     pub updated_at: String,
     pub revoked_at: Option<String>,
+    /// The key's version (its edits so far): kept, so the copy reads as the same history.
+    pub version: i64,
     /// PostgreSQL's `key_spend` row: `None` for a key never used.
     pub totals: Option<KeyTotals>,
 }

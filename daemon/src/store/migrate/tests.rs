@@ -90,7 +90,8 @@ async fn fill(store: &Store) {
     store
         .update_key(revoked, audit("key.revoke", "key_revoked"))
         .await
-        .expect("revoke");
+        .expect("revoke")
+        .expect("no other writer");
     store
         .insert_key(key("key_old"), audit("key.create", "key_old"))
         .await
@@ -106,7 +107,8 @@ async fn fill(store: &Store) {
             vec![rotate_audit, audit("key.create", "key_new")],
         )
         .await
-        .expect("rotate");
+        .expect("rotate")
+        .expect("no other writer");
     store
         .save_admin_token(
             token("tok_1", "2026-11-27T08:00:00Z"),

@@ -117,10 +117,11 @@ impl Import<'_> {
                 tx.execute(
                     "INSERT INTO keys (id, hash, prefix, name, allowed_providers, \
                      allowed_models, allowed_ips, rate_limit_rpm, spend_limit_nanos, \
-                     spend_reset, expires_at, created_at, updated_at, revoked_at) \
+                     spend_reset, expires_at, created_at, updated_at, revoked_at, version) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
                      $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], \
-                     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])",
+                     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+                     $15::bigint[])",
                     &[
                         &text(|r| &r.id),
                         &text(|r| &r.hash),
@@ -136,6 +137,7 @@ impl Import<'_> {
                         &text(|r| &r.created_at),
                         &text(|r| &r.updated_at),
                         &opt_text(|r| &r.revoked_at),
+                        &rows.iter().map(|r| r.version).collect::<Vec<i64>>(),
                     ],
                 )
                 .await

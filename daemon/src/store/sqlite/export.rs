@@ -111,7 +111,8 @@ impl Store {
 
 const KEYS: &str = "SELECT id, hash, prefix, name, allowed_providers, allowed_models, \
     allowed_ips, rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, \
-    updated_at, revoked_at, spend_total_nanos, request_count, last_used_at FROM keys ORDER BY id";
+    updated_at, revoked_at, spend_total_nanos, request_count, last_used_at, version FROM keys \
+    ORDER BY id";
 
 const USAGE: &str = "SELECT rowid, key_id, at_ms, provider, model, status, input_tokens, \
     output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_ms, source, \
@@ -188,6 +189,7 @@ fn key_row(row: &Row<'_>) -> anyhow::Result<KeyRow> {
         created_at,
         updated_at: row.get(12)?,
         revoked_at: row.get(13)?,
+        version: row.get(17)?,
         totals,
         id,
     })
