@@ -153,3 +153,21 @@ fn bad_values_are_named() {
         assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
     }
 }
+
+/// A provider key written in the file under a name it does not have (`api_key`: the file
+/// takes only where the key is, `api_key_env` / `api_key_file`) is refused naming the line,
+/// never quoting it: the error goes to the terminal and the journal.
+#[test]
+fn a_refused_line_is_never_quoted() {
+    let secret = "sk-live-Qm4xT9vR2pL7nW3k";
+    for text in [
+        format!("[providers.openai]\napi_key = \"{secret}\"\n"),
+        format!("[providers.openai]\napi_key_env = \"OPENAI_API_KEY\" \"{secret}\"\n"),
+        format!("[proxy]\nlisten = \"127.0.0.1:8080\"\nsecret = '{secret}'\n"),
+    ] {
+        let err = format!("{:#}", load_str(&text).expect_err(&text));
+        assert!(err.contains("line 2") || err.contains("line 3"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        assert!(!err.contains("Qm4xT9"), "{err}");
+    }
+}
