@@ -493,7 +493,16 @@ fn resolve_provider(
         (Some(_), Some(_)) => {
             bail!("set either api_key_env or api_key_file for {provider}, not both")
         }
-        (Some(env), None) => CredentialSource::Env(env),
+        (Some(env), None) => {
+            if !is_env_name(&env) || looks_like_a_key(&env) {
+                // Not echoed: most likely the key itself, where its variable's name belongs.
+                bail!(
+                    "api_key_env must name the environment variable that holds {provider}'s \
+                     key (letters, digits and _, like OPENAI_API_KEY), not the key itself"
+                );
+            }
+            CredentialSource::Env(env)
+        }
         (None, Some(file)) => CredentialSource::File(file),
         (None, None) => match (default.api_key_env, default.api_key_file) {
             (_, Some(file)) => CredentialSource::File(file),
@@ -506,6 +515,20 @@ fn resolve_provider(
         base_url,
         credential,
     })
+}
+
+/// A variable name as shells write them (`[A-Za-z_][A-Za-z0-9_]*`).
+pub(crate) fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A provider key's shape rather than a variable's name: Gemini's `AIza…` keys can be
+/// letters, digits and `_` only, which a shell would accept as a name.
+fn looks_like_a_key(name: &str) -> bool {
+    name.starts_with("AIza") && name.len() >= 30
 }
 
 fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {

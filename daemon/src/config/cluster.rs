@@ -163,14 +163,7 @@ impl Backend {
 fn read_env(field: &str, variable: &str, env: Environment<'_>) -> anyhow::Result<String> {
     // A name as shells write them. Anything else is not echoed: it is most likely the URL
     // itself, password included, written where its variable's name belongs.
-    let is_name = variable
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && variable
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !is_name {
+    if !super::is_env_name(variable) {
         bail!(
             "{field} must name an environment variable (letters, digits and _, like \
              GATEWAYD_POSTGRES_URL) that holds the URL, not the URL itself"
