@@ -391,8 +391,42 @@ fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
 
 /// Parses a config file's text (every field optional, unknown fields refused).
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
-    // toml's error names the line and column and quotes the offending line.
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    toml::from_str(text).map_err(|e| parse_error(text, &e))
+}
+
+/// toml's error as `line L, column C: message`, without the quoted line toml's own
+/// `Display` adds: the line refused is often a secret written where the file takes only
+/// where to find it (`api_key = "sk-…"`, `postgres_url = "postgres://user:password@…"`), and
+/// this message goes to the terminal and the journal.
+fn parse_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let message = err.message().trim_end();
+    let Some(start) = err.span().map(|span| span.start.min(text.len())) else {
+        return anyhow::anyhow!("TOML parse error: {message}");
+    };
+    let before = text.get(..start).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    // toml's message does not always name the setting (`invalid type: integer`); the quoted
+    // line did. The key the line sets says it instead, when it looks like one of ours (a
+    // secret pasted as a key is not shown either).
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= 32
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        });
+    match key {
+        Some(key) => {
+            anyhow::anyhow!("line {line}, column {column} ({key}): TOML parse error: {message}")
+        }
+        None => anyhow::anyhow!("line {line}, column {column}: TOML parse error: {message}"),
+    }
 }
 
 fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {
@@ -459,7 +493,16 @@ fn resolve_provider(
         (Some(_), Some(_)) => {
             bail!("set either api_key_env or api_key_file for {provider}, not both")
         }
-        (Some(env), None) => CredentialSource::Env(env),
+        (Some(env), None) => {
+            if !is_env_name(&env) || looks_like_a_key(&env) {
+                // Not echoed: most likely the key itself, where its variable's name belongs.
+                bail!(
+                    "api_key_env must name the environment variable that holds {provider}'s \
+                     key (letters, digits and _, like OPENAI_API_KEY), not the key itself"
+                );
+            }
+            CredentialSource::Env(env)
+        }
         (None, Some(file)) => CredentialSource::File(file),
         (None, None) => match (default.api_key_env, default.api_key_file) {
             (_, Some(file)) => CredentialSource::File(file),
@@ -472,6 +515,20 @@ fn resolve_provider(
         base_url,
         credential,
     })
+}
+
+/// A variable name as shells write them (`[A-Za-z_][A-Za-z0-9_]*`).
+pub(crate) fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A provider key's shape rather than a variable's name: Gemini's `AIza…` keys can be
+/// letters, digits and `_` only, which a shell would accept as a name.
+fn looks_like_a_key(name: &str) -> bool {
+    name.starts_with("AIza") && name.len() >= 30
 }
 
 fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {

@@ -27,6 +27,8 @@
 //! - `hardening_review`: what the review of that hardening found: members given twice, keys
 //!   in forwarded headers.
 //! - `gwctl`: the CLI end to end (SPEC §7).
+//! - `cluster_surface`: secrets written in the wrong setting never echoed; key views across
+//!   replicas (review of issue #16).
 //! - `cluster_status`: `gwctl cluster status` and `GET /v1/cluster`: this replica, its id kept
 //!   across restarts, the requests it served (SPEC §9, issue #16).
 //! - `migrate_store`: `gatewayd migrate-store` copies a stopped server's keys, rotations,
@@ -52,6 +54,7 @@ mod clock;
 mod cluster;
 mod cluster_config;
 mod cluster_status;
+mod cluster_surface;
 mod crash;
 mod edge;
 mod gwctl;

@@ -135,6 +135,14 @@ impl Backend {
             }
             (None, Some(path)) => {
                 let field = format!("cluster.{name}_file");
+                // The URL itself where its file's path belongs: never echoed (a path is
+                // shown in every other error), it holds the password.
+                if path.to_str().is_none_or(|text| text.contains("://")) {
+                    bail!(
+                        "{field} must be the path of a file that holds the URL (like \
+                         /etc/gatewayd/{name}), not the URL itself"
+                    );
+                }
                 let text = read_secret_file(&field, path)?;
                 (field, format!("the file {}", path.display()), text)
             }
@@ -153,8 +161,13 @@ impl Backend {
 }
 
 fn read_env(field: &str, variable: &str, env: Environment<'_>) -> anyhow::Result<String> {
-    if variable.is_empty() || variable.contains(['=', '\0']) {
-        bail!("{field} must name an environment variable");
+    // A name as shells write them. Anything else is not echoed: it is most likely the URL
+    // itself, password included, written where its variable's name belongs.
+    if !super::is_env_name(variable) {
+        bail!(
+            "{field} must name an environment variable (letters, digits and _, like \
+             GATEWAYD_POSTGRES_URL) that holds the URL, not the URL itself"
+        );
     }
     match env(variable) {
         Ok(value) if value.trim().is_empty() => {

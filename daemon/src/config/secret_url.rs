@@ -99,6 +99,14 @@ impl SecretUrl {
             decode_utf8(user).ok_or_else(|| {
                 UrlError("its user name is not valid percent-encoded UTF-8".into())
             })?;
+            // tokio-postgres would read it, but the store takes the TLS settings out of
+            // the query, which starts at the first `?`: one in the password would cut the
+            // URL there and fail at connect with a misleading error.
+            if password.is_some_and(|password| password.contains('?')) {
+                return Err(UrlError(
+                    "a '?' in the password must be percent-encoded (%3F)".into(),
+                ));
+            }
             if password.is_some() {
                 let from = start + user.len() + 1;
                 hidden.push(from..start + credentials.len());
@@ -492,6 +500,10 @@ mod tests {
             (
                 format!("postgres://gw:{p}@d@b/gw"),
                 "must be percent-encoded",
+            ),
+            (
+                format!("postgres://gw:{p}?x@db/gw?sslmode=require"),
+                "a '?' in the password must be percent-encoded (%3F)",
             ),
             (format!("http://gw:{p}@cache"), "is a http:// URL"),
             (format!("redis://gw:{p}@"), "names no host"),

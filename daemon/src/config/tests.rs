@@ -153,3 +153,50 @@ fn bad_values_are_named() {
         assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
     }
 }
+
+/// A provider key written in the file under a name it does not have (`api_key`: the file
+/// takes only where the key is, `api_key_env` / `api_key_file`) is refused naming the line,
+/// never quoting it: the error goes to the terminal and the journal.
+#[test]
+fn a_refused_line_is_never_quoted() {
+    let secret = "sk-live-Qm4xT9vR2pL7nW3k";
+    for text in [
+        format!("[providers.openai]\napi_key = \"{secret}\"\n"),
+        format!("[providers.openai]\napi_key_env = \"OPENAI_API_KEY\" \"{secret}\"\n"),
+        format!("[proxy]\nlisten = \"127.0.0.1:8080\"\nsecret = '{secret}'\n"),
+    ] {
+        let err = format!("{:#}", load_str(&text).expect_err(&text));
+        assert!(err.contains("line 2") || err.contains("line 3"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        assert!(!err.contains("Qm4xT9"), "{err}");
+    }
+}
+
+/// A provider key written where its variable's name belongs is refused at start-up without
+/// being echoed: at run time that name went into a warning and into every client's 502.
+#[test]
+fn a_provider_key_written_as_a_variable_name_is_refused_without_echoing_it() {
+    for (provider, secret) in [
+        ("openai", "sk-live-Qm4xT9vR2pL7nW3k"),
+        ("anthropic", "sk-ant-api03-Qm4xT9vR2pL7nW3k"),
+        // Gemini keys can be letters, digits and `_` only: a shell could name that.
+        ("gemini", "AIzaSyQm4xT9vR2pL7nW3kZ8yX1wV6uT5sR4q"),
+    ] {
+        let text = format!("[providers.{provider}]\napi_key_env = \"{secret}\"\n");
+        let err = format!("{:#}", load_str(&text).expect_err(&text));
+        // The section's line, as for every provider setting.
+        assert!(err.starts_with("line 1: [providers."), "{err}");
+        assert!(err.contains("api_key_env"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        assert!(!err.contains("Qm4xT9"), "{err}");
+    }
+    let config =
+        load_str("[providers.openai]\napi_key_env = \"MY_OPENAI_KEY_2\"\n").expect("a name");
+    assert_eq!(
+        config
+            .provider(Provider::Openai)
+            .expect("openai")
+            .credential,
+        CredentialSource::Env("MY_OPENAI_KEY_2".into())
+    );
+}

@@ -146,7 +146,7 @@ fn each_setting_error_names_its_line() {
         "{:#}",
         load("[cluster]\npostgres_url = \"postgres://db\"\n", &good).expect_err("unknown")
     );
-    assert!(err.contains("at line 2"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
     assert!(err.contains("unknown field `postgres_url`"), "{err}");
 }
 
@@ -237,4 +237,63 @@ fn url_files_must_be_private_regular_and_not_empty() {
     );
     let big = write("big", &"x".repeat(70_000), 0o600);
     check_refused(&text(&big), &[], 2, "not a URL");
+}
+
+/// An operator who writes the URL itself where a setting wants a variable's name or a
+/// file's path, or under a name the section does not have, must not see (nor send to the
+/// journal) the password in the refusal: the error names the line and the mistake only.
+#[test]
+fn a_url_written_in_the_wrong_place_is_refused_without_quoting_it() {
+    let pg = postgres_url();
+    let rd = redis_url();
+    let good = [("PG", pg.as_str()), ("RD", rd.as_str())];
+    for (text, line, needle) in [
+        (
+            format!("[cluster]\npostgres_url_env = {pg:?}\nredis_url_env = \"RD\"\n"),
+            2,
+            "cluster.postgres_url_env must name an environment variable",
+        ),
+        (
+            format!("[cluster]\npostgres_url_env = \"PG\"\nredis_url_env = {rd:?}\n"),
+            3,
+            "cluster.redis_url_env must name an environment variable",
+        ),
+        (
+            format!("[cluster]\npostgres_url_file = {pg:?}\nredis_url_env = \"RD\"\n"),
+            2,
+            "cluster.postgres_url_file must be the path of a file",
+        ),
+        (
+            format!("[cluster]\npostgres_url_env = \"PG\"\nredis_url_file = {rd:?}\n"),
+            3,
+            "cluster.redis_url_file must be the path of a file",
+        ),
+    ] {
+        check_refused(&text, &good, line, needle);
+    }
+    // A name the section does not have: toml's own error, which quotes the line.
+    for (text, line, needle) in [
+        (
+            format!("[cluster]\npostgres_url = {pg:?}\nredis_url_env = \"RD\"\n"),
+            2,
+            "unknown field `postgres_url`",
+        ),
+        (
+            format!("[cluster]\npostgres_url_env = \"PG\"\n\nredis_url = {rd:?}\n"),
+            4,
+            "unknown field `redis_url`",
+        ),
+        // A syntax error on the line that holds the password.
+        (
+            format!("[cluster]\npostgres_url_env = {pg:?} x\n"),
+            2,
+            "line 2",
+        ),
+    ] {
+        let err = format!("{:#}", load(&text, &good).expect_err(&text));
+        assert!(err.contains(&format!("line {line}")), "{text}\n{err}");
+        assert!(err.contains(needle), "{text}\n{err}");
+        assert!(!err.contains(PASSWORD), "{text}\n{err}");
+        assert!(!err.contains("tr0ub4dor"), "{text}\n{err}");
+    }
 }

@@ -115,10 +115,14 @@ impl Upstream {
         body: Bytes,
     ) -> Result<http::Request<Full<Bytes>>, GatewayError> {
         let target = self.target(provider)?;
-        let (name, value) = target.credential.as_ref().map_err(|reason| {
+        // The reason (which variable or file) was logged at start-up: it is the operator's,
+        // not every proxy-key holder's (a path of the server, or a key pasted as a name).
+        let (name, value) = target.credential.as_ref().map_err(|_| {
             GatewayError::new(
                 ErrorCode::UpstreamUnreachable,
-                format!("The gateway has no credential for {provider}: {reason}."),
+                format!(
+                    "The gateway has no credential for {provider}; its operator's log says why."
+                ),
             )
         })?;
         headers.insert(name.clone(), value.clone());
@@ -266,4 +270,41 @@ fn read_credential(
         .map_err(|_| "the credential contains characters not allowed in a header".to_owned())?;
     value.set_sensitive(true);
     Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider without a usable credential fails its requests with a 502 that every
+    /// holder of a proxy key reads: it must not say where the daemon looks for the
+    /// credential (a file path of the server, or a variable name that may be the key
+    /// itself, pasted in the wrong setting); the operator's log says that.
+    #[test]
+    fn the_clients_502_does_not_say_where_the_credential_is_looked_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("secrets-openai-Qm4xT9");
+        let text = format!(
+            "[providers.openai]\napi_key_file = {:?}\n[providers.gemini]\napi_key_env = \
+             \"GW_TEST_UNSET_Qm4xT9\"\n",
+            missing.display().to_string()
+        );
+        let config = Config::from_text(&text).expect("valid config");
+        let upstream = Upstream::new(&config).expect("upstream");
+        for provider in [Provider::Openai, Provider::Gemini] {
+            let err = upstream
+                .request(
+                    provider,
+                    http::Method::POST,
+                    "/v1/x",
+                    None,
+                    http::HeaderMap::new(),
+                    Bytes::new(),
+                )
+                .expect_err("no credential");
+            assert_eq!(err.code, ErrorCode::UpstreamUnreachable);
+            assert!(err.message.contains("no credential"), "{}", err.message);
+            assert!(!err.message.contains("Qm4xT9"), "{}", err.message);
+        }
+    }
 }
