@@ -90,8 +90,6 @@ async fn key_view(replica: &Gateway, id: &str) -> Value {
 /// replica B must show those requests when read through replica A, as its usage report on
 /// A already does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known defect (review of issue #16): key views show the answering replica's own \
-            counters; see the review report"]
 async fn a_key_read_through_any_replica_shows_the_requests_every_replica_served() {
     let cluster = Cluster::start(2).await;
     let [a, b] = &cluster.replicas[..] else {
@@ -139,4 +137,12 @@ async fn a_key_read_through_any_replica_shows_the_requests_every_replica_served(
         "{on_a}\n{on_b}"
     );
     assert_eq!(on_a["last_used_at"], on_b["last_used_at"], "{on_a}\n{on_b}");
+    // The listing too.
+    let listed = a.admin().get("/v1/keys").await;
+    let row = listed.body["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["id"] == json!(id)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["request_count"], json!(3), "{}", listed.body);
 }

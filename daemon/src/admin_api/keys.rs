@@ -11,7 +11,10 @@ use crate::error::GatewayError;
 use crate::http_util::{self, Response};
 use crate::keys::Actor;
 
-pub fn list(api: &AdminApi, request: &http::Request<Incoming>) -> Result<Response, GatewayError> {
+pub async fn list(
+    api: &AdminApi,
+    request: &http::Request<Incoming>,
+) -> Result<Response, GatewayError> {
     let query = Query::parse(request.uri(), &["state", "limit", "cursor"])?;
     let state = query
         .get("state")
@@ -20,7 +23,10 @@ pub fn list(api: &AdminApi, request: &http::Request<Incoming>) -> Result<Respons
                 .map_err(|reason| FieldError::invalid("state", reason))
         })
         .transpose()?;
-    let page = api.keys.list(state, query.get("cursor"), query.limit()?)?;
+    let page = api
+        .keys
+        .list(state, query.get("cursor"), query.limit()?)
+        .await?;
     Ok(http_util::json(200, &page))
 }
 
@@ -35,8 +41,8 @@ pub async fn create(
     Ok(http_util::json(201, &created))
 }
 
-pub fn show(api: &AdminApi, id: &str) -> Result<Response, GatewayError> {
-    Ok(http_util::json(200, &api.keys.get(id)?))
+pub async fn show(api: &AdminApi, id: &str) -> Result<Response, GatewayError> {
+    Ok(http_util::json(200, &api.keys.get(id).await?))
 }
 
 pub async fn edit(
@@ -46,7 +52,7 @@ pub async fn edit(
     request: http::Request<Incoming>,
 ) -> Result<Response, GatewayError> {
     // The key must exist before its body is judged: an unknown id is a 404 whatever the body.
-    api.keys.get(id)?;
+    api.keys.get(id).await?;
     let body = json_body(request).await?;
     let update = UpdateKey::from_json(&body)?;
     Ok(http_util::json(
@@ -86,7 +92,7 @@ pub async fn rotate(
     id: &str,
     request: http::Request<Incoming>,
 ) -> Result<Response, GatewayError> {
-    api.keys.get(id)?;
+    api.keys.get(id).await?;
     let bytes = http_util::read_body(request, super::MAX_BODY_BYTES, super::BODY_GAP).await?;
     let rotate: RotateKey = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()

@@ -130,9 +130,9 @@ impl AdminApi {
         use http::Method as M;
         match (segments.as_slice(), &method) {
             (["healthz"], &M::GET) => Ok(self.health.report(false).response()),
-            (["v1", "keys"], &M::GET) => keys::list(self, &request),
+            (["v1", "keys"], &M::GET) => keys::list(self, &request).await,
             (["v1", "keys"], &M::POST) => keys::create(self, &actor, request).await,
-            (["v1", "keys", id], &M::GET) => keys::show(self, id),
+            (["v1", "keys", id], &M::GET) => keys::show(self, id).await,
             (["v1", "keys", id], &M::PATCH) => keys::edit(self, &actor, id, request).await,
             (["v1", "keys", id], &M::DELETE) => keys::revoke(self, &actor, id).await,
             (["v1", "keys", id, "usage"], &M::GET) => keys::usage(self, id, &request).await,

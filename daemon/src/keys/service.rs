@@ -362,12 +362,43 @@ impl KeyService {
         })
     }
 
-    pub fn get(&self, id: &str) -> Result<KeyView> {
+    pub async fn get(&self, id: &str) -> Result<KeyView> {
         let key = self.find(id)?;
-        Ok(self.cache.view(&key, self.clock.now()))
+        let mut views = [self.cache.view(&key, self.clock.now())];
+        self.with_shared_totals(&mut views).await?;
+        let [view] = views;
+        Ok(view)
     }
 
-    pub fn list(
+    /// In a cluster, each key's request count, total spend and last use are the whole
+    /// cluster's (SPEC §9: any replica "sees the whole cluster"), from the store's totals
+    /// after this replica's own queued usage is written; this replica's memory counts only
+    /// the requests it served itself since it loaded the key. One server: nothing to do.
+    async fn with_shared_totals(&self, views: &mut [KeyView]) -> Result<()> {
+        if self.store.backend() != "postgres" || views.is_empty() {
+            return Ok(());
+        }
+        self.usage.sync().await;
+        let ids = views.iter().map(|view| view.id.clone()).collect();
+        let Some(totals) = self
+            .store
+            .shared_totals(ids)
+            .await
+            .map_err(GatewayError::internal)?
+        else {
+            return Ok(());
+        };
+        for view in views {
+            if let Some(shared) = totals.get(&view.id) {
+                view.request_count = shared.request_count;
+                view.spend_total_usd = shared.spend_total;
+                view.last_used_at = Some(shared.last_used_at);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn list(
         &self,
         state: Option<KeyState>,
         cursor: Option<&str>,
@@ -385,10 +416,9 @@ impl KeyService {
                     "does not name a key; pass the next_cursor of a previous page",
                 )
             })?;
-        Ok(KeyList {
-            keys: records.iter().map(|r| self.cache.view(r, now)).collect(),
-            next_cursor,
-        })
+        let mut keys: Vec<KeyView> = records.iter().map(|r| self.cache.view(r, now)).collect();
+        self.with_shared_totals(&mut keys).await?;
+        Ok(KeyList { keys, next_cursor })
     }
 
     pub async fn audit(

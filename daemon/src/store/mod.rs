@@ -80,6 +80,14 @@ pub struct JournalChanges<'a> {
 }
 
 /// One replica's heartbeat (`gwctl cluster status`). Times are kept to the millisecond.
+/// A key's lifetime totals in a shared store: what its views show in a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyTotals {
+    pub spend_total: gateway_shared::Nanodollars,
+    pub request_count: u64,
+    pub last_used_at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaRecord {
     pub id: String,
@@ -160,6 +168,19 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.load_keys(each).await,
             Store::Postgres(s) => s.load_keys(each).await,
+        }
+    }
+
+    /// The lifetime totals of `key_ids` that every replica's usage has added to, when the
+    /// store is shared (PostgreSQL); `None` on one server, whose memory counts every request
+    /// itself. A key never used is absent from the map.
+    pub async fn shared_totals(
+        &self,
+        key_ids: Vec<String>,
+    ) -> anyhow::Result<Option<std::collections::HashMap<String, KeyTotals>>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.key_totals(key_ids).await.map(Some),
         }
     }
 

@@ -165,7 +165,7 @@ async fn every_change_on_one_replica_reaches_the_others_memory_within_the_bound(
     let id = created.key.id.clone();
     let answered = Instant::now();
     lags.push(until("key created", answered, || b.cache.get(&id).is_some()).await);
-    let a_entry = a.keys.get(&id).expect("on A");
+    let a_entry = a.keys.get(&id).await.expect("on A");
     let b_entry = b.cache.get(&id).expect("on B");
     assert!(b.cache.by_hash(&b_entry.hash).is_some());
     assert_eq!(b.cache.view(&b_entry, now), a_entry);
@@ -444,7 +444,10 @@ async fn changes_committed_while_a_replica_loads_are_applied_again_harmlessly() 
     );
     assert!(Arc::ptr_eq(&old.runtime, &loaded), "the live state is kept");
     assert!(Arc::ptr_eq(&new.runtime, &loaded), "and still shared");
-    assert_eq!(b.cache.view(&old, now), a.keys.get(&old_id).expect("on A"));
+    assert_eq!(
+        b.cache.view(&old, now),
+        a.keys.get(&old_id).await.expect("on A")
+    );
     assert_eq!(b.tokens.list().tokens.len(), 1);
     assert!(b.tokens.authenticate(&token.secret).is_ok());
     b.stop().await;

@@ -61,7 +61,7 @@ pub use import::{Import, ImportConnection};
 pub use listen::{Event, listen};
 
 use super::usage::{UsageRecord, sql_count};
-use super::{AuditQuery, AuditRecord, JournalChanges, ReplicaRecord, Versioned};
+use super::{AuditQuery, AuditRecord, JournalChanges, KeyTotals, ReplicaRecord, Versioned};
 use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::spend::ledger::CountedSpend;
@@ -291,6 +291,14 @@ impl Store {
         usage::write(&tx, records, journal).await?;
         tx.commit().await.context("committing usage")?;
         Ok(())
+    }
+
+    pub async fn key_totals(
+        &self,
+        key_ids: Vec<String>,
+    ) -> anyhow::Result<std::collections::HashMap<String, KeyTotals>> {
+        let client = self.client().await?;
+        usage::key_totals(&client, &key_ids).await
     }
 
     pub async fn counted_spend(

@@ -20,8 +20,8 @@ use jiff::civil::Date;
 use tokio_postgres::{Client, Transaction};
 
 use crate::spend::ledger::CountedSpend;
-use crate::store::JournalChanges;
 use crate::store::usage::{self as shared, ROLLUP_SUMS, TOTALS, UsageRecord, sql_count};
+use crate::store::{JournalChanges, KeyTotals};
 
 /// An id's bits as PostgreSQL's signed BIGINT: ids are compared, never ordered or summed.
 fn id_to_sql(n: u64) -> i64 {
@@ -248,6 +248,34 @@ async fn apply_journal(tx: &Transaction<'_>, journal: JournalChanges<'_>) -> any
 }
 
 /// Spend on the days from `from` on and in all, in one statement (one snapshot).
+/// Each of `key_ids`' lifetime totals as every replica's usage has added to them (keys never
+/// used are absent).
+pub async fn key_totals(
+    client: &Client,
+    key_ids: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, KeyTotals>> {
+    let rows = client
+        .query(
+            "SELECT key_id, spend_total_nanos, request_count, last_used_ms FROM key_spend \
+             WHERE key_id = ANY($1)",
+            &[&key_ids],
+        )
+        .await
+        .context("reading the keys' totals")?;
+    rows.iter()
+        .map(|row| {
+            let key_id: String = row.get(0);
+            let totals = KeyTotals {
+                spend_total: Nanodollars(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)),
+                request_count: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                last_used_at: jiff::Timestamp::from_millisecond(row.get(3))
+                    .context("a key's last use")?,
+            };
+            Ok((key_id, totals))
+        })
+        .collect()
+}
+
 pub async fn counted_spend(
     client: &Client,
     key_id: &str,
