@@ -400,9 +400,14 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
 /// this message goes to the terminal and the journal.
 fn parse_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
     let message = err.message().trim_end();
-    let Some(start) = err.span().map(|span| span.start.min(text.len())) else {
+    let Some(mut start) = err.span().map(|span| span.start.min(text.len())) else {
         return anyhow::anyhow!("TOML parse error: {message}");
     };
+    // An error at the very end of a file that ends with a newline ("unclosed array") is on
+    // its last line, not on a line after it that the file does not have.
+    if start == text.len() && text.ends_with('\n') {
+        start -= 1;
+    }
     let before = text.get(..start).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |at| at + 1);
