@@ -331,8 +331,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// Passes the change feed's events on, marking the store unavailable while the feed's
-/// connection is lost and available once it is back (the usage writer marks it too, from
-/// its own commits).
+/// connection is lost and available once the first read after it came back succeeded
+/// (`CaughtUp`: a connection that cannot read is no store; the usage writer marks it too,
+/// from its own commits).
 fn watch_store_health(
     mut events: tokio::sync::mpsc::Receiver<store::postgres::Event>,
     health: Arc<health::Health>,
@@ -341,11 +342,13 @@ fn watch_store_health(
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match &event {
-                store::postgres::Event::Connected => health.set_store(health::StoreStatus::Ok),
+                store::postgres::Event::CaughtUp => health.set_store(health::StoreStatus::Ok),
                 store::postgres::Event::Disconnected(_) => {
                     health.set_store(health::StoreStatus::Unavailable)
                 }
-                store::postgres::Event::Changes(_) => {}
+                store::postgres::Event::Connected
+                | store::postgres::Event::Changes(_)
+                | store::postgres::Event::Reset { .. } => {}
             }
             if tx.send(event).await.is_err() {
                 return;
