@@ -75,6 +75,19 @@ pub async fn run(
     let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
     let health = Arc::new(health::Health::new());
     let store = open_store(&config).await?;
+    if let Some(cluster) = &config.cluster {
+        // A fresh or emptied database is not this replica's cluster (`store::cluster_id`).
+        if let Some(id) = store.cluster_id().await.with_context(|| {
+            format!(
+                "cluster mode: reading the cluster id at {}",
+                cluster.postgres_url
+            )
+        })? {
+            store::cluster_id::check(&config.data_dir, &id).with_context(|| {
+                format!("cluster mode: the shared store at {}", cluster.postgres_url)
+            })?;
+        }
+    }
     // Read before the keys load: the change feed is followed from here, so a change committed
     // by a peer while they load is applied after (SQLite: no feed, 0).
     let feed_from = store
