@@ -75,6 +75,19 @@ pub async fn run(
     let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
     let health = Arc::new(health::Health::new());
     let store = open_store(&config).await?;
+    if let Some(cluster) = &config.cluster {
+        // A fresh or emptied database is not this replica's cluster (`store::cluster_id`).
+        if let Some(id) = store.cluster_id().await.with_context(|| {
+            format!(
+                "cluster mode: reading the cluster id at {}",
+                cluster.postgres_url
+            )
+        })? {
+            store::cluster_id::check(&config.data_dir, &id).with_context(|| {
+                format!("cluster mode: the shared store at {}", cluster.postgres_url)
+            })?;
+        }
+    }
     // Read before the keys load: the change feed is followed from here, so a change committed
     // by a peer while they load is applied after (SQLite: no feed, 0).
     let feed_from = store
@@ -331,8 +344,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// Passes the change feed's events on, marking the store unavailable while the feed's
-/// connection is lost and available once it is back (the usage writer marks it too, from
-/// its own commits).
+/// connection is lost and available once the first read after it came back succeeded
+/// (`CaughtUp`: a connection that cannot read is no store; the usage writer marks it too,
+/// from its own commits).
 fn watch_store_health(
     mut events: tokio::sync::mpsc::Receiver<store::postgres::Event>,
     health: Arc<health::Health>,
@@ -341,11 +355,13 @@ fn watch_store_health(
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match &event {
-                store::postgres::Event::Connected => health.set_store(health::StoreStatus::Ok),
+                store::postgres::Event::CaughtUp => health.set_store(health::StoreStatus::Ok),
                 store::postgres::Event::Disconnected(_) => {
                     health.set_store(health::StoreStatus::Unavailable)
                 }
-                store::postgres::Event::Changes(_) => {}
+                store::postgres::Event::Connected
+                | store::postgres::Event::Changes(_)
+                | store::postgres::Event::Reset { .. } => {}
             }
             if tx.send(event).await.is_err() {
                 return;

@@ -28,6 +28,13 @@
 //! nothing; the same rule keeps the service's own late update from undoing a newer row
 //! this follower applied first.
 //!
+//! **A restored database.** When the feed goes backwards (`Event::Reset`: the database was
+//! restored from a backup, its seqs and versions restarted lower), versions no longer say
+//! which row is newer and changes may have been skipped: every key, rotation and admin
+//! token is read again and put in as the store has it (`KeyCache::replace_stored`, keeping
+//! live state; tokens merge as always, so a revocation is never undone), retried like a
+//! change until it succeeds. The feed's later changes wait meanwhile and follow.
+//!
 //! **Missing rows.** Keys and admin tokens are never deleted today, so a change whose row is
 //! not found cannot happen short of someone deleting rows by hand: it is logged and
 //! skipped (there is nothing to apply).
@@ -57,6 +64,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest one change's reads may take before they count as failed (and are retried).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a reload of every key may take before it counts as failed (and is retried).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many times a change whose reads fail for a reason other than the connection is
 /// tried before it is skipped.
 const DECODE_ATTEMPTS: u32 = 3;
@@ -101,7 +110,9 @@ pub async fn follow(
                 follower.disconnected(why);
                 false
             }
+            Event::CaughtUp => false,
             Event::Changes(changes) => follower.apply_batch(&changes).await,
+            Event::Reset { seq } => follower.reset(seq).await,
         };
         if stopped {
             return;
@@ -231,6 +242,62 @@ impl Follower {
         }
         self.check_caught_up();
         false
+    }
+
+    /// Reloads everything after the feed went backwards (see the module docs); `true` when
+    /// stopped.
+    async fn reset(&mut self, seq: i64) -> bool {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = tokio::select! {
+                () = self.stop.cancelled() => return true,
+                attempt = tokio::time::timeout(RELOAD_TIMEOUT, self.reload()) => attempt,
+            };
+            let err = match attempt {
+                Ok(Ok(())) => break,
+                Ok(Err(err)) => err,
+                Err(elapsed) => anyhow::Error::new(elapsed).context("reloading timed out"),
+            };
+            tracing::warn!(
+                error = format!("{err:#}"),
+                retry_in_ms = backoff.as_millis() as u64,
+                "cannot reload the keys after the change feed went backwards; retrying"
+            );
+            tokio::select! {
+                () = self.stop.cancelled() => return true,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        // The feed goes on after `seq`: the resume log's position moves there, also down.
+        self.last_seq = seq;
+        self.check_caught_up();
+        false
+    }
+
+    async fn reload(&self) -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.store
+            .load_keys(move |record| {
+                let _ = tx.send(record);
+            })
+            .await?;
+        let records: Vec<_> = rx.try_iter().collect();
+        let rotations = self.store.load_rotations().await?;
+        let tokens = self.store.load_admin_tokens().await?;
+        let keys = records.len();
+        let unknown = self.cache.replace_stored(records, &rotations);
+        for token in tokens {
+            self.tokens.apply_stored(token);
+        }
+        if unknown > 0 {
+            tracing::warn!(
+                keys_not_in_store = unknown,
+                "keys this replica holds are not in the restored database; they stay here"
+            );
+        }
+        tracing::warn!(keys, "reloaded every key and admin token from the store");
+        Ok(())
     }
 
     /// Applies `change`, retrying failed reads (see the module docs); `false` when stopped.

@@ -14,6 +14,7 @@
 //! it (usage goes through the usage writer's channel).
 
 mod audit;
+pub mod cluster_id;
 mod delivery;
 pub mod migrate;
 pub mod postgres;
@@ -371,6 +372,15 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(Vec::new()),
             Store::Postgres(s) => s.changes_since(seq).await,
+        }
+    }
+
+    /// The shared store's cluster id (`cluster_id`), made when its schema was created;
+    /// `None` on one server (SQLite).
+    pub async fn cluster_id(&self) -> anyhow::Result<Option<String>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.cluster_id().await.map(Some),
         }
     }
 

@@ -8,10 +8,14 @@
 //! one comparison under the table's lock: a row older than the entry is ignored
 //! (`KeyCache::upsert`, which the service uses too). Nothing needs to be noted before the
 //! read, and nothing is read twice.
+//!
+//! The one exception is a database restored from a backup (`Event::Reset`): its versions
+//! restarted with it and no longer order rows against this table's, so
+//! [`KeyCache::replace_stored`] puts every stored row in as it is.
 
 use std::sync::Arc;
 
-use super::{KeyCache, KeyEntry, KeyRecord};
+use super::{KeyCache, KeyEntry, KeyRecord, KeyRuntime};
 
 /// What [`KeyCache::link_successor`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +36,41 @@ impl KeyCache {
     /// Applying the same row twice changes nothing. Answers the entry now in the table.
     pub fn apply_stored(&self, record: KeyRecord, predecessor: Option<&str>) -> Arc<KeyEntry> {
         self.put_unless_older(record, predecessor)
+    }
+
+    /// Puts every key as the store has it now in the table **whatever the versions** (the
+    /// database was restored from a backup: its versions may be lower than the table's and
+    /// still be the truth), keeping each entry's live state as [`KeyCache::upsert`] does, then
+    /// links each rotation (successor id, predecessor id) as [`KeyCache::link_successor`]
+    /// does, predecessors first. Keys in the table but not in the store stay (nothing is
+    /// deleted); answers how many there are, for the log.
+    pub fn replace_stored(&self, records: Vec<KeyRecord>, rotations: &[(String, String)]) -> usize {
+        let stored: std::collections::HashSet<String> =
+            records.iter().map(|r| r.id.clone()).collect();
+        for mut record in records {
+            let policy = self.policy(&mut record);
+            let mut index = self.write();
+            let runtime = match index.by_id.get(record.id.as_str()) {
+                Some(current) => Arc::clone(&current.0.runtime),
+                None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+            };
+            index.put(Arc::new(KeyEntry::new(record, policy, runtime)));
+        }
+        let mut links: Vec<(Arc<KeyEntry>, &str)> = rotations
+            .iter()
+            .filter_map(|(successor, predecessor)| {
+                Some((self.get(successor)?, predecessor.as_str()))
+            })
+            .collect();
+        links.sort_by(|(a, _), (b, _)| a.order().cmp(&b.order()));
+        for (successor, predecessor) in links {
+            self.link_successor(&successor.id, predecessor);
+        }
+        self.read()
+            .order
+            .iter()
+            .filter(|entry| !stored.contains(&entry.id))
+            .count()
     }
 
     /// Makes `successor_id` share `predecessor_id`'s live state and names it the
@@ -130,5 +169,41 @@ mod tests {
         assert_eq!(cache.view(&old, now).replaced_by.as_deref(), Some("new"));
         assert_eq!(new.name, "new", "the successor's settings are kept");
         assert_eq!(cache.link_successor("ghost", "old"), Link::Missing);
+    }
+
+    #[test]
+    fn a_restored_store_replaces_newer_entries_keeping_state_and_rotations() {
+        let cache = KeyCache::new(
+            [
+                at_version("a", 5, "newer"),
+                record("old", 1),
+                record("new", 2),
+            ],
+            clock(),
+        );
+        let before = cache.get("a").expect("a");
+        let unknown = cache.replace_stored(
+            vec![
+                at_version("a", 2, "restored"),
+                record("old", 1),
+                record("new", 2),
+            ],
+            &[("new".into(), "old".into())],
+        );
+        assert_eq!(unknown, 0);
+        let after = cache.get("a").expect("a");
+        assert_eq!((after.version, after.name.as_str()), (2, "restored"));
+        assert!(Arc::ptr_eq(&after.runtime, &before.runtime));
+        let (old, new) = (
+            cache.get("old").expect("old"),
+            cache.get("new").expect("new"),
+        );
+        assert!(
+            Arc::ptr_eq(&old.runtime, &new.runtime),
+            "the rotation is linked"
+        );
+        // A key the restored store lacks stays, and is counted.
+        assert_eq!(cache.replace_stored(vec![record("old", 1)], &[]), 2);
+        assert_eq!(cache.len(), 3);
     }
 }

@@ -27,6 +27,7 @@ use relay::{Relay, server_of, through};
 /// measured lags are printed (a few milliseconds).
 const BOUND: Duration = Duration::from_secs(2);
 mod relay;
+mod restore;
 
 /// How long a test waits for a change before it fails.
 const GIVE_UP: Duration = Duration::from_secs(15);

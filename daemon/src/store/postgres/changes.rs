@@ -109,18 +109,43 @@ pub async fn since(client: &Client, seq: i64) -> anyhow::Result<Vec<Change>> {
         )
         .await
         .context("reading the changes")?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.get(1);
-            Ok(Change {
-                seq: row.get(0),
-                kind: ChangeKind::parse(&kind)
-                    .with_context(|| format!("a change of unknown kind `{kind}`"))?,
-                id: row.get(2),
-                version: row
-                    .get::<_, Option<i64>>(3)
-                    .and_then(|v| u64::try_from(v).ok()),
-            })
-        })
-        .collect()
+    rows.iter().map(decode).collect()
+}
+
+/// The change at `seq` and every one after it, oldest first: a follower checks that the
+/// first is still the change it delivered last (see `listen`).
+pub async fn from(client: &Client, seq: i64) -> anyhow::Result<Vec<Change>> {
+    let rows = client
+        .query(
+            "SELECT seq, kind, id, version FROM changes WHERE seq >= $1 ORDER BY seq",
+            &[&seq],
+        )
+        .await
+        .context("reading the changes")?;
+    rows.iter().map(decode).collect()
+}
+
+/// The newest change, if the feed has any.
+pub async fn newest(client: &Client) -> anyhow::Result<Option<Change>> {
+    let row = client
+        .query_opt(
+            "SELECT seq, kind, id, version FROM changes ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .context("reading the newest change")?;
+    row.as_ref().map(decode).transpose()
+}
+
+fn decode(row: &tokio_postgres::Row) -> anyhow::Result<Change> {
+    let kind: String = row.get(1);
+    Ok(Change {
+        seq: row.get(0),
+        kind: ChangeKind::parse(&kind)
+            .with_context(|| format!("a change of unknown kind `{kind}`"))?,
+        id: row.get(2),
+        version: row
+            .get::<_, Option<i64>>(3)
+            .and_then(|v| u64::try_from(v).ok()),
+    })
 }

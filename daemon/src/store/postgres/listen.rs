@@ -9,6 +9,20 @@
 //! `LISTEN`s, then reads what it missed, then waits. A silent dead peer is caught by TCP
 //! keepalives (`connect`) and by a re-read every [`RESYNC`] that doubles as a liveness check;
 //! reconnects back off from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`].
+//!
+//! **A feed that goes backwards.** A database restored from a backup (point in time, or a
+//! dump) has its `changes` sequence back where the backup was: new changes get seqs this
+//! replica has already passed, and "after the last seq" would skip them for good (a
+//! revocation never applied here). Key versions restart too, so they no longer say which row
+//! is newer. Each read therefore starts *at* the last delivered seq and checks that the
+//! change there is still the one delivered (same kind, id and version); when it is gone or
+//! different, the history this replica followed is not the database's any more, and the
+//! listener sends [`Event::Reset`] with the newest seq now: the consumer reloads everything
+//! (regardless of versions) and the feed goes on from there. When the listener starts, it
+//! knows only the seq it starts from, and takes the change found there as the one delivered.
+//!
+//! **Health.** [`Event::CaughtUp`] follows the first successful read after each (re)connect:
+//! the store answers and what was missed is on its way; `Connected` alone says neither.
 
 use std::future::poll_fn;
 use std::time::Duration;
@@ -34,8 +48,16 @@ const QUEUE: usize = 64;
 pub enum Event {
     /// Listening (first connect or a reconnect); the changes missed meanwhile follow.
     Connected,
+    /// The first read after a (re)connect succeeded: what was missed meanwhile has been
+    /// delivered (just before this), so the store counts as available again.
+    CaughtUp,
     /// Changes committed since the last delivered, in seq order (never empty).
     Changes(Vec<Change>),
+    /// The feed went backwards (the database was restored from a backup, see the module
+    /// docs): reload every key, rotation and admin token from the store, replacing what is
+    /// held whatever its version. The changes after `seq` follow, so a change committed
+    /// during the reload is applied again (harmless), never missed.
+    Reset { seq: i64 },
     /// The connection failed or was lost (why, without the password); reconnecting.
     Disconnected(String),
 }
@@ -52,11 +74,22 @@ pub fn listen(url: &str, from_seq: i64) -> anyhow::Result<mpsc::Receiver<Event>>
     Ok(rx)
 }
 
-async fn follow(target: Target, mut last_seq: i64, events: mpsc::Sender<Event>) {
+/// Where the feed is: the last seq delivered, and the change delivered there when known.
+struct Position {
+    seq: i64,
+    /// `None` at start (the listener was given only a seq): the change found there is taken.
+    last: Option<Change>,
+}
+
+async fn follow(target: Target, from_seq: i64, events: mpsc::Sender<Event>) {
     let mut backoff = FIRST_BACKOFF;
+    let mut position = Position {
+        seq: from_seq,
+        last: None,
+    };
     loop {
         let mut connected = false;
-        let err = match session(&target, &mut last_seq, &events, &mut connected).await {
+        let err = match session(&target, &mut position, &events, &mut connected).await {
             Ok(()) => return,
             Err(err) => err,
         };
@@ -79,7 +112,7 @@ async fn follow(target: Target, mut last_seq: i64, events: mpsc::Sender<Event>) 
 /// One connection's life: `Ok` when the consumer went away, `Err` when the connection did.
 async fn session(
     target: &Target,
-    last_seq: &mut i64,
+    position: &mut Position,
     events: &mpsc::Sender<Event>,
     connected: &mut bool,
 ) -> anyhow::Result<()> {
@@ -120,9 +153,16 @@ async fn session(
     }
     let mut resync = tokio::time::interval(RESYNC);
     resync.tick().await;
+    let mut caught_up = false;
     loop {
-        if !deliver(&client, last_seq, events).await? {
+        if !deliver(&client, position, events).await? {
             return Ok(());
+        }
+        if !caught_up {
+            caught_up = true;
+            if events.send(Event::CaughtUp).await.is_err() {
+                return Ok(());
+            }
         }
         tokio::select! {
             wake = wakes.recv() => match wake {
@@ -139,22 +179,63 @@ async fn session(
     }
 }
 
-/// Reads and sends the changes after `last_seq`; `false` when the consumer is gone.
+/// Reads and sends the changes after `position`, or a reset when the feed went backwards;
+/// `false` when the consumer is gone.
 async fn deliver(
     client: &tokio_postgres::Client,
-    last_seq: &mut i64,
+    position: &mut Position,
     events: &mpsc::Sender<Event>,
 ) -> anyhow::Result<bool> {
-    let changes = tokio::time::timeout(READ_TIMEOUT, changes::since(client, *last_seq))
+    let mut changes = tokio::time::timeout(READ_TIMEOUT, changes::from(client, position.seq))
         .await
         .context("reading the changes timed out")??;
-    let Some(newest) = changes.last().map(|c| c.seq) else {
+    if position.seq > 0 {
+        let first = changes.first().filter(|first| first.seq == position.seq);
+        let same = match (first, &position.last) {
+            (Some(first), Some(last)) => first == last,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !same {
+            return reset(client, position, events).await;
+        }
+        let delivered = changes.remove(0);
+        position.last = Some(delivered);
+    }
+    let Some(newest) = changes.last().cloned() else {
         return Ok(true);
     };
     if events.send(Event::Changes(changes)).await.is_err() {
         return Ok(false);
     }
-    *last_seq = newest;
+    *position = Position {
+        seq: newest.seq,
+        last: Some(newest),
+    };
+    Ok(true)
+}
+
+/// The feed no longer holds the change last delivered: tells the consumer to reload, and
+/// goes on from the newest change now.
+async fn reset(
+    client: &tokio_postgres::Client,
+    position: &mut Position,
+    events: &mpsc::Sender<Event>,
+) -> anyhow::Result<bool> {
+    let newest = tokio::time::timeout(READ_TIMEOUT, changes::newest(client))
+        .await
+        .context("reading the changes timed out")??;
+    let seq = newest.as_ref().map_or(0, |c| c.seq);
+    tracing::warn!(
+        last_seq = position.seq,
+        newest_seq = seq,
+        "the change feed went backwards (was the database restored from a backup?): \
+         reloading every key and admin token"
+    );
+    if events.send(Event::Reset { seq }).await.is_err() {
+        return Ok(false);
+    }
+    *position = Position { seq, last: newest };
     Ok(true)
 }
 

@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_cluster_store.sql"),
     include_str!("../../../migrations/postgres/0002_key_version.sql"),
+    include_str!("../../../migrations/postgres/0003_cluster_id.sql"),
 ];
 
 /// The advisory lock the migrations run under ("gatewy" and 1).

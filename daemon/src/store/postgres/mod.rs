@@ -325,6 +325,16 @@ impl Store {
         changes::since(&client, seq).await
     }
 
+    pub async fn cluster_id(&self) -> anyhow::Result<String> {
+        let client = self.client().await?;
+        let id: String = client
+            .query_one("SELECT id FROM cluster", &[])
+            .await
+            .context("reading the cluster id")?
+            .get(0);
+        Ok(id)
+    }
+
     pub async fn max_change_seq(&self) -> anyhow::Result<i64> {
         let client = self.client().await?;
         let seq: i64 = client

@@ -321,7 +321,8 @@ async fn next_changes(events: &mut tokio::sync::mpsc::Receiver<Event>) -> (Vec<S
                 return (changes.into_iter().map(|c| c.id).collect(), disconnected);
             }
             Event::Disconnected(_) => disconnected = true,
-            Event::Connected => {}
+            Event::Connected | Event::CaughtUp => {}
+            Event::Reset { seq } => panic!("unexpected reset to {seq}"),
         }
     }
 }
@@ -339,6 +340,11 @@ async fn the_listener_sees_other_replicas_changes_and_what_it_missed_while_down(
     assert_eq!(
         next(&mut events, Duration::from_secs(10)).await,
         Event::Connected
+    );
+    assert_eq!(
+        next(&mut events, Duration::from_secs(10)).await,
+        Event::CaughtUp,
+        "once the first read succeeded"
     );
 
     let started = std::time::Instant::now();
@@ -378,6 +384,84 @@ async fn the_listener_sees_other_replicas_changes_and_what_it_missed_while_down(
         .expect("insert after");
     let (ids, _) = next_changes(&mut events).await;
     assert_eq!(ids, ["key_after"]);
+}
+
+/// Rolls the feed back as a restore from a backup taken at `seq` does: later rows gone, the
+/// sequence back at `seq`.
+async fn restore_changes_to(client: &tokio_postgres::Client, seq: i64) {
+    client
+        .execute("DELETE FROM changes WHERE seq > $1", &[&seq])
+        .await
+        .expect("delete");
+    client
+        .execute("SELECT setval('changes_seq_seq', $1)", &[&seq])
+        .await
+        .expect("setval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_goes_backwards_is_reset_not_skipped() {
+    let db = TestDatabase::create("listener_reset").await;
+    let replica_a = AnyStore::connect_postgres(&db.url).await.expect("a");
+    let mut events = listen(&db.url, 0).expect("listen");
+    for id in ["k1", "k2", "k3", "k4"] {
+        replica_a
+            .insert_key(key(id), audit("key.create", id))
+            .await
+            .expect("insert");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.extend(next_changes(&mut events).await.0);
+    }
+    let client = db.client().await;
+    let restored_at = replica_a.max_change_seq().await.expect("max") - 2;
+    restore_changes_to(&client, restored_at).await;
+    // Its seq is one the listener has passed: only a reset can bring it.
+    replica_a
+        .insert_key(key("k_new"), audit("key.create", "k_new"))
+        .await
+        .expect("insert after the restore");
+    let newest = replica_a.max_change_seq().await.expect("max");
+    assert_eq!(newest, restored_at + 1);
+    let reset = loop {
+        match next(&mut events, Duration::from_secs(40)).await {
+            Event::Reset { seq } => break seq,
+            Event::Changes(changes) => panic!("changes before the reset: {changes:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(reset, newest, "resumes from the newest change");
+    replica_a
+        .insert_key(key("k_later"), audit("key.create", "k_later"))
+        .await
+        .expect("insert after the reset");
+    let (ids, _) = next_changes(&mut events).await;
+    assert_eq!(ids, ["k_later"], "the feed goes on after the reset point");
+
+    // A restore to the same length with a different change at the last seq is caught too.
+    let last = replica_a.max_change_seq().await.expect("max");
+    client
+        .execute(
+            "UPDATE changes SET id = 'someone_else' WHERE seq = $1",
+            &[&last],
+        )
+        .await
+        .expect("rewrite");
+    replica_a
+        .insert_key(key("k_wake"), audit("key.create", "k_wake"))
+        .await
+        .expect("wake");
+    loop {
+        match next(&mut events, Duration::from_secs(40)).await {
+            Event::Reset { seq } => {
+                assert_eq!(seq, last + 1);
+                break;
+            }
+            Event::Changes(changes) => panic!("changes before the reset: {changes:?}"),
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
