@@ -250,7 +250,19 @@ impl KeyService {
                     "key {key_id} conflicted but is not in the store"
                 ))
             })?;
-        self.cache.upsert(record);
+        // Memory ahead of the store means the store went back (restored from a backup) and
+        // this replica's feed has not reset yet: the stored row is the truth, whatever its
+        // version, or every retry would conflict again. (Should a newer change land between
+        // the read and this, the next attempt conflicts and reads it.)
+        let store_went_back = self
+            .cache
+            .get(&record.id)
+            .is_some_and(|entry| entry.version > record.version);
+        if store_went_back {
+            self.cache.replace_stored(vec![record], &[]);
+        } else {
+            self.cache.upsert(record);
+        }
         Ok(())
     }
 

@@ -62,6 +62,7 @@ async fn a_revocation_after_a_restore_from_backup_reaches_the_follower() {
     // Revoked through a replica that loaded the restored database (A started again; a
     // replica that had followed would first reset like B): version 3 commits at a seq B has
     // passed, a version below B's.
+    let stale_a = a;
     let a = writer(&db.url, clock.clone()).await;
     a.keys.revoke(&actor(), &id).await.expect("revoke");
     assert_eq!(a.store.max_change_seq().await.expect("max"), backup_seq + 1);
@@ -94,5 +95,19 @@ async fn a_revocation_after_a_restore_from_backup_reaches_the_follower() {
         b.cache.get(&later).is_some()
     })
     .await;
+
+    // A replica whose memory is ahead of the restored store (version 4; it follows no feed
+    // here) still decides from the store's row: refused as revoked, not "kept changing".
+    let stale = stale_a
+        .keys
+        .update(&actor(), &id, rename("stale"))
+        .await
+        .expect_err("the key is revoked in the store");
+    assert_eq!(
+        stale.code,
+        gateway_shared::ErrorCode::KeyRevoked,
+        "{}",
+        stale.message
+    );
     b.stop().await;
 }
