@@ -165,8 +165,13 @@ fn split_tls_options(url: &str) -> anyhow::Result<(String, Option<TlsMode>, Opti
     };
     let mut mode = None;
     let mut root_file = None;
-    let mut kept = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+    // The other parameters go on exactly as written: decoding and re-encoding them would turn
+    // `%20` into `+`, which tokio-postgres reads as a plus (`options=-c%20…`, passwords).
+    let mut kept: Vec<&str> = Vec::new();
+    for raw in query.split('&').filter(|raw| !raw.is_empty()) {
+        let Some((name, value)) = form_urlencoded::parse(raw.as_bytes()).next() else {
+            continue;
+        };
         match &*name {
             "sslmode" => {
                 mode = Some(match &*value {
@@ -182,16 +187,13 @@ fn split_tls_options(url: &str) -> anyhow::Result<(String, Option<TlsMode>, Opti
                 })
             }
             "sslrootcert" => root_file = Some(value.into_owned()),
-            _ => {
-                kept.append_pair(&name, &value);
-            }
+            _ => kept.push(raw),
         }
     }
-    let kept = kept.finish();
     let rest = if kept.is_empty() {
         base.to_owned()
     } else {
-        format!("{base}?{kept}")
+        format!("{base}?{}", kept.join("&"))
     };
     // `require` with a root file checks the chain, as libpq does.
     let mode = match (mode, &root_file) {

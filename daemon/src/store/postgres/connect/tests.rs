@@ -42,6 +42,13 @@ fn tls_options_are_taken_out_of_the_url() {
         Some(TlsMode::Disable),
         None,
     );
+    // The other parameters pass exactly as written (a re-encoding made `%20` a `+`).
+    check(
+        "postgres://db/gw?options=-c%20search_path%3Dx&sslmode=require&password=a%20b%2Bc&&x=1+2",
+        "postgres://db/gw?options=-c%20search_path%3Dx&password=a%20b%2Bc&x=1+2",
+        Some(TlsMode::Require),
+        None,
+    );
     check(
         "host=db sslmode=require",
         "host=db sslmode=require",
