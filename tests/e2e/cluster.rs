@@ -484,3 +484,47 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
         "the rollup counts each record once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_pointed_at_another_database_refuses_to_start_until_told_to_join_it() {
+    let mut cluster = Cluster::start(1).await;
+    let (_, secret, _) = cluster.replicas[0]
+        .admin()
+        .create_key(json!({"name": "in-the-first-cluster"}))
+        .await;
+    let status = cluster.replicas[0].stop().await;
+    assert!(status.success());
+
+    // Restarted on an empty database (a wrong URL, a server restored empty): it would serve no
+    // keys while claiming to be healthy, so it refuses, naming both clusters.
+    let fresh = gateway_tests::shared_postgres_database().await;
+    cluster.point_at(fresh.url());
+    let replica = &cluster.replicas[0];
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        gateway_tests::gateway::gatewayd_command(&replica.config_path, "info").output(),
+    )
+    .await
+    .expect("gatewayd exits")
+    .expect("run gatewayd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let id_file = replica.data_dir.join("cluster-id");
+    assert!(
+        stderr.contains(&id_file.display().to_string()),
+        "names the file to remove: {stderr}"
+    );
+    assert!(
+        !stderr.contains(gateway_tests::cluster::STORE_PASSWORD),
+        "{stderr}"
+    );
+
+    // Joining the new cluster on purpose: remove the file.
+    std::fs::remove_file(&id_file).expect("remove cluster-id");
+    cluster.replicas[0].start_again().await;
+    assert_eq!(
+        error_code_of(&cluster.replicas[0], &secret).await,
+        (401, "invalid_key".into()),
+        "the new cluster does not know the old one's keys"
+    );
+}

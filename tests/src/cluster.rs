@@ -96,6 +96,14 @@ impl Cluster {
         }
     }
 
+    /// Points every replica's next start at `postgres_url` (another database, say).
+    pub fn point_at(&mut self, postgres_url: &str) {
+        let path = self.url_file("postgres.url");
+        std::fs::write(&path, format!("{}\n", with_password(postgres_url)))
+            .expect("rewriting the URL file");
+        self.postgres_url = postgres_url.to_owned();
+    }
+
     /// The shared store's URL (with its password, if any: for the test's own connections).
     pub fn postgres_url(&self) -> &str {
         &self.postgres_url
