@@ -115,6 +115,7 @@ pub async fn run(
         .cpu_affinity
         .then(cpu_affinity::CpuPlan::of_current_thread)
         .flatten();
+    let metrics = Arc::new(metrics::Metrics::new());
     let usage_cpu = cpus.as_ref().map(cpu_affinity::CpuPlan::for_background);
     let (usage, usage_thread) = match &config.cluster {
         None => store::writer::UsageWriter::spawn(store.clone(), usage_cpu, Arc::clone(&clock))?,
@@ -122,6 +123,7 @@ pub async fn run(
             store.clone(),
             store::spool::Spool::open(&config.data_dir.join("spool"))?,
             Arc::clone(&health),
+            Arc::clone(&metrics),
             usage_cpu,
             Arc::clone(&clock),
         )?,
@@ -132,7 +134,6 @@ pub async fn run(
         Arc::clone(&clock),
         usage.clone(),
     ));
-    let metrics = Arc::new(metrics::Metrics::new());
     let replica = replica::Replica::start(replica_id, clock.as_ref(), Arc::clone(&metrics));
     let replicas = Arc::new(replica::Replicas::new(replica, Arc::clone(&clock)));
     let tokens =
@@ -179,7 +180,7 @@ pub async fn run(
             .context("following the store's change feed")?;
         tokio::spawn(keys::sync::follow(
             store.clone(),
-            watch_store_health(events, Arc::clone(&health)),
+            watch_store_health(events, Arc::clone(&health), Arc::clone(&metrics)),
             Arc::clone(&cache),
             Arc::clone(&tokens),
             stop.clone(),
@@ -350,6 +351,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 fn watch_store_health(
     mut events: tokio::sync::mpsc::Receiver<store::postgres::Event>,
     health: Arc<health::Health>,
+    metrics: Arc<metrics::Metrics>,
 ) -> tokio::sync::mpsc::Receiver<store::postgres::Event> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
@@ -357,7 +359,14 @@ fn watch_store_health(
             match &event {
                 store::postgres::Event::CaughtUp => health.set_store(health::StoreStatus::Ok),
                 store::postgres::Event::Disconnected(_) => {
-                    health.set_store(health::StoreStatus::Unavailable)
+                    health.set_store(health::StoreStatus::Unavailable);
+                    metrics
+                        .store_errors
+                        .get_or_create(&metrics::StoreErrorLabels {
+                            operation: "change_feed",
+                            kind: "unavailable",
+                        })
+                        .inc();
                 }
                 store::postgres::Event::Connected
                 | store::postgres::Event::Changes(_)

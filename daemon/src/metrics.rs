@@ -36,6 +36,20 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// A backend (SPEC §9 "Operation"): `store` (SQLite or PostgreSQL) or `limits`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: &'static str,
+}
+
+/// A failed operation on the shared store: what was tried (`usage_write`, `change_feed`)
+/// and whether the store was away (`unavailable`) or refused it (`refused`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    pub operation: &'static str,
+    pub kind: &'static str,
+}
+
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
 /// Series every proxied request touches, resolved once: a family look-up takes the family's
@@ -77,6 +91,11 @@ pub struct Metrics {
     pub admin_auth_slowed: Counter,
     /// Connections refused at a listener's connection cap.
     pub connections_refused: Family<ListenerLabels, Counter>,
+    /// 1 while a backend answers, 0 while it is away (set when `/metrics` is read).
+    pub backend_up: Family<BackendLabels, Gauge>,
+    /// Time a usage batch took to commit to the shared store (cluster mode).
+    pub store_write_seconds: Histogram,
+    pub store_errors: Family<StoreErrorLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -99,6 +118,24 @@ impl Metrics {
         let admin_auth_failures = Family::<ReasonLabels, Counter>::default();
         let admin_auth_slowed = Counter::default();
         let connections_refused = Family::<ListenerLabels, Counter>::default();
+        let backend_up = Family::<BackendLabels, Gauge>::default();
+        let store_write_seconds = latency_histogram();
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "backend_up",
+            "1 while the backend answers (store: SQLite or PostgreSQL; limits), 0 while it is away",
+            backend_up.clone(),
+        );
+        registry.register(
+            "store_write_seconds",
+            "Time a usage batch took to commit to the shared store (cluster mode)",
+            store_write_seconds.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed operations on the shared store by operation and kind (unavailable, refused)",
+            store_errors.clone(),
+        );
         registry.register(
             "requests",
             "Proxied and refused requests by provider and outcome",
@@ -199,6 +236,9 @@ impl Metrics {
             admin_auth_failures,
             admin_auth_slowed,
             connections_refused,
+            backend_up,
+            store_write_seconds,
+            store_errors,
         }
     }
 

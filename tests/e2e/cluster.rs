@@ -411,6 +411,22 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
     let health = a.get("/healthz").await;
     assert_eq!(health.status, 200, "{}", health.body);
     assert_eq!(health.body["store"], "unavailable", "{}", health.body);
+    let metrics = a
+        .get("/metrics")
+        .await
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        metrics.contains(r#"gateway_backend_up{backend="store"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"gateway_store_errors_total{operation="change_feed",kind="unavailable"}"#),
+        "{metrics}"
+    );
     let proxy_health = reqwest::get(format!("{a_proxy}/healthz"))
         .await
         .expect("proxy healthz");
@@ -437,6 +453,17 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
         a.get("/v1/keys").await.status == 200
     })
     .await;
+    let metrics = a
+        .get("/metrics")
+        .await
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        metrics.contains(r#"gateway_backend_up{backend="store"} 1"#),
+        "{metrics}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (answered, failures) = traffic.await.expect("load task");

@@ -214,6 +214,17 @@ impl AdminApi {
             .map(|k| i64::from(k.runtime.ledger.snapshot().open_reservations))
             .sum();
         self.metrics.open_reservations.set(open);
+        let up = |is_up: bool| i64::from(is_up);
+        self.metrics
+            .backend_up
+            .get_or_create(&crate::metrics::BackendLabels { backend: "store" })
+            .set(up(self.health.store() == StoreStatus::Ok));
+        self.metrics
+            .backend_up
+            .get_or_create(&crate::metrics::BackendLabels { backend: "limits" })
+            .set(up(
+                self.health.limits() != crate::health::LimitsStatus::Unavailable
+            ));
         self.metrics
             .usage_queue_depth
             .set(i64::try_from(self.usage.queue_depth()).unwrap_or(i64::MAX));

@@ -37,6 +37,7 @@ use super::spool::{ReadError, Spool};
 use super::usage::{CostSource, RecordId, UsageRecord};
 use super::{JournalChanges, Store};
 use crate::health::{Health, StoreStatus};
+use crate::metrics::{Metrics, StoreErrorLabels};
 use crate::spend::holds::HoldId;
 use crate::spend::price::Tokens;
 
@@ -50,6 +51,7 @@ pub struct Delivery {
     store: Store,
     spool: Spool,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     /// The spool holds batches not yet delivered.
     backlog: bool,
     /// When to try delivering the spool next, and the wait after that one.
@@ -59,7 +61,12 @@ pub struct Delivery {
 
 impl Delivery {
     /// Opens the spool: batches a previous run left there are delivered first.
-    pub fn new(store: Store, spool: Spool, health: Arc<Health>) -> anyhow::Result<Delivery> {
+    pub fn new(
+        store: Store,
+        spool: Spool,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Delivery> {
         let backlog = !spool.pending()?.is_empty();
         if backlog {
             tracing::info!(spool = %spool.dir().display(), "usage batches spooled by an earlier run wait for delivery");
@@ -68,6 +75,7 @@ impl Delivery {
             store,
             spool,
             health,
+            metrics,
             backlog,
             next_try: Instant::now(),
             wait: FIRST_WAIT,
@@ -95,7 +103,7 @@ impl Delivery {
             return;
         }
         if !self.backlog {
-            match self.store.write_usage(records, journal, false) {
+            match self.write(records, journal) {
                 Ok(()) => return self.health.set_store(StoreStatus::Ok),
                 Err(err) if super::is_unavailable(&err) => {
                     tracing::warn!(
@@ -147,8 +155,35 @@ impl Delivery {
         retry: Retry,
     ) {
         commit_with_retry(records, journal, stopping, retry, |rows, journal| {
-            self.store.write_usage(rows, journal, false)
+            self.write(rows, journal)
         });
+    }
+
+    /// One commit to the store, timed and its failures counted (`/metrics`).
+    fn write(&self, records: &[UsageRecord], journal: JournalChanges<'_>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let written = self.store.write_usage(records, journal, false);
+        match &written {
+            Ok(()) => self
+                .metrics
+                .store_write_seconds
+                .observe(started.elapsed().as_secs_f64()),
+            Err(err) => {
+                let kind = if super::is_unavailable(err) {
+                    "unavailable"
+                } else {
+                    "refused"
+                };
+                self.metrics
+                    .store_errors
+                    .get_or_create(&StoreErrorLabels {
+                        operation: "usage_write",
+                        kind,
+                    })
+                    .inc();
+            }
+        }
+        written
     }
 
     fn found_away(&mut self) {
@@ -218,7 +253,7 @@ impl Delivery {
                     opened: &[],
                     settled: &settled,
                 };
-                match self.store.write_usage(group, journal, false) {
+                match self.write(group, journal) {
                     Ok(()) => {}
                     Err(err) if super::is_unavailable(&err) => {
                         if delivered > 0 {

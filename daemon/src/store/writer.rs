@@ -39,6 +39,7 @@ use super::usage::{RecordId, UsageRecord};
 use super::{JournalChanges, Store};
 use crate::clock::Clock;
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::spend::holds::{HoldCharge, HoldId, HoldSlot, Holds};
 
 const MAX_BATCH: usize = 4000;
@@ -102,10 +103,11 @@ impl UsageWriter {
         store: Store,
         spool: Spool,
         health: Arc<Health>,
+        metrics: Arc<Metrics>,
         cpu: Option<usize>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<(UsageWriter, std::thread::JoinHandle<()>)> {
-        let delivery = Delivery::new(store, spool, health)?;
+        let delivery = Delivery::new(store, spool, health, metrics)?;
         Self::spawn_with(Sink::Shared(Box::new(delivery)), cpu, clock, RETRY)
     }
 

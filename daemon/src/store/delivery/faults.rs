@@ -69,6 +69,7 @@ async fn a_spooled_record_delivered_after_a_restart_deletes_its_hold_of_the_earl
             store2,
             Spool::open(&spool_dir).expect("spool"),
             Arc::new(Health::new()),
+            Arc::new(Metrics::new()),
         )
         .expect("delivery");
         let opened = [hold(5)];
@@ -100,6 +101,7 @@ async fn a_spooled_record_delivered_after_a_restart_deletes_its_hold_of_the_earl
             store,
             Spool::open(&spool_dir).expect("spool"),
             Arc::new(Health::new()),
+            Arc::new(Metrics::new()),
         )
         .expect("delivery");
         delivery.commit(&[], journal(second_run), &AtomicBool::new(false), RETRY);
@@ -133,7 +135,8 @@ async fn a_spooled_batch_this_binary_cannot_read_is_set_aside_and_the_rest_deliv
         spool
             .append([encode(&with_instance(9, 1)).as_slice()])
             .expect("spooled");
-        let mut delivery = Delivery::new(store, spool, health2).expect("delivery");
+        let mut delivery =
+            Delivery::new(store, spool, health2, Arc::new(Metrics::new())).expect("delivery");
         delivery.commit(&[], journal(10), &AtomicBool::new(false), RETRY);
         // New usage goes straight to the store again.
         delivery.commit(
@@ -178,15 +181,31 @@ async fn usage_written_while_the_database_came_back_empty_is_spooled_not_dropped
     let dir = tempfile::tempdir().expect("dir");
     let spool_dir = dir.path().join("spool");
     let health = Arc::new(Health::new());
+    let metrics = Arc::new(Metrics::new());
     let (store2, health2, spool_dir2) = (store.clone(), Arc::clone(&health), spool_dir.clone());
+    let metrics2 = Arc::clone(&metrics);
     on_writer_thread(move || {
-        let mut delivery = Delivery::new(store2, Spool::open(&spool_dir2).expect("spool"), health2)
-            .expect("delivery");
+        let mut delivery = Delivery::new(
+            store2,
+            Spool::open(&spool_dir2).expect("spool"),
+            health2,
+            metrics2,
+        )
+        .expect("delivery");
         let records: Vec<UsageRecord> = (0..3).map(|i| with_instance(11, i)).collect();
         delivery.commit(&records, journal(11), &AtomicBool::new(false), RETRY);
     })
     .await;
     assert_eq!(health.store(), StoreStatus::Unavailable);
+    let unavailable = StoreErrorLabels {
+        operation: "usage_write",
+        kind: "unavailable",
+    };
+    assert_eq!(
+        metrics.store_errors.get_or_create(&unavailable).get(),
+        1,
+        "counted in /metrics"
+    );
     let spooled = Spool::open(&spool_dir)
         .expect("spool")
         .pending()
@@ -197,13 +216,23 @@ async fn usage_written_while_the_database_came_back_empty_is_spooled_not_dropped
     Store::connect_postgres(&db.url)
         .await
         .expect("migrated again");
-    let health2 = Arc::clone(&health);
+    let (health2, metrics2) = (Arc::clone(&health), Arc::clone(&metrics));
     on_writer_thread(move || {
-        let mut delivery = Delivery::new(store, Spool::open(&spool_dir).expect("spool"), health2)
-            .expect("delivery");
+        let mut delivery = Delivery::new(
+            store,
+            Spool::open(&spool_dir).expect("spool"),
+            health2,
+            metrics2,
+        )
+        .expect("delivery");
         delivery.commit(&[], journal(12), &AtomicBool::new(false), RETRY);
     })
     .await;
     assert_eq!(count(&db, "SELECT count(*) FROM usage").await, 3);
     assert_eq!(health.store(), StoreStatus::Ok);
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("gateway_store_write_seconds_count 1"),
+        "the delivered batch's commit is timed: {rendered}"
+    );
 }
