@@ -8,6 +8,7 @@ use futures_core::Stream;
 use gateway_shared::api::AuditEntry;
 use gateway_shared::{KeyHash, Nanodollars};
 use jiff::Timestamp;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
 
 use crate::admin_tokens::TokenRecord;
@@ -51,23 +52,7 @@ pub async fn insert(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
          allowed_ips, rate_limit_rpm, spend_limit_nanos, spend_reset, expires_at, created_at, \
          updated_at, revoked_at, version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        &[
-            &r.id,
-            &settings.hash,
-            &r.prefix,
-            &r.name,
-            &settings.providers,
-            &settings.models,
-            &settings.ips,
-            &settings.rpm,
-            &settings.spend_limit,
-            &settings.spend_reset,
-            &settings.expires_at,
-            &settings.created_at,
-            &settings.updated_at,
-            &settings.revoked_at,
-            &settings.version,
-        ],
+        &settings.params(r),
     )
     .await
     .context("inserting key")?;
@@ -86,23 +71,7 @@ pub async fn update(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<Versi
              spend_limit_nanos = $9, spend_reset = $10, expires_at = $11, created_at = $12, \
              updated_at = $13, revoked_at = $14, version = version + 1 \
              WHERE id = $1 AND version = $15 RETURNING version",
-            &[
-                &r.id,
-                &settings.hash,
-                &r.prefix,
-                &r.name,
-                &settings.providers,
-                &settings.models,
-                &settings.ips,
-                &settings.rpm,
-                &settings.spend_limit,
-                &settings.spend_reset,
-                &settings.expires_at,
-                &settings.created_at,
-                &settings.updated_at,
-                &settings.revoked_at,
-                &settings.version,
-            ],
+            &settings.params(r),
         )
         .await
         .context("updating key")?;
@@ -142,6 +111,28 @@ struct Settings {
 }
 
 impl Settings {
+    /// The key's columns in the order `insert` and `update` bind them: `$1` id, `$2` hash,
+    /// … `$14` revoked_at, `$15` version.
+    fn params<'a>(&'a self, r: &'a KeyRecord) -> [&'a (dyn ToSql + Sync); 15] {
+        [
+            &r.id,
+            &self.hash,
+            &r.prefix,
+            &r.name,
+            &self.providers,
+            &self.models,
+            &self.ips,
+            &self.rpm,
+            &self.spend_limit,
+            &self.spend_reset,
+            &self.expires_at,
+            &self.created_at,
+            &self.updated_at,
+            &self.revoked_at,
+            &self.version,
+        ]
+    }
+
     fn of(r: &KeyRecord) -> anyhow::Result<Settings> {
         let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
         Ok(Settings {
