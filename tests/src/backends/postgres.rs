@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use tokio_postgres::{Client, NoTls};
 
-use super::process::{ServerProcess, log_tail};
+use super::process::{self, ServerProcess, log_tail};
+
+const WHAT: &str = "the private PostgreSQL";
 use super::{shared_postgres_url, unique_name, url_host_port};
 
 /// How long a server may take to answer after it was started.
@@ -187,25 +189,13 @@ impl PrivatePostgres {
     /// Fast shutdown (SIGINT: connections are ended, no new ones accepted); returns once the
     /// server has exited and its port refuses connections.
     pub async fn stop(&mut self) {
-        let mut server = self
-            .server
-            .take()
-            .expect("stop: the private PostgreSQL is not running");
-        server
-            .signal_and_wait(Signal::INT, Duration::from_secs(30))
-            .await;
-        super::wait_until_refused("the private PostgreSQL", self.port).await;
+        process::stop(&mut self.server, WHAT, self.port, Signal::INT).await;
     }
 
     /// Kills every process of the server at once (SIGKILL), as a crash would; returns once
     /// its port refuses connections. [`Self::start_again`] then runs crash recovery.
     pub async fn kill(&mut self) {
-        let mut server = self
-            .server
-            .take()
-            .expect("kill: the private PostgreSQL is not running");
-        server.kill_all();
-        super::wait_until_refused("the private PostgreSQL", self.port).await;
+        process::kill(&mut self.server, WHAT, self.port).await;
     }
 
     /// Starts the server again on the same port and data; returns once it answers.

@@ -119,6 +119,33 @@ impl Drop for ServerProcess {
 }
 
 /// The last 30 lines of `log`, introduced by what they are.
+/// Stops a private server with `signal` (its own clean shutdown) and waits until it has
+/// exited and `port` refuses connections.
+pub(super) async fn stop(
+    server: &mut Option<ServerProcess>,
+    what: &str,
+    port: u16,
+    signal: Signal,
+) {
+    let mut running = server
+        .take()
+        .unwrap_or_else(|| panic!("stop: {what} is not running"));
+    running
+        .signal_and_wait(signal, Duration::from_secs(30))
+        .await;
+    super::wait_until_refused(what, port).await;
+}
+
+/// Kills every process of a private server at once, as a crash would, and waits until `port`
+/// refuses connections.
+pub(super) async fn kill(server: &mut Option<ServerProcess>, what: &str, port: u16) {
+    let mut running = server
+        .take()
+        .unwrap_or_else(|| panic!("kill: {what} is not running"));
+    running.kill_all();
+    super::wait_until_refused(what, port).await;
+}
+
 pub(super) fn log_tail(what: &str, log: &Path) -> String {
     match std::fs::read(log) {
         Ok(bytes) => {

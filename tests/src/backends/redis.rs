@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use rustix::process::Signal;
 
-use super::process::{ServerProcess, log_tail};
+use super::process::{self, ServerProcess, log_tail};
+
+const WHAT: &str = "the private Redis";
 use super::{shared_redis_url, unique_name, url_host_port};
 
 /// How long a server may take to answer after it was started.
@@ -157,24 +159,12 @@ impl PrivateRedis {
     /// SIGTERM (the server closes its connections and exits, saving nothing); returns once it
     /// has exited and its port refuses connections.
     pub async fn stop(&mut self) {
-        let mut server = self
-            .server
-            .take()
-            .expect("stop: the private Redis is not running");
-        server
-            .signal_and_wait(Signal::TERM, Duration::from_secs(30))
-            .await;
-        super::wait_until_refused("the private Redis", self.port).await;
+        process::stop(&mut self.server, WHAT, self.port, Signal::TERM).await;
     }
 
     /// SIGKILL; returns once its port refuses connections.
     pub async fn kill(&mut self) {
-        let mut server = self
-            .server
-            .take()
-            .expect("kill: the private Redis is not running");
-        server.kill_all();
-        super::wait_until_refused("the private Redis", self.port).await;
+        process::kill(&mut self.server, WHAT, self.port).await;
     }
 
     /// Starts the server again on the same port (empty: it keeps nothing); returns once it
