@@ -242,6 +242,53 @@ impl AdminTokens {
         }
     }
 
+    /// After the store was restored from a backup (`keys::sync`): takes the store's tokens,
+    /// merged as always, so a revocation held here is kept, and written back to the store
+    /// when the restored row had lost it; tokens the store does not have (made after the
+    /// backup) are dropped, as a replica started now would not know them. Answers the ids
+    /// dropped and the ids revoked again.
+    pub async fn replace_stored(
+        &self,
+        stored: Vec<TokenRecord>,
+        actor: &str,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let _serialised = self.writes.lock().await;
+        let ids: std::collections::HashSet<String> = stored.iter().map(|t| t.id.clone()).collect();
+        let mut lost_revocations = Vec::new();
+        for token in stored {
+            let active_in_store = token.revoked_at.is_none();
+            let id = token.id.clone();
+            self.apply_stored(token);
+            if active_in_store
+                && let Some(held) = self.read().iter().find(|t| t.id == id)
+                && held.revoked_at.is_some()
+            {
+                lost_revocations.push(held.clone());
+            }
+        }
+        let mut dropped = Vec::new();
+        self.write().retain(|token| {
+            let keep = ids.contains(&token.id);
+            if !keep {
+                dropped.push(token.id.clone());
+            }
+            keep
+        });
+        let mut revoked = Vec::new();
+        for token in lost_revocations {
+            let audit = AuditRecord {
+                at: token.revoked_at.unwrap_or(token.created_at),
+                actor: actor.to_owned(),
+                action: "admin_token.revoke",
+                key_id: None,
+                details: json!({"token_id": token.id, "name": token.name, "prefix": token.prefix}),
+            };
+            revoked.push(token.id.clone());
+            self.store.save_admin_token(token, Some(audit)).await?;
+        }
+        Ok((dropped, revoked))
+    }
+
     fn replace(&self, token: TokenRecord) {
         let mut tokens = self.write();
         if let Some(slot) = tokens.iter_mut().find(|t| t.id == token.id) {

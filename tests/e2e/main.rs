@@ -29,6 +29,8 @@
 //! - `gwctl`: the CLI end to end (SPEC §7).
 //! - `cluster_surface`: secrets written in the wrong setting never echoed; key views across
 //!   replicas (review of issue #16).
+//! - `cluster_restore`: the shared store restored from a backup under running replicas: every
+//!   replica serves the restored keys, not the history it had followed (issue #16).
 //! - `cluster_status`: `gwctl cluster status` and `GET /v1/cluster`: this replica, its id kept
 //!   across restarts, the requests it served (SPEC §9, issue #16).
 //! - `migrate_store`: `gatewayd migrate-store` copies a stopped server's keys, rotations,
@@ -53,6 +55,7 @@ mod backends;
 mod clock;
 mod cluster;
 mod cluster_config;
+mod cluster_restore;
 mod cluster_status;
 mod cluster_surface;
 mod crash;

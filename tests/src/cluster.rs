@@ -18,7 +18,7 @@ pub struct Cluster {
     /// Holds the URL files for the cluster's lifetime.
     secrets: tempfile::TempDir,
     /// The shared database, when the cluster made its own (dropped with the cluster).
-    _database: Option<PgDatabase>,
+    database: Option<PgDatabase>,
     postgres_url: String,
 }
 
@@ -71,7 +71,7 @@ impl Cluster {
             replicas: Vec::new(),
             mock: MockProvider::start().await,
             secrets,
-            _database: database,
+            database,
             postgres_url: postgres_url.to_owned(),
         }
     }
@@ -102,6 +102,11 @@ impl Cluster {
         std::fs::write(&path, format!("{}\n", with_password(postgres_url)))
             .expect("rewriting the URL file");
         self.postgres_url = postgres_url.to_owned();
+    }
+
+    /// The cluster's own database, when it made one ([`Cluster::start`]).
+    pub fn database(&self) -> Option<&PgDatabase> {
+        self.database.as_ref()
     }
 
     /// The shared store's URL (with its password, if any: for the test's own connections).

@@ -33,7 +33,7 @@ use crate::store::Store;
 
 mod remote;
 
-pub use remote::Link;
+pub use remote::{Link, Restored};
 
 /// A key as the request path and the management API need it: its settings, its compiled
 /// restrictions, and the live state (rate window, spend ledger) that outlives edits.
@@ -548,6 +548,19 @@ impl Index {
         }
         let at = self.position(&entry);
         self.order.insert(at, entry);
+    }
+
+    /// Takes key `id` out of every index (a restored store no longer has it).
+    fn remove(&mut self, id: &str) -> Option<Arc<KeyEntry>> {
+        let entry = self.by_id.take(id)?.0;
+        self.by_hash.remove(&entry.hash);
+        let at = self.position(&entry);
+        if self.order.get(at).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            self.order.remove(at);
+        }
+        self.successors.remove(id);
+        self.successors.retain(|_, successor| successor != id);
+        Some(entry)
     }
 
     /// Where `entry` is, or would go, in creation order.

@@ -259,7 +259,9 @@ impl KeyService {
             .get(&record.id)
             .is_some_and(|entry| entry.version > record.version);
         if store_went_back {
-            self.cache.replace_stored(vec![record], &[]);
+            // A revocation the restored row lost is kept here; the feed's reset writes it
+            // back (`keys::sync`).
+            let _ = self.cache.put_stored(record);
         } else {
             self.cache.upsert(record);
         }

@@ -32,8 +32,12 @@
 //! restored from a backup, its seqs and versions restarted lower), versions no longer say
 //! which row is newer and changes may have been skipped: every key, rotation and admin
 //! token is read again and put in as the store has it (`KeyCache::replace_stored`, keeping
-//! live state; tokens merge as always, so a revocation is never undone), retried like a
-//! change until it succeeds. The feed's later changes wait meanwhile and follow.
+//! live state), retried like a change until it succeeds. The feed's later changes wait
+//! meanwhile and follow. The store is the truth with one exception: a revocation is never
+//! undone (SPEC §2: revoked is terminal). A key or admin token revoked here but active in
+//! the restored rows stays revoked and the revocation is written back to the store, audited
+//! as [`RESTORE_ACTOR`]; keys and tokens the store lacks (made after the backup) are taken
+//! out, as a replica started now would not know them.
 //!
 //! **Missing rows.** Keys and admin tokens are never deleted today, so a change whose row is
 //! not found cannot happen short of someone deleting rows by hand: it is logged and
@@ -56,8 +60,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{KeyCache, Link};
 use crate::admin_tokens::{AdminTokens, TokenApplied};
+use crate::keys::record::KeyRecord;
 use crate::store::postgres::Event;
-use crate::store::{Change, ChangeKind, Store};
+use crate::store::{AuditRecord, Change, ChangeKind, Store};
 
 /// The first pause after a failed read; doubled after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -66,6 +71,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a reload of every key may take before it counts as failed (and is retried).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The audit actor of a revocation written back after a restore.
+const RESTORE_ACTOR: &str = "gatewayd (revocation kept across a restore)";
 /// How many times a change whose reads fail for a reason other than the connection is
 /// tried before it is skipped.
 const DECODE_ATTEMPTS: u32 = 3;
@@ -286,17 +293,58 @@ impl Follower {
         let rotations = self.store.load_rotations().await?;
         let tokens = self.store.load_admin_tokens().await?;
         let keys = records.len();
-        let unknown = self.cache.replace_stored(records, &rotations);
-        for token in tokens {
-            self.tokens.apply_stored(token);
-        }
-        if unknown > 0 {
+        let restored = self.cache.replace_stored(records, &rotations);
+        let (tokens_dropped, tokens_revoked) =
+            self.tokens.replace_stored(tokens, RESTORE_ACTOR).await?;
+        if !tokens_dropped.is_empty() || !tokens_revoked.is_empty() {
             tracing::warn!(
-                keys_not_in_store = unknown,
-                "keys this replica holds are not in the restored database; they stay here"
+                dropped = ?tokens_dropped,
+                revoked_again = ?tokens_revoked,
+                "admin tokens after the restore: those the database lacks are dropped, \
+                 revocations it lost are written back"
             );
         }
+        if !restored.removed.is_empty() {
+            tracing::warn!(
+                key_ids = ?restored.removed,
+                "keys this replica held are not in the restored database: taken out here too"
+            );
+        }
+        for record in restored.revocations {
+            self.revoke_again(record).await?;
+        }
         tracing::warn!(keys, "reloaded every key and admin token from the store");
+        Ok(())
+    }
+
+    /// Writes back a revocation the restored store lost (SPEC §2: revoked is terminal), as
+    /// an audited change of its own. Every replica that held the revocation tries; the first
+    /// commits and the others find the row changed (a conflict, skipped: the feed brings
+    /// them the revoked row).
+    async fn revoke_again(&self, record: KeyRecord) -> anyhow::Result<()> {
+        let key_id = record.id.clone();
+        let audit = AuditRecord {
+            at: record.revoked_at.unwrap_or(record.updated_at),
+            actor: RESTORE_ACTOR.to_owned(),
+            action: "key.revoke",
+            key_id: Some(key_id.clone()),
+            details: serde_json::json!({
+                "name": record.name,
+                "prefix": record.prefix,
+                "reason": "revoked before the store was restored from a backup that predates the revocation",
+            }),
+        };
+        match self.store.update_key(record, audit).await? {
+            Ok(_) => tracing::warn!(
+                key_id = %key_id,
+                "the restored database had this revoked key active: revoked again"
+            ),
+            Err(conflict) => tracing::info!(
+                key_id = %key_id,
+                stored = conflict.stored,
+                "a revocation lost by the restore was written back by another replica"
+            ),
+        }
         Ok(())
     }
 

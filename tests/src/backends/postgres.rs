@@ -22,6 +22,8 @@ use super::process::{self, ServerProcess, log_tail};
 const WHAT: &str = "the private PostgreSQL";
 use super::{shared_postgres_url, unique_name, url_host_port};
 
+mod backup;
+
 /// How long a server may take to answer after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -17,6 +17,16 @@ use std::sync::Arc;
 
 use super::{KeyCache, KeyEntry, KeyRecord, KeyRuntime};
 
+/// What [`KeyCache::replace_stored`] changed beyond taking the store's rows.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Keys taken out of the table: the store does not have them.
+    pub removed: Vec<String>,
+    /// Keys kept revoked though the store has them active: their rows as stored, with the
+    /// table's `revoked_at`, to write back.
+    pub revocations: Vec<KeyRecord>,
+}
+
 /// What [`KeyCache::link_successor`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Link {
@@ -42,20 +52,26 @@ impl KeyCache {
     /// database was restored from a backup: its versions may be lower than the table's and
     /// still be the truth), keeping each entry's live state as [`KeyCache::upsert`] does, then
     /// links each rotation (successor id, predecessor id) as [`KeyCache::link_successor`]
-    /// does, predecessors first. Keys in the table but not in the store stay (nothing is
-    /// deleted); answers how many there are, for the log.
-    pub fn replace_stored(&self, records: Vec<KeyRecord>, rotations: &[(String, String)]) -> usize {
+    /// does, predecessors first, and takes out the keys the store does not have (made after
+    /// the backup: every replica follows the store, and a replica started later would not
+    /// know them).
+    ///
+    /// One thing the store's word does not undo: a revocation (SPEC §2: revoked is
+    /// terminal). A key the table holds as revoked and the store as not (revoked after the
+    /// backup) stays revoked here, at the table's instant, and comes back in
+    /// [`Restored::revocations`] (the store's row with that `revoked_at`, at the store's
+    /// version) for the caller to write back to the store.
+    pub fn replace_stored(
+        &self,
+        records: Vec<KeyRecord>,
+        rotations: &[(String, String)],
+    ) -> Restored {
         let stored: std::collections::HashSet<String> =
             records.iter().map(|r| r.id.clone()).collect();
-        for mut record in records {
-            let policy = self.policy(&mut record);
-            let mut index = self.write();
-            let runtime = match index.by_id.get(record.id.as_str()) {
-                Some(current) => Arc::clone(&current.0.runtime),
-                None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
-            };
-            index.put(Arc::new(KeyEntry::new(record, policy, runtime)));
-        }
+        let revocations = records
+            .into_iter()
+            .filter_map(|record| self.put_stored(record))
+            .collect();
         let mut links: Vec<(Arc<KeyEntry>, &str)> = rotations
             .iter()
             .filter_map(|(successor, predecessor)| {
@@ -66,11 +82,42 @@ impl KeyCache {
         for (successor, predecessor) in links {
             self.link_successor(&successor.id, predecessor);
         }
-        self.read()
+        let mut index = self.write();
+        let gone: Vec<String> = index
             .order
             .iter()
             .filter(|entry| !stored.contains(&entry.id))
-            .count()
+            .map(|entry| entry.id.clone())
+            .collect();
+        for id in &gone {
+            index.remove(id);
+        }
+        Restored {
+            removed: gone,
+            revocations,
+        }
+    }
+
+    /// Puts one key as the store has it in the table whatever the versions, keeping its live
+    /// state and a revocation the table holds (see [`KeyCache::replace_stored`]); answers the
+    /// row to write back when it kept one.
+    pub fn put_stored(&self, mut record: KeyRecord) -> Option<KeyRecord> {
+        let policy = self.policy(&mut record);
+        let mut index = self.write();
+        let mut lost_revocation = None;
+        let runtime = match index.by_id.get(record.id.as_str()) {
+            Some(current) => {
+                let held = current.0.revoked_at();
+                if held.is_some_and(|held| record.revoked_at.is_none_or(|r| r > held)) {
+                    record.revoked_at = held;
+                    lost_revocation = Some(record.clone());
+                }
+                Arc::clone(&current.0.runtime)
+            }
+            None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+        };
+        index.put(Arc::new(KeyEntry::new(record, policy, runtime)));
+        lost_revocation
     }
 
     /// Makes `successor_id` share `predecessor_id`'s live state and names it the
@@ -182,7 +229,7 @@ mod tests {
             clock(),
         );
         let before = cache.get("a").expect("a");
-        let unknown = cache.replace_stored(
+        let restored = cache.replace_stored(
             vec![
                 at_version("a", 2, "restored"),
                 record("old", 1),
@@ -190,7 +237,7 @@ mod tests {
             ],
             &[("new".into(), "old".into())],
         );
-        assert_eq!(unknown, 0);
+        assert!(restored.removed.is_empty() && restored.revocations.is_empty());
         let after = cache.get("a").expect("a");
         assert_eq!((after.version, after.name.as_str()), (2, "restored"));
         assert!(Arc::ptr_eq(&after.runtime, &before.runtime));
@@ -202,8 +249,43 @@ mod tests {
             Arc::ptr_eq(&old.runtime, &new.runtime),
             "the rotation is linked"
         );
-        // A key the restored store lacks stays, and is counted.
-        assert_eq!(cache.replace_stored(vec![record("old", 1)], &[]), 2);
-        assert_eq!(cache.len(), 3);
+        // Keys the restored store lacks are taken out, from every index.
+        let restored = cache.replace_stored(vec![record("old", 1)], &[]);
+        let mut removed = restored.removed;
+        removed.sort();
+        assert_eq!(removed, ["a", "new"]);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("a").is_none() && cache.get("new").is_none());
+        assert!(
+            cache.by_hash(&new.hash).is_none(),
+            "no longer found by its hash"
+        );
+        let now = jiff::Timestamp::from_second(2_000).expect("ts");
+        assert_eq!(cache.view(&old, now).replaced_by, None);
+    }
+
+    #[test]
+    fn a_restore_never_undoes_a_revocation() {
+        let mut revoked = record("k", 1);
+        revoked.revoked_at = Some(jiff::Timestamp::from_second(1_000).expect("ts"));
+        revoked.version = 3;
+        let cache = KeyCache::new([revoked], clock());
+        // The backup predates the revocation: the key is active there, at a lower version.
+        let restored = cache.replace_stored(vec![at_version("k", 1, "k")], &[]);
+        let entry = cache.get("k").expect("k");
+        assert_eq!(
+            entry.revoked_at(),
+            Some(jiff::Timestamp::from_second(1_000).expect("ts"))
+        );
+        let [write_back] = &restored.revocations[..] else {
+            panic!("one revocation to write back: {restored:?}");
+        };
+        assert_eq!(
+            (write_back.version, write_back.revoked_at),
+            (1, entry.revoked_at())
+        );
+        // A store that has it revoked (earlier or the same) needs nothing written.
+        let again = cache.replace_stored(vec![entry.record()], &[]);
+        assert!(again.revocations.is_empty());
     }
 }
