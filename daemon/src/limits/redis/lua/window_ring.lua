@@ -16,18 +16,32 @@ local function ring_meta(win)
   return n, h, c
 end
 
--- The time in logical slot i (0 = oldest of the c filled).
-local function ring_at(win, n, h, c, i)
-  local p = (h - c + i) % n
-  local s = redis.call('GETRANGE', win, HEADER + p * 8, HEADER + p * 8 + 7)
-  return (struct.unpack('<d', s))
+-- Small rings are read whole, once, and their slots unpacked in Lua (cheaper than a
+-- `redis.call` a probe); large ones are probed 8 bytes at a time.
+local WHOLE = 4096
+
+-- A reader of the ring's logical slots (0 = oldest of the c filled): `at(i)` is a time.
+local function ring_reader(win, n, h, c)
+  if n * 8 <= WHOLE then
+    local s = redis.call('GETRANGE', win, HEADER, HEADER + n * 8 - 1)
+    return function(i)
+      local p = (h - c + i) % n
+      return (struct.unpack('<d', s, p * 8 + 1))
+    end
+  end
+  return function(i)
+    local p = (h - c + i) % n
+    local s = redis.call('GETRANGE', win, HEADER + p * 8, HEADER + p * 8 + 7)
+    return (struct.unpack('<d', s))
+  end
 end
 
 -- Rewrites the ring with capacity `capacity`, keeping its newest `keep` times.
 local function ring_resize(win, n, h, c, capacity, keep)
+  local at = ring_reader(win, n, h, c)
   local parts = { struct.pack('<ddd', capacity, keep % capacity, keep) }
   for i = c - keep, c - 1 do
-    parts[#parts + 1] = struct.pack('<d', ring_at(win, n, h, c, i))
+    parts[#parts + 1] = struct.pack('<d', at(i))
   end
   redis.call('SET', win, table.concat(parts), 'PX', WINDOW * 2)
   return capacity, keep % capacity, keep
@@ -45,18 +59,19 @@ local function window_scan(win, limit, now_us, writable)
   if n < limit and writable then
     n, h, c = ring_resize(win, n, h, c, limit, c)
   end
+  local at = ring_reader(win, n, h, c)
   local lo, hi = 0, c
   -- The first slot whose time is still in the window.
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    if (ring_at(win, n, h, c, mid) + WINDOW) * 1000 > now_us then hi = mid else lo = mid + 1 end
+    if (at(mid) + WINDOW) * 1000 > now_us then hi = mid else lo = mid + 1 end
   end
   local inside = c - lo
   if inside == 0 then return 0, nil end
   if inside >= limit then
-    return limit, ring_at(win, n, h, c, c - limit)
+    return limit, at(c - limit)
   end
-  local oldest = ring_at(win, n, h, c, lo)
+  local oldest = at(lo)
   if n > limit and writable then
     ring_resize(win, n, h, c, limit, inside)
   end
@@ -70,7 +85,8 @@ local function window_add(win, limit, now_us, member)
   if c == 0 then n, h = limit, 0 end
   local t = math.ceil(now_us / 1000)
   if c > 0 then
-    local newest = ring_at(win, n, h, c, c - 1)
+    local p = (h - 1) % n
+    local newest = struct.unpack('<d', redis.call('GETRANGE', win, HEADER + p * 8, HEADER + p * 8 + 7))
     if newest > t then t = newest end
   end
   redis.call('SETRANGE', win, HEADER + h * 8, struct.pack('<d', t))
@@ -85,16 +101,17 @@ end
 -- ones move down one (a revert follows its admission closely, so that is a few slots).
 local function window_remove(win, member, t)
   local n, h, c = ring_meta(win)
-  local at = nil
+  local at = ring_reader(win, n, h, c)
+  local found = nil
   for i = c - 1, 0, -1 do
-    local v = ring_at(win, n, h, c, i)
-    if v == t then at = i break end
+    local v = at(i)
+    if v == t then found = i break end
     if v < t then break end
   end
-  if at == nil then return end
-  for i = at, c - 2 do
+  if found == nil then return end
+  for i = found, c - 2 do
     local p = (h - c + i) % n
-    local v = ring_at(win, n, h, c, i + 1)
+    local v = at(i + 1)
     redis.call('SETRANGE', win, HEADER + p * 8, struct.pack('<d', v))
   end
   redis.call('SETRANGE', win, 0, struct.pack('<ddd', n, (h - 1) % n, c - 1))

@@ -197,3 +197,80 @@ async fn a_changed_limit_keeps_the_newest_admissions() {
         Outcome::RateLimited { .. }
     ));
 }
+
+/// Admission instants (ms, Redis's clock) of a long run with random gaps, for `window`.
+async fn long_run(limits: &RedisLimits, owner: &str, limit: u32) -> (Vec<u64>, u32) {
+    seeded(limits, owner).await;
+    let lease = Duration::from_secs(600);
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    let mut offset = 0_i64;
+    // A fixed linear congruential sequence: the same gaps for both windows, every run.
+    let mut state = 0x2545_f491_u64;
+    for seq in 0..400 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        // Mostly bursts a few ms apart, sometimes a pause of up to 20 s.
+        let gap = if (state >> 60) < 2 {
+            (state >> 33) % 20_000
+        } else {
+            (state >> 33) % 700
+        };
+        offset += i64::try_from(gap).expect("small");
+        let admission = Admission {
+            rate_limit: Some(limit),
+            lease,
+            ..ask(owner, hold(seq))
+        };
+        match limits
+            .with_offset(offset)
+            .admit(&admission)
+            .await
+            .expect("admit")
+        {
+            Outcome::Admitted {
+                lease_expires_ms, ..
+            } => admitted.push(lease_expires_ms - 600_000),
+            Outcome::RateLimited { .. } => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    (admitted, refused)
+}
+
+#[tokio::test]
+async fn over_a_long_run_never_more_than_n_in_any_rolling_minute() {
+    const N: u32 = 7;
+    let ring_harness = Harness::new();
+    let set_harness = Harness::new();
+    let ring = ring_harness.limits().await;
+    let set = set_harness.limits_with(Window::SortedSet).await;
+    let (ring_times, ring_refused) = long_run(&ring, "k", N).await;
+    let (set_times, set_refused) = long_run(&set, "k", N).await;
+    for (what, times) in [("ring", &ring_times), ("sorted set", &set_times)] {
+        // The (i + N)-th admission comes a full minute after the i-th: at most N in any
+        // rolling 60 s (instants read to the millisecond below, hence 59,999).
+        for pair in times.windows(usize::try_from(N).expect("small") + 1) {
+            let span = pair[pair.len() - 1] - pair[0];
+            assert!(
+                span >= 59_999,
+                "{what}: {} admitted within {span} ms",
+                N + 1
+            );
+        }
+    }
+    assert!(
+        ring_refused > 100,
+        "the run must hit the limit often: {ring_refused}"
+    );
+    // The two windows are the same rule: the same admissions, give or take one whose slot
+    // freed within the few milliseconds between the two runs' calls.
+    let difference = ring_times.len().abs_diff(set_times.len());
+    assert!(
+        difference <= 2,
+        "ring {} vs sorted set {} admitted ({ring_refused} vs {set_refused} refused)",
+        ring_times.len(),
+        set_times.len()
+    );
+}
