@@ -13,7 +13,8 @@
 //!   pipelined). Version check, rate window, spend hold with the clamp rule of
 //!   `spend/ledger.rs`, all or nothing; idempotent by hold id.
 //! - [`RedisLimits::settle`] and [`RedisLimits::renew`]: one pipelined round trip for a
-//!   batch. [`RedisLimits::revert`]: one.
+//!   batch. [`RedisLimits::revert`]: one. [`RedisLimits::restart_period`] after an edit
+//!   that sets a new reset or limit.
 //! - [`RedisLimits::sweep`]: holds past their lease charged their estimate, returned for
 //!   their usage records. [`RedisLimits::seed`] rebuilds a lost ledger;
 //!   [`RedisLimits::publish_version`] after a committed edit; [`RedisLimits::peek`] for
@@ -35,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_shared::SpendReset;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Pipeline, Value};
 
@@ -326,7 +328,36 @@ impl RedisLimits {
     pub async fn seed(
         &self,
         owner: &str,
-        reset: Option<gateway_shared::SpendReset>,
+        reset: Option<SpendReset>,
+        period_start_ms: Option<u64>,
+        spent: u64,
+        versions: &[(&str, u64)],
+    ) -> Result<bool, LimitsError> {
+        self.set_ledger(false, owner, reset, period_start_ms, spent, versions)
+            .await
+    }
+
+    /// Starts the period of a reset or limit an edit has just set, at what the key really
+    /// spent in it (the durable store's sum, `spent`): the memory engine's
+    /// `Ledger::restart_period`. Unlike [`RedisLimits::seed`] it overwrites the period;
+    /// open holds stay held.
+    pub async fn restart_period(
+        &self,
+        owner: &str,
+        reset: Option<SpendReset>,
+        period_start_ms: Option<u64>,
+        spent: u64,
+    ) -> Result<(), LimitsError> {
+        self.set_ledger(true, owner, reset, period_start_ms, spent, &[])
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_ledger(
+        &self,
+        force: bool,
+        owner: &str,
+        reset: Option<SpendReset>,
         period_start_ms: Option<u64>,
         spent: u64,
         versions: &[(&str, u64)],
@@ -335,6 +366,7 @@ impl RedisLimits {
         let mut invocation = self.scripts.seed.prepare_invoke();
         invocation
             .key(keys.ledger())
+            .arg(u8::from(force))
             .arg(reset_code(reset))
             .arg(period_start_ms.map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)))
             .arg(exact(spent));
@@ -343,8 +375,8 @@ impl RedisLimits {
         }
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
-        let (seeded,): (i64,) = self.send(&pipe).await?;
-        Ok(seeded == 1)
+        let (set,): (i64,) = self.send(&pipe).await?;
+        Ok(set == 1)
     }
 
     /// Publishes a key's version after its change committed (set only if greater), so the
@@ -371,7 +403,7 @@ impl RedisLimits {
         owner: &str,
         key_id: &str,
         rate_limit: Option<u32>,
-        reset: Option<gateway_shared::SpendReset>,
+        reset: Option<SpendReset>,
     ) -> Result<Peek, LimitsError> {
         let keys = OwnerKeys::new(&self.prefix, owner)?;
         let mut invocation = self.scripts.peek.prepare_invoke();

@@ -154,3 +154,62 @@ async fn a_lost_ledger_is_rebuilt_before_the_key_is_admitted_again() {
         Outcome::Admitted { .. }
     ));
 }
+
+#[tokio::test]
+async fn an_edit_restarts_the_period_at_what_the_key_really_spent() {
+    let harness = Harness::new();
+    let limits = harness.limits().await;
+    seeded_with(&limits, "k", None, 5000).await;
+    let monthly = |seq, worst| Admission {
+        spend: Some(SpendAsk {
+            limit: 1000,
+            reset: Some(SpendReset::Monthly),
+            worst,
+            min: None,
+        }),
+        ..ask("k", hold(seq))
+    };
+    assert!(matches!(
+        limits.admit(&monthly(9, 0)).await.expect("admit"),
+        Outcome::SpendExhausted { .. }
+    ));
+    let held = Admission {
+        spend: spend(100_000, 40, None),
+        ..ask("k", hold(1))
+    };
+    assert!(matches!(
+        limits.admit(&held).await.expect("admit"),
+        Outcome::Admitted { held: 40, .. }
+    ));
+    // A monthly limit of 1,000 set on the 6th: the month so far cost 300 (the durable
+    // store's sum), not the lifetime's 5,000.
+    let Outcome::NeedRebuild {
+        period_start_ms, ..
+    } = limits
+        .admit(&Admission {
+            owner: "fresh",
+            key_id: "fresh",
+            ..monthly(2, 0)
+        })
+        .await
+        .expect("admit")
+    else {
+        panic!("a fresh owner needs a rebuild");
+    };
+    limits
+        .restart_period("k", Some(SpendReset::Monthly), period_start_ms, 300)
+        .await
+        .expect("restart");
+    let peek = limits
+        .peek("k", "k", None, Some(SpendReset::Monthly))
+        .await
+        .expect("peek");
+    assert_eq!((peek.spent, peek.held), (300, 40), "holds stay");
+    assert_eq!(
+        limits.admit(&monthly(3, 700)).await.expect("admit"),
+        Outcome::SpendWouldExceed {
+            headroom: 660,
+            resets_at_ms: peek.resets_at_ms
+        }
+    );
+}
