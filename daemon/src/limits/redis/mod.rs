@@ -180,9 +180,16 @@ impl RedisLimits {
         types::outcome(&Reply::new(reply)?)
     }
 
-    /// Takes back an admission whose request was refused after it: its window slot and its
-    /// hold are released, free. `false` when the hold was no longer open.
-    pub async fn revert(&self, owner: &str, hold: HoldId) -> Result<bool, LimitsError> {
+    /// Takes back an admission whose request was refused after it, or whose answer was lost
+    /// (Redis timed out, and the request was answered 503): its window slot and its hold are
+    /// released, free, and the id is remembered as finished for a few `lease`s, so the
+    /// admission arriving late is not admitted. `false` when the hold was not open.
+    pub async fn revert(
+        &self,
+        owner: &str,
+        hold: HoldId,
+        lease: Duration,
+    ) -> Result<bool, LimitsError> {
         let keys = OwnerKeys::new(&self.prefix, owner)?;
         let mut invocation = self.scripts.revert.prepare_invoke();
         invocation
@@ -191,7 +198,8 @@ impl RedisLimits {
             .key(keys.hold(hold))
             .key(keys.expiries())
             .key(keys.done(hold))
-            .arg(hold.to_string());
+            .arg(hold.to_string())
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
         let (taken,): (i64,) = self.send(&pipe).await?;

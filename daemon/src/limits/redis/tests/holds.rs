@@ -248,3 +248,57 @@ async fn the_sweeper_is_bounded_and_resumes() {
     let peek = limits.peek("k", "k", None, None).await.expect("peek");
     assert_eq!((peek.spent, peek.held), (50, 0));
 }
+
+#[tokio::test]
+async fn a_lost_admission_reverted_by_id_is_never_admitted_late() {
+    let harness = Harness::new();
+    let limits = harness.limits().await;
+    seeded(&limits, "k").await;
+    // The replica's admission timed out and it answered 503; it reverts the id before the
+    // admission (delayed in the network) reaches Redis.
+    assert!(
+        !limits
+            .revert("k", hold(1), Duration::from_secs(60))
+            .await
+            .expect("revert")
+    );
+    let late = spending(1, 300, 300, Duration::from_secs(60));
+    assert_eq!(
+        limits.admit(&late).await.expect("admit"),
+        Outcome::AlreadyFinished
+    );
+    let peek = limits.peek("k", "k", Some(100), None).await.expect("peek");
+    assert_eq!((peek.held, peek.open_holds), (0, 0));
+    assert_eq!(peek.rate.expect("rate").remaining, 100);
+    // A settled id keeps its own mark: a revert does not turn it into "reverted".
+    limits
+        .admit(&spending(2, 300, 300, Duration::from_secs(60)))
+        .await
+        .expect("admit");
+    let settlement = Settlement {
+        owner: "k",
+        hold: hold(2),
+        actual: 5,
+    };
+    limits.settle(&[settlement]).await.expect("settle");
+    assert!(
+        !limits
+            .revert("k", hold(2), Duration::from_secs(60))
+            .await
+            .expect("revert")
+    );
+    assert_eq!(
+        limits.settle(&[settlement]).await.expect("settle"),
+        vec![SettleResult::AlreadyFinished(Finished::Settled)]
+    );
+    // What a finished mark costs in Redis's memory.
+    let mut raw = harness.raw().await;
+    let bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("{}:{{k}}:d:{}", harness.prefix, hold(2)))
+        .query_async(&mut raw)
+        .await
+        .expect("MEMORY USAGE");
+    eprintln!("a finished-hold mark: {bytes} B");
+    assert!(bytes < 200, "{bytes}");
+}

@@ -138,8 +138,18 @@ async fn a_reverted_admission_frees_its_slot_and_refusals_never_count() {
         ));
     }
     // The second admission's request was refused later (a body that could not be rewritten).
-    assert!(limits.revert("k", hold(2)).await.expect("revert"));
-    assert!(!limits.revert("k", hold(2)).await.expect("revert twice"));
+    assert!(
+        limits
+            .revert("k", hold(2), Duration::from_secs(60))
+            .await
+            .expect("revert")
+    );
+    assert!(
+        !limits
+            .revert("k", hold(2), Duration::from_secs(60))
+            .await
+            .expect("revert twice")
+    );
     assert_eq!(
         limits.admit(&rated("k", 2, 3)).await.expect("admit"),
         Outcome::AlreadyFinished,
