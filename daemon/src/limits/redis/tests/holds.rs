@@ -302,3 +302,67 @@ async fn a_lost_admission_reverted_by_id_is_never_admitted_late() {
     eprintln!("a finished-hold mark: {bytes} B");
     assert!(bytes < 200, "{bytes}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_while_sweeping_charges_each_hold_once() {
+    let harness = Harness::new();
+    let settler = harness.limits().await;
+    let sweeper = harness.limits().await.with_offset(2_000);
+    seeded(&settler, "k").await;
+    for seq in 0..200 {
+        let admission = Admission {
+            rate_limit: None,
+            ..spending(seq, 40, 30, Duration::from_secs(1))
+        };
+        assert!(matches!(
+            settler.admit(&admission).await.expect("admit"),
+            Outcome::Admitted { held: 40, .. }
+        ));
+    }
+    // Settled at 7 each, in batches of 10, while another replica sweeps them (estimate 30).
+    let settling = tokio::spawn(async move {
+        let mut settled = Vec::new();
+        for batch in 0..20_u64 {
+            let settlements: Vec<Settlement<'_>> = (batch * 10..batch * 10 + 10)
+                .map(|seq| Settlement {
+                    owner: "k",
+                    hold: hold(seq),
+                    actual: 7,
+                })
+                .collect();
+            let results = settler.settle(&settlements).await.expect("settle");
+            for (settlement, result) in settlements.iter().zip(results) {
+                if result == SettleResult::Settled {
+                    settled.push(settlement.hold);
+                }
+            }
+        }
+        (settled, settler)
+    });
+    let mut swept = Vec::new();
+    loop {
+        let round = sweeper.sweep(7).await.expect("sweep");
+        if round.is_empty() && settling.is_finished() {
+            break;
+        }
+        swept.extend(round.into_iter().map(|s| s.hold));
+    }
+    let (settled, settler) = settling.await.expect("settler");
+    swept.extend(
+        sweeper
+            .sweep(1000)
+            .await
+            .expect("sweep")
+            .into_iter()
+            .map(|s| s.hold),
+    );
+    let mut all: Vec<HoldId> = settled.iter().chain(&swept).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    eprintln!("settled {}, swept {}", settled.len(), swept.len());
+    assert_eq!(all.len(), 200, "every hold finished");
+    assert_eq!(settled.len() + swept.len(), 200, "none finished twice");
+    let peek = settler.peek("k", "k", None, None).await.expect("peek");
+    let expected = u64::try_from(settled.len() * 7 + swept.len() * 30).expect("small");
+    assert_eq!((peek.spent, peek.held, peek.open_holds), (expected, 0, 0));
+}
