@@ -23,6 +23,7 @@
 pub mod cluster;
 pub mod memory;
 pub mod rate;
+pub mod redis;
 
 use std::sync::Arc;
 

@@ -1,0 +1,23 @@
+-- Settles one hold: held -= its amount, spent += the actual cost (in the current period),
+-- the hold removed and remembered as finished, so a retried settle is a no-op, and a
+-- settle of a hold the sweeper charged already is one too (never billed twice).
+-- KEYS: 1 ledger, 2 hold hash, 3 holds by expiry, 4 finished marker.
+-- ARGV: 1 offset_ms, 2 hold id, 3 actual cost.
+-- Reply: {1} settled, {2, how it finished: s settled, w swept, r reverted}, {3} unknown.
+local led, hold_key, expiries, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local hold, actual = ARGV[2], tonumber(ARGV[3])
+local h = redis.call('HMGET', hold_key, 'a', 'l')
+if not h[1] then
+  local finished = redis.call('GET', done)
+  if finished then return { 2, finished } end
+  return { 3 }
+end
+local now = math.floor(clock_us(tonumber(ARGV[1])) / 1000)
+add_saturating(led, 'held', -tonumber(h[1]))
+local kind = redis.call('HGET', led, 'kind')
+if kind then roll(led, kind, now) end
+add_saturating(led, 'spent', actual)
+redis.call('DEL', hold_key)
+redis.call('ZREM', expiries, hold)
+redis.call('SET', done, 's', 'PX', done_ttl(tonumber(h[2])))
+return { 1 }
