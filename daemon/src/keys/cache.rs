@@ -12,203 +12,25 @@
 //! ledger, the restriction lists only in the shared policy), and the indexes hold pointers to
 //! entries rather than copies of their ids.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use compact_str::CompactString;
+use gateway_shared::KeyHash;
 use gateway_shared::api::KeyView;
-use gateway_shared::state::{Lifecycle, SpendSnapshot, state_at};
-use gateway_shared::{KeyHash, KeyState, Nanodollars, SpendReset};
 use jiff::Timestamp;
 
 use super::policy::{Policy, PolicyCache};
 use super::record::KeyRecord;
-use super::stamp::Stamp;
 use crate::clock::Clock;
-use crate::limits::rate::RateWindow;
-use crate::spend::ledger::{Ledger, SpendState};
 use crate::store::Store;
 
+mod entry;
+mod index;
 mod remote;
 
+pub use entry::{KeyEntry, KeyRuntime};
+use index::{ByHash, ById, Index};
 pub use remote::{Link, Restored};
-
-/// A key as the request path and the management API need it: its settings, its compiled
-/// restrictions, and the live state (rate window, spend ledger) that outlives edits.
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub id: String,
-    pub hash: KeyHash,
-    pub prefix: CompactString,
-    pub name: CompactString,
-    /// The allowed providers, models and IPs, shared by every key with the same lists.
-    pub policy: Arc<Policy>,
-    pub rate_limit_rpm: Option<u32>,
-    pub spend_limit: Option<Nanodollars>,
-    pub spend_reset: Option<SpendReset>,
-    expires_at: Stamp,
-    created_at: Stamp,
-    updated_at: Stamp,
-    revoked_at: Stamp,
-    /// The committed change this entry is (`KeyRecord::version`): the table never replaces
-    /// an entry with an older one.
-    pub version: u64,
-    pub runtime: Arc<KeyRuntime>,
-}
-
-/// Per-key state that changes on every request. Kept across edits: an edit replaces the
-/// entry, never the requests already counted against it.
-#[derive(Debug)]
-pub struct KeyRuntime {
-    // Std mutex: held for a few comparisons per request, never across `.await`.
-    pub rate: Mutex<RateWindow>,
-    pub ledger: Arc<Ledger>,
-}
-
-impl KeyRuntime {
-    fn new(record: &KeyRecord, clock: Arc<dyn Clock>) -> Self {
-        let initial = SpendState {
-            total: record.spend_total,
-            period: record.spend_period,
-            period_resets_at: record.period_resets_at,
-            period_kind: record.spend_reset,
-            request_count: record.request_count,
-            last_used_at: record.last_used_at,
-            ..SpendState::default()
-        };
-        Self {
-            rate: Mutex::new(RateWindow::default()),
-            ledger: Arc::new(Ledger::new(initial, clock)),
-        }
-    }
-}
-
-impl KeyEntry {
-    fn new(record: KeyRecord, policy: Arc<Policy>, runtime: Arc<KeyRuntime>) -> Self {
-        KeyEntry {
-            id: record.id,
-            hash: record.hash,
-            prefix: record.prefix.into(),
-            name: record.name.into(),
-            policy,
-            rate_limit_rpm: record.rate_limit_rpm,
-            spend_limit: record.spend_limit,
-            spend_reset: record.spend_reset,
-            expires_at: Stamp::new(record.expires_at),
-            created_at: record.created_at.into(),
-            updated_at: record.updated_at.into(),
-            revoked_at: Stamp::new(record.revoked_at),
-            version: record.version,
-            runtime,
-        }
-    }
-
-    /// Live spend, rolled to the current period.
-    pub fn spend(&self) -> SpendState {
-        self.runtime.ledger.view(self.spend_reset)
-    }
-
-    pub fn state_at(&self, now: Timestamp) -> KeyState {
-        state_at(&self.lifecycle(&self.spend()), now)
-    }
-
-    /// Revoked for good at `now` (a rotation's future `revoked_at` does not count yet).
-    pub fn is_revoked_at(&self, now: Timestamp) -> bool {
-        self.revoked_at().is_some_and(|at| at <= now)
-    }
-
-    pub fn created_at(&self) -> Timestamp {
-        self.created_at.at()
-    }
-
-    pub fn updated_at(&self) -> Timestamp {
-        self.updated_at.at()
-    }
-
-    pub fn expires_at(&self) -> Option<Timestamp> {
-        self.expires_at.get()
-    }
-
-    pub fn revoked_at(&self) -> Option<Timestamp> {
-        self.revoked_at.get()
-    }
-
-    /// The key as the management API shows it, with its live spend.
-    pub fn view(&self, now: Timestamp) -> KeyView {
-        let spend = self.spend();
-        let lifecycle = self.lifecycle(&spend);
-        KeyView {
-            id: self.id.clone(),
-            name: self.name.to_string(),
-            prefix: self.prefix.to_string(),
-            state: state_at(&lifecycle, now),
-            allowed_providers: self.policy.providers().to_vec(),
-            allowed_models: self.policy.models().to_vec(),
-            allowed_ips: self.policy.ips().to_vec(),
-            rate_limit_rpm: self.rate_limit_rpm,
-            spend_limit_usd: self.spend_limit,
-            spend_reset: self.spend_reset,
-            expires_at: self.expires_at(),
-            created_at: self.created_at(),
-            updated_at: self.updated_at(),
-            revoked_at: self.revoked_at(),
-            last_used_at: spend.last_used_at,
-            spend_period_usd: lifecycle.spend.counted_at(now),
-            spend_total_usd: spend.total,
-            period_resets_at: lifecycle.spend.resets_at(now),
-            request_count: spend.request_count,
-            replaced_by: None,
-        }
-    }
-
-    /// The key as the store writes it, spend as of now: what an edit starts from.
-    pub fn record(&self) -> KeyRecord {
-        let spend = self.runtime.ledger.snapshot();
-        KeyRecord {
-            id: self.id.clone(),
-            hash: self.hash,
-            prefix: self.prefix.to_string(),
-            name: self.name.to_string(),
-            allowed_providers: self.policy.providers().to_vec(),
-            allowed_models: self.policy.models().to_vec(),
-            allowed_ips: self.policy.ips().to_vec(),
-            rate_limit_rpm: self.rate_limit_rpm,
-            spend_limit: self.spend_limit,
-            spend_reset: self.spend_reset,
-            expires_at: self.expires_at(),
-            created_at: self.created_at(),
-            updated_at: self.updated_at(),
-            revoked_at: self.revoked_at(),
-            last_used_at: spend.last_used_at,
-            spend_total: spend.total,
-            spend_period: spend.period,
-            period_resets_at: spend.period_resets_at,
-            request_count: spend.request_count,
-            version: self.version,
-        }
-    }
-
-    fn lifecycle(&self, spend: &SpendState) -> Lifecycle {
-        Lifecycle {
-            revoked_at: self.revoked_at(),
-            expires_at: self.expires_at(),
-            spend: SpendSnapshot {
-                limit: self.spend_limit,
-                reset: self.spend_reset,
-                period: spend.period,
-                period_resets_at: spend.period_resets_at,
-                total: spend.total,
-            },
-        }
-    }
-
-    /// Where the key sorts in creation order.
-    fn order(&self) -> (Stamp, &str) {
-        (self.created_at, &self.id)
-    }
-}
 
 pub struct KeyCache {
     // Std RwLock: held only to clone an `Arc` or swap one in, never across `.await`.
@@ -223,17 +45,6 @@ impl std::fmt::Debug for KeyCache {
             .field("keys", &self.len())
             .finish()
     }
-}
-
-#[derive(Debug, Default)]
-struct Index {
-    by_id: HashSet<ById>,
-    by_hash: HashSet<ByHash>,
-    /// Creation order (then id), for stable pagination.
-    order: Vec<Arc<KeyEntry>>,
-    /// A rotated key's id → its successor's (`KeyView::replaced_by`). Here rather than in
-    /// each entry: few keys are ever rotated, and an entry's size is paid by every key.
-    successors: HashMap<String, String>,
 }
 
 impl KeyCache {
@@ -515,109 +326,6 @@ impl KeyCache {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-impl Index {
-    /// Room for `additional` more keys at once, rather than growing by doubling.
-    fn reserve(&mut self, additional: usize) {
-        self.by_id.reserve(additional);
-        self.by_hash.reserve(additional);
-        self.order.reserve_exact(additional);
-    }
-
-    fn sort(&mut self) {
-        self.order
-            .sort_unstable_by(|a, b| a.order().cmp(&b.order()));
-    }
-
-    /// Adds `entry`, replacing the entry with its id if there is one.
-    fn put(&mut self, entry: Arc<KeyEntry>) {
-        let old = self.by_id.replace(ById::new(&entry)).map(|old| old.0);
-        if let Some(old) = &old {
-            self.by_hash.remove(&old.hash);
-        }
-        self.by_hash.replace(ByHash::new(&entry));
-        if let Some(old) = old {
-            let at = self.position(&old);
-            if self.order.get(at).is_some_and(|e| Arc::ptr_eq(e, &old)) {
-                if old.created_at == entry.created_at {
-                    self.order[at] = entry;
-                    return;
-                }
-                self.order.remove(at);
-            }
-        }
-        let at = self.position(&entry);
-        self.order.insert(at, entry);
-    }
-
-    /// Takes key `id` out of every index (a restored store no longer has it).
-    fn remove(&mut self, id: &str) -> Option<Arc<KeyEntry>> {
-        let entry = self.by_id.take(id)?.0;
-        self.by_hash.remove(&entry.hash);
-        let at = self.position(&entry);
-        if self.order.get(at).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-            self.order.remove(at);
-        }
-        self.successors.remove(id);
-        self.successors.retain(|_, successor| successor != id);
-        Some(entry)
-    }
-
-    /// Where `entry` is, or would go, in creation order.
-    fn position(&self, entry: &KeyEntry) -> usize {
-        self.order.partition_point(|e| e.order() < entry.order())
-    }
-}
-
-/// An index entry: the table's entry, looked up by a borrowed key without copying it out.
-/// Hash and Eq are the key's, as `Borrow` requires.
-macro_rules! index_entry {
-    ($(#[$doc:meta])* $name:ident by $key:ty = |$entry:ident| $get:expr) => {
-        $(#[$doc])*
-        #[derive(Debug)]
-        struct $name(Arc<KeyEntry>);
-
-        impl $name {
-            fn new(entry: &Arc<KeyEntry>) -> Self {
-                $name(Arc::clone(entry))
-            }
-
-            fn key(&self) -> &$key {
-                let $entry = &self.0;
-                $get
-            }
-        }
-
-        impl Borrow<$key> for $name {
-            fn borrow(&self) -> &$key {
-                self.key()
-            }
-        }
-
-        impl Hash for $name {
-            fn hash<H: Hasher>(&self, state: &mut H) {
-                self.key().hash(state);
-            }
-        }
-
-        impl PartialEq for $name {
-            fn eq(&self, other: &Self) -> bool {
-                self.key() == other.key()
-            }
-        }
-
-        impl Eq for $name {}
-    };
-}
-
-index_entry!(
-    /// The by-id index, looked up by `&str`.
-    ById by str = |entry| entry.id.as_str()
-);
-index_entry!(
-    /// The by-hash index, looked up by `&KeyHash`.
-    ByHash by KeyHash = |entry| &entry.hash
-);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,192 @@
+//! A key table entry: a key's settings as the request path reads them, and the live state
+//! (rate window, spend ledger) that outlives its edits and is shared by a rotated pair.
+
+use std::sync::{Arc, Mutex};
+
+use compact_str::CompactString;
+use gateway_shared::api::KeyView;
+use gateway_shared::state::{Lifecycle, SpendSnapshot, state_at};
+use gateway_shared::{KeyHash, KeyState, Nanodollars, SpendReset};
+use jiff::Timestamp;
+
+use crate::keys::policy::Policy;
+use crate::keys::record::KeyRecord;
+use crate::keys::stamp::Stamp;
+use crate::clock::Clock;
+use crate::limits::rate::RateWindow;
+use crate::spend::ledger::{Ledger, SpendState};
+
+/// A key as the request path and the management API need it: its settings, its compiled
+/// restrictions, and the live state (rate window, spend ledger) that outlives edits.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub id: String,
+    pub hash: KeyHash,
+    pub prefix: CompactString,
+    pub name: CompactString,
+    /// The allowed providers, models and IPs, shared by every key with the same lists.
+    pub policy: Arc<Policy>,
+    pub rate_limit_rpm: Option<u32>,
+    pub spend_limit: Option<Nanodollars>,
+    pub spend_reset: Option<SpendReset>,
+    pub(super) expires_at: Stamp,
+    pub(super) created_at: Stamp,
+    pub(super) updated_at: Stamp,
+    pub(super) revoked_at: Stamp,
+    /// The committed change this entry is (`KeyRecord::version`): the table never replaces
+    /// an entry with an older one.
+    pub version: u64,
+    pub runtime: Arc<KeyRuntime>,
+}
+
+/// Per-key state that changes on every request. Kept across edits: an edit replaces the
+/// entry, never the requests already counted against it.
+#[derive(Debug)]
+pub struct KeyRuntime {
+    // Std mutex: held for a few comparisons per request, never across `.await`.
+    pub rate: Mutex<RateWindow>,
+    pub ledger: Arc<Ledger>,
+}
+
+impl KeyRuntime {
+    pub(super) fn new(record: &KeyRecord, clock: Arc<dyn Clock>) -> Self {
+        let initial = SpendState {
+            total: record.spend_total,
+            period: record.spend_period,
+            period_resets_at: record.period_resets_at,
+            period_kind: record.spend_reset,
+            request_count: record.request_count,
+            last_used_at: record.last_used_at,
+            ..SpendState::default()
+        };
+        Self {
+            rate: Mutex::new(RateWindow::default()),
+            ledger: Arc::new(Ledger::new(initial, clock)),
+        }
+    }
+}
+
+impl KeyEntry {
+    pub(super) fn new(record: KeyRecord, policy: Arc<Policy>, runtime: Arc<KeyRuntime>) -> Self {
+        KeyEntry {
+            id: record.id,
+            hash: record.hash,
+            prefix: record.prefix.into(),
+            name: record.name.into(),
+            policy,
+            rate_limit_rpm: record.rate_limit_rpm,
+            spend_limit: record.spend_limit,
+            spend_reset: record.spend_reset,
+            expires_at: Stamp::new(record.expires_at),
+            created_at: record.created_at.into(),
+            updated_at: record.updated_at.into(),
+            revoked_at: Stamp::new(record.revoked_at),
+            version: record.version,
+            runtime,
+        }
+    }
+
+    /// Live spend, rolled to the current period.
+    pub fn spend(&self) -> SpendState {
+        self.runtime.ledger.view(self.spend_reset)
+    }
+
+    pub fn state_at(&self, now: Timestamp) -> KeyState {
+        state_at(&self.lifecycle(&self.spend()), now)
+    }
+
+    /// Revoked for good at `now` (a rotation's future `revoked_at` does not count yet).
+    pub fn is_revoked_at(&self, now: Timestamp) -> bool {
+        self.revoked_at().is_some_and(|at| at <= now)
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at.at()
+    }
+
+    pub fn updated_at(&self) -> Timestamp {
+        self.updated_at.at()
+    }
+
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at.get()
+    }
+
+    pub fn revoked_at(&self) -> Option<Timestamp> {
+        self.revoked_at.get()
+    }
+
+    /// The key as the management API shows it, with its live spend.
+    pub fn view(&self, now: Timestamp) -> KeyView {
+        let spend = self.spend();
+        let lifecycle = self.lifecycle(&spend);
+        KeyView {
+            id: self.id.clone(),
+            name: self.name.to_string(),
+            prefix: self.prefix.to_string(),
+            state: state_at(&lifecycle, now),
+            allowed_providers: self.policy.providers().to_vec(),
+            allowed_models: self.policy.models().to_vec(),
+            allowed_ips: self.policy.ips().to_vec(),
+            rate_limit_rpm: self.rate_limit_rpm,
+            spend_limit_usd: self.spend_limit,
+            spend_reset: self.spend_reset,
+            expires_at: self.expires_at(),
+            created_at: self.created_at(),
+            updated_at: self.updated_at(),
+            revoked_at: self.revoked_at(),
+            last_used_at: spend.last_used_at,
+            spend_period_usd: lifecycle.spend.counted_at(now),
+            spend_total_usd: spend.total,
+            period_resets_at: lifecycle.spend.resets_at(now),
+            request_count: spend.request_count,
+            replaced_by: None,
+        }
+    }
+
+    /// The key as the store writes it, spend as of now: what an edit starts from.
+    pub fn record(&self) -> KeyRecord {
+        let spend = self.runtime.ledger.snapshot();
+        KeyRecord {
+            id: self.id.clone(),
+            hash: self.hash,
+            prefix: self.prefix.to_string(),
+            name: self.name.to_string(),
+            allowed_providers: self.policy.providers().to_vec(),
+            allowed_models: self.policy.models().to_vec(),
+            allowed_ips: self.policy.ips().to_vec(),
+            rate_limit_rpm: self.rate_limit_rpm,
+            spend_limit: self.spend_limit,
+            spend_reset: self.spend_reset,
+            expires_at: self.expires_at(),
+            created_at: self.created_at(),
+            updated_at: self.updated_at(),
+            revoked_at: self.revoked_at(),
+            last_used_at: spend.last_used_at,
+            spend_total: spend.total,
+            spend_period: spend.period,
+            period_resets_at: spend.period_resets_at,
+            request_count: spend.request_count,
+            version: self.version,
+        }
+    }
+
+    fn lifecycle(&self, spend: &SpendState) -> Lifecycle {
+        Lifecycle {
+            revoked_at: self.revoked_at(),
+            expires_at: self.expires_at(),
+            spend: SpendSnapshot {
+                limit: self.spend_limit,
+                reset: self.spend_reset,
+                period: spend.period,
+                period_resets_at: spend.period_resets_at,
+                total: spend.total,
+            },
+        }
+    }
+
+    /// Where the key sorts in creation order.
+    pub(super) fn order(&self) -> (Stamp, &str) {
+        (self.created_at, &self.id)
+    }
+}
