@@ -200,7 +200,7 @@ if $use_systemd; then
   if command -v setpriv >/dev/null; then
     setpriv --reuid gatewayd --regid gatewayd --init-groups \
       "$prefix/bin/gatewayd" --check-config "$config" \
-      || die "the config $config is invalid for the user gatewayd (see above); gatewayd was not restarted"
+      || die "gatewayd --check-config $config failed as the user gatewayd, the unit's (see above); gatewayd was not restarted"
   fi
   # The state directory is the data directory when it is the default one; systemd resets its
   # mode on every start (0755 unless told), and it holds the database and the TLS key.

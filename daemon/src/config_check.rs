@@ -99,6 +99,10 @@ fn recover(text: &str) -> Report {
             report.errors.push(Finding { line, message });
             return report;
         };
+        // Its lines were taken out already: the text no longer says what the error is about.
+        if report.errors.iter().any(|found| found.line == Some(line)) {
+            return report;
+        }
         match layout.removal(line) {
             Some(Removal::Section(section)) if touched.contains(&section.header) => {
                 // Possibly caused by the setting taken out before: not reported.
