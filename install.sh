@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Installs and starts Gateway AI (gatewayd + gwctl) on this machine. Safe to run again: it
-# rebuilds, reinstalls, keeps an existing config and data, and restarts the daemon.
+# rebuilds, reinstalls, keeps an existing config and data, and restarts the daemon. A kept
+# config is checked by the new gatewayd (--check-config) before anything is replaced: when it
+# is invalid, nothing is installed, and the running daemon and its unit are left as they are.
+# Also installs the manual pages (gwctl(1), gatewayd(1) and a page per command, in
+# PREFIX/share/man/man1) and gwctl's shell completions (PREFIX/share/bash-completion/
+# completions/gwctl, PREFIX/share/zsh/site-functions/_gwctl, PREFIX/share/fish/
+# vendor_completions.d/gwctl.fish), where man, bash, zsh and fish look under /usr/local and
+# ~/.local.
 #
 #   ./install.sh                      # build, install, write default config, start gatewayd
 #   ./install.sh --systemd            # (root) install and start a hardened systemd unit instead
@@ -94,29 +101,57 @@ else
   fi
 fi
 
-# 2. Install the binaries (rename into place, so a running daemon's binary is never truncated).
+# 2. A kept config, checked by the gatewayd about to be installed, before anything changes:
+#    an invalid one leaves the installed binaries, the unit and the running daemon as they are.
+config="$config_dir/gatewayd.toml"
+if [ -e "$config" ]; then
+  say "keeping existing config $config"
+  "$bin_dir/gatewayd" --check-config "$config" \
+    || die "the config $config is invalid (see above); nothing was changed: fix it and run install.sh again"
+  # The kept config decides where the data (and so the running daemon's pid file) lives.
+  kept="$("$bin_dir/gatewayd" --config "$config" --print-data-dir)" \
+    || die "the config $config is invalid"
+  if [ "$kept" != "$data_dir" ]; then
+    say "its data_dir is $kept (not $data_dir): using that"
+    data_dir="$kept"
+  fi
+fi
+
+# 3. Install the binaries (rename into place, so a running daemon's binary is never truncated),
+#    then the manual pages and completions they generate (gwctl man, gatewayd man, gwctl
+#    completions), so those always match the flags of the binaries installed.
 mkdir -p "$prefix/bin"
 for bin in gatewayd gwctl; do
   install -m 0755 "$bin_dir/$bin" "$prefix/bin/.$bin.new"
   mv -f "$prefix/bin/.$bin.new" "$prefix/bin/$bin"
 done
 say "installed $prefix/bin/gatewayd and $prefix/bin/gwctl"
+man_dir="$prefix/share/man/man1"
+pages="$(mktemp -d)"
+trap 'rm -rf "$pages"' EXIT
+"$prefix/bin/gwctl" man --out-dir "$pages" || die "gwctl man failed"
+"$prefix/bin/gatewayd" man --out-dir "$pages" || die "gatewayd man failed"
+mkdir -p "$man_dir"
+# Pages of commands an older version had are ours to remove.
+rm -f "$man_dir"/gwctl.1 "$man_dir"/gwctl-*.1 "$man_dir"/gatewayd.1 "$man_dir"/gatewayd-*.1
+install -m 0644 "$pages"/*.1 "$man_dir/"
+say "installed the manual pages in $man_dir (man gwctl, man gatewayd)"
+install_completion() { # shell, file
+  mkdir -p "$(dirname "$2")"
+  "$prefix/bin/gwctl" completions "$1" > "$2.new" || die "gwctl completions $1 failed"
+  chmod 0644 "$2.new"
+  mv -f "$2.new" "$2"
+}
+install_completion bash "$prefix/share/bash-completion/completions/gwctl"
+install_completion zsh "$prefix/share/zsh/site-functions/_gwctl"
+install_completion fish "$prefix/share/fish/vendor_completions.d/gwctl.fish"
+say "installed gwctl's completions for bash, zsh and fish under $prefix/share"
 
-# 3. Config and data directory, only if absent.
-config="$config_dir/gatewayd.toml"
+# 4. Config and data directory, only if absent.
 mkdir -p "$config_dir"
 # A TOML basic string: backslashes and quotes escaped.
 toml_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
-if [ -e "$config" ]; then
-  say "keeping existing config $config"
-  # The kept config decides where the data (and so the running daemon's pid file) lives.
-  kept="$("$prefix/bin/gatewayd" --config "$config" --print-data-dir)" \
-    || die "the config $config is invalid"
-  if [ "$kept" != "$data_dir" ]; then
-    say "its data_dir is $kept (not $data_dir): using that"
-    data_dir="$kept"
-  fi
-else
+if [ ! -e "$config" ]; then
   socket_line="# socket = \"/run/gatewayd/admin.sock\"   # default: see gatewayd's docs"
   [ -n "$socket" ] && socket_line="socket = $(toml_str "$socket")"
   $use_systemd && socket_line="$socket_line               # in the unit's RuntimeDirectory"
@@ -140,14 +175,14 @@ listen = $(toml_str "$admin_listen")               # HTTPS; tls_cert / tls_key, 
 TOML
   umask 022
   say "wrote default config $config"
+  "$prefix/bin/gatewayd" --check-config "$config" || die "the config $config is invalid"
 fi
 mkdir -p "$data_dir"
 chmod 0700 "$data_dir"
-"$prefix/bin/gatewayd" --config "$config" --check-config || die "the config $config is invalid"
 
 $start || { say "installed; not started (--no-start)"; exit 0; }
 
-# 4a. systemd.
+# 5a. systemd.
 if $use_systemd; then
   if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
     die "systemd is not running here"
@@ -159,6 +194,14 @@ if $use_systemd; then
          --shell /usr/sbin/nologin gatewayd
   chown -R gatewayd:gatewayd "$data_dir"
   chgrp gatewayd "$config"
+  # Checked once more as the user the unit runs as, who must be able to read every file the
+  # config names (this script runs as root, who reads anything); still before the unit is
+  # rewritten and the daemon restarted.
+  if command -v setpriv >/dev/null; then
+    setpriv --reuid gatewayd --regid gatewayd --init-groups \
+      "$prefix/bin/gatewayd" --check-config "$config" \
+      || die "gatewayd --check-config $config failed as the user gatewayd, the unit's (see above); gatewayd was not restarted"
+  fi
   # The state directory is the data directory when it is the default one; systemd resets its
   # mode on every start (0755 unless told), and it holds the database and the TLS key.
   state_directory=""
@@ -236,7 +279,7 @@ UNIT
   exit 0
 fi
 
-# 4b. A background process, restarted if this script started one before.
+# 5b. A background process, restarted if this script started one before.
 pidfile="$data_dir/gatewayd.pid"
 logfile="$data_dir/gatewayd.log"
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then

@@ -111,18 +111,23 @@ impl From<FieldError> for Refusal {
 /// Runs one command line to completion and reports any failure on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     let output = Output::live(cli.global.output);
-    let result = endpoint::resolve(&cli.global, &endpoint::process_env)
-        .map_err(anyhow::Error::from)
-        .and_then(|resolved| {
-            for warning in &resolved.warnings {
-                output.stderr(warning)?;
-            }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let client = ApiClient::new(resolved.transport);
-            runtime.block_on(commands::run(cli.command, &client, &output))
-        });
+    // Completions and man pages need no daemon: run before one is chosen, so a bad
+    // GWCTL_URL or profile cannot stop a packager's build.
+    let result = match commands::run_local(&cli.command) {
+        Some(result) => result,
+        None => endpoint::resolve(&cli.global, &endpoint::process_env)
+            .map_err(anyhow::Error::from)
+            .and_then(|resolved| {
+                for warning in &resolved.warnings {
+                    output.stderr(warning)?;
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let client = ApiClient::new(resolved.transport);
+                runtime.block_on(commands::run(cli.command, &client, &output))
+            }),
+    };
     match result {
         Ok(()) => ExitCode::from(exit_code::OK),
         Err(err) => {

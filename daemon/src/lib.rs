@@ -1,7 +1,8 @@
 //! `gatewayd`: the Gateway AI daemon.
 //!
 //! Modules in reading order:
-//! - [`config`]: embedded defaults + optional TOML file → validated runtime config.
+//! - [`config`]: embedded defaults + optional TOML file → validated runtime config;
+//!   [`config_check`]: `gatewayd --check-config`, every error of a file with its line.
 //! - [`clock`]: the injectable source of "now".
 //! - [`store`]: SQLite (WAL, migrations, one writer); the only module with SQL.
 //! - [`keys`]: the in-memory key table and the service that changes keys.
@@ -26,6 +27,7 @@ pub mod admin_guard;
 pub mod admin_tokens;
 pub mod clock;
 pub mod config;
+pub mod config_check;
 pub mod cpu_affinity;
 pub mod error;
 pub mod event_loops;

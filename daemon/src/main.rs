@@ -9,6 +9,8 @@ use gatewayd::config::SecretUrl;
 use gatewayd::store::migrate::{self, MigrateOptions};
 use gatewayd::{Config, Listeners, SystemClock};
 
+mod manual;
+
 /// Gateway AI daemon: proxies OpenAI, Anthropic and Gemini behind scoped, metered proxy keys.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -16,9 +18,11 @@ struct Args {
     /// TOML config file; every field is optional and defaults are embedded.
     #[arg(long, env = "GATEWAYD_CONFIG", hide_env_values = true, global = true)]
     config: Option<PathBuf>,
-    /// Validate the configuration, print nothing, and exit.
-    #[arg(long)]
-    check_config: bool,
+    /// Check the configuration (FILE, else --config's, else the embedded defaults) as start-up
+    /// would, and exit: 0 when it is valid, 1 with every error and its line on stderr.
+    /// Binds nothing and creates nothing, so it runs beside a live daemon (like `nginx -t`).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
     /// Validate the configuration, print the data directory it resolves to, and exit (for
     /// scripts: install.sh finds a kept config's pid file and log there).
     #[arg(long)]
@@ -38,6 +42,17 @@ enum Command {
     /// gatewayd runs on the data directory, and when the PostgreSQL store is not empty. Run
     /// it before starting the replicas.
     MigrateStore(MigrateStoreArgs),
+    /// Print the manual page, or write every page into a directory (for packagers).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ManArgs {
+    /// Write every page (gatewayd.1 and one per command) into DIR instead of gatewayd.1 to
+    /// stdout.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +70,7 @@ struct MigrateStoreArgs {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.command.is_some() && (args.check_config || args.print_data_dir) {
+    if args.command.is_some() && (args.check_config.is_some() || args.print_data_dir) {
         use clap::CommandFactory;
         Args::command()
             .error(
@@ -64,7 +79,13 @@ fn main() -> ExitCode {
             )
             .exit();
     }
+    if let Some(Command::Man(man)) = &args.command {
+        return manual::run(man.out_dir.as_deref());
+    }
     init_logging();
+    if let Some(file) = args.check_config {
+        return check_config(file.or(args.config).as_deref());
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -72,11 +93,9 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
-    if args.check_config {
-        return ExitCode::SUCCESS;
-    }
-    if let Some(Command::MigrateStore(migrate)) = args.command {
-        return migrate_store(migrate, config);
+    match args.command {
+        Some(Command::MigrateStore(migrate)) => return migrate_store(migrate, config),
+        Some(Command::Man(_)) | None => {}
     }
     if args.print_data_dir {
         use std::io::Write;
@@ -127,6 +146,42 @@ fn main() -> ExitCode {
             eprintln!("gatewayd: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `gatewayd --check-config`: warnings and errors on stderr, each naming the file and its
+/// line; 0 when there is no error, 1 otherwise (what `nginx -t` answers, and what
+/// `install.sh` tests before it restarts anything).
+fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Write;
+    let report = gatewayd::config_check::check_file(path);
+    let shown = path.map_or_else(
+        || "(embedded defaults)".to_owned(),
+        |path| path.display().to_string(),
+    );
+    let mut stderr = std::io::stderr().lock();
+    let mut text = String::new();
+    for warning in &report.warnings {
+        text.push_str(&format!(
+            "gatewayd: {shown}: warning: {}\n",
+            warning.message
+        ));
+    }
+    for error in &report.errors {
+        text.push_str(&format!("gatewayd: {shown}: {}\n", error.message));
+    }
+    let valid = report.errors.is_empty();
+    text.push_str(&match report.errors.len() {
+        0 => format!("gatewayd: {shown}: the configuration is valid\n"),
+        1 => format!("gatewayd: {shown}: the configuration is invalid (1 error)\n"),
+        n => format!("gatewayd: {shown}: the configuration is invalid ({n} errors)\n"),
+    });
+    // Nothing else to report to if stderr is gone; the exit code still says it.
+    drop(stderr.write_all(text.as_bytes()));
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -46,6 +46,9 @@
 //! - `remote`: gwctl over HTTPS (`--url --token-file --ca-cert`, env, profiles), admin tokens
 //!   on the socket only, and clear exit codes for a bad token, certificate or address.
 //! - `install`: install.sh into a temporary prefix, twice.
+//! - `operator`: `gatewayd --check-config` (every error with its line, nothing bound), gwctl's
+//!   bash completions, the manual pages install.sh installs rendered by `man`, and install.sh
+//!   stopping on an invalid kept config before changing anything (issue #18).
 //! - `systemd`: the daemon in its systemd unit's environment: user, runtime directory,
 //!   readiness notification, gwctl finding the socket.
 //! - `tidy`: source-tree rules (module docs, no stray prints).
@@ -69,6 +72,7 @@ mod install;
 mod keys;
 mod metering;
 mod migrate_store;
+mod operator;
 mod persistence;
 mod proxy;
 mod rate;

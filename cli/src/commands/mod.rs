@@ -3,13 +3,16 @@
 //! Each verb is a clap `Args` struct with an `async fn run(self, client, output)`: parse the
 //! flags into a `gateway_shared::api` value, make the call, hand the answer to `output`.
 //! Nothing here knows about sockets, HTTPS or exit codes; [`confirm`] is the one shared
-//! question before a step that cannot be undone.
+//! question before a step that cannot be undone. [`completions`] and [`man`] describe gwctl
+//! itself and need no daemon: [`run_local`] runs them before one is chosen.
 
 pub mod admin_tokens;
 pub mod audit;
 pub mod cluster;
+pub mod completions;
 pub mod confirm;
 pub mod keys;
+pub mod man;
 pub mod tui;
 
 use clap::Subcommand;
@@ -30,6 +33,24 @@ pub enum Command {
     Cluster(cluster::Cmd),
     /// A live dashboard: keys, spend, detail with charts; create, edit and revoke.
     Tui(tui::Cmd),
+    /// Print the completion script for bash, zsh or fish (or elvish, powershell).
+    Completions(completions::Cmd),
+    /// Print the manual page, or write every page into a directory (for packagers).
+    #[command(hide = true)]
+    Man(man::Cmd),
+}
+
+/// Runs a verb that needs no daemon; `None` for the others, which need a client.
+pub fn run_local(command: &Command) -> Option<anyhow::Result<()>> {
+    match command {
+        Command::Completions(cmd) => Some(cmd.run()),
+        Command::Man(cmd) => Some(cmd.run()),
+        Command::Keys(_)
+        | Command::AdminTokens(_)
+        | Command::Audit(_)
+        | Command::Cluster(_)
+        | Command::Tui(_) => None,
+    }
 }
 
 pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyhow::Result<()> {
@@ -39,5 +60,7 @@ pub async fn run(command: Command, client: &ApiClient, output: &Output) -> anyho
         Command::Audit(cmd) => cmd.run(client, output).await,
         Command::Cluster(cmd) => cmd.run(client, output).await,
         Command::Tui(cmd) => cmd.run(client).await,
+        Command::Completions(cmd) => cmd.run(),
+        Command::Man(cmd) => cmd.run(),
     }
 }
