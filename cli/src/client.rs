@@ -2,16 +2,16 @@
 //!
 //! Commands call `client.get_key(id)` and get a [`KeyView`] or an error that already carries
 //! its meaning: an [`ApiError`] when the daemon answered with its error body, a
-//! [`TransportError`] when it could not be asked at all. Only [`ApiClient::exchange`] knows
-//! how bytes travel: the local Unix socket, or HTTPS to a remote daemon with an admin token
-//! (`--url`, `--token`), so no command knows which one it is using.
+//! [`TransportError`] when it could not be asked at all. Only [`exchange`] knows how bytes
+//! travel, over one `reqwest::Client`: the local Unix socket, or HTTPS to a remote daemon with
+//! an admin token (`--url`, `--token`), so no command knows which one it is using.
 //!
 //! Over HTTPS the token travels only in the `Authorization` header, marked sensitive; no
 //! message built here contains it, and an error body that echoes it back is redacted before
 //! anyone sees it. TLS is rustls with the `ring` provider, trusting either exactly the
 //! certificates of `--ca-cert` (as curl's `--cacert` does: the daemon's self-signed
-//! certificate is not a web PKI root) or the system's roots; that transport is [`https`], the
-//! two kinds of failure [`errors`].
+//! certificate is not a web PKI root) or the system's roots; the URL and the trust are
+//! [`https`], the two kinds of failure [`errors`].
 //!
 //! What the daemon sends is text gwctl did not write: an [`ApiError`] shows its message
 //! escaped (see [`crate::sanitize`]), and a client made [`ApiClient::escaping_text`] (the
@@ -26,7 +26,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use gateway_shared::KeyState;
 use gateway_shared::api::{
     AdminTokenCreated, AdminTokenList, AdminTokenView, AuditList, ClusterStatus, CreateAdminToken,
@@ -34,18 +33,15 @@ use gateway_shared::api::{
     UsageReport,
 };
 use gateway_shared::key::AdminToken;
-use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
 
 mod errors;
+mod exchange;
 mod https;
 
 pub use errors::{ApiError, REDACTED, TransportError, TransportErrorKind};
 pub use https::{HttpsUrl, load_ca_certs};
-use https::{https_exchange, tls_config};
 
 /// How to reach the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,9 +84,9 @@ pub struct ApiClient {
     transport: Transport,
     timeout: Duration,
     connect_timeout: Duration,
-    /// The rustls configuration, built on first HTTPS use and shared by clones: reading the
-    /// system's roots once, not once per page of a list.
-    tls: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, TransportError>>>,
+    /// The HTTP client, built on first use and shared by clones: reading the system's roots
+    /// once, not once per page of a list.
+    http: Arc<OnceLock<Result<reqwest::Client, TransportError>>>,
     /// Whether every string of an answer is escaped for the terminal before it is read into
     /// its type ([`ApiClient::escaping_text`]).
     escape_text: bool,
@@ -102,7 +98,7 @@ impl ApiClient {
             transport,
             timeout: REQUEST_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
-            tls: Arc::default(),
+            http: Arc::default(),
             escape_text: false,
         }
     }
@@ -123,6 +119,8 @@ impl ApiClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self.connect_timeout = self.connect_timeout.min(timeout);
+        // The client holds the connect timeout: a new one is built with the new value.
+        self.http = Arc::default();
         self
     }
 
@@ -291,6 +289,13 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
         let what = format!("{method} {path_and_query}");
+        if has_dot_segment(&path_and_query) {
+            return Err(crate::Refusal::invalid(format!(
+                "{what} cannot be sent: a URL drops a path segment of \".\" or \"..\", and no id \
+                 gatewayd makes is one."
+            ))
+            .into());
+        }
         let (status, bytes) = self.exchange(method, &path_and_query, body).await?;
         if !status.is_success() {
             let err = ApiError::from_response(status.as_u16(), &bytes);
@@ -314,73 +319,35 @@ impl ApiClient {
         read(&bytes).with_context(|| format!("reading gatewayd's answer to {what}"))
     }
 
-    /// Sends one request and returns the status and whole body. The only transport-aware code.
+    /// Sends one request and returns the status and whole body, within the request timeout.
     async fn exchange(
         &self,
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), TransportError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let body = Full::new(Bytes::from(body.unwrap_or_default()));
-        match &self.transport {
-            Transport::Unix(socket) => {
-                let request = request
-                    // HTTP/1.1 needs a Host; over a socket any name will do.
-                    .header(header::HOST, "localhost")
-                    .body(body)
-                    .map_err(|e| protocol(format!("building the request: {e}")))?;
-                match tokio::time::timeout(self.timeout, unix_exchange(socket, request)).await {
-                    Ok(result) => result,
-                    Err(_elapsed) => Err(TransportError {
-                        kind: TransportErrorKind::TimedOut,
-                        message: format!(
-                            "gatewayd at {} did not answer within {}s",
-                            socket.display(),
-                            self.timeout.as_secs()
-                        ),
-                    }),
-                }
-            }
-            Transport::Https {
-                url,
-                token,
-                ca_cert,
-            } => {
-                // The error says nothing of the value: it is the secret.
-                let mut authorization = HeaderValue::try_from(format!("Bearer {}", token.expose()))
-                    .map_err(|_| {
-                        protocol("the admin token cannot be sent as a header".to_owned())
-                    })?;
-                authorization.set_sensitive(true);
-                let request = request
-                    .header(header::HOST, url.authority())
-                    .header(header::AUTHORIZATION, authorization)
-                    .body(body)
-                    .map_err(|e| protocol(format!("building the request: {e}")))?;
-                let tls = self
-                    .tls
-                    .get_or_init(|| tls_config(ca_cert.as_deref()))
-                    .clone()?;
-                let exchange =
-                    https_exchange(url, ca_cert.as_deref(), tls, self.connect_timeout, request);
-                match tokio::time::timeout(self.timeout, exchange).await {
-                    Ok(result) => result,
-                    Err(_elapsed) => Err(TransportError {
-                        kind: TransportErrorKind::TimedOut,
-                        message: format!(
-                            "gatewayd at {url} did not answer within {}s",
-                            self.timeout.as_secs()
-                        ),
-                    }),
-                }
-            }
+    ) -> Result<(StatusCode, Vec<u8>), TransportError> {
+        let http = self
+            .http
+            .get_or_init(|| exchange::build(&self.transport, self.connect_timeout))
+            .clone()?;
+        let exchange = exchange::send(
+            &http,
+            &self.transport,
+            self.connect_timeout,
+            method,
+            path_and_query,
+            body,
+        );
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(TransportError {
+                kind: TransportErrorKind::TimedOut,
+                message: format!(
+                    "gatewayd at {} did not answer within {}s",
+                    self.transport,
+                    self.timeout.as_secs()
+                ),
+            }),
         }
     }
 }
@@ -418,44 +385,6 @@ impl KeyPages<'_> {
 
 const ADMIN_TOKENS_PATH: &str = "/v1/admin-tokens";
 
-async fn unix_exchange(
-    socket: &Path,
-    request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), TransportError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| connect_error(socket, &e))?;
-    exchange_over(stream, request, &socket.display().to_string()).await
-}
-
-/// One HTTP/1 request and its answer (at most `MAX_RESPONSE_BYTES`) over a connected stream,
-/// Unix or TLS; `peer` names it in errors.
-async fn exchange_over<S>(
-    stream: S,
-    request: Request<Full<Bytes>>,
-    peer: &str,
-) -> Result<(StatusCode, Bytes), TransportError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {peer}: {e}")))?;
-    // The connection task ends once `sender` is dropped; its errors also fail `send_request`.
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| protocol(format!("talking to gatewayd at {peer}: {e}")))?;
-    let status = response.status();
-    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| protocol(format!("reading gatewayd's answer: {e}")))?
-        .to_bytes();
-    Ok((status, bytes))
-}
-
 fn connect_error(socket: &Path, err: &io::Error) -> TransportError {
     let path = socket.display();
     match err.kind() {
@@ -490,6 +419,13 @@ pub(crate) fn protocol(message: String) -> TransportError {
     }
 }
 
+/// Whether the path holds a `.` or `..` segment, which URL parsing would resolve away and so
+/// send the request to another route (an id of `..` on `/v1/keys/..` would ask for `/v1/`).
+fn has_dot_segment(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    path.split('/').any(|segment| matches!(segment, "." | ".."))
+}
+
 fn key_path(key_id: &str) -> String {
     format!("/v1/keys/{}", percent_encode(key_id))
 }
@@ -515,6 +451,9 @@ fn percent_encode(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod exchange_tests;
 
 #[cfg(test)]
 mod https_tests;

@@ -1,6 +1,6 @@
 //! The HTTPS transport: the `--url` a remote daemon is reached at, the certificates it is
-//! trusted with, and one request on a fresh TLS connection (rustls with `ring` only), with
-//! failures worded for what the operator should check.
+//! trusted with (rustls with `ring` only, handed to reqwest ready-made), and its failures
+//! worded for what the operator should check.
 
 use std::fmt;
 use std::io;
@@ -8,14 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
 
-use super::{TransportError, TransportErrorKind, protocol};
+use super::{TransportError, TransportErrorKind};
 
 /// `https://host[:port]`: the address of a management listener, checked once so that every
 /// later use (TCP address, TLS server name, `Host` header, messages) agrees.
@@ -119,48 +115,9 @@ pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String
     Ok(certs)
 }
 
-/// One request on a fresh TLS connection, like the socket's one connection per request: the
-/// CLI makes few requests, and a connection that cannot go stale needs no retry logic.
-pub(super) async fn https_exchange(
-    url: &HttpsUrl,
-    ca_cert: Option<&Path>,
-    tls: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-    request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), TransportError> {
-    let connect = async {
-        let tcp = TcpStream::connect((url.host(), url.port()))
-            .await
-            .map_err(|e| tcp_connect_error(url, &e))?;
-        // Checked when the URL was parsed; this only converts it.
-        let server_name = ServerName::try_from(url.host().to_owned())
-            .map_err(|_| protocol(format!("{url}: not a valid TLS server name")))?;
-        tokio_rustls::TlsConnector::from(tls)
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| tls_error(url, ca_cert, &e))
-    };
-    let stream = match tokio::time::timeout(connect_timeout, connect).await {
-        Ok(stream) => stream?,
-        Err(_elapsed) => {
-            return Err(TransportError {
-                kind: TransportErrorKind::TimedOut,
-                message: format!(
-                    "cannot reach gatewayd at {url}: no connection within {}s; check the \
-                     address and that [admin] listen is reachable from here",
-                    connect_timeout.as_secs()
-                ),
-            });
-        }
-    };
-    super::exchange_over(stream, request, &url.to_string()).await
-}
-
 /// rustls with `ring`, trusting `ca_cert`'s certificates, or else the system's roots (the
 /// bundled web PKI roots when the system has none).
-pub(super) fn tls_config(
-    ca_cert: Option<&Path>,
-) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+pub(super) fn tls_config(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, TransportError> {
     use hyper_rustls::ConfigBuilderExt;
 
     let tls_setup = |message: String| TransportError {
@@ -194,10 +151,22 @@ pub(super) fn tls_config(
     };
     let mut config = builder.with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
-fn tcp_connect_error(url: &HttpsUrl, err: &io::Error) -> TransportError {
+/// reqwest's connect timeout (TCP and the handshake together) ran out.
+pub(super) fn connect_timed_out(url: &HttpsUrl, connect_timeout: Duration) -> TransportError {
+    TransportError {
+        kind: TransportErrorKind::TimedOut,
+        message: format!(
+            "cannot reach gatewayd at {url}: no connection within {}s; check the address and \
+             that [admin] listen is reachable from here",
+            connect_timeout.as_secs()
+        ),
+    }
+}
+
+pub(super) fn tcp_connect_error(url: &HttpsUrl, err: &io::Error) -> TransportError {
     let why = match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         _ => err.to_string(),
@@ -213,7 +182,7 @@ fn tcp_connect_error(url: &HttpsUrl, err: &io::Error) -> TransportError {
 
 /// A failed handshake names the URL and says what to do; a certificate problem is by far the
 /// likeliest (the daemon's self-signed certificate is in no system store).
-fn tls_error(url: &HttpsUrl, ca_cert: Option<&Path>, err: &io::Error) -> TransportError {
+pub(super) fn tls_error(url: &HttpsUrl, ca_cert: Option<&Path>, err: &io::Error) -> TransportError {
     let rustls_error = err
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
