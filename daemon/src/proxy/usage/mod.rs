@@ -189,6 +189,13 @@ impl UsageObserver {
             {
                 fields.apply(self.provider, &mut self.observed);
             }
+            if self.observed.reported.is_none() {
+                // A server that reports no usage (some OpenAI-compatible ones never do): the
+                // answer's text is what its estimate counts (SPEC §10).
+                let chars = unreported_content_chars(self.provider, &whole);
+                self.observed.content_chars += chars;
+                self.observed.content_events += u64::from(chars > 0);
+            }
         }
         if self.strip_usage_chunk {
             Bytes::from(self.sse.take_pending_raw())
@@ -196,6 +203,28 @@ impl UsageObserver {
             Bytes::new()
         }
     }
+}
+
+/// Characters of generated text in a whole OpenAI-format JSON answer that reported no
+/// usage (`choices[].message.content`, `choices[].text`), so that its estimate bills the
+/// output too. Runs only when usage is missing; other formats always report it.
+fn unreported_content_chars(provider: ProviderKind, body: &[u8]) -> u64 {
+    if !provider.is_openai_format() {
+        return 0;
+    }
+    let Ok(document) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let Some(choices) = document.get("choices").and_then(Value::as_array) else {
+        return 0;
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    choices
+        .iter()
+        .map(|c| {
+            (text(c.get("message").and_then(|m| m.get("content"))) + text(c.get("text"))) as u64
+        })
+        .sum()
 }
 
 /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
@@ -573,5 +602,25 @@ mod tests {
         run(&mut observer, nameless.as_bytes(), 64);
         assert_eq!(observer.observed.content_events, 5);
         assert!(observer.observed.partial);
+    }
+
+    /// SPEC §10: an OpenAI-compatible server that reports no usage leaves the answer's text
+    /// for the estimate, never nothing.
+    #[test]
+    fn a_json_answer_without_usage_leaves_its_text_for_the_estimate() {
+        let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."}}]}"#;
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
+        observer.observe(Bytes::from(body));
+        observer.finish();
+        assert_eq!(observer.observed.reported, None);
+        assert_eq!(observer.observed.content_chars, 20);
+        assert_eq!(observer.observed.output_tokens_so_far(), 5);
+        // With usage, usage it is, and nothing is counted beside it.
+        let body = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
+        observer.observe(Bytes::from(body));
+        observer.finish();
+        assert_eq!(observer.observed.content_chars, 0);
+        assert_eq!(observer.observed.output_tokens_so_far(), 4);
     }
 }
