@@ -215,6 +215,34 @@ async fn configured_providers_are_routed_checked_and_metered_in_their_wire_forma
         "{message}"
     );
 
+    // gwctl takes a configured name, and shows the daemon's refusal of an unknown one.
+    let created = gateway
+        .gwctl(&[
+            "-o",
+            "json",
+            "keys",
+            "create",
+            "--name",
+            "g",
+            "--providers",
+            "local-llama,azure",
+        ])
+        .await;
+    assert_eq!(created.code, 0, "{}{}", created.stdout, created.stderr);
+    assert_eq!(
+        created.json()["allowed_providers"],
+        json!(["azure", "local-llama"])
+    );
+    let refused = gateway
+        .gwctl(&["keys", "create", "--name", "g", "--providers", "nowhere"])
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("nowhere") && refused.stderr.contains("local-llama"),
+        "{}",
+        refused.stderr
+    );
+
     let (local_id, local_key, _) = admin
         .create_key(json!({"name": "local", "allowed_providers": ["local-llama"]}))
         .await;
