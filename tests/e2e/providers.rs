@@ -352,6 +352,20 @@ async fn configured_providers_are_routed_checked_and_metered_in_their_wire_forma
         (PROMPT_TOKENS as i64, COMPLETION_TOKENS as i64)
     );
     assert!(row.cost_nanos > 0 && row.source == "reported", "{row:?}");
+    // The configured credentials never reach the (trace-level) log.
+    assert_no_configured_secrets(&gateway);
+}
+
+/// The harness checks the built-in providers' credentials; these are the configured ones'.
+fn assert_no_configured_secrets(gateway: &Gateway) {
+    let logs = gateway.logs();
+    for secret in [GROQ_SECRET, CLAUDE_SECRET, AZURE_SECRET] {
+        assert!(!logs.contains(secret), "a configured credential in the log");
+        assert!(
+            !logs.contains(&secret[secret.len() - 12..]),
+            "part of one in the log"
+        );
+    }
 }
 
 #[tokio::test]
@@ -443,6 +457,7 @@ async fn azure_deployments_are_checked_and_priced_as_their_models_and_capped() {
     let total: i64 = capped_rows.iter().map(|r| r.cost_nanos).sum();
     assert_eq!(total, 100_000_000, "{capped_rows:?}");
     assert!(capped_rows.iter().all(|r| r.model == "budget-model"));
+    assert_no_configured_secrets(&gateway);
 }
 
 #[tokio::test]
