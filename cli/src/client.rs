@@ -233,6 +233,12 @@ impl ApiClient {
         }
     }
 
+    /// The providers the daemon runs, built-in and configured (SPEC §10).
+    pub async fn list_providers(&self) -> anyhow::Result<gateway_shared::api::ProviderList> {
+        self.call(Method::GET, "/v1/providers".to_owned(), None)
+            .await
+    }
+
     /// The replicas seen recently and the backends' health (SPEC §9).
     pub async fn cluster_status(&self) -> anyhow::Result<ClusterStatus> {
         self.call(Method::GET, "/v1/cluster".to_owned(), None).await

@@ -6,12 +6,14 @@
 //! line), the embedded defaults are parsed into the same type, and [`Config::resolve`] merges
 //! the two and validates the result into runtime types (socket addresses, CIDRs, URIs).
 //! `[cluster]` (SPEC §9) has a module of its own (`cluster`), its URLs a type that never
-//! prints their passwords (`secret_url`).
+//! prints their passwords (`secret_url`); so has `[providers.NAME]` (SPEC §10, `providers`).
 
 mod cluster;
+mod providers;
 mod secret_url;
 
 pub use cluster::{ClusterConfig, ClusterFile, DEFAULT_HOLD_LEASE, MAX_HOLD_LEASE, MIN_HOLD_LEASE};
+pub use providers::{CredentialSource, Kind, ProviderConfig, ProviderFile, ProvidersFile};
 pub use secret_url::{SecretUrl, UrlError};
 
 use std::net::SocketAddr;
@@ -87,21 +89,6 @@ pub struct AdminConfig {
     pub auth_timeout: Duration,
 }
 
-#[derive(Clone, Debug)]
-pub struct ProviderConfig {
-    pub provider: Provider,
-    pub base_url: http::Uri,
-    pub credential: CredentialSource,
-}
-
-/// Where a provider credential is read from. The secret itself is read when the proxy starts,
-/// so it never sits in this (printable) struct.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialSource {
-    Env(String),
-    File(PathBuf),
-}
-
 /// The file format. Every field is optional; see `default.toml` for the defaults.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,22 +137,6 @@ pub struct AdminFile {
     pub max_connections: Option<u64>,
     pub socket_max_connections: Option<u64>,
     pub auth_timeout: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvidersFile {
-    pub openai: Option<ProviderFile>,
-    pub anthropic: Option<ProviderFile>,
-    pub gemini: Option<ProviderFile>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderFile {
-    pub base_url: Option<String>,
-    pub api_key_env: Option<String>,
-    pub api_key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -223,15 +194,7 @@ impl Config {
         let user_providers = file.providers.unwrap_or_default();
         let default_providers = defaults.providers.unwrap_or_default();
 
-        let mut providers = Vec::new();
-        for provider in Provider::ALL {
-            let user = pick(&user_providers, provider);
-            let default = pick(&default_providers, provider).unwrap_or_default();
-            providers.push(
-                resolve_provider(provider, user, default)
-                    .with_context(|| format!("[providers.{provider}]"))?,
-            );
-        }
+        let providers = providers::resolve(user_providers, &default_providers)?;
 
         let spend_user = file.spend.unwrap_or_default();
         let spend_default = defaults.spend.unwrap_or_default();
@@ -247,6 +210,16 @@ impl Config {
             fallback_price: spend_user.fallback_price.or(spend_default.fallback_price),
         };
         let prices = file.prices.unwrap_or_default();
+        if let Some(entry) = prices.iter().find(|e| {
+            e.provider
+                .is_some_and(|named| !providers.iter().any(|p| p.provider == named))
+        }) {
+            bail!(
+                "prices: the entry for {:?} names a provider this config does not have (the \
+                 built-in openai, anthropic, gemini, or a [providers.NAME] section)",
+                entry.model
+            );
+        }
         // Built here only to validate: a bad glob or price stops start-up with its name.
         PriceTable::new(&prices, spend.fallback_price.as_ref())?;
         if admin.tls_cert.is_some() != admin.tls_key.is_some() {
@@ -336,6 +309,26 @@ impl Config {
     pub fn provider(&self, provider: Provider) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.provider == provider)
     }
+
+    /// What `GET /v1/providers` lists.
+    pub fn provider_list(&self) -> gateway_shared::api::ProviderList {
+        gateway_shared::api::ProviderList {
+            providers: self
+                .providers
+                .iter()
+                .map(|p| gateway_shared::api::ProviderView {
+                    name: p.provider,
+                    kind: p.kind,
+                    builtin: p.provider.is_builtin(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every provider this daemon runs: the built-in ones, then the configured ones.
+    pub fn provider_names(&self) -> Vec<Provider> {
+        self.providers.iter().map(|p| p.provider).collect()
+    }
 }
 
 /// The line of the first field an error names (`proxy.listen`, `worker_threads`,
@@ -346,7 +339,7 @@ fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
     let message = format!("{err:#}");
     let line_at = |start: usize| Some(text.get(..start)?.matches('\n').count() + 1);
     message
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
         .map(|token| token.trim_matches('.'))
         .filter(|token| {
             token
@@ -465,75 +458,12 @@ fn merge_admin(user: AdminFile, default: AdminFile) -> AdminFile {
     }
 }
 
-fn pick(providers: &ProvidersFile, provider: Provider) -> Option<ProviderFile> {
-    match provider {
-        Provider::Openai => providers.openai.clone(),
-        Provider::Anthropic => providers.anthropic.clone(),
-        Provider::Gemini => providers.gemini.clone(),
-    }
-}
-
-fn resolve_provider(
-    provider: Provider,
-    user: Option<ProviderFile>,
-    default: ProviderFile,
-) -> anyhow::Result<ProviderConfig> {
-    let user = user.unwrap_or_default();
-    let base_url = user
-        .base_url
-        .or(default.base_url)
-        .context("base_url is required")?;
-    let base_url: http::Uri = base_url
-        .parse()
-        .with_context(|| format!("base_url {base_url:?} is not a URL"))?;
-    if !matches!(base_url.scheme_str(), Some("http" | "https")) || base_url.host().is_none() {
-        bail!("base_url {base_url} must be an http:// or https:// URL with a host");
-    }
-    if base_url.query().is_some() {
-        bail!("base_url {base_url} must not have a query string");
-    }
-    // A credential named by the user replaces the default one as a whole: setting
-    // api_key_file must not leave the default api_key_env in force beside it.
-    let credential = match (user.api_key_env, user.api_key_file) {
-        (Some(_), Some(_)) => {
-            bail!("set either api_key_env or api_key_file for {provider}, not both")
-        }
-        (Some(env), None) => {
-            if !is_env_name(&env) || looks_like_a_key(&env) {
-                // Not echoed: most likely the key itself, where its variable's name belongs.
-                bail!(
-                    "api_key_env must name the environment variable that holds {provider}'s \
-                     key (letters, digits and _, like OPENAI_API_KEY), not the key itself"
-                );
-            }
-            CredentialSource::Env(env)
-        }
-        (None, Some(file)) => CredentialSource::File(file),
-        (None, None) => match (default.api_key_env, default.api_key_file) {
-            (_, Some(file)) => CredentialSource::File(file),
-            (Some(env), None) => CredentialSource::Env(env),
-            (None, None) => bail!("api_key_env or api_key_file is required"),
-        },
-    };
-    Ok(ProviderConfig {
-        provider,
-        base_url,
-        credential,
-    })
-}
-
 /// A variable name as shells write them (`[A-Za-z_][A-Za-z0-9_]*`).
 pub(crate) fn is_env_name(name: &str) -> bool {
     name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A provider key's shape rather than a variable's name: Gemini's `AIza…` keys can be
-/// letters, digits and `_` only, which a shell would accept as a name.
-fn looks_like_a_key(name: &str) -> bool {
-    name.starts_with("AIza") && name.len() >= 30
 }
 
 fn parse_addr(field: &str, value: Option<&str>) -> anyhow::Result<SocketAddr> {

@@ -112,6 +112,7 @@ pub async fn run(
     let cache = KeyCache::load(&store, Arc::clone(&clock))
         .await
         .context("loading keys")?;
+    warn_of_unconfigured_providers(&config, &cache);
     // Read before any thread is pinned: the CPUs this process may use.
     let cpus = config
         .cpu_affinity
@@ -155,6 +156,7 @@ pub async fn run(
         usage: usage.clone(),
         failed_logins: admin_guard::FailedLogins::new(Arc::clone(&clock)),
         cluster: cluster_inputs,
+        providers: config.provider_list(),
     });
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
@@ -474,5 +476,30 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(err)) => {
             Err(err).with_context(|| format!("locking {}", path.display()))
         }
+    }
+}
+
+/// SPEC §10: a key naming a provider the config no longer has keeps working for its other
+/// providers (that route is `unknown_route`); the operator is told which keys name it.
+fn warn_of_unconfigured_providers(config: &Config, cache: &KeyCache) {
+    let known = config.provider_names();
+    let mut missing: std::collections::BTreeMap<gateway_shared::Provider, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for key in cache.all() {
+        for provider in key.policy.providers() {
+            if !known.contains(provider) {
+                missing
+                    .entry(*provider)
+                    .or_default()
+                    .push(key.id.to_string());
+            }
+        }
+    }
+    for (provider, keys) in missing {
+        tracing::warn!(
+            %provider,
+            keys = %keys.join(","),
+            "keys name a provider this config does not have; they keep working for their other providers"
+        );
     }
 }

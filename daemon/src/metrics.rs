@@ -70,12 +70,14 @@ pub struct UpstreamSeries {
 }
 
 /// The provider labels of requests: the three providers, or `none` (no route).
-const REQUEST_PROVIDERS: [&str; 4] = ["openai", "anthropic", "gemini", "none"];
+/// The built-in providers, `configured` for every `[providers.NAME]` together (the label set
+/// stays bounded and fixed at start), and `none` for requests no provider was found for.
+const REQUEST_PROVIDERS: [&str; 5] = ["openai", "anthropic", "gemini", "configured", "none"];
 
 pub struct Metrics {
     registry: Registry,
-    by_provider: [RequestSeries; 4],
-    upstream: [UpstreamSeries; 3],
+    by_provider: [RequestSeries; 5],
+    upstream: [UpstreamSeries; 4],
     pub requests: Family<RequestLabels, Counter>,
     pub duration: HistogramFamily,
     pub ttfb: HistogramFamily,
@@ -210,10 +212,8 @@ impl Metrics {
                 duration: duration.get_or_create(&ProviderLabels { provider }).clone(),
             }
         });
-        let upstream = [Provider::Openai, Provider::Anthropic, Provider::Gemini].map(|p| {
-            let labels = ProviderLabels {
-                provider: p.as_str(),
-            };
+        let upstream = ["openai", "anthropic", "gemini", "configured"].map(|provider| {
+            let labels = ProviderLabels { provider };
             UpstreamSeries {
                 ttfb: ttfb.get_or_create(&labels).clone(),
                 spend_nanodollars: spend_nanodollars.get_or_create(&labels).clone(),
@@ -265,6 +265,7 @@ impl Metrics {
             Provider::Openai => 0,
             Provider::Anthropic => 1,
             Provider::Gemini => 2,
+            Provider::Configured(_) => 3,
         }]
     }
 

@@ -16,10 +16,12 @@ use crate::state::KeyState;
 use crate::validate::{self, EDITABLE, FieldError, NOT_EDITABLE};
 
 mod cluster;
+mod providers;
 pub use cluster::{
     BackendHealth, BackendStatus, Backends, ClusterMode, ClusterStatus, LimitsKind, ReplicaView,
     StoreKind,
 };
+pub use providers::{ProviderList, ProviderView};
 
 /// A key as every read of the management API shows it. Never carries the secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -159,6 +159,25 @@ pub fn providers<S: AsRef<str>>(values: &[S]) -> Result<Vec<Provider>, FieldErro
     Ok(out)
 }
 
+/// The daemon's check of a parsed `allowed_providers` against the providers it runs (the
+/// built-in ones and its `[providers.NAME]`, SPEC §10): an unknown name is refused with the
+/// list of the names it knows.
+pub fn providers_known(list: &[Provider], known: &[Provider]) -> Result<(), FieldError> {
+    match list.iter().find(|p| !known.contains(p)) {
+        None => Ok(()),
+        Some(unknown) => {
+            let names: Vec<&str> = known.iter().map(Provider::as_str).collect();
+            Err(FieldError::invalid(
+                "allowed_providers",
+                format!(
+                    "\"{unknown}\" is not a provider of this gateway (configured: {})",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 pub fn model_globs<S: AsRef<str>>(values: &[S]) -> Result<Vec<String>, FieldError> {
     const FIELD: &str = "allowed_models";
     check_list_len(FIELD, values.len())?;
@@ -400,9 +419,18 @@ mod tests {
             providers(&["gemini", "openai", "gemini"]),
             Ok(vec![Provider::Openai, Provider::Gemini])
         );
-        let err = providers(&["azure"]).expect_err("unknown");
+        let err = providers(&["Azure"]).expect_err("malformed");
         assert_eq!(err.field, "allowed_providers");
-        assert!(err.reason.contains("azure"));
+        assert!(err.reason.contains("Azure"));
+        // A well-formed name parses (gwctl cannot know the daemon's config)…
+        let named = providers(&["local-llama", "openai"]).expect("configured name");
+        // …and the daemon checks it against what it runs, listing those.
+        let known = [Provider::Openai, Provider::Gemini];
+        let err = providers_known(&named, &known).expect_err("not configured");
+        assert_eq!(err.field, "allowed_providers");
+        assert!(err.reason.contains("\"local-llama\""), "{}", err.reason);
+        assert!(err.reason.contains("openai, gemini"), "{}", err.reason);
+        assert!(providers_known(&[Provider::Gemini], &known).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   are on disk; a graceful stop leaves no hold to charge.
 //! - `keys`: the management API's key lifecycle and errors over the Unix socket (SPEC §1, §6).
 //! - `persistence`: restarts keep keys, states and audit rows; secrets never touch the disk.
+//! - `providers`: configured providers (SPEC §10): OpenAI-, Anthropic-compatible, Azure.
 //! - `proxy`: the data plane's checks and forwarding (SPEC §3).
 //! - `rate`: the exact rolling window, its headers, Retry-After; self-service (SPEC §4, §5).
 //! - `sdk`: the official Python and Node SDKs through the gateway, unchanged but for base URL and key.
@@ -74,6 +75,7 @@ mod metering;
 mod migrate_store;
 mod operator;
 mod persistence;
+mod providers;
 mod proxy;
 mod rate;
 mod remote;

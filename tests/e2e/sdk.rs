@@ -31,7 +31,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// The language an SDK check runs in. Each has its own pinned SDKs, setup script and check
 /// script; the checks, and what the provider must see, are the same.
 #[derive(Clone, Copy, Debug)]
-enum Language {
+pub(crate) enum Language {
     Python,
     Node,
 }
@@ -135,11 +135,11 @@ async fn setup(language: Language) -> Result<PathBuf, String> {
 }
 
 /// A gateway on a fresh mock, with an active and a revoked key.
-struct World {
-    gateway: Gateway,
-    mock: MockProvider,
-    key: String,
-    revoked: String,
+pub(crate) struct World {
+    pub(crate) gateway: Gateway,
+    pub(crate) mock: MockProvider,
+    pub(crate) key: String,
+    pub(crate) revoked: String,
 }
 
 async fn world() -> World {
@@ -168,7 +168,7 @@ async fn world() -> World {
 
 /// Runs the language's check script for `sdk` (`openai`, `anthropic`, `gemini`); panics with
 /// its output unless it passed.
-async fn run_checks(world: &World, language: Language, sdk: &str) {
+pub(crate) async fn run_checks(world: &World, language: Language, sdk: &str) {
     let installed = language.installed().await;
     let script = language.dir().join(language.check_script());
     let name = format!("{} {sdk}", language.check_script());
@@ -274,7 +274,7 @@ fn describe(received: &[Recorded]) -> String {
 }
 
 /// Whether `haystack` holds enough of a proxy key's random part to be a leak.
-fn holds_secret(haystack: &[u8], secret: &str) -> bool {
+pub(crate) fn holds_secret(haystack: &[u8], secret: &str) -> bool {
     let random = &secret.as_bytes()["sk-proxy-".len()..];
     haystack.windows(20).any(|w| w == &random[..20])
 }

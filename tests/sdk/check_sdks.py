@@ -12,6 +12,8 @@ expected contents ("Hello from the mock.", "part0 " ...) and token counts (11 in
 the mock's. Prints one line per check and exits 1 at the first failure, with the reason.
 
 Arguments name the SDKs to check (`openai`, `anthropic`, `gemini`); none means all three.
+`configured-openai`, `configured-anthropic` and `azure` check the configured providers of
+tests/e2e/providers.rs (SPEC section 10) instead; they are run only by name.
 Run by tests/e2e/sdk.rs, or by hand with the venv's python from tests/sdk/setup.sh.
 """
 
@@ -38,6 +40,8 @@ PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
 STREAM_PARTS = ["part0 ", "part1 ", "part2 "]
 UPLOAD_BYTES = b"twelve bytes"
+AZURE_DEPLOYMENT = "prod-mini"
+AZURE_API_VERSION = "2024-10-21"
 
 
 class CheckFailed(Exception):
@@ -147,8 +151,8 @@ def openai_checks(route):
 # --- anthropic ---------------------------------------------------------------------------
 
 
-def anthropic_checks():
-    client = anthropic.Anthropic(base_url=f"{GATEWAY_URL}/anthropic", api_key=KEY)
+def anthropic_checks(route="/anthropic"):
+    client = anthropic.Anthropic(base_url=f"{GATEWAY_URL}{route}", api_key=KEY)
     messages = [{"role": "user", "content": "Say hello."}]
 
     def create():
@@ -185,9 +189,7 @@ def anthropic_checks():
         return ", ".join(ids)
 
     def revoked():
-        revoked_client = anthropic.Anthropic(
-            base_url=f"{GATEWAY_URL}/anthropic", api_key=REVOKED_KEY
-        )
+        revoked_client = anthropic.Anthropic(base_url=f"{GATEWAY_URL}{route}", api_key=REVOKED_KEY)
         try:
             revoked_client.messages.create(model=ANTHROPIC_MODEL, max_tokens=8, messages=messages)
         except anthropic.PermissionDeniedError as error:
@@ -195,10 +197,58 @@ def anthropic_checks():
             return f"PermissionDeniedError {error.status_code}"
         raise CheckFailed("a revoked key was not refused")
 
-    check("anthropic messages.create", create)
-    check("anthropic messages.stream", stream)
-    check("anthropic models.list", models)
-    check("anthropic revoked key", revoked)
+    check(f"anthropic {route} messages.create", create)
+    check(f"anthropic {route} messages.stream", stream)
+    check(f"anthropic {route} models.list", models)
+    check(f"anthropic {route} revoked key", revoked)
+
+
+# --- Azure OpenAI (SPEC section 10) --------------------------------------------------------
+
+
+def azure_checks():
+    """openai's AzureOpenAI client with its endpoint pointed at the gateway's /azure route."""
+
+    def client_with(key):
+        return openai.AzureOpenAI(
+            azure_endpoint=f"{GATEWAY_URL}/azure", api_key=key, api_version=AZURE_API_VERSION
+        )
+
+    client = client_with(KEY)
+    messages = [{"role": "user", "content": "Say hello."}]
+
+    def create():
+        completion = client.chat.completions.create(model=AZURE_DEPLOYMENT, messages=messages)
+        content = completion.choices[0].message.content
+        expect(content == MOCK_REPLY, f"content {content!r}, expected {MOCK_REPLY!r}")
+        usage = (completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        expect(usage == (PROMPT_TOKENS, COMPLETION_TOKENS), f"usage {usage}")
+        return repr(content)
+
+    def stream():
+        pieces = []
+        for chunk in client.chat.completions.create(
+            model=AZURE_DEPLOYMENT, messages=messages, stream=True
+        ):
+            expect(chunk.usage is None, f"a usage chunk the client did not ask for: {chunk}")
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    pieces.append(choice.delta.content)
+        expect(pieces == STREAM_PARTS, f"deltas {pieces!r}, expected {STREAM_PARTS!r}")
+        return f"deltas {''.join(pieces)!r}"
+
+    def revoked():
+        revoked_client = client_with(REVOKED_KEY)
+        try:
+            revoked_client.chat.completions.create(model=AZURE_DEPLOYMENT, messages=messages)
+        except openai.PermissionDeniedError as error:
+            expect_revoked(error, error.status_code, [error.code, error.body])
+            return f"PermissionDeniedError {error.status_code} code={error.code!r}"
+        raise CheckFailed("a revoked key was not refused")
+
+    check("azure chat.completions.create", create)
+    check("azure chat.completions.create(stream=True)", stream)
+    check("azure revoked key", revoked)
 
 
 # --- google-genai ------------------------------------------------------------------------
@@ -277,11 +327,15 @@ SUITES = {
     "openai": lambda: (openai_checks("/openai/v1"), openai_checks("/v1")),
     "anthropic": anthropic_checks,
     "gemini": gemini_checks,
+    # Configured providers (SPEC section 10), as tests/e2e/providers.rs configures them.
+    "configured-openai": lambda: (openai_checks("/local-llama/v1"), openai_checks("/groq/v1")),
+    "configured-anthropic": lambda: anthropic_checks("/claude-proxy"),
+    "azure": azure_checks,
 }
 
 
 def main():
-    names = sys.argv[1:] or list(SUITES)
+    names = sys.argv[1:] or ["openai", "anthropic", "gemini"]
     unknown = [name for name in names if name not in SUITES]
     if unknown:
         print(f"unknown SDK {unknown}; choose from {list(SUITES)}", flush=True)

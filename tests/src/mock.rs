@@ -18,6 +18,13 @@
 //!   the request's own output limit); `x-mock-cached-tokens` (cache reads, all providers),
 //!   `x-mock-cache-write-tokens` (Anthropic), `x-mock-thoughts-tokens` (Gemini).
 //!
+//! Servers that speak one of those formats under another prefix stand for the providers an
+//! operator configures (SPEC §10): `/compat` is an OpenAI-compatible server (vLLM, Groq…),
+//! `/nousage` one that never reports usage (neither in a body nor in a stream, asked or not),
+//! `/claude` an Anthropic-compatible one, and `/azure` Azure OpenAI
+//! (`openai/deployments/{deployment}/…?api-version=` and `openai/v1/…`; the answer names the
+//! deployment as its model).
+//!
 //! [`MockProvider::scripted`] is a provider scripted byte for byte, for answers hyper's server
 //! will not write: trailers (hyper sends them only to a client that sent `TE: trailers`,
 //! which the gateway strips as hop-by-hop), a content coding nobody asked for, a connection
@@ -278,15 +285,30 @@ async fn respond(
         tokio::time::sleep(delay).await;
     }
     let path = parts.uri.path();
-    let (provider, rest) = path[1..].split_once('/').unwrap_or(("", ""));
+    let (prefix, rest) = path[1..].split_once('/').unwrap_or(("", ""));
+    let mut control = control;
+    // The configured providers' stand-ins, as the built-in format they speak.
+    let (provider, rest, deployment) = match prefix {
+        "compat" => ("openai", rest.to_owned(), None),
+        "nousage" => {
+            control.no_usage = true;
+            ("openai", rest.to_owned(), None)
+        }
+        "claude" => ("anthropic", rest.to_owned(), None),
+        "azure" => azure_path(rest),
+        other => (other, rest.to_owned(), None),
+    };
+    let rest = rest.as_str();
     if let Some(status) = control.status {
         return error_response(provider, status);
     }
     let json_body = recorded.json();
-    let model = json_body["model"]
-        .as_str()
-        .unwrap_or("unknown-model")
-        .to_owned();
+    let model = deployment.unwrap_or_else(|| {
+        json_body["model"]
+            .as_str()
+            .unwrap_or("unknown-model")
+            .to_owned()
+    });
     let streaming = json_body["stream"].as_bool().unwrap_or(false);
     match (provider, rest) {
         ("openai", "v1/models") | ("anthropic", "v1/models") => json_response(model_list()),
@@ -307,12 +329,21 @@ async fn respond(
             response
         }
         ("gemini", rest) if rest.ends_with("/models") => json_response(gemini_model_list()),
-        ("openai", "v1/chat/completions") if streaming => stream_response(
-            openai_stream(&model, &json_body, control.events, control.usage),
-            &control,
-        ),
+        ("openai", "v1/chat/completions") if streaming => {
+            let mut chunks = openai_stream(&model, &json_body, control.events, control.usage);
+            if control.no_usage {
+                chunks.retain(|chunk| !chunk.contains("\"usage\""));
+            }
+            stream_response(chunks, &control)
+        }
         ("openai", "v1/chat/completions") => {
-            json_response(openai_completion(&model, control.usage))
+            let mut completion = openai_completion(&model, control.usage);
+            if control.no_usage
+                && let Some(fields) = completion.as_object_mut()
+            {
+                fields.remove("usage");
+            }
+            json_response(completion)
         }
         ("openai", "v1/embeddings") => json_response(json!({
             "object": "list", "model": model,
@@ -350,6 +381,23 @@ async fn respond(
     }
 }
 
+/// Azure OpenAI's paths as the OpenAI ones they stand for: `openai/deployments/{d}/chat/…`
+/// (the deployment is the model the answer names) and `openai/v1/…`; `openai/models` lists.
+fn azure_path(rest: &str) -> (&'static str, String, Option<String>) {
+    if let Some(after) = rest.strip_prefix("openai/deployments/")
+        && let Some((deployment, tail)) = after.split_once('/')
+    {
+        return ("openai", format!("v1/{tail}"), Some(deployment.to_owned()));
+    }
+    if rest == "openai/models" {
+        return ("openai", "v1/models".to_owned(), None);
+    }
+    match rest.strip_prefix("openai/") {
+        Some(v1) => ("openai", v1.to_owned(), None),
+        None => ("azure", rest.to_owned(), None),
+    }
+}
+
 /// Per-request steering from `x-mock-*` headers.
 struct Control {
     status: Option<u16>,
@@ -361,6 +409,8 @@ struct Control {
     headers_delay: Option<Duration>,
     usage_delay: Option<Duration>,
     usage: Usage,
+    /// Report no usage at all (the `/nousage` server).
+    no_usage: bool,
 }
 
 /// The token counts a mock response reports.
@@ -377,6 +427,7 @@ impl Control {
     fn from(recorded: &Recorded) -> Control {
         let number = |name: &str| recorded.header(name).and_then(|v| v.parse::<u64>().ok());
         Control {
+            no_usage: false,
             status: number("x-mock-status").and_then(|s| u16::try_from(s).ok()),
             delay: Duration::from_millis(number("x-mock-delay-ms").unwrap_or(0)),
             events: number("x-mock-events").map_or(3, |n| n as usize),

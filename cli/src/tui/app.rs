@@ -55,6 +55,9 @@ pub struct App {
     pub help: bool,
     /// Where the last frame drew its buttons and rows; set by the loop after each draw.
     pub hits: Hits,
+    /// The daemon's provider names (built-in and configured, SPEC §10), once it said them:
+    /// what the create and edit forms offer.
+    pub providers: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -170,6 +173,7 @@ impl App {
             status: None,
             help: false,
             hits: Hits::default(),
+            providers: None,
         }
     }
 
@@ -260,6 +264,12 @@ impl App {
                 self.last_refresh = Some(self.now);
                 Vec::new()
             }
+            Event::Providers(Ok(list)) => {
+                self.providers = Some(list.providers.iter().map(|p| p.name.to_string()).collect());
+                Vec::new()
+            }
+            // The forms keep their general hint; the daemon still checks every name.
+            Event::Providers(Err(_)) => Vec::new(),
             Event::Keys(Err(failure)) => {
                 self.refreshing = false;
                 self.fail(failure);
@@ -551,7 +561,7 @@ impl App {
                 self.refresh()
             }
             KeyCode::Char('c') => {
-                self.mode = Mode::Create(Form::create());
+                self.mode = Mode::Create(Form::create().offering(self.providers.as_deref()));
                 Vec::new()
             }
             KeyCode::Char('e') => {
@@ -566,7 +576,7 @@ impl App {
                     self.set_error(text);
                     return Vec::new();
                 }
-                let form = Form::edit(key);
+                let form = Form::edit(key).offering(self.providers.as_deref());
                 self.mode = Mode::Edit {
                     form,
                     back: self.back(),

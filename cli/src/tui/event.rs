@@ -8,7 +8,7 @@
 
 use crossterm::event::{KeyEvent, MouseEvent};
 use gateway_shared::ErrorCode;
-use gateway_shared::api::{KeyCreated, KeyView, UsageReport};
+use gateway_shared::api::{KeyCreated, KeyView, ProviderList, UsageReport};
 use jiff::Timestamp;
 
 use crate::client::{ApiError, TransportError};
@@ -36,6 +36,8 @@ pub enum Event {
     Created(Result<KeyCreated, Failure>),
     Updated(Result<KeyView, Failure>),
     Revoked(Result<KeyView, Failure>),
+    /// The daemon's providers (SPEC §10), asked once at start: what the forms offer.
+    Providers(Result<ProviderList, Failure>),
 }
 
 /// Why a call failed, reduced to what the screen shows.

@@ -107,6 +107,8 @@ pub struct Form {
     pub error: Option<String>,
     /// Sent and not yet answered: a second Enter does not send it twice.
     pub submitting: bool,
+    /// The daemon's provider names, when known: the Providers field's hint lists them.
+    pub providers: Option<String>,
 }
 
 /// What a valid form asks for.
@@ -128,6 +130,21 @@ impl Form {
             focus: 0,
             error: None,
             submitting: false,
+            providers: None,
+        }
+    }
+
+    /// The form offering the daemon's providers (built-in and configured) in its hint.
+    pub fn offering(mut self, providers: Option<&[String]>) -> Self {
+        self.providers = providers.map(|names| format!("{} (empty: all)", names.join(", ")));
+        self
+    }
+
+    /// What an empty field shows: its general hint, or for Providers the daemon's names.
+    pub fn hint(&self, id: FieldId) -> &str {
+        match (&self.providers, id) {
+            (Some(names), FieldId::Providers) => names,
+            _ => id.hint(),
         }
     }
 
@@ -170,6 +187,7 @@ impl Form {
             focus: 0,
             error: None,
             submitting: false,
+            providers: None,
         }
     }
 

@@ -27,6 +27,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs until the UI drops its effect sender (the dashboard closed) or the UI's event
 /// receiver is gone.
 pub async fn run(client: ApiClient, mut effects: UnboundedReceiver<Effect>, events: Sender<Event>) {
+    {
+        // Once: the providers a key may name (the forms' hint); the daemon checks them anyway.
+        let (client, events) = (client.clone(), events.clone());
+        tokio::spawn(async move {
+            let providers = client
+                .list_providers()
+                .await
+                .map_err(|err| Failure::from_error(&err));
+            let _ = events.send(Event::Providers(providers));
+        });
+    }
     let mut ticker = tokio::time::interval(REFRESH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,13 +113,16 @@ mod tests {
         effect_tx.send(Effect::Refresh).expect("send");
         let mut saw_tick = false;
         let mut saw_keys = false;
-        while !(saw_tick && saw_keys) {
+        let mut saw_providers = false;
+        while !(saw_tick && saw_keys && saw_providers) {
             let event =
                 tokio::task::block_in_place(|| event_rx.recv_timeout(Duration::from_secs(5)))
                     .expect("an event");
             match event {
                 Event::Tick(_) => saw_tick = true,
                 Event::Keys(Err(_)) => saw_keys = true,
+                // Asked once at start, unprompted.
+                Event::Providers(Err(_)) => saw_providers = true,
                 other => panic!("unexpected {other:?}"),
             }
         }

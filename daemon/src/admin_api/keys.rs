@@ -2,7 +2,7 @@
 
 use gateway_shared::KeyState;
 use gateway_shared::api::{CreateKey, RotateKey, UpdateKey};
-use gateway_shared::validate::FieldError;
+use gateway_shared::validate::{self, FieldError};
 use hyper::body::Incoming;
 
 use super::query::Query;
@@ -37,6 +37,7 @@ pub async fn create(
 ) -> Result<Response, GatewayError> {
     let body = json_body(request).await?;
     let create = CreateKey::from_json(&body)?;
+    validate::providers_known(&create.allowed_providers, &api.providers.names())?;
     let created = api.keys.create(actor, create).await?;
     Ok(http_util::json(201, &created))
 }
@@ -55,6 +56,9 @@ pub async fn edit(
     api.keys.get(id).await?;
     let body = json_body(request).await?;
     let update = UpdateKey::from_json(&body)?;
+    if let Some(providers) = &update.allowed_providers {
+        validate::providers_known(providers, &api.providers.names())?;
+    }
     Ok(http_util::json(
         200,
         &api.keys.update(actor, id, update).await?,

@@ -55,6 +55,9 @@ pub struct AdminApi {
     pub cluster: cluster::ClusterInputs,
     /// The backends `/healthz` reports (the same answer as the proxy listener's).
     pub health: Arc<Health>,
+    /// The providers this daemon runs (SPEC §10): what `GET /v1/providers` lists and what
+    /// a key's `allowed_providers` may name.
+    pub providers: gateway_shared::api::ProviderList,
 }
 
 impl AdminApi {
@@ -141,6 +144,7 @@ impl AdminApi {
             }
             (["v1", "audit"], &M::GET) => audit::list(self, &request).await,
             (["v1", "cluster"], &M::GET) => Ok(cluster::status(self)),
+            (["v1", "providers"], &M::GET) => Ok(http_util::json(200, &self.providers)),
             (["metrics"], &M::GET) => Ok(self.metrics_response()),
             (["v1", "admin-tokens", ..], _) if transport == Transport::Https => {
                 Err(GatewayError::new(
@@ -195,6 +199,7 @@ fn allowed_methods(route: &[&str]) -> Option<&'static str> {
         | ["v1", "keys", _, "usage"]
         | ["v1", "audit"]
         | ["v1", "cluster"]
+        | ["v1", "providers"]
         | ["metrics"] => Some("GET"),
         ["v1", "keys"] | ["v1", "admin-tokens"] => Some("GET, POST"),
         ["v1", "keys", _] => Some("GET, PATCH, DELETE"),

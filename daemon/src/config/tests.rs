@@ -37,7 +37,7 @@ fn runs_on_embedded_defaults() {
     let openai = config.provider(Provider::Openai).expect("openai");
     assert_eq!(
         openai.credential,
-        CredentialSource::Env("OPENAI_API_KEY".into())
+        Some(CredentialSource::Env("OPENAI_API_KEY".into()))
     );
     assert_eq!(openai.base_url.host(), Some("api.openai.com"));
     assert!(
@@ -87,7 +87,9 @@ fn file_overrides_field_by_field() {
     let openai = config.provider(Provider::Openai).expect("openai");
     assert_eq!(
         openai.credential,
-        CredentialSource::File("/etc/gatewayd/secrets/openai".into())
+        Some(CredentialSource::File(
+            "/etc/gatewayd/secrets/openai".into()
+        ))
     );
     assert_eq!(openai.base_url.host(), Some("api.openai.com"));
 }
@@ -197,6 +199,149 @@ fn a_provider_key_written_as_a_variable_name_is_refused_without_echoing_it() {
             .provider(Provider::Openai)
             .expect("openai")
             .credential,
-        CredentialSource::Env("MY_OPENAI_KEY_2".into())
+        Some(CredentialSource::Env("MY_OPENAI_KEY_2".into()))
     );
+}
+
+#[test]
+fn configured_providers_are_read_with_their_kind() {
+    let config = load_str(
+        r#"
+[providers.local-llama]
+kind = "openai"
+base_url = "http://10.0.0.5:8000"
+
+[providers.groq]
+kind = "openai"
+base_url = "https://api.groq.com/openai"
+api_key_env = "GROQ_API_KEY"
+
+[providers.azure]
+kind = "azure-openai"
+base_url = "https://my-resource.openai.azure.com"
+api_key_file = "/etc/gatewayd/secrets/azure"
+api_version = "2024-10-21"
+deployments = { prod-4o = "gpt-4o", prod-mini = "gpt-4o-mini" }
+
+[[prices]]
+model = "llama-*"
+provider = "local-llama"
+input = 0
+output = 0
+max_output_tokens = 8192
+"#,
+    )
+    .expect("valid");
+    let names: Vec<&str> = config
+        .providers
+        .iter()
+        .map(|p| p.provider.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "openai",
+            "anthropic",
+            "gemini",
+            "azure",
+            "groq",
+            "local-llama"
+        ]
+    );
+    let local = config
+        .provider("local-llama".parse().expect("name"))
+        .expect("configured");
+    assert_eq!(local.kind, Kind::Openai);
+    assert_eq!(local.credential, None, "a local server needs no credential");
+    let groq = config
+        .provider("groq".parse().expect("name"))
+        .expect("groq");
+    assert_eq!(
+        groq.credential,
+        Some(CredentialSource::Env("GROQ_API_KEY".into()))
+    );
+    let azure = config
+        .provider("azure".parse().expect("name"))
+        .expect("azure");
+    assert_eq!(azure.kind, Kind::AzureOpenai);
+    assert_eq!(azure.api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(
+        azure.deployments.get("prod-4o").map(String::as_str),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        config.prices[0].provider,
+        Some("local-llama".parse().expect("name"))
+    );
+}
+
+#[test]
+fn a_refused_provider_section_names_its_line() {
+    let cases = [
+        // No kind.
+        (
+            "[proxy]\n\n[providers.local]\nbase_url = \"http://x:1\"\n",
+            "line 3",
+            "kind is required",
+        ),
+        // An unknown kind is toml's own error, with its line.
+        (
+            "[providers.local]\nkind = \"ollama\"\nbase_url = \"http://x:1\"\n",
+            "line 2",
+            "kind",
+        ),
+        (
+            "[providers.local-llama]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n",
+            "line 1",
+            "base_url",
+        ),
+        (
+            "[providers.local]\nkind = \"openai\"\n",
+            "line 1",
+            "base_url is required",
+        ),
+        (
+            "[providers.Local]\nkind = \"openai\"\nbase_url = \"http://x:1\"\n",
+            "line 1",
+            "a lowercase letter",
+        ),
+        (
+            "[providers.v1]\nkind = \"openai\"\nbase_url = \"http://x:1\"\n",
+            "line 1",
+            "not v1",
+        ),
+        (
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://x:1\"\napi_version = \"1\"\n",
+            "line 1",
+            "azure-openai",
+        ),
+        (
+            "[providers.az]\nkind = \"azure-openai\"\nbase_url = \"https://x\"\n\
+             deployments = { \"a/b\" = \"gpt-4o\" }\n",
+            "line 1",
+            "deployment name",
+        ),
+        (
+            "[providers.openai]\nkind = \"anthropic\"\n",
+            "line 1",
+            "built-in provider",
+        ),
+        (
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://x:1\"\napi_key_env = \"A\"\n\
+             api_key_file = \"/x\"\n",
+            "line 1",
+            "not both",
+        ),
+        (
+            "\n[[prices]]\nmodel = \"m\"\nprovider = \"nowhere\"\ninput = 1\noutput = 1\n\
+             max_output_tokens = 1\n",
+            "line 3",
+            "names a provider this config does not have",
+        ),
+    ];
+    for (text, line, needle) in cases {
+        let err = format!("{:#}", load_str(text).expect_err(text));
+        assert!(err.starts_with(line), "{text:?}: {err}");
+        assert!(err.contains(needle), "{text:?}: {err}");
+    }
 }

@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use gateway_shared::{ErrorCode, Provider};
+
+use crate::config::Kind;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
@@ -66,12 +68,12 @@ pub fn request_body(data: &[u8]) {
     let body = Bytes::copy_from_slice(body);
     let gemini = "gemini-2.0-flash";
     for (provider, path, source) in [
-        (Provider::Openai, "/v1/chat/completions", ModelSource::Body),
-        (Provider::Openai, "/v1/completions", ModelSource::Body),
-        (Provider::Openai, "/v1/responses", ModelSource::Body),
-        (Provider::Anthropic, "/v1/messages", ModelSource::Body),
+        (Kind::Openai, "/v1/chat/completions", ModelSource::Body),
+        (Kind::Openai, "/v1/completions", ModelSource::Body),
+        (Kind::Openai, "/v1/responses", ModelSource::Body),
+        (Kind::Anthropic, "/v1/messages", ModelSource::Body),
         (
-            Provider::Gemini,
+            Kind::Gemini,
             "/v1beta/models/gemini-2.0-flash:generateContent",
             ModelSource::Path(gemini.to_owned()),
         ),
@@ -121,7 +123,7 @@ pub fn client_headers(data: &[u8]) {
 }
 
 fn check_route(method: &http::Method, path: &str) {
-    let provider_route = match route::resolve(method, path) {
+    let provider_route = match route::resolve(method, path, &route::Configured::default()) {
         Err(err) => {
             assert!(
                 matches!(
@@ -145,6 +147,7 @@ fn check_route(method: &http::Method, path: &str) {
         Provider::Openai => "/openai",
         Provider::Anthropic => "/anthropic",
         Provider::Gemini => "/gemini",
+        Provider::Configured(_) => unreachable!("no provider is configured here"),
     };
     assert_eq!(
         format!("{prefix}{upstream}"),
@@ -265,7 +268,7 @@ fn check_client_ip(peer: SocketAddr, headers: &http::HeaderMap, trusted: &[IpNet
 /// A presented key is a non-empty piece of one header or the query, and the query the
 /// provider gets has no `key=` left in it.
 fn check_credential(headers: &http::HeaderMap, query: Option<&str>) {
-    for provider in Provider::ALL {
+    for provider in Kind::ALL {
         let Some(key) = credential::presented(provider, headers, query) else {
             continue;
         };
@@ -292,7 +295,7 @@ fn check_credential(headers: &http::HeaderMap, query: Option<&str>) {
 
 /// One body on one route, as the pipeline reads and rewrites it.
 struct BodyRequest {
-    provider: Provider,
+    provider: Kind,
     path: &'static str,
     source: ModelSource,
     /// The output limit a clamp would set, when the request asks for more (or names none).

@@ -4,8 +4,8 @@
 //! not what its type says must never panic, change a byte the client receives (beyond the one
 //! usage chunk the gateway asked for), or be read differently depending on how it was split.
 
+use crate::config::Kind;
 use bytes::Bytes;
-use gateway_shared::Provider;
 use serde_json::Value;
 
 use super::{selector, splits};
@@ -21,7 +21,7 @@ pub fn usage_observer(data: &[u8]) {
     let Some((selector, body)) = selector(data) else {
         return;
     };
-    let provider = Provider::ALL[usize::from(selector % 3)];
+    let provider = Kind::ALL[usize::from(selector % 3)];
     match selector / 3 % 3 {
         0 => sse(provider, false, body),
         1 => sse(provider, true, body),
@@ -53,11 +53,11 @@ pub fn gemini_array(stream: &[u8]) {
             .expect("an element is a piece of the stream, after the one before it");
         from += at + element.len();
     }
-    let (out, observed) = observe(Provider::Gemini, Format::JsonArray, false, &whole);
+    let (out, observed) = observe(Kind::Gemini, Format::JsonArray, false, &whole);
     assert_eq!(out, stream, "observing changed the bytes");
     for chunks in &others {
         assert_eq!(
-            observe(Provider::Gemini, Format::JsonArray, false, chunks),
+            observe(Kind::Gemini, Format::JsonArray, false, chunks),
             (out.clone(), observed),
             "the usage depends on the split"
         );
@@ -78,13 +78,13 @@ pub fn gemini_array(stream: &[u8]) {
     assert_eq!(parsed, items, "the elements are not the array's items");
     let mut expected = Observed::default();
     for item in &items {
-        extract::apply(Provider::Gemini, item, &mut expected);
+        extract::apply(Kind::Gemini, item, &mut expected);
     }
     assert_eq!(observed, expected, "the stream's usage is not its items'");
 }
 
 /// An SSE response observed in every split: the same bytes out and the same usage.
-fn sse(provider: Provider, strip: bool, stream: &[u8]) {
+fn sse(provider: Kind, strip: bool, stream: &[u8]) {
     let [whole, others @ ..] = splits(stream);
     let (out, observed) = observe(provider, Format::Sse, strip, &whole);
     for chunks in &others {
@@ -94,7 +94,7 @@ fn sse(provider: Provider, strip: bool, stream: &[u8]) {
             "the bytes out or the usage depend on the split"
         );
     }
-    if !strip || provider != Provider::Openai {
+    if !strip || provider != Kind::Openai {
         assert_eq!(out, stream, "observing changed the bytes");
         return;
     }
@@ -124,7 +124,7 @@ fn sse(provider: Provider, strip: bool, stream: &[u8]) {
 /// alone is what the whole document yields. A document that names a key twice is left out of
 /// the comparison: serde's derive refuses a duplicate field while a `Value` keeps the last one,
 /// so such a body is billed as estimated rather than as reported.
-fn json(provider: Provider, body: &[u8]) {
+fn json(provider: Kind, body: &[u8]) {
     let [whole, others @ ..] = splits(body);
     let (out, observed) = observe(provider, Format::Json, false, &whole);
     assert_eq!(out, body, "observing changed the bytes");
@@ -144,17 +144,12 @@ fn json(provider: Provider, body: &[u8]) {
         observed.reported, expected.reported,
         "the body's usage fields say other than the whole document"
     );
-    if provider == Provider::Anthropic {
+    if provider == Kind::Anthropic {
         assert_eq!(observed.content_events, expected.content_events);
     }
 }
 
-fn observe(
-    provider: Provider,
-    format: Format,
-    strip: bool,
-    chunks: &[&[u8]],
-) -> (Vec<u8>, Observed) {
+fn observe(provider: Kind, format: Format, strip: bool, chunks: &[&[u8]]) -> (Vec<u8>, Observed) {
     let mut observer = UsageObserver::new(provider, format, strip);
     let mut out = Vec::new();
     for chunk in chunks {

@@ -6,14 +6,16 @@
 
 use std::borrow::Cow;
 
+use gateway_shared::ErrorCode;
 use gateway_shared::key::{ADMIN_TOKEN_PREFIX, DISPLAY_CHARS, PROXY_KEY_PREFIX};
-use gateway_shared::{ErrorCode, Provider};
 
+use crate::config::Kind;
 use crate::error::GatewayError;
 
-/// The presented key, or `None` when the request carries none.
+/// The presented key, or `None` when the request carries none. Azure OpenAI's SDK sends it
+/// in `api-key` (or as a bearer token when given one).
 pub fn presented<'a>(
-    provider: Provider,
+    kind: Kind,
     headers: &'a http::HeaderMap,
     query: Option<&'a str>,
 ) -> Option<&'a str> {
@@ -29,10 +31,11 @@ pub fn presented<'a>(
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let found = match provider {
-        Provider::Openai => bearer(),
-        Provider::Anthropic => header("x-api-key").or_else(bearer),
-        Provider::Gemini => header("x-goog-api-key").or_else(|| query_key(query)),
+    let found = match kind {
+        Kind::Openai => bearer(),
+        Kind::Anthropic => header("x-api-key").or_else(bearer),
+        Kind::Gemini => header("x-goog-api-key").or_else(|| query_key(query)),
+        Kind::AzureOpenai => header("api-key").or_else(bearer),
     };
     found.filter(|key| !key.is_empty())
 }
@@ -179,31 +182,35 @@ mod tests {
     #[test]
     fn each_provider_reads_its_own_places() {
         let bearer = headers(&[("authorization", "Bearer sk-proxy-a")]);
+        assert_eq!(presented(Kind::Openai, &bearer, None), Some("sk-proxy-a"));
         assert_eq!(
-            presented(Provider::Openai, &bearer, None),
+            presented(Kind::Anthropic, &bearer, None),
             Some("sk-proxy-a")
         );
-        assert_eq!(
-            presented(Provider::Anthropic, &bearer, None),
-            Some("sk-proxy-a")
-        );
-        assert_eq!(presented(Provider::Gemini, &bearer, None), None);
+        assert_eq!(presented(Kind::Gemini, &bearer, None), None);
         let x_api = headers(&[("x-api-key", "sk-proxy-b")]);
-        assert_eq!(
-            presented(Provider::Anthropic, &x_api, None),
-            Some("sk-proxy-b")
-        );
-        assert_eq!(presented(Provider::Openai, &x_api, None), None);
+        assert_eq!(presented(Kind::Anthropic, &x_api, None), Some("sk-proxy-b"));
+        assert_eq!(presented(Kind::Openai, &x_api, None), None);
         let goog = headers(&[("x-goog-api-key", "sk-proxy-c")]);
-        assert_eq!(presented(Provider::Gemini, &goog, None), Some("sk-proxy-c"));
+        assert_eq!(presented(Kind::Gemini, &goog, None), Some("sk-proxy-c"));
+        let azure = headers(&[("api-key", "sk-proxy-e")]);
+        assert_eq!(
+            presented(Kind::AzureOpenai, &azure, None),
+            Some("sk-proxy-e")
+        );
+        assert_eq!(presented(Kind::Openai, &azure, None), None);
+        assert_eq!(
+            presented(Kind::AzureOpenai, &bearer, None),
+            Some("sk-proxy-a")
+        );
         let none = headers(&[]);
         assert_eq!(
-            presented(Provider::Gemini, &none, Some("alt=sse&key=sk-proxy-d")),
+            presented(Kind::Gemini, &none, Some("alt=sse&key=sk-proxy-d")),
             Some("sk-proxy-d")
         );
         assert_eq!(
             presented(
-                Provider::Openai,
+                Kind::Openai,
                 &headers(&[("authorization", "Bearer ")]),
                 None
             ),
@@ -223,12 +230,12 @@ mod tests {
         ] {
             let with = headers(&[("authorization", value)]);
             assert_eq!(
-                presented(Provider::Openai, &with, None),
+                presented(Kind::Openai, &with, None),
                 Some("sk-proxy-a"),
                 "{value:?}"
             );
             assert_eq!(
-                presented(Provider::Anthropic, &with, None),
+                presented(Kind::Anthropic, &with, None),
                 Some("sk-proxy-a"),
                 "{value:?}"
             );
@@ -241,12 +248,12 @@ mod tests {
             "Bearer   ",
         ] {
             let with = headers(&[("authorization", value)]);
-            assert_eq!(presented(Provider::Openai, &with, None), None, "{value:?}");
+            assert_eq!(presented(Kind::Openai, &with, None), None, "{value:?}");
         }
         // Two credentials in one header: presented whole, so the checksum refuses it.
         let two = headers(&[("authorization", "BEARER sk-proxy-a, Bearer sk-proxy-b")]);
         assert_eq!(
-            presented(Provider::Openai, &two, None),
+            presented(Kind::Openai, &two, None),
             Some("sk-proxy-a, Bearer sk-proxy-b")
         );
     }
@@ -257,13 +264,10 @@ mod tests {
             ("authorization", "BEARER sk-proxy-bearer"),
             ("x-api-key", "sk-proxy-x"),
         ]);
-        assert_eq!(
-            presented(Provider::Anthropic, &both, None),
-            Some("sk-proxy-x")
-        );
+        assert_eq!(presented(Kind::Anthropic, &both, None), Some("sk-proxy-x"));
         let goog = headers(&[("x-goog-api-key", "sk-proxy-header")]);
         assert_eq!(
-            presented(Provider::Gemini, &goog, Some("key=sk-proxy-query")),
+            presented(Kind::Gemini, &goog, Some("key=sk-proxy-query")),
             Some("sk-proxy-header")
         );
     }

@@ -4,21 +4,23 @@
 //! restricted to `gpt-4o*` sees only those models, so SDK model pickers offer what will work.
 //! Listings are small JSON documents, so this one response is read whole.
 
+use crate::config::Kind;
 use bytes::Bytes;
-use gateway_shared::Provider;
 use serde_json::Value;
 
 use crate::keys::policy::Policy;
 
 /// The listing with models the policy refuses removed; the input unchanged if it is not a
 /// listing this code understands.
-pub fn filter(provider: Provider, body: &Bytes, policy: &Policy) -> Bytes {
+pub fn filter(provider: Kind, body: &Bytes, policy: &Policy) -> Bytes {
     let Ok(mut document) = serde_json::from_slice::<Value>(body) else {
         return body.clone();
     };
     let (field, id_of): (&str, fn(&Value) -> Option<&str>) = match provider {
-        Provider::Openai | Provider::Anthropic => ("data", |m| m.get("id").and_then(Value::as_str)),
-        Provider::Gemini => ("models", |m| {
+        Kind::Openai | Kind::AzureOpenai | Kind::Anthropic => {
+            ("data", |m| m.get("id").and_then(Value::as_str))
+        }
+        Kind::Gemini => ("models", |m| {
             m.get("name")
                 .and_then(Value::as_str)
                 .map(|n| n.strip_prefix("models/").unwrap_or(n))

@@ -40,10 +40,16 @@
 //! closed (what is left of the body is never read). The same reasoning as the provider side's
 //! `idle_timeout`.
 //!
+//! A configured provider (SPEC §10) runs the same steps: `route` finds it by its name after
+//! the built-in prefixes miss, its `kind` says where the key and model are and how usage
+//! is reported, and an Azure one's deployment is mapped to its model (`azure`) before the
+//! model check, so globs and prices see the model.
+//!
 //! Paths are logged (debug) and echoed (`unknown_route`) only through `route::redacted`,
 //! which cuts anything shaped like a proxy key, admin token or provider key to its display
 //! prefix: a client that pastes its key into the path does not put it in the log.
 
+mod azure;
 pub(crate) mod client_ip;
 pub(crate) mod credential;
 mod headers;
@@ -74,7 +80,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::clock::Clock;
-use crate::config::{Config, SpendConfig};
+use crate::config::{Config, Kind, SpendConfig};
 use crate::error::{GatewayError, Plane};
 use crate::health::Health;
 use crate::http_util::{self, Response};
@@ -112,6 +118,9 @@ pub struct Proxy {
     draining: AtomicBool,
     /// Gemini upload sessions started through the gateway (`upload_url`).
     upload_sessions: upload_url::UploadSessions,
+    /// The configured providers' routes (SPEC §10), searched after the built-in ones.
+    configured: route::Configured,
+    azure: azure::AzureProviders,
 }
 
 impl Proxy {
@@ -141,6 +150,10 @@ impl Proxy {
             linger_total: http_util::LINGER_TOTAL.min(config.proxy.header_read_timeout),
             draining: AtomicBool::new(false),
             upload_sessions: upload_url::UploadSessions::default(),
+            configured: route::Configured::new(
+                config.providers.iter().map(|p| (p.provider, p.kind)),
+            ),
+            azure: azure::AzureProviders::new(config),
         })
     }
 
@@ -158,7 +171,7 @@ impl Proxy {
     ) -> Response {
         headers::mark_sensitive(request.headers_mut());
         let started = Instant::now();
-        let provider = provider_label(request.uri().path());
+        let provider = provider_label(request.uri().path(), &self.configured);
         // Only copied when debug logging is on: this runs for every request.
         let described = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             let path = gateway_shared::key::redact_secrets(request.uri().path()).into_owned();
@@ -237,7 +250,7 @@ impl Proxy {
         unread: &mut Option<Incoming>,
         started: Instant,
     ) -> Result<Response, GatewayError> {
-        let resolved = route::resolve(request.method(), request.uri().path())
+        let resolved = route::resolve(request.method(), request.uri().path(), &self.configured)
             .map_err(|err| self.revoked_first(&request, err))?;
         let route = match resolved {
             Route::Health => return Ok(self.health()),
@@ -251,8 +264,7 @@ impl Proxy {
             ));
         }
         let client_ip = client_ip::resolve(peer, request.headers(), &self.trusted_proxies);
-        let presented =
-            credential::presented(route.provider, request.headers(), request.uri().query());
+        let presented = credential::presented(route.kind, request.headers(), request.uri().query());
         let keyless = presented.is_none();
         let key = match presented {
             Some(presented) => self.authenticate(presented)?,
@@ -283,10 +295,15 @@ impl Proxy {
             ));
         }
 
-        let (parts, ()) = request.into_parts();
+        let (mut parts, ()) = request.into_parts();
         // What is forwarded must not carry a key (the query without Gemini's `key=`, which
         // is where that key belongs and is stripped): refused before anything is recorded.
-        let query = credential::strip_key_param(parts.uri.query());
+        let mut query = credential::strip_key_param(parts.uri.query());
+        if route.kind == Kind::AzureOpenai {
+            // Where Azure's SDK sends the key: read above, never forwarded.
+            parts.headers.remove(AZURE_KEY);
+            query = self.azure.with_api_version(route.provider, query);
+        }
         credential::refuse_forwarded_secret(&route.upstream_path, query.as_deref())?;
         credential::refuse_forwarded_header_secret(&parts.headers)?;
         let upload_origin = upload_url::starts_upload(route.provider, &route.upstream_path)
@@ -310,7 +327,10 @@ impl Proxy {
         .await?;
         *unread = None;
         let json = model::json_body(&route.model, &parts.headers, &body)?;
-        let model = model::named(&route.model, json.as_ref())?;
+        let mut model = model::named(&route.model, json.as_ref())?;
+        if route.kind == Kind::AzureOpenai {
+            model = model.map(|deployment| self.azure.model_of(route.provider, deployment));
+        }
         if let Some(model) = &model {
             credential::check_model_name(model)?;
         }
@@ -353,10 +373,10 @@ impl Proxy {
         let (strip_usage_chunk, body) = match json.as_ref() {
             Some(fields) => {
                 let include_usage =
-                    rewrite::wants_include_usage(route.provider, &route.upstream_path, fields);
+                    rewrite::wants_include_usage(route.kind, &route.upstream_path, fields);
                 let body = if clamped.is_some() || include_usage {
                     let changed = rewrite::rewrite(
-                        route.provider,
+                        route.kind,
                         &route.upstream_path,
                         &body,
                         fields,
@@ -467,12 +487,12 @@ impl Proxy {
                 ..Observed::default()
             };
             meter.settle(&free, Outcome::Complete);
-            let filtered = listing::filter(route.provider, &bytes, &key.policy);
+            let filtered = listing::filter(route.kind, &bytes, &key.policy);
             parts.headers.remove(http::header::CONTENT_LENGTH);
             return Ok(http::Response::from_parts(parts, http_util::full(filtered)));
         }
-        let format = Format::of(route.provider, &route.upstream_path, &parts.headers);
-        let observer = UsageObserver::new(route.provider, format, strip_usage_chunk);
+        let format = Format::of(route.kind, &route.upstream_path, &parts.headers);
+        let observer = UsageObserver::new(route.kind, format, strip_usage_chunk);
         if observer.may_change_bytes() {
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
@@ -497,13 +517,9 @@ impl Proxy {
 
     /// The key presented in any provider's fashion, if any.
     fn any_credential<'r>(&self, request: &'r http::Request<()>) -> Option<&'r str> {
-        [
-            gateway_shared::Provider::Openai,
-            gateway_shared::Provider::Anthropic,
-            gateway_shared::Provider::Gemini,
-        ]
-        .into_iter()
-        .find_map(|p| credential::presented(p, request.headers(), request.uri().query()))
+        Kind::ALL
+            .into_iter()
+            .find_map(|k| credential::presented(k, request.headers(), request.uri().query()))
     }
 
     /// `GET /gateway/v1/key`: a key reads its own state, budget and rate headroom. The same
@@ -590,18 +606,24 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The provider a path is for, as a metric label (bounded: four values).
-fn provider_label(path: &str) -> &'static str {
+/// The provider a path is for, as a metric label (bounded: five values; every configured
+/// provider is `configured`).
+fn provider_label(path: &str, configured: &route::Configured) -> &'static str {
     if path.starts_with("/openai/") || path.starts_with("/v1/") {
         "openai"
     } else if path.starts_with("/anthropic/") {
         "anthropic"
     } else if path.starts_with("/gemini/") {
         "gemini"
+    } else if configured.routes(path) {
+        "configured"
     } else {
         "none"
     }
 }
+
+/// The header Azure OpenAI's SDK sends its key in.
+const AZURE_KEY: HeaderName = HeaderName::from_static("api-key");
 
 const OUTPUT_CLAMPED: HeaderName = HeaderName::from_static("x-gateway-output-clamped");
 
@@ -616,10 +638,11 @@ fn unrewritable(err: &serde_json::Error) -> GatewayError {
 }
 
 fn missing_key(route: &ProviderRoute) -> GatewayError {
-    let place = match route.provider {
-        gateway_shared::Provider::Openai => "an Authorization: Bearer header",
-        gateway_shared::Provider::Anthropic => "an x-api-key or Authorization: Bearer header",
-        gateway_shared::Provider::Gemini => "an x-goog-api-key header or a key= query parameter",
+    let place = match route.kind {
+        Kind::Openai => "an Authorization: Bearer header",
+        Kind::Anthropic => "an x-api-key or Authorization: Bearer header",
+        Kind::Gemini => "an x-goog-api-key header or a key= query parameter",
+        Kind::AzureOpenai => "an api-key or Authorization: Bearer header",
     };
     GatewayError::new(
         ErrorCode::MissingKey,

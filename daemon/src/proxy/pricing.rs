@@ -39,7 +39,7 @@ pub(super) fn spend_ask(
     let price = if route.model == ModelSource::Listing {
         Some(FREE)
     } else {
-        model.and_then(|m| prices.lookup(m))
+        model.and_then(|m| prices.lookup_for(route.provider, m))
     };
     if price.is_none() && limit.is_some() {
         let what = model.map_or_else(
@@ -61,12 +61,12 @@ pub(super) fn spend_ask(
     }
     let charge = price.unwrap_or(FREE);
     let requested =
-        json.and_then(|j| rewrite::requested_output(route.provider, &route.upstream_path, j));
+        json.and_then(|j| rewrite::requested_output(route.kind, &route.upstream_path, j));
     let ask = Ask {
         price: charge,
         input_tokens_bound: body_len as u64,
         output_tokens: requested.unwrap_or(charge.max_output_tokens),
-        answers: json.map_or(1, |j| rewrite::answers(route.provider, j)),
+        answers: json.map_or(1, |j| rewrite::answers(route.kind, j)),
         min_output_tokens: spend.min_output_tokens,
         // Only a body the gateway read can have its output limit lowered.
         clamp: spend.clamp_output && json.is_some(),
@@ -81,14 +81,14 @@ pub(super) fn spend_ask(
 /// billed by the provider after an answer without usage, and new endpoints of that kind (or
 /// another spelling of a known one) must not slip past the cap.
 fn metered(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
-    use gateway_shared::Provider;
+    use crate::config::Kind;
     use model::Fields;
     if route.model == ModelSource::Listing {
         return true;
     }
     let path = route.upstream_path.as_str();
-    match route.provider {
-        Provider::Openai => {
+    match route.kind {
+        Kind::Openai | Kind::AzureOpenai => {
             let background = match json.and_then(|j| j.field("background")) {
                 None | Some(serde_json::Value::Null | serde_json::Value::Bool(false)) => false,
                 Some(_) => true,
@@ -104,13 +104,13 @@ fn metered(route: &ProviderRoute, json: Option<&model::Skimmed>) -> bool {
                     .iter()
                     .any(|endpoint| path.ends_with(endpoint)))
         }
-        Provider::Anthropic => {
+        Kind::Anthropic => {
             model_info(path)
                 || ["/messages", "/messages/count_tokens", "/complete"]
                     .iter()
                     .any(|endpoint| path.ends_with(endpoint))
         }
-        Provider::Gemini => {
+        Kind::Gemini => {
             let method = path.rsplit_once(':').map_or("", |(_, method)| method);
             matches!(
                 method,

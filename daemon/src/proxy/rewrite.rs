@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use gateway_shared::Provider;
+use crate::config::Kind;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -52,26 +52,26 @@ fn openai_field_to_add(path: &str) -> &'static str {
 /// The request's own output limit per answer, if it sets one: the largest of the fields the
 /// provider might read, provided one of those the endpoint reads is set (else none: the
 /// model's maximum is reserved and a clamp adds the endpoint's own field).
-pub fn requested_output(provider: Provider, path: &str, body: &impl Fields) -> Option<u64> {
+pub fn requested_output(provider: Kind, path: &str, body: &impl Fields) -> Option<u64> {
     match provider {
-        Provider::Openai => {
+        Kind::Openai | Kind::AzureOpenai => {
             let read_here = largest(openai_fields_read_at(path).iter().map(|f| body.field(f)));
             read_here?;
             largest(OPENAI_OUTPUT_FIELDS.iter().map(|f| body.field(f)))
         }
-        Provider::Anthropic => body.field("max_tokens").and_then(Value::as_u64),
-        Provider::Gemini => largest(gemini_config_fields(body, &GEMINI_OUTPUT_FIELDS)),
+        Kind::Anthropic => body.field("max_tokens").and_then(Value::as_u64),
+        Kind::Gemini => largest(gemini_config_fields(body, &GEMINI_OUTPUT_FIELDS)),
     }
 }
 
 /// How many answers the request asks for, each up to the output limit: OpenAI's `n` (and
 /// the completions API's `best_of`, all of which are generated and billed), Gemini's
 /// `candidateCount`. At least 1.
-pub fn answers(provider: Provider, body: &impl Fields) -> u64 {
+pub fn answers(provider: Kind, body: &impl Fields) -> u64 {
     let asked = match provider {
-        Provider::Openai => largest(["n", "best_of"].iter().map(|f| body.field(f))),
-        Provider::Anthropic => None,
-        Provider::Gemini => largest(gemini_config_fields(body, &GEMINI_CANDIDATE_FIELDS)),
+        Kind::Openai | Kind::AzureOpenai => largest(["n", "best_of"].iter().map(|f| body.field(f))),
+        Kind::Anthropic => None,
+        Kind::Gemini => largest(gemini_config_fields(body, &GEMINI_CANDIDATE_FIELDS)),
     };
     asked.unwrap_or(1).max(1)
 }
@@ -120,13 +120,13 @@ fn gemini_config_fields<'a>(
 /// Sets the output limit in every field of it the request carries, or else in the one the
 /// provider (and this path) uses.
 fn set_output_limit<'a>(
-    provider: Provider,
+    provider: Kind,
     path: &str,
     body: &mut Members<'a>,
     tokens: u64,
 ) -> Result<(), serde_json::Error> {
     match provider {
-        Provider::Openai => {
+        Kind::Openai | Kind::AzureOpenai => {
             // Every field present is lowered; if none the endpoint reads was among them, its
             // own is added, so the limit is one the server applies.
             let read_here = openai_fields_read_at(path)
@@ -137,12 +137,12 @@ fn set_output_limit<'a>(
                 body.push(openai_field_to_add(path), number(tokens)?);
             }
         }
-        Provider::Anthropic => {
+        Kind::Anthropic => {
             if !lower_present(body, &["max_tokens"], tokens)? {
                 body.push("max_tokens", number(tokens)?);
             }
         }
-        Provider::Gemini => {
+        Kind::Gemini => {
             let mut configs = 0;
             for name in GEMINI_CONFIGS {
                 for config in body.values_mut(name) {
@@ -210,8 +210,8 @@ fn is_object(value: &RawValue) -> bool {
 /// so must be made to, with the usage chunk hidden from the client). `"stream_options":
 /// null` is no options at all, as OpenAI reads it: otherwise a client (or SDK) that sends
 /// the null would stream unmetered.
-pub fn wants_include_usage(provider: Provider, path: &str, body: &impl Fields) -> bool {
-    let applies = provider == Provider::Openai
+pub fn wants_include_usage(provider: Kind, path: &str, body: &impl Fields) -> bool {
+    let applies = provider.is_openai_format()
         && (path.ends_with("/chat/completions") || path.ends_with("/completions"))
         && body.field("stream").and_then(Value::as_bool) == Some(true);
     match body.field("stream_options") {
@@ -255,7 +255,7 @@ const INCLUDE_USAGE: &str = r#"{"include_usage":true}"#;
 /// ([`Members`]).
 /// `fields` is the skim of `body` (so `body` is known to be one valid JSON object).
 pub fn rewrite(
-    provider: Provider,
+    provider: Kind,
     path: &str,
     body: &[u8],
     fields: &impl Fields,

@@ -17,6 +17,12 @@
 //! plain name (letters, digits, `.`, `-`, `_`), so that the name checked and priced is the
 //! name the provider serves.
 //!
+//! A configured provider (SPEC §10) is routed under its own name, `/NAME/…`, only after the
+//! built-in prefixes miss, so it adds nothing to a built-in request; its `kind` decides where
+//! its model is named as for the built-in provider of that format. Azure OpenAI names it in
+//! the path, `openai/deployments/{deployment}/…` (the deployment, mapped to its model by the
+//! pipeline), or in the body on the newer `openai/v1/…` paths.
+//!
 //! Paths are echoed (in the `unknown_route` message and the debug log) only through
 //! [`redacted`], which cuts anything shaped like a secret to its display prefix.
 
@@ -26,6 +32,7 @@ use gateway_shared::key::redact_secrets;
 
 use gateway_shared::{ErrorCode, Provider};
 
+use crate::config::Kind;
 use crate::error::GatewayError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +47,8 @@ pub enum Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderRoute {
     pub provider: Provider,
+    /// The wire format the provider speaks.
+    pub kind: Kind,
     /// The path to append to the provider's base URL, starting with `/`.
     pub upstream_path: String,
     pub model: ModelSource,
@@ -58,7 +67,40 @@ pub enum ModelSource {
     None,
 }
 
-pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError> {
+/// The configured providers' routes: name → kind, a handful at most (searched in order).
+#[derive(Clone, Debug, Default)]
+pub struct Configured(Vec<(Provider, Kind)>);
+
+impl Configured {
+    pub fn new(providers: impl IntoIterator<Item = (Provider, Kind)>) -> Configured {
+        Configured(
+            providers
+                .into_iter()
+                .filter(|(provider, _)| !provider.is_builtin())
+                .collect(),
+        )
+    }
+
+    /// Whether `path` is under a configured provider's route.
+    pub fn routes(&self, path: &str) -> bool {
+        !self.0.is_empty()
+            && path
+                .get(1..)
+                .and_then(|p| p.split_once('/'))
+                .is_some_and(|(name, _)| self.find(name).is_some())
+    }
+
+    /// The configured provider `/{name}/…` is for.
+    fn find(&self, name: &str) -> Option<(Provider, Kind)> {
+        self.0.iter().copied().find(|(p, _)| p.as_str() == name)
+    }
+}
+
+pub fn resolve(
+    method: &http::Method,
+    path: &str,
+    configured: &Configured,
+) -> Result<Route, GatewayError> {
     check_path(path)?;
     if path == "/healthz" || path == "/gateway/v1/key" {
         // The gateway's own read-only routes: a POST or DELETE there must not look like it
@@ -81,32 +123,40 @@ pub fn resolve(method: &http::Method, path: &str) -> Result<Route, GatewayError>
             Route::SelfService
         });
     }
-    let (provider, rest) = if let Some(rest) = path.strip_prefix("/openai/") {
-        (Provider::Openai, rest)
+    let (provider, kind, rest) = if let Some(rest) = path.strip_prefix("/openai/") {
+        (Provider::Openai, Kind::Openai, rest)
     } else if let Some(rest) = path.strip_prefix("/anthropic/") {
-        (Provider::Anthropic, rest)
+        (Provider::Anthropic, Kind::Anthropic, rest)
     } else if let Some(rest) = path.strip_prefix("/gemini/") {
-        (Provider::Gemini, rest)
+        (Provider::Gemini, Kind::Gemini, rest)
     } else if path.starts_with("/v1/") {
-        (Provider::Openai, &path[1..])
+        (Provider::Openai, Kind::Openai, &path[1..])
+    } else if let Some((provider, kind, rest)) = path
+        .get(1..)
+        .and_then(|p| p.split_once('/'))
+        .and_then(|(name, rest)| configured.find(name).map(|(p, k)| (p, k, rest)))
+    {
+        (provider, kind, rest)
     } else {
         return Err(GatewayError::new(
             ErrorCode::UnknownRoute,
             format!(
-                "No route for {}. Use /openai/…, /v1/…, /anthropic/… or /gemini/… with the \
-                 provider's own path after the prefix.",
+                "No route for {}. Use /openai/…, /v1/…, /anthropic/…, /gemini/… or a \
+                 configured provider's /NAME/… with the provider's own path after the prefix.",
                 redact_secrets(path)
             ),
         ));
     };
     // `rest` follows a '/' in `path`: the upstream path is that slash onwards.
     let upstream_path = path[path.len() - rest.len() - 1..].to_owned();
-    let model = match provider {
-        Provider::Gemini => gemini_model(method, rest)?,
-        Provider::Openai | Provider::Anthropic => openai_style_model(method, rest),
+    let model = match kind {
+        Kind::Gemini => gemini_model(method, rest)?,
+        Kind::Openai | Kind::Anthropic => openai_style_model(method, rest),
+        Kind::AzureOpenai => azure_model(method, rest)?,
     };
     Ok(Route::Provider(ProviderRoute {
         provider,
+        kind,
         upstream_path,
         model,
     }))
@@ -129,6 +179,32 @@ fn openai_style_model(method: &http::Method, rest: &str) -> ModelSource {
         ModelSource::Body
     } else {
         ModelSource::None
+    }
+}
+
+/// Azure OpenAI: `openai/deployments/{deployment}/…` names the deployment in the path (one
+/// plain segment, mapped to its model by the pipeline); the newer `openai/v1/…` paths are
+/// OpenAI's, the deployment in the body's `model`. `GET openai/models` and `openai/v1/models`
+/// list.
+fn azure_model(method: &http::Method, rest: &str) -> Result<ModelSource, GatewayError> {
+    let trimmed = rest.trim_end_matches('/');
+    if let Some(after) = trimmed.strip_prefix("openai/deployments/") {
+        let deployment = after.split('/').next().unwrap_or_default();
+        if !is_model_name(deployment) {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidRequest,
+                "An Azure OpenAI deployment path must be openai/deployments/{deployment}/…, the \
+                 deployment one segment of letters, digits, '.', '-' and '_'.",
+            ));
+        }
+        return Ok(ModelSource::Path(deployment.to_owned()));
+    }
+    if method == http::Method::GET && trimmed == "openai/models" {
+        return Ok(ModelSource::Listing);
+    }
+    match trimmed.strip_prefix("openai/") {
+        Some(v1) if v1.starts_with("v1/") => Ok(openai_style_model(method, v1)),
+        _ => Ok(ModelSource::None),
     }
 }
 
@@ -277,9 +353,16 @@ mod tests {
     use super::*;
     use http::Method;
 
+    /// The built-in routes only.
+    fn resolve(method: &Method, path: &str) -> Result<Route, GatewayError> {
+        super::resolve(method, path, &Configured::default())
+    }
+
     fn check(method: Method, path: &str, provider: Provider, upstream: &str, model: ModelSource) {
+        let kind = Kind::of_builtin(provider).expect("built-in");
         let expected = Route::Provider(ProviderRoute {
             provider,
+            kind,
             upstream_path: upstream.into(),
             model,
         });
@@ -288,6 +371,89 @@ mod tests {
             expected,
             "{method} {path}"
         );
+    }
+
+    #[test]
+    fn configured_providers_route_under_their_name_in_their_kind() {
+        let name = |n: &str| n.parse::<Provider>().expect("name");
+        let configured = Configured::new([
+            (Provider::Openai, Kind::Openai),
+            (name("local-llama"), Kind::Openai),
+            (name("claude-proxy"), Kind::Anthropic),
+            (name("azure"), Kind::AzureOpenai),
+        ]);
+        let route = |method: Method, path: &str| match super::resolve(&method, path, &configured) {
+            Ok(Route::Provider(route)) => (
+                route.provider.as_str().to_owned(),
+                route.kind,
+                route.upstream_path,
+                route.model,
+            ),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(
+            route(Method::POST, "/local-llama/v1/chat/completions"),
+            (
+                "local-llama".into(),
+                Kind::Openai,
+                "/v1/chat/completions".into(),
+                ModelSource::Body
+            )
+        );
+        assert_eq!(
+            route(Method::GET, "/local-llama/v1/models"),
+            (
+                "local-llama".into(),
+                Kind::Openai,
+                "/v1/models".into(),
+                ModelSource::Listing
+            )
+        );
+        assert_eq!(
+            route(Method::POST, "/claude-proxy/v1/messages").1,
+            Kind::Anthropic
+        );
+        assert_eq!(
+            route(
+                Method::POST,
+                "/azure/openai/deployments/prod-4o/chat/completions"
+            ),
+            (
+                "azure".into(),
+                Kind::AzureOpenai,
+                "/openai/deployments/prod-4o/chat/completions".into(),
+                ModelSource::Path("prod-4o".into())
+            )
+        );
+        assert_eq!(
+            route(Method::POST, "/azure/openai/v1/chat/completions").3,
+            ModelSource::Body
+        );
+        assert_eq!(
+            route(Method::GET, "/azure/openai/v1/models").3,
+            ModelSource::Listing
+        );
+        // The built-in routes are unchanged; an unconfigured name is no route.
+        assert_eq!(
+            route(Method::POST, "/openai/v1/chat/completions").0,
+            "openai"
+        );
+        for path in [
+            "/groq/v1/chat/completions",
+            "/local-llam/v1/models",
+            "/local-llama",
+            "",
+        ] {
+            let err = super::resolve(&Method::POST, path, &configured).expect_err(path);
+            assert_eq!(err.code, ErrorCode::UnknownRoute, "{path}");
+        }
+        let err = super::resolve(
+            &Method::POST,
+            "/azure/openai/deployments/a%20b/chat/completions",
+            &configured,
+        )
+        .expect_err("not a plain deployment");
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use gateway_shared::Nanodollars;
+use gateway_shared::{Nanodollars, Provider};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
@@ -72,6 +72,8 @@ impl Price {
 #[serde(deny_unknown_fields)]
 pub struct PriceEntry {
     pub model: String,
+    /// Prices `model` only on this provider (SPEC §10), before any entry without one.
+    pub provider: Option<Provider>,
     pub input: Decimal,
     pub output: Decimal,
     pub cache_read: Option<Decimal>,
@@ -122,6 +124,9 @@ pub struct PriceTable {
     /// instead of running the glob set.
     exact: HashMap<Box<str>, usize>,
     fallback: Option<Price>,
+    /// The operator's entries that name a provider, a table per provider, searched first
+    /// for that provider's requests. Empty unless some entry names one.
+    scoped: Vec<(Provider, PriceTable)>,
 }
 
 #[derive(Deserialize)]
@@ -137,9 +142,31 @@ impl PriceTable {
         fallback: Option<&FallbackEntry>,
     ) -> anyhow::Result<PriceTable> {
         let shipped: ShippedFile = toml::from_str(SHIPPED).context("the shipped prices.toml")?;
+        let general: Vec<&PriceEntry> = overrides.iter().filter(|e| e.provider.is_none()).collect();
+        let mut table = Self::build(&general, &shipped.prices, fallback)?;
+        let mut named: Vec<Provider> = overrides.iter().filter_map(|e| e.provider).collect();
+        named.sort();
+        named.dedup();
+        for provider in named {
+            let entries: Vec<&PriceEntry> = overrides
+                .iter()
+                .filter(|e| e.provider == Some(provider))
+                .collect();
+            table
+                .scoped
+                .push((provider, Self::build(&entries, &[], None)?));
+        }
+        Ok(table)
+    }
+
+    fn build(
+        overrides: &[&PriceEntry],
+        shipped: &[PriceEntry],
+        fallback: Option<&FallbackEntry>,
+    ) -> anyhow::Result<PriceTable> {
         let mut builder = GlobSetBuilder::new();
         let mut prices = Vec::new();
-        for (index, entry) in overrides.iter().chain(&shipped.prices).enumerate() {
+        for (index, entry) in overrides.iter().copied().chain(shipped).enumerate() {
             let origin = if index < overrides.len() {
                 "[[prices]]"
             } else {
@@ -177,7 +204,7 @@ impl PriceTable {
             .context("[spend.fallback_price]")?;
         let globs = builder.build().context("compiling price globs")?;
         let mut exact = HashMap::new();
-        for entry in overrides.iter().chain(&shipped.prices) {
+        for entry in overrides.iter().copied().chain(shipped) {
             if !entry.model.contains(['*', '?', '[', ']', '{', '}', '\\'])
                 && let Some(first) = globs.matches(entry.model.as_str()).into_iter().min()
             {
@@ -189,7 +216,20 @@ impl PriceTable {
             prices,
             exact,
             fallback,
+            scoped: Vec::new(),
         })
+    }
+
+    /// The price of `model` on `provider`: an entry naming that provider first, then as
+    /// [`PriceTable::lookup`].
+    pub fn lookup_for(&self, provider: Provider, model: &str) -> Option<Price> {
+        if !self.scoped.is_empty()
+            && let Some((_, table)) = self.scoped.iter().find(|(p, _)| *p == provider)
+            && let Some(price) = table.lookup(model)
+        {
+            return Some(price);
+        }
+        self.lookup(model)
     }
 
     /// The price of `model`: the first matching entry, else the fallback, else `None`.
@@ -247,6 +287,7 @@ mod tests {
     fn entry(model: &str, input: f64, output: f64) -> PriceEntry {
         PriceEntry {
             model: model.into(),
+            provider: None,
             input: Decimal::Float(input),
             output: Decimal::Float(output),
             cache_read: None,
@@ -416,5 +457,23 @@ mod tests {
             prop_assert!(u128::from(high.0) * 1_000_000 >= exact);
             prop_assert!(high.0 == 0 || u128::from(high.0 - 1) * 1_000_000 < exact);
         }
+    }
+
+    #[test]
+    fn an_entry_naming_a_provider_prices_the_model_there_only() {
+        let local: Provider = "local-llama".parse().expect("name");
+        let other: Provider = "groq".parse().expect("name");
+        let mut free = entry("gpt-4o", 0.0, 0.0);
+        free.provider = Some(local);
+        let mut llama = entry("llama-*", 0.0, 0.0);
+        llama.provider = Some(local);
+        let table = PriceTable::new(&[free, llama], None).expect("table");
+        let input = |provider, model: &str| table.lookup_for(provider, model).map(|p| p.input);
+        assert_eq!(input(local, "gpt-4o"), Some(Nanodollars::ZERO));
+        assert_eq!(input(local, "llama-3.1-8b"), Some(Nanodollars::ZERO));
+        // Elsewhere the shipped price stands, and the scoped glob does not apply.
+        assert!(input(Provider::Openai, "gpt-4o").is_some_and(|p| p > Nanodollars::ZERO));
+        assert!(input(other, "gpt-4o").is_some_and(|p| p > Nanodollars::ZERO));
+        assert_eq!(input(other, "llama-3.1-8b"), None);
     }
 }

@@ -13,6 +13,8 @@
 // the mock's. Prints one line per check and exits 1 at the first failure, with the reason.
 //
 // Arguments name the SDKs to check (`openai`, `anthropic`, `gemini`); none means all three.
+// `configured-openai`, `configured-anthropic` and `azure` check the configured providers of
+// tests/e2e/providers.rs (SPEC section 10) instead; they are run only by name.
 // The SDKs are found from where this file is, so it runs from inside the tree setup.sh prints
 // (tests/e2e/sdk.rs copies it there); by hand:
 //   tree="$(tests/sdk/node/setup.sh | tail -n1)"
@@ -25,7 +27,7 @@ import { inspect } from 'node:util';
 
 import Anthropic from '@anthropic-ai/sdk';
 import { ApiError, GoogleGenAI } from '@google/genai';
-import OpenAI from 'openai';
+import OpenAI, { AzureOpenAI } from 'openai';
 
 const GATEWAY_URL = process.env.GATEWAY_URL.replace(/\/+$/, '');
 const KEY = process.env.GATEWAY_KEY;
@@ -39,6 +41,8 @@ const MOCK_REPLY = 'Hello from the mock.';
 const PROMPT_TOKENS = 11;
 const COMPLETION_TOKENS = 7;
 const STREAM_PARTS = ['part0 ', 'part1 ', 'part2 '];
+const AZURE_DEPLOYMENT = 'prod-mini';
+const AZURE_API_VERSION = '2024-10-21';
 
 class CheckFailed extends Error {}
 
@@ -183,8 +187,8 @@ async function openaiChecks(route) {
 
 // --- anthropic ---------------------------------------------------------------------------
 
-async function anthropicChecks() {
-  const client = new Anthropic({ baseURL: `${GATEWAY_URL}/anthropic`, apiKey: KEY });
+async function anthropicChecks(route = '/anthropic') {
+  const client = new Anthropic({ baseURL: `${GATEWAY_URL}${route}`, apiKey: KEY });
   const messages = [{ role: 'user', content: 'Say hello.' }];
   const textOf = (message) =>
     message.content
@@ -192,7 +196,7 @@ async function anthropicChecks() {
       .map((block) => block.text)
       .join('');
 
-  await check('anthropic messages.create', async () => {
+  await check(`anthropic ${route} messages.create`, async () => {
     const message = await client.messages.create({
       model: ANTHROPIC_MODEL,
       max_tokens: 64,
@@ -205,7 +209,7 @@ async function anthropicChecks() {
     return show(text);
   });
 
-  await check('anthropic messages.stream', async () => {
+  await check(`anthropic ${route} messages.stream`, async () => {
     const pieces = [];
     const stream = client.messages.stream({ model: ANTHROPIC_MODEL, max_tokens: 64, messages });
     stream.on('text', (delta) => pieces.push(delta));
@@ -228,7 +232,7 @@ async function anthropicChecks() {
     return `${show(text)}, usage in ${final.usage.input_tokens} out ${final.usage.output_tokens}`;
   });
 
-  await check('anthropic models.list', async () => {
+  await check(`anthropic ${route} models.list`, async () => {
     const ids = [];
     for await (const model of client.models.list()) {
       ids.push(model.id);
@@ -237,9 +241,9 @@ async function anthropicChecks() {
     return ids.join(', ');
   });
 
-  await check('anthropic revoked key', async () => {
+  await check(`anthropic ${route} revoked key`, async () => {
     const revokedClient = new Anthropic({
-      baseURL: `${GATEWAY_URL}/anthropic`,
+      baseURL: `${GATEWAY_URL}${route}`,
       apiKey: REVOKED_KEY,
     });
     const error = await refusal(() =>
@@ -250,6 +254,59 @@ async function anthropicChecks() {
     }
     expectRevoked(error, error.status, [error.error]);
     return `PermissionDeniedError ${error.status}`;
+  });
+}
+
+// --- Azure OpenAI (SPEC section 10) --------------------------------------------------------
+
+async function azureChecks() {
+  const clientWith = (apiKey) =>
+    new AzureOpenAI({
+      endpoint: `${GATEWAY_URL}/azure`,
+      apiKey,
+      apiVersion: AZURE_API_VERSION,
+    });
+  const client = clientWith(KEY);
+  const messages = [{ role: 'user', content: 'Say hello.' }];
+
+  await check('azure chat.completions.create', async () => {
+    const completion = await client.chat.completions.create({ model: AZURE_DEPLOYMENT, messages });
+    const content = completion.choices[0].message.content;
+    expect(content === MOCK_REPLY, `content ${show(content)}, expected ${show(MOCK_REPLY)}`);
+    const usage = [completion.usage.prompt_tokens, completion.usage.completion_tokens];
+    expect(same(usage, [PROMPT_TOKENS, COMPLETION_TOKENS]), `usage ${show(usage)}`);
+    return show(content);
+  });
+
+  await check('azure chat.completions.create({stream: true})', async () => {
+    const pieces = [];
+    const stream = await client.chat.completions.create({
+      model: AZURE_DEPLOYMENT,
+      messages,
+      stream: true,
+    });
+    for await (const chunk of stream) {
+      expect(!chunk.usage, `a usage chunk the client did not ask for: ${show(chunk)}`);
+      for (const choice of chunk.choices) {
+        if (choice.delta.content) {
+          pieces.push(choice.delta.content);
+        }
+      }
+    }
+    expect(same(pieces, STREAM_PARTS), `deltas ${show(pieces)}, expected ${show(STREAM_PARTS)}`);
+    return `deltas ${show(pieces.join(''))}`;
+  });
+
+  await check('azure revoked key', async () => {
+    const revokedClient = clientWith(REVOKED_KEY);
+    const error = await refusal(() =>
+      revokedClient.chat.completions.create({ model: AZURE_DEPLOYMENT, messages }),
+    );
+    if (!(error instanceof OpenAI.PermissionDeniedError)) {
+      throw error;
+    }
+    expectRevoked(error, error.status, [error.code, error.error]);
+    return `PermissionDeniedError ${error.status} code=${show(error.code)}`;
   });
 }
 
@@ -342,6 +399,13 @@ const SUITES = {
   },
   anthropic: anthropicChecks,
   gemini: geminiChecks,
+  // Configured providers (SPEC section 10), as tests/e2e/providers.rs configures them.
+  'configured-openai': async () => {
+    await openaiChecks('/local-llama/v1');
+    await openaiChecks('/groq/v1');
+  },
+  'configured-anthropic': () => anthropicChecks('/claude-proxy'),
+  azure: azureChecks,
 };
 
 /** The installed version of a package, from its package.json. */
@@ -367,7 +431,7 @@ function versionOf(name) {
 
 async function main() {
   const args = process.argv.slice(2);
-  const names = args.length > 0 ? args : Object.keys(SUITES);
+  const names = args.length > 0 ? args : ['openai', 'anthropic', 'gemini'];
   const unknown = names.filter((name) => !(name in SUITES));
   if (unknown.length > 0) {
     console.log(`unknown SDK ${show(unknown)}; choose from ${show(Object.keys(SUITES))}`);

@@ -21,7 +21,8 @@ pub struct Cmd {
     /// A name for people, 1–64 characters.
     #[arg(long)]
     name: String,
-    /// Providers the key may use, comma-separated: openai, anthropic, gemini [default: all].
+    /// Providers the key may use, comma-separated: openai, anthropic, gemini or a configured
+    /// provider's name (the daemon checks it; `GET /v1/providers` lists them) [default: all].
     #[arg(long, value_name = "LIST")]
     providers: Option<String>,
     /// Model globs the key may use, comma-separated, e.g. 'gpt-4o*,claude-*' [default: all].
@@ -182,7 +183,7 @@ mod tests {
         };
         check(&["--name", ""], "name");
         check(
-            &["--name", "x", "--providers", "azure"],
+            &["--name", "x", "--providers", "Azure"],
             "allowed_providers",
         );
         check(&["--name", "x", "--models", "gpt-[4"], "allowed_models");

@@ -448,3 +448,43 @@ fn a_click_on_a_row_whose_key_is_hidden_now_selects_nothing() {
     app.update(click(3, 2));
     assert!(matches!(&app.mode, Mode::Edit { form, .. } if form.title().contains(BACKEND_ID)));
 }
+
+/// SPEC §10: the forms offer the daemon's providers, configured ones included, once it said
+/// them; before that (or if it could not), the general hint.
+#[test]
+fn the_forms_offer_the_daemons_providers() {
+    use crate::tui::form::FieldId;
+    use gateway_shared::api::{ProviderList, ProviderView};
+    use gateway_shared::provider::ProviderKind;
+
+    let mut app = loaded_app();
+    press(&mut app, KeyCode::Char('c'));
+    let Mode::Create(form) = &app.mode else {
+        panic!("a create form");
+    };
+    assert_eq!(form.hint(FieldId::Providers), FieldId::Providers.hint());
+    press(&mut app, KeyCode::Esc);
+
+    let view = |name: &str, kind, builtin| ProviderView {
+        name: name.parse().expect("name"),
+        kind,
+        builtin,
+    };
+    let list = ProviderList {
+        providers: vec![
+            view("openai", ProviderKind::Openai, true),
+            view("azure", ProviderKind::AzureOpenai, false),
+            view("local-llama", ProviderKind::Openai, false),
+        ],
+    };
+    assert!(app.update(Event::Providers(Ok(list))).is_empty());
+    press(&mut app, KeyCode::Char('c'));
+    let Mode::Create(form) = &app.mode else {
+        panic!("a create form");
+    };
+    assert_eq!(
+        form.hint(FieldId::Providers),
+        "openai, azure, local-llama (empty: all)"
+    );
+    assert_eq!(form.hint(FieldId::Name), FieldId::Name.hint());
+}

@@ -42,7 +42,7 @@ pub fn render(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
         .fields
         .iter()
         .enumerate()
-        .map(|(i, field)| field_lines(field, i == focus, inner_width))
+        .map(|(i, field)| field_lines(field, form.hint(field.id), i == focus, inner_width))
         .collect();
     if let FormKind::Edit(key) = &form.kind {
         let expires = key
@@ -80,7 +80,7 @@ pub fn render(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
 }
 
 /// A field's line and, once it has been typed in, its error.
-fn field_lines(field: &Field, focused: bool, width: usize) -> Vec<Line<'static>> {
+fn field_lines(field: &Field, hint: &str, focused: bool, width: usize) -> Vec<Line<'static>> {
     let room = width.saturating_sub(VALUE_COLUMN);
     let hint_style = Style::new().fg(Color::DarkGray);
     let marker = if focused { "› " } else { "  " };
@@ -96,7 +96,7 @@ fn field_lines(field: &Field, focused: bool, width: usize) -> Vec<Line<'static>>
     if field.id.is_choice() {
         spans.push(Span::raw(format!("‹ {} ›", field.value)));
     } else if field.value.is_empty() && !focused {
-        spans.push(Span::styled(clip_end(field.id.hint(), room), hint_style));
+        spans.push(Span::styled(clip_end(hint, room), hint_style));
     } else if focused {
         // The cursor takes a cell; the value gives up its start, not its end, to make room.
         let shown = clip_start(&field.value, room.saturating_sub(1));
@@ -107,7 +107,7 @@ fn field_lines(field: &Field, focused: bool, width: usize) -> Vec<Line<'static>>
             Style::new().add_modifier(Modifier::SLOW_BLINK),
         ));
         if field.value.is_empty() {
-            spans.push(Span::styled(clip_end(field.id.hint(), left), hint_style));
+            spans.push(Span::styled(clip_end(hint, left), hint_style));
         }
     } else {
         spans.push(Span::raw(clip_end(&field.value, room)));

@@ -127,7 +127,7 @@ fn trailers_end_the_body_and_settle_it_as_reported() {
             Frame::data(Bytes::from(tail.to_owned())),
             Frame::trailers(trailers.clone()),
         ]));
-        let observer = UsageObserver::new(Provider::Openai, format, strip);
+        let observer = UsageObserver::new(crate::config::Kind::Openai, format, strip);
         let body = MeteredBody::new(frames, observer, meter, false);
         let (data, got) = serve_until_trailers(body);
         assert_eq!(
@@ -209,7 +209,7 @@ fn an_encoded_body_is_billed_its_output_bound_and_passed_on_untouched() {
     let (mut meter, ledger, sent) = new_meter();
     meter.unreadable = true;
     let frames = Frames(VecDeque::from([Frame::data(gzip.clone())]));
-    let observer = UsageObserver::new(Provider::Openai, Format::Encoded, true);
+    let observer = UsageObserver::new(crate::config::Kind::Openai, Format::Encoded, true);
     let mut body = MeteredBody::new(frames, observer, meter, true);
     assert_eq!(first_data(&mut body), gzip, "untouched");
     let mut cx = Context::from_waker(Waker::noop());
@@ -222,7 +222,7 @@ fn an_encoded_body_is_billed_its_output_bound_and_passed_on_untouched() {
     // never cut (nothing can be counted).
     let (mut meter, ledger, sent) = new_meter();
     meter.unreadable = true;
-    let observer = UsageObserver::new(Provider::Openai, Format::Encoded, true);
+    let observer = UsageObserver::new(crate::config::Kind::Openai, Format::Encoded, true);
     let mut body = MeteredBody::new(Unfinished(Some(gzip.clone())), observer, meter, false);
     assert_eq!(first_data(&mut body), gzip);
     assert!(sent().is_empty(), "still open");

@@ -10,7 +10,7 @@ fn rewrite_keeps_every_other_field() {
     let fields = object(serde_json::from_slice(body).expect("json"));
     for limit in [Some(7), None] {
         let out = rewrite(
-            Provider::Openai,
+            Kind::Openai,
             "/v1/chat/completions",
             body,
             &fields,
@@ -34,7 +34,7 @@ fn rewrite_only_as_asked() {
     let body = br#"{"model":"gpt-4o","stream":true}"#;
     let fields = object(serde_json::from_slice(body).expect("json"));
     let out = rewrite(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         body,
         &fields,
@@ -54,7 +54,7 @@ fn object(value: Value) -> Map<String, Value> {
 }
 
 /// `body` clamped to `tokens` as `rewrite` does it, read back.
-fn clamped(provider: Provider, path: &str, body: Value, tokens: u64) -> Value {
+fn clamped(provider: Kind, path: &str, body: Value, tokens: u64) -> Value {
     let bytes = serde_json::to_vec(&body).expect("json");
     let out =
         rewrite(provider, path, &bytes, &object(body), Some(tokens), false).expect("rewritten");
@@ -89,9 +89,9 @@ fn the_include_usage_splice_equals_the_full_rewrite() {
 fn a_body_nested_at_any_depth_is_clamped() {
     let deep = format!("{}\"hi\"{}", "[".repeat(5_000), "]".repeat(5_000));
     for (provider, path, field) in [
-        (Provider::Openai, "/v1/chat/completions", "max_tokens"),
+        (Kind::Openai, "/v1/chat/completions", "max_tokens"),
         (
-            Provider::Gemini,
+            Kind::Gemini,
             "/v1beta/models/m:generateContent",
             "generationConfig",
         ),
@@ -111,7 +111,7 @@ fn a_body_nested_at_any_depth_is_clamped() {
         let changed = out.replace(&deep, "0");
         let changed: Value = serde_json::from_str(&changed).expect("JSON");
         match provider {
-            Provider::Gemini => {
+            Kind::Gemini => {
                 assert_eq!(changed["generationConfig"]["maxOutputTokens"], 12);
                 assert_eq!(changed["generationConfig"]["temperature"], 0.5);
             }
@@ -129,26 +129,23 @@ const CHAT: &str = "/v1/chat/completions";
 #[test]
 fn only_the_endpoints_own_fields_bound_an_openai_request() {
     let responses_field = object(json!({"max_output_tokens": 10}));
+    assert_eq!(requested_output(Kind::Openai, CHAT, &responses_field), None);
     assert_eq!(
-        requested_output(Provider::Openai, CHAT, &responses_field),
-        None
-    );
-    assert_eq!(
-        requested_output(Provider::Openai, "/v1/responses", &responses_field),
+        requested_output(Kind::Openai, "/v1/responses", &responses_field),
         Some(10)
     );
     let chat_field = object(json!({"max_completion_tokens": 10}));
     assert_eq!(
-        requested_output(Provider::Openai, "/v1/responses", &chat_field),
+        requested_output(Kind::Openai, "/v1/responses", &chat_field),
         None
     );
     assert_eq!(
-        requested_output(Provider::Openai, "/v1/completions", &chat_field),
+        requested_output(Kind::Openai, "/v1/completions", &chat_field),
         None
     );
     assert_eq!(
         requested_output(
-            Provider::Openai,
+            Kind::Openai,
             "/v1/completions",
             &object(json!({"max_tokens": 4}))
         ),
@@ -156,74 +153,69 @@ fn only_the_endpoints_own_fields_bound_an_openai_request() {
     );
     // Unknown endpoints read any of them.
     assert_eq!(
-        requested_output(Provider::Openai, "/v1/other", &responses_field),
+        requested_output(Kind::Openai, "/v1/other", &responses_field),
         Some(10)
     );
-    let body = clamped(
-        Provider::Openai,
-        CHAT,
-        json!({"max_output_tokens": 5000}),
-        7,
-    );
+    let body = clamped(Kind::Openai, CHAT, json!({"max_output_tokens": 5000}), 7);
     assert_eq!(
         body,
         json!({"max_output_tokens": 7, "max_completion_tokens": 7})
     );
-    let body = clamped(Provider::Openai, "/v1/completions", json!({}), 7);
+    let body = clamped(Kind::Openai, "/v1/completions", json!({}), 7);
     assert_eq!(body, json!({"max_tokens": 7}));
 }
 
 #[test]
 fn output_limits_per_provider() {
     assert_eq!(
-        requested_output(Provider::Openai, CHAT, &object(json!({"max_tokens": 5}))),
+        requested_output(Kind::Openai, CHAT, &object(json!({"max_tokens": 5}))),
         Some(5)
     );
     assert_eq!(
         requested_output(
-            Provider::Openai,
+            Kind::Openai,
             CHAT,
             &object(json!({"max_completion_tokens": 7, "max_tokens": 5}))
         ),
         Some(7)
     );
     assert_eq!(
-        requested_output(Provider::Anthropic, CHAT, &object(json!({"max_tokens": 9}))),
+        requested_output(Kind::Anthropic, CHAT, &object(json!({"max_tokens": 9}))),
         Some(9)
     );
     assert_eq!(
         requested_output(
-            Provider::Gemini,
+            Kind::Gemini,
             CHAT,
             &object(json!({"generationConfig": {"maxOutputTokens": 11}}))
         ),
         Some(11)
     );
     assert_eq!(
-        requested_output(Provider::Gemini, CHAT, &object(json!({}))),
+        requested_output(Kind::Gemini, CHAT, &object(json!({}))),
         None
     );
 
     let body = clamped(
-        Provider::Gemini,
+        Kind::Gemini,
         "/v1beta/models/m:generateContent",
         json!({"model": "m"}),
         42,
     );
     assert_eq!(body["generationConfig"]["maxOutputTokens"], 42);
     let body = clamped(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         json!({"max_tokens": 1000}),
         10,
     );
     assert_eq!(body, json!({"max_tokens": 10}));
-    let body = clamped(Provider::Openai, "/v1/chat/completions", json!({}), 10);
+    let body = clamped(Kind::Openai, "/v1/chat/completions", json!({}), 10);
     assert_eq!(body, json!({"max_completion_tokens": 10}));
-    let body = clamped(Provider::Openai, "/v1/responses", json!({}), 10);
+    let body = clamped(Kind::Openai, "/v1/responses", json!({}), 10);
     assert_eq!(body, json!({"max_output_tokens": 10}));
     let body = clamped(
-        Provider::Anthropic,
+        Kind::Anthropic,
         "/v1/messages",
         json!({"max_tokens": 4000, "model": "c"}),
         10,
@@ -232,22 +224,17 @@ fn output_limits_per_provider() {
     // Lowered, never raised: a limit the skim could not read ("5") is not replaced by a
     // larger clamp.
     let body = clamped(
-        Provider::Anthropic,
+        Kind::Anthropic,
         "/v1/messages",
         json!({"max_tokens": "5", "model": "c"}),
         10,
     );
     assert_eq!(body, json!({"max_tokens": 5, "model": "c"}));
-    let body = clamped(
-        Provider::Anthropic,
-        "/v1/messages",
-        json!({"model": "c"}),
-        10,
-    );
+    let body = clamped(Kind::Anthropic, "/v1/messages", json!({"model": "c"}), 10);
     assert_eq!(body, json!({"model": "c", "max_tokens": 10}));
     // A config that is not an object is replaced, as a parse into a map would.
     let body = clamped(
-        Provider::Gemini,
+        Kind::Gemini,
         "/v1beta/models/m:generateContent",
         json!({"generationConfig": null}),
         3,
@@ -258,9 +245,9 @@ fn output_limits_per_provider() {
 #[test]
 fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
     let both = object(json!({"max_tokens": 60000, "max_completion_tokens": 10}));
-    assert_eq!(requested_output(Provider::Openai, CHAT, &both), Some(60000));
+    assert_eq!(requested_output(Kind::Openai, CHAT, &both), Some(60000));
     let body = clamped(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         Value::Object(both.clone()),
         7,
@@ -268,7 +255,7 @@ fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
     assert_eq!(body, json!({"max_tokens": 7, "max_completion_tokens": 7}));
     // Lowered, never raised: the client's smaller limit stays.
     let body = clamped(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         Value::Object(both.clone()),
         500,
@@ -278,23 +265,14 @@ fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
         json!({"max_tokens": 500, "max_completion_tokens": 10})
     );
     let strings = object(json!({"max_tokens": "60000"}));
-    assert_eq!(
-        requested_output(Provider::Openai, CHAT, &strings),
-        Some(60000)
-    );
+    assert_eq!(requested_output(Kind::Openai, CHAT, &strings), Some(60000));
     let mixed = object(json!({"max_completion_tokens": 10, "max_output_tokens": 60000}));
-    assert_eq!(
-        requested_output(Provider::Openai, CHAT, &mixed),
-        Some(60000)
-    );
+    assert_eq!(requested_output(Kind::Openai, CHAT, &mixed), Some(60000));
 
     let snake = object(json!({"generation_config": {"max_output_tokens": 60000}}));
-    assert_eq!(
-        requested_output(Provider::Gemini, CHAT, &snake),
-        Some(60000)
-    );
+    assert_eq!(requested_output(Kind::Gemini, CHAT, &snake), Some(60000));
     let body = clamped(
-        Provider::Gemini,
+        Kind::Gemini,
         "/v1beta/models/m:generateContent",
         Value::Object(snake.clone()),
         9,
@@ -306,52 +284,49 @@ fn the_largest_limit_of_any_field_counts_and_a_clamp_lowers_them_all() {
     );
     let camel_both =
         object(json!({"generationConfig": {"maxOutputTokens": 5, "max_output_tokens": 800}}));
-    assert_eq!(
-        requested_output(Provider::Gemini, CHAT, &camel_both),
-        Some(800)
-    );
+    assert_eq!(requested_output(Kind::Gemini, CHAT, &camel_both), Some(800));
 }
 
 #[test]
 fn answers_multiply_the_output() {
-    assert_eq!(answers(Provider::Openai, &object(json!({}))), 1);
-    assert_eq!(answers(Provider::Openai, &object(json!({"n": 50}))), 50);
+    assert_eq!(answers(Kind::Openai, &object(json!({}))), 1);
+    assert_eq!(answers(Kind::Openai, &object(json!({"n": 50}))), 50);
     assert_eq!(
-        answers(Provider::Openai, &object(json!({"n": 2, "best_of": 5}))),
+        answers(Kind::Openai, &object(json!({"n": 2, "best_of": 5}))),
         5
     );
-    assert_eq!(answers(Provider::Openai, &object(json!({"n": 0}))), 1);
+    assert_eq!(answers(Kind::Openai, &object(json!({"n": 0}))), 1);
     for written in [json!("3"), json!(3.0), json!("3e0"), json!(" 3 ")] {
         assert_eq!(
-            answers(Provider::Openai, &object(json!({ "n": written }))),
+            answers(Kind::Openai, &object(json!({ "n": written }))),
             3,
             "{written}"
         );
     }
-    assert_eq!(answers(Provider::Openai, &object(json!({"n": 2.5}))), 1);
-    assert_eq!(answers(Provider::Openai, &object(json!({"n": "many"}))), 1);
+    assert_eq!(answers(Kind::Openai, &object(json!({"n": 2.5}))), 1);
+    assert_eq!(answers(Kind::Openai, &object(json!({"n": "many"}))), 1);
     assert_eq!(
         answers(
-            Provider::Gemini,
+            Kind::Gemini,
             &object(json!({"generationConfig": {"candidateCount": "8"}}))
         ),
         8
     );
     assert_eq!(
         answers(
-            Provider::Gemini,
+            Kind::Gemini,
             &object(json!({"generationConfig": {"candidateCount": 8}}))
         ),
         8
     );
     assert_eq!(
         answers(
-            Provider::Gemini,
+            Kind::Gemini,
             &object(json!({"generation_config": {"candidate_count": 4}}))
         ),
         4
     );
-    assert_eq!(answers(Provider::Anthropic, &object(json!({"n": 9}))), 1);
+    assert_eq!(answers(Kind::Anthropic, &object(json!({"n": 9}))), 1);
 }
 
 #[test]
@@ -359,7 +334,7 @@ fn include_usage_is_injected_only_when_missing() {
     let path = "/v1/chat/completions";
     let asks = |body: Value| {
         let fields = object(body);
-        wants_include_usage(Provider::Openai, path, &fields)
+        wants_include_usage(Kind::Openai, path, &fields)
     };
     assert!(asks(json!({"stream": true})));
     assert!(!asks(
@@ -370,21 +345,20 @@ fn include_usage_is_injected_only_when_missing() {
     ));
     assert!(!asks(json!({"stream": false})));
     assert!(!wants_include_usage(
-        Provider::Anthropic,
+        Kind::Anthropic,
         "/v1/messages",
         &object(json!({"stream": true}))
     ));
     let body = json!({"stream": true, "stream_options": {"include_usage": false, "x": 1}});
     let bytes = serde_json::to_vec(&body).expect("json");
-    let out =
-        rewrite(Provider::Openai, path, &bytes, &object(body), None, true).expect("rewritten");
+    let out = rewrite(Kind::Openai, path, &bytes, &object(body), None, true).expect("rewritten");
     let out: Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(
         out,
         json!({"stream": true, "stream_options": {"include_usage": true, "x": 1}})
     );
     assert!(!wants_include_usage(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         &object(json!({"stream": true, "stream_options": "odd"}))
     ));
@@ -393,13 +367,13 @@ fn include_usage_is_injected_only_when_missing() {
     let body = br#"{"model":"gpt-4o","stream":true,"stream_options":null}"#;
     let fields = object(serde_json::from_slice(body).expect("json"));
     assert!(wants_include_usage(
-        Provider::Openai,
+        Kind::Openai,
         "/v1/chat/completions",
         &fields
     ));
     for limit in [None, Some(5)] {
         let out = rewrite(
-            Provider::Openai,
+            Kind::Openai,
             "/v1/chat/completions",
             body,
             &fields,

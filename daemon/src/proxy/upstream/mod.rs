@@ -4,7 +4,10 @@
 //! Provider credentials are read once at start-up from the environment or a file and kept
 //! only as sensitive header values, so neither `Debug` nor a log line can print them. A
 //! provider without a credential still routes: its requests fail with a 502 that tells the
-//! operator what to set, instead of the whole daemon refusing to start.
+//! operator what to set, instead of the whole daemon refusing to start. A configured provider
+//! (SPEC §10) may have no credential at all: its requests go without one. Each credential
+//! goes in its kind's header (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, Azure's
+//! `api-key`).
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::idle_timeout::IdleTimeout;
-use crate::config::{Config, CredentialSource, ProviderConfig};
+use crate::config::{Config, CredentialSource, Kind, ProviderConfig};
 use crate::error::GatewayError;
 pub use pool::PooledBody;
 use pool::{Connector, Pool, SendError};
@@ -53,7 +56,8 @@ struct Target {
     host: HeaderValue,
     /// Path of the base URL without its trailing `/` (usually empty).
     base_path: String,
-    credential: Result<(HeaderName, HeaderValue), String>,
+    /// `Ok(None)`: the provider takes no credential.
+    credential: Result<Option<(HeaderName, HeaderValue)>, String>,
     pool: Arc<Pool>,
 }
 
@@ -117,7 +121,7 @@ impl Upstream {
         let target = self.target(provider)?;
         // The reason (which variable or file) was logged at start-up: it is the operator's,
         // not every proxy-key holder's (a path of the server, or a key pasted as a name).
-        let (name, value) = target.credential.as_ref().map_err(|_| {
+        let credential = target.credential.as_ref().map_err(|_| {
             GatewayError::new(
                 ErrorCode::UpstreamUnreachable,
                 format!(
@@ -125,7 +129,9 @@ impl Upstream {
                 ),
             )
         })?;
-        headers.insert(name.clone(), value.clone());
+        if let Some((name, value)) = credential {
+            headers.insert(name.clone(), value.clone());
+        }
         headers.insert(http::header::HOST, target.host.clone());
         let query_len = query.map_or(0, |q| q.len() + 1);
         let mut path_and_query =
@@ -226,7 +232,10 @@ fn target(config: &ProviderConfig, connector: &Connector, shards: usize) -> anyh
         .path_and_query
         .map(|p| p.path().trim_end_matches('/').to_owned())
         .unwrap_or_default();
-    let credential = read_credential(config.provider, &config.credential);
+    let credential = match &config.credential {
+        Some(source) => read_credential(config.kind, source).map(Some),
+        None => Ok(None),
+    };
     if let Err(reason) = &credential {
         tracing::warn!(provider = %config.provider, "no provider credential ({reason}); its requests will fail with 502");
     }
@@ -247,7 +256,7 @@ fn target(config: &ProviderConfig, connector: &Connector, shards: usize) -> anyh
 
 /// The provider's credential as its own header, marked sensitive.
 fn read_credential(
-    provider: Provider,
+    kind: Kind,
     source: &CredentialSource,
 ) -> Result<(HeaderName, HeaderValue), String> {
     let secret = match source {
@@ -261,10 +270,11 @@ fn read_credential(
     if secret.is_empty() {
         return Err("the configured credential is empty".into());
     }
-    let (name, value) = match provider {
-        Provider::Openai => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
-        Provider::Anthropic => (HeaderName::from_static("x-api-key"), secret.to_owned()),
-        Provider::Gemini => (HeaderName::from_static("x-goog-api-key"), secret.to_owned()),
+    let (name, value) = match kind {
+        Kind::Openai => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
+        Kind::Anthropic => (HeaderName::from_static("x-api-key"), secret.to_owned()),
+        Kind::Gemini => (HeaderName::from_static("x-goog-api-key"), secret.to_owned()),
+        Kind::AzureOpenai => (HeaderName::from_static("api-key"), secret.to_owned()),
     };
     let mut value = HeaderValue::from_str(&value)
         .map_err(|_| "the credential contains characters not allowed in a header".to_owned())?;

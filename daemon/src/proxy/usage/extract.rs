@@ -19,7 +19,7 @@
 //! number, however large, can neither wrap nor push a cost near the range of an SQLite
 //! integer.
 
-use gateway_shared::Provider;
+use crate::config::Kind;
 use serde_json::Value;
 
 use super::fields::{Details, Usage};
@@ -84,11 +84,11 @@ impl Observed {
     }
 }
 
-pub fn apply(provider: Provider, document: &Value, observed: &mut Observed) {
+pub fn apply(provider: Kind, document: &Value, observed: &mut Observed) {
     match provider {
-        Provider::Openai => openai(document, observed),
-        Provider::Anthropic => anthropic(document, observed),
-        Provider::Gemini => gemini(document, observed),
+        Kind::Openai | Kind::AzureOpenai => openai(document, observed),
+        Kind::Anthropic => anthropic(document, observed),
+        Kind::Gemini => gemini(document, observed),
     }
 }
 
@@ -283,19 +283,19 @@ mod tests {
     fn a_garbled_usage_report_is_not_believed() {
         for (provider, document) in [
             (
-                Provider::Openai,
+                Kind::Openai,
                 json!({"usage": {"prompt_tokens": 10, "completion_tokens": "12"}}),
             ),
             (
-                Provider::Openai,
+                Kind::Openai,
                 json!({"usage": {"prompt_tokens": -7, "completion_tokens": 3}}),
             ),
             (
-                Provider::Anthropic,
+                Kind::Anthropic,
                 json!({"type": "message_delta", "usage": {"output_tokens": [1]}}),
             ),
             (
-                Provider::Gemini,
+                Kind::Gemini,
                 json!({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": true},
                        "candidates": [{"finishReason": "STOP"}]}),
             ),
@@ -310,7 +310,7 @@ mod tests {
         }
         let mut observed = Observed::default();
         apply(
-            Provider::Openai,
+            Kind::Openai,
             &json!({"usage": {"prompt_tokens": 1e20, "completion_tokens": 2.5}}),
             &mut observed,
         );
@@ -321,7 +321,7 @@ mod tests {
         );
     }
 
-    fn check(provider: Provider, documents: &[Value], expected: Tokens) {
+    fn check(provider: Kind, documents: &[Value], expected: Tokens) {
         let mut observed = Observed::default();
         for document in documents {
             apply(provider, document, &mut observed);
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn openai_cached_tokens_are_part_of_the_prompt() {
         check(
-            Provider::Openai,
+            Kind::Openai,
             &[
                 json!({"usage": {"prompt_tokens": 1000, "completion_tokens": 50, "prompt_tokens_details": {"cached_tokens": 800}}}),
             ],
@@ -344,7 +344,7 @@ mod tests {
             },
         );
         check(
-            Provider::Openai,
+            Kind::Openai,
             &[
                 json!({"type": "response.completed", "response": {"usage": {"input_tokens": 10, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 0}}}}),
             ],
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn anthropic_message_delta_is_cumulative_not_summed() {
         check(
-            Provider::Anthropic,
+            Kind::Anthropic,
             &[
                 json!({"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 40}}}),
                 json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hello"}}),
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn gemini_last_usage_wins_and_thoughts_are_output() {
         check(
-            Provider::Gemini,
+            Kind::Gemini,
             &[
                 json!({"candidates": [{"content": {"parts": [{"text": "a"}]}}], "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1}}),
                 json!({"candidates": [{"content": {"parts": [{"text": "b"}]}}], "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 9, "thoughtsTokenCount": 20, "cachedContentTokenCount": 2}}),
@@ -397,7 +397,7 @@ mod tests {
         let mut observed = Observed::default();
         for _ in 0..3 {
             apply(
-                Provider::Openai,
+                Kind::Openai,
                 &json!({"choices": [{"delta": {"content": "hello world"}}]}),
                 &mut observed,
             );
@@ -414,13 +414,13 @@ mod tests {
     fn anthropic_message_start_is_interim_until_message_delta() {
         let mut observed = Observed::default();
         apply(
-            Provider::Anthropic,
+            Kind::Anthropic,
             &json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}),
             &mut observed,
         );
         for _ in 0..200 {
             apply(
-                Provider::Anthropic,
+                Kind::Anthropic,
                 &json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "ab"}}),
                 &mut observed,
             );
@@ -433,7 +433,7 @@ mod tests {
             "the placeholder output of 1 does not hide 200 deltas"
         );
         apply(
-            Provider::Anthropic,
+            Kind::Anthropic,
             &json!({"type": "message_delta", "usage": {"output_tokens": 201}}),
             &mut observed,
         );
@@ -446,7 +446,7 @@ mod tests {
     fn running_usage_of_openai_and_gemini_is_interim() {
         let mut observed = Observed::default();
         apply(
-            Provider::Openai,
+            Kind::Openai,
             &json!({"choices": [{"delta": {"content": "hi"}, "finish_reason": null}], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}),
             &mut observed,
         );
@@ -455,14 +455,14 @@ mod tests {
             "usage beside an open choice is a running count"
         );
         apply(
-            Provider::Openai,
+            Kind::Openai,
             &json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
             &mut observed,
         );
         assert!(observed.has_final_report(), "the usage-only chunk is final");
         let mut observed = Observed::default();
         apply(
-            Provider::Openai,
+            Kind::Openai,
             &json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
             &mut observed,
         );
@@ -470,7 +470,7 @@ mod tests {
 
         let mut observed = Observed::default();
         apply(
-            Provider::Gemini,
+            Kind::Gemini,
             &json!({"candidates": [{"content": {"parts": [{"text": "abcdefgh"}]}}], "usageMetadata": {"promptTokenCount": 4}}),
             &mut observed,
         );
@@ -481,7 +481,7 @@ mod tests {
             "8 characters, no count yet"
         );
         apply(
-            Provider::Gemini,
+            Kind::Gemini,
             &json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1}}),
             &mut observed,
         );
@@ -497,7 +497,7 @@ mod tests {
     fn huge_counts_saturate_and_are_clamped() {
         let max = u64::MAX;
         check(
-            Provider::Gemini,
+            Kind::Gemini,
             &[
                 json!({"usageMetadata": {"promptTokenCount": max, "toolUsePromptTokenCount": 2, "candidatesTokenCount": max, "thoughtsTokenCount": 3}}),
             ],
@@ -508,7 +508,7 @@ mod tests {
             },
         );
         check(
-            Provider::Openai,
+            Kind::Openai,
             &[
                 json!({"usage": {"prompt_tokens": 10, "completion_tokens": 9_000_000_000_000_000_000_u64}}),
             ],
@@ -519,7 +519,7 @@ mod tests {
             },
         );
         check(
-            Provider::Anthropic,
+            Kind::Anthropic,
             &[
                 json!({"type": "message", "usage": {"input_tokens": max, "output_tokens": 3, "cache_read_input_tokens": max, "cache_creation_input_tokens": 1}}),
             ],

@@ -7,8 +7,8 @@ mod fields;
 pub(crate) mod json_array;
 pub(crate) mod sse;
 
+use crate::config::Kind as ProviderKind;
 use bytes::Bytes;
-use gateway_shared::Provider;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,7 +32,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn of(provider: Provider, path: &str, headers: &http::HeaderMap) -> Format {
+    pub fn of(provider: ProviderKind, path: &str, headers: &http::HeaderMap) -> Format {
         if super::headers::is_encoded(headers) {
             return Format::Encoded;
         }
@@ -42,7 +42,7 @@ impl Format {
             .unwrap_or("");
         if content_type.starts_with("text/event-stream") {
             Format::Sse
-        } else if provider == Provider::Gemini && path.contains(":streamGenerateContent") {
+        } else if provider == ProviderKind::Gemini && path.contains(":streamGenerateContent") {
             Format::JsonArray
         } else {
             Format::Json
@@ -51,7 +51,7 @@ impl Format {
 }
 
 pub struct UsageObserver {
-    provider: Provider,
+    provider: ProviderKind,
     format: Format,
     sse: SseParser,
     array: JsonArraySplitter,
@@ -66,7 +66,7 @@ pub struct UsageObserver {
 }
 
 impl UsageObserver {
-    pub fn new(provider: Provider, format: Format, strip_usage_chunk: bool) -> Self {
+    pub fn new(provider: ProviderKind, format: Format, strip_usage_chunk: bool) -> Self {
         let strip = strip_usage_chunk && format == Format::Sse;
         Self {
             provider,
@@ -157,12 +157,12 @@ impl UsageObserver {
         });
         let event = match self.provider {
             // Anthropic's SDKs raise on an `error` event.
-            Provider::Anthropic => format!(
+            ProviderKind::Anthropic => format!(
                 "\n\nevent: error\ndata: {}\n\n",
                 serde_json::json!({"type": "error", "error": error})
             ),
             // OpenAI's SDKs raise on an event whose data has an `error` member.
-            Provider::Openai | Provider::Gemini => {
+            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::Gemini => {
                 format!("\n\ndata: {}\n\n", serde_json::json!({ "error": error }))
             }
         };
@@ -189,6 +189,13 @@ impl UsageObserver {
             {
                 fields.apply(self.provider, &mut self.observed);
             }
+            if self.observed.reported.is_none() {
+                // A server that reports no usage (some OpenAI-compatible ones never do): the
+                // answer's text is what its estimate counts (SPEC §10).
+                let chars = unreported_content_chars(self.provider, &whole);
+                self.observed.content_chars += chars;
+                self.observed.content_events += u64::from(chars > 0);
+            }
         }
         if self.strip_usage_chunk {
             Bytes::from(self.sse.take_pending_raw())
@@ -198,27 +205,51 @@ impl UsageObserver {
     }
 }
 
+/// Characters of generated text in a whole OpenAI-format JSON answer that reported no
+/// usage (`choices[].message.content`, `choices[].text`), so that its estimate bills the
+/// output too. Runs only when usage is missing; other formats always report it.
+fn unreported_content_chars(provider: ProviderKind, body: &[u8]) -> u64 {
+    if !provider.is_openai_format() {
+        return 0;
+    }
+    let Ok(document) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let Some(choices) = document.get("choices").and_then(Value::as_array) else {
+        return 0;
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    choices
+        .iter()
+        .map(|c| {
+            (text(c.get("message").and_then(|m| m.get("content"))) + text(c.get("text"))) as u64
+        })
+        .sum()
+}
+
 /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
 /// are counted, which is what an estimate needs: for Anthropic only its content deltas, so
 /// that framing events such as `content_block_start`, `ping` or `message_stop` do not count
 /// as tokens); returns whether the event is OpenAI's usage-only chunk.
-fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event<'_>) -> bool {
+fn observe_event(provider: ProviderKind, observed: &mut Observed, event: &sse::Event<'_>) -> bool {
     let data = event.data;
     if data.is_empty() || data == b"[DONE]" {
         return false;
     }
     let has = |marker: &[u8]| memchr::memmem::find(data, marker).is_some();
     let relevant = match provider {
-        Provider::Openai => has(b"\"usage\"") || has(b"\"response.completed\""),
-        Provider::Anthropic => {
+        ProviderKind::Openai | ProviderKind::AzureOpenai => {
+            has(b"\"usage\"") || has(b"\"response.completed\"")
+        }
+        ProviderKind::Anthropic => {
             matches!(event.name, b"message_start" | b"message_delta")
                 || has(b"\"message_start\"")
                 || has(b"\"message_delta\"")
         }
-        Provider::Gemini => has(b"\"usageMetadata\""),
+        ProviderKind::Gemini => has(b"\"usageMetadata\""),
     };
     if !relevant {
-        let content = provider != Provider::Anthropic
+        let content = provider != ProviderKind::Anthropic
             || event.name == b"content_block_delta"
             || (event.name.is_empty() && has(b"\"content_block_delta\""));
         observed.content_events += u64::from(content);
@@ -228,7 +259,7 @@ fn observe_event(provider: Provider, observed: &mut Observed, event: &sse::Event
         return false;
     };
     extract::apply(provider, &document, observed);
-    provider == Provider::Openai
+    provider.is_openai_format()
         && document
             .get("choices")
             .and_then(Value::as_array)
@@ -253,15 +284,15 @@ struct UsageFields {
 impl UsageFields {
     /// What `extract::apply` reads from a whole response document, taken straight from the
     /// fields (no document is rebuilt around them).
-    fn apply(self, provider: Provider, observed: &mut Observed) {
+    fn apply(self, provider: ProviderKind, observed: &mut Observed) {
         let nested = |n: Object<Nested>| n.0.and_then(|n| n.usage.0);
         match provider {
-            Provider::Openai => {
+            ProviderKind::Openai | ProviderKind::AzureOpenai => {
                 if let Some(usage) = self.usage.0.or_else(|| nested(self.response)) {
                     extract::openai_usage(&usage, observed);
                 }
             }
-            Provider::Anthropic => {
+            ProviderKind::Anthropic => {
                 let fin = self.kind != Kind::MessageStart;
                 let usage = match self.kind {
                     Kind::MessageStart => nested(self.message),
@@ -276,7 +307,7 @@ impl UsageFields {
                     extract::anthropic_usage(&usage, fin, observed);
                 }
             }
-            Provider::Gemini => {
+            ProviderKind::Gemini => {
                 if let Some(usage) = self.usage_metadata.0 {
                     extract::gemini_usage(&usage, observed);
                 }
@@ -293,9 +324,9 @@ mod tests {
     #[test]
     fn a_cut_ends_with_an_error_event_in_the_providers_shape() {
         for (provider, event) in [
-            (Provider::Openai, None),
-            (Provider::Gemini, None),
-            (Provider::Anthropic, Some("error")),
+            (ProviderKind::Openai, None),
+            (ProviderKind::Gemini, None),
+            (ProviderKind::Anthropic, Some("error")),
         ] {
             let observer = UsageObserver::new(provider, Format::Sse, false);
             let notice = observer.cut_notice("cut").expect("an event");
@@ -320,7 +351,7 @@ mod tests {
             assert_eq!(error["code"], "spend_limit_exceeded", "{data}");
             assert_eq!(error["message"], "cut");
         }
-        let array = UsageObserver::new(Provider::Gemini, Format::JsonArray, false);
+        let array = UsageObserver::new(ProviderKind::Gemini, Format::JsonArray, false);
         assert!(
             array.cut_notice("cut").is_none(),
             "no event fits a JSON array"
@@ -344,7 +375,7 @@ mod tests {
     #[test]
     fn observing_never_changes_the_bytes() {
         for chunk in [1, 3, 7, 64, 4096] {
-            let mut observer = UsageObserver::new(Provider::Openai, Format::Sse, false);
+            let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Sse, false);
             assert_eq!(
                 run(&mut observer, OPENAI_STREAM.as_bytes(), chunk),
                 OPENAI_STREAM.as_bytes()
@@ -367,7 +398,7 @@ mod tests {
             "",
         );
         for chunk in [1, 2, 5, 33, 4096] {
-            let mut observer = UsageObserver::new(Provider::Openai, Format::Sse, true);
+            let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Sse, true);
             assert_eq!(
                 String::from_utf8(run(&mut observer, OPENAI_STREAM.as_bytes(), chunk))
                     .expect("utf-8"),
@@ -385,41 +416,41 @@ mod tests {
     /// document-level extraction yields for the same body.
     #[test]
     fn a_json_body_yields_what_the_whole_document_does() {
-        let bodies: &[(Provider, &str)] = &[
+        let bodies: &[(ProviderKind, &str)] = &[
             (
-                Provider::Openai,
+                ProviderKind::Openai,
                 r#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1000,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":800}}}"#,
             ),
             (
-                Provider::Openai,
+                ProviderKind::Openai,
                 r#"{"object":"response","output":[],"usage":{"input_tokens":30,"output_tokens":7,"input_tokens_details":{"cached_tokens":10}}}"#,
             ),
             (
-                Provider::Openai,
+                ProviderKind::Openai,
                 r#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#,
             ),
-            (Provider::Openai, r#"{"usage":null,"choices":[]}"#),
+            (ProviderKind::Openai, r#"{"usage":null,"choices":[]}"#),
             (
-                Provider::Anthropic,
+                ProviderKind::Anthropic,
                 r#"{"type":"message","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":5,"cache_creation_input_tokens":6}}"#,
             ),
             (
-                Provider::Anthropic,
+                ProviderKind::Anthropic,
                 r#"{"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}}"#,
             ),
             (
-                Provider::Anthropic,
+                ProviderKind::Anthropic,
                 r#"{"type":"content_block_delta","delta":{"text":"abc"}}"#,
             ),
             (
-                Provider::Anthropic,
+                ProviderKind::Anthropic,
                 r#"{"type":"error","usage":{"input_tokens":9}}"#,
             ),
             (
-                Provider::Gemini,
+                ProviderKind::Gemini,
                 r#"{"candidates":[{"content":{"parts":[{"text":"hello"}]}}],"usageMetadata":{"promptTokenCount":10,"cachedContentTokenCount":4,"candidatesTokenCount":3,"thoughtsTokenCount":2,"toolUsePromptTokenCount":1}}"#,
             ),
-            (Provider::Gemini, r#"{"usageMetadata":"none"}"#),
+            (ProviderKind::Gemini, r#"{"usageMetadata":"none"}"#),
         ];
         for (provider, body) in bodies {
             let mut observer = UsageObserver::new(*provider, Format::Json, false);
@@ -431,7 +462,7 @@ mod tests {
                 observer.observed.reported, whole.reported,
                 "{provider} {body}"
             );
-            if *provider == Provider::Anthropic {
+            if *provider == ProviderKind::Anthropic {
                 // A JSON body carries no stream events to count but this one kind.
                 assert_eq!(
                     observer.observed.content_events, whole.content_events,
@@ -450,7 +481,7 @@ mod tests {
             r#"[{"prompt_tokens":5,"completion_tokens":1}]"#,
             r#"[null, {"promptTokenCount": 5}]"#,
         ] {
-            for provider in Provider::ALL {
+            for provider in ProviderKind::ALL {
                 let mut observer = UsageObserver::new(provider, Format::Json, false);
                 run(&mut observer, body.as_bytes(), 4096);
                 assert_eq!(observer.observed.reported, None, "{provider} {body}");
@@ -462,7 +493,7 @@ mod tests {
     fn gemini_json_array_and_plain_json() {
         let array = br#"[{"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1}}
 ,{"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 8}}]"#;
-        let mut observer = UsageObserver::new(Provider::Gemini, Format::JsonArray, false);
+        let mut observer = UsageObserver::new(ProviderKind::Gemini, Format::JsonArray, false);
         assert_eq!(run(&mut observer, array, 10), array.to_vec());
         assert_eq!(
             observer.observed.reported,
@@ -474,7 +505,7 @@ mod tests {
         );
 
         let body = br#"{"type": "message", "usage": {"input_tokens": 3, "output_tokens": 4}}"#;
-        let mut observer = UsageObserver::new(Provider::Anthropic, Format::Json, false);
+        let mut observer = UsageObserver::new(ProviderKind::Anthropic, Format::Json, false);
         assert_eq!(run(&mut observer, body, 9), body.to_vec());
         assert_eq!(
             observer.observed.reported,
@@ -494,7 +525,7 @@ mod tests {
             Bytes::from_static(br#"{"usage":{"prompt_tokens":5,"completion_tokens":3},"pad":""#);
         let pad = Bytes::from(vec![b'x'; MAX_JSON_BODY]);
         let tail = Bytes::from_static(br#""}"#);
-        let mut observer = UsageObserver::new(Provider::Openai, Format::Json, false);
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
         for chunk in [head.clone(), pad, tail.clone()] {
             assert_eq!(observer.observe(chunk.clone()), chunk, "passed on as it is");
         }
@@ -502,7 +533,7 @@ mod tests {
         assert_eq!(observer.observed.reported, None, "left to the estimate");
 
         // Under the cap the same pieces are read.
-        let mut observer = UsageObserver::new(Provider::Openai, Format::Json, false);
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
         for chunk in [head, Bytes::from_static(b"xx"), tail] {
             observer.observe(chunk);
         }
@@ -542,7 +573,7 @@ mod tests {
     #[test]
     fn an_anthropic_stream_cut_before_message_delta_counts_its_deltas() {
         for chunk in [1, 17, 4096] {
-            let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+            let mut observer = UsageObserver::new(ProviderKind::Anthropic, Format::Sse, false);
             run(
                 &mut observer,
                 anthropic_stream(200, false).as_bytes(),
@@ -560,16 +591,36 @@ mod tests {
             );
             assert_eq!(observed.output_tokens_so_far(), 200);
 
-            let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+            let mut observer = UsageObserver::new(ProviderKind::Anthropic, Format::Sse, false);
             run(&mut observer, anthropic_stream(200, true).as_bytes(), chunk);
             assert!(observer.observed.has_final_report());
             assert_eq!(observer.observed.output_tokens_so_far(), 201);
         }
         // Without `event:` lines the type in the data still identifies the deltas.
         let nameless = anthropic_stream(5, false).replace("event: ", ": ");
-        let mut observer = UsageObserver::new(Provider::Anthropic, Format::Sse, false);
+        let mut observer = UsageObserver::new(ProviderKind::Anthropic, Format::Sse, false);
         run(&mut observer, nameless.as_bytes(), 64);
         assert_eq!(observer.observed.content_events, 5);
         assert!(observer.observed.partial);
+    }
+
+    /// SPEC §10: an OpenAI-compatible server that reports no usage leaves the answer's text
+    /// for the estimate, never nothing.
+    #[test]
+    fn a_json_answer_without_usage_leaves_its_text_for_the_estimate() {
+        let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."}}]}"#;
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
+        observer.observe(Bytes::from(body));
+        observer.finish();
+        assert_eq!(observer.observed.reported, None);
+        assert_eq!(observer.observed.content_chars, 20);
+        assert_eq!(observer.observed.output_tokens_so_far(), 5);
+        // With usage, usage it is, and nothing is counted beside it.
+        let body = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let mut observer = UsageObserver::new(ProviderKind::Openai, Format::Json, false);
+        observer.observe(Bytes::from(body));
+        observer.finish();
+        assert_eq!(observer.observed.content_chars, 0);
+        assert_eq!(observer.observed.output_tokens_so_far(), 4);
     }
 }

@@ -129,7 +129,7 @@ async fn a_spooled_batch_this_binary_cannot_read_is_set_aside_and_the_rest_deliv
         // file is whole, its records cannot be decoded here.
         let mut foreign: serde_json::Value =
             serde_json::from_slice(&encode(&with_instance(9, 0))).expect("json");
-        foreign["provider"] = "someday".into();
+        foreign["provider"] = "Some Day!".into();
         let foreign = serde_json::to_vec(&foreign).expect("json");
         spool.append([foreign.as_slice()]).expect("spooled");
         spool
