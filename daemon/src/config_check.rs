@@ -196,7 +196,11 @@ fn check_use(config: &Config, text: &str, report: &mut Report) {
 
     for provider in &config.providers {
         let name = provider.provider;
-        let (field, problem) = match &provider.credential {
+        // A provider without a credential (a local server) needs none.
+        let Some(credential) = &provider.credential else {
+            continue;
+        };
+        let (field, problem) = match credential {
             CredentialSource::Env(variable) => match std::env::var_os(variable) {
                 Some(value) if !value.to_string_lossy().trim().is_empty() => continue,
                 Some(_) => (
