@@ -148,7 +148,8 @@ impl Settler {
     }
 
     /// A hold admitted: renewed until it settles. `estimate`: what it is charged if this
-    /// replica vanishes.
+    /// replica vanishes. Called once the admission answered with a hold (a lease end above
+    /// 0: a key without limits and without an estimate gets none), so the hold is in Redis.
     pub fn open(&self, owner: Arc<str>, hold: HoldId, estimate: u64) {
         self.send(
             hold,
@@ -368,6 +369,7 @@ impl Task {
                 (*hold, open.owner.clone(), estimate)
             })
             .collect();
+        let sent = !holds.is_empty();
         for chunk in holds.chunks(self.config.batch.max(1)) {
             let renewals: Vec<Renewal<'_>> = chunk
                 .iter()
@@ -405,7 +407,9 @@ impl Task {
             }
         }
         self.renew_at = Instant::now() + self.config.renew_every();
-        self.succeeded();
+        if sent {
+            self.succeeded();
+        }
     }
 
     fn succeeded(&mut self) {
