@@ -61,7 +61,12 @@ async fn settlements_queued_together_go_in_one_round_trip_a_batch() {
         .expect("the dropping thread");
     // One settled twice: billed once.
     settler.settle(owner.clone(), hold(0), 1);
+    let started = Instant::now();
     assert!(eventually(Duration::from_secs(10), || settler.stats().settled == 1001).await);
+    eprintln!(
+        "1001 settlements in 2 round trips: {:?} (polled every 10 ms)",
+        started.elapsed()
+    );
     let stats = settler.stats();
     assert_eq!(stats.batches, 2, "1001 settlements, 512 a batch: {stats:?}");
     assert_eq!(stats.failures, 0);
