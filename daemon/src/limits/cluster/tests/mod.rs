@@ -158,55 +158,38 @@ pub(super) async fn eventually(within: Duration, mut done: impl FnMut() -> bool)
 pub(super) struct PrivateRedis {
     port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 const PASSWORD: &str = "hunter2-settler-secret";
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
+        let dir = tempfile::Builder::new()
+            .prefix("gw-cluster-redis-")
+            .tempdir()
+            .expect("temp dir");
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
                 .expect("a free port")
                 .port();
-            let dir = tempfile::Builder::new()
-                .prefix("gw-cluster-redis-")
-                .tempdir()
-                .expect("temp dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--requirepass",
-                    PASSWORD,
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (apt-get install redis-server)");
-            let mut redis = PrivateRedis {
-                port,
-                child,
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = redis.child.try_wait() {
-                    break;
-                }
-                if redis.answers().await {
-                    return redis;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(child) = spawn(port, dir.path()).await {
+                return PrivateRedis { port, child, dir };
             }
         }
         panic!("a private redis-server could not start on a free port");
+    }
+
+    /// SIGKILL, then a new server on the same port: empty, as after a restart without
+    /// persistence.
+    pub async fn restart_empty(&mut self) {
+        self.pause(false);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, self.dir.path())
+            .await
+            .expect("the private Redis could not start again");
     }
 
     pub fn url(&self) -> String {
@@ -230,21 +213,54 @@ impl PrivateRedis {
             .expect("kill");
         assert!(status.success());
     }
+}
 
-    async fn answers(&self) -> bool {
-        let probe = async {
-            let client = redis::Client::open(self.url()).ok()?;
-            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-                .ok()
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), probe).await,
-            Ok(Some(_))
-        )
+async fn spawn(port: u16, dir: &std::path::Path) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if answers(&url).await {
+            return Some(child);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+async fn answers(url: &str) -> bool {
+    let probe = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(_))
+    )
 }
 
 impl Drop for PrivateRedis {

@@ -172,3 +172,42 @@ async fn a_failed_batch_is_retried_until_redis_answers_and_a_shutdown_drains_in_
     assert!(took < Duration::from_millis(900), "drained for {took:?}");
     redis.pause(false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_lost_its_data_settlements_are_answered_and_open_holds_forgotten() {
+    let mut redis = PrivateRedis::start().await;
+    let limits = redis.limits(Duration::from_millis(300)).await;
+    seeded(&limits, "k").await;
+    for seq in [1, 2] {
+        admitted(
+            &limits,
+            &spending("k", hold(seq), LIMIT, 500, 100, Duration::from_secs(60)),
+        )
+        .await;
+    }
+    let stop = CancellationToken::new();
+    let config = SettlerConfig::new(Duration::from_millis(600));
+    let (settler, task) = Settler::spawn(limits.clone(), config, stop.clone());
+    let owner: Arc<str> = "k".into();
+    settler.open(owner.clone(), hold(1), 100);
+    settler.open(owner.clone(), hold(2), 100);
+    assert!(eventually(Duration::from_secs(3), || settler.stats().renewals >= 1).await);
+
+    redis.restart_empty().await;
+    // The settlement of a hold Redis no longer knows is answered (Unknown: its usage
+    // record is the durable truth), not retried for ever.
+    settler.settle(owner, hold(1), 40);
+    assert!(eventually(Duration::from_secs(10), || settler.stats().settled == 1).await);
+    // A renewal after the restart (every 200 ms) finds hold 2 gone: it is not renewed
+    // any more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let renewals = settler.stats().renewals;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = settler.stats();
+    assert_eq!(stats.renewals, renewals, "{stats:?}");
+    stop.cancel();
+    // Nothing left: hold 2 was forgotten, not kept open.
+    assert_eq!(task.await.expect("task"), Leftover::default());
+    let peek = limits.peek("k", "k", None, None).await.expect("peek");
+    assert!(!peek.seeded, "nothing was written back: {peek:?}");
+}
