@@ -25,7 +25,7 @@ pub mod usage;
 pub mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 
@@ -305,6 +305,24 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.counted_spend(key_id, from).await,
             Store::Postgres(s) => s.counted_spend(key_id, from).await,
+        }
+    }
+
+    /// What `key_ids` (a key, or a rotated pair: they share one ledger) spent since
+    /// `since`, the start of a spend period (`None`: in all, the lifetime totals), as the
+    /// store has counted it: the cluster engine's ledger rebuilt after Redis lost it
+    /// (`NeedRebuild` → `seed`). Periods start at a UTC midnight and the rollup is per UTC
+    /// day, so the sum is of the days from `since`'s UTC date on; a `since` that is not a
+    /// midnight counts its whole day (never less than was spent). Saturating.
+    pub async fn period_spend(
+        &self,
+        key_ids: &[String],
+        since: Option<Timestamp>,
+    ) -> anyhow::Result<Nanodollars> {
+        let from = since.map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).date());
+        match self {
+            Store::Sqlite(s) => s.period_spend(key_ids.to_vec(), from).await,
+            Store::Postgres(s) => s.period_spend(key_ids.to_vec(), from).await,
         }
     }
 

@@ -82,6 +82,7 @@ on_both_backends!(
     the_audit_log_pages_newest_first,
     admin_tokens_are_saved_and_revoked,
     usage_is_reported_by_utc_day_and_model,
+    period_spend_sums_a_pairs_days_from_the_period_start,
     the_usage_writer_assigns_ids_and_commits,
     heartbeats_list_the_replicas_seen_recently,
     a_constraint_violation_is_not_unavailability,
@@ -513,6 +514,75 @@ async fn usage_is_reported_by_utc_day_and_model(store: &Store) {
         (nothing.since, nothing.total),
         (Nanodollars::ZERO, Nanodollars::ZERO)
     );
+}
+
+async fn period_spend_sums_a_pairs_days_from_the_period_start(store: &Store) {
+    for id in ["key_old", "key_new", "key_other"] {
+        store
+            .insert_key(key(id), audit("key.create", id))
+            .await
+            .expect("insert");
+    }
+    // A rotated pair (old, new) over several UTC days, and another key on the same days.
+    let records = with_running_spend(vec![
+        usage("key_old", "2026-10-31T23:59:59.999Z", "gpt-4o", 1_000, 0),
+        usage("key_old", "2026-11-01T00:00:00Z", "gpt-4o", 200, 1),
+        usage("key_old", "2026-11-15T12:00:00Z", "gpt-4o-mini", 30, 2),
+        usage("key_new", "2026-11-15T13:00:00Z", "gpt-4o", 4, 3),
+        usage("key_new", "2026-11-30T23:59:59Z", "gpt-4o", 50_000, 4),
+        usage("key_new", "2026-12-01T00:00:00Z", "gpt-4o", 600_000, 5),
+        usage("key_other", "2026-11-15T12:00:00Z", "gpt-4o", 7_000_000, 6),
+        usage("key_other", "2026-12-01T00:00:01Z", "gpt-4o", 80_000_000, 7),
+    ]);
+    write(store, records[..3].to_vec()).await.expect("batch 1");
+    write(store, records[3..].to_vec()).await.expect("batch 2");
+
+    let pair = ["key_old".to_owned(), "key_new".to_owned()];
+    let spent = |ids: &[String], since: Option<&str>| {
+        let ids = ids.to_vec();
+        let since = since.map(at);
+        async move {
+            store
+                .period_spend(&ids, since)
+                .await
+                .expect("period spend")
+                .0
+        }
+    };
+    // Monthly periods: November, then December.
+    assert_eq!(
+        spent(&pair, Some("2026-11-01T00:00:00Z")).await,
+        200 + 30 + 4 + 50_000 + 600_000
+    );
+    assert_eq!(spent(&pair, Some("2026-12-01T00:00:00Z")).await, 600_000);
+    // A daily period, and one with nothing spent yet.
+    assert_eq!(
+        spent(&pair, Some("2026-11-15T00:00:00Z")).await,
+        30 + 4 + 50_000 + 600_000
+    );
+    assert_eq!(spent(&pair, Some("2026-12-02T00:00:00Z")).await, 0);
+    // A start that is not a midnight counts its whole day: never less than was spent.
+    assert_eq!(
+        spent(&pair, Some("2026-11-30T18:00:00Z")).await,
+        50_000 + 600_000
+    );
+    // No reset: the lifetime totals.
+    assert_eq!(
+        spent(&pair, None).await,
+        1_000 + 200 + 30 + 4 + 50_000 + 600_000
+    );
+    // One key alone, the other key, an unknown key, no key.
+    assert_eq!(
+        spent(&pair[1..], Some("2026-11-01T00:00:00Z")).await,
+        650_004
+    );
+    assert_eq!(
+        spent(&["key_other".to_owned()], Some("2026-12-01T00:00:00Z")).await,
+        80_000_000
+    );
+    assert_eq!(spent(&["key_other".to_owned()], None).await, 87_000_000);
+    assert_eq!(spent(&["key_none".to_owned()], None).await, 0);
+    assert_eq!(spent(&[], Some("2026-11-01T00:00:00Z")).await, 0);
 }
 
 async fn the_usage_writer_assigns_ids_and_commits(store: &Store) {

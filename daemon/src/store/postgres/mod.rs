@@ -310,6 +310,16 @@ impl Store {
         usage::counted_spend(&client, &key_id, from).await
     }
 
+    /// What `key_ids` spent on the UTC days from `from` on (`None`: their lifetime totals).
+    pub async fn period_spend(
+        &self,
+        key_ids: Vec<String>,
+        from: Option<jiff::civil::Date>,
+    ) -> anyhow::Result<gateway_shared::Nanodollars> {
+        let client = self.client().await?;
+        usage::period_spend(&client, &key_ids, from).await
+    }
+
     pub async fn usage_report(
         &self,
         key_id: String,

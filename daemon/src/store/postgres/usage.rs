@@ -300,6 +300,44 @@ pub async fn counted_spend(
     })
 }
 
+/// The sum of `key_ids`' rollup from `from` on, or of their lifetime totals (`None`),
+/// saturated at `i64::MAX` (the sum is NUMERIC, so it cannot overflow on the way).
+pub async fn period_spend(
+    client: &Client,
+    key_ids: &[String],
+    from: Option<Date>,
+) -> anyhow::Result<Nanodollars> {
+    let max = i64::MAX;
+    let row = match from {
+        Some(from) => {
+            client
+                .query_one(
+                    &format!(
+                        "SELECT LEAST(COALESCE(sum(cost_nanos), 0), {max})::bigint \
+                         FROM usage_daily WHERE key_id = ANY($1) AND day >= $2"
+                    ),
+                    &[&key_ids, &from.to_string()],
+                )
+                .await
+        }
+        None => {
+            client
+                .query_one(
+                    &format!(
+                        "SELECT LEAST(COALESCE(sum(spend_total_nanos), 0), {max})::bigint \
+                         FROM key_spend WHERE key_id = ANY($1)"
+                    ),
+                    &[&key_ids],
+                )
+                .await
+        }
+    }
+    .context("reading the keys' period spend")?;
+    Ok(Nanodollars(
+        u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+    ))
+}
+
 pub async fn report(
     client: &Client,
     key_id: &str,

@@ -165,6 +165,27 @@ impl Store {
         .await
     }
 
+    /// What `key_ids` spent on the UTC days from `from` on (`None`: their persisted
+    /// lifetime totals), read under the one connection.
+    pub async fn period_spend(
+        &self,
+        key_ids: Vec<String>,
+        from: Option<jiff::civil::Date>,
+    ) -> anyhow::Result<gateway_shared::Nanodollars> {
+        self.call(move |conn| {
+            let mut spent = gateway_shared::Nanodollars::ZERO;
+            for key_id in &key_ids {
+                let one = match from {
+                    Some(from) => usage::spend_since(conn, key_id, from)?,
+                    None => keys::persisted_total(conn, key_id)?,
+                };
+                spent = spent.saturating_add(one);
+            }
+            Ok(spent)
+        })
+        .await
+    }
+
     /// Persists a key's spend outside a usage batch (a restarted period), unless the stored
     /// state already counts more requests.
     pub async fn persist_spend(&self, key_id: String, state: SpendState) -> anyhow::Result<()> {

@@ -11,6 +11,14 @@
 //! `/healthz` reports the limits engine as `none` meanwhile: every replica would refuse the
 //! same keys, so taking this one out of a load balancer would help no request.
 
+pub mod backoff;
+pub mod rebuild;
+pub mod settler;
+pub mod sweeper;
+
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;

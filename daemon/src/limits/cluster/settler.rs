@@ -1,0 +1,451 @@
+//! The replica's settler: settles the Redis holds of finished requests in batches, and
+//! renews the leases of the holds still open (issue #17, docs/cluster-design.md).
+//!
+//! Why a task behind a channel: a request settles from its guard's `Drop` (a cancelled or
+//! failed request too), which can neither await nor block, and a round trip to Redis per
+//! request would double what admission costs. So [`Settler::settle`] only queues (an
+//! unbounded channel: a send never waits), and the task sends whatever is queued, up to
+//! `batch` settlements, in one pipelined [`RedisLimits::settle`] round trip; while that
+//! round trip is out, the next batch queues.
+//!
+//! Failures: settle is idempotent by hold id, so a batch that failed (or whose answer was
+//! lost) is sent again, with a growing wait ([`Backoff`]), for as long as the process lives:
+//! a settlement is never dropped. On shutdown ([`CancellationToken`]) the task goes on
+//! settling what is queued until `drain` has passed, then stops and logs what it leaves:
+//! those holds stay open in Redis until their lease passes, when any replica's sweeper
+//! charges them their estimate (never free).
+//!
+//! Renewal: the task keeps the set of this replica's open holds ([`Settler::open`] at
+//! admission, removed once Redis confirmed their settlement; [`Settler::raise_estimate`]
+//! for a stream that has cost more so far) and every `lease / 3` extends all their leases
+//! in [`RedisLimits::renew`] calls of up to `batch` holds each, so a request running
+//! longer than the lease is never swept while its replica lives. A hold whose settlement
+//! is still queued is renewed too, with its actual cost as the estimate.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use crate::limits::redis::{
+    Finished, HoldId, LimitsError, RedisLimits, Renewal, SettleResult, Settlement,
+};
+
+/// Settlements (or renewals) sent in one round trip at most.
+pub const BATCH: usize = 512;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SettlerConfig {
+    /// The cluster's `hold_lease`: open holds are renewed every third of it.
+    pub lease: Duration,
+    pub batch: usize,
+    /// How long a shutdown goes on settling what is queued.
+    pub drain: Duration,
+    /// The first wait after a failed round trip; doubling up to `longest_retry`.
+    pub first_retry: Duration,
+    pub longest_retry: Duration,
+}
+
+impl SettlerConfig {
+    pub fn new(lease: Duration) -> SettlerConfig {
+        SettlerConfig {
+            lease,
+            batch: BATCH,
+            drain: Duration::from_secs(5),
+            first_retry: Duration::from_millis(50),
+            longest_retry: Duration::from_secs(5),
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(1))
+    }
+}
+
+enum Command {
+    Open {
+        owner: Arc<str>,
+        hold: HoldId,
+        estimate: u64,
+    },
+    Raise {
+        hold: HoldId,
+        estimate: u64,
+    },
+    Settle {
+        owner: Arc<str>,
+        hold: HoldId,
+        actual: u64,
+    },
+}
+
+/// What the settler has done, for tests and metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    settled: AtomicU64,
+    failures: AtomicU64,
+    renewals: AtomicU64,
+    renewed: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettlerStats {
+    /// Settle round trips that succeeded.
+    pub batches: u64,
+    /// Settlements Redis answered (settled, already finished, or unknown).
+    pub settled: u64,
+    /// Round trips (settle or renew) that failed and were retried.
+    pub failures: u64,
+    /// Renew round trips that succeeded, and the holds they renewed.
+    pub renewals: u64,
+    pub renewed: u64,
+}
+
+/// What a stopped settler left: settlements never confirmed by Redis, and holds opened but
+/// never settled. Both are swept at their lease, charged their estimate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leftover {
+    pub unsent: usize,
+    pub open: usize,
+}
+
+/// The request path's handle: cheap to clone, and no method waits.
+#[derive(Clone)]
+pub struct Settler {
+    commands: mpsc::UnboundedSender<Command>,
+    counters: Arc<Counters>,
+}
+
+impl Settler {
+    /// Starts the settler's task. It ends when `stop` is cancelled (after draining, see the
+    /// module docs) or once every handle is dropped and all is settled.
+    pub fn spawn(
+        redis: RedisLimits,
+        config: SettlerConfig,
+        stop: CancellationToken,
+    ) -> (Settler, JoinHandle<Leftover>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let task = Task {
+            redis,
+            config,
+            counters: counters.clone(),
+            open: HashMap::new(),
+            pending: VecDeque::new(),
+            retry_at: None,
+            backoff: Backoff::new(config.first_retry, config.longest_retry),
+            renew_at: Instant::now() + config.renew_every(),
+        };
+        let handle = tokio::spawn(task.run(receiver, stop));
+        (Settler { commands, counters }, handle)
+    }
+
+    /// A hold admitted: renewed until it settles. `estimate`: what it is charged if this
+    /// replica vanishes. Called once the admission answered with a hold (a lease end above
+    /// 0: a key without limits and without an estimate gets none), so the hold is in Redis.
+    pub fn open(&self, owner: Arc<str>, hold: HoldId, estimate: u64) {
+        self.send(
+            hold,
+            Command::Open {
+                owner,
+                hold,
+                estimate,
+            },
+        );
+    }
+
+    /// A stream that has cost `estimate` so far: its next renewal raises the hold's
+    /// estimate to it (never lowers it).
+    pub fn raise_estimate(&self, hold: HoldId, estimate: u64) {
+        self.send(hold, Command::Raise { hold, estimate });
+    }
+
+    /// The request finished, costing `actual`. Never waits; callable from `Drop`.
+    pub fn settle(&self, owner: Arc<str>, hold: HoldId, actual: u64) {
+        self.send(
+            hold,
+            Command::Settle {
+                owner,
+                hold,
+                actual,
+            },
+        );
+    }
+
+    pub fn stats(&self) -> SettlerStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SettlerStats {
+            batches: read(&self.counters.batches),
+            settled: read(&self.counters.settled),
+            failures: read(&self.counters.failures),
+            renewals: read(&self.counters.renewals),
+            renewed: read(&self.counters.renewed),
+        }
+    }
+
+    fn send(&self, hold: HoldId, command: Command) {
+        if self.commands.send(command).is_err() {
+            tracing::warn!(
+                %hold,
+                "the settler has stopped: this hold is swept at its lease, charged its estimate"
+            );
+        }
+    }
+}
+
+/// An open hold of this replica's.
+struct Open {
+    owner: Arc<str>,
+    estimate: u64,
+    /// Its settlement, queued or out, not yet confirmed.
+    settling: Option<u64>,
+}
+
+struct Task {
+    redis: RedisLimits,
+    config: SettlerConfig,
+    counters: Arc<Counters>,
+    open: HashMap<HoldId, Open>,
+    pending: VecDeque<(Arc<str>, HoldId, u64)>,
+    /// While round trips fail: no call before this.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    renew_at: Instant,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) -> Leftover {
+        let mut closed = false;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            while let Ok(command) = commands.try_recv() {
+                self.apply(command);
+            }
+            let now = Instant::now();
+            match drain_until {
+                Some(deadline) if self.pending.is_empty() || now >= deadline => break,
+                None if closed && self.pending.is_empty() => break,
+                _ => {}
+            }
+            let ready = self.retry_at.is_none_or(|at| at <= now);
+            if ready && !self.pending.is_empty() {
+                self.settle_batch(drain_until).await;
+                continue;
+            }
+            if ready && drain_until.is_none() && now >= self.renew_at {
+                self.renew().await;
+                continue;
+            }
+            let retry = self.retry_at.unwrap_or(now);
+            let mut wake = now + Duration::from_secs(3600);
+            if !self.pending.is_empty() {
+                wake = wake.min(retry);
+            }
+            match drain_until {
+                Some(deadline) => wake = wake.min(deadline),
+                None => wake = wake.min(self.renew_at.max(retry)),
+            }
+            tokio::select! {
+                () = stop.cancelled(), if drain_until.is_none() => {
+                    drain_until = Some(Instant::now() + self.config.drain);
+                }
+                command = commands.recv(), if !closed => match command {
+                    Some(command) => self.apply(command),
+                    None => closed = true,
+                },
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        self.leftover()
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                owner,
+                hold,
+                estimate,
+            } => {
+                self.open.insert(
+                    hold,
+                    Open {
+                        owner,
+                        estimate,
+                        settling: None,
+                    },
+                );
+            }
+            Command::Raise { hold, estimate } => {
+                if let Some(open) = self.open.get_mut(&hold) {
+                    open.estimate = open.estimate.max(estimate);
+                }
+            }
+            Command::Settle {
+                owner,
+                hold,
+                actual,
+            } => {
+                self.open
+                    .entry(hold)
+                    .or_insert_with(|| Open {
+                        owner: owner.clone(),
+                        estimate: 0,
+                        settling: None,
+                    })
+                    .settling = Some(actual);
+                self.pending.push_back((owner, hold, actual));
+            }
+        }
+    }
+
+    /// One round trip for up to `batch` of the queued settlements. While draining, bounded
+    /// by the drain's deadline.
+    async fn settle_batch(&mut self, deadline: Option<Instant>) {
+        let n = self.pending.len().min(self.config.batch.max(1));
+        let settlements: Vec<Settlement<'_>> = self
+            .pending
+            .iter()
+            .take(n)
+            .map(|(owner, hold, actual)| Settlement {
+                owner,
+                hold: *hold,
+                actual: *actual,
+            })
+            .collect();
+        let call = self.redis.settle(&settlements);
+        let answer = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or_else(|_| Err(LimitsError::Unavailable("the drain's deadline".into()))),
+            None => call.await,
+        };
+        drop(settlements);
+        match answer {
+            Ok(results) => {
+                for ((owner, hold, _), result) in self.pending.drain(..n).zip(results) {
+                    self.open.remove(&hold);
+                    match result {
+                        SettleResult::Settled
+                        | SettleResult::AlreadyFinished(Finished::Settled) => {}
+                        SettleResult::AlreadyFinished(Finished::Swept) => tracing::info!(
+                            %hold, %owner,
+                            "a hold was swept (charged its estimate) before its settlement arrived"
+                        ),
+                        SettleResult::AlreadyFinished(Finished::Reverted) => tracing::warn!(
+                            %hold, %owner, "a settlement of a reverted hold: not billed in Redis"
+                        ),
+                        SettleResult::Unknown => tracing::debug!(
+                            %hold, %owner,
+                            "a settlement of a hold Redis does not know (its data was lost)"
+                        ),
+                    }
+                }
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters.settled.fetch_add(n as u64, Ordering::Relaxed);
+                self.succeeded();
+            }
+            Err(error) => self.failed("settling a batch", &error),
+        }
+    }
+
+    /// Renews every open hold, `batch` a round trip.
+    async fn renew(&mut self) {
+        let holds: Vec<(HoldId, Arc<str>, u64)> = self
+            .open
+            .iter()
+            .map(|(hold, open)| {
+                let estimate = open.estimate.max(open.settling.unwrap_or(0));
+                (*hold, open.owner.clone(), estimate)
+            })
+            .collect();
+        let sent = !holds.is_empty();
+        for chunk in holds.chunks(self.config.batch.max(1)) {
+            let renewals: Vec<Renewal<'_>> = chunk
+                .iter()
+                .map(|(hold, owner, estimate)| Renewal {
+                    owner,
+                    hold: *hold,
+                    estimate: *estimate,
+                })
+                .collect();
+            match self.redis.renew(&renewals, self.config.lease).await {
+                Ok(expiries) => {
+                    for ((hold, owner, _), expiry) in chunk.iter().zip(expiries) {
+                        if expiry.is_some() {
+                            continue;
+                        }
+                        // Settled meanwhile, or swept: its lease passed while this replica
+                        // lived (it could not renew, Redis was away too long).
+                        if self.open.get(hold).is_some_and(|o| o.settling.is_none()) {
+                            tracing::warn!(
+                                %hold, %owner,
+                                "an open hold is gone from Redis (swept at its lease): not renewed"
+                            );
+                            self.open.remove(hold);
+                        }
+                    }
+                    self.counters.renewals.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .renewed
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.failed("renewing the open holds", &error);
+                    return;
+                }
+            }
+        }
+        self.renew_at = Instant::now() + self.config.renew_every();
+        if sent {
+            self.succeeded();
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.retry_at = None;
+        self.backoff.succeeded();
+    }
+
+    fn failed(&mut self, what: &str, error: &LimitsError) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let wait = self.backoff.failed();
+        self.retry_at = Some(Instant::now() + wait);
+        tracing::warn!(
+            %error,
+            queued = self.pending.len(),
+            open = self.open.len(),
+            "{what} failed; retrying in {wait:?}"
+        );
+    }
+
+    fn leftover(&self) -> Leftover {
+        let leftover = Leftover {
+            unsent: self.pending.len(),
+            open: self
+                .open
+                .values()
+                .filter(|open| open.settling.is_none())
+                .count(),
+        };
+        if leftover != Leftover::default() {
+            tracing::warn!(
+                unsent = leftover.unsent,
+                open = leftover.open,
+                "the settler stopped with holds not settled: they are swept at their lease, \
+                 charged their estimate"
+            );
+        }
+        leftover
+    }
+}

@@ -1,0 +1,272 @@
+//! The settler, the sweeper and the rebuild against a real Redis: the shared one
+//! (`GATEWAY_TEST_REDIS_URL`, default redis://127.0.0.1:6379) under a random prefix of each
+//! test's own, deleted when the test ends (never FLUSHALL: the server is shared), and a
+//! private `redis-server` for the tests that pause it. The engine's own test helpers are
+//! private to `limits::redis`; these are the few this module needs.
+
+mod rebuild;
+mod settler;
+mod sweeper;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::SecretUrl;
+use crate::limits::redis::{Admission, HoldId, Outcome, RedisLimits, SpendAsk};
+
+pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A prefix of this test's own on the shared Redis.
+pub(super) struct Harness {
+    pub prefix: String,
+    url: String,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let url = std::env::var("GATEWAY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let random = getrandom::u64().expect("random");
+        Harness {
+            prefix: format!("gwct_{}_{random:016x}", std::process::id()),
+            url,
+        }
+    }
+
+    pub async fn limits(&self) -> RedisLimits {
+        let url = SecretUrl::redis(&self.url).expect("GATEWAY_TEST_REDIS_URL");
+        RedisLimits::connect(&url, &self.prefix, TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("the shared Redis (GATEWAY_TEST_REDIS_URL): {e}"))
+    }
+
+    /// The keys under this test's prefix (SCAN, never KEYS).
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        let mut connection = client.get_connection().expect("connection");
+        let mut keys = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut connection)
+                .expect("SCAN");
+            keys.extend(batch);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes every key under the prefix, as FLUSHALL would have.
+    pub fn forget_all(&self) {
+        let keys = self.keys();
+        if keys.is_empty() {
+            return;
+        }
+        redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .and_then(|mut connection| redis::cmd("DEL").arg(&keys).query::<()>(&mut connection))
+            .expect("DEL");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let keys = self.keys();
+        if keys.is_empty() {
+            return;
+        }
+        let deleted = redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .and_then(|mut connection| {
+                redis::cmd("UNLINK").arg(&keys).query::<()>(&mut connection)
+            });
+        if let Err(e) = deleted {
+            eprintln!("deleting the test keys under {}: {e}", self.prefix);
+        }
+    }
+}
+
+pub(super) fn hold(seq: u64) -> HoldId {
+    HoldId { instance: 3, seq }
+}
+
+/// An admission against a spend limit of `limit`, holding `worst`, charged `estimate` if
+/// swept, under `lease`.
+pub(super) fn spending(
+    owner: &str,
+    hold: HoldId,
+    limit: u64,
+    worst: u64,
+    estimate: u64,
+    lease: Duration,
+) -> Admission<'_> {
+    Admission {
+        owner,
+        key_id: owner,
+        version: 1,
+        hold,
+        rate_limit: None,
+        spend: Some(SpendAsk {
+            limit,
+            reset: None,
+            worst,
+            min: None,
+        }),
+        estimate,
+        lease,
+    }
+}
+
+/// Seeds an empty ledger for `owner` (a key that never spent).
+pub(super) async fn seeded(limits: &RedisLimits, owner: &str) {
+    limits
+        .seed(owner, None, None, 0, &[(owner, 1)])
+        .await
+        .expect("seed");
+}
+
+pub(super) async fn admitted(limits: &RedisLimits, admission: &Admission<'_>) {
+    let outcome = limits.admit(admission).await.expect("admit");
+    assert!(
+        matches!(outcome, Outcome::Admitted { .. }),
+        "{:?}: {outcome:?}",
+        admission.hold
+    );
+}
+
+/// Polls `done` every 10 ms until it holds or `within` passed.
+pub(super) async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// A `redis-server` of a test's own (from PATH), keeping nothing on disk, with a password;
+/// paused with SIGSTOP (it accepts connections and never answers). Killed on drop.
+pub(super) struct PrivateRedis {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+const PASSWORD: &str = "hunter2-settler-secret";
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let dir = tempfile::Builder::new()
+            .prefix("gw-cluster-redis-")
+            .tempdir()
+            .expect("temp dir");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(child) = spawn(port, dir.path()).await {
+                return PrivateRedis { port, child, dir };
+            }
+        }
+        panic!("a private redis-server could not start on a free port");
+    }
+
+    /// SIGKILL, then a new server on the same port: empty, as after a restart without
+    /// persistence.
+    pub async fn restart_empty(&mut self) {
+        self.pause(false);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, self.dir.path())
+            .await
+            .expect("the private Redis could not start again");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
+    }
+
+    pub async fn limits(&self, timeout: Duration) -> RedisLimits {
+        let url = SecretUrl::redis(&self.url()).expect("url");
+        RedisLimits::connect(&url, "gwc", timeout)
+            .await
+            .expect("the private Redis")
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+async fn spawn(port: u16, dir: &std::path::Path) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if answers(&url).await {
+            return Some(child);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+async fn answers(url: &str) -> bool {
+    let probe = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(_))
+    )
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.pause(false);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
