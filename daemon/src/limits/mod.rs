@@ -80,7 +80,10 @@ impl Limits {
     /// the rate check as SPEC §3 orders them) and the ledger reserves its worst case (402
     /// `spend_limit_exceeded`). A refusal after the window admitted the request takes the
     /// admission back: refused requests do not count (SPEC §4).
-    pub fn admit(
+    ///
+    /// `async` for the shared engine, whose admission is a round trip to Redis (issue #17);
+    /// the memory engine's future is ready at once and never yields.
+    pub async fn admit(
         &self,
         key: &KeyEntry,
         now: Timestamp,
@@ -88,7 +91,7 @@ impl Limits {
     ) -> Result<Admitted, GatewayError> {
         match self {
             Limits::Memory(memory) => memory.admit(key, now, spend),
-            Limits::Cluster(cluster) => cluster.admit(key, now, spend),
+            Limits::Cluster(cluster) => cluster.admit(key, now, spend).await,
         }
     }
 

@@ -97,17 +97,19 @@ impl Setup {
 }
 
 /// Admits one request costing at most `dollars`; whether the pricing step ran.
-fn admit(
+async fn admit(
     limits: &Limits,
     key: &KeyEntry,
     now: Timestamp,
     dollars: u64,
 ) -> (Result<Admitted, GatewayError>, bool) {
     let priced = Cell::new(false);
-    let result = limits.admit(key, now, || {
-        priced.set(true);
-        Ok(ask(dollars))
-    });
+    let result = limits
+        .admit(key, now, || {
+            priced.set(true);
+            Ok(ask(dollars))
+        })
+        .await;
     (result, priced.get())
 }
 
@@ -118,21 +120,21 @@ fn code(result: Result<Admitted, GatewayError>) -> ErrorCode {
     }
 }
 
-#[test]
-fn one_server_admits_up_to_the_rate_and_says_when_a_slot_frees() {
+#[tokio::test]
+async fn one_server_admits_up_to_the_rate_and_says_when_a_slot_frees() {
     let setup = setup(vec![record("k", Some(2), None)]);
     let limits = setup.memory();
     let key = setup.key("k");
     let mut held = Vec::new();
     for remaining in [1, 0] {
-        let (admitted, priced) = admit(&limits, &key, setup.now(), 1);
+        let (admitted, priced) = admit(&limits, &key, setup.now(), 1).await;
         let admitted = admitted.expect("under the rate");
         assert!(priced);
         let rate = admitted.rate.expect("a rate decision");
         assert_eq!((rate.limit, rate.remaining), (2, remaining));
         held.push(admitted.reservation);
     }
-    let (refused, priced) = admit(&limits, &key, setup.now(), 1);
+    let (refused, priced) = admit(&limits, &key, setup.now(), 1).await;
     let err = refused.err().expect("over the rate");
     assert_eq!(err.code, ErrorCode::RateLimitExceeded);
     assert!(!priced, "the rate is checked before the price (SPEC §3)");
@@ -146,37 +148,39 @@ fn one_server_admits_up_to_the_rate_and_says_when_a_slot_frees() {
     assert_eq!(headroom.remaining, 0);
     setup.clock.advance(SignedDuration::from_secs(61));
     assert!(
-        admit(&limits, &key, setup.now(), 1).0.is_ok(),
+        admit(&limits, &key, setup.now(), 1).await.0.is_ok(),
         "a slot freed"
     );
 }
 
-#[test]
-fn one_server_gives_the_rate_slot_back_when_the_spend_step_refuses() {
+#[tokio::test]
+async fn one_server_gives_the_rate_slot_back_when_the_spend_step_refuses() {
     let setup = setup(vec![record("k", Some(1), Some(10))]);
     let limits = setup.memory();
     let key = setup.key("k");
     // Over the cap: 402, and the window's only slot is given back.
     assert_eq!(
-        code(admit(&limits, &key, setup.now(), 11).0),
+        code(admit(&limits, &key, setup.now(), 11).await.0),
         ErrorCode::SpendLimitExceeded
     );
     // Unpriced: refused by the pricing step, slot given back too.
-    let unpriced = limits.admit(&key, setup.now(), || {
-        Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price"))
-    });
+    let unpriced = limits
+        .admit(&key, setup.now(), || {
+            Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price"))
+        })
+        .await;
     assert_eq!(code(unpriced), ErrorCode::ModelNotPriced);
-    let (admitted, _) = admit(&limits, &key, setup.now(), 3);
+    let (admitted, _) = admit(&limits, &key, setup.now(), 3).await;
     let admitted = admitted.expect("the slot was free again");
     assert_eq!(key.spend().open_reservations, 1);
     // A refusal after admission (a body that cannot be rewritten) gives it back as well.
     limits.revert(&key, admitted.rate.as_ref());
     drop(admitted.reservation);
-    assert!(admit(&limits, &key, setup.now(), 3).0.is_ok());
+    assert!(admit(&limits, &key, setup.now(), 3).await.0.is_ok());
 }
 
-#[test]
-fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
+#[tokio::test]
+async fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
     let setup = setup(vec![
         record("rate", Some(100), None),
         record("spend", None, Some(100)),
@@ -187,7 +191,7 @@ fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
     assert_eq!(limits.status(), LimitsStatus::None);
     for id in ["rate", "spend", "both"] {
         let key = setup.key(id);
-        let (refused, priced) = admit(&limits, &key, setup.now(), 1);
+        let (refused, priced) = admit(&limits, &key, setup.now(), 1).await;
         let err = refused.err().expect(id);
         assert_eq!(err.code, ErrorCode::LimitsUnavailable, "{id}");
         assert_eq!(err.code.status(), 503);
@@ -207,7 +211,7 @@ fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
         assert_eq!(headroom.code, ErrorCode::LimitsUnavailable, "{id}");
     }
     let free = setup.key("free");
-    let (admitted, priced) = admit(&limits, &free, setup.now(), 1_000);
+    let (admitted, priced) = admit(&limits, &free, setup.now(), 1_000).await;
     let admitted = admitted.expect("a key without limits is served");
     assert!(priced);
     assert!(admitted.rate.is_none());
@@ -221,8 +225,8 @@ fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
     assert!(limits.rate_headroom(&free).expect("served").is_none());
 }
 
-#[test]
-fn the_config_chooses_the_engine() {
+#[tokio::test]
+async fn the_config_chooses_the_engine() {
     let setup = setup(vec![]);
     let mut config = Config::resolve(crate::config::FileConfig::default()).expect("defaults");
     let one = Limits::for_config(&config, setup.dyn_clock());

@@ -340,17 +340,20 @@ impl Proxy {
             rate,
             price,
             reservation,
-        } = self.limits.admit(&key, now, || {
-            pricing::spend_ask(
-                &self.prices,
-                &self.spend,
-                &route,
-                &key,
-                model.as_deref(),
-                json.as_ref(),
-                body.len(),
-            )
-        })?;
+        } = self
+            .limits
+            .admit(&key, now, || {
+                pricing::spend_ask(
+                    &self.prices,
+                    &self.spend,
+                    &route,
+                    &key,
+                    model.as_deref(),
+                    json.as_ref(),
+                    body.len(),
+                )
+            })
+            .await?;
         let clamped = reservation.clamped_output();
         // From here the meter owns the reservation: every way out before the request reaches
         // a provider settles it at zero (`Outcome::NotSent`), with its usage record.

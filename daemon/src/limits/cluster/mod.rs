@@ -44,7 +44,7 @@ impl ClusterLimits {
         }
     }
 
-    pub fn admit(
+    pub async fn admit(
         &self,
         key: &KeyEntry,
         now: Timestamp,
