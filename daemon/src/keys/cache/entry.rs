@@ -9,10 +9,10 @@ use gateway_shared::state::{Lifecycle, SpendSnapshot, state_at};
 use gateway_shared::{KeyHash, KeyState, Nanodollars, SpendReset};
 use jiff::Timestamp;
 
+use crate::clock::Clock;
 use crate::keys::policy::Policy;
 use crate::keys::record::KeyRecord;
 use crate::keys::stamp::Stamp;
-use crate::clock::Clock;
 use crate::limits::rate::RateWindow;
 use crate::spend::ledger::{Ledger, SpendState};
 
