@@ -41,7 +41,15 @@ pub struct Finding {
 pub struct Report {
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
+    /// The check stopped at [`MAX_ERRORS`]: the rest of the file was not checked.
+    pub stopped_early: bool,
 }
+
+/// The most errors one check reports. Each is found by checking the whole text again, so a
+/// file of thousands of bad lines (a wrong file given, a generated one gone wrong) would take
+/// minutes, quadratically, and the check must end (`install.sh` waits for it); a compiler
+/// stops in the same way.
+pub const MAX_ERRORS: usize = 20;
 
 /// Checks the file at `path`, or the embedded defaults alone when there is none.
 pub fn check_file(path: Option<&Path>) -> Report {
@@ -72,7 +80,8 @@ pub fn check_text(text: &str) -> Report {
     report
 }
 
-/// Every error, found one at a time by taking out what the last one was about.
+/// Every error, found one at a time by taking out what the last one was about, up to
+/// [`MAX_ERRORS`].
 fn recover(text: &str) -> Report {
     let mut report = Report::default();
     let mut text = text.to_owned();
@@ -80,6 +89,10 @@ fn recover(text: &str) -> Report {
     let mut touched: Vec<usize> = Vec::new();
     // Each round removes at least one line, so this bounds the rounds.
     for _ in 0..=text.lines().count() {
+        if report.errors.len() >= MAX_ERRORS {
+            report.stopped_early = true;
+            return report;
+        }
         let err = match Config::from_text(&text) {
             Ok(config) => {
                 check_use(&config, &text, &mut report);
@@ -142,7 +155,7 @@ impl Report {
                 line: None,
                 message,
             }],
-            warnings: Vec::new(),
+            ..Report::default()
         }
     }
 }
@@ -292,6 +305,9 @@ fn blank(text: &mut String, ranges: &[RangeInclusive<usize>]) {
 /// Where the settings of a document are, by line.
 #[derive(Debug, Default)]
 struct Layout {
+    /// Where each line break is, to turn offsets into line numbers without counting again
+    /// from the start for every setting (quadratic on a long file).
+    newlines: Vec<usize>,
     /// `[table]` headers and `[[array]]` entries, each with its own settings.
     sections: Vec<Section>,
     leaves: Vec<Leaf>,
@@ -325,7 +341,10 @@ enum Removal {
 
 impl Layout {
     fn of(document: &DeTable<'_>, text: &str) -> Layout {
-        let mut layout = Layout::default();
+        let mut layout = Layout {
+            newlines: text.match_indices('\n').map(|(at, _)| at).collect(),
+            ..Layout::default()
+        };
         layout.walk(document, text, None);
         layout
     }
@@ -335,7 +354,7 @@ impl Layout {
             let value_start = text.get(value.span().start..).unwrap_or_default();
             match value.get_ref() {
                 DeValue::Table(inner) if value_start.starts_with('[') => {
-                    let index = self.open(line_at(text, value.span().start), false);
+                    let index = self.open(self.line_at(value.span().start), false);
                     self.walk(inner, text, Some(index));
                 }
                 // A dotted key or a table only named in a header below it.
@@ -349,13 +368,13 @@ impl Layout {
                 {
                     for entry in entries {
                         if let DeValue::Table(inner) = entry.get_ref() {
-                            let index = self.open(line_at(text, entry.span().start), true);
+                            let index = self.open(self.line_at(entry.span().start), true);
                             self.walk(inner, text, Some(index));
                         }
                     }
                 }
                 _ => {
-                    let lines = line_at(text, key.span().start)..=line_at(text, value.span().end);
+                    let lines = self.line_at(key.span().start)..=self.line_at(value.span().end);
                     if let Some(index) = section {
                         self.sections[index].lines.push(lines.clone());
                     }
@@ -363,6 +382,11 @@ impl Layout {
                 }
             }
         }
+    }
+
+    /// The line (1-based) of a byte offset, as [`line_at`] counts it.
+    fn line_at(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&at| at < offset) + 1
     }
 
     fn open(&mut self, header: usize, entry: bool) -> usize {

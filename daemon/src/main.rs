@@ -171,10 +171,14 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
         text.push_str(&format!("gatewayd: {shown}: {}\n", error.message));
     }
     let valid = report.errors.is_empty();
-    text.push_str(&match report.errors.len() {
-        0 => format!("gatewayd: {shown}: the configuration is valid\n"),
-        1 => format!("gatewayd: {shown}: the configuration is invalid (1 error)\n"),
-        n => format!("gatewayd: {shown}: the configuration is invalid ({n} errors)\n"),
+    text.push_str(&match (report.errors.len(), report.stopped_early) {
+        (0, _) => format!("gatewayd: {shown}: the configuration is valid\n"),
+        (1, _) => format!("gatewayd: {shown}: the configuration is invalid (1 error)\n"),
+        (n, false) => format!("gatewayd: {shown}: the configuration is invalid ({n} errors)\n"),
+        (n, true) => format!(
+            "gatewayd: {shown}: the configuration is invalid (the check stopped after {n} \
+             errors: correct them and check again)\n"
+        ),
     });
     // Nothing else to report to if stderr is gone; the exit code still says it.
     drop(stderr.write_all(text.as_bytes()));

@@ -157,3 +157,35 @@ fn a_missing_file_is_an_error_without_a_line() {
             .contains("/nonexistent/gw-check.toml")
     );
 }
+
+#[test]
+fn a_file_of_thousands_of_bad_lines_stops_at_the_cap_and_ends_quickly() {
+    // Each error is found by checking the whole text again: without a cap, thousands of unknown
+    // settings took minutes (quadratic, twice over) and the check must end.
+    let text: String = (0..10_000).map(|i| format!("unknown_{i} = 1\n")).collect();
+    let started = std::time::Instant::now();
+    let report = check_text(&text);
+    let took = started.elapsed();
+    assert_eq!(
+        report.errors.len(),
+        MAX_ERRORS,
+        "{:?}",
+        report.errors.last()
+    );
+    assert!(report.stopped_early);
+    // Which ones come first is toml's order (its tables sort their keys), not the file's.
+    let mut found = sorted_lines(&report);
+    found.dedup();
+    assert_eq!(found.len(), MAX_ERRORS, "each error once, with its line");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn a_file_with_fewer_errors_than_the_cap_is_checked_to_its_end() {
+    let text: String = (0..MAX_ERRORS - 1)
+        .map(|i| format!("unknown_{i} = 1\n"))
+        .collect();
+    let report = check_text(&text);
+    assert_eq!(report.errors.len(), MAX_ERRORS - 1);
+    assert!(!report.stopped_early);
+}
