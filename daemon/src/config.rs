@@ -10,6 +10,7 @@
 
 mod cluster;
 mod secret_url;
+mod toml_error;
 
 pub use cluster::{ClusterConfig, ClusterFile, DEFAULT_HOLD_LEASE, MAX_HOLD_LEASE, MIN_HOLD_LEASE};
 pub use secret_url::{SecretUrl, UrlError};
@@ -391,47 +392,7 @@ fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
 
 /// Parses a config file's text (every field optional, unknown fields refused).
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
-    toml::from_str(text).map_err(|e| parse_error(text, &e))
-}
-
-/// toml's error as `line L, column C: message`, without the quoted line toml's own
-/// `Display` adds: the line refused is often a secret written where the file takes only
-/// where to find it (`api_key = "sk-…"`, `postgres_url = "postgres://user:password@…"`), and
-/// this message goes to the terminal and the journal.
-fn parse_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
-    let message = err.message().trim_end();
-    let Some(mut start) = err.span().map(|span| span.start.min(text.len())) else {
-        return anyhow::anyhow!("TOML parse error: {message}");
-    };
-    // An error at the very end of a file that ends with a newline ("unclosed array") is on
-    // its last line, not on a line after it that the file does not have.
-    if start == text.len() && text.ends_with('\n') {
-        start -= 1;
-    }
-    let before = text.get(..start).unwrap_or_default();
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let column = before[line_start..].chars().count() + 1;
-    // toml's message does not always name the setting (`invalid type: integer`); the quoted
-    // line did. The key the line sets says it instead, when it looks like one of ours (a
-    // secret pasted as a key is not shown either).
-    let line_text = text[line_start..].lines().next().unwrap_or_default();
-    let key = line_text
-        .split_once('=')
-        .map(|(key, _)| key.trim())
-        .filter(|key| {
-            !key.is_empty()
-                && key.len() <= 32
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
-        });
-    match key {
-        Some(key) => {
-            anyhow::anyhow!("line {line}, column {column} ({key}): TOML parse error: {message}")
-        }
-        None => anyhow::anyhow!("line {line}, column {column}: TOML parse error: {message}"),
-    }
+    toml::from_str(text).map_err(|e| toml_error::parse_error(text, &e))
 }
 
 fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {
