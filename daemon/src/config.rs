@@ -197,7 +197,10 @@ impl Config {
     }
 
     /// [`Config::from_text`] reading `[cluster]`'s variables from `env`.
-    fn from_text_in(text: &str, env: cluster::Environment<'_>) -> anyhow::Result<Config> {
+    pub(crate) fn from_text_in(
+        text: &str,
+        env: cluster::Environment<'_>,
+    ) -> anyhow::Result<Config> {
         Self::resolve_in(parse_file(text)?, env).map_err(|err| {
             match line_of_named_field(text, &err) {
                 Some(line) => err.context(format!("line {line}")),

@@ -14,12 +14,20 @@
 //! reported and the table is dropped. A syntax error ends the check: past it toml cannot say
 //! what the text means.
 //!
+//! The check runs in another environment than the daemon's (an installer's shell, not the
+//! unit's `Environment=`), so a `[cluster]` URL variable that is not set *here* is a warning,
+//! not an error: what the daemon's environment will hold cannot be known. The rest of the
+//! file is still checked as though it held a URL; a variable that is set is read and its URL
+//! checked as at start-up.
+//!
 //! What the file is accepted with is then checked as start-up uses it: a configured admin
 //! certificate and key are loaded (readable, matching, the key private), the data directory
 //! must be a directory if it exists. A provider credential that cannot be read is a warning,
 //! not an error, as at start-up: the daemon serves the other providers and answers 502 for
 //! that one (a fresh install rarely has all three keys).
 
+use std::cell::RefCell;
+use std::env::VarError;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
@@ -74,7 +82,56 @@ pub fn check_file(path: Option<&Path>) -> Report {
 
 /// Checks a config file's text. Errors and warnings come in the file's order.
 pub fn check_text(text: &str) -> Report {
-    let mut report = recover(text);
+    check_text_in(text, &|name: &str| std::env::var(name))
+}
+
+/// [`check_text`] reading `[cluster]`'s variables through `env`.
+fn check_text_in(text: &str, env: &dyn Fn(&str) -> Result<String, VarError>) -> Report {
+    // The variables `[cluster]` names: (setting, variable, a URL its client accepts).
+    let table = text.parse::<toml::Table>().ok();
+    let stand_ins: Vec<(&str, String, &str)> = [
+        ("postgres_url_env", "postgres://localhost/gatewayd"),
+        ("redis_url_env", "redis://localhost/"),
+    ]
+    .into_iter()
+    .filter_map(|(field, url)| {
+        let name = table.as_ref()?.get("cluster")?.get(field)?.as_str()?;
+        Some((field, name.to_owned(), url))
+    })
+    .collect();
+    let unset: RefCell<Vec<(&str, String)>> = RefCell::new(Vec::new());
+    let environment = |name: &str| match env(name) {
+        Err(VarError::NotPresent) => {
+            let (field, _, url) = stand_ins
+                .iter()
+                .find(|(_, variable, _)| variable == name)
+                .ok_or(VarError::NotPresent)?;
+            unset.borrow_mut().push((field, name.to_owned()));
+            Ok((*url).to_owned())
+        }
+        other => other,
+    };
+    let mut report = recover(text, &environment);
+    let mut unset = unset.into_inner();
+    unset.sort();
+    unset.dedup();
+    let document = DeTable::parse(text).ok();
+    for (field, name) in unset {
+        let line = document
+            .as_ref()
+            .and_then(|d| line_of_key(d.get_ref(), text, &format!("cluster.{field}")));
+        let message = format!(
+            "cluster.{field}: the environment variable {name} is not set here; the daemon's \
+             environment must set it (its URL is not checked)"
+        );
+        report.warnings.push(Finding {
+            line,
+            message: match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            },
+        });
+    }
     report.errors.sort_by_key(|finding| finding.line);
     report.warnings.sort_by_key(|finding| finding.line);
     report
@@ -82,7 +139,7 @@ pub fn check_text(text: &str) -> Report {
 
 /// Every error, found one at a time by taking out what the last one was about, up to
 /// [`MAX_ERRORS`].
-fn recover(text: &str) -> Report {
+fn recover(text: &str, env: &dyn Fn(&str) -> Result<String, VarError>) -> Report {
     let mut report = Report::default();
     let mut text = text.to_owned();
     // Tables a setting was taken out of, by header line.
@@ -93,7 +150,7 @@ fn recover(text: &str) -> Report {
             report.stopped_early = true;
             return report;
         }
-        let err = match Config::from_text(&text) {
+        let err = match Config::from_text_in(&text, env) {
             Ok(config) => {
                 check_use(&config, &text, &mut report);
                 return report;
