@@ -189,6 +189,25 @@ impl Config {
         }
     }
 
+    /// The data directory a config file names (else the default), read without resolving the
+    /// rest: `--print-data-dir` answers it to `install.sh`, whose shell lacks the unit's
+    /// environment and so the `[cluster]` variables that `load` would need.
+    pub fn data_dir_in(path: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                parse_file(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = parse_file(DEFAULT_TOML).context("embedded default.toml")?;
+        Ok(file
+            .data_dir
+            .or(defaults.data_dir)
+            .unwrap_or_else(gateway_shared::paths::default_data_dir))
+    }
+
     /// A config file's text, parsed and validated. toml names the line of a syntax error or
     /// unknown field itself; a value refused later (an address, a duration) is found in the
     /// text by the field its error names, so that every error names its line (SPEC §8).

@@ -230,3 +230,30 @@ fn a_provider_key_written_as_a_variable_name_is_refused_without_echoing_it() {
         CredentialSource::Env("MY_OPENAI_KEY_2".into())
     );
 }
+
+/// `--print-data-dir` (install.sh) needs only `data_dir`: a `[cluster]` whose variables are
+/// set in the unit's environment, not the installer's, must not stop it.
+#[test]
+fn the_data_dir_is_read_without_the_cluster_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gatewayd.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/srv/gw-data\"\n[cluster]\npostgres_url_env = \"GW_UNSET_PG_9d2\"\n\
+         redis_url_env = \"GW_UNSET_REDIS_9d2\"\n",
+    )
+    .expect("write");
+    assert!(
+        Config::load(Some(&file)).is_err(),
+        "the daemon itself needs them"
+    );
+    assert_eq!(
+        Config::data_dir_in(Some(&file)).expect("data_dir"),
+        std::path::PathBuf::from("/srv/gw-data")
+    );
+    std::fs::write(&file, "[proxy]\n").expect("write");
+    assert_eq!(
+        Config::data_dir_in(Some(&file)).expect("default"),
+        Config::load(Some(&file)).expect("valid").data_dir
+    );
+}
