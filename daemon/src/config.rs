@@ -11,6 +11,7 @@
 mod cluster;
 mod providers;
 mod secret_url;
+mod toml_error;
 
 pub use cluster::{ClusterConfig, ClusterFile, DEFAULT_HOLD_LEASE, MAX_HOLD_LEASE, MIN_HOLD_LEASE};
 pub use providers::{CredentialSource, Kind, ProviderConfig, ProviderFile, ProvidersFile};
@@ -159,6 +160,25 @@ impl Config {
         }
     }
 
+    /// The data directory a config file names (else the default), read without resolving the
+    /// rest: `--print-data-dir` answers it to `install.sh`, whose shell lacks the unit's
+    /// environment and so the `[cluster]` variables that `load` would need.
+    pub fn data_dir_in(path: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                parse_file(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = parse_file(DEFAULT_TOML).context("embedded default.toml")?;
+        Ok(file
+            .data_dir
+            .or(defaults.data_dir)
+            .unwrap_or_else(gateway_shared::paths::default_data_dir))
+    }
+
     /// A config file's text, parsed and validated. toml names the line of a syntax error or
     /// unknown field itself; a value refused later (an address, a duration) is found in the
     /// text by the field its error names, so that every error names its line (SPEC §8).
@@ -167,7 +187,10 @@ impl Config {
     }
 
     /// [`Config::from_text`] reading `[cluster]`'s variables from `env`.
-    fn from_text_in(text: &str, env: cluster::Environment<'_>) -> anyhow::Result<Config> {
+    pub(crate) fn from_text_in(
+        text: &str,
+        env: cluster::Environment<'_>,
+    ) -> anyhow::Result<Config> {
         Self::resolve_in(parse_file(text)?, env).map_err(|err| {
             match line_of_named_field(text, &err) {
                 Some(line) => err.context(format!("line {line}")),
@@ -384,47 +407,7 @@ fn line_of_named_field(text: &str, err: &anyhow::Error) -> Option<usize> {
 
 /// Parses a config file's text (every field optional, unknown fields refused).
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
-    toml::from_str(text).map_err(|e| parse_error(text, &e))
-}
-
-/// toml's error as `line L, column C: message`, without the quoted line toml's own
-/// `Display` adds: the line refused is often a secret written where the file takes only
-/// where to find it (`api_key = "sk-…"`, `postgres_url = "postgres://user:password@…"`), and
-/// this message goes to the terminal and the journal.
-fn parse_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
-    let message = err.message().trim_end();
-    let Some(mut start) = err.span().map(|span| span.start.min(text.len())) else {
-        return anyhow::anyhow!("TOML parse error: {message}");
-    };
-    // An error at the very end of a file that ends with a newline ("unclosed array") is on
-    // its last line, not on a line after it that the file does not have.
-    if start == text.len() && text.ends_with('\n') {
-        start -= 1;
-    }
-    let before = text.get(..start).unwrap_or_default();
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let column = before[line_start..].chars().count() + 1;
-    // toml's message does not always name the setting (`invalid type: integer`); the quoted
-    // line did. The key the line sets says it instead, when it looks like one of ours (a
-    // secret pasted as a key is not shown either).
-    let line_text = text[line_start..].lines().next().unwrap_or_default();
-    let key = line_text
-        .split_once('=')
-        .map(|(key, _)| key.trim())
-        .filter(|key| {
-            !key.is_empty()
-                && key.len() <= 32
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
-        });
-    match key {
-        Some(key) => {
-            anyhow::anyhow!("line {line}, column {column} ({key}): TOML parse error: {message}")
-        }
-        None => anyhow::anyhow!("line {line}, column {column}: TOML parse error: {message}"),
-    }
+    toml::from_str(text).map_err(|e| toml_error::parse_error(text, &e))
 }
 
 fn merge_proxy(user: ProxyFile, default: ProxyFile) -> ProxyFile {

@@ -14,12 +14,20 @@
 //! reported and the table is dropped. A syntax error ends the check: past it toml cannot say
 //! what the text means.
 //!
+//! The check runs in another environment than the daemon's (an installer's shell, not the
+//! unit's `Environment=`), so a `[cluster]` URL variable that is not set *here* is a warning,
+//! not an error: what the daemon's environment will hold cannot be known. The rest of the
+//! file is still checked as though it held a URL; a variable that is set is read and its URL
+//! checked as at start-up.
+//!
 //! What the file is accepted with is then checked as start-up uses it: a configured admin
 //! certificate and key are loaded (readable, matching, the key private), the data directory
 //! must be a directory if it exists. A provider credential that cannot be read is a warning,
 //! not an error, as at start-up: the daemon serves the other providers and answers 502 for
 //! that one (a fresh install rarely has all three keys).
 
+use std::cell::RefCell;
+use std::env::VarError;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
@@ -41,7 +49,15 @@ pub struct Finding {
 pub struct Report {
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
+    /// The check stopped at [`MAX_ERRORS`]: the rest of the file was not checked.
+    pub stopped_early: bool,
 }
+
+/// The most errors one check reports. Each is found by checking the whole text again, so a
+/// file of thousands of bad lines (a wrong file given, a generated one gone wrong) would take
+/// minutes, quadratically, and the check must end (`install.sh` waits for it); a compiler
+/// stops in the same way.
+pub const MAX_ERRORS: usize = 20;
 
 /// Checks the file at `path`, or the embedded defaults alone when there is none.
 pub fn check_file(path: Option<&Path>) -> Report {
@@ -66,21 +82,75 @@ pub fn check_file(path: Option<&Path>) -> Report {
 
 /// Checks a config file's text. Errors and warnings come in the file's order.
 pub fn check_text(text: &str) -> Report {
-    let mut report = recover(text);
+    check_text_in(text, &|name: &str| std::env::var(name))
+}
+
+/// [`check_text`] reading `[cluster]`'s variables through `env`.
+fn check_text_in(text: &str, env: &dyn Fn(&str) -> Result<String, VarError>) -> Report {
+    // The variables `[cluster]` names: (setting, variable, a URL its client accepts).
+    let table = text.parse::<toml::Table>().ok();
+    let stand_ins: Vec<(&str, String, &str)> = [
+        ("postgres_url_env", "postgres://localhost/gatewayd"),
+        ("redis_url_env", "redis://localhost/"),
+    ]
+    .into_iter()
+    .filter_map(|(field, url)| {
+        let name = table.as_ref()?.get("cluster")?.get(field)?.as_str()?;
+        Some((field, name.to_owned(), url))
+    })
+    .collect();
+    let unset: RefCell<Vec<(&str, String)>> = RefCell::new(Vec::new());
+    let environment = |name: &str| match env(name) {
+        Err(VarError::NotPresent) => {
+            let (field, _, url) = stand_ins
+                .iter()
+                .find(|(_, variable, _)| variable == name)
+                .ok_or(VarError::NotPresent)?;
+            unset.borrow_mut().push((field, name.to_owned()));
+            Ok((*url).to_owned())
+        }
+        other => other,
+    };
+    let mut report = recover(text, &environment);
+    let mut unset = unset.into_inner();
+    unset.sort();
+    unset.dedup();
+    let document = DeTable::parse(text).ok();
+    for (field, name) in unset {
+        let line = document
+            .as_ref()
+            .and_then(|d| line_of_key(d.get_ref(), text, &format!("cluster.{field}")));
+        let message = format!(
+            "cluster.{field}: the environment variable {name} is not set here; the daemon's \
+             environment must set it (its URL is not checked)"
+        );
+        report.warnings.push(Finding {
+            line,
+            message: match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            },
+        });
+    }
     report.errors.sort_by_key(|finding| finding.line);
     report.warnings.sort_by_key(|finding| finding.line);
     report
 }
 
-/// Every error, found one at a time by taking out what the last one was about.
-fn recover(text: &str) -> Report {
+/// Every error, found one at a time by taking out what the last one was about, up to
+/// [`MAX_ERRORS`].
+fn recover(text: &str, env: &dyn Fn(&str) -> Result<String, VarError>) -> Report {
     let mut report = Report::default();
     let mut text = text.to_owned();
     // Tables a setting was taken out of, by header line.
     let mut touched: Vec<usize> = Vec::new();
     // Each round removes at least one line, so this bounds the rounds.
     for _ in 0..=text.lines().count() {
-        let err = match Config::from_text(&text) {
+        if report.errors.len() >= MAX_ERRORS {
+            report.stopped_early = true;
+            return report;
+        }
+        let err = match Config::from_text_in(&text, env) {
             Ok(config) => {
                 check_use(&config, &text, &mut report);
                 return report;
@@ -142,7 +212,7 @@ impl Report {
                 line: None,
                 message,
             }],
-            warnings: Vec::new(),
+            ..Report::default()
         }
     }
 }
@@ -296,6 +366,9 @@ fn blank(text: &mut String, ranges: &[RangeInclusive<usize>]) {
 /// Where the settings of a document are, by line.
 #[derive(Debug, Default)]
 struct Layout {
+    /// Where each line break is, to turn offsets into line numbers without counting again
+    /// from the start for every setting (quadratic on a long file).
+    newlines: Vec<usize>,
     /// `[table]` headers and `[[array]]` entries, each with its own settings.
     sections: Vec<Section>,
     leaves: Vec<Leaf>,
@@ -329,7 +402,10 @@ enum Removal {
 
 impl Layout {
     fn of(document: &DeTable<'_>, text: &str) -> Layout {
-        let mut layout = Layout::default();
+        let mut layout = Layout {
+            newlines: text.match_indices('\n').map(|(at, _)| at).collect(),
+            ..Layout::default()
+        };
         layout.walk(document, text, None);
         layout
     }
@@ -339,7 +415,7 @@ impl Layout {
             let value_start = text.get(value.span().start..).unwrap_or_default();
             match value.get_ref() {
                 DeValue::Table(inner) if value_start.starts_with('[') => {
-                    let index = self.open(line_at(text, value.span().start), false);
+                    let index = self.open(self.line_at(value.span().start), false);
                     self.walk(inner, text, Some(index));
                 }
                 // A dotted key or a table only named in a header below it.
@@ -353,13 +429,13 @@ impl Layout {
                 {
                     for entry in entries {
                         if let DeValue::Table(inner) = entry.get_ref() {
-                            let index = self.open(line_at(text, entry.span().start), true);
+                            let index = self.open(self.line_at(entry.span().start), true);
                             self.walk(inner, text, Some(index));
                         }
                     }
                 }
                 _ => {
-                    let lines = line_at(text, key.span().start)..=line_at(text, value.span().end);
+                    let lines = self.line_at(key.span().start)..=self.line_at(value.span().end);
                     if let Some(index) = section {
                         self.sections[index].lines.push(lines.clone());
                     }
@@ -367,6 +443,11 @@ impl Layout {
                 }
             }
         }
+    }
+
+    /// The line (1-based) of a byte offset, as [`line_at`] counts it.
+    fn line_at(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&at| at < offset) + 1
     }
 
     fn open(&mut self, header: usize, entry: bool) -> usize {

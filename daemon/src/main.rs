@@ -86,6 +86,21 @@ fn main() -> ExitCode {
     if let Some(file) = args.check_config {
         return check_config(file.or(args.config).as_deref());
     }
+    if args.print_data_dir && args.command.is_none() {
+        use std::io::Write;
+        let data_dir = match Config::data_dir_in(args.config.as_deref()) {
+            Ok(data_dir) => data_dir,
+            Err(err) => {
+                eprintln!("gatewayd: invalid configuration: {err:#}");
+                return ExitCode::from(78); // EX_CONFIG
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{}", data_dir.display()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -96,14 +111,6 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::MigrateStore(migrate)) => return migrate_store(migrate, config),
         Some(Command::Man(_)) | None => {}
-    }
-    if args.print_data_dir {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        return match writeln!(out, "{}", config.data_dir.display()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
-        };
     }
     // Before any listener: the connection caps must fit the open-files limit (raised if
     // need be), or a flood of one listener could starve the others (`fd_budget`).
@@ -171,10 +178,14 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
         text.push_str(&format!("gatewayd: {shown}: {}\n", error.message));
     }
     let valid = report.errors.is_empty();
-    text.push_str(&match report.errors.len() {
-        0 => format!("gatewayd: {shown}: the configuration is valid\n"),
-        1 => format!("gatewayd: {shown}: the configuration is invalid (1 error)\n"),
-        n => format!("gatewayd: {shown}: the configuration is invalid ({n} errors)\n"),
+    text.push_str(&match (report.errors.len(), report.stopped_early) {
+        (0, _) => format!("gatewayd: {shown}: the configuration is valid\n"),
+        (1, _) => format!("gatewayd: {shown}: the configuration is invalid (1 error)\n"),
+        (n, false) => format!("gatewayd: {shown}: the configuration is invalid ({n} errors)\n"),
+        (n, true) => format!(
+            "gatewayd: {shown}: the configuration is invalid (the check stopped after {n} \
+             errors: correct them and check again)\n"
+        ),
     });
     // Nothing else to report to if stderr is gone; the exit code still says it.
     drop(stderr.write_all(text.as_bytes()));

@@ -151,12 +151,12 @@ fn check_config_names_every_error_with_its_line() {
             "[cluster] needs redis_url_env or redis_url_file",
         ),
         (
-            "missing env secret",
-            "[cluster]\npostgres_url_env = \"GW_E2E_CHECK_UNSET\"\n\
+            "env secret that holds no usable URL",
+            "[cluster]\npostgres_url_env = \"GW_E2E_CHECK_NOT_PG\"\n\
              redis_url_env = \"GW_E2E_CHECK_REDIS\"\n"
                 .into(),
             "line 3",
-            "GW_E2E_CHECK_UNSET is not set",
+            "GW_E2E_CHECK_NOT_PG holds no usable PostgreSQL URL",
         ),
         (
             "bad price",
@@ -177,6 +177,7 @@ fn check_config_names_every_error_with_its_line() {
     let env = [
         ("GW_E2E_CHECK_PG", "postgres://gw@127.0.0.1:5432/gw_check"),
         ("GW_E2E_CHECK_REDIS", "redis://127.0.0.1:6379/0"),
+        ("GW_E2E_CHECK_NOT_PG", "mysql://gw:Qm4xT9pw@127.0.0.1/gw"),
     ];
     for (kind, body, line, needle) in &cases {
         let file = dir.path().join("gatewayd.toml");
@@ -220,6 +221,38 @@ fn check_config_names_every_error_with_its_line() {
         stderr.contains(&format!("invalid ({} errors)", expected.len())),
         "{text}\n{stderr}"
     );
+
+    // The check runs where the daemon's environment is not (install.sh's shell, not the
+    // unit's Environment=): a [cluster] variable unset here is a warning, the rest checked.
+    std::fs::write(
+        &file,
+        format!(
+            "{head}[cluster]\npostgres_url_env = \"GW_E2E_CHECK_UNSET_PG\"\n\
+             redis_url_env = \"GW_E2E_CHECK_UNSET_REDIS\"\n"
+        ),
+    )
+    .expect("write");
+    let (code, stderr) = check_config(&file, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for variable in ["GW_E2E_CHECK_UNSET_PG", "GW_E2E_CHECK_UNSET_REDIS"] {
+        assert!(
+            stderr.contains(&format!(
+                "the environment variable {variable} is not set here"
+            )),
+            "{variable}\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("the configuration is valid"), "{stderr}");
+    let with_lease = format!(
+        "{head}[cluster]\npostgres_url_env = \"GW_E2E_CHECK_UNSET_PG\"\n\
+         redis_url_env = \"GW_E2E_CHECK_UNSET_REDIS\"\nhold_lease = \"1s\"\n"
+    );
+    std::fs::write(&file, &with_lease).expect("write");
+    let (code, stderr) = check_config(&file, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("gatewayd.toml: line 5"), "{stderr}");
+    assert!(stderr.contains("hold_lease"), "{stderr}");
+    assert!(!data_dir.exists(), "data directory created");
 }
 
 /// The completion script registers itself in bash and completes verbs and flags.

@@ -475,3 +475,66 @@ async fn wrong_tokens_certificates_and_addresses_are_clear_failures() {
         "{actors:?}"
     );
 }
+
+/// The proxy variables of the environment are not used (exchange.rs: the management API is
+/// reached directly): with every one of them naming a listener, gwctl still reaches the
+/// daemon over HTTPS and the socket, and the listener never sees a connection (which would
+/// carry the address, and through an `http://` proxy's CONNECT-less mode, the token).
+#[tokio::test]
+async fn proxy_variables_in_the_environment_are_ignored() {
+    let gateway = Gateway::start().await;
+    let (remote, _token) = Remote::new(&gateway, "proxied").await;
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    proxy.set_nonblocking(true).expect("nonblocking");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let token_file = remote.token_file.display().to_string();
+    let ca_cert = remote.ca_cert.display().to_string();
+    let socket = gateway.socket.display().to_string();
+    for args in [
+        vec![
+            "--url",
+            remote.url.as_str(),
+            "--token-file",
+            &token_file,
+            "--ca-cert",
+            &ca_cert,
+            "keys",
+            "list",
+        ],
+        vec!["--socket", &socket, "keys", "list"],
+    ] {
+        let mut command = tokio::process::Command::new(gateway_tests::binaries::gwctl());
+        command
+            .args(&args)
+            .env("GWCTL_CONFIG", remote.dir.path().join("no-config.toml"))
+            .env_remove("GWCTL_SOCKET")
+            .env_remove("GWCTL_URL")
+            .env_remove("GWCTL_TOKEN")
+            .env_remove("GWCTL_TOKEN_FILE")
+            .env_remove("GWCTL_CA_CERT")
+            .env_remove("GWCTL_PROFILE")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .stdin(Stdio::null());
+        for variable in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            command.env(variable, &proxy_url);
+        }
+        let output = command.output().await.expect("gwctl");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    match proxy.accept() {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the proxy was connected to: {other:?}"),
+    }
+}

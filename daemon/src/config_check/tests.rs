@@ -93,13 +93,55 @@ fn a_syntax_error_ends_the_check_naming_its_line() {
 
 /// `[cluster]` with a variable that is not set: the missing URL is the error; the section
 /// "needing" the setting once it is taken out is not reported again.
+/// The check does not run in the daemon's environment (install.sh's shell, not the unit's
+/// `Environment=`): a `[cluster]` variable unset here is a warning with its line, and the
+/// rest of the section is still checked (the lease below its minimum).
 #[test]
-fn a_missing_cluster_variable_is_one_error() {
+fn a_cluster_variable_unset_here_is_a_warning_and_the_rest_is_checked() {
     let text = "[cluster]\npostgres_url_env = \"GW_CHECK_UNSET_PG_7c1\"\n\
                 redis_url_env = \"GW_CHECK_UNSET_REDIS_7c1\"\nhold_lease = \"1s\"\n";
     let report = check_text(text);
+    assert_eq!(lines(&report.errors), vec![Some(4)], "{:#?}", report.errors);
+    assert!(report.errors[0].message.contains("hold_lease"));
+    let unset: Vec<_> = report
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("is not set here"))
+        .collect();
+    assert_eq!(
+        lines(&unset.iter().map(|w| (*w).clone()).collect::<Vec<_>>()),
+        vec![Some(2), Some(3)],
+        "{:#?}",
+        report.warnings
+    );
+    assert!(unset[0].message.contains("GW_CHECK_UNSET_PG_7c1"));
+    assert!(unset[1].message.contains("GW_CHECK_UNSET_REDIS_7c1"));
+}
+
+/// A variable that is set is read as at start-up: no usable URL in it is an error, and the
+/// URL (password and all) is not echoed.
+#[test]
+fn a_cluster_variable_set_to_no_usable_url_is_an_error() {
+    let text = "[cluster]\npostgres_url_env = \"GW_PG\"\nredis_url_env = \"GW_REDIS\"\n";
+    let env = |name: &str| match name {
+        "GW_PG" => Ok("mysql://gw:Qm4xT9pw@db/gw".to_owned()),
+        "GW_REDIS" => Ok("redis://127.0.0.1:6379/0".to_owned()),
+        _ => Err(VarError::NotPresent),
+    };
+    let report = check_text_in(text, &env);
     assert_eq!(lines(&report.errors), vec![Some(2)], "{:#?}", report.errors);
-    assert!(report.errors[0].message.contains("GW_CHECK_UNSET_PG_7c1"));
+    assert!(
+        report.errors[0]
+            .message
+            .contains("no usable PostgreSQL URL")
+    );
+    assert!(!report.errors[0].message.contains("Qm4xT9"));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .all(|w| !w.message.contains("not set here"))
+    );
 }
 
 #[test]
@@ -156,4 +198,36 @@ fn a_missing_file_is_an_error_without_a_line() {
             .message
             .contains("/nonexistent/gw-check.toml")
     );
+}
+
+#[test]
+fn a_file_of_thousands_of_bad_lines_stops_at_the_cap_and_ends_quickly() {
+    // Each error is found by checking the whole text again: without a cap, thousands of unknown
+    // settings took minutes (quadratic, twice over) and the check must end.
+    let text: String = (0..10_000).map(|i| format!("unknown_{i} = 1\n")).collect();
+    let started = std::time::Instant::now();
+    let report = check_text(&text);
+    let took = started.elapsed();
+    assert_eq!(
+        report.errors.len(),
+        MAX_ERRORS,
+        "{:?}",
+        report.errors.last()
+    );
+    assert!(report.stopped_early);
+    // Which ones come first is toml's order (its tables sort their keys), not the file's.
+    let mut found = sorted_lines(&report);
+    found.dedup();
+    assert_eq!(found.len(), MAX_ERRORS, "each error once, with its line");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn a_file_with_fewer_errors_than_the_cap_is_checked_to_its_end() {
+    let text: String = (0..MAX_ERRORS - 1)
+        .map(|i| format!("unknown_{i} = 1\n"))
+        .collect();
+    let report = check_text(&text);
+    assert_eq!(report.errors.len(), MAX_ERRORS - 1);
+    assert!(!report.stopped_early);
 }

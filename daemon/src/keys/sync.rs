@@ -76,6 +76,9 @@ const RESTORE_ACTOR: &str = "gatewayd (revocation kept across a restore)";
 /// How many times a change whose reads fail for a reason other than the connection is
 /// tried before it is skipped.
 const DECODE_ATTEMPTS: u32 = 3;
+/// How many conflicting writes one revocation's write-back reads the row again after, within
+/// one reload attempt (the reload as a whole is retried after that).
+const WRITE_BACK_ATTEMPTS: u32 = 5;
 
 /// Applies the changes `events` delivers (from `store::postgres::listen`) to `cache` and
 /// `tokens`, reading rows through `store`, until `stop` is cancelled or the feed ends.
@@ -319,33 +322,62 @@ impl Follower {
 
     /// Writes back a revocation the restored store lost (SPEC §2: revoked is terminal), as
     /// an audited change of its own. Every replica that held the revocation tries; the first
-    /// commits and the others find the row changed (a conflict, skipped: the feed brings
-    /// them the revoked row).
-    async fn revoke_again(&self, record: KeyRecord) -> anyhow::Result<()> {
+    /// commits and the others find the row changed (a conflict). A conflict is not proof
+    /// that the revocation is stored: the row may have changed for another reason (an edit
+    /// through a replica that never held the revocation), and that newer, active row would
+    /// then reach every table through the feed and undo the revocation. So on a conflict the
+    /// row is read again: revoked, there is nothing to do; active, the revocation is written
+    /// over the fresh row. Once written, the revoked row goes into this table at its new
+    /// version, so that an older active row still in the feed cannot replace it.
+    async fn revoke_again(&self, mut record: KeyRecord) -> anyhow::Result<()> {
         let key_id = record.id.clone();
-        let audit = AuditRecord {
-            at: record.revoked_at.unwrap_or(record.updated_at),
-            actor: RESTORE_ACTOR.to_owned(),
-            action: "key.revoke",
-            key_id: Some(key_id.clone()),
-            details: serde_json::json!({
-                "name": record.name,
-                "prefix": record.prefix,
-                "reason": "revoked before the store was restored from a backup that predates the revocation",
-            }),
-        };
-        match self.store.update_key(record, audit).await? {
-            Ok(_) => tracing::warn!(
-                key_id = %key_id,
-                "the restored database had this revoked key active: revoked again"
-            ),
-            Err(conflict) => tracing::info!(
-                key_id = %key_id,
-                stored = conflict.stored,
-                "a revocation lost by the restore was written back by another replica"
-            ),
+        let revoked_at = record.revoked_at;
+        for _ in 0..WRITE_BACK_ATTEMPTS {
+            let audit = AuditRecord {
+                at: revoked_at.unwrap_or(record.updated_at),
+                actor: RESTORE_ACTOR.to_owned(),
+                action: "key.revoke",
+                key_id: Some(key_id.clone()),
+                details: serde_json::json!({
+                    "name": record.name,
+                    "prefix": record.prefix,
+                    "reason": "revoked before the store was restored from a backup that predates the revocation",
+                }),
+            };
+            let conflict = match self.store.update_key(record.clone(), audit).await? {
+                Ok(version) => {
+                    record.version = version;
+                    self.cache.apply_stored(record, None);
+                    tracing::warn!(
+                        key_id = %key_id,
+                        "the restored database had this revoked key active: revoked again"
+                    );
+                    return Ok(());
+                }
+                Err(conflict) => conflict,
+            };
+            let Some(fresh) = self.store.load_key(key_id.clone()).await? else {
+                tracing::warn!(key_id = %key_id, "a key to revoke again is no longer stored");
+                return Ok(());
+            };
+            if let Some(stored) = fresh.revoked_at
+                && revoked_at.is_none_or(|held| stored <= held)
+            {
+                tracing::info!(
+                    key_id = %key_id,
+                    stored = conflict.stored,
+                    "a revocation lost by the restore was written back by another replica"
+                );
+                return Ok(());
+            }
+            record = KeyRecord {
+                revoked_at,
+                ..fresh
+            };
         }
-        Ok(())
+        anyhow::bail!(
+            "key {key_id}: the revocation to write back kept conflicting with other changes"
+        )
     }
 
     /// Applies `change`, retrying failed reads (see the module docs); `false` when stopped.

@@ -2,6 +2,7 @@
 //! versions restart lower than what B has seen, and B must still apply what A changes next.
 
 use super::*;
+use crate::keys::record::KeyRecord;
 
 fn rename(name: &str) -> UpdateKey {
     UpdateKey {
@@ -110,4 +111,84 @@ async fn a_revocation_after_a_restore_from_backup_reaches_the_follower() {
         stale.message
     );
     b.stop().await;
+}
+
+/// A replica that held a revocation the restored store lost writes it back; meanwhile the
+/// key was edited through a replica that never held it (a rename: active, one version on).
+/// The write-back conflicts, and that must not count as "another replica wrote it": the
+/// store must end revoked, and so must this replica's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_that_conflicts_with_an_unrelated_edit_still_revokes_the_key() {
+    let db = TestDatabase::create("sync_restore_conflict").await;
+    let clock = clock();
+    let a = writer(&db.url, clock.clone()).await;
+    let id = a
+        .keys
+        .create(&actor(), create("kept-revoked"))
+        .await
+        .expect("create")
+        .key
+        .id;
+    // This replica's table: the key revoked (after the backup the store was restored from).
+    let store = Store::connect_postgres(&db.url).await.expect("replica C");
+    let cache = KeyCache::load(&store, clock.clone())
+        .await
+        .expect("C's keys");
+    let tokens = Arc::new(
+        AdminTokens::load(store.clone(), clock.clone())
+            .await
+            .expect("C's tokens"),
+    );
+    let stored = store
+        .load_key(id.clone())
+        .await
+        .expect("read")
+        .expect("row");
+    assert!(stored.revoked_at.is_none());
+    let revoked_at = clock.now();
+    cache.upsert(KeyRecord {
+        revoked_at: Some(revoked_at),
+        ..stored.clone()
+    });
+    // The reload read the active row; the revocation to write back is built from it.
+    let restored = cache.replace_stored(vec![stored], &[]);
+    assert_eq!(restored.revocations.len(), 1, "{restored:?}");
+    // Before the write-back: an edit through A, which never held the revocation.
+    a.keys
+        .update(&actor(), &id, rename("renamed"))
+        .await
+        .expect("rename");
+
+    let follower = super::super::Follower {
+        store: store.clone(),
+        cache: Arc::clone(&cache),
+        tokens,
+        stop: CancellationToken::new(),
+        outage: None,
+        catch_up: None,
+        last_seq: 0,
+    };
+    for record in restored.revocations {
+        follower.revoke_again(record).await.expect("write back");
+    }
+    let row = store
+        .load_key(id.clone())
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        row.revoked_at,
+        Some(revoked_at),
+        "the store holds the revocation"
+    );
+    assert_eq!(
+        row.name, "renamed",
+        "written over the edit, not over the old row"
+    );
+    let entry = cache.get(&id).expect("in C's table");
+    assert_eq!(entry.state_at(clock.now()), KeyState::Revoked);
+    assert_eq!(
+        entry.version, row.version,
+        "the table holds the written row"
+    );
 }
