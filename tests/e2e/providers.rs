@@ -415,6 +415,12 @@ async fn azure_deployments_are_checked_and_priced_as_their_models_and_capped() {
         "the injected usage chunk is not shown: {text}"
     );
     assert!(mock.last().json()["stream_options"]["include_usage"] == true);
+    // The v1 paths take no dated api-version (Azure refuses one): none is added.
+    assert!(
+        !mock.last().uri.contains("api-version"),
+        "{}",
+        mock.last().uri
+    );
 
     // Priced as gpt-4o-mini (the shipped price), with the reported usage.
     let rows_now = rows(&gateway, &id, 2).await;

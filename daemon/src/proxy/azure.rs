@@ -49,16 +49,41 @@ impl AzureProviders {
     }
 
     /// The model `deployment` serves on `provider` (the deployment's own name if unmapped).
+    /// Azure resolves deployment names without regard to ASCII case (they are Azure resource
+    /// names), so `PROD-4O` is looked up as `prod-4o`: otherwise a client could reach a mapped
+    /// deployment under a name the map misses, checked against the globs and priced as a
+    /// "model" named `PROD-4O` (the fallback price, or a glob meant for another model).
     pub fn model_of(&self, provider: Provider, deployment: String) -> String {
-        self.get(provider)
-            .and_then(|azure| azure.deployments.get(&deployment))
+        let Some(azure) = self.get(provider) else {
+            return deployment;
+        };
+        azure
+            .deployments
+            .get(&deployment)
+            .or_else(|| {
+                azure
+                    .deployments
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(&deployment))
+                    .map(|(_, model)| model)
+            })
             .cloned()
             .unwrap_or(deployment)
     }
 
     /// The query to forward: the client's, with the configured `api-version` added when the
-    /// client sent none (the deployment paths need one).
-    pub fn with_api_version(&self, provider: Provider, query: Option<String>) -> Option<String> {
+    /// client sent none and the path is one of the versioned ones (`/openai/deployments/…`,
+    /// and Azure's other pre-v1 paths). The newer `/openai/v1/…` paths take no dated version
+    /// (Azure answers 400 "API version not supported" to one), so nothing is added there.
+    pub fn with_api_version(
+        &self,
+        provider: Provider,
+        upstream_path: &str,
+        query: Option<String>,
+    ) -> Option<String> {
+        if upstream_path == "/openai/v1" || upstream_path.starts_with("/openai/v1/") {
+            return query;
+        }
         let has_version = query.as_deref().is_some_and(|q| {
             q.split('&')
                 .any(|pair| pair == "api-version" || pair.starts_with("api-version="))
@@ -102,22 +127,69 @@ mod tests {
         );
     }
 
+    /// Azure deployment names are case-insensitive: another spelling of a mapped deployment
+    /// is the same deployment, checked and priced as its model.
     #[test]
-    fn the_configured_api_version_is_added_only_when_missing() {
+    fn a_deployment_in_another_case_maps_to_the_same_model() {
         let (azure, provider) = providers();
+        assert_eq!(azure.model_of(provider, "PROD-4O".into()), "gpt-4o");
+        assert_eq!(azure.model_of(provider, "Prod-4o".into()), "gpt-4o");
+    }
+
+    #[test]
+    fn the_v1_paths_get_no_dated_api_version() {
+        let (azure, provider) = providers();
+        for path in [
+            "/openai/v1/chat/completions",
+            "/openai/v1/models",
+            "/openai/v1",
+        ] {
+            assert_eq!(azure.with_api_version(provider, path, None), None, "{path}");
+            assert_eq!(
+                azure
+                    .with_api_version(provider, path, Some("x=1".into()))
+                    .as_deref(),
+                Some("x=1"),
+                "{path}"
+            );
+        }
+        // Not a v1 path: a deployment called v1x, or the legacy listing.
         assert_eq!(
-            azure.with_api_version(provider, None).as_deref(),
+            azure
+                .with_api_version(provider, "/openai/v1x/chat/completions", None)
+                .as_deref(),
             Some("api-version=2024-10-21")
         );
         assert_eq!(
             azure
-                .with_api_version(provider, Some("x=1".into()))
+                .with_api_version(provider, "/openai/models", None)
+                .as_deref(),
+            Some("api-version=2024-10-21")
+        );
+    }
+
+    const PATH: &str = "/openai/deployments/prod-4o/chat/completions";
+
+    #[test]
+    fn the_configured_api_version_is_added_only_when_missing() {
+        let (azure, provider) = providers();
+        assert_eq!(
+            azure.with_api_version(provider, PATH, None).as_deref(),
+            Some("api-version=2024-10-21")
+        );
+        assert_eq!(
+            azure
+                .with_api_version(provider, PATH, Some("x=1".into()))
                 .as_deref(),
             Some("x=1&api-version=2024-10-21")
         );
         assert_eq!(
             azure
-                .with_api_version(provider, Some("api-version=2025-01-01-preview".into()))
+                .with_api_version(
+                    provider,
+                    PATH,
+                    Some("api-version=2025-01-01-preview".into())
+                )
                 .as_deref(),
             Some("api-version=2025-01-01-preview")
         );

@@ -302,7 +302,9 @@ impl Proxy {
         if route.kind == Kind::AzureOpenai {
             // Where Azure's SDK sends the key: read above, never forwarded.
             parts.headers.remove(AZURE_KEY);
-            query = self.azure.with_api_version(route.provider, query);
+            query = self
+                .azure
+                .with_api_version(route.provider, &route.upstream_path, query);
         }
         credential::refuse_forwarded_secret(&route.upstream_path, query.as_deref())?;
         credential::refuse_forwarded_header_secret(&parts.headers)?;

@@ -184,8 +184,8 @@ fn openai_style_model(method: &http::Method, rest: &str) -> ModelSource {
 
 /// Azure OpenAI: `openai/deployments/{deployment}/…` names the deployment in the path (one
 /// plain segment, mapped to its model by the pipeline); the newer `openai/v1/…` paths are
-/// OpenAI's, the deployment in the body's `model`. `GET openai/models` and `openai/v1/models`
-/// list.
+/// OpenAI's, the deployment in the body's `model`, as on any other `POST` (Azure's preview
+/// `openai/responses`). `GET openai/models` and `openai/v1/models` list.
 fn azure_model(method: &http::Method, rest: &str) -> Result<ModelSource, GatewayError> {
     let trimmed = rest.trim_end_matches('/');
     if let Some(after) = trimmed.strip_prefix("openai/deployments/") {
@@ -204,6 +204,10 @@ fn azure_model(method: &http::Method, rest: &str) -> Result<ModelSource, Gateway
     }
     match trimmed.strip_prefix("openai/") {
         Some(v1) if v1.starts_with("v1/") => Ok(openai_style_model(method, v1)),
+        // Azure's other POST paths (`openai/responses?api-version=…`, the preview Responses
+        // API) name the deployment in the body as the v1 ones do: read it there, or the
+        // request would go unchecked against the globs and be priced as naming no model.
+        _ if method == http::Method::POST => Ok(ModelSource::Body),
         _ => Ok(ModelSource::None),
     }
 }
@@ -432,6 +436,15 @@ mod tests {
         assert_eq!(
             route(Method::GET, "/azure/openai/v1/models").3,
             ModelSource::Listing
+        );
+        // Azure's pre-v1 Responses API names the deployment in the body, as POSTs do.
+        assert_eq!(
+            route(Method::POST, "/azure/openai/responses").3,
+            ModelSource::Body
+        );
+        assert_eq!(
+            route(Method::GET, "/azure/openai/responses/resp_1").3,
+            ModelSource::None
         );
         // The built-in routes are unchanged; an unconfigured name is no route.
         assert_eq!(

@@ -205,26 +205,37 @@ impl UsageObserver {
     }
 }
 
-/// Characters of generated text in a whole OpenAI-format JSON answer that reported no
-/// usage (`choices[].message.content`, `choices[].text`), so that its estimate bills the
-/// output too. Runs only when usage is missing; other formats always report it.
+/// Characters of generated text in a whole JSON answer that reported no usage, so that its
+/// estimate bills the output too: OpenAI's `choices[].message.content` and `choices[].text`,
+/// Anthropic's `content[].text`, Gemini's `candidates[].content.parts[].text`. Runs only when
+/// usage is missing: the built-in providers always report it, but a configured server of any
+/// kind (an Anthropic- or Gemini-compatible one too) may not (SPEC §10).
 fn unreported_content_chars(provider: ProviderKind, body: &[u8]) -> u64 {
-    if !provider.is_openai_format() {
-        return 0;
-    }
     let Ok(document) = serde_json::from_slice::<Value>(body) else {
         return 0;
     };
-    let Some(choices) = document.get("choices").and_then(Value::as_array) else {
-        return 0;
-    };
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
-    choices
-        .iter()
-        .map(|c| {
-            (text(c.get("message").and_then(|m| m.get("content"))) + text(c.get("text"))) as u64
-        })
-        .sum()
+    let chars: usize = match provider {
+        ProviderKind::Openai | ProviderKind::AzureOpenai => array(document.get("choices"))
+            .iter()
+            .map(|c| text(c.get("message").and_then(|m| m.get("content"))) + text(c.get("text")))
+            .sum(),
+        ProviderKind::Anthropic => array(document.get("content"))
+            .iter()
+            .map(|block| text(block.get("text")))
+            .sum(),
+        ProviderKind::Gemini => array(document.get("candidates"))
+            .iter()
+            .flat_map(|c| array(c.get("content").and_then(|content| content.get("parts"))))
+            .map(|part| text(part.get("text")))
+            .sum(),
+    };
+    chars as u64
+}
+
+/// The elements of an array, none for anything else.
+fn array(value: Option<&Value>) -> &[Value] {
+    value.and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
 /// Reads usage from one SSE event. Only events that can carry usage are parsed (the rest
@@ -622,5 +633,28 @@ mod tests {
         observer.finish();
         assert_eq!(observer.observed.content_chars, 0);
         assert_eq!(observer.observed.output_tokens_so_far(), 4);
+    }
+
+    /// An Anthropic- or Gemini-compatible configured server that reports no usage: its
+    /// answer's text is counted too, so the output is billed, not only the input.
+    #[test]
+    fn an_anthropic_or_gemini_answer_without_usage_leaves_its_text_for_the_estimate() {
+        for (kind, body) in [
+            (
+                ProviderKind::Anthropic,
+                r#"{"type":"message","role":"assistant","content":[{"type":"text","text":"Hello from the mock."}]}"#,
+            ),
+            (
+                ProviderKind::Gemini,
+                r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hello from "},{"text":"the mock."}]}}]}"#,
+            ),
+        ] {
+            let mut observer = UsageObserver::new(kind, Format::Json, false);
+            observer.observe(Bytes::from(body));
+            observer.finish();
+            assert_eq!(observer.observed.reported, None, "{kind}");
+            assert_eq!(observer.observed.content_chars, 20, "{kind}");
+            assert_eq!(observer.observed.output_tokens_so_far(), 5, "{kind}");
+        }
     }
 }
