@@ -76,7 +76,7 @@ async fn a_lost_ledger_is_rebuilt_from_the_store_and_the_cap_still_holds() {
     }
     // Today (UTC, Redis's clock and this one agree to the second) the rotated pair spent
     // 300 + 400; yesterday's 5,000 belongs to another period.
-    let now = Timestamp::now();
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock::new());
     let midnight = Timestamp::from_second(now.as_second() - now.as_second().rem_euclid(86_400))
         .expect("midnight");
     let yesterday = (midnight - jiff::SignedDuration::from_millis(1)).to_string();
