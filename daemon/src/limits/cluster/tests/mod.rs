@@ -1,8 +1,8 @@
 //! The settler, the sweeper and the rebuild against a real Redis: the shared one
 //! (`GATEWAY_TEST_REDIS_URL`, default redis://127.0.0.1:6379) under a random prefix of each
 //! test's own, deleted when the test ends (never FLUSHALL: the server is shared), and a
-//! private `redis-server` for the tests that pause it. The engine's own test helpers are
-//! private to `limits::redis`; these are the few this module needs.
+//! private `redis-server` for the tests that pause it. The shared Redis's [`Harness`] is the
+//! engine's own (`limits::redis::tests`).
 
 mod rebuild;
 mod settler;
@@ -11,87 +11,10 @@ mod sweeper;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::SecretUrl;
 use crate::limits::redis::{Admission, HoldId, Outcome, RedisLimits, SpendAsk};
 
-pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A prefix of this test's own on the shared Redis.
-pub(super) struct Harness {
-    pub prefix: String,
-    url: String,
-}
-
-impl Harness {
-    pub fn new() -> Harness {
-        let url = std::env::var("GATEWAY_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let random = getrandom::u64().expect("random");
-        Harness {
-            prefix: format!("gwct_{}_{random:016x}", std::process::id()),
-            url,
-        }
-    }
-
-    pub async fn limits(&self) -> RedisLimits {
-        let url = SecretUrl::redis(&self.url).expect("GATEWAY_TEST_REDIS_URL");
-        RedisLimits::connect(&url, &self.prefix, TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("the shared Redis (GATEWAY_TEST_REDIS_URL): {e}"))
-    }
-
-    /// The keys under this test's prefix (SCAN, never KEYS).
-    pub fn keys(&self) -> Vec<String> {
-        let client = redis::Client::open(self.url.as_str()).expect("url");
-        let mut connection = client.get_connection().expect("connection");
-        let mut keys = Vec::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", self.prefix))
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut connection)
-                .expect("SCAN");
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
-    }
-
-    /// Deletes every key under the prefix, as FLUSHALL would have.
-    pub fn forget_all(&self) {
-        let keys = self.keys();
-        if keys.is_empty() {
-            return;
-        }
-        redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection())
-            .and_then(|mut connection| redis::cmd("DEL").arg(&keys).query::<()>(&mut connection))
-            .expect("DEL");
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let keys = self.keys();
-        if keys.is_empty() {
-            return;
-        }
-        let deleted = redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection())
-            .and_then(|mut connection| {
-                redis::cmd("UNLINK").arg(&keys).query::<()>(&mut connection)
-            });
-        if let Err(e) = deleted {
-            eprintln!("deleting the test keys under {}: {e}", self.prefix);
-        }
-    }
-}
+use crate::config::SecretUrl;
+pub(super) use crate::limits::redis::tests::Harness;
 
 pub(super) fn hold(seq: u64) -> HoldId {
     HoldId { instance: 3, seq }

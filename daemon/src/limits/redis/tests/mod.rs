@@ -21,10 +21,10 @@ use super::scripts::Window;
 use super::*;
 use crate::config::SecretUrl;
 
-pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A prefix of this test's own on the shared Redis.
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub prefix: String,
     url: String,
 }
@@ -44,7 +44,7 @@ impl Harness {
         self.limits_with(Window::Ring).await
     }
 
-    pub async fn limits_with(&self, window: Window) -> RedisLimits {
+    pub(super) async fn limits_with(&self, window: Window) -> RedisLimits {
         let url = SecretUrl::redis(&self.url).expect("GATEWAY_TEST_REDIS_URL");
         RedisLimits::connect_with(&url, &self.prefix, TIMEOUT, window)
             .await
@@ -81,6 +81,20 @@ impl Harness {
             }
             cursor = next;
         }
+    }
+
+    /// Deletes every key under the prefix, as FLUSHALL would have.
+    pub fn forget_all(&self) {
+        let keys = self.keys("*");
+        if keys.is_empty() {
+            return;
+        }
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        let mut connection = client.get_connection().expect("connection");
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query::<()>(&mut connection)
+            .expect("DEL");
     }
 
     /// Deletes the keys of one owner, as a Redis that lost its data would have them.
