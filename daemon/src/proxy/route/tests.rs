@@ -1,3 +1,6 @@
+//! Route resolution: the built-in and configured prefixes, the model each route names (path,
+//! body, Azure deployment), and the paths refused before any key is looked at.
+
 use super::*;
 use http::Method;
 
