@@ -459,6 +459,19 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting mode of {}", dir.display()))?;
     }
+    lock_data_dir(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another gatewayd is already using the data directory {}; stop it first, or give \
+             this one its own data_dir",
+            dir.display()
+        )
+    })
+}
+
+/// The data directory's lock (`flock` on `gatewayd.lock`), or `None` when another process
+/// holds it: the one rule by which a daemon owns its directory, also honoured by
+/// `gatewayd migrate-store`, which must not copy a store a daemon is still writing.
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
     let path = dir.join("gatewayd.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -467,12 +480,8 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another gatewayd is already using the data directory {}; stop it first, or give \
-             this one its own data_dir",
-            dir.display()
-        ),
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(err)) => {
             Err(err).with_context(|| format!("locking {}", path.display()))
         }

@@ -382,28 +382,16 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// The lock a running gatewayd holds on its data directory (`flock` on `gatewayd.lock`, the
-/// daemon's own rule in `lib.rs`): copying a store that a daemon is still writing would miss
-/// what it writes after the read.
+/// The lock a running gatewayd holds on its data directory (`crate::lock_data_dir`):
+/// copying a store that a daemon is still writing would miss what it writes after the read.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("gatewayd.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    crate::lock_data_dir(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
             "a gatewayd is running on the data directory {}: stop it first (migrate-store \
              copies a stopped server's data)",
             dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(err)) => {
-            Err(err).with_context(|| format!("locking {}", path.display()))
-        }
-    }
+        )
+    })
 }
 
 #[cfg(test)]
