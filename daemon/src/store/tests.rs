@@ -412,8 +412,8 @@ pub(crate) fn usage(key_id: &str, when: &str, model: &str, cost: u64, seq: u64) 
     }
 }
 
-/// Gives each record of `key_id` its ledger's state: running totals in order.
-fn with_running_spend(mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
+/// Gives each record its key's running spend, as the ledger would (records in order).
+pub(crate) fn with_running_spend(mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
     let mut totals: std::collections::HashMap<String, (u64, u64)> = Default::default();
     for record in &mut records {
         let (count, total) = totals.entry(record.key_id.to_string()).or_default();

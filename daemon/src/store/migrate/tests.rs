@@ -13,8 +13,7 @@ use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::spend::holds::JournaledHold;
 use crate::store::postgres::test_database::TestDatabase;
-use crate::store::tests::{at, audit, key, usage, write};
-use crate::store::usage::UsageRecord;
+use crate::store::tests::{at, audit, key, usage, with_running_spend, write};
 use crate::store::{AuditQuery, JournalChanges};
 
 /// A stopped single server's data directory.
@@ -37,20 +36,6 @@ impl Source {
         })
         .await
     }
-}
-
-/// Gives each record its key's running spend, as the ledger would (records in order).
-fn with_running_spend(mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
-    let mut totals: std::collections::HashMap<String, (u64, u64)> = Default::default();
-    for record in &mut records {
-        let (count, total) = totals.entry(record.key_id.to_string()).or_default();
-        *count += 1;
-        *total += record.cost.0;
-        record.spend.request_count = *count;
-        record.spend.total = Nanodollars(*total);
-        record.spend.last_used_at = Some(record.at);
-    }
-    records
 }
 
 fn token(id: &str, created: &str) -> TokenRecord {
