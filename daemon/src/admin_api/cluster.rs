@@ -65,7 +65,7 @@ impl ClusterInputs {
                     kind: LimitsKind::Redis,
                     status: match health.limits() {
                         LimitsStatus::Unavailable => BackendStatus::Unavailable,
-                        LimitsStatus::Ok | LimitsStatus::None => BackendStatus::Ok,
+                        LimitsStatus::Ok => BackendStatus::Ok,
                     },
                 },
             }),
