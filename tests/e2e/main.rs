@@ -59,6 +59,7 @@ mod backends;
 mod clock;
 mod cluster;
 mod cluster_config;
+mod cluster_readme;
 mod cluster_restore;
 mod cluster_status;
 mod cluster_surface;
