@@ -70,6 +70,21 @@ async fn a_rolling_restart_under_load_fails_no_request_and_records_each_once() {
         .admin()
         .create_key(json!({"name": "steady", "rate_limit_rpm": 100_000, "spend_limit_usd": 100}))
         .await;
+    // Served everywhere before the load starts (how soon is `cluster_limits`' concern).
+    let warm = std::sync::atomic::AtomicUsize::new(0);
+    for replica in &cluster.replicas {
+        lag_until(
+            "the key served by every replica",
+            Duration::from_secs(10),
+            || async {
+                let ok = request(&replica.proxy_url(), &secret).await.is_ok();
+                warm.fetch_add(usize::from(ok), Ordering::Relaxed);
+                ok
+            },
+        )
+        .await;
+    }
+    let mut answered = warm.into_inner();
     let balancer = Arc::new(Mutex::new(
         cluster
             .replicas
@@ -122,7 +137,7 @@ async fn a_rolling_restart_under_load_fails_no_request_and_records_each_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut answered = 3; // the drained streams
+    answered += 3; // the drained streams
     let mut failures = Vec::new();
     for client in clients {
         let (ok, failed) = client.await.expect("client");
