@@ -12,7 +12,8 @@ use gateway_tests::{Cluster, Gateway};
 use serde_json::{Value, json};
 
 use crate::cluster_limits::{
-    dollars, key_view, lag_until, outcome, same_view_everywhere, usage_rows, wait_for_rows,
+    dollars, key_view, known_everywhere, lag_until, outcome, same_view_everywhere, usage_rows,
+    wait_for_rows,
 };
 
 /// The lease the replicas run with (the least allowed), and how often they sweep.
@@ -66,6 +67,10 @@ async fn holds_of_a_killed_replica_are_charged_after_their_lease_and_nothing_sta
         .admin()
         .create_key(json!({"name": "crash", "spend_limit_usd": 1.0, "rate_limit_rpm": 7}))
         .await;
+    {
+        let all: Vec<&Gateway> = cluster.replicas.iter().collect();
+        known_everywhere(&all, &id, &secret).await;
+    }
 
     // On A, a stream longer than the lease: A renews its hold, so it is settled as it ends.
     let slow = {

@@ -13,7 +13,8 @@ use gateway_tests::{Cluster, Gateway, PrivateRedis};
 use serde_json::{Value, json};
 
 use crate::cluster_limits::{
-    EVENTUALLY, lag_until, outcome, same_view_everywhere, status_and_code, wait_for_rows,
+    EVENTUALLY, known_everywhere, lag_until, outcome, same_view_everywhere, status_and_code,
+    wait_for_rows,
 };
 
 /// A dime of `budget-model` through `replica`: status and error code.
@@ -66,7 +67,11 @@ async fn redis_stopped_fails_limited_keys_closed_and_service_resumes_when_it_is_
     let [a, b, c] = replicas else {
         panic!("three replicas");
     };
-    let create = |body: Value| async move { a.admin().create_key(body).await };
+    let create = |body: Value| async move {
+        let (id, secret, view) = a.admin().create_key(body).await;
+        known_everywhere(&[a, b, c], &id, &secret).await;
+        (id, secret, view)
+    };
     let (_, rpm, _) = create(json!({"name": "rpm", "rate_limit_rpm": 1000})).await;
     let (capped_id, capped, _) = create(json!({"name": "capped", "spend_limit_usd": 0.3})).await;
     let (_, free, _) = create(json!({"name": "free"})).await;
@@ -185,6 +190,8 @@ async fn after_flushall_spend_is_rebuilt_from_the_store_and_every_cap_holds() {
     let (partial_id, partial, _) = admin
         .create_key(json!({"name": "partial", "spend_limit_usd": 0.3}))
         .await;
+    known_everywhere(&replicas, &spent_id, &spent).await;
+    known_everywhere(&replicas, &partial_id, &partial).await;
     for replica in &replicas {
         assert_eq!(dime(replica, &spent).await.0, 200);
     }
