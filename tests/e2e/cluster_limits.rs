@@ -383,6 +383,8 @@ async fn a_clusters_counters_live_under_its_own_prefix_in_redis() {
         .admin()
         .create_key(json!({"name": "counted", "rate_limit_rpm": 10, "spend_limit_usd": 1}))
         .await;
+    let replicas: Vec<&Gateway> = cluster.replicas.iter().collect();
+    known_everywhere(&replicas, &id, &secret).await;
     assert_eq!(outcome(&cluster.replicas[1], &secret).await.0, 200);
     let keys = cluster.redis_keys();
     let prefix = cluster.redis_prefix();

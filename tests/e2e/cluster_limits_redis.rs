@@ -77,6 +77,7 @@ async fn redis_stopped_fails_limited_keys_closed_and_service_resumes_when_it_is_
     let (_, free, _) = create(json!({"name": "free"})).await;
     let (early_id, revoked_early, _) = create(json!({"name": "revoked-early"})).await;
     let (late_id, revoked_late, _) = create(json!({"name": "revoked-late"})).await;
+    let (edited_id, edited, _) = create(json!({"name": "edited-late"})).await;
 
     // The cap spent, a dime on each replica; every key known to every replica.
     for replica in [a, b, c] {
@@ -87,7 +88,7 @@ async fn redis_stopped_fails_limited_keys_closed_and_service_resumes_when_it_is_
             dime(replica, &capped).await,
             (402, "spend_limit_exceeded".into())
         );
-        for secret in [&rpm, &free, &revoked_early, &revoked_late] {
+        for secret in [&rpm, &free, &revoked_early, &revoked_late, &edited] {
             assert_eq!(outcome(replica, secret).await.0, 200);
         }
     }
@@ -139,11 +140,24 @@ async fn redis_stopped_fails_limited_keys_closed_and_service_resumes_when_it_is_
     // the very next request on B and C is refused.
     let revoked = a.admin().delete(&format!("/v1/keys/{late_id}")).await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let narrowed = a
+        .admin()
+        .patch(
+            &format!("/v1/keys/{edited_id}"),
+            json!({"allowed_models": ["gpt-4o-mini"]}),
+        )
+        .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.body);
     for replica in [b, c] {
         assert_eq!(
             outcome(replica, &revoked_late).await,
             (403, "key_revoked".into()),
             "revoked during the outage"
+        );
+        assert_eq!(
+            outcome(replica, &edited).await,
+            (403, "model_not_allowed".into()),
+            "edited during the outage"
         );
     }
 
@@ -166,6 +180,11 @@ async fn redis_stopped_fails_limited_keys_closed_and_service_resumes_when_it_is_
         for secret in [&revoked_early, &revoked_late] {
             assert_eq!(outcome(replica, secret).await, (403, "key_revoked".into()));
         }
+        // The edit made while Redis was away still holds once it is back.
+        assert_eq!(
+            outcome(replica, &edited).await,
+            (403, "model_not_allowed".into())
+        );
     }
     for (n, replica) in [a, b, c].into_iter().enumerate() {
         lag_until(
