@@ -2,8 +2,9 @@
 //! `gatewayd` replicas sharing one PostgreSQL and one Redis. A key's rate limit admits exactly
 //! N across all replicas, however the clients spread; an edit or a revocation answered by one
 //! replica is enforced by the very next request on every other one (no sleep, no poll); every
-//! replica answers a key's self-service view with the same numbers; the cluster's live
-//! counters live under its own prefix in Redis.
+//! replica answers a key's self-service view with the same numbers, and shows a key spent
+//! on several replicas exhausted with the same total; a new key is usable on every replica
+//! once create answered; the cluster's live counters live under its own prefix in Redis.
 //!
 //! The helpers at the top are shared by the other `cluster_limits_*` modules.
 
@@ -130,8 +131,9 @@ pub(crate) async fn known_everywhere(replicas: &[&Gateway], id: &str, secret: &s
 
 /// The live numbers of a self-service view: what every replica must answer alike (the
 /// seconds until a window slot frees move with the clock, so they are left out).
-const LIVE_FIELDS: [&str; 7] = [
-    "state",
+/// (The key's `state` and lifetime `spend_total_usd` have a test of their own:
+/// [`every_replica_shows_the_same_state_and_totals`].)
+const LIVE_FIELDS: [&str; 6] = [
     "spend_period_usd",
     "remaining_usd",
     "reserved_usd",
@@ -398,4 +400,52 @@ async fn a_clusters_counters_live_under_its_own_prefix_in_redis() {
     drop(cluster);
     let left = gateway_tests::backends::redis_keys_matching(&url, &pattern).expect("SCAN");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A key spent to its cap by requests on three replicas: every replica shows it exhausted,
+/// with the same lifetime total, in its self-service and management views (the live numbers
+/// come from Redis; the state and the total must agree with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_shows_the_same_state_and_totals() {
+    let cluster = Cluster::start_with(3, gateway_tests::requests::BUDGET_PRICES).await;
+    let replicas: Vec<&Gateway> = cluster.replicas.iter().collect();
+    let (id, secret, _) = replicas[0]
+        .admin()
+        .create_key(json!({"name": "spent-everywhere", "spend_limit_usd": 0.3}))
+        .await;
+    known_everywhere(&replicas, &id, &secret).await;
+    for replica in &replicas {
+        let response = chat(
+            &replica.proxy_url(),
+            &secret,
+            json!({"model": "budget-model", "max_tokens": 1000, "messages": []}),
+            &[("x-mock-output-tokens", "1000")],
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await;
+    }
+    wait_for_rows(&cluster, &id, 3).await;
+    let shown = |view: &Value| (view["state"].clone(), view["spend_total_usd"].clone());
+    let expected = (json!("exhausted"), json!(0.3));
+    for (n, replica) in replicas.iter().enumerate() {
+        lag_until(
+            &format!("replica {n} shows the key exhausted, $0.30 in all"),
+            Duration::from_secs(5),
+            || async {
+                let own = self_view(&replica.proxy_url(), &secret).await;
+                let managed = key_view(replica, &id).await;
+                let ok = shown(&own) == expected && shown(&managed) == expected;
+                if !ok {
+                    eprintln!(
+                        "replica {n}: self-service {:?}, management {:?}",
+                        shown(&own),
+                        shown(&managed)
+                    );
+                }
+                ok
+            },
+        )
+        .await;
+    }
 }

@@ -5,7 +5,8 @@
 //!   servers stopped, killed and started again.
 //! - `cluster_limits`: limits across three replicas on one Redis (issue #17): exactly N per
 //!   rolling minute, edits and revocations enforced by the next request anywhere, new keys
-//!   usable at once, self-service alike on every replica, the cluster's own Redis prefix.
+//!   usable at once, self-service alike on every replica (numbers, state and totals), the
+//!   cluster's own Redis prefix.
 //! - `cluster_limits_spend`: one spend cap for streams spread over replicas: never passed,
 //!   clamped on another replica, runaway streams cut with the provider's error event.
 //! - `cluster_limits_crash`: `kill -9` of a replica with open requests: their holds charged
