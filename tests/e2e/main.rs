@@ -3,6 +3,18 @@
 //! Modules:
 //! - `backends`: the test PostgreSQL and Redis: shared databases and key prefixes, private
 //!   servers stopped, killed and started again.
+//! - `cluster_limits`: limits across three replicas on one Redis (issue #17): exactly N per
+//!   rolling minute, edits and revocations enforced by the next request anywhere, new keys
+//!   usable at once, self-service alike on every replica (numbers, state and totals), the
+//!   cluster's own Redis prefix.
+//! - `cluster_limits_spend`: one spend cap for streams spread over replicas: never passed,
+//!   clamped on another replica, runaway streams cut with the provider's error event.
+//! - `cluster_limits_crash`: `kill -9` of a replica with open requests: their holds charged
+//!   after the lease by a live replica, nothing left held, every view agreeing.
+//! - `cluster_limits_redis`: Redis stopped (limited keys 503, the rest served, health and
+//!   metrics say so), back empty, or flushed: caps rebuilt from PostgreSQL.
+//! - `cluster_limits_rolling`: a rolling restart under load: no failed request, one record
+//!   per answer.
 //! - `cluster_config`: `[cluster]` settings refused at start-up, naming their line, with no
 //!   password from the URLs in stderr (SPEC §9).
 //! - `clock`: expiry and reset instants with an injected clock (in-process daemon).
@@ -59,6 +71,11 @@ mod backends;
 mod clock;
 mod cluster;
 mod cluster_config;
+mod cluster_limits;
+mod cluster_limits_crash;
+mod cluster_limits_redis;
+mod cluster_limits_rolling;
+mod cluster_limits_spend;
 mod cluster_readme;
 mod cluster_restore;
 mod cluster_status;

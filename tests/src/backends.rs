@@ -19,7 +19,10 @@ mod process;
 mod redis;
 
 pub use postgres::{PgDatabase, PrivatePostgres, shared_postgres_database};
-pub use redis::{PrivateRedis, RedisPrefix, shared_redis_prefix};
+pub use redis::{
+    PrivateRedis, RedisPrefix, delete_matching as delete_redis_keys_matching,
+    keys_matching as redis_keys_matching, shared_redis_prefix,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

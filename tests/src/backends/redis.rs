@@ -73,13 +73,7 @@ impl RedisPrefix {
     }
 
     fn delete_keys(&self) -> redis::RedisResult<()> {
-        let mut connection = sync_connection(&self.server_url)?;
-        for chunk in scan(&mut connection, &format!("{}*", self.prefix))?.chunks(500) {
-            redis::cmd("UNLINK")
-                .arg(chunk)
-                .query::<()>(&mut connection)?;
-        }
-        Ok(())
+        delete_matching(&self.server_url, &format!("{}*", self.prefix))
     }
 }
 
@@ -95,6 +89,25 @@ impl Drop for RedisPrefix {
             );
         }
     }
+}
+
+/// The keys matching `pattern` (a SCAN glob) on the server at `url`, by SCAN. For what a
+/// test did not name itself: a cluster's keys live under `gw:<cluster id>:`.
+pub fn keys_matching(url: &str, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut connection = sync_connection(url)?;
+    scan(&mut connection, pattern)
+}
+
+/// Deletes the keys matching `pattern` on the server at `url` (SCAN + UNLINK). Synchronous,
+/// for `Drop`.
+pub fn delete_matching(url: &str, pattern: &str) -> redis::RedisResult<()> {
+    let mut connection = sync_connection(url)?;
+    for chunk in scan(&mut connection, pattern)?.chunks(500) {
+        redis::cmd("UNLINK")
+            .arg(chunk)
+            .query::<()>(&mut connection)?;
+    }
+    Ok(())
 }
 
 /// A Redis server of its own: stop, restart and flush it without disturbing other tests.
