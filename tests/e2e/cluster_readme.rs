@@ -31,7 +31,9 @@ fn fenced(text: &str, language: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readme_cluster_example_works_as_written() {
     let section = readme_section("### A worked example: two replicas, one PostgreSQL, one Redis");
-    let config: toml::Table = fenced(&section, "toml").parse().expect("the example's TOML");
+    let config: toml::Table = fenced(&section, "toml")
+        .parse()
+        .expect("the example's TOML");
     let cluster_section = config["cluster"].as_table().expect("[cluster]");
     assert!(cluster_section.contains_key("postgres_url_file"));
     assert!(cluster_section.contains_key("redis_url_file"));
@@ -116,7 +118,11 @@ async fn the_readme_cluster_example_works_as_written() {
     }
     for url in &healthy {
         let refused = chat_gpt4o(url, &secret).await;
-        assert_eq!(refused.status(), 429, "the {rpm}-a-minute window is the cluster's");
+        assert_eq!(
+            refused.status(),
+            429,
+            "the {rpm}-a-minute window is the cluster's"
+        );
     }
     eprintln!("readme example: {ok} admitted across two replicas, then 429 on both");
 

@@ -79,6 +79,7 @@ impl KeyCache {
     /// period it and its successor are one key with one budget, also after a restart. The
     /// state they share is the one that counted the most requests: both secrets' usage
     /// persisted the same ledger, each under its own id, so the larger count is the later.
+    /// Its owner is the chain's first key, always.
     fn share_rotated(&self, rotations: &[(String, String)]) {
         let mut index = self.write();
         // Chains in creation order: a successor's predecessor is settled before it.
@@ -124,7 +125,14 @@ impl KeyCache {
             else {
                 continue;
             };
-            let runtime = Arc::new(KeyRuntime::new(&latest, Arc::clone(&self.clock)));
+            // Named after the chain's first key whichever record gave the counts, as on a
+            // replica that lived through the rotations: a cluster's shared ledger is the
+            // owner's, and every replica must name the same one.
+            let mut runtime = KeyRuntime::new(&latest, Arc::clone(&self.clock));
+            if let Some(first) = members.first() {
+                runtime.owner = Arc::from(first.as_str());
+            }
+            let runtime = Arc::new(runtime);
             for entry in entries {
                 let shared = KeyEntry::new(
                     entry.record(),
@@ -431,8 +439,13 @@ mod tests {
             );
             assert_eq!(entry(id).spend().request_count, 9, "{id}");
             assert_eq!(entry(id).spend().total, Nanodollars(900), "{id}");
+            // The ledger is the chain's first key's, as on a replica that saw the rotations
+            // (a cluster's shared ledger in Redis is named after it).
+            assert_eq!(&*entry(id).runtime.owner, "first", "{id}");
+            assert_eq!(cache.ledger_keys(&entry(id)), ["first", "second", "third"]);
         }
         assert_eq!(entry("alone").spend().request_count, 1);
+        assert_eq!(&*entry("alone").runtime.owner, "alone");
         assert_eq!(
             cache.page(None, 10, |_| true).expect("page").0.len(),
             4,

@@ -182,8 +182,12 @@ impl KeyService {
                     let new_reset = new
                         .spend_reset
                         .filter(|_| old.spend_reset != new.spend_reset);
-                    let limits_changed =
-                        old.spend_reset != new.spend_reset || old.spend_limit != new.spend_limit;
+                    // The shared period is recounted when its meaning changes: a new reset,
+                    // or a limit on a key that had none (its ledger counted a lifetime). A
+                    // new amount for the same period keeps what Redis counted, which is
+                    // ahead of PostgreSQL's sums (usage still on its way).
+                    let limits_changed = old.spend_reset != new.spend_reset
+                        || (old.spend_limit.is_none() && new.spend_limit.is_some());
                     break (self.cache.upsert(new), new_reset, limits_changed);
                 }
                 None => attempt += 1,
@@ -445,10 +449,17 @@ impl KeyService {
         // replica; this replica's ledger counts only what it served.
         if let Some(shared) = &self.shared {
             for view in views.iter_mut().filter(|v| v.spend_limit_usd.is_some()) {
-                if let Some(entry) = self.cache.get(&view.id)
-                    && let Some(period) = shared.shared_period(&entry).await
-                {
-                    view.spend_period_usd = period;
+                let Some(entry) = self.cache.get(&view.id) else {
+                    continue;
+                };
+                match shared.shared_period(&entry).await {
+                    Some(period) => {
+                        view.spend_period_usd = period;
+                        view.state = entry.state_with_period(self.clock.now(), period);
+                    }
+                    // Redis away: the rest of the page keeps this replica's figures rather
+                    // than waiting a timeout per key.
+                    None => break,
                 }
             }
         }

@@ -132,6 +132,15 @@ impl Limits {
         }
     }
 
+    /// A key the table does not hold but the shared store may (a cluster: created on another
+    /// replica a moment ago); one server's table holds every key.
+    pub async fn newcomer(&self, hash: &gateway_shared::KeyHash) -> Option<Arc<KeyEntry>> {
+        match self {
+            Limits::Memory(_) => None,
+            Limits::Cluster(cluster) => cluster.newcomer(hash).await,
+        }
+    }
+
     /// What `/healthz` reports for this engine when it starts.
     pub fn status(&self) -> LimitsStatus {
         match self {

@@ -267,7 +267,7 @@ impl Proxy {
         let presented = credential::presented(route.kind, request.headers(), request.uri().query());
         let keyless = presented.is_none();
         let key = match presented {
-            Some(presented) => self.authenticate(presented)?,
+            Some(presented) => self.authenticate_anywhere(presented).await?,
             // The bytes of a Gemini upload the gateway started come without a key
             // (`upload_url`): the session's own key, for those bytes only.
             None => upload_url::starts_upload(route.provider, &route.upstream_path)
@@ -557,7 +557,7 @@ impl Proxy {
         let presented = self
             .any_credential(request)
             .ok_or_else(|| GatewayError::new(ErrorCode::MissingKey, "No API key was presented."))?;
-        let key = self.authenticate(presented)?;
+        let key = self.authenticate_anywhere(presented).await?;
         let now = self.clock.now();
         check_lifecycle(&key, now)?;
         check_ip(
@@ -572,6 +572,10 @@ impl Proxy {
             // A cluster: the whole cluster's spend and holds, the same on every replica.
             Some(shared) => {
                 view.spend_period_usd = shared.period;
+                view.state = key.state_with_period(now, shared.period);
+                if let Some(total) = shared.total {
+                    view.spend_total_usd = total;
+                }
                 (
                     shared.held,
                     u32::try_from(shared.open_holds).unwrap_or(u32::MAX),
@@ -616,6 +620,18 @@ impl Proxy {
         };
         let hash = ProxyKey::hash_of(presented).map_err(|_| invalid())?;
         self.keys.by_hash(&hash).ok_or_else(invalid)
+    }
+
+    /// [`Proxy::authenticate`], and in a cluster a key created on another replica that this
+    /// one has not heard of yet (`Limits::newcomer`).
+    async fn authenticate_anywhere(&self, presented: &str) -> Result<Arc<KeyEntry>, GatewayError> {
+        match self.authenticate(presented) {
+            Ok(key) => Ok(key),
+            Err(err) => match ProxyKey::hash_of(presented) {
+                Ok(hash) => self.limits.newcomer(&hash).await.ok_or(err),
+                Err(_) => Err(err),
+            },
+        }
     }
 
     /// `/healthz`: the backends (`crate::health`), and `draining` once shutdown began.

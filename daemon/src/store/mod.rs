@@ -27,6 +27,7 @@ pub mod writer;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use gateway_shared::KeyHash;
 use std::path::Path;
 
 use gateway_shared::Nanodollars;
@@ -190,6 +191,16 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.load_key(id).await,
             Store::Postgres(s) => s.load_key(id).await,
+        }
+    }
+
+    /// The key whose secret hashes to `hash`, for a cluster replica that does not know it
+    /// yet (created on another replica a moment ago). One server's memory holds every key:
+    /// there, nothing is looked up.
+    pub async fn load_key_by_hash(&self, hash: KeyHash) -> anyhow::Result<Option<KeyRecord>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.load_key_by_hash(hash).await,
         }
     }
 

@@ -99,6 +99,14 @@ impl KeyEntry {
         state_at(&self.lifecycle(&self.spend()), now)
     }
 
+    /// Its state at `now` had it spent `period` in the current period (a cluster's shared
+    /// ledger counts what every replica served; this entry's ledger only this replica's).
+    pub fn state_with_period(&self, now: Timestamp, period: Nanodollars) -> KeyState {
+        let mut lifecycle = self.lifecycle(&self.spend());
+        lifecycle.spend.period = period;
+        state_at(&lifecycle, now)
+    }
+
     /// Revoked for good at `now` (a rotation's future `revoked_at` does not count yet).
     pub fn is_revoked_at(&self, now: Timestamp) -> bool {
         self.revoked_at().is_some_and(|at| at <= now)

@@ -19,8 +19,9 @@ use crate::spend::ledger::SpendState;
 use crate::spend::price::Tokens;
 use crate::store::usage::{CostSource, UsageRecord};
 
-/// How often the probe asks Redis while it is away (and publishes what waits).
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often the probe asks Redis while it is away (and publishes what waits): admissions
+/// do not ask it meanwhile, so this is how soon service resumes once it answers.
+pub(super) const PROBE_AWAY: Duration = Duration::from_millis(250);
 
 /// Connects, then runs the sweeper and the probe, until `stop`.
 pub(super) async fn run(limits: Arc<ClusterLimits>, stop: CancellationToken) {
@@ -87,7 +88,7 @@ async fn probe(limits: &ClusterLimits, redis: &RedisLimits, stop: &CancellationT
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(PROBE_EVERY) => {}
+            () = tokio::time::sleep(PROBE_AWAY) => {}
         }
         let waiting = !limits
             .unpublished
@@ -128,9 +129,8 @@ async fn publish_waiting(limits: &ClusterLimits, redis: &RedisLimits) {
 /// its id, retried until Redis answers (for as long as a lease: after that, the hold would
 /// have been swept anyway). The id is marked finished, so the admission, should it arrive
 /// late, is not admitted.
-pub(super) fn revert_lost(engine: &Engine, owner: Arc<str>, hold: HoldId, limits: &ClusterLimits) {
-    let redis = engine.redis.clone();
-    let lease = limits.parts.lease;
+pub(super) fn revert_lost(redis: &RedisLimits, owner: Arc<str>, hold: HoldId, lease: Duration) {
+    let redis = redis.clone();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + lease;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -145,6 +145,46 @@ pub(super) fn revert_lost(engine: &Engine, owner: Arc<str>, hold: HoldId, limits
             }
         }
     });
+}
+
+/// An admission out in Redis: if its future is dropped before the answer (the client went
+/// away, a drain's deadline), the hold it may have taken is reverted by id.
+pub(super) struct Pending<'a> {
+    redis: &'a RedisLimits,
+    owner: &'a Arc<str>,
+    hold: HoldId,
+    lease: Duration,
+    armed: bool,
+}
+
+impl<'a> Pending<'a> {
+    pub(super) fn new(
+        redis: &'a RedisLimits,
+        owner: &'a Arc<str>,
+        hold: HoldId,
+        lease: Duration,
+    ) -> Pending<'a> {
+        Pending {
+            redis,
+            owner,
+            hold,
+            lease,
+            armed: true,
+        }
+    }
+
+    /// The answer arrived: whatever it was, the caller decides from here.
+    pub(super) fn answered(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            revert_lost(self.redis, Arc::clone(self.owner), self.hold, self.lease);
+        }
+    }
 }
 
 /// The usage record of a hold the sweeper charged: its estimate, `estimated`, under the

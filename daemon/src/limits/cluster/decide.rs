@@ -167,7 +167,8 @@ impl ClusterLimits {
             &self.parts.store,
             &key.runtime.owner,
             &versions,
-            key.spend_reset,
+            // A key without a spend limit counts its lifetime (no period to roll).
+            key.spend_limit.and(key.spend_reset),
             period_start_ms,
         )
         .await

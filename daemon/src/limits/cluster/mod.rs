@@ -61,6 +61,9 @@ pub use views::Standing;
 /// waits at most this (its request then answered 503, or served if its key has no limit).
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Tries to publish a committed change's version before answering without it.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
 /// A request's hold in the shared ledger: settled (once) with its reservation.
 #[derive(Clone)]
 pub struct SharedHold {
@@ -114,6 +117,41 @@ pub struct ClusterLimits {
     /// Stops the settler: after the proxy drained, so late settlements are still sent.
     settler_stop: CancellationToken,
     settler_task: Mutex<Option<JoinHandle<Leftover>>>,
+    newcomer_budget: Budget,
+}
+
+/// Look-ups of unknown keys allowed per second, on each replica.
+pub const NEWCOMER_LOOKUPS_PER_SECOND: u32 = 50;
+
+/// A per-second allowance.
+struct Budget {
+    per_second: u32,
+    spent: Mutex<(Option<std::time::Instant>, u32)>,
+}
+
+impl Budget {
+    fn new(per_second: u32) -> Budget {
+        Budget {
+            per_second,
+            spent: Mutex::new((None, 0)),
+        }
+    }
+
+    /// One more, if this second's allowance is not spent.
+    fn take(&self, now: std::time::Instant) -> bool {
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = spent
+            .0
+            .is_none_or(|since| now.duration_since(since) >= Duration::from_secs(1));
+        if fresh {
+            *spent = (Some(now), 0);
+        }
+        if spent.1 >= self.per_second {
+            return false;
+        }
+        spent.1 += 1;
+        true
+    }
 }
 
 /// Ids and labels of one admission.
@@ -135,6 +173,7 @@ impl ClusterLimits {
             unpublished: Mutex::new(Vec::new()),
             settler_stop: CancellationToken::new(),
             settler_task: Mutex::new(None),
+            newcomer_budget: Budget::new(NEWCOMER_LOOKUPS_PER_SECOND),
         });
         tokio::spawn(background::run(Arc::clone(&limits), stop));
         limits
@@ -153,7 +192,13 @@ impl ClusterLimits {
             // SPEC §3 checks the rate before the price: a full window answers 429 first.
             Err(err) => return Err(self.rate_first(key, err).await.into()),
         };
-        let Some(engine) = self.engine.get() else {
+        // Not connected yet, or known to be away (the probe brings it back within
+        // `background::PROBE_AWAY`): no request waits for a Redis that does not answer.
+        let Some(engine) = self
+            .engine
+            .get()
+            .filter(|_| self.parts.health.limits() == LimitsStatus::Ok)
+        else {
             return self.without_redis(key, now, &spend).await;
         };
         let hold = hold_of(self.parts.usage.next_id());
@@ -165,7 +210,12 @@ impl ClusterLimits {
         };
         for _ in 0..3 {
             let started = std::time::Instant::now();
+            // Should this future be dropped while Redis decides (the client went away), the
+            // hold the script may take is given back by its id.
+            let pending =
+                background::Pending::new(&engine.redis, &key.runtime.owner, hold, self.parts.lease);
             let answer = engine.redis.admit(&self.admission(&request, &spend)).await;
+            pending.answered();
             self.parts
                 .metrics
                 .limits_admission
@@ -177,7 +227,12 @@ impl ClusterLimits {
                 }
                 Err(error) => {
                     self.redis_failed(&error);
-                    background::revert_lost(engine, key.runtime.owner.clone(), hold, self);
+                    background::revert_lost(
+                        &engine.redis,
+                        key.runtime.owner.clone(),
+                        hold,
+                        self.parts.lease,
+                    );
                     return self.without_redis(key, now, &spend).await;
                 }
             };
@@ -292,7 +347,12 @@ impl ClusterLimits {
             .await
         {
             self.redis_failed(&error);
-            background::revert_lost(engine, hold.owner.clone(), hold.hold, self);
+            background::revert_lost(
+                &engine.redis,
+                hold.owner.clone(),
+                hold.hold,
+                self.parts.lease,
+            );
         }
     }
 
@@ -302,14 +362,24 @@ impl ClusterLimits {
     pub async fn publish_version(&self, key: &KeyEntry) {
         let owner = key.runtime.owner.clone();
         if let Some(engine) = self.engine.get() {
-            match engine
-                .redis
-                .publish_version(&owner, &key.id, key.version)
-                .await
-            {
-                Ok(_) => return,
-                Err(error) => self.redis_failed(&error),
+            // A moment's trouble (a timeout, a reconnection) is worth a few tries: until the
+            // version is published, replicas whose own calls succeed admit under the old
+            // settings until the change feed brings the edit.
+            for attempt in 0..PUBLISH_ATTEMPTS {
+                match engine
+                    .redis
+                    .publish_version(&owner, &key.id, key.version)
+                    .await
+                {
+                    Ok(_) => {
+                        self.redis_answered();
+                        return;
+                    }
+                    Err(error) if attempt + 1 == PUBLISH_ATTEMPTS => self.redis_failed(&error),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
             }
+            tracing::warn!(key_id = %key.id, version = key.version, "could not publish a key's new version to Redis: published when it answers; replicas apply the change from PostgreSQL's feed meanwhile");
         }
         self.unpublished
             .lock()
@@ -335,6 +405,40 @@ impl ClusterLimits {
             .restart_period(&key.runtime.owner, reset, period_start_ms, spent.0)
             .await?;
         Ok(())
+    }
+
+    /// A key this replica does not hold, by the hash of a secret whose checksum is right:
+    /// created on another replica a moment ago, before the change feed brought it here
+    /// (SPEC §9.3: usable everywhere once create answered). Read from PostgreSQL and put in
+    /// the table. Misses are bounded ([`NEWCOMER_LOOKUPS_PER_SECOND`]): a checksum is no
+    /// secret, so a flood of made-up keys must not become a flood of queries; beyond the
+    /// budget an unknown key is simply unknown.
+    pub async fn newcomer(&self, hash: &gateway_shared::KeyHash) -> Option<Arc<KeyEntry>> {
+        if !self.newcomer_budget.take(std::time::Instant::now()) {
+            return None;
+        }
+        let record = match self.parts.store.load_key_by_hash(*hash).await {
+            Ok(record) => record?,
+            Err(error) => {
+                tracing::debug!(
+                    error = format!("{error:#}"),
+                    "cannot look up an unknown key"
+                );
+                return None;
+            }
+        };
+        let predecessor = self
+            .parts
+            .store
+            .predecessor_of(record.id.clone())
+            .await
+            .ok()
+            .flatten();
+        Some(
+            self.parts
+                .cache
+                .apply_stored(record, predecessor.as_deref()),
+        )
     }
 
     /// What `/healthz` reports until the first answer: unavailable.

@@ -29,6 +29,9 @@ pub struct SharedSpend {
     /// Held by requests in flight on any replica.
     pub held: Nanodollars,
     pub open_holds: u64,
+    /// The key's lifetime spend across the cluster (PostgreSQL's totals); `None` when the
+    /// store cannot say.
+    pub total: Option<Nanodollars>,
 }
 
 impl ClusterLimits {
@@ -48,10 +51,28 @@ impl ClusterLimits {
                     period: Nanodollars(peek.spent),
                     held: Nanodollars(peek.held),
                     open_holds: peek.open_holds,
+                    total: self.total(key).await,
                 }),
             }),
             Ok(None) | Err(_) if super::is_limited(key) => Err(unavailable()),
             Ok(None) | Err(_) => Ok(Standing::default()),
+        }
+    }
+
+    /// The lifetime spend of `key` as PostgreSQL sums it, after this replica's queued usage
+    /// (bounded: a store that does not answer leaves it out).
+    async fn total(&self, key: &KeyEntry) -> Option<Nanodollars> {
+        let read = async {
+            self.parts.usage.sync().await;
+            self.parts.store.shared_totals(vec![key.id.clone()]).await
+        };
+        match tokio::time::timeout(super::REDIS_TIMEOUT, read).await {
+            Ok(Ok(Some(totals))) => Some(
+                totals
+                    .get(&key.id)
+                    .map_or(Nanodollars::ZERO, |t| t.spend_total),
+            ),
+            _ => None,
         }
     }
 

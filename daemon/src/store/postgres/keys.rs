@@ -45,6 +45,18 @@ pub async fn load_one(client: &Client, id: &str) -> anyhow::Result<Option<KeyRec
     row.as_ref().map(from_row).transpose()
 }
 
+/// The key whose secret hashes to `hash` (the column is unique).
+pub async fn load_by_hash(client: &Client, hash: &KeyHash) -> anyhow::Result<Option<KeyRecord>> {
+    let row = client
+        .query_opt(
+            &format!("{SELECT_KEYS} WHERE k.hash = $1"),
+            &[&hash.to_hex()],
+        )
+        .await
+        .context("reading the key by its hash")?;
+    row.as_ref().map(from_row).transpose()
+}
+
 pub async fn insert(tx: &Transaction<'_>, r: &KeyRecord) -> anyhow::Result<()> {
     let settings = Settings::of(r)?;
     tx.execute(

@@ -48,6 +48,7 @@ pub(crate) mod test_database;
 #[cfg(test)]
 mod tests;
 
+use gateway_shared::KeyHash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,6 +136,11 @@ impl Store {
     pub async fn load_key(&self, id: String) -> anyhow::Result<Option<KeyRecord>> {
         let client = self.client().await?;
         keys::load_one(&client, &id).await
+    }
+
+    pub async fn load_key_by_hash(&self, hash: KeyHash) -> anyhow::Result<Option<KeyRecord>> {
+        let client = self.client().await?;
+        keys::load_by_hash(&client, &hash).await
     }
 
     pub async fn load_rotations(&self) -> anyhow::Result<Vec<(String, String)>> {
