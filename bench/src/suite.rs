@@ -193,7 +193,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             for mode in &options.modes {
                 load::probe(target, *mode).await.with_context(|| {
                     let hint = if *server == Server::GatewaydCluster && options.key_limits {
-                        " (a 503 limits_unavailable: this gatewayd does not enforce limits in cluster mode yet; --unlimited-key measures it with keys it serves)"
+                        " (if it answered 503 limits_unavailable, this gatewayd does not enforce limits in cluster mode yet: --unlimited-key measures it with keys it serves)"
                     } else {
                         ""
                     };
