@@ -6,13 +6,14 @@
 //!
 //! | store | limits | `status` | HTTP |
 //! |---|---|---|---|
-//! | ok | ok / none | `ok` | 200 |
-//! | unavailable | ok / none | `degraded` | 200: the proxy serves from the keys in memory and spools usage (SPEC §9.6); only the management API refuses |
+//! | ok | ok | `ok` | 200 |
+//! | unavailable | ok | `degraded` | 200: the proxy serves from the keys in memory and spools usage (SPEC §9.6); only the management API refuses |
 //! | any | unavailable | `unavailable` | 503: keys with limits would be refused (SPEC §9.5), so route around this replica |
 //! | any | any, draining | `draining` | 503 (proxy listener, during shutdown) |
 //!
-//! `limits: "none"` means no shared limits engine is in use (a cluster before issue #17):
-//! nothing to be down. One server always reports `{"status":"ok","store":"ok","limits":"ok"}`.
+//! In a cluster `limits` is Redis: unavailable from a failed admission (or before the first
+//! connection) until a probe or an admission gets an answer again (`limits::cluster`). One
+//! server always reports `{"status":"ok","store":"ok","limits":"ok"}`.
 //!
 //! Two atomics, read with relaxed loads: each flag is independent, and a health probe that
 //! sees a change a moment late is answered right by the next one.
@@ -33,8 +34,6 @@ pub enum StoreStatus {
 pub enum LimitsStatus {
     Ok,
     Unavailable,
-    /// No shared engine in use: nothing that could be down.
-    None,
 }
 
 /// What `/healthz` says overall.
@@ -88,7 +87,6 @@ impl Health {
     pub fn limits(&self) -> LimitsStatus {
         match self.limits.load(Ordering::Relaxed) {
             x if x == LimitsStatus::Ok as u8 => LimitsStatus::Ok,
-            x if x == LimitsStatus::None as u8 => LimitsStatus::None,
             _ => LimitsStatus::Unavailable,
         }
     }
@@ -144,7 +142,6 @@ impl HealthReport {
         let limits = match self.limits {
             LimitsStatus::Ok => "ok",
             LimitsStatus::Unavailable => "unavailable",
-            LimitsStatus::None => "none",
         };
         format!(r#"{{"status":"{status}","store":"{store}","limits":"{limits}"}}"#)
     }
@@ -193,7 +190,6 @@ mod tests {
         use StoreStatus as S;
         let cases = [
             (S::Ok, L::Ok, false, 200, "ok", "ok", "ok"),
-            (S::Ok, L::None, false, 200, "ok", "ok", "none"),
             // The proxy serves from memory while the store is down (SPEC §9.6).
             (
                 S::Unavailable,
@@ -203,15 +199,6 @@ mod tests {
                 "degraded",
                 "unavailable",
                 "ok",
-            ),
-            (
-                S::Unavailable,
-                L::None,
-                false,
-                200,
-                "degraded",
-                "unavailable",
-                "none",
             ),
             // Limited keys would be refused: a load balancer routes around (SPEC §9).
             (

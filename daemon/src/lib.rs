@@ -77,6 +77,7 @@ pub async fn run(
     let replica_id = replica::ReplicaId::load_or_create(&config.data_dir)?;
     let health = Arc::new(health::Health::new());
     let store = open_store(&config).await?;
+    let mut cluster_id = None;
     if let Some(cluster) = &config.cluster {
         // A fresh or emptied database is not this replica's cluster (`store::cluster_id`).
         if let Some(id) = store.cluster_id().await.with_context(|| {
@@ -88,6 +89,7 @@ pub async fn run(
             store::cluster_id::check(&config.data_dir, &id).with_context(|| {
                 format!("cluster mode: the shared store at {}", cluster.postgres_url)
             })?;
+            cluster_id = Some(id);
         }
     }
     // Read before the keys load: the change feed is followed from here, so a change committed
@@ -131,11 +133,40 @@ pub async fn run(
             Arc::clone(&clock),
         )?,
     };
+    let stop = CancellationToken::new();
+    // Steps 8 and 9 of every request: memory on one server, Redis shared by a cluster.
+    let shared_limits = match &config.cluster {
+        None => None,
+        Some(cluster) => Some(limits::cluster::ClusterLimits::start(
+            limits::cluster::ClusterParts {
+                redis_url: cluster.redis_url.clone(),
+                prefix: format!(
+                    "gw:{}",
+                    cluster_id
+                        .as_deref()
+                        .context("the shared store has no cluster id")?
+                ),
+                lease: cluster.hold_lease,
+                store: store.clone(),
+                cache: Arc::clone(&cache),
+                usage: usage.clone(),
+                health: Arc::clone(&health),
+                metrics: Arc::clone(&metrics),
+                clock: Arc::clone(&clock),
+            },
+            stop.clone(),
+        )),
+    };
+    let limits = match &shared_limits {
+        None => limits::Limits::Memory(limits::memory::MemoryLimits::new(Arc::clone(&clock))),
+        Some(shared) => limits::Limits::Cluster(Arc::clone(shared)),
+    };
     let keys = Arc::new(KeyService::new(
         store.clone(),
         Arc::clone(&cache),
         Arc::clone(&clock),
         usage.clone(),
+        shared_limits.clone(),
     ));
     let replica = replica::Replica::start(replica_id, clock.as_ref(), Arc::clone(&metrics));
     let replicas = Arc::new(replica::Replicas::new(replica, Arc::clone(&clock)));
@@ -165,6 +196,7 @@ pub async fn run(
         usage.clone(),
         Arc::clone(&metrics),
         Arc::clone(&health),
+        limits,
     )?);
     let configured_cert = config
         .admin
@@ -176,7 +208,6 @@ pub async fn run(
             .context("loading the admin TLS certificate")?;
     let tls_config = tls::server_config(Arc::clone(&cert))?;
 
-    let stop = CancellationToken::new();
     if let Some(cluster) = &config.cluster {
         // Changes committed through other replicas, into this one's memory (`keys::sync`);
         // the feed's connection also tells `/healthz` whether the store answers.
@@ -295,6 +326,10 @@ pub async fn run(
     }
     admin_done.context("admin server task panicked")?;
     https_done.context("admin HTTPS task panicked")?;
+    if let Some(shared) = &shared_limits {
+        // Every request has settled: what they queued for Redis is sent now.
+        shared.shutdown().await;
+    }
     // No request is admitted any more: the windows carry over to the next start (saved
     // after any periodic save still in progress, so the final state is the one kept).
     let _ = window_saver.await;

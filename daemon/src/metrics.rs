@@ -97,6 +97,9 @@ pub struct Metrics {
     pub backend_up: Family<BackendLabels, Gauge>,
     /// Time a usage batch took to commit to the shared store (cluster mode).
     pub store_write_seconds: Histogram,
+    /// Time an admission took in Redis (cluster mode): the round trip each limited request
+    /// adds.
+    pub limits_admission: Histogram,
     pub store_errors: Family<StoreErrorLabels, Counter>,
 }
 
@@ -122,16 +125,22 @@ impl Metrics {
         let connections_refused = Family::<ListenerLabels, Counter>::default();
         let backend_up = Family::<BackendLabels, Gauge>::default();
         let store_write_seconds = latency_histogram();
+        let limits_admission = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         let store_errors = Family::<StoreErrorLabels, Counter>::default();
         registry.register(
             "backend_up",
-            "1 while the backend answers (store: SQLite or PostgreSQL; limits), 0 while it is away",
+            "1 while the backend answers (store: SQLite or PostgreSQL; limits, and redis in a cluster), 0 while it is away",
             backend_up.clone(),
         );
         registry.register(
             "store_write_seconds",
             "Time a usage batch took to commit to the shared store (cluster mode)",
             store_write_seconds.clone(),
+        );
+        registry.register(
+            "limits_admission_seconds",
+            "Time an admission took in Redis, the shared limits (cluster mode)",
+            limits_admission.clone(),
         );
         registry.register(
             "store_errors",
@@ -238,6 +247,7 @@ impl Metrics {
             connections_refused,
             backend_up,
             store_write_seconds,
+            limits_admission,
             store_errors,
         }
     }

@@ -269,27 +269,52 @@ async fn replicas_started_together_on_an_empty_database_migrate_it_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn keys_with_limits_are_refused_until_a_shared_limits_engine_exists() {
-    let cluster = Cluster::start(1).await;
-    let a = &cluster.replicas[0];
+async fn keys_with_limits_share_one_window_and_one_ledger_across_replicas() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.replicas[0], &cluster.replicas[1]);
     let (_, limited, _) = a
         .admin()
-        .create_key(json!({"name": "rpm", "rate_limit_rpm": 10}))
+        .create_key(json!({"name": "rpm", "rate_limit_rpm": 3}))
         .await;
-    let (_, capped, _) = a
+    let (capped_id, capped, _) = a
         .admin()
         .create_key(json!({"name": "cap", "spend_limit_usd": 5.0}))
         .await;
-    let (_, free, _) = a.admin().create_key(json!({"name": "free"})).await;
-    assert_eq!(
-        error_code_of(a, &limited).await,
-        (503, "limits_unavailable".into())
-    );
-    assert_eq!(
-        error_code_of(a, &capped).await,
-        (503, "limits_unavailable".into())
-    );
-    assert_eq!(status_of(a, &free).await, 200);
+    // Three admitted in all, whichever replica answers; the fourth is refused on both.
+    assert_eq!(status_of(a, &limited).await, 200);
+    assert_eq!(status_of(b, &limited).await, 200);
+    assert_eq!(status_of(a, &limited).await, 200);
+    for replica in [a, b] {
+        let response = chat_gpt4o(&replica.proxy_url(), &limited).await;
+        assert_eq!(response.status().as_u16(), 429);
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
+    }
+    // A spend-limited key is served, and both replicas show the same spend and headroom.
+    assert_eq!(status_of(b, &capped).await, 200);
+    let mut views = Vec::new();
+    for replica in [a, b] {
+        let view: Value = reqwest::Client::new()
+            .get(format!("{}/gateway/v1/key", replica.proxy_url()))
+            .bearer_auth(&capped)
+            .send()
+            .await
+            .expect("self-service")
+            .json()
+            .await
+            .expect("json");
+        views.push(view);
+    }
+    assert_eq!(views[0]["spend_period_usd"], views[1]["spend_period_usd"]);
+    assert_eq!(views[0]["remaining_usd"], views[1]["remaining_usd"]);
+    let spent = &views[0]["spend_period_usd"];
+    let spent = spent
+        .as_f64()
+        .or_else(|| spent.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0.0);
+    assert!(spent > 0.0, "{views:?}");
+    let view = key_view(a, &capped_id).await.expect("view");
+    assert_eq!(view["spend_period_usd"], views[0]["spend_period_usd"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

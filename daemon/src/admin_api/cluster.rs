@@ -12,7 +12,7 @@ use gateway_shared::api::{
 };
 
 use super::AdminApi;
-use crate::health::{Health, StoreStatus};
+use crate::health::{Health, LimitsStatus, StoreStatus};
 use crate::http_util::{self, Response};
 use crate::replica::Replicas;
 
@@ -62,8 +62,11 @@ impl ClusterInputs {
                     },
                 },
                 limits: BackendHealth {
-                    kind: LimitsKind::None,
-                    status: BackendStatus::Ok,
+                    kind: LimitsKind::Redis,
+                    status: match health.limits() {
+                        LimitsStatus::Unavailable => BackendStatus::Unavailable,
+                        LimitsStatus::Ok => BackendStatus::Ok,
+                    },
                 },
             }),
         }

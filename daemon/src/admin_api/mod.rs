@@ -230,6 +230,13 @@ impl AdminApi {
             .set(up(
                 self.health.limits() != crate::health::LimitsStatus::Unavailable
             ));
+        if self.cluster.mode == gateway_shared::api::ClusterMode::Cluster {
+            // Cluster mode: the shared limits are Redis.
+            self.metrics
+                .backend_up
+                .get_or_create(&crate::metrics::BackendLabels { backend: "redis" })
+                .set(up(self.health.limits() == crate::health::LimitsStatus::Ok));
+        }
         self.metrics
             .usage_queue_depth
             .set(i64::try_from(self.usage.queue_depth()).unwrap_or(i64::MAX));

@@ -278,6 +278,23 @@ impl KeyCache {
         self.read().by_hash.get(hash).map(|e| Arc::clone(&e.0))
     }
 
+    /// The ids of the keys that share `entry`'s ledger: its owner (the first key of a
+    /// rotated chain) and each successor in turn, as far as the table knows them.
+    pub fn ledger_keys(&self, entry: &KeyEntry) -> Vec<String> {
+        let index = self.read();
+        let mut ids = vec![entry.runtime.owner.to_string()];
+        while let Some(next) = ids.last().and_then(|id| index.successors.get(id)) {
+            if ids.contains(next) {
+                break;
+            }
+            ids.push(next.clone());
+        }
+        if !ids.contains(&entry.id) {
+            ids.push(entry.id.clone());
+        }
+        ids
+    }
+
     /// Every key, for the usage writer's and metrics' sweeps.
     pub fn all(&self) -> Vec<Arc<KeyEntry>> {
         self.read().order.clone()

@@ -42,6 +42,7 @@ mod plan;
 mod tests;
 use crate::clock::Clock;
 use crate::error::{GatewayError, Result};
+use crate::limits::cluster::ClusterLimits;
 use crate::store::writer::UsageWriter;
 use crate::store::{AuditQuery, AuditRecord, Conflict, Store};
 
@@ -63,6 +64,9 @@ pub struct KeyService {
     /// Synced before spend is recounted from the database (a new reset period).
     usage: UsageWriter,
     writes: tokio::sync::Mutex<()>,
+    /// A cluster's shared limits: each committed change's version is published there
+    /// before the answer, so no replica admits under the old settings.
+    shared: Option<Arc<ClusterLimits>>,
 }
 
 impl KeyService {
@@ -71,6 +75,7 @@ impl KeyService {
         cache: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
         usage: UsageWriter,
+        shared: Option<Arc<ClusterLimits>>,
     ) -> Self {
         Self {
             store,
@@ -78,6 +83,15 @@ impl KeyService {
             clock,
             usage,
             writes: tokio::sync::Mutex::new(()),
+            shared,
+        }
+    }
+
+    /// Publishes a committed change of `entry` to the cluster's shared limits (nothing on
+    /// one server).
+    async fn publish(&self, entry: &KeyEntry) {
+        if let Some(shared) = &self.shared {
+            shared.publish_version(entry).await;
         }
     }
 
@@ -140,7 +154,7 @@ impl KeyService {
         let _serialised = self.writes.lock().await;
         let now = self.clock.now();
         let mut attempt = 1;
-        let (entry, new_reset) = loop {
+        let (entry, new_reset, limits_changed) = loop {
             let old = self.find(id)?;
             if old.is_revoked_at(now) {
                 return Err(GatewayError::new(
@@ -168,13 +182,29 @@ impl KeyService {
                     let new_reset = new
                         .spend_reset
                         .filter(|_| old.spend_reset != new.spend_reset);
-                    break (self.cache.upsert(new), new_reset);
+                    let limits_changed =
+                        old.spend_reset != new.spend_reset || old.spend_limit != new.spend_limit;
+                    break (self.cache.upsert(new), new_reset, limits_changed);
                 }
                 None => attempt += 1,
             }
         };
         tracing::info!(key_id = %entry.id, actor = %actor.0, "key updated");
-        if let Some(reset) = new_reset
+        if let Some(shared) = &self.shared {
+            // The shared ledger's period first, then the version that makes every replica
+            // decide with the new limit.
+            if limits_changed {
+                let _ = self.sync_usage().await;
+                if let Err(err) = shared.restart_period(&entry, now).await {
+                    tracing::warn!(
+                        key_id = %entry.id,
+                        error = format!("{err:#}"),
+                        "could not recount the key's shared spend for its new limit"
+                    );
+                }
+            }
+            shared.publish_version(&entry).await;
+        } else if let Some(reset) = new_reset
             && let Err(err) = self.restart_period(&entry, reset, now).await
         {
             // The edit stands; the period carries the old one's spend (never less than
@@ -328,6 +358,7 @@ impl KeyService {
             }
         };
         tracing::info!(key_id = %entry.id, actor = %actor.0, "key revoked");
+        self.publish(&entry).await;
         Ok(self.cache.view(&entry, now))
     }
 
@@ -366,6 +397,7 @@ impl KeyService {
         };
         let previous = self.cache.upsert(previous);
         let created = self.cache.insert_successor(new, &previous);
+        self.publish(&previous).await;
         tracing::info!(key_id = %previous.id, new_key_id = %created.id, actor = %actor.0, "key rotated");
         Ok(KeyRotated {
             created: KeyCreated {
@@ -402,11 +434,22 @@ impl KeyService {
         else {
             return Ok(());
         };
-        for view in views {
+        for view in views.iter_mut() {
             if let Some(shared) = totals.get(&view.id) {
                 view.request_count = shared.request_count;
                 view.spend_total_usd = shared.spend_total;
                 view.last_used_at = Some(shared.last_used_at);
+            }
+        }
+        // The period's spend as the shared ledger counts it (Redis), the same on every
+        // replica; this replica's ledger counts only what it served.
+        if let Some(shared) = &self.shared {
+            for view in views.iter_mut().filter(|v| v.spend_limit_usd.is_some()) {
+                if let Some(entry) = self.cache.get(&view.id)
+                    && let Some(period) = shared.shared_period(&entry).await
+                {
+                    view.spend_period_usd = period;
+                }
             }
         }
         Ok(())

@@ -2,20 +2,19 @@
 //! key table's memory (`KeyRuntime`), behind std mutexes held for a few comparisons.
 //!
 //! This is the code of the pipeline's steps 8 and 9 as it was in `proxy/mod.rs`, moved
-//! behind [`super::Limits`] without change: the single-server benchmark must not move.
+//! behind [`super::Limits`] without change: the single-server benchmark must not move. In a
+//! cluster it is not used: the shared engine decides, and the key's ledger only meters.
 
 use std::sync::Arc;
 
-use gateway_shared::{ErrorCode, Nanodollars};
-use http::{HeaderMap, HeaderValue};
 use jiff::Timestamp;
 
-use super::rate::{self, RateDecision};
-use super::{Admitted, SpendAsk, set_rate_headers};
+use super::rate::RateDecision;
+use super::{Admitted, SpendAsk, rate_refused, spend_refused};
 use crate::clock::Clock;
 use crate::error::GatewayError;
 use crate::keys::KeyEntry;
-use crate::spend::ledger::SpendRefusal;
+use crate::store::usage::RecordId;
 
 pub struct MemoryLimits {
     /// The monotonic clock the windows run on (a wall-clock step can neither open nor close
@@ -48,6 +47,7 @@ impl MemoryLimits {
                 rate,
                 price,
                 reservation,
+                record_id: RecordId::UNASSIGNED,
             }),
             Err(err) => {
                 // Refused after the rate step admitted it: refused requests do not count.
@@ -94,39 +94,6 @@ impl MemoryLimits {
         if decision.admitted {
             return Ok(Some(decision));
         }
-        let retry_after = rate::retry_after_secs(decision.reset_after);
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
-        set_rate_headers(&mut headers, &decision);
-        Err(GatewayError::new(
-            ErrorCode::RateLimitExceeded,
-            format!("This key allows {limit} requests per minute; retry in {retry_after} s."),
-        )
-        .with_headers(headers))
+        Err(rate_refused(&decision))
     }
-}
-
-fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayError {
-    let limit = limit.unwrap_or_default();
-    let reset = |at: Option<jiff::Timestamp>| match at {
-        Some(at) => format!("it resets at {at}"),
-        None => "it is a lifetime limit and does not reset".to_owned(),
-    };
-    let message = match refusal {
-        SpendRefusal::Exhausted { resets_at } => {
-            format!(
-                "This key has reached its spend limit of {limit}; {}.",
-                reset(resets_at)
-            )
-        }
-        SpendRefusal::WouldExceed {
-            resets_at,
-            headroom,
-        } => format!(
-            "This request could cost more than the {headroom} left of this key's spend limit of {limit}; \
-             lower max_tokens or wait: {}.",
-            reset(resets_at)
-        ),
-    };
-    GatewayError::new(ErrorCode::SpendLimitExceeded, message)
 }

@@ -8,17 +8,12 @@
 //! - [`Limits::Memory`] (one server): the exact rolling window (`rate`) and the key's spend
 //!   ledger, in the key table's memory. This is the code that was in `proxy/mod.rs`, moved
 //!   as it was: the one-server path costs one `match` more, nothing else.
-//! - [`Limits::Cluster`] (`[cluster]` configured): limits shared by every replica. Until the
-//!   shared engine (Redis, issue #17) is built, a key with a rate or a spend limit is refused
-//!   503 `limits_unavailable` (SPEC §9.5): enforcing it from one replica's memory would let
-//!   each replica admit the whole limit. Keys without limits are served as on one server
-//!   (their ledger only meters; it limits nothing).
+//! - [`Limits::Cluster`] (`[cluster]` configured): limits shared by every replica, counted
+//!   in Redis (`cluster`, `redis`): one round trip to admit, a batched one to settle.
 //!
-//! Self-service (`GET /gateway/v1/key`, [`Limits::rate_headroom`]) follows the same rule: in
-//! cluster mode a key with limits answers the same 503 its requests get, rather than this
-//! replica's window and reservations shown as if they were the cluster's; a key without
-//! limits has no headroom to show, and its `reserved_usd`/`requests_in_flight` are the
-//! requests in flight on the replica that answers.
+//! An admission is refused with the SPEC's error ([`Denied::Refused`]) or, in a cluster, sent
+//! back because the key changed on another replica ([`Denied::Reloaded`]): the pipeline then
+//! checks the fresh entry and admits again.
 
 pub mod cluster;
 pub mod memory;
@@ -27,25 +22,39 @@ pub mod redis;
 
 use std::sync::Arc;
 
-use gateway_shared::ErrorCode;
+use gateway_shared::{ErrorCode, Nanodollars, Provider};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jiff::Timestamp;
 
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::health::LimitsStatus;
 use crate::keys::KeyEntry;
-use crate::spend::ledger::{Ask, Reservation};
+use crate::spend::ledger::{Ask, Reservation, SpendRefusal};
 use crate::spend::price::Price;
+use crate::store::usage::RecordId;
+pub use cluster::Standing;
 use rate::RateDecision;
 
 /// The engine that admits requests against their key's limits.
 pub enum Limits {
     /// One server: windows and ledgers in memory.
     Memory(memory::MemoryLimits),
-    /// A replica of a cluster: limits shared through the cluster's engine.
-    Cluster(cluster::ClusterLimits),
+    /// A replica of a cluster: limits shared through Redis.
+    Cluster(Arc<cluster::ClusterLimits>),
+}
+
+/// Why a request was not admitted.
+pub enum Denied {
+    /// Refused: the SPEC's answer.
+    Refused(GatewayError),
+    /// The key changed on another replica: this is it now, to check and admit again.
+    Reloaded(Arc<KeyEntry>),
+}
+
+impl From<GatewayError> for Denied {
+    fn from(err: GatewayError) -> Denied {
+        Denied::Refused(err)
+    }
 }
 
 /// What step 9 asks of the key's ledger: the request's price (`None`: unpriced, counted as
@@ -64,53 +73,62 @@ pub struct Admitted {
     pub price: Option<Price>,
     /// The request's worst case, held until it settles (it may carry a clamp).
     pub reservation: Reservation,
+    /// Its usage record's id, drawn at admission in a cluster (its hold in Redis is named
+    /// by it); unassigned on one server (the usage writer numbers the record).
+    pub record_id: RecordId,
 }
 
 impl Limits {
-    /// The engine `config` asks for: memory for one server, the cluster's for `[cluster]`.
-    pub fn for_config(config: &Config, clock: Arc<dyn Clock>) -> Limits {
-        match config.cluster {
-            None => Limits::Memory(memory::MemoryLimits::new(clock)),
-            Some(_) => Limits::Cluster(cluster::ClusterLimits::without_engine(clock)),
-        }
-    }
-
     /// Steps 8 and 9 in one call, all or nothing: the rate window (429
     /// `rate_limit_exceeded`), then `spend` prices the request (403 `model_not_priced`, after
     /// the rate check as SPEC §3 orders them) and the ledger reserves its worst case (402
     /// `spend_limit_exceeded`). A refusal after the window admitted the request takes the
     /// admission back: refused requests do not count (SPEC §4).
     ///
-    /// `async` for the shared engine, whose admission is a round trip to Redis (issue #17);
-    /// the memory engine's future is ready at once and never yields.
+    /// `async` for the shared engine, whose admission is a round trip to Redis; the memory
+    /// engine's future is ready at once and never yields. `label` (provider, model) goes
+    /// with a shared hold, for the usage record a sweep may have to write.
     pub async fn admit(
         &self,
         key: &KeyEntry,
         now: Timestamp,
+        label: (Provider, &str),
         spend: impl FnOnce() -> Result<SpendAsk, GatewayError>,
-    ) -> Result<Admitted, GatewayError> {
+    ) -> Result<Admitted, Denied> {
         match self {
-            Limits::Memory(memory) => memory.admit(key, now, spend),
-            Limits::Cluster(cluster) => cluster.admit(key, now, spend).await,
+            Limits::Memory(memory) => memory.admit(key, now, spend).map_err(Denied::Refused),
+            Limits::Cluster(cluster) => cluster.admit(key, now, label, spend).await,
         }
     }
 
-    /// Takes back the rate admission of a request refused after [`Limits::admit`] (a body
-    /// that could not be rewritten): refused requests do not count.
-    pub fn revert(&self, key: &KeyEntry, rate: Option<&RateDecision>) {
+    /// Takes back the admission of a request refused after [`Limits::admit`] (a body that
+    /// could not be rewritten): refused requests do not count. `reservation`: the
+    /// admission's, not settled yet.
+    pub async fn revert(
+        &self,
+        key: &KeyEntry,
+        rate: Option<&RateDecision>,
+        reservation: Option<&Reservation>,
+    ) {
         match self {
             Limits::Memory(memory) => memory.revert(key, rate),
-            Limits::Cluster(cluster) => cluster.revert(key, rate),
+            Limits::Cluster(cluster) => {
+                cluster
+                    .revert(reservation.and_then(Reservation::shared))
+                    .await;
+            }
         }
     }
 
-    /// The key's rate headroom for self-service, without admitting anything; `None` without
-    /// a rate limit. Refused where the numbers could not be the cluster's (see the module
-    /// doc).
-    pub fn rate_headroom(&self, key: &KeyEntry) -> Result<Option<RateDecision>, GatewayError> {
+    /// The key's standing for self-service, without admitting anything. In a cluster, the
+    /// shared numbers; a key with limits is refused 503 while they cannot be read.
+    pub async fn standing(&self, key: &KeyEntry) -> Result<Standing, GatewayError> {
         match self {
-            Limits::Memory(memory) => Ok(memory.rate_headroom(key)),
-            Limits::Cluster(cluster) => cluster.rate_headroom(key),
+            Limits::Memory(memory) => Ok(Standing {
+                rate: memory.rate_headroom(key),
+                shared: None,
+            }),
+            Limits::Cluster(cluster) => cluster.standing(key).await,
         }
     }
 
@@ -126,6 +144,48 @@ impl Limits {
 /// Whether `key` has a limit a shared engine must enforce.
 pub fn is_limited(key: &KeyEntry) -> bool {
     key.rate_limit_rpm.is_some() || key.spend_limit.is_some()
+}
+
+/// 429 `rate_limit_exceeded` for a full window, with `Retry-After` and SPEC §4's headers.
+pub fn rate_refused(decision: &RateDecision) -> GatewayError {
+    let retry_after = rate::retry_after_secs(decision.reset_after);
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+    set_rate_headers(&mut headers, decision);
+    GatewayError::new(
+        ErrorCode::RateLimitExceeded,
+        format!(
+            "This key allows {} requests per minute; retry in {retry_after} s.",
+            decision.limit
+        ),
+    )
+    .with_headers(headers)
+}
+
+/// 402 `spend_limit_exceeded`.
+pub fn spend_refused(refusal: SpendRefusal, limit: Option<Nanodollars>) -> GatewayError {
+    let limit = limit.unwrap_or_default();
+    let reset = |at: Option<Timestamp>| match at {
+        Some(at) => format!("it resets at {at}"),
+        None => "it is a lifetime limit and does not reset".to_owned(),
+    };
+    let message = match refusal {
+        SpendRefusal::Exhausted { resets_at } => {
+            format!(
+                "This key has reached its spend limit of {limit}; {}.",
+                reset(resets_at)
+            )
+        }
+        SpendRefusal::WouldExceed {
+            resets_at,
+            headroom,
+        } => format!(
+            "This request could cost more than the {headroom} left of this key's spend limit of {limit}; \
+             lower max_tokens or wait: {}.",
+            reset(resets_at)
+        ),
+    };
+    GatewayError::new(ErrorCode::SpendLimitExceeded, message)
 }
 
 /// 503 `limits_unavailable` (SPEC §9.5).

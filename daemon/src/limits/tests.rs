@@ -1,5 +1,7 @@
 //! The limits seam's tests: one server's engine as the pipeline had it, and a cluster
-//! replica without its shared engine, which refuses limited keys and serves the others.
+//! replica whose Redis does not answer, which refuses limited keys and serves the others.
+//! (The shared engine itself is tested against a real Redis in `cluster/tests` and
+//! `redis/tests`, and end to end in `tests/e2e/cluster_limits*.rs`.)
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -9,19 +11,19 @@ use gateway_shared::key::KeyHash;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::keys::{KeyCache, KeyRecord};
 
 struct Setup {
     clock: Arc<ManualClock>,
-    cache: KeyCache,
+    cache: Arc<KeyCache>,
 }
 
 fn setup(records: Vec<KeyRecord>) -> Setup {
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_second(1_700_000_000).expect("ts"),
     ));
-    let cache = KeyCache::new(records, Arc::clone(&clock) as Arc<dyn Clock>);
+    let cache = Arc::new(KeyCache::new(records, Arc::clone(&clock) as Arc<dyn Clock>));
     Setup { clock, cache }
 }
 
@@ -79,8 +81,24 @@ impl Setup {
         Limits::Memory(memory::MemoryLimits::new(self.dyn_clock()))
     }
 
-    fn cluster(&self) -> Limits {
-        Limits::Cluster(cluster::ClusterLimits::without_engine(self.dyn_clock()))
+    /// A replica whose Redis refuses connections, on a SQLite store of its own.
+    fn cluster(&self, dir: &std::path::Path) -> Limits {
+        let store = crate::store::Store::open(&dir.join("gateway.db")).expect("store");
+        let (usage, _) = crate::store::writer::UsageWriter::detached();
+        Limits::Cluster(cluster::ClusterLimits::start(
+            cluster::ClusterParts {
+                redis_url: crate::config::SecretUrl::redis("redis://127.0.0.1:1").expect("url"),
+                prefix: "gw:test".into(),
+                lease: crate::config::DEFAULT_HOLD_LEASE,
+                store,
+                cache: Arc::clone(&self.cache),
+                usage,
+                health: Arc::new(crate::health::Health::new()),
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+                clock: self.dyn_clock(),
+            },
+            tokio_util::sync::CancellationToken::new(),
+        ))
     }
 
     fn dyn_clock(&self) -> Arc<dyn Clock> {
@@ -105,11 +123,15 @@ async fn admit(
 ) -> (Result<Admitted, GatewayError>, bool) {
     let priced = Cell::new(false);
     let result = limits
-        .admit(key, now, || {
+        .admit(key, now, (gateway_shared::Provider::Openai, "m"), || {
             priced.set(true);
             Ok(ask(dollars))
         })
-        .await;
+        .await
+        .map_err(|denied| match denied {
+            Denied::Refused(err) => err,
+            Denied::Reloaded(_) => panic!("reloaded"),
+        });
     (result, priced.get())
 }
 
@@ -142,8 +164,10 @@ async fn one_server_admits_up_to_the_rate_and_says_when_a_slot_frees() {
     assert_eq!(headers[http::header::RETRY_AFTER], "60");
     assert_eq!(headers[RATE_REMAINING], "0");
     let headroom = limits
-        .rate_headroom(&key)
+        .standing(&key)
+        .await
         .expect("one server")
+        .rate
         .expect("rpm");
     assert_eq!(headroom.remaining, 0);
     setup.clock.advance(SignedDuration::from_secs(61));
@@ -165,38 +189,43 @@ async fn one_server_gives_the_rate_slot_back_when_the_spend_step_refuses() {
     );
     // Unpriced: refused by the pricing step, slot given back too.
     let unpriced = limits
-        .admit(&key, setup.now(), || {
-            Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price"))
-        })
+        .admit(
+            &key,
+            setup.now(),
+            (gateway_shared::Provider::Openai, "m"),
+            || Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price")),
+        )
         .await;
-    assert_eq!(code(unpriced), ErrorCode::ModelNotPriced);
+    assert!(matches!(unpriced, Err(Denied::Refused(e)) if e.code == ErrorCode::ModelNotPriced));
     let (admitted, _) = admit(&limits, &key, setup.now(), 3).await;
     let admitted = admitted.expect("the slot was free again");
     assert_eq!(key.spend().open_reservations, 1);
     // A refusal after admission (a body that cannot be rewritten) gives it back as well.
-    limits.revert(&key, admitted.rate.as_ref());
+    limits
+        .revert(&key, admitted.rate.as_ref(), Some(&admitted.reservation))
+        .await;
     drop(admitted.reservation);
     assert!(admit(&limits, &key, setup.now(), 3).await.0.is_ok());
 }
 
 #[tokio::test]
-async fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others() {
+async fn a_cluster_without_redis_refuses_limited_keys_and_serves_the_others() {
     let setup = setup(vec![
         record("rate", Some(100), None),
         record("spend", None, Some(100)),
         record("both", Some(100), Some(100)),
         record("free", None, None),
     ]);
-    let limits = setup.cluster();
-    assert_eq!(limits.status(), LimitsStatus::None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limits = setup.cluster(dir.path());
+    assert_eq!(limits.status(), LimitsStatus::Unavailable);
     for id in ["rate", "spend", "both"] {
         let key = setup.key(id);
-        let (refused, priced) = admit(&limits, &key, setup.now(), 1).await;
+        let (refused, _) = admit(&limits, &key, setup.now(), 1).await;
         let err = refused.err().expect(id);
         assert_eq!(err.code, ErrorCode::LimitsUnavailable, "{id}");
         assert_eq!(err.code.status(), 503);
-        assert!(!priced, "{id}: nothing is priced or reserved");
-        assert_eq!(key.spend().open_reservations, 0, "{id}");
+        assert_eq!(key.spend().open_reservations, 0, "{id}: nothing reserved");
         // Never counted in this replica's memory: the window stays empty.
         if let Some(limit) = key.rate_limit_rpm {
             let window = key
@@ -207,8 +236,8 @@ async fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others
                 .peek(setup.clock.monotonic(), limit);
             assert_eq!(window.remaining, limit, "{id}");
         }
-        let headroom = limits.rate_headroom(&key).expect_err(id);
-        assert_eq!(headroom.code, ErrorCode::LimitsUnavailable, "{id}");
+        let standing = limits.standing(&key).await.expect_err(id);
+        assert_eq!(standing.code, ErrorCode::LimitsUnavailable, "{id}");
     }
     let free = setup.key("free");
     let (admitted, priced) = admit(&limits, &free, setup.now(), 1_000).await;
@@ -222,21 +251,5 @@ async fn a_cluster_without_its_engine_refuses_limited_keys_and_serves_the_others
     );
     drop(admitted.reservation);
     assert_eq!(free.spend().open_reservations, 0);
-    assert!(limits.rate_headroom(&free).expect("served").is_none());
-}
-
-#[tokio::test]
-async fn the_config_chooses_the_engine() {
-    let setup = setup(vec![]);
-    let mut config = Config::resolve(crate::config::FileConfig::default()).expect("defaults");
-    let one = Limits::for_config(&config, setup.dyn_clock());
-    assert!(matches!(one, Limits::Memory(_)));
-    assert_eq!(one.status(), LimitsStatus::Ok);
-    config.cluster = Some(crate::config::ClusterConfig {
-        postgres_url: crate::config::SecretUrl::postgres("postgres://db/gw").expect("url"),
-        redis_url: crate::config::SecretUrl::redis("redis://cache").expect("url"),
-        hold_lease: crate::config::DEFAULT_HOLD_LEASE,
-    });
-    let cluster = Limits::for_config(&config, setup.dyn_clock());
-    assert!(matches!(cluster, Limits::Cluster(_)));
+    assert!(limits.standing(&free).await.expect("served").rate.is_none());
 }

@@ -62,6 +62,8 @@ pub enum Outcome {
 
 /// One request's settlement obligation.
 pub struct Meter {
+    /// The usage record's id when the admission drew one (a cluster: its hold's id).
+    pub id: RecordId,
     pub key_id: CompactString,
     pub provider: Provider,
     pub model: CompactString,
@@ -123,7 +125,7 @@ impl Meter {
             .spend_nanodollars
             .inc_by(cost.0);
         let record = UsageRecord {
-            id: RecordId::UNASSIGNED,
+            id: self.id,
             // Settled once (the reservation is gone now): the strings move into the record.
             key_id: std::mem::take(&mut self.key_id),
             at,

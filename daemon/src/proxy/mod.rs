@@ -85,7 +85,7 @@ use crate::error::{GatewayError, Plane};
 use crate::health::Health;
 use crate::http_util::{self, Response};
 use crate::keys::{KeyCache, KeyEntry};
-use crate::limits::{self, Admitted, Limits};
+use crate::limits::{self, Admitted, Denied, Limits};
 use crate::metrics::Metrics;
 use crate::spend::price::{PriceTable, Tokens};
 use crate::store::writer::UsageWriter;
@@ -131,8 +131,8 @@ impl Proxy {
         usage: UsageWriter,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        limits: Limits,
     ) -> anyhow::Result<Proxy> {
-        let limits = Limits::for_config(config, Arc::clone(&clock));
         health.set_limits(limits.status());
         Ok(Proxy {
             keys,
@@ -254,7 +254,7 @@ impl Proxy {
             .map_err(|err| self.revoked_first(&request, err))?;
         let route = match resolved {
             Route::Health => return Ok(self.health()),
-            Route::SelfService => return self.self_service(peer, &request),
+            Route::SelfService => return self.self_service(peer, &request).await,
             Route::Provider(route) => route,
         };
         if self.draining.load(Ordering::SeqCst) {
@@ -286,14 +286,7 @@ impl Proxy {
         };
         tracing::trace!(key_id = %key.id, prefix = %key.prefix, provider = %route.provider, "authenticated");
         let now = self.clock.now();
-        check_lifecycle(&key, now)?;
-        check_ip(&key, client_ip)?;
-        if !key.policy.allows_provider(route.provider) {
-            return Err(GatewayError::new(
-                ErrorCode::ProviderNotAllowed,
-                format!("This key may not use {}.", route.provider),
-            ));
-        }
+        check_access(&key, now, client_ip, &route)?;
 
         let (mut parts, ()) = request.into_parts();
         // What is forwarded must not carry a key (the query without Gemini's `key=`, which
@@ -338,28 +331,52 @@ impl Proxy {
         }
         model::check(&route.model, model.as_deref(), &key.policy)?;
 
+        let mut key = key;
+        let mut reloads = 0;
         let Admitted {
             rate,
             price,
             reservation,
-        } = self
-            .limits
-            .admit(&key, now, || {
-                pricing::spend_ask(
-                    &self.prices,
-                    &self.spend,
-                    &route,
+            record_id,
+        } = loop {
+            let admitted = self
+                .limits
+                .admit(
                     &key,
-                    model.as_deref(),
-                    json.as_ref(),
-                    body.len(),
+                    now,
+                    (route.provider, model.as_deref().unwrap_or_default()),
+                    || {
+                        pricing::spend_ask(
+                            &self.prices,
+                            &self.spend,
+                            &route,
+                            &key,
+                            model.as_deref(),
+                            json.as_ref(),
+                            body.len(),
+                        )
+                    },
                 )
-            })
-            .await?;
+                .await;
+            match admitted {
+                Ok(admitted) => break admitted,
+                Err(Denied::Refused(err)) => return Err(err),
+                // Another replica changed the key (cluster): its checks again, on the key as
+                // it is now, before admitting under its new settings.
+                Err(Denied::Reloaded(fresh)) if reloads < MAX_RELOADS => {
+                    reloads += 1;
+                    key = fresh;
+                    check_access(&key, now, client_ip, &route)?;
+                    model::check(&route.model, model.as_deref(), &key.policy)?;
+                }
+                Err(Denied::Reloaded(_)) => return Err(limits::unavailable()),
+            }
+        };
         let clamped = reservation.clamped_output();
         // From here the meter owns the reservation: every way out before the request reaches
         // a provider settles it at zero (`Outcome::NotSent`), with its usage record.
         let mut meter = Meter {
+            id: record_id,
             key_id: CompactString::new(&key.id),
             provider: route.provider,
             model: model.as_deref().map(CompactString::new).unwrap_or_default(),
@@ -393,7 +410,9 @@ impl Proxy {
                         Err(err) => {
                             let err = unrewritable(&err);
                             meter.status = err.code.status();
-                            self.limits.revert(&key, rate.as_ref());
+                            self.limits
+                                .revert(&key, rate.as_ref(), meter.reservation.as_ref())
+                                .await;
                             return Err(err);
                         }
                     }
@@ -529,7 +548,7 @@ impl Proxy {
 
     /// `GET /gateway/v1/key`: a key reads its own state, budget and rate headroom. The same
     /// authentication as a proxied request; no provider is involved.
-    fn self_service(
+    async fn self_service(
         &self,
         peer: SocketAddr,
         request: &http::Request<()>,
@@ -545,17 +564,29 @@ impl Proxy {
             &key,
             client_ip::resolve(peer, headers, &self.trusted_proxies),
         )?;
-        let rate = self.limits.rate_headroom(&key)?;
-        let view = key.view(now);
+        let standing = self.limits.standing(&key).await?;
+        let rate = standing.rate;
+        let mut view = key.view(now);
         let spend = key.spend();
+        let (reserved, in_flight) = match standing.shared {
+            // A cluster: the whole cluster's spend and holds, the same on every replica.
+            Some(shared) => {
+                view.spend_period_usd = shared.period;
+                (
+                    shared.held,
+                    u32::try_from(shared.open_holds).unwrap_or(u32::MAX),
+                )
+            }
+            None => (spend.reserved, spend.open_reservations),
+        };
         let body = SelfView {
             remaining_usd: view.spend_limit_usd.map(|limit| {
                 limit
                     .saturating_sub(view.spend_period_usd)
-                    .saturating_sub(spend.reserved)
+                    .saturating_sub(reserved)
             }),
-            reserved_usd: spend.reserved,
-            requests_in_flight: spend.open_reservations,
+            reserved_usd: reserved,
+            requests_in_flight: in_flight,
             id: view.id,
             name: view.name,
             prefix: view.prefix,
@@ -630,6 +661,9 @@ fn provider_label(path: &str, configured: &route::Configured) -> &'static str {
 /// The header Azure OpenAI's SDK sends its key in.
 const AZURE_KEY: HeaderName = HeaderName::from_static("api-key");
 
+/// How many times one request is admitted again after its key changed under it.
+const MAX_RELOADS: u32 = 2;
+
 const OUTPUT_CLAMPED: HeaderName = HeaderName::from_static("x-gateway-output-clamped");
 
 /// A body the skim read but the rewrite could not: the client's to fix, never a 500. Not
@@ -671,6 +705,25 @@ fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayEr
     } else {
         Ok(())
     }
+}
+
+/// Steps 5 and 6 for a key: lifecycle, client address, provider. Run again on a key
+/// reloaded at admission (another replica changed it).
+fn check_access(
+    key: &KeyEntry,
+    now: jiff::Timestamp,
+    client_ip: Option<IpAddr>,
+    route: &ProviderRoute,
+) -> Result<(), GatewayError> {
+    check_lifecycle(key, now)?;
+    check_ip(key, client_ip)?;
+    if !key.policy.allows_provider(route.provider) {
+        return Err(GatewayError::new(
+            ErrorCode::ProviderNotAllowed,
+            format!("This key may not use {}.", route.provider),
+        ));
+    }
+    Ok(())
 }
 
 fn check_ip(key: &KeyEntry, client_ip: Option<IpAddr>) -> Result<(), GatewayError> {

@@ -24,6 +24,7 @@ use crate::keys::stamp::Stamp;
 
 use super::holds::HoldSlot;
 use super::price::{Price, Tokens};
+use crate::limits::cluster::SharedHold;
 // The state a ledger guards has a module of its own (`state`); most code names it from here.
 pub use super::state::{CountedSpend, SpendState};
 
@@ -57,6 +58,33 @@ pub struct Ask {
 }
 
 impl Ask {
+    /// The request's worst case: its input bound and every answer's whole output limit.
+    pub fn worst(&self) -> Nanodollars {
+        self.input_cost()
+            .saturating_add(self.output_cost(self.output_tokens))
+    }
+
+    /// The least a clamp may lower it to (the input and the fewest output tokens allowed);
+    /// `None` when clamping is off.
+    pub fn clamp_floor(&self) -> Option<Nanodollars> {
+        self.clamp.then(|| {
+            self.input_cost()
+                .saturating_add(self.output_cost(self.min_output_tokens))
+        })
+    }
+
+    /// The output limit that fits `headroom` (never above the request's own), and what it
+    /// costs at worst.
+    pub fn clamped_to(&self, headroom: Nanodollars) -> (Nanodollars, u64) {
+        let input_cost = self.input_cost();
+        let affordable = self
+            .price
+            .output_tokens_for(headroom.saturating_sub(input_cost))
+            / self.answers.max(1);
+        let tokens = affordable.min(self.output_tokens);
+        (input_cost.saturating_add(self.output_cost(tokens)), tokens)
+    }
+
     fn input_cost(&self) -> Nanodollars {
         let per_token = self.price.max_input_price();
         let price = Price {
@@ -215,8 +243,41 @@ impl Ledger {
                 .unwrap_or(ask.output_tokens)
                 .saturating_mul(ask.answers.max(1)),
             hold: None,
+            shared: None,
             settled: false,
         })
+    }
+
+    /// Records a reservation the cluster's shared ledger decided (`limits::cluster`): this
+    /// ledger limits nothing there, it meters. `amount` is what the shared ledger holds,
+    /// `clamped_output` the lowered output limit if it clamped; `shared` is settled with
+    /// the reservation.
+    pub fn reserve_decided(
+        self: &Arc<Self>,
+        now: Timestamp,
+        reset: Option<SpendReset>,
+        ask: &Ask,
+        amount: Nanodollars,
+        clamped_output: Option<u64>,
+        shared: Option<SharedHold>,
+    ) -> Reservation {
+        self.update(|state| {
+            state.roll(reset, now);
+            state.reserved = state.reserved.saturating_add(amount);
+            state.open_reservations += 1;
+        });
+        Reservation {
+            ledger: Arc::clone(self),
+            amount,
+            estimate: amount,
+            clamped_output,
+            output_tokens: clamped_output
+                .unwrap_or(ask.output_tokens)
+                .saturating_mul(ask.answers.max(1)),
+            hold: None,
+            shared,
+            settled: false,
+        }
     }
 
     fn settle(&self, amount: Nanodollars, actual: Nanodollars, now: Timestamp) -> SpendState {
@@ -254,8 +315,7 @@ fn admit(
     limit: Option<Nanodollars>,
     ask: &Ask,
 ) -> Result<(Nanodollars, Option<u64>), SpendRefusal> {
-    let input_cost = ask.input_cost();
-    let worst = input_cost.saturating_add(ask.output_cost(ask.output_tokens));
+    let worst = ask.worst();
     let Some(limit) = limit else {
         return Ok((worst, None));
     };
@@ -269,22 +329,16 @@ fn admit(
     if worst <= headroom {
         return Ok((worst, None));
     }
-    let min_cost = input_cost.saturating_add(ask.output_cost(ask.min_output_tokens));
-    if !ask.clamp || min_cost > headroom {
-        return Err(SpendRefusal::WouldExceed {
+    match ask.clamp_floor() {
+        Some(floor) if floor <= headroom => {
+            let (amount, tokens) = ask.clamped_to(headroom);
+            Ok((amount, Some(tokens)))
+        }
+        _ => Err(SpendRefusal::WouldExceed {
             resets_at,
             headroom,
-        });
+        }),
     }
-    let affordable = ask
-        .price
-        .output_tokens_for(headroom.saturating_sub(input_cost))
-        / ask.answers.max(1);
-    let tokens = affordable.min(ask.output_tokens);
-    Ok((
-        input_cost.saturating_add(ask.output_cost(tokens)),
-        Some(tokens),
-    ))
 }
 
 /// Headroom held for one request in flight. Settle it with the actual cost; if it is dropped
@@ -302,6 +356,8 @@ pub struct Reservation {
     /// Its place among the open holds, once its request may have reached the provider. Who
     /// opens it closes it (the meter, before the settlement's usage record is sent).
     hold: Option<HoldSlot>,
+    /// Its hold in the cluster's shared ledger (Redis), settled with it.
+    shared: Option<SharedHold>,
     settled: bool,
 }
 
@@ -324,6 +380,11 @@ impl Reservation {
     /// Its open hold, if any.
     pub fn hold(&self) -> Option<HoldSlot> {
         self.hold
+    }
+
+    /// Its hold in the cluster's shared ledger, if any.
+    pub fn shared(&self) -> Option<&SharedHold> {
+        self.shared.as_ref()
     }
 
     /// Records the hold opened for it.
@@ -350,6 +411,9 @@ impl Reservation {
     /// [`Reservation::settle`] as of `now` (from the ledger's clock, read by the caller).
     pub fn settle_at(mut self, actual: Nanodollars, now: Timestamp) -> SpendState {
         self.settled = true;
+        if let Some(shared) = self.shared.take() {
+            shared.settle(actual);
+        }
         self.ledger.settle(self.amount, actual, now)
     }
 }
@@ -357,6 +421,9 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
+            if let Some(shared) = self.shared.take() {
+                shared.settle(self.estimate);
+            }
             self.ledger
                 .settle(self.amount, self.estimate, self.ledger.clock.now());
         }

@@ -16,8 +16,12 @@
 //! blocks on the channel and the first hold opened wakes it.
 //!
 //! Each record gets its id here, as the writer takes it (`usage::RecordId`): this writer's
-//! random instance and a count from 0. On PostgreSQL the id makes a batch delivered twice
-//! count once; the instance also tags the holds this writer journals.
+//! random instance and a count from 0 ([`RecordIds`]), unless it already has one. On
+//! PostgreSQL the id makes a batch delivered twice count once; the instance also tags the
+//! holds this writer journals. In a cluster a request's id is drawn at its admission
+//! ([`UsageWriter::next_id`]) and is also its hold's id in Redis: the settled record and the
+//! record a sweeper writes for the same hold (another replica's writer, the same id) are one
+//! row, whichever reaches PostgreSQL first.
 //!
 //! A thread of its own, not a task plus the blocking pool: a batch then costs no hand-over
 //! between runtime threads. (It runs at the default CPU priority: a lower one, nice 10,
@@ -25,7 +29,7 @@
 //! if the writer fell behind on a busy many-core machine.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -84,6 +88,32 @@ pub struct UsageWriter {
     stopping: Arc<AtomicBool>,
     /// The open holds this writer journals.
     holds: Arc<Holds>,
+    ids: Arc<RecordIds>,
+}
+
+/// Record ids of one writer: its random instance (never 0) and a sequence, shared by the
+/// writer thread and the request path (which draws a request's id at its admission).
+#[derive(Debug)]
+pub struct RecordIds {
+    instance: u64,
+    next: AtomicU64,
+}
+
+impl RecordIds {
+    fn new(instance: u64) -> RecordIds {
+        RecordIds {
+            instance,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// A new id, never handed out before by this writer.
+    pub fn next(&self) -> RecordId {
+        RecordId {
+            instance: self.instance,
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl UsageWriter {
@@ -123,25 +153,21 @@ impl UsageWriter {
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
             holds: Arc::new(Holds::new()),
+            ids: Arc::new(RecordIds::new(new_instance()?)),
         };
         let depth = Arc::clone(&writer.depth);
         let stopping = Arc::clone(&writer.stopping);
         let holds = Arc::clone(&writer.holds);
-        let instance = new_instance()?;
+        let ids = Arc::clone(&writer.ids);
         let thread = std::thread::Builder::new()
             .name("gatewayd-usage".into())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::cpu_affinity::pin_current_thread(cpu, "usage writer");
                 }
-                run(
-                    &rx,
-                    &depth,
-                    &holds,
-                    &*clock,
-                    instance,
-                    |records, journal| sink.commit(records, journal, &stopping, retry),
-                );
+                run(&rx, &depth, &holds, &*clock, &ids, |records, journal| {
+                    sink.commit(records, journal, &stopping, retry)
+                });
             })
             .context("starting the usage writer thread")?;
         Ok((writer, thread))
@@ -161,6 +187,12 @@ impl UsageWriter {
     /// it has one, goes in that record.
     pub fn close_hold(&self, slot: HoldSlot) -> Option<HoldId> {
         self.holds.close(slot)
+    }
+
+    /// A record id for a request admitted now: its record will carry it (and, in a cluster,
+    /// its hold in Redis is named by it).
+    pub fn next_id(&self) -> RecordId {
+        self.ids.next()
     }
 
     /// Holds open now.
@@ -212,6 +244,7 @@ impl UsageWriter {
             depth: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
             holds: Arc::new(Holds::new()),
+            ids: Arc::new(RecordIds::new(7)),
         };
         let sent = move || {
             rx.try_iter()
@@ -249,10 +282,10 @@ fn run(
     depth: &AtomicUsize,
     holds: &Holds,
     clock: &dyn Clock,
-    instance: u64,
+    ids: &RecordIds,
     mut commit: impl FnMut(&[UsageRecord], JournalChanges<'_>) -> Option<Duration>,
 ) {
-    let mut ids = (0u64..).map(|seq| RecordId { instance, seq });
+    let instance = ids.instance;
     // Some open hold is not journaled yet: come back within a batch interval.
     let mut holds_waiting = false;
     // The sink has work of its own (a spool to deliver): come back within this.
@@ -273,7 +306,7 @@ fn run(
         let mut flushes = Vec::new();
         if let Some(first) = first {
             let is_flush = matches!(first, Message::Flush(_));
-            take(first, &mut records, &mut flushes, &mut ids);
+            take(first, &mut records, &mut flushes, ids);
             if !is_flush {
                 // Let a batch gather without waking this thread once per record: sleep
                 // through the window, then take everything that queued.
@@ -282,7 +315,7 @@ fn run(
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(message) => take(message, &mut records, &mut flushes, &mut ids),
+                Ok(message) => take(message, &mut records, &mut flushes, ids),
                 Err(_) => break,
             }
         }
@@ -377,11 +410,13 @@ fn take(
     message: Message,
     records: &mut Vec<UsageRecord>,
     flushes: &mut Vec<oneshot::Sender<()>>,
-    ids: &mut impl Iterator<Item = RecordId>,
+    ids: &RecordIds,
 ) {
     match message {
         Message::Record(mut record) => {
-            record.id = ids.next().unwrap_or(RecordId::UNASSIGNED);
+            if record.id == RecordId::UNASSIGNED {
+                record.id = ids.next();
+            }
             records.push(record);
         }
         Message::Flush(done) => flushes.push(done),

@@ -43,6 +43,9 @@ pub struct KeyEntry {
 /// entry, never the requests already counted against it.
 #[derive(Debug)]
 pub struct KeyRuntime {
+    /// Whose ledger this is: the key it was made for, which a rotated successor shares (so
+    /// the first key of a pair). A cluster's shared ledger in Redis is named after it.
+    pub owner: Arc<str>,
     // Std mutex: held for a few comparisons per request, never across `.await`.
     pub rate: Mutex<RateWindow>,
     pub ledger: Arc<Ledger>,
@@ -60,6 +63,7 @@ impl KeyRuntime {
             ..SpendState::default()
         };
         Self {
+            owner: Arc::from(record.id.as_str()),
             rate: Mutex::new(RateWindow::default()),
             ledger: Arc::new(Ledger::new(initial, clock)),
         }

@@ -45,7 +45,7 @@ impl Replica {
         let (usage, _thread) =
             UsageWriter::spawn(store.clone(), None, clock.clone()).expect("usage writer");
         Replica {
-            keys: KeyService::new(store.clone(), Arc::clone(&cache), clock, usage),
+            keys: KeyService::new(store.clone(), Arc::clone(&cache), clock, usage, None),
             store,
             cache,
             follower: None,
@@ -426,7 +426,7 @@ async fn a_key_that_keeps_changing_under_every_attempt_is_refused_503_with_nothi
     let cache = KeyCache::load(&store, clock.clone()).await.expect("keys");
     let (usage, _thread) =
         UsageWriter::spawn(store.clone(), None, clock.clone()).expect("usage writer");
-    let keys = KeyService::new(store.clone(), Arc::clone(&cache), clock, usage);
+    let keys = KeyService::new(store.clone(), Arc::clone(&cache), clock, usage, None);
     let created = keys
         .create(
             &actor("uid:1"),

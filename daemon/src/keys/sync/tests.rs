@@ -56,7 +56,7 @@ async fn writer(url: &str, clock: Arc<ManualClock>) -> Writer {
         .expect("A's keys");
     let (usage, _thread) = UsageWriter::spawn(store.clone(), None, clock.clone()).expect("usage");
     Writer {
-        keys: KeyService::new(store.clone(), cache, clock.clone(), usage),
+        keys: KeyService::new(store.clone(), cache, clock.clone(), usage, None),
         tokens: AdminTokens::load(store.clone(), clock)
             .await
             .expect("A's tokens"),

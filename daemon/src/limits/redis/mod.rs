@@ -164,7 +164,8 @@ impl RedisLimits {
                 u64::try_from(admission.lease.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
-            );
+            )
+            .arg(admission.what);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
         if admission.rate_limit.is_some() || spend.is_some() || admission.estimate > 0 {
@@ -308,7 +309,7 @@ impl RedisLimits {
             let next = reply.int(0)?;
             let count = usize::try_from(reply.uint(1)?).unwrap_or(0);
             for i in 0..count {
-                let at = 2 + i * 3;
+                let at = 2 + i * 4;
                 let hold = reply.text(at)?;
                 swept.push(Swept {
                     owner: owner.clone(),
@@ -317,9 +318,10 @@ impl RedisLimits {
                         LimitsError::Script(format!("a swept hold id {hold:?} unreadable"))
                     })?,
                     estimate: reply.uint(at + 2)?,
+                    what: reply.text(at + 3)?,
                 });
             }
-            debug_assert_eq!(reply.len(), 2 + count * 3);
+            debug_assert_eq!(reply.len(), 2 + count * 4);
             let mut invocation = self.scripts.sweep_index.prepare_invoke();
             invocation.key(&index).arg(owner).arg(seen).arg(next);
             let mut pipe = redis::pipe();

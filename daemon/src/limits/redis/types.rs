@@ -66,6 +66,9 @@ pub struct Admission<'a> {
     /// estimate gets a version check only, no hold.
     pub estimate: u64,
     pub lease: Duration,
+    /// What the request was, kept with its hold for the usage record a sweep writes (the
+    /// replica's own encoding; at most a few dozen bytes).
+    pub what: &'a str,
 }
 
 /// The spend limit's part of an admission.
@@ -161,6 +164,8 @@ pub struct Swept {
     pub key_id: String,
     pub hold: HoldId,
     pub estimate: u64,
+    /// The admission's `what`.
+    pub what: String,
 }
 
 /// Self-service's view of an owner's shared state.

@@ -34,6 +34,7 @@ fn new_meter() -> (Meter, Arc<Ledger>, impl Fn() -> Vec<UsageRecord>) {
     let reservation = ledger.reserve(None, None, &ask).expect("no limit");
     let (writer, sent) = UsageWriter::detached();
     let meter = Meter {
+        id: RecordId::UNASSIGNED,
         key_id: "key".into(),
         provider: Provider::Openai,
         model: "gpt-test".into(),

@@ -31,6 +31,7 @@ pub(super) fn spending(
     lease: Duration,
 ) -> Admission<'_> {
     Admission {
+        what: "",
         owner,
         key_id: owner,
         version: 1,

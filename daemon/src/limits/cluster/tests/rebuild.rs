@@ -15,6 +15,7 @@ use crate::store::tests::{audit, key, usage, write};
 /// An admission of the pair's key `key_id` under a daily spend limit of 1,000.
 fn daily<'a>(key_id: &'a str, seq: u64, worst: u64) -> Admission<'a> {
     Admission {
+        what: "",
         owner: "kr_a",
         key_id,
         version: 1,

@@ -3,7 +3,8 @@
 --       5 this hold's "finished" marker.
 -- ARGV: 1 offset_ms, 2 key id, 3 version, 4 hold id, 5 rate limit (0: none),
 --       6 spend limited (1/0), 7 limit, 8 reset (n/d/w/m), 9 worst, 10 clamp floor (-1:
---       no clamp), 11 estimate, 12 lease ms.
+--       no clamp), 11 estimate, 12 lease ms, 13 what the request was (for the usage record
+--       a sweep writes: the replica's text, kept as it is).
 -- Replies (first element is the tag, decoded in outcome.rs):
 --   {1, amount, clamped, rate limit, remaining, reset after ms, lease expiry ms, repeated}
 --   {2, rate limit, retry after ms}       {3, resets at ms or -1}
@@ -13,7 +14,7 @@ local led, win, hold_key, expiries, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local key_id, version, hold = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local rate, spend_limited = tonumber(ARGV[5]), ARGV[6] == '1'
 local limit, kind, worst, clamp_floor = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local estimate, lease = tonumber(ARGV[11]), tonumber(ARGV[12])
+local estimate, lease, what = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 local now_us = clock_us(tonumber(ARGV[1]))
 local now = math.floor(now_us / 1000)
 
@@ -94,6 +95,6 @@ end
 local expiry = now + lease
 redis.call('HSET', hold_key, 'a', int(amount), 'e', int(estimate), 'x', int(expiry),
   'k', key_id, 't', int(t), 'l', int(lease), 'c', clamped, 'rl', int(rate),
-  'rr', int(remaining), 'rs', int(reset_after))
+  'rr', int(remaining), 'rs', int(reset_after), 'q', what)
 redis.call('ZADD', expiries, int(expiry), hold)
 return { 1, amount, clamped, rate, remaining, reset_after, expiry, 0 }

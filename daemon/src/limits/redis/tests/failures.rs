@@ -31,6 +31,7 @@ async fn a_stopped_redis_is_unavailable_within_the_timeout_and_then_back() {
     let mut redis = PrivateRedis::start(PASSWORD).await;
     let limits = connect(&redis.url()).await.expect("connect");
     let admission = Admission {
+        what: "",
         rate_limit: Some(5),
         ..ask("k", hold(1))
     };
@@ -77,6 +78,7 @@ async fn a_redis_that_does_not_answer_is_unavailable_within_the_timeout() {
     let limits = connect(&redis.url()).await.expect("connect");
     seeded(&limits, "k").await;
     let admission = Admission {
+        what: "",
         spend: spend(100, 10, None),
         ..ask("k", hold(1))
     };

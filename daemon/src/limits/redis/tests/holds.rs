@@ -7,6 +7,7 @@ use super::*;
 
 fn spending(seq: u64, worst: u64, estimate: u64, lease: Duration) -> Admission<'static> {
     Admission {
+        what: "",
         spend: spend(10_000, worst, None),
         estimate,
         lease,
@@ -119,6 +120,7 @@ async fn the_sweeper_charges_the_estimate_of_a_lapsed_hold_once() {
     }
     limits
         .admit(&Admission {
+            what: "",
             estimate: 7,
             lease: Duration::from_secs(1),
             ..ask("other", hold(4))
@@ -137,6 +139,7 @@ async fn the_sweeper_charges_the_estimate_of_a_lapsed_hold_once() {
         key_id: owner.into(),
         hold: hold(seq),
         estimate,
+        what: String::new(),
     };
     assert_eq!(
         swept,
@@ -311,6 +314,7 @@ async fn settling_while_sweeping_charges_each_hold_once() {
     seeded(&settler, "k").await;
     for seq in 0..200 {
         let admission = Admission {
+            what: "",
             rate_limit: None,
             ..spending(seq, 40, 30, Duration::from_secs(1))
         };

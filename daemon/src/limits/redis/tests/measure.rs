@@ -84,6 +84,7 @@ async fn measure(window: Window, n: u32, redis: &PrivateRedis) -> Cost {
                 let (at, owner, hold) = (at.clone(), Arc::clone(&owner), hold(seq));
                 tasks.spawn(async move {
                     at.admit(&Admission {
+                        what: "",
                         rate_limit,
                         ..ask(&owner, hold)
                     })

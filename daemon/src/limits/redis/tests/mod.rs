@@ -136,6 +136,7 @@ pub(super) fn hold(seq: u64) -> HoldId {
 /// An admission of `owner`'s key (the owner itself), version 1, a minute's lease.
 pub(super) fn ask(owner: &str, hold: HoldId) -> Admission<'_> {
     Admission {
+        what: "",
         owner,
         key_id: owner,
         version: 1,
@@ -175,6 +176,7 @@ pub(super) async fn seeded_with(
         period_start_ms, ..
     } = limits
         .admit(&Admission {
+            what: "",
             spend: Some(SpendAsk {
                 limit: 1,
                 reset,

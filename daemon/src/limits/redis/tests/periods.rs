@@ -5,6 +5,7 @@ use super::*;
 
 fn capped(seq: u64, reset: SpendReset, worst: u64) -> Admission<'static> {
     Admission {
+        what: "",
         spend: Some(SpendAsk {
             limit: 1000,
             reset: Some(reset),

@@ -8,6 +8,7 @@ use super::*;
 
 fn rated(owner: &str, seq: u64, limit: u32) -> Admission<'_> {
     Admission {
+        what: "",
         rate_limit: Some(limit),
         ..ask(owner, hold(seq))
     }
@@ -233,6 +234,7 @@ async fn long_run(limits: &RedisLimits, owner: &str, limit: u32) -> (Vec<u64>, u
         };
         offset += i64::try_from(gap).expect("small");
         let admission = Admission {
+            what: "",
             rate_limit: Some(limit),
             lease,
             ..ask(owner, hold(seq))

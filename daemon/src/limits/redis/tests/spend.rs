@@ -20,6 +20,7 @@ async fn fifty_concurrent_admissions_never_hold_past_the_cap() {
         tasks.push(tokio::spawn(async move {
             let limits = &replicas[usize::from(seq % 2 == 0)];
             let admission = Admission {
+                what: "",
                 spend: spend(1000, 30, Some(10)),
                 estimate: 30,
                 ..ask("k", hold(seq))
@@ -83,6 +84,7 @@ async fn exhausted_and_would_exceed_as_on_one_server() {
     let limits = harness.limits().await;
     seeded_with(&limits, "k", None, 995).await;
     let admission = |seq, worst, min| Admission {
+        what: "",
         spend: spend(1000, worst, min),
         ..ask("k", hold(seq))
     };
@@ -152,6 +154,7 @@ async fn amounts_past_two_to_the_53_saturate() {
     // A limit of u64::MAX nd acts as 2^53 − 1; spend seeded past it is saturated too.
     seeded_with(&limits, "k", None, MAX_EXACT - 10).await;
     let admission = |seq, worst| Admission {
+        what: "",
         spend: spend(u64::MAX, worst, None),
         estimate: worst,
         ..ask("k", hold(seq))

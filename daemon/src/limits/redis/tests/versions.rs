@@ -19,6 +19,7 @@ async fn an_older_copy_is_stale_and_a_newer_one_advances_the_version() {
     );
     // A key without any limit gets the same check: a revocation holds with no lag.
     let unlimited = |version| Admission {
+        what: "",
         version,
         ..ask("k", hold(version))
     };
@@ -28,6 +29,7 @@ async fn an_older_copy_is_stale_and_a_newer_one_advances_the_version() {
     );
     // A limited key's refusal is decided before anything is counted.
     let limited = Admission {
+        what: "",
         rate_limit: Some(1),
         spend: spend(10, 5, None),
         ..unlimited(4)
@@ -58,6 +60,7 @@ async fn an_older_copy_is_stale_and_a_newer_one_advances_the_version() {
     );
     // A rotated pair shares the owner's ledger, each key with its own version.
     let successor = Admission {
+        what: "",
         key_id: "k2",
         version: 1,
         ..unlimited(7)
@@ -81,6 +84,7 @@ async fn a_lost_ledger_is_rebuilt_before_the_key_is_admitted_again() {
     let harness = Harness::new();
     let limits = harness.limits().await;
     let admission = Admission {
+        what: "",
         spend: Some(SpendAsk {
             limit: 1000,
             reset: Some(SpendReset::Daily),
@@ -161,6 +165,7 @@ async fn an_edit_restarts_the_period_at_what_the_key_really_spent() {
     let limits = harness.limits().await;
     seeded_with(&limits, "k", None, 5000).await;
     let monthly = |seq, worst| Admission {
+        what: "",
         spend: Some(SpendAsk {
             limit: 1000,
             reset: Some(SpendReset::Monthly),
@@ -174,6 +179,7 @@ async fn an_edit_restarts_the_period_at_what_the_key_really_spent() {
         Outcome::SpendExhausted { .. }
     ));
     let held = Admission {
+        what: "",
         spend: spend(100_000, 40, None),
         ..ask("k", hold(1))
     };
@@ -187,6 +193,7 @@ async fn an_edit_restarts_the_period_at_what_the_key_really_spent() {
         period_start_ms, ..
     } = limits
         .admit(&Admission {
+            what: "",
             owner: "fresh",
             key_id: "fresh",
             ..monthly(2, 0)
