@@ -174,28 +174,49 @@ pub struct Observer {
 /// Counters at one instant.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    flights: Option<u64>,
+    relay: Option<RelayCounts>,
     cpu: Duration,
-    commands: BTreeMap<String, u64>,
+    commands: BTreeMap<String, CommandStat>,
+}
+
+/// What gatewayd sent, as the relay saw it.
+#[derive(Clone, Debug, Default)]
+pub struct RelayCounts {
+    /// Round trips (see [`relay`]).
+    pub flights: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Commands gatewayd sent, by name.
+    pub commands: BTreeMap<String, u64>,
+}
+
+/// One line of `INFO commandstats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandStat {
+    pub calls: u64,
+    /// Microseconds Redis spent in them (a script's include the commands it called).
+    pub usec: u64,
 }
 
 /// What one window (or several, pooled) cost Redis.
 #[derive(Clone, Debug, Default)]
 pub struct Delta {
-    /// Client-to-Redis flights through the relay; `None` without one.
-    pub flights: Option<u64>,
+    /// Through the relay; `None` without one.
+    pub relay: Option<RelayCounts>,
     /// Redis's CPU time (user + system).
     pub cpu: Duration,
-    /// Calls per command, ours (`INFO` itself) left out.
-    pub commands: BTreeMap<String, u64>,
+    /// Every command Redis ran, those scripts call included; ours (`INFO`) left out.
+    pub commands: BTreeMap<String, CommandStat>,
 }
 
 impl Observer {
     pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        let flights = self
-            .flights
-            .as_ref()
-            .map(|c| c.flights.load(Ordering::Relaxed));
+        let relay = self.flights.as_ref().map(|c| RelayCounts {
+            flights: c.flights.load(Ordering::Relaxed),
+            bytes_up: c.bytes_up.load(Ordering::Relaxed),
+            bytes_down: c.bytes_down.load(Ordering::Relaxed),
+            commands: c.commands.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        });
         let mut connection = self.connection.clone();
         let info: String = redis::cmd("INFO")
             .arg("cpu")
@@ -205,7 +226,7 @@ impl Observer {
             .context("INFO cpu commandstats")?;
         let (cpu, commands) = parse_info(&info)?;
         Ok(Snapshot {
-            flights,
+            relay,
             cpu,
             commands,
         })
@@ -218,36 +239,85 @@ impl Delta {
             .commands
             .iter()
             .filter(|(name, _)| name.as_str() != "info")
-            .filter_map(|(name, &calls)| {
-                let was = before.commands.get(name).copied().unwrap_or(0);
-                (calls > was).then(|| (name.clone(), calls - was))
+            .filter_map(|(name, now)| {
+                let was = before.commands.get(name).copied().unwrap_or_default();
+                (now.calls > was.calls).then(|| {
+                    let stat = CommandStat {
+                        calls: now.calls - was.calls,
+                        usec: now.usec.saturating_sub(was.usec),
+                    };
+                    (name.clone(), stat)
+                })
             })
             .collect();
+        let relay = before
+            .relay
+            .as_ref()
+            .zip(after.relay.as_ref())
+            .map(|(a, b)| RelayCounts {
+                flights: b.flights.saturating_sub(a.flights),
+                bytes_up: b.bytes_up.saturating_sub(a.bytes_up),
+                bytes_down: b.bytes_down.saturating_sub(a.bytes_down),
+                commands: subtract(&b.commands, &a.commands),
+            });
         Delta {
-            flights: before
-                .flights
-                .zip(after.flights)
-                .map(|(a, b)| b.saturating_sub(a)),
+            relay,
             cpu: after.cpu.saturating_sub(before.cpu),
             commands,
         }
     }
 
     pub fn merge(&mut self, other: &Delta) {
-        self.flights = self.flights.zip(other.flights).map(|(a, b)| a + b);
+        self.relay = match (self.relay.take(), &other.relay) {
+            (Some(mut ours), Some(theirs)) => {
+                ours.flights += theirs.flights;
+                ours.bytes_up += theirs.bytes_up;
+                ours.bytes_down += theirs.bytes_down;
+                for (name, n) in &theirs.commands {
+                    *ours.commands.entry(name.clone()).or_default() += n;
+                }
+                Some(ours)
+            }
+            _ => None,
+        };
         self.cpu += other.cpu;
-        for (name, calls) in &other.commands {
-            *self.commands.entry(name.clone()).or_default() += calls;
+        for (name, stat) in &other.commands {
+            let ours = self.commands.entry(name.clone()).or_default();
+            ours.calls += stat.calls;
+            ours.usec += stat.usec;
         }
     }
 
-    pub fn commands_total(&self) -> u64 {
-        self.commands.values().sum()
+    /// Commands Redis ran, those scripts called included.
+    pub fn commands_run(&self) -> u64 {
+        self.commands.values().map(|s| s.calls).sum()
+    }
+
+    /// Microseconds Redis spent in scripts (`EVAL*`/`EVALSHA*`, their commands included).
+    pub fn script_usec(&self) -> u64 {
+        self.commands
+            .iter()
+            .filter(|(name, _)| name.starts_with("eval"))
+            .map(|(_, s)| s.usec)
+            .sum()
     }
 }
 
-/// `used_cpu_sys + used_cpu_user` and `cmdstat_<name>:calls=N,…` from `INFO`'s text.
-fn parse_info(info: &str) -> anyhow::Result<(Duration, BTreeMap<String, u64>)> {
+fn subtract(
+    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(name, &n)| {
+            let was = before.get(name).copied().unwrap_or(0);
+            (n > was).then(|| (name.clone(), n - was))
+        })
+        .collect()
+}
+
+/// `used_cpu_sys + used_cpu_user` and `cmdstat_<name>:calls=N,usec=U,…` from `INFO`'s text.
+fn parse_info(info: &str) -> anyhow::Result<(Duration, BTreeMap<String, CommandStat>)> {
     let mut cpu = 0.0;
     let mut seen = 0;
     let mut commands = BTreeMap::new();
@@ -263,13 +333,17 @@ fn parse_info(info: &str) -> anyhow::Result<(Duration, BTreeMap<String, u64>)> {
                 seen += 1;
             }
             _ => {
-                if let Some(name) = field.strip_prefix("cmdstat_")
-                    && let Some(calls) = value
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix("calls="))
-                        .and_then(|n| n.parse::<u64>().ok())
-                {
-                    commands.insert(name.to_owned(), calls);
+                if let Some(name) = field.strip_prefix("cmdstat_") {
+                    let number = |key: &str| {
+                        value
+                            .split(',')
+                            .find_map(|kv| kv.strip_prefix(key))
+                            .and_then(|n| n.parse::<u64>().ok())
+                    };
+                    if let Some(calls) = number("calls=") {
+                        let usec = number("usec=").unwrap_or(0);
+                        commands.insert(name.to_owned(), CommandStat { calls, usec });
+                    }
                 }
             }
         }
@@ -294,21 +368,36 @@ mod tests {
         let snapshot = |text: &str, flights| {
             let (cpu, commands) = parse_info(text).expect("parse");
             Snapshot {
-                flights: Some(flights),
+                relay: Some(RelayCounts {
+                    flights,
+                    bytes_up: flights * 100,
+                    bytes_down: flights * 10,
+                    commands: BTreeMap::from([("evalsha".to_owned(), flights)]),
+                }),
                 cpu,
                 commands,
             }
         };
         let delta = Delta::between(&snapshot(before, 5), &snapshot(after, 25));
-        assert_eq!(delta.flights, Some(20));
+        let relay = delta.relay.as_ref().expect("relay counts");
+        assert_eq!(
+            (relay.flights, relay.bytes_up, relay.bytes_down),
+            (20, 2000, 200)
+        );
+        assert_eq!(relay.commands.get("evalsha"), Some(&20));
         assert_eq!(delta.cpu.as_millis(), 200);
-        assert_eq!(delta.commands.get("evalsha"), Some(&20));
-        assert_eq!(delta.commands.get("zincrby"), Some(&20));
+        let evalsha = CommandStat {
+            calls: 20,
+            usec: 200,
+        };
+        assert_eq!(delta.commands.get("evalsha"), Some(&evalsha));
+        assert_eq!(delta.commands.get("zincrby").map(|s| s.calls), Some(20));
         assert!(!delta.commands.contains_key("info"));
-        assert_eq!(delta.commands_total(), 40);
+        assert_eq!((delta.commands_run(), delta.script_usec()), (40, 200));
         let mut pooled = delta.clone();
         pooled.merge(&delta);
-        assert_eq!((pooled.flights, pooled.commands_total()), (Some(40), 80));
+        let flights = pooled.relay.as_ref().map(|r| r.flights);
+        assert_eq!((flights, pooled.commands_run()), (Some(40), 80));
         assert!(parse_info("cmdstat_get:calls=1").is_err());
     }
 }

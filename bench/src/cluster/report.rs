@@ -20,16 +20,31 @@ pub fn progress(sample: &Sample) -> String {
     let Some(redis) = &sample.redis else {
         return String::new();
     };
+    let relay = redis.relay.as_ref();
     format!(
-        "  redis: {} round trips/req, {} commands/req, cpu {} µs/req",
-        fmt(redis.flights.and_then(|f| sample.per_request(f as f64)), 2),
-        fmt(sample.per_request(redis.commands_total() as f64), 2),
+        "  redis: {} round trips/req, {} commands sent/req, cpu {} µs/req",
+        fmt(relay.and_then(|r| sample.per_request(r.flights as f64)), 2),
+        fmt(
+            relay.and_then(|r| sample.per_request(r.commands.values().sum::<u64>() as f64)),
+            2
+        ),
         fmt(sample.per_request(redis.cpu.as_secs_f64() * 1e6), 1)
     )
 }
 
 fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "?".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// `name n.nn, …` per request, names under 0.005 per request left out.
+fn by_name<'a>(sample: &Sample, counts: impl Iterator<Item = (&'a String, u64)>) -> String {
+    counts
+        .filter_map(|(name, calls)| {
+            let per = sample.per_request(calls as f64)?;
+            (per >= 0.005).then(|| format!("{name} {per:.2}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
@@ -59,13 +74,14 @@ pub fn render(run: &Run, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "| mode | conc | req/s | ×gatewayd | ×bare | p50 ms | added p50 ms | p99 ms | added p99 ms | gatewayd CPU µs/req | ×gatewayd | Redis CPU µs/req | Redis round trips/req | Redis commands/req | commands/req by name | errors |"
+        "| mode | conc | req/s | ×gatewayd | ×bare | p50 ms | added p50 ms | p99 ms | added p99 ms | gatewayd CPU µs/req | ×gatewayd | Redis CPU µs/req | Redis round trips/req | commands sent/req | bytes sent / received per req | Redis µs in scripts/req | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
-    for (cell, single) in pairs {
+    let mut names = String::new();
+    for (cell, single) in &pairs {
         let s = &cell.sample;
         let bare = run.find(cell.mode, cell.concurrency, Server::Bare);
         let added = |q: f64| {
@@ -75,19 +91,26 @@ pub fn render(run: &Run, out: &mut String) {
         };
         let cpu = s.cpu_us_per_request();
         let redis = s.redis.as_ref();
-        let by_name = redis.map_or_else(String::new, |r| {
-            r.commands
-                .iter()
-                .filter_map(|(name, &calls)| {
-                    let per = s.per_request(calls as f64)?;
-                    (per >= 0.005).then(|| format!("{name} {per:.2}"))
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
+        let relay = redis.and_then(|r| r.relay.as_ref());
+        let per = |n: u64, decimals: usize| fmt(s.per_request(n as f64), decimals);
+        let _ = writeln!(
+            names,
+            "| {} | {} | {} | {} |",
+            cell.mode.name(),
+            cell.concurrency,
+            relay.map_or_else(String::new, |r| by_name(
+                s,
+                r.commands.iter().map(|(n, &c)| (n, c))
+            )),
+            redis.map_or_else(String::new, |r| format!(
+                "{} in all: {}",
+                per(r.commands_run(), 2),
+                by_name(s, r.commands.iter().map(|(n, c)| (n, c.calls)))
+            )),
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.mode.name(),
             cell.concurrency,
             s.rps(),
@@ -103,20 +126,24 @@ pub fn render(run: &Run, out: &mut String) {
                 redis.and_then(|r| s.per_request(r.cpu.as_secs_f64() * 1e6)),
                 1
             ),
-            fmt(
-                redis
-                    .and_then(|r| r.flights)
-                    .and_then(|f| s.per_request(f as f64)),
-                2
+            relay.map_or_else(|| "?".to_owned(), |r| per(r.flights, 2)),
+            relay.map_or_else(|| "?".to_owned(), |r| per(r.commands.values().sum(), 2)),
+            relay.map_or_else(
+                || "?".to_owned(),
+                |r| format!("{} / {}", per(r.bytes_up, 0), per(r.bytes_down, 0))
             ),
-            fmt(
-                redis.and_then(|r| s.per_request(r.commands_total() as f64)),
-                2
-            ),
-            by_name,
+            redis.map_or_else(|| "?".to_owned(), |r| per(r.script_usec(), 1)),
             s.errors,
         );
     }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Redis commands per request, by name: sent by gatewayd (counted at the relay) and run by Redis (`INFO commandstats`: the commands scripts call included; on a shared Redis, anyone else's too).\n"
+    );
+    let _ = writeln!(out, "| mode | conc | sent by gatewayd | run in Redis |");
+    let _ = writeln!(out, "|---|--:|---|---|");
+    out.push_str(&names);
     let _ = writeln!(out);
 }
 
@@ -128,7 +155,7 @@ pub fn targets(run: &Run) -> Vec<String> {
     let trips: Vec<(f64, &Cell)> = pairs
         .iter()
         .filter_map(|(cell, _)| {
-            let flights = cell.sample.redis.as_ref()?.flights?;
+            let flights = cell.sample.redis.as_ref()?.relay.as_ref()?.flights;
             Some((cell.sample.per_request(flights as f64)?, *cell))
         })
         .collect();
