@@ -181,10 +181,14 @@ impl Gateway {
     }
 }
 
+/// The benchmark key's rate limit: never reached by the benchmark's load.
+pub const DEFAULT_RPM: u64 = 1_000_000;
+
 /// The JSON of a key with every restriction and limit set, so every check and the metering
-/// run on each request; limits high enough never to refuse the benchmark's load. Without
-/// `limits`, the same key with no rate or spend limit (`--unlimited-key`).
-pub fn key_request(name: &str, limits: bool) -> serde_json::Value {
+/// run on each request; limits high enough never to refuse the benchmark's load
+/// ([`DEFAULT_RPM`] unless `--key-rpm`). Without a rate limit (`None`), the same key with no
+/// rate or spend limit (`--unlimited-key`).
+pub fn key_request(name: &str, rpm: Option<u64>) -> serde_json::Value {
     let mut key = serde_json::json!({
         "name": name,
         "allowed_providers": ["openai"],
@@ -192,8 +196,8 @@ pub fn key_request(name: &str, limits: bool) -> serde_json::Value {
         "allowed_ips": ["127.0.0.0/8"],
         "expires_at": "2030-01-01T00:00:00Z"
     });
-    if limits {
-        key["rate_limit_rpm"] = 1_000_000.into();
+    if let Some(rpm) = rpm {
+        key["rate_limit_rpm"] = rpm.into();
         key["spend_limit_usd"] = 1_000_000.into();
         key["spend_reset"] = "monthly".into();
     }
@@ -246,20 +250,20 @@ impl AdminConnection {
 
     /// Creates a key with every limit; its id and raw secret.
     pub async fn create_key(&mut self, name: &str) -> anyhow::Result<(String, String)> {
-        self.create_key_with(name, true).await
+        self.create_key_with(name, Some(DEFAULT_RPM)).await
     }
 
     /// Creates a key, with or without its rate and spend limits; its id and raw secret.
     pub async fn create_key_with(
         &mut self,
         name: &str,
-        limits: bool,
+        rpm: Option<u64>,
     ) -> anyhow::Result<(String, String)> {
         let (status, body) = self
             .send(
                 http::Method::POST,
                 "/v1/keys",
-                Some(&key_request(name, limits)),
+                Some(&key_request(name, rpm)),
             )
             .await?;
         if status != 201 {

@@ -95,6 +95,10 @@ struct Args {
     /// The main run's benchmark keys (both gatewayds) without rate and spend limits.
     #[arg(long)]
     unlimited_key: bool,
+    /// The rate limit (requests per minute) of the main run's benchmark keys (both
+    /// gatewayds); keep it above what a minute of the run sends, or requests are refused.
+    #[arg(long, default_value_t = gatewayd::DEFAULT_RPM)]
+    key_rpm: u64,
     /// Microseconds of CPU the bare-work server spends in every request.
     #[arg(long, default_value_t = 3.0)]
     bare_work_us: f64,
@@ -214,7 +218,7 @@ fn options(args: &Args) -> anyhow::Result<suite::Options> {
         api_sample: args.api_sample,
         out: args.out.clone(),
         hold: seconds("hold", args.hold)?,
-        key_limits: !args.unlimited_key,
+        key_rpm: (!args.unlimited_key).then_some(args.key_rpm),
         cluster: cluster::Settings {
             postgres_url: args.postgres_url.clone(),
             redis_url: args.redis_url.clone(),

@@ -45,8 +45,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Seconds to wait with everything running before the matrix (to attach a profiler).
     pub hold: Duration,
-    /// The benchmark keys of the main run (both gatewayds) have rate and spend limits.
-    pub key_limits: bool,
+    /// The rate limit of the main run's keys (both gatewayds), which have a spend limit too;
+    /// `None`: neither limit.
+    pub key_rpm: Option<u64>,
     /// The cluster gatewayd's backends (used when `servers` has `gatewayd-cluster`).
     pub cluster: cluster::Settings,
 }
@@ -107,17 +108,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         launcher.write_config(&home)?;
         let gateway = launcher.start(&home)?;
         let mut admin = gateway.admin().connect().await?;
-        let (_, secret) = admin.create_key_with("bench", options.key_limits).await?;
+        let (_, secret) = admin.create_key_with("bench", options.key_rpm).await?;
         for i in 1..options.keys {
-            admin.create_key_with(&format!("filler-{i}"), options.key_limits).await?;
+            admin.create_key_with(&format!("filler-{i}"), options.key_rpm).await?;
         }
         let cluster = if options.servers.contains(&Server::GatewaydCluster) {
             let home = Home::new(work.path().join("cluster"))?;
             let cluster = Cluster::start(&launcher, home, &options.cluster).await?;
             let mut admin = cluster.gateway.admin().connect().await?;
-            let (_, secret) = admin.create_key_with("bench", options.key_limits).await?;
+            let (_, secret) = admin.create_key_with("bench", options.key_rpm).await?;
             for i in 1..options.keys {
-                admin.create_key_with(&format!("filler-{i}"), options.key_limits).await?;
+                admin.create_key_with(&format!("filler-{i}"), options.key_rpm).await?;
             }
             let observer = cluster.observer().await?;
             Some((cluster, secret, observer))
@@ -155,10 +156,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 "gatewayd: {} (pid {}), one key with {} among {} keys. Bare proxy pid {}, mock pid {}.",
                 binary.display(),
                 gateway.proc.pid(),
-                if options.key_limits {
-                    "every restriction and limit set (providers, model glob, IP CIDR, rpm, spend with monthly reset, expiry)"
-                } else {
-                    "every restriction but no rate or spend limit (--unlimited-key: providers, model glob, IP CIDR, expiry)"
+                match options.key_rpm {
+                    Some(rpm) => format!("every restriction and limit set (providers, model glob, IP CIDR, {rpm} rpm, spend with monthly reset, expiry)"),
+                    None => "every restriction but no rate or spend limit (--unlimited-key: providers, model glob, IP CIDR, expiry)".to_owned(),
                 },
                 options.keys,
                 bare.pid(),
@@ -192,7 +192,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for (server, target, _, _) in &targets {
             for mode in &options.modes {
                 load::probe(target, *mode).await.with_context(|| {
-                    let hint = if *server == Server::GatewaydCluster && options.key_limits {
+                    let hint = if *server == Server::GatewaydCluster && options.key_rpm.is_some() {
                         " (if it answered 503 limits_unavailable, this gatewayd does not enforce limits in cluster mode yet: --unlimited-key measures it with keys it serves)"
                     } else {
                         ""
