@@ -162,7 +162,7 @@ pub fn targets(run: &Run) -> Vec<String> {
     let any_traffic = trips.iter().any(|(t, _)| *t > 0.0);
     if !trips.is_empty() && !any_traffic {
         verdicts.push(
-            "n/a Redis round trips per request: none in any cluster cell (a key without limits, or a gatewayd that does not use Redis on the request path)".to_owned(),
+            "n/a Redis round trips per request: none in any cluster cell (this gatewayd sent Redis nothing while measured)".to_owned(),
         );
     } else if let Some((worst, cell)) = trips.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
         let at_c1: Vec<String> = trips
