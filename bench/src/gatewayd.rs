@@ -70,12 +70,18 @@ impl Launcher {
     /// Writes the daemon's config: loopback listeners on free ports, the mock as OpenAI, a
     /// price for the benchmark model.
     pub fn write_config(&self, home: &Home) -> anyhow::Result<()> {
-        let config = config_text(
+        self.write_config_with(home, "")
+    }
+
+    /// The same config with `extra` (whole sections, e.g. `[cluster]`) appended.
+    pub fn write_config_with(&self, home: &Home, extra: &str) -> anyhow::Result<()> {
+        let mut config = config_text(
             &home.data(),
             &home.socket(),
             self.upstream,
             self.worker_threads,
         );
+        config.push_str(extra);
         std::fs::write(home.config(), config).context("writing gatewayd config")
     }
 
@@ -175,19 +181,27 @@ impl Gateway {
     }
 }
 
+/// The benchmark key's rate limit: never reached by the benchmark's load.
+pub const DEFAULT_RPM: u64 = 1_000_000;
+
 /// The JSON of a key with every restriction and limit set, so every check and the metering
-/// run on each request; limits high enough never to refuse the benchmark's load.
-pub fn key_request(name: &str) -> serde_json::Value {
-    serde_json::json!({
+/// run on each request; limits high enough never to refuse the benchmark's load
+/// ([`DEFAULT_RPM`] unless `--key-rpm`). Without a rate limit (`None`), the same key with no
+/// rate or spend limit (`--unlimited-key`).
+pub fn key_request(name: &str, rpm: Option<u64>) -> serde_json::Value {
+    let mut key = serde_json::json!({
         "name": name,
         "allowed_providers": ["openai"],
         "allowed_models": ["bench-*"],
         "allowed_ips": ["127.0.0.0/8"],
-        "rate_limit_rpm": 1_000_000,
-        "spend_limit_usd": 1_000_000,
-        "spend_reset": "monthly",
         "expires_at": "2030-01-01T00:00:00Z"
-    })
+    });
+    if let Some(rpm) = rpm {
+        key["rate_limit_rpm"] = rpm.into();
+        key["spend_limit_usd"] = 1_000_000.into();
+        key["spend_reset"] = "monthly".into();
+    }
+    key
 }
 
 /// The management API over the daemon's Unix socket, one keep-alive connection.
@@ -234,10 +248,23 @@ impl AdminConnection {
         Ok((status, bytes))
     }
 
-    /// Creates a key; its id and raw secret.
+    /// Creates a key with every limit; its id and raw secret.
     pub async fn create_key(&mut self, name: &str) -> anyhow::Result<(String, String)> {
+        self.create_key_with(name, Some(DEFAULT_RPM)).await
+    }
+
+    /// Creates a key, with or without its rate and spend limits; its id and raw secret.
+    pub async fn create_key_with(
+        &mut self,
+        name: &str,
+        rpm: Option<u64>,
+    ) -> anyhow::Result<(String, String)> {
         let (status, body) = self
-            .send(http::Method::POST, "/v1/keys", Some(&key_request(name)))
+            .send(
+                http::Method::POST,
+                "/v1/keys",
+                Some(&key_request(name, rpm)),
+            )
             .await?;
         if status != 201 {
             bail!(

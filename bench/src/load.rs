@@ -96,6 +96,8 @@ pub struct Sample {
     latencies: Vec<u64>,
     /// The watched process's CPU time over the window.
     pub cpu: Option<Duration>,
+    /// What the window cost Redis (cluster mode only).
+    pub redis: Option<crate::cluster::Delta>,
 }
 
 impl Sample {
@@ -124,6 +126,13 @@ impl Sample {
         self.latencies.extend(other.latencies);
         self.latencies.sort_unstable();
         self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+        self.redis = match (self.redis.take(), other.redis) {
+            (Some(mut ours), Some(theirs)) => {
+                ours.merge(&theirs);
+                Some(ours)
+            }
+            _ => None,
+        };
     }
 
     /// Pools `round` into `slot` (the first round fills it).
@@ -132,6 +141,11 @@ impl Sample {
             Some(merged) => merged.merge(round),
             None => *slot = Some(round),
         }
+    }
+
+    /// `count` per request in the window.
+    pub fn per_request(&self, count: f64) -> Option<f64> {
+        (self.requests > 0).then(|| count / self.requests as f64)
     }
 
     /// CPU microseconds per request of the watched process.
@@ -158,12 +172,14 @@ impl ConnStats {
     }
 }
 
-/// Drives one cell against `target`; `watched` is the pid whose CPU time is charged.
+/// Drives one cell against `target`; `watched` is the pid whose CPU time is charged, and
+/// `redis` (cluster mode) reads Redis's counters at the window's edges too.
 pub async fn run(
     target: &Target,
     mode: Mode,
     shape: Shape,
     watched: Option<u32>,
+    redis: Option<&crate::cluster::Observer>,
 ) -> anyhow::Result<Sample> {
     let body = mode.body();
     let begin = TokioInstant::now();
@@ -183,13 +199,24 @@ pub async fn run(
     }
     tokio::time::sleep_until(measure_from).await;
     let cpu_before = watched.map(crate::process::cpu_time).transpose()?;
+    let redis_before = match redis {
+        Some(observer) => Some(observer.snapshot().await?),
+        None => None,
+    };
     tokio::time::sleep_until(until).await;
     let cpu_after = watched.map(crate::process::cpu_time).transpose()?;
+    let redis_after = match redis {
+        Some(observer) => Some(observer.snapshot().await?),
+        None => None,
+    };
     let mut sample = Sample {
         window: shape.duration,
         cpu: cpu_before
             .zip(cpu_after)
             .map(|(before, after)| after.saturating_sub(before)),
+        redis: redis_before
+            .zip(redis_after)
+            .map(|(before, after)| crate::cluster::Delta::between(&before, &after)),
         ..Sample::default()
     };
     for task in tasks {

@@ -7,11 +7,15 @@
 //! the mock provider (`mock`) and the reference proxy (`bare-proxy`), so each server is a
 //! process of its own whose CPU and memory `/proc` can tell apart.
 //!
+//! With `--cluster` it also measures gatewayd in cluster mode (a fresh PostgreSQL database
+//! and Redis) beside the single-server one: [`cluster`].
+//!
 //! Modules: [`suite`] runs everything, [`load`] is the closed-loop load generator, [`mock`]
 //! and [`bare_proxy`] are the servers, [`gatewayd`] drives the daemon, [`process`] reads
 //! `/proc`, [`report`] prints tables and judges the targets.
 
 mod bare_proxy;
+mod cluster;
 mod gatewayd;
 mod load;
 mod mock;
@@ -57,10 +61,44 @@ struct Args {
     /// Modes: json, sse (events back to back), sse-split (one write per event).
     #[arg(long, value_delimiter = ',', default_value = "json,sse,sse-split")]
     modes: Vec<String>,
-    /// Servers to measure: direct, bare, gatewayd, and bare-work (the bare proxy spinning
+    /// Servers to measure: direct, bare, gatewayd, gatewayd-cluster (gatewayd with a
+    /// PostgreSQL and a Redis: see --cluster), and bare-work (the bare proxy spinning
     /// --bare-work-us in every request: a calibration of what per-request work costs here).
     #[arg(long, value_delimiter = ',', default_value = "direct,bare,gatewayd")]
     servers: Vec<String>,
+    /// Also measure gatewayd in cluster mode (adds gatewayd-cluster to --servers).
+    #[arg(long)]
+    cluster: bool,
+    /// PostgreSQL server for cluster mode: a database of the run's own is created on it
+    /// (the role must be allowed to CREATE DATABASE) and dropped at the end.
+    #[arg(
+        long,
+        env = "GATEWAY_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// Redis for cluster mode; the daemon's keys (`gw:<cluster id>:…`) are deleted at the end.
+    #[arg(
+        long,
+        env = "GATEWAY_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Start a redis-server of the run's own (from PATH) instead of --redis-url, so Redis's
+    /// CPU and command counts are the benchmark's alone.
+    #[arg(long)]
+    private_redis: bool,
+    /// Connect the cluster gatewayd straight to Redis: no relay hop in its latency, but no
+    /// round trips counted.
+    #[arg(long)]
+    no_redis_relay: bool,
+    /// The main run's benchmark keys (both gatewayds) without rate and spend limits.
+    #[arg(long)]
+    unlimited_key: bool,
+    /// The rate limit (requests per minute) of the main run's benchmark keys (both
+    /// gatewayds); keep it above what a minute of the run sends, or requests are refused.
+    #[arg(long, default_value_t = gatewayd::DEFAULT_RPM)]
+    key_rpm: u64,
     /// Microseconds of CPU the bare-work server spends in every request.
     #[arg(long, default_value_t = 3.0)]
     bare_work_us: f64,
@@ -180,7 +218,17 @@ fn options(args: &Args) -> anyhow::Result<suite::Options> {
         api_sample: args.api_sample,
         out: args.out.clone(),
         hold: seconds("hold", args.hold)?,
+        key_rpm: (!args.unlimited_key).then_some(args.key_rpm),
+        cluster: cluster::Settings {
+            postgres_url: args.postgres_url.clone(),
+            redis_url: args.redis_url.clone(),
+            private_redis: args.private_redis,
+            relay: !args.no_redis_relay,
+        },
     };
+    if args.cluster && !options.servers.contains(&report::Server::GatewaydCluster) {
+        options.servers.push(report::Server::GatewaydCluster);
+    }
     if args.quick {
         options.duration = Duration::from_secs(1);
         options.warmup = Duration::from_millis(300);

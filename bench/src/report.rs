@@ -20,6 +20,8 @@ pub enum Server {
     Gatewayd,
     /// The bare proxy spinning a fixed time in every request (calibration, not a target).
     BareWork,
+    /// gatewayd in cluster mode, with a PostgreSQL and a Redis of the run's own.
+    GatewaydCluster,
 }
 
 impl Server {
@@ -29,6 +31,7 @@ impl Server {
             Server::Bare => "bare proxy",
             Server::Gatewayd => "gatewayd",
             Server::BareWork => "bare + work",
+            Server::GatewaydCluster => "gatewayd-cluster",
         }
     }
 
@@ -38,9 +41,10 @@ impl Server {
             "bare" => Ok(Server::Bare),
             "gatewayd" => Ok(Server::Gatewayd),
             "bare-work" => Ok(Server::BareWork),
-            other => {
-                anyhow::bail!("unknown server {other:?}: use direct, bare, gatewayd or bare-work")
-            }
+            "gatewayd-cluster" => Ok(Server::GatewaydCluster),
+            other => anyhow::bail!(
+                "unknown server {other:?}: use direct, bare, gatewayd, gatewayd-cluster or bare-work"
+            ),
         }
     }
 }
@@ -100,7 +104,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn find(&self, mode: Mode, concurrency: usize, server: Server) -> Option<&Cell> {
+    pub fn find(&self, mode: Mode, concurrency: usize, server: Server) -> Option<&Cell> {
         self.cells
             .iter()
             .find(|c| c.mode == mode && c.concurrency == concurrency && c.server == server)
@@ -113,6 +117,7 @@ impl Run {
         }
         let _ = writeln!(out);
         self.render_main(&mut out);
+        crate::cluster::report::render(self, &mut out);
         self.render_scale(&mut out);
         self.render_targets(&mut out);
         out
@@ -351,6 +356,7 @@ impl Run {
                 ));
             }
         }
+        verdicts.extend(crate::cluster::report::targets(self));
         for (keys, limit) in [(10_000, 32.0), (100_000, 64.0)] {
             if let Some(row) = self.scale.iter().find(|r| r.keys == keys) {
                 let peak = mib(row.peak_rss_kib);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::cluster::{self, Cluster};
 use crate::gatewayd::{Gateway, Home, Launcher, seed_keys};
 use crate::load::{self, Mode, Shape, Target};
 use crate::process::Proc;
@@ -44,6 +45,11 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Seconds to wait with everything running before the matrix (to attach a profiler).
     pub hold: Duration,
+    /// The rate limit of the main run's keys (both gatewayds), which have a spend limit too;
+    /// `None`: neither limit.
+    pub key_rpm: Option<u64>,
+    /// The cluster gatewayd's backends (used when `servers` has `gatewayd-cluster`).
+    pub cluster: cluster::Settings,
 }
 
 const UPSTREAM_PATH: &str = "/v1/chat/completions";
@@ -102,12 +108,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         launcher.write_config(&home)?;
         let gateway = launcher.start(&home)?;
         let mut admin = gateway.admin().connect().await?;
-        let (_, secret) = admin.create_key("bench").await?;
+        let (_, secret) = admin.create_key_with("bench", options.key_rpm).await?;
         for i in 1..options.keys {
-            admin.create_key(&format!("filler-{i}")).await?;
+            admin.create_key_with(&format!("filler-{i}"), options.key_rpm).await?;
         }
+        let cluster = if options.servers.contains(&Server::GatewaydCluster) {
+            let home = Home::new(work.path().join("cluster"))?;
+            let cluster = Cluster::start(&launcher, home, &options.cluster).await?;
+            let mut admin = cluster.gateway.admin().connect().await?;
+            let (_, secret) = admin.create_key_with("bench", options.key_rpm).await?;
+            for i in 1..options.keys {
+                admin.create_key_with(&format!("filler-{i}"), options.key_rpm).await?;
+            }
+            let observer = cluster.observer().await?;
+            Some((cluster, secret, observer))
+        } else {
+            None
+        };
         let cores = std::thread::available_parallelism().map_or(0, usize::from);
-        let header = vec![
+        let mut header = vec![
             format!(
                 "gateway-bench {} — loopback, closed loop; each cell {} round(s) of {} s after {} s warm-up, the servers taking turns; {cores} cores",
                 env!("CARGO_PKG_VERSION"),
@@ -134,20 +153,28 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 options.load_threads
             ),
             format!(
-                "gatewayd: {} (pid {}), one key with every restriction and limit set (providers, model glob, IP CIDR, rpm, spend with monthly reset, expiry) among {} keys. Bare proxy pid {}, mock pid {}.",
+                "gatewayd: {} (pid {}), one key with {} among {} keys. Bare proxy pid {}, mock pid {}.",
                 binary.display(),
                 gateway.proc.pid(),
+                match options.key_rpm {
+                    Some(rpm) => format!("every restriction and limit set (providers, model glob, IP CIDR, {rpm} rpm, spend with monthly reset, expiry)"),
+                    None => "every restriction but no rate or spend limit (--unlimited-key: providers, model glob, IP CIDR, expiry)".to_owned(),
+                },
                 options.keys,
                 bare.pid(),
                 mock.pid()
             ),
         ];
+        if let Some((cluster, _, _)) = &cluster {
+            header.push(String::new());
+            header.push(format!("{} The same keys as gatewayd's.", cluster.describe()));
+        }
         for line in &header {
             eprintln!("{line}");
         }
         let mut targets = vec![
-            (Server::Direct, Target { addr: mock_addr, path: UPSTREAM_PATH.into(), bearer: None }, mock.pid()),
-            (Server::Bare, Target { addr: bare_addr, path: UPSTREAM_PATH.into(), bearer: None }, bare.pid()),
+            (Server::Direct, Target { addr: mock_addr, path: UPSTREAM_PATH.into(), bearer: None }, mock.pid(), None),
+            (Server::Bare, Target { addr: bare_addr, path: UPSTREAM_PATH.into(), bearer: None }, bare.pid(), None),
         ];
         if let Some((proc, addr)) = &bare_work {
             eprintln!(
@@ -155,14 +182,23 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 options.bare_work.as_secs_f64() * 1e6,
                 proc.pid()
             );
-            targets.push((Server::BareWork, Target { addr: *addr, path: UPSTREAM_PATH.into(), bearer: None }, proc.pid()));
+            targets.push((Server::BareWork, Target { addr: *addr, path: UPSTREAM_PATH.into(), bearer: None }, proc.pid(), None));
         }
-        targets.push((Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid()));
-        for (server, target, _) in &targets {
+        targets.push((Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid(), None));
+        if let Some((cluster, secret, observer)) = &cluster {
+            let target = Target { addr: cluster.gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) };
+            targets.push((Server::GatewaydCluster, target, cluster.gateway.proc.pid(), Some(observer.clone())));
+        }
+        for (server, target, _, _) in &targets {
             for mode in &options.modes {
-                load::probe(target, *mode)
-                    .await
-                    .with_context(|| format!("{} does not answer {} requests", server.name(), mode.name()))?;
+                load::probe(target, *mode).await.with_context(|| {
+                    let hint = if *server == Server::GatewaydCluster && options.key_rpm.is_some() {
+                        " (if it answered 503 limits_unavailable, this gatewayd does not enforce limits in cluster mode yet: --unlimited-key measures it with keys it serves)"
+                    } else {
+                        ""
+                    };
+                    format!("{} does not answer {} requests{hint}", server.name(), mode.name())
+                })?;
             }
         }
         if !options.hold.is_zero() {
@@ -180,20 +216,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             for &concurrency in &options.concurrency {
                 let measured: Vec<_> = targets
                     .iter()
-                    .filter(|(server, _, _)| options.servers.contains(server))
+                    .filter(|(server, _, _, _)| options.servers.contains(server))
                     .collect();
                 let mut samples: Vec<Option<load::Sample>> = measured.iter().map(|_| None).collect();
                 for _ in 0..options.rounds {
-                    for ((_, target, pid), merged) in measured.iter().zip(&mut samples) {
-                        let round = load::run(target, mode, shape(concurrency), Some(*pid)).await?;
+                    for ((_, target, pid, redis), merged) in measured.iter().zip(&mut samples) {
+                        let round = load::run(target, mode, shape(concurrency), Some(*pid), redis.as_ref()).await?;
                         load::Sample::pool(merged, round);
                     }
                 }
-                for ((server, _, pid), sample) in measured.iter().zip(samples) {
+                for ((server, _, pid, _), sample) in measured.iter().zip(samples) {
                     let Some(sample) = sample else { continue };
                     let peak = crate::process::status_kib(*pid, "VmHWM:").ok();
                     eprintln!(
-                        "  {:<9} c{:<3} {:<10} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  errors {}",
+                        "  {:<9} c{:<3} {:<16} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  errors {}{}",
                         mode.name(),
                         concurrency,
                         server.name(),
@@ -201,18 +237,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                         sample.percentile_ms(0.5),
                         sample.percentile_ms(0.99),
                         sample.cpu_us_per_request().map_or_else(|| "?".into(), |c| format!("{c:.1}")),
-                        sample.errors
+                        sample.errors,
+                        cluster::report::progress(&sample)
                     );
                     run.cells.push(Cell { mode, concurrency, server: *server, sample, peak_rss_kib: peak });
                 }
             }
         }
         drop(admin);
+        // Stopped before the scale runs, its Redis keys and its database removed.
+        drop(cluster);
         // The main gatewayd stays up through the scale runs: their JSON rounds take turns
         // with it, so "unchanged with many keys" compares like with like.
-        let (_, main_target, main_pid) = targets
+        let (_, main_target, main_pid, _) = targets
             .iter()
-            .find(|(server, _, _)| *server == Server::Gatewayd)
+            .find(|(server, _, _, _)| *server == Server::Gatewayd)
             .context("the gatewayd target")?;
         for &keys in &options.scale_keys {
             let row = scale(&launcher, work.path(), keys, options, (main_target, *main_pid)).await
@@ -329,10 +368,10 @@ async fn scale(
         let mut sample: Option<load::Sample> = None;
         let mut base: Option<load::Sample> = None;
         for _ in 0..options.rounds {
-            let round = load::run(&target, mode, shape, Some(gateway.proc.pid())).await?;
+            let round = load::run(&target, mode, shape, Some(gateway.proc.pid()), None).await?;
             load::Sample::pool(&mut sample, round);
             if mode == Mode::Json {
-                let round = load::run(baseline.0, mode, shape, Some(baseline.1)).await?;
+                let round = load::run(baseline.0, mode, shape, Some(baseline.1), None).await?;
                 load::Sample::pool(&mut base, round);
             }
         }
