@@ -103,7 +103,14 @@ impl KeyEntry {
     /// ledger counts what every replica served; this entry's ledger only this replica's).
     pub fn state_with_period(&self, now: Timestamp, period: Nanodollars) -> KeyState {
         let mut lifecycle = self.lifecycle(&self.spend());
-        lifecycle.spend.period = period;
+        match self.spend_reset {
+            // A lifetime limit counts the total: the shared ledger's "period" is the lifetime.
+            None => lifecycle.spend.total = period,
+            Some(reset) => {
+                lifecycle.spend.period = period;
+                lifecycle.spend.period_resets_at = Some(reset.next_reset(now));
+            }
+        }
         state_at(&lifecycle, now)
     }
 

@@ -119,9 +119,11 @@ impl ClusterLimits {
             engine
                 .settler
                 .open(Arc::clone(&owner), request.hold, spend.ask.worst().0);
+            let lease_ms = u64::try_from(self.parts.lease.as_millis()).unwrap_or(u64::MAX);
             SharedHold {
                 owner,
                 hold: request.hold,
+                admitted_ms: lease_expires_ms.saturating_sub(lease_ms),
                 settler: engine.settler.clone(),
             }
         });

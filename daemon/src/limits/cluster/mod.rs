@@ -69,13 +69,16 @@ const PUBLISH_ATTEMPTS: u32 = 3;
 pub struct SharedHold {
     owner: Arc<str>,
     hold: HoldId,
+    /// When Redis admitted it (its clock, ms).
+    admitted_ms: u64,
     settler: Settler,
 }
 
 impl SharedHold {
     /// Queues the settlement of `actual`; never waits.
     pub fn settle(self, actual: Nanodollars) {
-        self.settler.settle(self.owner, self.hold, actual.0);
+        self.settler
+            .settle(self.owner, self.hold, actual.0, self.admitted_ms);
     }
 }
 

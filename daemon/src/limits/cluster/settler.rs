@@ -82,6 +82,7 @@ enum Command {
         owner: Arc<str>,
         hold: HoldId,
         actual: u64,
+        admitted_ms: u64,
     },
 }
 
@@ -168,13 +169,16 @@ impl Settler {
     }
 
     /// The request finished, costing `actual`. Never waits; callable from `Drop`.
-    pub fn settle(&self, owner: Arc<str>, hold: HoldId, actual: u64) {
+    /// `admitted_ms`: when Redis admitted it (its clock; 0 if unknown), so that a hold Redis
+    /// lost with its data (restarted empty) is still charged to the rebuilt ledger.
+    pub fn settle(&self, owner: Arc<str>, hold: HoldId, actual: u64, admitted_ms: u64) {
         self.send(
             hold,
             Command::Settle {
                 owner,
                 hold,
                 actual,
+                admitted_ms,
             },
         );
     }
@@ -213,7 +217,8 @@ struct Task {
     config: SettlerConfig,
     counters: Arc<Counters>,
     open: HashMap<HoldId, Open>,
-    pending: VecDeque<(Arc<str>, HoldId, u64)>,
+    /// Settlements to send: owner, hold, actual cost, admitted at (Redis ms).
+    pending: VecDeque<(Arc<str>, HoldId, u64, u64)>,
     /// While round trips fail: no call before this.
     retry_at: Option<Instant>,
     backoff: Backoff,
@@ -295,6 +300,7 @@ impl Task {
                 owner,
                 hold,
                 actual,
+                admitted_ms,
             } => {
                 self.open
                     .entry(hold)
@@ -304,7 +310,7 @@ impl Task {
                         settling: None,
                     })
                     .settling = Some(actual);
-                self.pending.push_back((owner, hold, actual));
+                self.pending.push_back((owner, hold, actual, admitted_ms));
             }
         }
     }
@@ -317,10 +323,11 @@ impl Task {
             .pending
             .iter()
             .take(n)
-            .map(|(owner, hold, actual)| Settlement {
+            .map(|(owner, hold, actual, admitted_ms)| Settlement {
                 owner,
                 hold: *hold,
                 actual: *actual,
+                admitted_ms: *admitted_ms,
             })
             .collect();
         let call = self.redis.settle(&settlements);
@@ -333,7 +340,7 @@ impl Task {
         drop(settlements);
         match answer {
             Ok(results) => {
-                for ((owner, hold, _), result) in self.pending.drain(..n).zip(results) {
+                for ((owner, hold, _, _), result) in self.pending.drain(..n).zip(results) {
                     self.open.remove(&hold);
                     match result {
                         SettleResult::Settled

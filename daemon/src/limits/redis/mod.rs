@@ -226,7 +226,8 @@ impl RedisLimits {
                 .key(keys.done(settlement.hold))
                 .arg(self.offset_ms)
                 .arg(settlement.hold.to_string())
-                .arg(exact(settlement.actual));
+                .arg(exact(settlement.actual))
+                .arg(settlement.admitted_ms);
             pipe.invoke_script(&invocation);
         }
         let replies: Vec<Value> = self.send(&pipe).await?;

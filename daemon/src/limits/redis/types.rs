@@ -137,6 +137,11 @@ pub struct Settlement<'a> {
     pub owner: &'a str,
     pub hold: HoldId,
     pub actual: u64,
+    /// When Redis admitted it (ms, Redis's clock: the lease's end less the lease); 0 when
+    /// unknown. A hold Redis no longer has, of a ledger rebuilt after this instant, was lost
+    /// with Redis's data: its cost is added to the rebuilt ledger (the durable store's sum
+    /// could not include a request still running).
+    pub admitted_ms: u64,
 }
 
 /// What a settle did.

@@ -11,7 +11,9 @@ mod sweeper;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::limits::redis::{Admission, HoldId, Outcome, RedisLimits, SpendAsk};
+use crate::limits::redis::{
+    Admission, Finished, HoldId, Outcome, RedisLimits, SettleResult, SpendAsk,
+};
 
 use crate::config::SecretUrl;
 pub(super) use crate::limits::redis::tests::Harness;

@@ -108,6 +108,7 @@ async fn a_lost_ledger_is_rebuilt_from_the_store_and_the_cap_still_holds() {
     // It settles at 200: in Redis, and its usage record in the store.
     limits
         .settle(&[crate::limits::redis::Settlement {
+            admitted_ms: 0,
             owner: "kr_a",
             hold: hold(1),
             actual: 200,
@@ -141,4 +142,64 @@ async fn a_lost_ledger_is_rebuilt_from_the_store_and_the_cap_still_holds() {
         matches!(outcome, Outcome::Admitted { held: 100, .. }),
         "{outcome:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_running_when_redis_lost_its_data_is_charged_to_the_rebuilt_ledger() {
+    let harness = Harness::new();
+    let limits = harness.limits().await;
+    let lease = Duration::from_secs(60);
+    seeded(&limits, "lost").await;
+    let outcome = limits
+        .admit(&spending("lost", hold(1), 1_000, 600, 600, lease))
+        .await
+        .expect("admit");
+    let Outcome::Admitted {
+        lease_expires_ms, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    let admitted_ms = lease_expires_ms - 60_000;
+    // Redis loses everything of the owner (a restart without persistence, FLUSHALL) while
+    // the request runs; the ledger is rebuilt from a store that has no record of it yet.
+    harness.forget("lost");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    seeded(&limits, "lost").await;
+    let limits = &limits;
+    let settle = |hold, actual, admitted_ms| async move {
+        limits
+            .settle(&[crate::limits::redis::Settlement {
+                owner: "lost",
+                hold,
+                actual,
+                admitted_ms,
+            }])
+            .await
+            .expect("settle")
+    };
+    // Its settlement reaches the rebuilt ledger: the cap counts it.
+    assert_eq!(
+        settle(hold(1), 500, admitted_ms).await,
+        [SettleResult::Settled]
+    );
+    let spent = || async {
+        limits
+            .peek("lost", "lost", None, None)
+            .await
+            .expect("peek")
+            .spent
+    };
+    assert_eq!(spent().await, 500);
+    // Once: a retry is recognised.
+    assert_eq!(
+        settle(hold(1), 500, admitted_ms).await,
+        [SettleResult::AlreadyFinished(Finished::Settled)]
+    );
+    // A hold unknown for another reason (admitted after the rebuild, or of no known
+    // instant) is not charged: nothing says the ledger lacks it.
+    let later = admitted_ms + 3_600_000;
+    assert_eq!(settle(hold(2), 70, later).await, [SettleResult::Unknown]);
+    assert_eq!(settle(hold(3), 70, 0).await, [SettleResult::Unknown]);
+    assert_eq!(spent().await, 500);
 }

@@ -23,7 +23,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.settler
-            .settle(self.owner.clone(), self.hold, self.actual);
+            .settle(self.owner.clone(), self.hold, self.actual, 0);
     }
 }
 
@@ -60,7 +60,7 @@ async fn settlements_queued_together_go_in_one_round_trip_a_batch() {
         .join()
         .expect("the dropping thread");
     // One settled twice: billed once.
-    settler.settle(owner.clone(), hold(0), 1);
+    settler.settle(owner.clone(), hold(0), 1, 0);
     let started = Instant::now();
     assert!(eventually(Duration::from_secs(10), || settler.stats().settled == 1001).await);
     eprintln!(
@@ -102,7 +102,7 @@ async fn open_holds_outlive_their_lease_and_a_stopped_settler_leaves_them_to_the
     assert_eq!(stats.failures, 0);
 
     // One settles; then the replica stops with the other still open.
-    settler.settle(owner.clone(), hold(1), 40);
+    settler.settle(owner.clone(), hold(1), 40, 0);
     stop.cancel();
     let leftover = task.await.expect("task");
     assert_eq!(leftover, Leftover { unsent: 0, open: 1 });
@@ -120,7 +120,7 @@ async fn open_holds_outlive_their_lease_and_a_stopped_settler_leaves_them_to_the
     assert_eq!((peek.spent, peek.held, peek.open_holds), (290, 0, 0));
     // A settlement after the settler stopped is not lost silently: it is logged, and the
     // sweep already charged the hold.
-    settler.settle(owner, hold(2), 1);
+    settler.settle(owner, hold(2), 1, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +146,7 @@ async fn a_failed_batch_is_retried_until_redis_answers_and_a_shutdown_drains_in_
 
     redis.pause(true);
     for seq in 0..3 {
-        settler.settle(owner.clone(), hold(seq), 10 + seq);
+        settler.settle(owner.clone(), hold(seq), 10 + seq, 0);
     }
     assert!(
         eventually(Duration::from_secs(5), || settler.stats().failures >= 3).await,
@@ -162,7 +162,7 @@ async fn a_failed_batch_is_retried_until_redis_answers_and_a_shutdown_drains_in_
     // Stopping while Redis does not answer: the drain gives up at its deadline and says
     // what it left.
     redis.pause(true);
-    settler.settle(owner, hold(3), 7);
+    settler.settle(owner, hold(3), 7, 0);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stopping = Instant::now();
     stop.cancel();
@@ -196,7 +196,7 @@ async fn after_redis_lost_its_data_settlements_are_answered_and_open_holds_forgo
     redis.restart_empty().await;
     // The settlement of a hold Redis no longer knows is answered (Unknown: its usage
     // record is the durable truth), not retried for ever.
-    settler.settle(owner, hold(1), 40);
+    settler.settle(owner, hold(1), 40, 0);
     assert!(eventually(Duration::from_secs(10), || settler.stats().settled == 1).await);
     // A renewal after the restart (every 200 ms) finds hold 2 gone: it is not renewed
     // any more.

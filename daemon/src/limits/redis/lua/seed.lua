@@ -7,7 +7,14 @@
 -- 4 spent, then pairs of key id and version.   Reply: 1 set now, 0 already there.
 local led = KEYS[1]
 local set = 0
-if ARGV[1] == '1' or redis.call('HEXISTS', led, 'seeded') == 0 then
+if redis.call('HEXISTS', led, 'seeded') == 0 then
+  -- A new ledger: `st` (when, Redis's clock) tells settle.lua which holds it cannot know.
+  local now = math.floor(clock_us(0) / 1000)
+  redis.call('HSET', led, 'seeded', '1', 'kind', ARGV[2], 'ps', ARGV[3], 'spent', ARGV[4],
+    'st', int(now))
+  redis.call('HSETNX', led, 'held', '0')
+  set = 1
+elseif ARGV[1] == '1' then
   redis.call('HSET', led, 'seeded', '1', 'kind', ARGV[2], 'ps', ARGV[3], 'spent', ARGV[4])
   redis.call('HSETNX', led, 'held', '0')
   set = 1

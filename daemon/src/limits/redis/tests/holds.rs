@@ -61,6 +61,7 @@ async fn settling_twice_bills_once() {
         .await
         .expect("admit");
     let settlement = Settlement {
+        admitted_ms: 0,
         owner: "k",
         hold: hold(1),
         actual: 120,
@@ -88,6 +89,7 @@ async fn settling_twice_bills_once() {
     );
     // A hold never admitted is unknown.
     let unknown = Settlement {
+        admitted_ms: 0,
         hold: hold(99),
         ..settlement
     };
@@ -155,6 +157,7 @@ async fn the_sweeper_charges_the_estimate_of_a_lapsed_hold_once() {
     assert!(later.sweep(100).await.expect("sweep").is_empty());
     let late = limits
         .settle(&[Settlement {
+            admitted_ms: 0,
             owner: "k",
             hold: hold(1),
             actual: 999,
@@ -279,6 +282,7 @@ async fn a_lost_admission_reverted_by_id_is_never_admitted_late() {
         .await
         .expect("admit");
     let settlement = Settlement {
+        admitted_ms: 0,
         owner: "k",
         hold: hold(2),
         actual: 5,
@@ -329,6 +333,7 @@ async fn settling_while_sweeping_charges_each_hold_once() {
         for batch in 0..20_u64 {
             let settlements: Vec<Settlement<'_>> = (batch * 10..batch * 10 + 10)
                 .map(|seq| Settlement {
+                    admitted_ms: 0,
                     owner: "k",
                     hold: hold(seq),
                     actual: 7,

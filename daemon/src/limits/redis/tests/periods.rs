@@ -176,6 +176,7 @@ async fn a_period_that_ends_starts_again_at_zero() {
     ));
     new_year
         .settle(&[Settlement {
+            admitted_ms: 0,
             owner: "k",
             hold: hold(2),
             actual: 7,

@@ -55,6 +55,7 @@ async fn fifty_concurrent_admissions_never_hold_past_the_cap() {
     // Settling at what they really cost frees the rest.
     let settlements: Vec<Settlement<'_>> = (0..50)
         .map(|seq| Settlement {
+            admitted_ms: 0,
             owner: "k",
             hold: hold(seq),
             actual: 20,
@@ -134,6 +135,7 @@ async fn exhausted_and_would_exceed_as_on_one_server() {
     // Settled at its whole 5: the period reached the limit, exhausted.
     let settled = limits
         .settle(&[Settlement {
+            admitted_ms: 0,
             owner: "k",
             hold: hold(3),
             actual: 5,
@@ -173,6 +175,7 @@ async fn amounts_past_two_to_the_53_saturate() {
     // Settled at an absurd cost: the spend stops at 2^53 − 1, exactly.
     limits
         .settle(&[Settlement {
+            admitted_ms: 0,
             owner: "k",
             hold: hold(1),
             actual: u64::MAX,
