@@ -15,7 +15,16 @@ use serde_json::{Value, json};
 const PROPAGATION_BOUND: Duration = Duration::from_secs(10);
 
 /// Polls `check` until it holds; returns how long that took.
-async fn lag_until<F, Fut>(what: &str, mut check: F) -> Duration
+async fn lag_until<F, Fut>(what: &str, check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    lag_within(what, PROPAGATION_BOUND, check).await
+}
+
+/// [`lag_until`] with a bound of its own.
+async fn lag_within<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -27,10 +36,7 @@ where
             eprintln!("cluster lag: {what}: {:.1} ms", lag.as_secs_f64() * 1000.0);
             return lag;
         }
-        assert!(
-            start.elapsed() < PROPAGATION_BOUND,
-            "{what}: not seen within {PROPAGATION_BOUND:?}"
-        );
+        assert!(start.elapsed() < bound, "{what}: not seen within {bound:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -506,8 +512,12 @@ async fn postgres_down_for_30_s_under_load_fails_no_request_and_every_record_lan
             .expect("count usage");
         u64::try_from(row.get::<_, i64>(0)).expect("count")
     };
-    lag_until(
+    // Delivery is no latency path (a spool waits for a quiet writer, and the whole suite
+    // shares two cores): a generous bound; a lost record fails the count below whatever
+    // the wait.
+    lag_within(
         "spools delivered → usage rows equal answered requests",
+        Duration::from_secs(45),
         || async { counted().await >= answered },
     )
     .await;
