@@ -64,6 +64,9 @@ async fn a_batch_written_twice_counts_once() {
     // A batch that overlaps: only its new record counts.
     let mut overlapping = batch;
     overlapping.push(usage("key_a", "2026-11-27T12:00:00Z", "gpt-4o", 7, 2));
+    // Two records of one id in one batch (a hold's settlement and its sweep's estimate):
+    // one row, the first, counted once.
+    overlapping.push(usage("key_a", "2026-11-27T12:00:00Z", "gpt-4o", 900, 2));
     write(store, overlapping).await.expect("overlap");
     let day = "2026-11-27".parse().expect("date");
     let report = store

@@ -34,10 +34,12 @@ pub async fn write(
     journal: JournalChanges<'_>,
 ) -> anyhow::Result<()> {
     if !records.is_empty() {
-        let inserted = insert_log(tx, records).await?;
+        let mut inserted = insert_log(tx, records).await?;
+        // `remove`, not `contains`: two records of one id in a batch (a hold's settlement and
+        // its sweep's record, met in one writer batch) are one row, counted once.
         let fresh: Vec<&UsageRecord> = records
             .iter()
-            .filter(|r| inserted.contains(&(id_to_sql(r.id.instance), id_to_sql(r.id.seq))))
+            .filter(|r| inserted.remove(&(id_to_sql(r.id.instance), id_to_sql(r.id.seq))))
             .collect();
         add_to_rollup(tx, &fresh).await?;
         add_to_key_totals(tx, &fresh).await?;
