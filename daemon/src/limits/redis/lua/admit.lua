@@ -29,16 +29,19 @@ if redis.call('EXISTS', done) == 1 then
   return { 7 }
 end
 
+-- The ledger's fields, read once.
+local version_field = 'v:' .. key_id
+local f = redis.call('HMGET', led, 'seeded', version_field, 'kind', 'ps', 'spent', 'held')
+
 -- A ledger Redis does not have (first use, restart, flush): rebuilt from the durable store.
-if redis.call('HEXISTS', led, 'seeded') == 0 then
+if not f[1] then
   local start = -1
   if spend_limited and kind ~= 'n' then start = period(kind, now) end
   return { 6, now, start }
 end
 
 -- The key's version: a newer one means the replica's copy is stale.
-local version_field = 'v:' .. key_id
-local stored = num(redis.call('HGET', led, version_field), 0)
+local stored = num(f[2], 0)
 if stored > version then
   return { 5, stored }
 end
@@ -61,14 +64,13 @@ end
 -- Spend: spent + held + worst <= limit, else the clamp, else a refusal (spend/ledger.rs).
 local amount, clamped = 0, 0
 if spend_limited then
-  roll(led, kind, now)
+  local spent = roll_read(led, kind, now, f[3], f[4], f[5])
   local resets_at = -1
   if kind ~= 'n' then
     local _, ends = period(kind, now)
     resets_at = ends
   end
-  local spent = num(redis.call('HGET', led, 'spent'), 0)
-  local open = num(redis.call('HGET', led, 'held'), 0)
+  local open = num(f[6], 0)
   if spent >= limit then
     return { 3, resets_at }
   end
@@ -81,7 +83,7 @@ if spend_limited then
   else
     return { 4, headroom, resets_at }
   end
-  add_saturating(led, 'held', amount)
+  add_saturating_read(led, 'held', open, amount)
   if estimate > amount then estimate = amount end
 end
 

@@ -94,6 +94,43 @@ local function roll(led, kind, now)
   end
 end
 
+-- `roll` from the ledger's fields as already read (`stored` kind or false, `ps`, `spent`):
+-- the same writes, and the spent amount after it, without reading them again.
+local function roll_read(led, kind, now, stored, ps, spent)
+  if stored == false or stored == nil then stored = 'n' end
+  spent = num(spent, 0)
+  if kind == 'n' then
+    if stored ~= 'n' then
+      redis.call('HSET', led, 'kind', 'n', 'ps', '-1')
+    end
+    return spent
+  end
+  local ended = false
+  if stored ~= 'n' then
+    local current = period(stored, now)
+    ended = num(ps, -1) < current
+  end
+  if ended then
+    redis.call('HSET', led, 'spent', '0')
+    spent = 0
+  end
+  if ended or stored ~= kind then
+    local start = period(kind, now)
+    redis.call('HSET', led, 'kind', kind, 'ps', int(start))
+  end
+  return spent
+end
+
+-- `add_saturating` of a field whose value was already read (`current`).
+local function add_saturating_read(hash, field, current, amount)
+  current = num(current, 0)
+  local delta = amount
+  if amount > 0 and amount > MAX - current then delta = MAX - current end
+  if amount < 0 and -amount > current then delta = -current end
+  if delta ~= 0 then redis.call('HINCRBY', hash, field, int(delta)) end
+  return current + delta
+end
+
 -- Adds `amount` to the integer field `field` of `hash`, never past MAX nor below zero.
 local function add_saturating(hash, field, amount)
   local current = num(redis.call('HGET', hash, field), 0)

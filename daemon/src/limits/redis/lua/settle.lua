@@ -24,10 +24,11 @@ if not h[1] then
   end
   return { 3 }
 end
-add_saturating(led, 'held', -tonumber(h[1]))
-local kind = redis.call('HGET', led, 'kind')
-if kind then roll(led, kind, now) end
-add_saturating(led, 'spent', actual)
+local f = redis.call('HMGET', led, 'kind', 'ps', 'spent', 'held')
+add_saturating_read(led, 'held', f[4], -tonumber(h[1]))
+local spent = num(f[3], 0)
+if f[1] then spent = roll_read(led, f[1], now, f[1], f[2], f[3]) end
+add_saturating_read(led, 'spent', spent, actual)
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold)
 redis.call('SET', done, 's', 'PX', done_ttl(tonumber(h[2])))
