@@ -234,18 +234,7 @@ impl Ledger {
             state.open_reservations += 1;
             Ok((amount, clamped_output))
         })?;
-        Ok(Reservation {
-            ledger: Arc::clone(self),
-            amount,
-            estimate: amount,
-            clamped_output,
-            output_tokens: clamped_output
-                .unwrap_or(ask.output_tokens)
-                .saturating_mul(ask.answers.max(1)),
-            hold: None,
-            shared: None,
-            settled: false,
-        })
+        Ok(self.reservation(ask, amount, clamped_output, None))
     }
 
     /// Records a reservation the cluster's shared ledger decided (`limits::cluster`): this
@@ -266,6 +255,17 @@ impl Ledger {
             state.reserved = state.reserved.saturating_add(amount);
             state.open_reservations += 1;
         });
+        self.reservation(ask, amount, clamped_output, shared)
+    }
+
+    /// The guard of `amount` reserved for `ask` (the ledger already counts it).
+    fn reservation(
+        self: &Arc<Self>,
+        ask: &Ask,
+        amount: Nanodollars,
+        clamped_output: Option<u64>,
+        shared: Option<SharedHold>,
+    ) -> Reservation {
         Reservation {
             ledger: Arc::clone(self),
             amount,
