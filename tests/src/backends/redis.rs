@@ -101,6 +101,22 @@ pub fn keys_matching(url: &str, pattern: &str) -> redis::RedisResult<Vec<String>
 /// Deletes the keys matching `pattern` on the server at `url` (SCAN + UNLINK). Synchronous,
 /// for `Drop`.
 pub fn delete_matching(url: &str, pattern: &str) -> redis::RedisResult<()> {
+    // A blocking socket call interrupted by a signal (the test process's children exiting:
+    // EINTR) fails the whole attempt: tried again, a few times (SCAN and UNLINK may repeat).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match delete_matching_once(url, pattern) {
+            Err(e) if attempt < 5 => {
+                eprintln!("backends: deleting {pattern} failed ({e}); trying again");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn delete_matching_once(url: &str, pattern: &str) -> redis::RedisResult<()> {
     let mut connection = sync_connection(url)?;
     for chunk in scan(&mut connection, pattern)?.chunks(500) {
         redis::cmd("UNLINK")
