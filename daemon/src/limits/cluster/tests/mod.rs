@@ -16,7 +16,7 @@ use crate::limits::redis::{
 };
 
 use crate::config::SecretUrl;
-pub(super) use crate::limits::redis::tests::Harness;
+pub(super) use crate::limits::redis::tests::{Harness, seeded};
 
 pub(super) fn hold(seq: u64) -> HoldId {
     HoldId { instance: 3, seq }
@@ -48,14 +48,6 @@ pub(super) fn spending(
         estimate,
         lease,
     }
-}
-
-/// Seeds an empty ledger for `owner` (a key that never spent).
-pub(super) async fn seeded(limits: &RedisLimits, owner: &str) {
-    limits
-        .seed(owner, None, None, 0, &[(owner, 1)])
-        .await
-        .expect("seed");
 }
 
 pub(super) async fn admitted(limits: &RedisLimits, admission: &Admission<'_>) {

@@ -159,7 +159,7 @@ pub(super) fn spend(limit: u64, worst: u64, min: Option<u64>) -> Option<SpendAsk
 
 /// Seeds an empty ledger for `owner` (what a replica does after `NeedRebuild` for a key
 /// that never spent).
-pub(super) async fn seeded(limits: &RedisLimits, owner: &str) {
+pub(crate) async fn seeded(limits: &RedisLimits, owner: &str) {
     limits
         .seed(owner, None, None, 0, &[(owner, 1)])
         .await
