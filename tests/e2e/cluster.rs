@@ -24,7 +24,7 @@ where
 }
 
 /// [`lag_until`] with a bound of its own.
-async fn lag_within<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
+pub(crate) async fn lag_within<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -300,16 +300,7 @@ async fn keys_with_limits_share_one_window_and_one_ledger_across_replicas() {
     assert_eq!(status_of(b, &capped).await, 200);
     let mut views = Vec::new();
     for replica in [a, b] {
-        let view: Value = reqwest::Client::new()
-            .get(format!("{}/gateway/v1/key", replica.proxy_url()))
-            .bearer_auth(&capped)
-            .send()
-            .await
-            .expect("self-service")
-            .json()
-            .await
-            .expect("json");
-        views.push(view);
+        views.push(gateway_tests::requests::self_view(&replica.proxy_url(), &capped).await);
     }
     assert_eq!(views[0]["spend_period_usd"], views[1]["spend_period_usd"]);
     assert_eq!(views[0]["remaining_usd"], views[1]["remaining_usd"]);

@@ -8,7 +8,6 @@
 //!
 //! The helpers at the top are shared by the other `cluster_limits_*` modules.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,27 +19,9 @@ use serde_json::{Value, json};
 /// restarted Redis being used again) may take before the test fails; the lag is printed.
 pub(crate) const EVENTUALLY: Duration = Duration::from_secs(20);
 
-/// Polls `check` every 20 ms until it holds, for at most `bound`; returns how long that took
-/// (printed as `what`).
-pub(crate) async fn lag_until<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            let lag = start.elapsed();
-            eprintln!(
-                "cluster limits: {what}: {:.1} ms",
-                lag.as_secs_f64() * 1000.0
-            );
-            return lag;
-        }
-        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls `check` until it holds, for at most `bound`; returns how long that took (printed
+/// as `what`). The cluster tests' own.
+pub(crate) use crate::cluster::lag_within as lag_until;
 
 /// Status and SPEC error code (empty when none) of a response, consuming it.
 pub(crate) async fn status_and_code(response: reqwest::Response) -> (u16, String) {

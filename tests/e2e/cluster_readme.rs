@@ -129,16 +129,7 @@ async fn the_readme_cluster_example_works_as_written() {
     // Both replicas show the same spend for it (self-service and the management view).
     let mut seen = Vec::new();
     for replica in [a, b] {
-        let view: Value = reqwest::Client::new()
-            .get(format!("{}/gateway/v1/key", replica.proxy_url()))
-            .bearer_auth(&secret)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .expect("self-service")
-            .json()
-            .await
-            .expect("json");
+        let view = gateway_tests::requests::self_view(&replica.proxy_url(), &secret).await;
         seen.push((
             view["spend_period_usd"].clone(),
             view["rate_limit_remaining"].clone(),
