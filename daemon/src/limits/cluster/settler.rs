@@ -40,6 +40,18 @@ use crate::limits::redis::{
 /// Settlements (or renewals) sent in one round trip at most.
 pub const BATCH: usize = 512;
 
+/// After a command wakes the task, how long it lets more queue before it sends them, not
+/// listening meanwhile. Every request sends two commands (its hold opened, then settled)
+/// from an event loop's thread; a task woken for each crossed threads twice a request (a
+/// futex wake-up and a context switch each way) and sent one settlement a round trip, whose
+/// script then ran in Redis just as the next request's admission arrived. Gathering makes it
+/// one wake-up and one round trip per window, whatever the rate (measured at c1 on the
+/// 2-core benchmark machine, bench/README "Cluster mode"). The price: a finished request's
+/// hold stays counted this much longer (it holds the worst case, so a limit is never
+/// exceeded by it; a request arriving meanwhile sees less headroom, as it would while the
+/// settlement's round trip was out).
+pub const GATHER: Duration = Duration::from_millis(2);
+
 #[derive(Clone, Copy, Debug)]
 pub struct SettlerConfig {
     /// The cluster's `hold_lease`: open holds are renewed every third of it.
@@ -47,6 +59,8 @@ pub struct SettlerConfig {
     pub batch: usize,
     /// How long a shutdown goes on settling what is queued.
     pub drain: Duration,
+    /// After a command wakes the task, how long it gathers more before acting ([`GATHER`]).
+    pub gather: Duration,
     /// The first wait after a failed round trip; doubling up to `longest_retry`.
     pub first_retry: Duration,
     pub longest_retry: Duration,
@@ -58,6 +72,7 @@ impl SettlerConfig {
             lease,
             batch: BATCH,
             drain: Duration::from_secs(5),
+            gather: GATHER,
             first_retry: Duration::from_millis(50),
             longest_retry: Duration::from_secs(5),
         }
@@ -233,17 +248,22 @@ impl Task {
     ) -> Leftover {
         let mut closed = false;
         let mut drain_until: Option<Instant> = None;
+        // Commands are not listened for until then: they queue and are taken at once.
+        let mut gather_until: Option<Instant> = None;
         loop {
             while let Ok(command) = commands.try_recv() {
                 self.apply(command);
             }
             let now = Instant::now();
+            if gather_until.is_some_and(|until| until <= now) || drain_until.is_some() {
+                gather_until = None;
+            }
             match drain_until {
                 Some(deadline) if self.pending.is_empty() || now >= deadline => break,
                 None if closed && self.pending.is_empty() => break,
                 _ => {}
             }
-            let ready = self.retry_at.is_none_or(|at| at <= now);
+            let ready = self.retry_at.is_none_or(|at| at <= now) && gather_until.is_none();
             if ready && !self.pending.is_empty() {
                 self.settle_batch(drain_until).await;
                 continue;
@@ -261,12 +281,20 @@ impl Task {
                 Some(deadline) => wake = wake.min(deadline),
                 None => wake = wake.min(self.renew_at.max(retry)),
             }
+            if let Some(until) = gather_until {
+                wake = wake.min(until);
+            }
             tokio::select! {
                 () = stop.cancelled(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + self.config.drain);
                 }
-                command = commands.recv(), if !closed => match command {
-                    Some(command) => self.apply(command),
+                command = commands.recv(), if !closed && gather_until.is_none() => match command {
+                    Some(command) => {
+                        self.apply(command);
+                        if !self.config.gather.is_zero() && drain_until.is_none() {
+                            gather_until = Some(Instant::now() + self.config.gather);
+                        }
+                    }
                     None => closed = true,
                 },
                 () = tokio::time::sleep_until(wake) => {}

@@ -24,6 +24,7 @@
 //! reconnection it waits for): past it the answer is `Unavailable`, and an admission's
 //! outcome unknown, resolved by retrying with the same hold id.
 
+mod connections;
 mod error;
 mod layout;
 mod scripts;
@@ -41,6 +42,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Pipeline, Value};
 
 use crate::config::SecretUrl;
+use connections::Connections;
 pub use error::LimitsError;
 use error::Redactor;
 use layout::OwnerKeys;
@@ -51,10 +53,11 @@ pub use types::{
 };
 use types::{Reply, exact, reset_code};
 
-/// A replica's handle on the shared limits: cheap to clone (one multiplexed connection).
+/// A replica's handle on the shared limits: cheap to clone (multiplexed connections, one
+/// shared and one per event loop: `connections`).
 #[derive(Clone)]
 pub struct RedisLimits {
-    connection: ConnectionManager,
+    connections: Arc<Connections>,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
     timeout: Duration,
@@ -105,16 +108,18 @@ impl RedisLimits {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(500));
-        let connection =
-            match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-            {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(e)) => return Err(redactor.error(&e)),
-                Err(_) => return Err(redactor.timed_out()),
-            };
+        let connection = match tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(redactor.error(&e)),
+            Err(_) => return Err(redactor.timed_out()),
+        };
         let limits = RedisLimits {
-            connection,
+            connections: Arc::new(Connections::new(client, config, timeout, connection)),
             prefix: prefix.into(),
             scripts: Arc::new(Scripts::new(window)),
             timeout,
@@ -462,7 +467,7 @@ impl RedisLimits {
         for script in self.scripts.all() {
             pipe.load_script(script).ignore();
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connections.shared();
         self.bounded(pipe.query_async::<()>(&mut connection))
             .await?
             .map_err(|e| self.redactor.error(&e))
@@ -472,7 +477,7 @@ impl RedisLimits {
     /// sends it once more. Every script is safe to run twice (idempotent by hold id, or
     /// failed before writing: NOSCRIPT runs nothing).
     async fn send<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, LimitsError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connections.here();
         match self.bounded(pipe.query_async::<T>(&mut connection)).await? {
             Ok(value) => Ok(value),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {

@@ -20,12 +20,13 @@ local now = math.floor(now_us / 1000)
 
 -- The same hold id again: the answer given the first time (an admission whose answer was
 -- lost is retried by id and never counted twice).
-local held = redis.call('HMGET', hold_key, 'a', 'c', 'rl', 'rr', 'rs', 'x')
-if held[1] then
-  return { 1, tonumber(held[1]), tonumber(held[2]), tonumber(held[3]), tonumber(held[4]),
-    tonumber(held[5]), tonumber(held[6]), 1 }
-end
-if redis.call('EXISTS', done) == 1 then
+-- One call for both in the usual case (neither exists).
+if redis.call('EXISTS', hold_key, done) > 0 then
+  local held = redis.call('HMGET', hold_key, 'a', 'c', 'rl', 'rr', 'rs', 'x')
+  if held[1] then
+    return { 1, tonumber(held[1]), tonumber(held[2]), tonumber(held[3]), tonumber(held[4]),
+      tonumber(held[5]), tonumber(held[6]), 1 }
+  end
   return { 7 }
 end
 

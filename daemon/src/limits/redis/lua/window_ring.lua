@@ -1,19 +1,29 @@
 -- The rolling window as a ring of the last N admission times (ms, 8-byte doubles) in one
--- string: a 24-byte header (capacity n, next write slot h, filled slots c), then n slots.
--- A request is admitted when fewer than N of the newest N times lie in the last 60 s,
--- which is exactly "fewer than N admitted in any rolling 60 s". An admission costs a binary
--- search (O(log N) probes, read in 512-byte blocks) and O(1) writes whatever N; a changed limit
--- rewrites the ring once, O(N).
--- Times only grow (an admission is never counted earlier than the newest one), so the
--- slots are sorted and the first one in the window is found by binary search.
+-- string: a 40-byte header (capacity n, next write slot h, slots c still counted, the newest
+-- time, when the key's expiry was last pushed back), then n slots. A request is admitted when fewer than N admission times lie in the last 60 s, which
+-- is exactly "fewer than N admitted in any rolling 60 s".
+-- Times only grow (an admission is never counted earlier than the newest one), so the c
+-- counted slots are sorted, oldest first, and the ring is a queue: an admission drops the
+-- times that left the window from its front (found by galloping from the front, then a
+-- binary search: O(log k) probes for k dropped, one probe when none left) and writes one
+-- slot at its back. Steady traffic drops about one time an admission, so an admission reads
+-- two 512-byte blocks and writes two slots whatever N; after a quiet minute the whole ring
+-- goes in O(log N). A changed limit rewrites the ring once, O(N).
+-- (The binary search over all c slots this replaced cost ~40 µs an admission at N =
+-- 1,000,000 on the benchmark machine, against ~12 µs for the rest of the script's rate part.)
 
-local HEADER = 24
+local HEADER = 40
 
+-- The header: n, h, c, the newest time (ms, 0: none), and when the expiry was last set.
 local function ring_meta(win)
   local s = redis.call('GETRANGE', win, 0, HEADER - 1)
-  if #s < HEADER then return 0, 0, 0 end
-  local n, h, c = struct.unpack('<ddd', s)
-  return n, h, c
+  if #s < HEADER then return 0, 0, 0, 0, 0 end
+  local n, h, c, newest, ttl_at = struct.unpack('<ddddd', s)
+  return n, h, c, newest, ttl_at
+end
+
+local function ring_write_meta(win, n, h, c, newest, ttl_at)
+  redis.call('SETRANGE', win, 0, struct.pack('<ddddd', n, h, c, newest, ttl_at))
 end
 
 -- Slots are read in blocks of 64 (512 B), each fetched once per script and unpacked in
@@ -22,9 +32,10 @@ end
 -- cost about the same as 64-slot blocks.)
 local BLOCK = 64
 
--- A reader of the ring's logical slots (0 = oldest of the c filled): `at(i)` is a time.
-local function ring_reader(win, n, h, c)
-  local blocks = {}
+-- A reader of the ring's logical slots (0 = oldest of the c counted): `at(i)` is a time.
+-- `blocks` (optional): blocks already read, shared by readers of one script.
+local function ring_reader(win, n, h, c, blocks)
+  blocks = blocks or {}
   return function(i)
     local p = (h - c + i) % n
     local b = math.floor(p / BLOCK)
@@ -44,7 +55,10 @@ local scanned = nil
 -- Rewrites the ring with capacity `capacity`, keeping its newest `keep` times.
 local function ring_resize(win, n, h, c, capacity, keep)
   local at = ring_reader(win, n, h, c)
-  local parts = { struct.pack('<ddd', capacity, keep % capacity, keep) }
+  local newest = 0
+  if keep > 0 then newest = at(c - 1) end
+  -- Expiry set here (PX): the next admission pushes it back again (`ttl_at` 0).
+  local parts = { struct.pack('<ddddd', capacity, keep % capacity, keep, newest, 0) }
   for i = c - keep, c - 1 do
     parts[#parts + 1] = struct.pack('<d', at(i))
   end
@@ -52,32 +66,60 @@ local function ring_resize(win, n, h, c, capacity, keep)
   return capacity, keep % capacity, keep
 end
 
+-- The first of the c slots still in the window at `now_us` (c when none is): gallops from
+-- the front (1, 2, 4, … slots on) past times that left, then searches between.
+local function first_inside(at, c, now_us)
+  local function inside(i) return (at(i) + WINDOW) * 1000 > now_us end
+  if c == 0 or inside(0) then return 0 end
+  local lo, step, hi = 0, 1, c -- at(lo) has left; the answer is in (lo, hi]
+  while lo + step < c do
+    if inside(lo + step) then
+      hi = lo + step
+      break
+    end
+    lo = lo + step
+    step = step * 2
+  end
+  lo = lo + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if inside(mid) then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
 -- How many admissions lie in the window at `now_us` (at most `limit` counted), and the
 -- time (ms, nil when none) of the one whose leaving frees a slot: the oldest in the window,
--- or with `limit` or more in it, the `limit`-th newest.
+-- or with `limit` or more in it, the `limit`-th newest. `writable`: the times that left
+-- are dropped (written back here when no admission follows to write them).
 -- The ring holds every admission still in the window: it grows with a raised limit before
 -- admitting, and a lowered limit shrinks it only once no more than `limit` are in the
 -- window (so lowering and raising again never forgets one).
 local function window_scan(win, limit, now_us, writable)
-  local n, h, c = ring_meta(win)
+  local n, h, c, newest, ttl_at = ring_meta(win)
   if c == 0 then return 0, nil end
+  local blocks = {}
+  local at = ring_reader(win, n, h, c, blocks)
+  local left = first_inside(at, c, now_us)
+  if left > 0 then
+    c = c - left
+    at = ring_reader(win, n, h, c, blocks)
+  end
   if n < limit and writable then
     n, h, c = ring_resize(win, n, h, c, limit, c)
+    at = ring_reader(win, n, h, c)
+    left, ttl_at = 0, 0
   end
-  local at = ring_reader(win, n, h, c)
-  local lo, hi = 0, c
-  -- The first slot whose time is still in the window.
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if (at(mid) + WINDOW) * 1000 > now_us then hi = mid else lo = mid + 1 end
-  end
-  scanned = { n = n, h = h, c = c, at = at }
-  local inside = c - lo
-  if inside == 0 then return 0, nil end
-  if inside >= limit then
+  scanned = { n = n, h = h, c = c, at = at, newest = newest, ttl_at = ttl_at }
+  local inside = c
+  if inside >= limit or inside == 0 then
+    if left > 0 and writable then
+      ring_write_meta(win, n, h, c, newest, ttl_at)
+    end
+    if inside == 0 then return 0, nil end
     return limit, at(c - limit)
   end
-  local oldest = at(lo)
+  local oldest = at(0)
   if n > limit and writable then
     ring_resize(win, n, h, c, limit, inside)
     scanned = nil
@@ -87,32 +129,32 @@ end
 
 -- Records an admission at `now_us`, counted at the next whole millisecond (never earlier
 -- than the newest one); returns its time (ms). `window_scan` has resized the ring.
+-- The key's expiry (2 windows) is pushed back when it was last set half a window ago or
+-- more, so it always lies over 1.5 windows past the newest admission.
 local function window_add(win, limit, now_us, member)
-  local n, h, c, at
+  local n, h, c, newest, ttl_at
   if scanned then
-    n, h, c, at = scanned.n, scanned.h, scanned.c, scanned.at
+    n, h, c, newest, ttl_at = scanned.n, scanned.h, scanned.c, scanned.newest, scanned.ttl_at
   else
-    n, h, c = ring_meta(win)
-    at = ring_reader(win, n, h, c)
+    n, h, c, newest, ttl_at = ring_meta(win)
   end
   if c == 0 then n, h = limit, 0 end
   local t = math.ceil(now_us / 1000)
-  if c > 0 then
-    local newest = at(c - 1)
-    if newest > t then t = newest end
-  end
+  if c > 0 and newest > t then t = newest end
   redis.call('SETRANGE', win, HEADER + h * 8, struct.pack('<d', t))
   h = (h + 1) % n
   if c < n then c = c + 1 end
-  redis.call('SETRANGE', win, 0, struct.pack('<ddd', n, h, c))
-  redis.call('PEXPIRE', win, WINDOW * 2)
+  local refresh = t - ttl_at >= WINDOW / 2
+  if refresh then ttl_at = t end
+  ring_write_meta(win, n, h, c, t, ttl_at)
+  if refresh then redis.call('PEXPIRE', win, WINDOW * 2) end
   return t
 end
 
 -- Takes back the admission counted at `t`: the newest slot holding `t` goes, the newer
 -- ones move down one (a revert follows its admission closely, so that is a few slots).
 local function window_remove(win, member, t)
-  local n, h, c = ring_meta(win)
+  local n, h, c, newest, ttl_at = ring_meta(win)
   local at = ring_reader(win, n, h, c)
   local found = nil
   for i = c - 1, 0, -1 do
@@ -126,5 +168,9 @@ local function window_remove(win, member, t)
     local v = at(i + 1)
     redis.call('SETRANGE', win, HEADER + p * 8, struct.pack('<d', v))
   end
-  redis.call('SETRANGE', win, 0, struct.pack('<ddd', n, (h - 1) % n, c - 1))
+  if found == c - 1 then
+    newest = 0
+    if c >= 2 then newest = at(c - 2) end
+  end
+  ring_write_meta(win, n, (h - 1) % n, c - 1, newest, ttl_at)
 end

@@ -1,9 +1,9 @@
 //! The ring against the sorted-set log, at N = 60 and N = 10,000, on a private server (its
 //! statistics are this test's only): both admit exactly N, refuse the next N and, a minute
 //! later, admit N again (the ring wrapped, the log trimmed); the ring's window key holds an
-//! admission in about 11 bytes where the log needs about 105, and its binary search reads
-//! few blocks of 64 slots. Redis's own time per EVALSHA (`INFO commandstats`) is printed, not asserted:
-//! ARCHITECTURE.md keeps the figures.
+//! admission in 8 to 16 bytes where the log needs about 105, and an admission reads the
+//! header and one block of 64 slots. Redis's own time per EVALSHA (`INFO commandstats`) is
+//! printed, not asserted: ARCHITECTURE.md keeps the figures.
 
 use std::sync::Arc;
 
@@ -129,28 +129,30 @@ async fn measure(window: Window, n: u32, redis: &PrivateRedis) -> Cost {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ring_holds_the_window_in_a_tenth_of_the_sorted_sets_memory() {
+async fn the_ring_holds_the_window_in_a_sixth_of_the_sorted_sets_memory() {
     let redis = PrivateRedis::start("measure").await;
     for n in [60, 10_000] {
         let ring = measure(Window::Ring, n, &redis).await;
         let set = measure(Window::SortedSet, n, &redis).await;
+        // 8 bytes a slot, in a string grown by SETRANGE, whose allocation Redis doubles as it
+        // grows: 8 to 16 bytes an admission, depending on where the last doubling fell.
         assert!(
-            ring.bytes_per_admission < 12.5,
+            ring.bytes_per_admission < 17.0,
             "N={n}: {}",
             ring.bytes_per_admission
         );
         assert!(set.bytes_per_admission > ring.bytes_per_admission);
-        // The header, then the binary search's blocks of 64 slots: one at N = 60 (the whole
-        // ring), about nine at N = 10,000 (the newest slot's among them).
-        let most = if n == 60 { 2.0 } else { 11.0 };
+        // The header, then the block of 64 slots holding the oldest time: the queue drops
+        // the times that left from its front, so an admission reads two blocks whatever N
+        // (the first admission after the quiet minute gallops past all N, O(log N) blocks).
         assert!(
-            ring.getrange_per_admission <= most,
+            ring.getrange_per_admission <= 2.1,
             "N={n}: {} GETRANGE an admission",
             ring.getrange_per_admission
         );
         if n == 10_000 {
             assert!(
-                set.bytes_per_admission > 8.0 * ring.bytes_per_admission,
+                set.bytes_per_admission > 6.0 * ring.bytes_per_admission,
                 "{} vs {}",
                 set.bytes_per_admission,
                 ring.bytes_per_admission

@@ -213,8 +213,15 @@ async fn a_changed_limit_keeps_the_newest_admissions() {
     ));
 }
 
-/// Admission instants (ms, Redis's clock) of a long run with random gaps, for `window`.
-async fn long_run(limits: &RedisLimits, owner: &str, limit: u32) -> (Vec<u64>, u32) {
+/// Admission instants (ms, Redis's clock) of a long run with random gaps, for `window`:
+/// `steps` admissions, bursts up to `burst_gap` ms apart, one gap in `pause_in` a pause of up
+/// to 20 s.
+async fn long_run(
+    limits: &RedisLimits,
+    owner: &str,
+    limit: u32,
+    (steps, burst_gap, pause_in): (u64, u64, u64),
+) -> (Vec<u64>, u32) {
     seeded(limits, owner).await;
     let lease = Duration::from_secs(600);
     let mut admitted = Vec::new();
@@ -222,15 +229,14 @@ async fn long_run(limits: &RedisLimits, owner: &str, limit: u32) -> (Vec<u64>, u
     let mut offset = 0_i64;
     // A fixed linear congruential sequence: the same gaps for both windows, every run.
     let mut state = 0x2545_f491_u64;
-    for seq in 0..400 {
+    for seq in 0..steps {
         state = state
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1);
-        // Mostly bursts a few ms apart, sometimes a pause of up to 20 s.
-        let gap = if (state >> 60) < 2 {
+        let gap = if (state >> 54) < 1024 / pause_in {
             (state >> 33) % 20_000
         } else {
-            (state >> 33) % 700
+            (state >> 33) % burst_gap
         };
         offset += i64::try_from(gap).expect("small");
         let admission = Admission {
@@ -257,36 +263,39 @@ async fn long_run(limits: &RedisLimits, owner: &str, limit: u32) -> (Vec<u64>, u
 
 #[tokio::test]
 async fn over_a_long_run_never_more_than_n_in_any_rolling_minute() {
-    const N: u32 = 7;
-    let ring_harness = Harness::new();
-    let set_harness = Harness::new();
-    let ring = ring_harness.limits().await;
-    let set = set_harness.limits_with(Window::SortedSet).await;
-    let (ring_times, ring_refused) = long_run(&ring, "k", N).await;
-    let (set_times, set_refused) = long_run(&set, "k", N).await;
-    for (what, times) in [("ring", &ring_times), ("sorted set", &set_times)] {
-        // The (i + N)-th admission comes a full minute after the i-th: at most N in any
-        // rolling 60 s (instants read to the millisecond below, hence 59,999).
-        for pair in times.windows(usize::try_from(N).expect("small") + 1) {
-            let span = pair[pair.len() - 1] - pair[0];
-            assert!(
-                span >= 59_999,
-                "{what}: {} admitted within {span} ms",
-                N + 1
-            );
+    // N = 7: one block of the ring; N = 150: three blocks, wrapped around many times, with
+    // many times leaving the queue at once after the pauses (the gallop). Both refused often.
+    for (n, run) in [(7_u32, (400, 700, 8)), (150, (1500, 60, 64))] {
+        let ring_harness = Harness::new();
+        let set_harness = Harness::new();
+        let ring = ring_harness.limits().await;
+        let set = set_harness.limits_with(Window::SortedSet).await;
+        let (ring_times, ring_refused) = long_run(&ring, "k", n, run).await;
+        let (set_times, set_refused) = long_run(&set, "k", n, run).await;
+        for (what, times) in [("ring", &ring_times), ("sorted set", &set_times)] {
+            // The (i + N)-th admission comes a full minute after the i-th: at most N in any
+            // rolling 60 s (instants read to the millisecond below, hence 59,999).
+            for pair in times.windows(usize::try_from(n).expect("small") + 1) {
+                let span = pair[pair.len() - 1] - pair[0];
+                assert!(
+                    span >= 59_999,
+                    "{what} N={n}: {} admitted within {span} ms",
+                    n + 1
+                );
+            }
         }
+        assert!(
+            ring_refused > 100,
+            "N={n}: the run must hit the limit often: {ring_refused} refused"
+        );
+        // The two windows are the same rule: the same admissions, give or take one whose
+        // slot freed within the few milliseconds between the two runs' calls.
+        let difference = ring_times.len().abs_diff(set_times.len());
+        assert!(
+            difference <= 2,
+            "N={n}: ring {} vs sorted set {} admitted ({ring_refused} vs {set_refused} refused)",
+            ring_times.len(),
+            set_times.len()
+        );
     }
-    assert!(
-        ring_refused > 100,
-        "the run must hit the limit often: {ring_refused}"
-    );
-    // The two windows are the same rule: the same admissions, give or take one whose slot
-    // freed within the few milliseconds between the two runs' calls.
-    let difference = ring_times.len().abs_diff(set_times.len());
-    assert!(
-        difference <= 2,
-        "ring {} vs sorted set {} admitted ({ring_refused} vs {set_refused} refused)",
-        ring_times.len(),
-        set_times.len()
-    );
 }
