@@ -101,6 +101,8 @@ pub struct Run {
     /// Key count of the gatewayd in the main table.
     pub main_keys: usize,
     pub scale_concurrency: usize,
+    /// Cluster mode: a bare Redis round trip on this machine (`cluster::floor`).
+    pub redis_floor: Option<crate::cluster::floor::Floor>,
 }
 
 impl Run {

@@ -244,6 +244,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 }
             }
         }
+        if let Some((cluster, _, _)) = &cluster {
+            run.redis_floor = Some(cluster.floor().context("timing a bare Redis round trip")?);
+        }
         drop(admin);
         // Stopped before the scale runs, its Redis keys and its database removed.
         drop(cluster);

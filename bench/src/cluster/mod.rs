@@ -8,9 +8,11 @@
 //! `redis-server` of its own. The flights are only gatewayd's.
 //!
 //! Modules: [`backends`] makes and removes the database and the Redis keys, [`relay`]
-//! counts, [`report`] renders the section.
+//! counts, [`floor`] times a bare Redis round trip (the least an admission can cost),
+//! [`report`] renders the section.
 
 pub mod backends;
+pub mod floor;
 pub mod relay;
 pub mod report;
 
@@ -99,6 +101,11 @@ impl Cluster {
             connection,
             flights: self.relay.as_ref().map(|r| Arc::clone(&r.counters)),
         })
+    }
+
+    /// A bare Redis round trip on this machine, straight to Redis (see [`floor`]).
+    pub fn floor(&self) -> anyhow::Result<floor::Floor> {
+        floor::measure(&self.redis.url)
     }
 
     /// A line for the report's header: where everything is (host and port, never a URL).

@@ -193,6 +193,15 @@ pub fn targets(run: &Run) -> Vec<String> {
                 mode.name(),
                 c - g
             ));
+            if let Some(floor) = run.redis_floor {
+                verdicts.push(format!(
+                    "INFO of which a bare Redis round trip on this machine ({}, c1 p50, the admission's shape): {:.3} ms (PING {:.3} ms); cluster adds {:+.3} ms beyond it",
+                    mode.name(),
+                    floor.script_ms,
+                    floor.ping_ms,
+                    c - g - floor.script_ms
+                ));
+            }
         }
     }
     for (cluster, single) in &pairs {
