@@ -1,5 +1,6 @@
 //! The limits seam's tests: one server's engine as the pipeline had it, and a cluster
-//! replica whose Redis does not answer, which refuses limited keys and serves the others.
+//! replica whose Redis does not answer, which refuses limited keys and serves the others,
+//! and one whose Redis stopped answering, where no call waits for it once that is known.
 //! (The shared engine itself is tested against a real Redis in `cluster/tests` and
 //! `redis/tests`, and end to end in `tests/e2e/cluster_limits*.rs`.)
 
@@ -83,11 +84,16 @@ impl Setup {
 
     /// A replica whose Redis refuses connections, on a SQLite store of its own.
     fn cluster(&self, dir: &std::path::Path) -> Limits {
+        self.cluster_on(dir, "redis://127.0.0.1:1")
+    }
+
+    /// A replica of the Redis at `redis_url`, on a SQLite store of its own.
+    fn cluster_on(&self, dir: &std::path::Path, redis_url: &str) -> Limits {
         let store = crate::store::Store::open(&dir.join("gateway.db")).expect("store");
         let (usage, _) = crate::store::writer::UsageWriter::detached();
         Limits::Cluster(cluster::ClusterLimits::start(
             cluster::ClusterParts {
-                redis_url: crate::config::SecretUrl::redis("redis://127.0.0.1:1").expect("url"),
+                redis_url: crate::config::SecretUrl::redis(redis_url).expect("url"),
                 prefix: "gw:test".into(),
                 lease: crate::config::DEFAULT_HOLD_LEASE,
                 store,
@@ -252,4 +258,62 @@ async fn a_cluster_without_redis_refuses_limited_keys_and_serves_the_others() {
     drop(admitted.reservation);
     assert_eq!(free.spend().open_reservations, 0);
     assert!(limits.standing(&free).await.expect("served").rate.is_none());
+}
+
+#[tokio::test]
+async fn once_redis_is_known_away_no_view_or_refusal_waits_for_it() {
+    let redis = cluster::tests::PrivateRedis::start().await;
+    let setup = setup(vec![record("k", Some(100), Some(100))]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limits = setup.cluster_on(dir.path(), &redis.url());
+    let key = setup.key("k");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while admit(&limits, &key, setup.now(), 1).await.0.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        limits.standing(&key).await.is_ok(),
+        "a view while Redis answers"
+    );
+
+    // Paused: it accepts and never answers. The first call finds out (its timeout), and
+    // from then on views and the rate-first look refuse at once instead of each waiting.
+    redis.pause(true);
+    assert_eq!(
+        code(admit(&limits, &key, setup.now(), 1).await.0),
+        ErrorCode::LimitsUnavailable
+    );
+    let started = std::time::Instant::now();
+    let view = limits
+        .standing(&key)
+        .await
+        .expect_err("a limited key's view");
+    assert_eq!(view.code, ErrorCode::LimitsUnavailable);
+    let unpriced = limits
+        .admit(
+            &key,
+            setup.now(),
+            (gateway_shared::Provider::Openai, "m"),
+            || Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price")),
+        )
+        .await;
+    assert!(
+        matches!(unpriced, Err(Denied::Refused(e)) if e.code == ErrorCode::ModelNotPriced),
+        "the pricing refusal as it is"
+    );
+    assert_eq!(
+        code(admit(&limits, &key, setup.now(), 1).await.0),
+        ErrorCode::LimitsUnavailable
+    );
+    // Each of the three would take the whole timeout if it asked Redis.
+    assert!(
+        started.elapsed() < cluster::REDIS_TIMEOUT,
+        "{:?}: a call waited for a Redis known to be away",
+        started.elapsed()
+    );
+    redis.pause(false);
 }

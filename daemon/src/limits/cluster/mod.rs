@@ -33,7 +33,7 @@ pub mod sweeper;
 mod views;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -197,11 +197,7 @@ impl ClusterLimits {
         };
         // Not connected yet, or known to be away (the probe brings it back within
         // `background::PROBE_AWAY`): no request waits for a Redis that does not answer.
-        let Some(engine) = self
-            .engine
-            .get()
-            .filter(|_| self.parts.health.limits() == LimitsStatus::Ok)
-        else {
+        let Some(engine) = self.engine_up() else {
             return self.without_redis(key, now, &spend).await;
         };
         let hold = hold_of(self.parts.usage.next_id());
@@ -484,10 +480,19 @@ impl ClusterLimits {
         self.parts.health.set_limits(LimitsStatus::Unavailable);
     }
 
+    /// The engine, when connected and not known to be away: a call to a Redis that does
+    /// not answer would wait for the whole timeout (the probe brings it back within
+    /// `background::PROBE_AWAY` of its return).
+    fn engine_up(&self) -> Option<&Engine> {
+        self.engine
+            .get()
+            .filter(|_| self.parts.health.limits() == LimitsStatus::Ok)
+    }
+
     /// A request refused before its admission (unpriced): 429 instead when the key's window
     /// is full, as SPEC §3 orders the checks. Redis away: the refusal as it is.
     async fn rate_first(&self, key: &KeyEntry, refusal: GatewayError) -> GatewayError {
-        let (Some(limit), Some(engine)) = (key.rate_limit_rpm, self.engine.get()) else {
+        let (Some(limit), Some(engine)) = (key.rate_limit_rpm, self.engine_up()) else {
             return refusal;
         };
         match engine

@@ -86,9 +86,10 @@ impl ClusterLimits {
             .map(|peek| Nanodollars(peek.spent))
     }
 
-    /// The owner's shared state; a ledger Redis lost is rebuilt first. `None` without Redis.
+    /// The owner's shared state; a ledger Redis lost is rebuilt first. `None` without Redis
+    /// (not connected, or known to be away: no view waits for it).
     async fn peek(&self, key: &KeyEntry) -> Result<Option<Peek>, GatewayError> {
-        let Some(engine) = self.engine.get() else {
+        let Some(engine) = self.engine_up() else {
             return Ok(None);
         };
         for _ in 0..2 {

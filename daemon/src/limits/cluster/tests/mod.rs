@@ -73,7 +73,7 @@ pub(super) async fn eventually(within: Duration, mut done: impl FnMut() -> bool)
 
 /// A `redis-server` of a test's own (from PATH), keeping nothing on disk, with a password;
 /// paused with SIGSTOP (it accepts connections and never answers). Killed on drop.
-pub(super) struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
