@@ -345,6 +345,25 @@ async fn exchange(
     Ok(())
 }
 
+/// `count` requests one after another on one connection (the callgrind mode's fixed
+/// input); an error at the first that fails.
+pub async fn sequential(target: &Target, mode: Mode, count: usize) -> anyhow::Result<()> {
+    let mut sender = connect(target.addr).await?;
+    let host = target.addr.to_string();
+    let body = mode.body();
+    for i in 0..count {
+        sender
+            .ready()
+            .await
+            .with_context(|| format!("the connection to {} closed", target.addr))?;
+        let request = build_request(target, &host, mode, body.clone())?;
+        exchange(&mut sender, request, mode)
+            .await
+            .with_context(|| format!("request {} of {count} to {}", i + 1, target.addr))?;
+    }
+    Ok(())
+}
+
 /// One request outside any cell, to check a target answers before load is put on it.
 pub async fn probe(target: &Target, mode: Mode) -> anyhow::Result<()> {
     let mut sender = connect(target.addr).await?;

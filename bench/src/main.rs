@@ -10,11 +10,15 @@
 //! With `--cluster` it also measures gatewayd in cluster mode (a fresh PostgreSQL database
 //! and Redis) beside the single-server one: [`cluster`].
 //!
+//! With `--callgrind` it counts instructions per request instead, the bare proxy and
+//! gatewayd each under callgrind: [`callgrind`].
+//!
 //! Modules: [`suite`] runs everything, [`load`] is the closed-loop load generator, [`mock`]
 //! and [`bare_proxy`] are the servers, [`gatewayd`] drives the daemon, [`process`] reads
 //! `/proc`, [`report`] prints tables and judges the targets.
 
 mod bare_proxy;
+mod callgrind;
 mod cluster;
 mod gatewayd;
 mod load;
@@ -140,6 +144,18 @@ struct Args {
     /// Seconds to wait, everything started, before the matrix (to attach a profiler).
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// Count instructions per request instead: the bare proxy and gatewayd each under
+    /// `valgrind --tool=callgrind`, a fixed number of identical requests per --modes (default
+    /// here: json,sse), one at a time; prints each one's instructions per request, their
+    /// ratio against issue #19's targets, and the top functions.
+    #[arg(long)]
+    callgrind: bool,
+    /// Requests counted per mode and server in --callgrind (after --callgrind-warmup).
+    #[arg(long, default_value_t = 2000)]
+    callgrind_requests: usize,
+    /// Requests sent before the counters are zeroed, per mode and server.
+    #[arg(long, default_value_t = 200)]
+    callgrind_warmup: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +188,18 @@ fn main() -> ExitCode {
             upstream,
             work_ns,
         }) => bare_proxy::serve(*workers, *upstream, Duration::from_nanos(*work_ns)),
+        None if args.callgrind => options(&args).and_then(|mut options| {
+            if args.modes == default_modes() {
+                options.modes = vec![load::Mode::Json, load::Mode::Sse];
+            }
+            callgrind::run(
+                &options,
+                callgrind::Counts {
+                    requests: args.callgrind_requests,
+                    warmup: args.callgrind_warmup,
+                },
+            )
+        }),
         None => options(&args).and_then(|options| suite::run(&options)),
     };
     match result {
@@ -181,6 +209,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--modes`'s default, as parsed.
+fn default_modes() -> Vec<String> {
+    ["json", "sse", "sse-split"].map(String::from).to_vec()
 }
 
 fn options(args: &Args) -> anyhow::Result<suite::Options> {

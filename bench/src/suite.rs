@@ -52,33 +52,19 @@ pub struct Options {
     pub cluster: cluster::Settings,
 }
 
-const UPSTREAM_PATH: &str = "/v1/chat/completions";
-const GATEWAY_PATH: &str = "/openai/v1/chat/completions";
+pub const UPSTREAM_PATH: &str = "/v1/chat/completions";
+pub const GATEWAY_PATH: &str = "/openai/v1/chat/completions";
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let exe = std::env::current_exe().context("locating gateway-bench")?;
-    let binary = match &options.gatewayd {
-        Some(path) => path.clone(),
-        None => exe
-            .parent()
-            .map(|dir| dir.join("gatewayd"))
-            .context("gateway-bench has no parent directory")?,
-    };
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first with `cargo build --release -p gatewayd`, or pass --gatewayd",
-            binary.display()
-        );
-    }
+    let binary = gatewayd_binary(options, &exe)?;
     let work = tempfile::Builder::new()
         .prefix("gateway-bench-")
         .tempdir()
         .context("creating a scratch directory")?;
 
-    let mut mock_cmd = Command::new(&exe);
-    mock_cmd.args(["mock", "--workers", &options.mock_workers.to_string()]);
-    let mock = Proc::spawn("mock", mock_cmd, "mock listening", Duration::from_secs(10))?;
+    let mock = spawn_mock(&exe, options)?;
     let mock_addr = listening_addr(&mock)?;
     let bare = spawn_bare(&exe, options, mock_addr, Duration::ZERO)?;
     let bare_addr = listening_addr(&bare)?;
@@ -423,7 +409,32 @@ async fn scale(
     })
 }
 
-fn listening_addr(proc: &Proc) -> anyhow::Result<SocketAddr> {
+/// The gatewayd binary: `--gatewayd`, else the one beside this benchmark.
+pub fn gatewayd_binary(options: &Options, exe: &Path) -> anyhow::Result<PathBuf> {
+    let binary = match &options.gatewayd {
+        Some(path) => path.clone(),
+        None => exe
+            .parent()
+            .map(|dir| dir.join("gatewayd"))
+            .context("gateway-bench has no parent directory")?,
+    };
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p gatewayd`, or pass --gatewayd",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The mock provider: this binary again, as `mock`.
+pub fn spawn_mock(exe: &Path, options: &Options) -> anyhow::Result<Proc> {
+    let mut mock_cmd = Command::new(exe);
+    mock_cmd.args(["mock", "--workers", &options.mock_workers.to_string()]);
+    Proc::spawn("mock", mock_cmd, "mock listening", Duration::from_secs(10))
+}
+
+pub fn listening_addr(proc: &Proc) -> anyhow::Result<SocketAddr> {
     proc.ready_line
         .rsplit(' ')
         .next()

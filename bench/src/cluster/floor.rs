@@ -55,7 +55,7 @@ async fn measure_on_loop(url: &str) -> anyhow::Result<Floor> {
     let mut invocation = script.prepare_invoke();
     for name in [
         "led",
-        "win",
+        "rw",
         "h:0123456789abcdef",
         "hx",
         "d:0123456789abcdef",

@@ -473,7 +473,14 @@ impl ClusterLimits {
         }
     }
 
+    /// A call failed: Redis is marked away when it did not answer. A script's error (a bug,
+    /// or a window or ledger it cannot read) fails only that call: marking the whole
+    /// replica away for it would refuse every limited key for nothing.
     fn redis_failed(&self, error: &LimitsError) {
+        if !matches!(error, LimitsError::Unavailable(_)) {
+            tracing::error!(%error, "a limits script failed: this call is refused");
+            return;
+        }
         if self.parts.health.limits() == LimitsStatus::Ok {
             tracing::warn!(%error, "Redis does not answer: keys with limits are refused 503 until it does");
         }

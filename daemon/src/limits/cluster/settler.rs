@@ -272,18 +272,22 @@ impl Task {
                 self.renew().await;
                 continue;
             }
-            let retry = self.retry_at.unwrap_or(now);
-            let mut wake = now + Duration::from_secs(3600);
-            if !self.pending.is_empty() {
-                wake = wake.min(retry);
-            }
-            match drain_until {
-                Some(deadline) => wake = wake.min(deadline),
-                None => wake = wake.min(self.renew_at.max(retry)),
-            }
-            if let Some(until) = gather_until {
-                wake = wake.min(until);
-            }
+            // Gathering: nothing is due before the window ends (a settlement or a renewal
+            // due meanwhile waits for it), so the only wake-up is its end.
+            let wake = match gather_until {
+                Some(until) => until,
+                None => {
+                    let retry = self.retry_at.unwrap_or(now);
+                    let mut wake = now + Duration::from_secs(3600);
+                    if !self.pending.is_empty() {
+                        wake = wake.min(retry);
+                    }
+                    match drain_until {
+                        Some(deadline) => wake.min(deadline),
+                        None => wake.min(self.renew_at.max(retry)),
+                    }
+                }
+            };
             tokio::select! {
                 () = stop.cancelled(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + self.config.drain);

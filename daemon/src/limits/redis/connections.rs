@@ -10,14 +10,19 @@
 //! upstream connections are (`event_loops`).
 //!
 //! A loop's connection is opened the first time that loop asks for one, by a task on that
-//! loop; until it is open (and if opening fails, until a later call tries again) the call
-//! goes through the shared connection, which is also what every call off the loops (the
-//! settler, the sweeper, the health probe, tests) uses. Each connection reconnects on its own
-//! (`ConnectionManager`).
+//! loop; until it is open the call goes through the shared connection, which is also what
+//! every call off the loops (the settler, the sweeper, the health probe, tests) uses. An
+//! open that failed is tried again after a wait that doubles (1 s to 30 s), not at every
+//! call. Each connection reconnects on its own (`ConnectionManager`), lazily: a loop's
+//! connection may still hold the failure of an outage the probe has seen end, so a call it
+//! fails with a connection error is sent again on the shared one (`RedisLimits::send`).
+//!
+//! A replica keeps one connection per event loop plus the shared one open to Redis (its
+//! `maxclients` must allow that many per replica).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -25,6 +30,9 @@ use crate::event_loops;
 
 /// The most event loops a daemon runs (`worker_threads` is at most this).
 const MAX_LOOPS: usize = 1024;
+/// The first and the longest wait before opening a loop's connection again after a failure.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
 
 pub(super) struct Connections {
     client: redis::Client,
@@ -39,8 +47,10 @@ pub(super) struct Connections {
 #[derive(Default)]
 struct Slot {
     connection: OnceLock<ConnectionManager>,
-    /// A task of this loop is opening its connection.
+    /// A task of this loop is opening its connection (or waiting to retry).
     opening: AtomicBool,
+    /// After a failed open: not before this, and the wait after the next failure.
+    retry: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl Connections {
@@ -60,23 +70,28 @@ impl Connections {
     }
 
     /// The connection for a call made on the calling thread: its event loop's own when it
-    /// is open, else the shared one (opening the loop's in the background).
-    pub(super) fn here(self: &Arc<Self>) -> ConnectionManager {
+    /// is open (`true`), else the shared one (opening the loop's in the background).
+    pub(super) fn here(self: &Arc<Self>) -> (ConnectionManager, bool) {
         let index = event_loops::current();
         if index == 0 || index > MAX_LOOPS {
-            return self.shared.clone();
+            return (self.shared.clone(), false);
         }
         let slot = &self.loops[index - 1];
         if let Some(connection) = slot.connection.get() {
-            return connection.clone();
+            return (connection.clone(), true);
         }
-        if !slot.opening.swap(true, Ordering::AcqRel) {
+        let due = slot
+            .retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|(at, _)| at <= Instant::now());
+        if due && !slot.opening.swap(true, Ordering::AcqRel) {
             // Spawned from the loop's thread: the task, and the connection's own task, run on
             // this loop's runtime.
             let this = Arc::clone(self);
             tokio::spawn(async move { this.open(index).await });
         }
-        self.shared.clone()
+        (self.shared.clone(), false)
     }
 
     /// The shared connection, for calls that are not a request's.
@@ -94,10 +109,18 @@ impl Connections {
         match opened {
             Ok(Ok(connection)) => {
                 let _ = slot.connection.set(connection);
+                *slot.retry.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
-            // Redis away or slow: the shared connection serves meanwhile, and the next call
-            // on this loop tries again. Its errors are the shared connection's to report.
-            Ok(Err(_)) | Err(_) => slot.opening.store(false, Ordering::Release),
+            // Redis away, slow, or refusing more clients: the shared connection serves
+            // meanwhile, and a call after the wait tries again. Errors are the shared
+            // connection's to report.
+            Ok(Err(_)) | Err(_) => {
+                let mut retry = slot.retry.lock().unwrap_or_else(|p| p.into_inner());
+                let wait = retry.map_or(FIRST_RETRY, |(_, wait)| (wait * 2).min(LONGEST_RETRY));
+                *retry = Some((Instant::now() + wait, wait));
+                drop(retry);
+                slot.opening.store(false, Ordering::Release);
+            }
         }
     }
 }

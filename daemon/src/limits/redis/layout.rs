@@ -8,7 +8,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<p>:{<o>}:led` | hash | `seeded`, `kind` (n/d/w/m), `ps` (period start ms), `spent`, `held` (nd), `v:<key id>` (versions) |
-//! | `<p>:{<o>}:win` | string | the rate window: a ring of the last N admission times |
+//! | `<p>:{<o>}:rw` | string | the rate window: a ring of the last N admission times (named `win` in its first format, whose 24-byte header the queue's 40-byte one replaced: a new name, so no script reads the other's format) |
 //! | `<p>:{<o>}:h:<hold>` | hash | an open hold: `a` amount, `e` estimate, `x` lease expiry ms, `k` key id, `l` lease ms, `t` window time, `c` clamped, `rl`/`rr`/`rs` the rate answer |
 //! | `<p>:{<o>}:hx` | sorted set | the owner's open holds by lease expiry |
 //! | `<p>:{<o>}:d:<hold>` | string, TTL | a finished hold (`s` settled, `w` swept, `r` reverted) |
@@ -38,7 +38,7 @@ impl OwnerKeys {
     }
 
     pub(super) fn window(&self) -> String {
-        format!("{}win", self.base)
+        format!("{}rw", self.base)
     }
 
     pub(super) fn expiries(&self) -> String {

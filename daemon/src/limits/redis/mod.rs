@@ -476,17 +476,49 @@ impl RedisLimits {
     /// Sends `pipe`; after NOSCRIPT (Redis restarted and forgot the scripts) loads them and
     /// sends it once more. Every script is safe to run twice (idempotent by hold id, or
     /// failed before writing: NOSCRIPT runs nothing).
+    ///
+    /// On an event loop the call goes on the loop's own connection (`connections`); if that
+    /// fails with a connection error (refused, dropped, broken), it may be holding an outage
+    /// the shared connection has already seen end, so the call is sent once more on the
+    /// shared one (which the health probe keeps fresh). Not after a timeout: that would
+    /// double the wait.
     async fn send<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, LimitsError> {
-        let mut connection = self.connections.here();
-        match self.bounded(pipe.query_async::<T>(&mut connection)).await? {
+        let (connection, on_loop) = self.connections.here();
+        match self.send_on(connection, pipe).await {
+            Err(Failed::Connection(_)) if on_loop => self
+                .send_on(self.connections.shared(), pipe)
+                .await
+                .map_err(|failed| failed.into_error(&self.redactor)),
+            answer => answer.map_err(|failed| failed.into_error(&self.redactor)),
+        }
+    }
+
+    async fn send_on<T: FromRedisValue>(
+        &self,
+        mut connection: ConnectionManager,
+        pipe: &Pipeline,
+    ) -> Result<T, Failed> {
+        let lost = |e: redis::RedisError| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                Failed::Connection(e)
+            } else {
+                Failed::Other(self.redactor.error(&e))
+            }
+        };
+        match self
+            .bounded(pipe.query_async::<T>(&mut connection))
+            .await
+            .map_err(Failed::Other)?
+        {
             Ok(value) => Ok(value),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.load_scripts().await?;
+                self.load_scripts().await.map_err(Failed::Other)?;
                 self.bounded(pipe.query_async::<T>(&mut connection))
-                    .await?
-                    .map_err(|e| self.redactor.error(&e))
+                    .await
+                    .map_err(Failed::Other)?
+                    .map_err(lost)
             }
-            Err(e) => Err(self.redactor.error(&e)),
+            Err(e) => Err(lost(e)),
         }
     }
 
@@ -494,5 +526,21 @@ impl RedisLimits {
         tokio::time::timeout(self.timeout, future)
             .await
             .map_err(|_| self.redactor.timed_out())
+    }
+}
+
+/// How a call on one connection failed: the connection itself (worth another connection),
+/// or anything else (already a `LimitsError`, the password redacted).
+enum Failed {
+    Connection(redis::RedisError),
+    Other(LimitsError),
+}
+
+impl Failed {
+    fn into_error(self, redactor: &Redactor) -> LimitsError {
+        match self {
+            Failed::Connection(e) => redactor.error(&e),
+            Failed::Other(error) => error,
+        }
     }
 }

@@ -1,7 +1,8 @@
 -- The rolling window as a ring of the last N admission times (ms, 8-byte doubles) in one
 -- string: a 40-byte header (capacity n, next write slot h, slots c still counted, the newest
--- time, when the key's expiry was last pushed back), then n slots. A request is admitted when fewer than N admission times lie in the last 60 s, which
--- is exactly "fewer than N admitted in any rolling 60 s".
+-- time, and Redis's clock when the key's expiry was last set), then n slots. A request is
+-- admitted when fewer than N admission times lie in the last 60 s, which is exactly "fewer
+-- than N admitted in any rolling 60 s".
 -- Times only grow (an admission is never counted earlier than the newest one), so the c
 -- counted slots are sorted, oldest first, and the ring is a queue: an admission drops the
 -- times that left the window from its front (found by galloping from the front, then a
@@ -52,17 +53,26 @@ end
 -- What `window_scan` read, for `window_add` in the same script (no second read).
 local scanned = nil
 
--- Rewrites the ring with capacity `capacity`, keeping its newest `keep` times.
-local function ring_resize(win, n, h, c, capacity, keep)
+-- How long the key must live from `now_ms` so that every time up to `t` stays while it is
+-- in the window, and half a window more: 2 windows, plus how far `t` lies ahead of Redis's
+-- clock (only after the clock went back under recorded times).
+local function ring_ttl(t, now_ms)
+  local ahead = t - now_ms
+  if ahead < 0 then ahead = 0 end
+  return WINDOW * 2 + ahead
+end
+
+-- Rewrites the ring with capacity `capacity`, keeping its newest `keep` times; its expiry
+-- set at `now_ms`.
+local function ring_resize(win, n, h, c, capacity, keep, now_ms)
   local at = ring_reader(win, n, h, c)
   local newest = 0
   if keep > 0 then newest = at(c - 1) end
-  -- Expiry set here (PX): the next admission pushes it back again (`ttl_at` 0).
-  local parts = { struct.pack('<ddddd', capacity, keep % capacity, keep, newest, 0) }
+  local parts = { struct.pack('<ddddd', capacity, keep % capacity, keep, newest, now_ms) }
   for i = c - keep, c - 1 do
     parts[#parts + 1] = struct.pack('<d', at(i))
   end
-  redis.call('SET', win, table.concat(parts), 'PX', WINDOW * 2)
+  redis.call('SET', win, table.concat(parts), 'PX', ring_ttl(newest, now_ms))
   return capacity, keep % capacity, keep
 end
 
@@ -105,10 +115,11 @@ local function window_scan(win, limit, now_us, writable)
     c = c - left
     at = ring_reader(win, n, h, c, blocks)
   end
+  local now_ms = math.floor(now_us / 1000)
   if n < limit and writable then
-    n, h, c = ring_resize(win, n, h, c, limit, c)
+    n, h, c = ring_resize(win, n, h, c, limit, c, now_ms)
     at = ring_reader(win, n, h, c)
-    left, ttl_at = 0, 0
+    left, ttl_at = 0, now_ms
   end
   scanned = { n = n, h = h, c = c, at = at, newest = newest, ttl_at = ttl_at }
   local inside = c
@@ -121,7 +132,7 @@ local function window_scan(win, limit, now_us, writable)
   end
   local oldest = at(0)
   if n > limit and writable then
-    ring_resize(win, n, h, c, limit, inside)
+    ring_resize(win, n, h, c, limit, inside, now_ms)
     scanned = nil
   end
   return inside, oldest
@@ -129,8 +140,9 @@ end
 
 -- Records an admission at `now_us`, counted at the next whole millisecond (never earlier
 -- than the newest one); returns its time (ms). `window_scan` has resized the ring.
--- The key's expiry (2 windows) is pushed back when it was last set half a window ago or
--- more, so it always lies over 1.5 windows past the newest admission.
+-- The key's expiry (`ring_ttl`) is pushed back when it was set half a window ago or more
+-- by Redis's clock (`ttl_at`), when that clock went back since, or when the time recorded
+-- lies ahead of it: so it always lies over 1.5 windows past the newest admission's time.
 local function window_add(win, limit, now_us, member)
   local n, h, c, newest, ttl_at
   if scanned then
@@ -144,10 +156,11 @@ local function window_add(win, limit, now_us, member)
   redis.call('SETRANGE', win, HEADER + h * 8, struct.pack('<d', t))
   h = (h + 1) % n
   if c < n then c = c + 1 end
-  local refresh = t - ttl_at >= WINDOW / 2
-  if refresh then ttl_at = t end
+  local now_ms = math.floor(now_us / 1000)
+  local refresh = now_ms - ttl_at >= WINDOW / 2 or now_ms < ttl_at or t > now_ms + 1
+  if refresh then ttl_at = now_ms end
   ring_write_meta(win, n, h, c, t, ttl_at)
-  if refresh then redis.call('PEXPIRE', win, WINDOW * 2) end
+  if refresh then redis.call('PEXPIRE', win, ring_ttl(t, now_ms)) end
   return t
 end
 

@@ -132,3 +132,65 @@ async fn connecting_fails_in_time_and_never_shows_the_password() {
     .expect("prefix");
     assert_eq!(error, LimitsError::InvalidName("the key prefix"));
 }
+
+/// Runs `call` on `loops`' event loop and returns its answer.
+async fn on_loop<T: Send + 'static>(
+    loops: &crate::event_loops::EventLoops,
+    call: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    loops.spawn(async move {
+        let _ = answer.send(call.await);
+    });
+    answered.await.expect("the loop answered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_loops_own_connection_opens_on_the_loop_and_a_restart_fails_no_call_once_redis_answers()
+ {
+    let mut redis = PrivateRedis::start(PASSWORD).await;
+    let limits = connect(&redis.url()).await.expect("connect");
+    let loops = crate::event_loops::EventLoops::start(1, None).expect("a loop");
+    // The first call on the loop goes through the shared connection and opens the loop's.
+    let opened = Instant::now();
+    loop {
+        let here = limits.clone();
+        let on_its_own = on_loop(&loops, async move {
+            here.ping().await.expect("ping");
+            here.connections.here().1
+        })
+        .await;
+        if on_its_own {
+            break;
+        }
+        assert!(opened.elapsed() < Duration::from_secs(10), "never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Redis restarted: the loop's connection still holds the old socket. Once the shared
+    // connection (the health probe's) answers again, no call on the loop fails.
+    redis.kill();
+    redis.start_again().await;
+    let back = Instant::now();
+    while limits.ping().await.is_err() {
+        assert!(back.elapsed() < Duration::from_secs(10), "never back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for attempt in 0..3 {
+        let here = limits.clone();
+        let answer = on_loop(&loops, async move {
+            here.admit(&Admission {
+                what: "",
+                rate_limit: Some(5),
+                ..ask("k", hold(100 + attempt))
+            })
+            .await
+        })
+        .await;
+        assert!(
+            matches!(answer, Ok(Outcome::NeedRebuild { .. })),
+            "call {attempt} on the loop after the restart: {answer:?}"
+        );
+    }
+    loops.shutdown();
+}

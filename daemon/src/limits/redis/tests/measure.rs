@@ -109,7 +109,7 @@ async fn measure(window: Window, n: u32, redis: &PrivateRedis) -> Cost {
     }
     let bytes: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
-        .arg(format!("gwm:{{{owner}}}:win"))
+        .arg(format!("gwm:{{{owner}}}:rw"))
         .arg("SAMPLES")
         .arg(0)
         .query_async(&mut raw)
