@@ -14,8 +14,9 @@
 //! gatewayd each under callgrind: [`callgrind`].
 //!
 //! Modules: [`suite`] runs everything, [`load`] is the closed-loop load generator, [`mock`]
-//! and [`bare_proxy`] are the servers, [`gatewayd`] drives the daemon, [`process`] reads
-//! `/proc`, [`report`] prints tables and judges the targets.
+//! and [`bare_proxy`] are the servers ([`nginx`] a reference when installed), [`gatewayd`]
+//! drives the daemon, [`process`] reads `/proc`, [`report`] prints tables and judges the
+//! targets.
 
 mod bare_proxy;
 mod callgrind;
@@ -23,6 +24,7 @@ mod cluster;
 mod gatewayd;
 mod load;
 mod mock;
+mod nginx;
 mod process;
 mod report;
 mod suite;
@@ -65,10 +67,15 @@ struct Args {
     /// Modes: json, sse (events back to back), sse-split (one write per event).
     #[arg(long, value_delimiter = ',', default_value = "json,sse,sse-split")]
     modes: Vec<String>,
-    /// Servers to measure: direct, bare, gatewayd, gatewayd-cluster (gatewayd with a
+    /// Servers to measure: direct, bare, gatewayd, nginx (a streaming reverse proxy, for
+    /// reference; measured only when installed), gatewayd-cluster (gatewayd with a
     /// PostgreSQL and a Redis: see --cluster), and bare-work (the bare proxy spinning
     /// --bare-work-us in every request: a calibration of what per-request work costs here).
-    #[arg(long, value_delimiter = ',', default_value = "direct,bare,gatewayd")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,bare,gatewayd,nginx"
+    )]
     servers: Vec<String>,
     /// Also measure gatewayd in cluster mode (adds gatewayd-cluster to --servers).
     #[arg(long)]

@@ -205,7 +205,43 @@ fn clock_ticks() -> u64 {
 }
 
 /// `utime + stime` of a process (all its threads, living and exited).
+/// CPU time (user + system) of `pid` and of its live children (a master process's
+/// workers, as nginx runs; the servers that are one process have none).
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut total = own_cpu_time(pid)?;
+    for child in children(pid) {
+        // A child that exited meanwhile has nothing left to count here.
+        total += own_cpu_time(child).unwrap_or_default();
+    }
+    Ok(total)
+}
+
+/// Peak resident set size (`VmHWM`, KiB) of `pid` plus its live children's.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let mut total = status_kib(pid, "VmHWM:")?;
+    for child in children(pid) {
+        total += status_kib(child, "VmHWM:").unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// The live children of `pid` (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn own_cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.

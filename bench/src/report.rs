@@ -22,6 +22,8 @@ pub enum Server {
     BareWork,
     /// gatewayd in cluster mode, with a PostgreSQL and a Redis of the run's own.
     GatewaydCluster,
+    /// nginx as a streaming reverse proxy (a reference, when installed: `nginx.rs`).
+    Nginx,
 }
 
 impl Server {
@@ -32,6 +34,7 @@ impl Server {
             Server::Gatewayd => "gatewayd",
             Server::BareWork => "bare + work",
             Server::GatewaydCluster => "gatewayd-cluster",
+            Server::Nginx => "nginx",
         }
     }
 
@@ -42,8 +45,9 @@ impl Server {
             "gatewayd" => Ok(Server::Gatewayd),
             "bare-work" => Ok(Server::BareWork),
             "gatewayd-cluster" => Ok(Server::GatewaydCluster),
+            "nginx" => Ok(Server::Nginx),
             other => anyhow::bail!(
-                "unknown server {other:?}: use direct, bare, gatewayd, gatewayd-cluster or bare-work"
+                "unknown server {other:?}: use direct, bare, gatewayd, gatewayd-cluster, nginx or bare-work"
             ),
         }
     }
@@ -335,6 +339,22 @@ impl Run {
                 g.sample.rps(),
                 b.sample.rps()
             ));
+        }
+        // Issue #19: gatewayd streams at nginx's pace (when nginx was measured).
+        for mode in [Mode::Sse, Mode::SseSplit] {
+            if let (Some(g), Some(n)) = (
+                self.find(mode, 16, Server::Gatewayd),
+                self.find(mode, 16, Server::Nginx),
+            ) {
+                let r = g.sample.rps() / n.sample.rps().max(1e-9);
+                verdicts.push(format!(
+                    "{} SSE throughput at c16 ≥ nginx's ({}): {r:.2}× ({:.0} vs {:.0} req/s)",
+                    judge(r >= 1.0),
+                    mode.name(),
+                    g.sample.rps(),
+                    n.sample.rps()
+                ));
+            }
         }
         // Not a target: the bare proxy spending a fixed time in every request shows what that
         // much work costs in throughput here, to set gatewayd's numbers against.

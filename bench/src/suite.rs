@@ -76,6 +76,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         None
     };
 
+    // nginx, a reference, when asked for and installed (else a line in the header says so).
+    let nginx = match (
+        options.servers.contains(&Server::Nginx),
+        crate::nginx::find(),
+    ) {
+        (true, Some(nginx)) => Some(crate::nginx::spawn(
+            &nginx,
+            &work.path().join("nginx"),
+            mock_addr,
+            options.workers,
+        )?),
+        _ => None,
+    };
+
     let accepts_workers = Launcher::accepts_worker_threads(&binary, work.path())?;
     if options.workers_explicit && !accepts_workers {
         eprintln!(
@@ -151,6 +165,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 mock.pid()
             ),
         ];
+        match &nginx {
+            Some((proc, addr)) => header.push(format!(
+                "nginx: pid {} at {addr}, {} worker processes, keepalive upstream, proxy_buffering off (a reference).",
+                proc.pid(),
+                options.workers
+            )),
+            None if options.servers.contains(&Server::Nginx) => header.push(
+                "nginx: not installed (apt-get install nginx), not measured.".to_owned(),
+            ),
+            None => {}
+        }
         if let Some((cluster, _, _)) = &cluster {
             header.push(String::new());
             header.push(format!("{} The same keys as gatewayd's.", cluster.describe()));
@@ -169,6 +194,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 proc.pid()
             );
             targets.push((Server::BareWork, Target { addr: *addr, path: UPSTREAM_PATH.into(), bearer: None }, proc.pid(), None));
+        }
+        if let Some((proc, addr)) = &nginx {
+            targets.push((Server::Nginx, Target { addr: *addr, path: UPSTREAM_PATH.into(), bearer: None }, proc.pid(), None));
         }
         targets.push((Server::Gatewayd, Target { addr: gateway.proxy, path: GATEWAY_PATH.into(), bearer: Some(secret.clone()) }, gateway.proc.pid(), None));
         if let Some((cluster, secret, observer)) = &cluster {
@@ -213,7 +241,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 }
                 for ((server, _, pid, _), sample) in measured.iter().zip(samples) {
                     let Some(sample) = sample else { continue };
-                    let peak = crate::process::status_kib(*pid, "VmHWM:").ok();
+                    let peak = crate::process::peak_rss_kib(*pid).ok();
                     eprintln!(
                         "  {:<9} c{:<3} {:<16} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  errors {}{}",
                         mode.name(),

@@ -141,6 +141,20 @@ async fn admit(
     (result, priced.get())
 }
 
+/// Admits a request the pricing step refuses (an unpriced model): the refusal's code.
+async fn unpriced(limits: &Limits, key: &KeyEntry, now: Timestamp) -> ErrorCode {
+    let refused = limits
+        .admit(key, now, (gateway_shared::Provider::Openai, "m"), || {
+            Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price"))
+        })
+        .await;
+    match refused {
+        Err(Denied::Refused(err)) => err.code,
+        Err(Denied::Reloaded(_)) => panic!("reloaded"),
+        Ok(_) => panic!("admitted without a price"),
+    }
+}
+
 fn code(result: Result<Admitted, GatewayError>) -> ErrorCode {
     match result {
         Ok(_) => panic!("admitted"),
@@ -194,15 +208,10 @@ async fn one_server_gives_the_rate_slot_back_when_the_spend_step_refuses() {
         ErrorCode::SpendLimitExceeded
     );
     // Unpriced: refused by the pricing step, slot given back too.
-    let unpriced = limits
-        .admit(
-            &key,
-            setup.now(),
-            (gateway_shared::Provider::Openai, "m"),
-            || Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price")),
-        )
-        .await;
-    assert!(matches!(unpriced, Err(Denied::Refused(e)) if e.code == ErrorCode::ModelNotPriced));
+    assert_eq!(
+        unpriced(&limits, &key, setup.now()).await,
+        ErrorCode::ModelNotPriced
+    );
     let (admitted, _) = admit(&limits, &key, setup.now(), 3).await;
     let admitted = admitted.expect("the slot was free again");
     assert_eq!(key.spend().open_reservations, 1);
@@ -293,16 +302,9 @@ async fn once_redis_is_known_away_no_view_or_refusal_waits_for_it() {
         .await
         .expect_err("a limited key's view");
     assert_eq!(view.code, ErrorCode::LimitsUnavailable);
-    let unpriced = limits
-        .admit(
-            &key,
-            setup.now(),
-            (gateway_shared::Provider::Openai, "m"),
-            || Err(GatewayError::new(ErrorCode::ModelNotPriced, "no price")),
-        )
-        .await;
-    assert!(
-        matches!(unpriced, Err(Denied::Refused(e)) if e.code == ErrorCode::ModelNotPriced),
+    assert_eq!(
+        unpriced(&limits, &key, setup.now()).await,
+        ErrorCode::ModelNotPriced,
         "the pricing refusal as it is"
     );
     assert_eq!(
