@@ -264,12 +264,15 @@ impl Task {
                 _ => {}
             }
             let ready = self.retry_at.is_none_or(|at| at <= now) && gather_until.is_none();
-            if ready && !self.pending.is_empty() {
-                self.settle_batch(drain_until).await;
-                continue;
-            }
+            // Renewals first when due: under settlements that never stop (each round trip
+            // finds more queued) they would otherwise wait for ever, and a live replica's
+            // long request would be swept at its lease (tested).
             if ready && drain_until.is_none() && now >= self.renew_at {
                 self.renew().await;
+                continue;
+            }
+            if ready && !self.pending.is_empty() {
+                self.settle_batch(drain_until).await;
                 continue;
             }
             // Gathering: nothing is due before the window ends (a settlement or a renewal

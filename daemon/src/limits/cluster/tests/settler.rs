@@ -1,6 +1,7 @@
 //! The settler: batches, one round trip each; a settlement from `Drop` on a thread with no
 //! runtime; renewals that outlive the lease; retries while Redis does not answer; a
-//! shutdown that drains, then leaves the rest to the sweeper.
+//! shutdown that drains, then leaves the rest to the sweeper; renewals that settlements
+//! arriving without pause do not starve.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,4 +211,57 @@ async fn after_redis_lost_its_data_settlements_are_answered_and_open_holds_forgo
     assert_eq!(task.await.expect("task"), Leftover::default());
     let peek = limits.peek("k", "k", None, None).await.expect("peek");
     assert!(!peek.seeded, "nothing was written back: {peek:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_holds_are_renewed_while_settlements_never_stop_coming() {
+    let harness = Harness::new();
+    let limits = harness.limits().await;
+    let other_replica = harness.limits().await;
+    seeded(&limits, "k").await;
+    let lease = Duration::from_millis(600);
+    admitted(&limits, &spending("k", hold(1), LIMIT, 500, 100, lease)).await;
+    let stop = CancellationToken::new();
+    // The backlog left at the end is of holds Redis does not know: no need to drain it.
+    let config = SettlerConfig {
+        drain: Duration::from_millis(100),
+        ..SettlerConfig::new(lease)
+    };
+    let (settler, task) = Settler::spawn(limits.clone(), config, stop.clone());
+    let owner: Arc<str> = "k".into();
+    settler.open(owner.clone(), hold(1), 100);
+    // Another thread settles (holds Redis does not know: answered `Unknown`) 100 every
+    // millisecond, so every settle round trip finds more queued.
+    let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feeder = {
+        let (settler, owner, feeding) = (settler.clone(), owner.clone(), Arc::clone(&feeding));
+        std::thread::spawn(move || {
+            let mut seq = 1_000;
+            while feeding.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..100 {
+                    seq += 1;
+                    settler.settle(owner.clone(), hold(seq), 1, 0);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // Well past two leases: the open hold was renewed all along, not swept.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let swept = other_replica.sweep(100).await.expect("sweep");
+    feeding.store(false, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().expect("the feeder");
+    let stats = settler.stats();
+    assert_eq!(
+        swept,
+        vec![],
+        "a live replica's open hold was swept: {stats:?}"
+    );
+    assert!(
+        stats.renewals >= 3,
+        "every lease / 3, under load too: {stats:?}"
+    );
+    assert!(stats.batches > 10, "the settlements kept coming: {stats:?}");
+    stop.cancel();
+    task.await.expect("task");
 }
