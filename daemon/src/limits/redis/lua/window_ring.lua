@@ -16,6 +16,10 @@
 local HEADER = 40
 
 -- The header: n, h, c, the newest time (ms, 0: none), and when the expiry was last set.
+-- The last two could be derived (the newest slot; the key's PTTL), each at the price of
+-- one more call an admission: kept here, and written by every change of the ring
+-- (`window_add`, `window_remove`, `ring_resize`), so that an admission reads the header
+-- and one block only.
 local function ring_meta(win)
   local s = redis.call('GETRANGE', win, 0, HEADER - 1)
   if #s < HEADER then return 0, 0, 0, 0, 0 end
