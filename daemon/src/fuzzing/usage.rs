@@ -9,10 +9,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{selector, splits};
-use crate::admin_api::strict_json;
 use crate::proxy::usage::json_array::JsonArraySplitter;
 use crate::proxy::usage::sse::SseParser;
-use crate::proxy::usage::{Format, Observed, UsageObserver, extract};
+use crate::proxy::usage::{Format, Observed, UsageObserver, extract, reference};
 
 /// Selector: the provider (`% 3`: OpenAI, Anthropic, Gemini) and, by `/ 3 % 3`, an SSE
 /// stream observed as is, an SSE stream with OpenAI's usage chunk stripped, or a JSON body.
@@ -78,13 +77,18 @@ pub fn gemini_array(stream: &[u8]) {
     assert_eq!(parsed, items, "the elements are not the array's items");
     let mut expected = Observed::default();
     for item in &items {
-        extract::apply(Kind::Gemini, item, &mut expected);
+        reference::apply(Kind::Gemini, item, &mut expected);
     }
     assert_eq!(observed, expected, "the stream's usage is not its items'");
 }
 
-/// An SSE response observed in every split: the same bytes out and the same usage.
+/// An SSE response observed in every split: the same bytes out and the same usage. Each
+/// event is also read both ways: what the observer reads from its bytes in one pass must be
+/// what the document-level reading (`reference`, a parsed `Value`) yields.
 fn sse(provider: Kind, strip: bool, stream: &[u8]) {
+    for (_, data) in events(stream) {
+        read_both_ways(provider, &data);
+    }
     let [whole, others @ ..] = splits(stream);
     let (out, observed) = observe(provider, Format::Sse, strip, &whole);
     for chunks in &others {
@@ -120,11 +124,11 @@ fn sse(provider: Kind, strip: bool, stream: &[u8]) {
     );
 }
 
-/// A JSON response in every split: passed on as it is, and its usage read from the fields
-/// alone is what the whole document yields. A document that names a key twice is left out of
-/// the comparison: serde's derive refuses a duplicate field while a `Value` keeps the last one,
-/// so such a body is billed as estimated rather than as reported.
+/// A JSON response in every split: passed on as it is, and its usage read from the bytes in
+/// one pass is what the whole document yields (a key named twice included: both read its
+/// last occurrence).
 fn json(provider: Kind, body: &[u8]) {
+    read_both_ways(provider, body);
     let [whole, others @ ..] = splits(body);
     let (out, observed) = observe(provider, Format::Json, false, &whole);
     assert_eq!(out, body, "observing changed the bytes");
@@ -135,11 +139,11 @@ fn json(provider: Kind, body: &[u8]) {
             "the usage depends on the split"
         );
     }
-    let Ok(document) = strict_json::parse(body) else {
+    let Ok(document) = serde_json::from_slice::<Value>(body) else {
         return;
     };
     let mut expected = Observed::default();
-    extract::apply(provider, &document, &mut expected);
+    reference::apply(provider, &document, &mut expected);
     assert_eq!(
         observed.reported, expected.reported,
         "the body's usage fields say other than the whole document"
@@ -147,6 +151,52 @@ fn json(provider: Kind, body: &[u8]) {
     if provider == Kind::Anthropic {
         assert_eq!(observed.content_events, expected.content_events);
     }
+}
+
+/// One document read from its bytes (`extract::read`) and as a parsed `Value`
+/// (`reference`), onto a fresh observation and onto one that already holds a report: the two
+/// must agree wherever the `Value` parses. (The bytes are read more leniently: a value they
+/// skip, such as a string with invalid UTF-8, is not checked.)
+fn read_both_ways(provider: Kind, data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let document = extract::read(data);
+    assert_eq!(
+        document.is_some(),
+        value.is_object(),
+        "only an object is a document"
+    );
+    let earlier = Observed {
+        reported: Some(crate::spend::price::Tokens {
+            input: 3,
+            output: 1,
+            cache_read: 2,
+            cache_write: 1,
+        }),
+        partial: true,
+        content_events: 4,
+        content_chars: 9,
+    };
+    for start in [Observed::default(), earlier] {
+        let (mut typed, mut expected) = (start, start);
+        if let Some(document) = &document {
+            extract::apply(provider, document, &mut typed);
+        }
+        reference::apply(provider, &value, &mut expected);
+        assert_eq!(
+            typed,
+            expected,
+            "read from the bytes: other than from the document: {}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    assert_eq!(
+        document.as_ref().is_some_and(extract::is_usage_only_chunk),
+        reference::is_usage_only_chunk(&value),
+        "the usage-only chunk: {}",
+        String::from_utf8_lossy(data)
+    );
 }
 
 fn observe(provider: Kind, format: Format, strip: bool, chunks: &[&[u8]]) -> (Vec<u8>, Observed) {
@@ -182,11 +232,5 @@ fn events(stream: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// OpenAI's usage-only chunk: no choices, a usage object.
 fn is_usage_only_chunk(data: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(data).is_ok_and(|chunk| {
-        chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
-            && chunk.get("usage").is_some_and(Value::is_object)
-    })
+    serde_json::from_slice::<Value>(data).is_ok_and(|chunk| reference::is_usage_only_chunk(&chunk))
 }

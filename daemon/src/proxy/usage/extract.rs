@@ -20,9 +20,8 @@
 //! integer.
 
 use crate::config::Kind;
-use serde_json::Value;
 
-use super::fields::{Details, Usage};
+use super::fields::{Details, Type, Usage};
 use crate::spend::price::Tokens;
 
 /// The most tokens of any one kind a single request is billed for: 10^9, hundreds of times
@@ -84,7 +83,15 @@ impl Observed {
     }
 }
 
-pub fn apply(provider: Kind, document: &Value, observed: &mut Observed) {
+pub use super::document::Document;
+
+/// Reads `bytes` as a response document: `None` for bytes that are not a JSON object.
+pub fn read(bytes: &[u8]) -> Option<Document> {
+    Document::read(bytes)
+}
+
+/// Applies one document's usage and content to what was observed so far.
+pub fn apply(provider: Kind, document: &Document, observed: &mut Observed) {
     match provider {
         Kind::Openai | Kind::AzureOpenai => openai(document, observed),
         Kind::Anthropic => anthropic(document, observed),
@@ -92,48 +99,28 @@ pub fn apply(provider: Kind, document: &Value, observed: &mut Observed) {
     }
 }
 
-/// `Value::pointer` without its allocations (it unescapes every segment into a `String`).
-trait Path {
-    fn at_path(&self, keys: &[&str]) -> Option<&Value>;
+/// Whether `document` is OpenAI's usage-only chunk: no choices, a usage object (the one the
+/// gateway asked for with `include_usage` when the client did not).
+pub fn is_usage_only_chunk(document: &Document) -> bool {
+    document.choices.array && document.choices.len == 0 && document.usage.0.is_some()
 }
 
-impl Path for Value {
-    fn at_path(&self, keys: &[&str]) -> Option<&Value> {
-        keys.iter().try_fold(self, |value, key| value.get(key))
-    }
-}
-
-fn text_len(value: Option<&Value>) -> u64 {
-    value
-        .and_then(Value::as_str)
-        .map_or(0, |s| s.chars().count() as u64)
-}
-
-fn openai(document: &Value, observed: &mut Observed) {
-    let usage = Usage::of(document.get("usage"))
-        .or_else(|| Usage::of(document.get("response").and_then(|r| r.get("usage"))));
-    let choices = document.get("choices").and_then(Value::as_array);
+fn openai(document: &Document, observed: &mut Observed) {
+    let usage = document
+        .usage
+        .0
+        .as_ref()
+        .or_else(|| document.response.usage());
     if let Some(usage) = usage {
-        openai_usage(&usage, observed);
+        openai_usage(usage, observed);
         // Usage beside choices that are all still open is a running count (e.g. vLLM's
         // `continuous_usage_stats`); the usage-only chunk, a finished choice or a Responses
         // API event carries the final one.
-        observed.partial = choices.is_some_and(|choices| {
-            !choices.is_empty()
-                && choices
-                    .iter()
-                    .all(|c| c.get("finish_reason").is_none_or(Value::is_null))
-        });
+        observed.partial = document.choices.all_open();
     }
-    let mut chars = 0;
-    if let Some(choices) = choices {
-        for choice in choices {
-            chars += text_len(choice.at_path(&["delta", "content"]))
-                + text_len(choice.at_path(&["delta", "reasoning_content"]));
-        }
-    }
-    if document.get("type").and_then(Value::as_str) == Some("response.output_text.delta") {
-        chars += text_len(document.get("delta"));
+    let mut chars = document.choices.chars;
+    if document.kind == Type::OutputTextDelta {
+        chars += document.delta.text;
     }
     if chars > 0 {
         observed.content_events += 1;
@@ -169,27 +156,19 @@ pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
     observed.partial = false;
 }
 
-fn anthropic(document: &Value, observed: &mut Observed) {
-    let mut fin = true;
-    let usage = match document.get("type").and_then(Value::as_str) {
-        Some("message_start") => {
-            fin = false;
-            document.at_path(&["message", "usage"])
-        }
-        Some("message_delta") | Some("message") => document.get("usage"),
-        Some("content_block_delta") => {
-            let delta = document.get("delta");
-            let chars = text_len(delta.and_then(|d| d.get("text")))
-                + text_len(delta.and_then(|d| d.get("thinking")))
-                + text_len(delta.and_then(|d| d.get("partial_json")));
+fn anthropic(document: &Document, observed: &mut Observed) {
+    let usage = match document.kind {
+        Type::MessageStart => document.message.usage(),
+        Type::MessageDelta | Type::Message => document.usage.0.as_ref(),
+        Type::ContentBlockDelta => {
             observed.content_events += 1;
-            observed.content_chars += chars;
+            observed.content_chars += document.delta.content;
             None
         }
-        _ => None,
+        Type::OutputTextDelta | Type::Other => None,
     };
-    if let Some(usage) = Usage::of(usage) {
-        anthropic_usage(&usage, fin, observed);
+    if let Some(usage) = usage {
+        anthropic_usage(usage, document.kind != Type::MessageStart, observed);
     }
 }
 
@@ -217,31 +196,15 @@ pub fn anthropic_usage(usage: &Usage, fin: bool, observed: &mut Observed) {
     observed.partial = !fin;
 }
 
-fn gemini(document: &Value, observed: &mut Observed) {
-    let candidates = document.get("candidates").and_then(Value::as_array);
-    if let Some(usage) = Usage::of(document.get("usageMetadata")) {
-        gemini_usage(&usage, observed);
+fn gemini(document: &Document, observed: &mut Observed) {
+    if let Some(usage) = &document.usage_metadata.0 {
+        gemini_usage(usage, observed);
         // Every chunk repeats a running count; the one beside a `finishReason` is final.
-        observed.partial = !candidates.is_some_and(|candidates| {
-            candidates
-                .iter()
-                .any(|c| c.get("finishReason").is_some_and(|r| !r.is_null()))
-        });
+        observed.partial = !document.candidates.finished;
     }
-    let mut chars = 0;
-    if let Some(candidates) = candidates {
-        for candidate in candidates {
-            if let Some(parts) = candidate
-                .at_path(&["content", "parts"])
-                .and_then(Value::as_array)
-            {
-                chars += parts.iter().map(|p| text_len(p.get("text"))).sum::<u64>();
-            }
-        }
-    }
-    if chars > 0 {
+    if document.candidates.chars > 0 {
         observed.content_events += 1;
-        observed.content_chars += chars;
+        observed.content_chars += document.candidates.chars;
     }
 }
 
@@ -277,7 +240,15 @@ pub fn gemini_usage(usage: &Usage, observed: &mut Observed) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// `apply` on the document `value` written out, as the observer reads it from a stream.
+    fn apply_json(provider: Kind, value: &Value, observed: &mut Observed) {
+        let bytes = serde_json::to_vec(value).expect("json");
+        if let Some(document) = Document::read(&bytes) {
+            apply(provider, &document, observed);
+        }
+    }
 
     #[test]
     fn a_garbled_usage_report_is_not_believed() {
@@ -301,7 +272,7 @@ mod tests {
             ),
         ] {
             let mut observed = Observed::default();
-            apply(provider, &document, &mut observed);
+            apply_json(provider, &document, &mut observed);
             assert_eq!(observed.reported, None, "{document}");
             assert!(
                 !observed.has_final_report(),
@@ -309,7 +280,7 @@ mod tests {
             );
         }
         let mut observed = Observed::default();
-        apply(
+        apply_json(
             Kind::Openai,
             &json!({"usage": {"prompt_tokens": 1e20, "completion_tokens": 2.5}}),
             &mut observed,
@@ -324,7 +295,7 @@ mod tests {
     fn check(provider: Kind, documents: &[Value], expected: Tokens) {
         let mut observed = Observed::default();
         for document in documents {
-            apply(provider, document, &mut observed);
+            apply_json(provider, document, &mut observed);
         }
         assert_eq!(observed.reported, Some(expected), "{provider}");
     }
@@ -396,7 +367,7 @@ mod tests {
     fn content_counts_give_a_floor_when_usage_never_came() {
         let mut observed = Observed::default();
         for _ in 0..3 {
-            apply(
+            apply_json(
                 Kind::Openai,
                 &json!({"choices": [{"delta": {"content": "hello world"}}]}),
                 &mut observed,
@@ -413,13 +384,13 @@ mod tests {
     #[test]
     fn anthropic_message_start_is_interim_until_message_delta() {
         let mut observed = Observed::default();
-        apply(
+        apply_json(
             Kind::Anthropic,
             &json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}),
             &mut observed,
         );
         for _ in 0..200 {
-            apply(
+            apply_json(
                 Kind::Anthropic,
                 &json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "ab"}}),
                 &mut observed,
@@ -432,7 +403,7 @@ mod tests {
             200,
             "the placeholder output of 1 does not hide 200 deltas"
         );
-        apply(
+        apply_json(
             Kind::Anthropic,
             &json!({"type": "message_delta", "usage": {"output_tokens": 201}}),
             &mut observed,
@@ -445,7 +416,7 @@ mod tests {
     #[test]
     fn running_usage_of_openai_and_gemini_is_interim() {
         let mut observed = Observed::default();
-        apply(
+        apply_json(
             Kind::Openai,
             &json!({"choices": [{"delta": {"content": "hi"}, "finish_reason": null}], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}),
             &mut observed,
@@ -454,14 +425,14 @@ mod tests {
             observed.partial,
             "usage beside an open choice is a running count"
         );
-        apply(
+        apply_json(
             Kind::Openai,
             &json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
             &mut observed,
         );
         assert!(observed.has_final_report(), "the usage-only chunk is final");
         let mut observed = Observed::default();
-        apply(
+        apply_json(
             Kind::Openai,
             &json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}),
             &mut observed,
@@ -469,7 +440,7 @@ mod tests {
         assert!(observed.has_final_report(), "beside a finished choice");
 
         let mut observed = Observed::default();
-        apply(
+        apply_json(
             Kind::Gemini,
             &json!({"candidates": [{"content": {"parts": [{"text": "abcdefgh"}]}}], "usageMetadata": {"promptTokenCount": 4}}),
             &mut observed,
@@ -480,7 +451,7 @@ mod tests {
             2,
             "8 characters, no count yet"
         );
-        apply(
+        apply_json(
             Kind::Gemini,
             &json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1}}),
             &mut observed,

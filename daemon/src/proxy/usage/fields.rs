@@ -10,10 +10,93 @@
 //! `u64` saturated; the per-request cap bounds it later); a count that is not a number at all
 //! (negative, a string, ...) marks the whole usage object garbled, and it is not believed: the
 //! request is billed as estimated rather than as a reported zero.
+//!
+//! A key named twice in an object reads as its last occurrence, as in a `serde_json::Value`
+//! ([`last_wins_struct!`]): serde's derive refuses a duplicate field, which would fail the
+//! whole document around it and leave a reported usage unread.
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+#[cfg(test)]
 use serde_json::Value;
+
+/// A struct read from a JSON object key by key: a known key is read into its field (a key
+/// named twice: the last occurrence wins, as in a `serde_json::Value`), any other value is
+/// skipped in place. Every field must read any JSON value without failing (the lenient types
+/// of this module), so that an odd field never fails the document around it.
+macro_rules! last_wins_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ty = $key:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, PartialEq, Eq)]
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $ty,)*
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct FieldsVisitor;
+
+                impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$name, A::Error> {
+                        const KEYS: &[&str] = &[$($key),*];
+                        let mut fields = $name::default();
+                        while let Some(key) =
+                            map.next_key_seed($crate::proxy::usage::fields::KnownKey(KEYS))?
+                        {
+                            match key {
+                                $(Some($key) => fields.$field = map.next_value()?,)*
+                                _ => {
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(fields)
+                    }
+                }
+
+                deserializer.deserialize_map(FieldsVisitor)
+            }
+        }
+    };
+}
+
+/// Reads an object's key as the one of `self.0` it equals (`None`: a key no field reads),
+/// whether the key is borrowed from the input or unescaped into a scratch buffer.
+pub struct KnownKey(pub &'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KnownKey {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KnownKey {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|known| *known == key))
+    }
+}
 
 /// The `visit_*` methods of a lenient visitor for the JSON values it does not read: each
 /// returns `$absent`, and a skipped array or object is consumed, never an error.
@@ -190,40 +273,35 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
     absent_otherwise!(Object(None); null, bool, u64, i64, f64, str, seq);
 }
 
-/// Every field of the three providers' usage objects the gateway bills from (a provider's
-/// object carries only its own; the rest stay absent).
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Usage {
-    // OpenAI chat and completions.
-    pub prompt_tokens: Count,
-    pub completion_tokens: Count,
-    pub prompt_tokens_details: Object<Details>,
-    // OpenAI Responses API, and Anthropic.
-    pub input_tokens: Count,
-    pub output_tokens: Count,
-    pub input_tokens_details: Object<Details>,
-    // Anthropic.
-    pub cache_read_input_tokens: Count,
-    pub cache_creation_input_tokens: Count,
-    // Gemini.
-    #[serde(rename = "promptTokenCount")]
-    pub prompt_token_count: Count,
-    #[serde(rename = "toolUsePromptTokenCount")]
-    pub tool_use_prompt_token_count: Count,
-    #[serde(rename = "cachedContentTokenCount")]
-    pub cached_content_token_count: Count,
-    #[serde(rename = "candidatesTokenCount")]
-    pub candidates_token_count: Count,
-    #[serde(rename = "thoughtsTokenCount")]
-    pub thoughts_token_count: Count,
+last_wins_struct! {
+    /// Every field of the three providers' usage objects the gateway bills from (a
+    /// provider's object carries only its own; the rest stay absent).
+    pub struct Usage {
+        // OpenAI chat and completions.
+        pub prompt_tokens: Count = "prompt_tokens",
+        pub completion_tokens: Count = "completion_tokens",
+        pub prompt_tokens_details: Object<Details> = "prompt_tokens_details",
+        // OpenAI Responses API, and Anthropic.
+        pub input_tokens: Count = "input_tokens",
+        pub output_tokens: Count = "output_tokens",
+        pub input_tokens_details: Object<Details> = "input_tokens_details",
+        // Anthropic.
+        pub cache_read_input_tokens: Count = "cache_read_input_tokens",
+        pub cache_creation_input_tokens: Count = "cache_creation_input_tokens",
+        // Gemini.
+        pub prompt_token_count: Count = "promptTokenCount",
+        pub tool_use_prompt_token_count: Count = "toolUsePromptTokenCount",
+        pub cached_content_token_count: Count = "cachedContentTokenCount",
+        pub candidates_token_count: Count = "candidatesTokenCount",
+        pub thoughts_token_count: Count = "thoughtsTokenCount",
+    }
 }
 
-/// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Details {
-    pub cached_tokens: Count,
+last_wins_struct! {
+    /// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
+    pub struct Details {
+        pub cached_tokens: Count = "cached_tokens",
+    }
 }
 
 impl Details {
@@ -232,59 +310,62 @@ impl Details {
     }
 }
 
-impl Usage {
-    /// The usage object at `value`, when it is one (stream events are parsed whole).
-    pub fn of(value: Option<&Value>) -> Option<Usage> {
-        let value = value.filter(|v| v.is_object())?;
-        Usage::deserialize(value).ok()
+last_wins_struct! {
+    /// `{"usage": {...}}` one level down (Anthropic's `message`, OpenAI Responses'
+    /// `response`).
+    pub struct Nested {
+        pub usage: Object<Usage> = "usage",
     }
 }
 
-/// `{"usage": {...}}` one level down (Anthropic's `message`, OpenAI Responses' `response`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Nested {
-    pub usage: Object<Usage>,
+impl Object<Nested> {
+    /// The usage object one level down, when there is one.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.0.as_ref().and_then(|nested| nested.usage.0.as_ref())
+    }
 }
 
-/// The `type` of an Anthropic body, compared in place (no `String`).
+/// The `type` of a document, compared in place (no `String`): Anthropic's event and body
+/// types, and OpenAI Responses' text delta event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Kind {
+pub enum Type {
     MessageStart,
     MessageDelta,
     Message,
     ContentBlockDelta,
+    OutputTextDelta,
     #[default]
     Other,
 }
 
-impl<'de> Deserialize<'de> for Kind {
+impl<'de> Deserialize<'de> for Type {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(KindVisitor)
+        deserializer.deserialize_any(TypeVisitor)
     }
 }
 
-struct KindVisitor;
+struct TypeVisitor;
 
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = Kind;
+impl<'de> Visitor<'de> for TypeVisitor {
+    type Value = Type;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a type name")
     }
 
-    fn visit_str<E: de::Error>(self, name: &str) -> Result<Kind, E> {
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Type, E> {
         Ok(match name {
-            "message_start" => Kind::MessageStart,
-            "message_delta" => Kind::MessageDelta,
-            "message" => Kind::Message,
-            "content_block_delta" => Kind::ContentBlockDelta,
-            _ => Kind::Other,
+            "message_start" => Type::MessageStart,
+            "message_delta" => Type::MessageDelta,
+            "message" => Type::Message,
+            "content_block_delta" => Type::ContentBlockDelta,
+            "response.output_text.delta" => Type::OutputTextDelta,
+            _ => Type::Other,
         })
     }
 
     // A `type` that is not a string is no kind the gateway reads.
-    absent_otherwise!(Kind::Other; u64, i64, f64, bool, null, seq, map);
+    absent_otherwise!(Type::Other; u64, i64, f64, bool, null, seq, map);
 }
 
 #[cfg(test)]
@@ -370,26 +451,52 @@ mod tests {
     fn the_usage_of_a_parsed_value_reads_the_same() {
         let value: Value =
             serde_json::from_str(r#"{"input_tokens": 3, "output_tokens": -2}"#).expect("json");
-        let read = Usage::of(Some(&value)).expect("an object");
+        let read = Object::<Usage>::deserialize(&value)
+            .expect("lenient")
+            .0
+            .expect("an object");
         assert_eq!(
             (read.input_tokens.get(), read.output_tokens.get()),
             (Some(3), None)
         );
-        assert_eq!(Usage::of(Some(&Value::Null)), None);
-        assert_eq!(Usage::of(None), None);
+        assert_eq!(
+            Object::<Usage>::deserialize(&Value::Null).ok(),
+            Some(Object(None))
+        );
+    }
+
+    /// A `Value` keeps the last of a key named twice; serde's derive would refuse the whole
+    /// object (and with it the document around it).
+    #[test]
+    fn a_key_named_twice_reads_as_its_last_occurrence() {
+        let read = usage(
+            r#"{"prompt_tokens": 5, "prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 1},
+                "prompt_tokens_details": {"cached_tokens": 2, "cached_tokens": 3}, "pro\u006dpt_tokens": 9}"#,
+        )
+        .0
+        .expect("an object");
+        assert_eq!(read.prompt_tokens.get(), Some(9), "escaped keys match too");
+        assert_eq!(Details::cached(&read.prompt_tokens_details), Some(3));
+        let garbled_then_fine = usage(r#"{"prompt_tokens": "x", "prompt_tokens": 4}"#)
+            .0
+            .expect("an object");
+        assert!(
+            !garbled_then_fine.garbled(),
+            "the last occurrence is what counts"
+        );
     }
 
     #[test]
     fn kinds_are_matched_and_anything_else_is_other() {
-        let kind = |v: &str| serde_json::from_str::<Kind>(v).expect(v);
-        assert_eq!(kind("\"message_start\""), Kind::MessageStart);
-        assert_eq!(kind("\"message_delta\""), Kind::MessageDelta);
-        assert_eq!(kind("\"message\""), Kind::Message);
-        assert_eq!(kind("\"content_block_delta\""), Kind::ContentBlockDelta);
-        assert_eq!(kind("\"error\""), Kind::Other);
-        assert_eq!(kind("\"mess\\u0061ge\""), Kind::Message, "escaped text");
+        let kind = |v: &str| serde_json::from_str::<Type>(v).expect(v);
+        assert_eq!(kind("\"message_start\""), Type::MessageStart);
+        assert_eq!(kind("\"message_delta\""), Type::MessageDelta);
+        assert_eq!(kind("\"message\""), Type::Message);
+        assert_eq!(kind("\"content_block_delta\""), Type::ContentBlockDelta);
+        assert_eq!(kind("\"error\""), Type::Other);
+        assert_eq!(kind("\"mess\\u0061ge\""), Type::Message, "escaped text");
         for other in ["3", "null", "[\"message\"]", r#"{"type": "message"}"#] {
-            assert_eq!(kind(other), Kind::Other, "{other}");
+            assert_eq!(kind(other), Type::Other, "{other}");
         }
     }
 }

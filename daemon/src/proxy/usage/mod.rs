@@ -2,9 +2,12 @@
 //! from it without changing a byte (except, when the gateway asked OpenAI for a usage chunk
 //! the client did not want, removing exactly that chunk).
 
-pub(crate) mod extract;
+#[macro_use]
 mod fields;
+mod document;
+pub(crate) mod extract;
 pub(crate) mod json_array;
+pub(crate) mod reference;
 pub(crate) mod sse;
 
 use std::sync::LazyLock;
@@ -12,11 +15,11 @@ use std::sync::LazyLock;
 use crate::config::Kind as ProviderKind;
 use bytes::Bytes;
 use memchr::memmem::Finder;
-use serde::Deserialize;
 use serde_json::Value;
 
+use document::Document;
 pub use extract::{MAX_TOKENS_PER_REQUEST, Observed, clamp};
-use fields::{Kind, Nested, Object, Usage};
+use fields::Type;
 use json_array::JsonArraySplitter;
 use sse::SseParser;
 
@@ -119,7 +122,7 @@ impl UsageObserver {
                 let mut elements = Vec::new();
                 self.array.feed(&chunk, &mut elements);
                 for element in elements {
-                    if let Ok(document) = serde_json::from_slice::<Value>(&element) {
+                    if let Some(document) = Document::read(&element) {
                         extract::apply(self.provider, &document, &mut self.observed);
                     }
                 }
@@ -186,11 +189,9 @@ impl UsageObserver {
                 pieces => Bytes::from(pieces.concat()),
             };
             self.json.clear();
-            // `Object`: only an object has fields (serde's derive would read an array by
-            // position).
-            if let Ok(Object(Some(fields))) = serde_json::from_slice::<Object<UsageFields>>(&whole)
-            {
-                fields.apply(self.provider, &mut self.observed);
+            // Only an object is a document (serde's derive would read an array by position).
+            if let Some(document) = Document::read(&whole) {
+                apply_body(self.provider, &document, &mut self.observed);
             }
             if self.observed.reported.is_none() {
                 // A server that reports no usage (some OpenAI-compatible ones never do): the
@@ -290,62 +291,45 @@ fn observe_event(provider: ProviderKind, observed: &mut Observed, event: &sse::E
         observed.content_events += u64::from(content);
         return false;
     }
-    let Ok(document) = serde_json::from_slice::<Value>(data) else {
+    let Some(document) = Document::read(data) else {
         return false;
     };
     extract::apply(provider, &document, observed);
-    provider.is_openai_format()
-        && document
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
-        && document.get("usage").is_some_and(Value::is_object)
+    provider.is_openai_format() && extract::is_usage_only_chunk(&document)
 }
 
-/// The parts of a response document that carry usage, read into counts without building
-/// the rest of it (a whole completion can be large; only a few numbers matter here).
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct UsageFields {
-    usage: Object<Usage>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata: Object<Usage>,
-    #[serde(rename = "type")]
-    kind: Kind,
-    message: Object<Nested>,
-    response: Object<Nested>,
-}
-
-impl UsageFields {
-    /// What `extract::apply` reads from a whole response document, taken straight from the
-    /// fields (no document is rebuilt around them).
-    fn apply(self, provider: ProviderKind, observed: &mut Observed) {
-        let nested = |n: Object<Nested>| n.0.and_then(|n| n.usage.0);
-        match provider {
-            ProviderKind::Openai | ProviderKind::AzureOpenai => {
-                if let Some(usage) = self.usage.0.or_else(|| nested(self.response)) {
-                    extract::openai_usage(&usage, observed);
-                }
+/// What a whole (non-streamed) response body is billed from: its usage report, as final.
+/// Unlike a stream event's, a body's choices say nothing about a running count, and its
+/// content is counted only when no usage came ([`unreported_content_chars`]).
+fn apply_body(provider: ProviderKind, document: &Document, observed: &mut Observed) {
+    match provider {
+        ProviderKind::Openai | ProviderKind::AzureOpenai => {
+            if let Some(usage) = document
+                .usage
+                .0
+                .as_ref()
+                .or_else(|| document.response.usage())
+            {
+                extract::openai_usage(usage, observed);
             }
-            ProviderKind::Anthropic => {
-                let fin = self.kind != Kind::MessageStart;
-                let usage = match self.kind {
-                    Kind::MessageStart => nested(self.message),
-                    Kind::MessageDelta | Kind::Message => self.usage.0,
-                    Kind::ContentBlockDelta => {
-                        observed.content_events += 1;
-                        None
-                    }
-                    Kind::Other => None,
-                };
-                if let Some(usage) = usage {
-                    extract::anthropic_usage(&usage, fin, observed);
+        }
+        ProviderKind::Anthropic => {
+            let usage = match document.kind {
+                Type::MessageStart => document.message.usage(),
+                Type::MessageDelta | Type::Message => document.usage.0.as_ref(),
+                Type::ContentBlockDelta => {
+                    observed.content_events += 1;
+                    None
                 }
+                Type::OutputTextDelta | Type::Other => None,
+            };
+            if let Some(usage) = usage {
+                extract::anthropic_usage(usage, document.kind != Type::MessageStart, observed);
             }
-            ProviderKind::Gemini => {
-                if let Some(usage) = self.usage_metadata.0 {
-                    extract::gemini_usage(&usage, observed);
-                }
+        }
+        ProviderKind::Gemini => {
+            if let Some(usage) = &document.usage_metadata.0 {
+                extract::gemini_usage(usage, observed);
             }
         }
     }
@@ -492,7 +476,7 @@ mod tests {
             run(&mut observer, body.as_bytes(), 7);
             let mut whole = Observed::default();
             let document: Value = serde_json::from_str(body).expect("test body");
-            extract::apply(*provider, &document, &mut whole);
+            reference::apply(*provider, &document, &mut whole);
             assert_eq!(
                 observer.observed.reported, whole.reported,
                 "{provider} {body}"
