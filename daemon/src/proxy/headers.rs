@@ -11,18 +11,22 @@
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-// Static names: a `&str` name is parsed and validated again on every look-up.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1): one match on the name's text, which costs less
+/// than comparing it with a list of names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Client credential headers of every provider.
 const CREDENTIALS: [HeaderName; 3] = [
@@ -32,11 +36,9 @@ const CREDENTIALS: [HeaderName; 3] = [
 ];
 
 /// What the gateway sets itself (host, length, `accept-encoding: identity`).
-const SET_BY_GATEWAY: [HeaderName; 3] = [
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::ACCEPT_ENCODING,
-];
+fn is_set_by_gateway(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "host" | "content-length" | "accept-encoding")
+}
 
 /// The client's request headers made into those to send upstream, in place (the request's
 /// own map is reused: no second map is built and no header hashed again).
@@ -46,9 +48,7 @@ pub fn for_upstream(mut client: HeaderMap) -> HeaderMap {
             client.remove(name);
         }
     }
-    remove_all(&mut client, &HOP_BY_HOP);
-    remove_all(&mut client, &CREDENTIALS);
-    remove_all(&mut client, &SET_BY_GATEWAY);
+    remove_where(&mut client, is_dropped);
     client.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -59,7 +59,7 @@ pub fn for_upstream(mut client: HeaderMap) -> HeaderMap {
 /// Whether `name` is dropped on the way upstream whatever its value (hop-by-hop, a client
 /// credential, or set by the gateway itself): every other request header is forwarded.
 pub fn is_dropped(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || SET_BY_GATEWAY.contains(name)
+    is_hop_by_hop(name) || CREDENTIALS.contains(name) || is_set_by_gateway(name)
 }
 
 /// Whether a response body is in a content coding (gzip, br, …): its usage cannot be read.
@@ -81,16 +81,15 @@ pub fn strip_response(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    remove_all(headers, &HOP_BY_HOP);
+    remove_where(headers, is_hop_by_hop);
 }
 
-/// Removes every header named in `names`. A response rarely has any of them, and looking
-/// at the few names it has costs less than a hashed look-up per name to remove.
-pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    if headers.keys().any(|present| names.contains(present)) {
-        for name in names {
-            headers.remove(name);
-        }
+/// Removes every header `dropped` picks. The few names present are each looked at once, and
+/// only those picked are looked up again (hashed) to remove them: trying to remove every name
+/// of the lists above cost ~2k instructions a request (callgrind).
+pub fn remove_where(headers: &mut HeaderMap, dropped: fn(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| dropped(name)).cloned() {
+        headers.remove(&name);
     }
 }
 
@@ -203,11 +202,45 @@ mod tests {
 
         let mut plain = HeaderMap::new();
         plain.insert("content-type", "text/plain".parse().expect("value"));
-        remove_all(&mut plain, &HOP_BY_HOP);
+        strip_response(&mut plain);
         assert_eq!(plain.len(), 1, "nothing to remove, nothing removed");
         plain.insert("upgrade", "h2c".parse().expect("value"));
-        remove_all(&mut plain, &HOP_BY_HOP);
-        assert_eq!(plain.len(), 1);
+        plain.append("upgrade", "websocket".parse().expect("value"));
+        strip_response(&mut plain);
+        assert_eq!(plain.len(), 1, "every value of a dropped name");
+    }
+
+    #[test]
+    fn every_hop_by_hop_credential_and_gateway_header_is_dropped() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "authorization",
+            "x-api-key",
+            "x-goog-api-key",
+            "host",
+            "content-length",
+            "accept-encoding",
+        ] {
+            assert!(is_dropped(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "content-type",
+            "x-request-id",
+            "accept",
+            "user-agent",
+            "tee",
+            "hosts",
+        ] {
+            assert!(!is_dropped(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

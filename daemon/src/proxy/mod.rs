@@ -487,7 +487,9 @@ impl Proxy {
         headers::strip_response(&mut parts.headers);
         // The gateway's own limit replaces the provider's account-wide one.
         if key.rate_limit_rpm.is_some() {
-            headers::remove_all(&mut parts.headers, &limits::RATE_HEADERS);
+            headers::remove_where(&mut parts.headers, |name| {
+                limits::RATE_HEADERS.contains(name)
+            });
         }
         meter.status = parts.status.as_u16();
         if !parts.status.is_success() {

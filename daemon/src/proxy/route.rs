@@ -277,6 +277,14 @@ fn malformed_gemini_model() -> GatewayError {
 /// once to `..;`. A path still changing after [`MAX_DECODINGS`] is refused (none needs that
 /// many, and the rounds are bounded).
 pub fn check_path(path: &str) -> Result<(), GatewayError> {
+    if has_nothing_to_check(path) {
+        return Ok(());
+    }
+    check_path_fully(path)
+}
+
+/// [`check_path`] without its shortcut.
+fn check_path_fully(path: &str) -> Result<(), GatewayError> {
     check_decoded_once(path)?;
     let mut decoded = Cow::Borrowed(path);
     for round in 0..=MAX_DECODINGS {
@@ -296,6 +304,20 @@ pub fn check_path(path: &str) -> Result<(), GatewayError> {
         decoded = Cow::Owned(next);
     }
     Ok(())
+}
+
+/// Whether `path` holds nothing [`check_path`] refuses, by one pass over its bytes: no `%`
+/// (so decoding changes nothing and nothing is encoded), no `.` (no dot segment), no
+/// backslash and no empty segment. Most paths are so; the full check's searches and its
+/// decoding round cost ~2k instructions a request (callgrind).
+fn has_nothing_to_check(path: &str) -> bool {
+    let mut previous = 0;
+    path.bytes().all(|byte| {
+        let empty_segment = byte == b'/' && previous == b'/';
+        let fine = !(matches!(byte, b'%' | b'.' | b'\\') || empty_segment);
+        previous = byte;
+        fine
+    })
 }
 
 /// How many rounds of percent-decoding [`check_path`] follows.

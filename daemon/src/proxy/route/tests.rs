@@ -398,3 +398,24 @@ fn special_and_unknown_routes() {
         assert_eq!(err.code, ErrorCode::UnknownRoute, "{path}");
     }
 }
+
+proptest::proptest! {
+    /// The shortcut passes only paths the full check passes: over paths made of the bytes
+    /// the check looks for and a few others.
+    #[test]
+    fn a_path_the_shortcut_passes_passes_the_full_check(
+        path in "[/.%\\\\;a-fA-F0-9:]{0,24}"
+    ) {
+        if has_nothing_to_check(&path) {
+            proptest::prop_assert!(check_path_fully(&path).is_ok(), "{path:?}");
+        }
+    }
+}
+
+#[test]
+fn the_shortcut_passes_plain_paths_and_leaves_the_rest_to_the_full_check() {
+    assert!(has_nothing_to_check("/openai/v1/chat/completions"));
+    for path in ["/a//b", "/a/./b", "/a/%2e/b", "/a\\b", "/v1/models/gpt-4.1"] {
+        assert!(!has_nothing_to_check(path), "{path}");
+    }
+}

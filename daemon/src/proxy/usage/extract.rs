@@ -109,7 +109,7 @@ fn openai(document: &Document, observed: &mut Observed) {
     let usage = document
         .usage
         .0
-        .as_ref()
+        .as_deref()
         .or_else(|| document.response.usage());
     if let Some(usage) = usage {
         openai_usage(usage, observed);
@@ -159,7 +159,7 @@ pub fn openai_usage(usage: &Usage, observed: &mut Observed) {
 fn anthropic(document: &Document, observed: &mut Observed) {
     let usage = match document.kind {
         Type::MessageStart => document.message.usage(),
-        Type::MessageDelta | Type::Message => document.usage.0.as_ref(),
+        Type::MessageDelta | Type::Message => document.usage.0.as_deref(),
         Type::ContentBlockDelta => {
             observed.content_events += 1;
             observed.content_chars += document.delta.content;
@@ -197,7 +197,7 @@ pub fn anthropic_usage(usage: &Usage, fin: bool, observed: &mut Observed) {
 }
 
 fn gemini(document: &Document, observed: &mut Observed) {
-    if let Some(usage) = &document.usage_metadata.0 {
+    if let Some(usage) = document.usage_metadata.0.as_deref() {
         gemini_usage(usage, observed);
         // Every chunk repeats a running count; the one beside a `finishReason` is final.
         observed.partial = !document.candidates.finished;

@@ -314,14 +314,14 @@ last_wins_struct! {
     /// `{"usage": {...}}` one level down (Anthropic's `message`, OpenAI Responses'
     /// `response`).
     pub struct Nested {
-        pub usage: Object<Usage> = "usage",
+        pub usage: Object<Box<Usage>> = "usage",
     }
 }
 
 impl Object<Nested> {
     /// The usage object one level down, when there is one.
     pub fn usage(&self) -> Option<&Usage> {
-        self.0.as_ref().and_then(|nested| nested.usage.0.as_ref())
+        self.0.as_ref().and_then(|nested| nested.usage.0.as_deref())
     }
 }
 

@@ -102,21 +102,26 @@ impl UsageObserver {
                     });
                     return chunk;
                 }
-                let held_before = self.sse.has_pending_raw();
-                let mut out = Vec::with_capacity(chunk.len());
-                let mut dropped = false;
+                // Until a block is dropped, the blocks kept are the chunk's first `kept` bytes
+                // (unless bytes of an earlier chunk were held: then they are copied from the
+                // start): the common case, nothing dropped, costs no copy.
+                let mut copied = self.sse.has_pending_raw().then(Vec::new);
+                let mut kept = 0;
                 self.sse.feed(&chunk, &mut |event, raw| {
-                    if event.is_some_and(|event| observe_event(provider, observed, event)) {
-                        dropped = true;
-                    } else {
-                        out.extend_from_slice(raw);
+                    let drop = event.is_some_and(|event| observe_event(provider, observed, event));
+                    match (&mut copied, drop) {
+                        (Some(out), false) => out.extend_from_slice(raw),
+                        (Some(_), true) => {}
+                        (None, false) => kept += raw.len(),
+                        (None, true) => copied = Some(chunk[..kept].to_vec()),
                     }
                 });
-                if !held_before && !dropped && !self.sse.has_pending_raw() {
-                    // Whole blocks, all kept: the chunk itself, not a copy.
-                    return chunk;
+                match copied {
+                    Some(out) => Bytes::from(out),
+                    // Whole blocks, all kept: the chunk itself (or its start, when a block is
+                    // still unfinished), not a copy.
+                    None => chunk.slice(..kept),
                 }
-                Bytes::from(out)
             }
             Format::JsonArray => {
                 let mut elements = Vec::new();
@@ -307,7 +312,7 @@ fn apply_body(provider: ProviderKind, document: &Document, observed: &mut Observ
             if let Some(usage) = document
                 .usage
                 .0
-                .as_ref()
+                .as_deref()
                 .or_else(|| document.response.usage())
             {
                 extract::openai_usage(usage, observed);
@@ -316,7 +321,7 @@ fn apply_body(provider: ProviderKind, document: &Document, observed: &mut Observ
         ProviderKind::Anthropic => {
             let usage = match document.kind {
                 Type::MessageStart => document.message.usage(),
-                Type::MessageDelta | Type::Message => document.usage.0.as_ref(),
+                Type::MessageDelta | Type::Message => document.usage.0.as_deref(),
                 Type::ContentBlockDelta => {
                     observed.content_events += 1;
                     None
@@ -328,7 +333,7 @@ fn apply_body(provider: ProviderKind, document: &Document, observed: &mut Observ
             }
         }
         ProviderKind::Gemini => {
-            if let Some(usage) = &document.usage_metadata.0 {
+            if let Some(usage) = document.usage_metadata.0.as_deref() {
                 extract::gemini_usage(usage, observed);
             }
         }

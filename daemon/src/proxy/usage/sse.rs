@@ -24,7 +24,9 @@ pub type OnBlock<'f> = dyn FnMut(Option<&Event<'_>>, &[u8]) + 'f;
 
 /// The parser's buffers keep their capacity from event to event: after the first few events
 /// of a stream, parsing allocates nothing. Lines are found with `memchr`, and a line that
-/// lies whole inside a chunk is read in place.
+/// lies whole inside a chunk is read in place; so is a block's raw bytes: only the part of a
+/// block that arrived in an earlier chunk is kept in a buffer (copying every block there, to
+/// hand it out, cost a copy of the whole stream).
 #[derive(Debug, Default)]
 pub struct SseParser {
     keep_raw: bool,
@@ -34,6 +36,7 @@ pub struct SseParser {
     data: Vec<u8>,
     has_data: bool,
     name: Vec<u8>,
+    /// The bytes of the block in progress that came in earlier chunks (when kept).
     raw: Vec<u8>,
 }
 
@@ -46,34 +49,45 @@ impl SseParser {
         }
     }
 
-    pub fn feed(&mut self, mut bytes: &[u8], on_block: &mut OnBlock<'_>) {
-        while !bytes.is_empty() {
+    pub fn feed(&mut self, input: &[u8], on_block: &mut OnBlock<'_>) {
+        let mut at = 0;
+        // Where the block in progress starts in `input` (its earlier bytes, if any, are in
+        // `self.raw`).
+        let mut block_start = 0;
+        while at < input.len() {
             if self.after_cr {
                 self.after_cr = false;
-                if bytes[0] == b'\n' {
-                    // The LF of a CRLF whose CR ended the line already.
-                    self.push_raw(&bytes[..1]);
-                    bytes = &bytes[1..];
+                if input[at] == b'\n' {
+                    // The LF of a CRLF whose CR ended the line already: a byte of the next
+                    // block.
+                    at += 1;
                     continue;
                 }
             }
-            let Some(end) = memchr::memchr2(b'\r', b'\n', bytes) else {
-                self.push_raw(bytes);
-                self.line.extend_from_slice(bytes);
-                return;
+            let Some(offset) = memchr::memchr2(b'\r', b'\n', &input[at..]) else {
+                self.line.extend_from_slice(&input[at..]);
+                break;
             };
-            self.push_raw(&bytes[..=end]);
-            self.after_cr = bytes[end] == b'\r';
-            if self.line.is_empty() {
-                self.end_line(&bytes[..end], on_block);
+            let end = at + offset;
+            self.after_cr = input[end] == b'\r';
+            let blank = if self.line.is_empty() {
+                self.end_line(&input[at..end])
             } else {
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&bytes[..end]);
-                self.end_line(&line, on_block);
+                line.extend_from_slice(&input[at..end]);
+                let blank = self.end_line(&line);
                 line.clear();
                 self.line = line;
+                blank
+            };
+            if blank {
+                self.dispatch(&input[block_start..=end], on_block);
+                block_start = end + 1;
             }
-            bytes = &bytes[end + 1..];
+            at = end + 1;
+        }
+        if self.keep_raw {
+            self.raw.extend_from_slice(&input[block_start..]);
         }
     }
 
@@ -87,32 +101,39 @@ impl SseParser {
         !self.raw.is_empty()
     }
 
-    fn push_raw(&mut self, bytes: &[u8]) {
-        if self.keep_raw {
-            self.raw.extend_from_slice(bytes);
+    /// A blank line ended the block whose last bytes in this chunk are `tail`: hands it out.
+    fn dispatch(&mut self, tail: &[u8], on_block: &mut OnBlock<'_>) {
+        let raw: &[u8] = if !self.keep_raw {
+            &[]
+        } else if self.raw.is_empty() {
+            tail
+        } else {
+            self.raw.extend_from_slice(tail);
+            &self.raw
+        };
+        if self.has_data {
+            let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
+            let event = Event {
+                name: &self.name,
+                data,
+            };
+            on_block(Some(&event), raw);
+        } else {
+            on_block(None, raw);
         }
+        self.data.clear();
+        self.name.clear();
+        self.raw.clear();
+        self.has_data = false;
     }
 
-    fn end_line(&mut self, line: &[u8], on_block: &mut OnBlock<'_>) {
+    /// Reads one line's field; returns whether the line is blank (it ends a block).
+    fn end_line(&mut self, line: &[u8]) -> bool {
         if line.is_empty() {
-            if self.has_data {
-                let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
-                let event = Event {
-                    name: &self.name,
-                    data,
-                };
-                on_block(Some(&event), &self.raw);
-            } else {
-                on_block(None, &self.raw);
-            }
-            self.data.clear();
-            self.name.clear();
-            self.raw.clear();
-            self.has_data = false;
-            return;
+            return true;
         }
         if line[0] == b':' {
-            return;
+            return false;
         }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
@@ -133,6 +154,7 @@ impl SseParser {
             }
             _ => {}
         }
+        false
     }
 }
 

@@ -139,10 +139,22 @@ fn the_newest_spend_of_a_key_wins_whatever_order_it_was_queued_in() {
 
 #[test]
 fn batches_of_every_size_insert_every_row_once() {
-    for n in [0, 1, 31, 32, 33, 70] {
+    for n in [0, 1, 2, 3, 7, 15, 31, 32, 33, 63, 70] {
         let mut conn = migrated();
         let records: Vec<UsageRecord> = (0..n).map(record).collect();
         insert(&mut conn, &records);
+        let in_order: Vec<i64> = conn
+            .prepare("SELECT cost_nanos FROM usage ORDER BY rowid")
+            .expect("select")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            in_order,
+            (0..n as i64).map(|i| 1_000 + i).collect::<Vec<_>>(),
+            "each row once, in the batch's order"
+        );
         let (rows, cost, output, estimated): (i64, i64, i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(output_tokens), 0), \
