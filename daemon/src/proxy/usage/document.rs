@@ -41,18 +41,44 @@ last_wins_struct! {
     }
 }
 
+last_wins_struct! {
+    /// The members of a whole (non-streamed) response body that metering reads: its usage
+    /// and the type that says which usage it is. Its choices or candidates are skipped, not
+    /// summed: a body's usage is read as final whatever they say, and its text is counted only
+    /// when no usage came (`unreported_content_chars`).
+    pub struct Body {
+        pub usage: Object<Box<Usage>> = "usage",
+        pub usage_metadata: Object<Box<Usage>> = "usageMetadata",
+        pub kind: Type = "type",
+        pub message: Object<Nested> = "message",
+        pub response: Object<Nested> = "response",
+    }
+}
+
 impl Document {
     /// Reads `bytes` as a document: `None` for bytes that are not JSON or not an object.
     pub fn read(bytes: &[u8]) -> Option<Document> {
-        // Checked as UTF-8 once, whole (a word at a time), the parser need not check each
-        // string it reads again (callgrind: ~1k instructions a JSON body). Bytes that are not
-        // UTF-8 are still read, as before, for the values metering reads.
-        let document = match std::str::from_utf8(bytes) {
-            Ok(text) => serde_json::from_str::<Object<Document>>(text),
-            Err(_) => serde_json::from_slice::<Object<Document>>(bytes),
-        };
-        document.ok().and_then(|document| document.0)
+        read(bytes)
     }
+}
+
+impl Body {
+    /// Reads `bytes` as a body: `None` for bytes that are not JSON or not an object.
+    pub fn read(bytes: &[u8]) -> Option<Body> {
+        read(bytes)
+    }
+}
+
+/// `bytes` read as a `T`, when they are a JSON object.
+fn read<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    // Checked as UTF-8 once, whole (a word at a time), the parser need not check each string
+    // it reads again (callgrind: ~1k instructions a JSON body). Bytes that are not UTF-8 are
+    // still read, as before, for the values metering reads.
+    let read = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<Object<T>>(text),
+        Err(_) => serde_json::from_slice::<Object<T>>(bytes),
+    };
+    read.ok().and_then(|object| object.0)
 }
 
 /// Defines a lenient type's `Deserialize`: any JSON value is read through `$visitor`, whose

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use memchr::memmem::Finder;
 use serde_json::Value;
 
-use document::Document;
+use document::{Body, Document};
 pub use extract::{MAX_TOKENS_PER_REQUEST, Observed, clamp};
 use fields::Type;
 use json_array::JsonArraySplitter;
@@ -195,8 +195,8 @@ impl UsageObserver {
             };
             self.json.clear();
             // Only an object is a document (serde's derive would read an array by position).
-            if let Some(document) = Document::read(&whole) {
-                apply_body(self.provider, &document, &mut self.observed);
+            if let Some(body) = Body::read(&whole) {
+                apply_body(self.provider, &body, &mut self.observed);
             }
             if self.observed.reported.is_none() {
                 // A server that reports no usage (some OpenAI-compatible ones never do): the
@@ -306,7 +306,7 @@ fn observe_event(provider: ProviderKind, observed: &mut Observed, event: &sse::E
 /// What a whole (non-streamed) response body is billed from: its usage report, as final.
 /// Unlike a stream event's, a body's choices say nothing about a running count, and its
 /// content is counted only when no usage came ([`unreported_content_chars`]).
-fn apply_body(provider: ProviderKind, document: &Document, observed: &mut Observed) {
+fn apply_body(provider: ProviderKind, document: &Body, observed: &mut Observed) {
     match provider {
         ProviderKind::Openai | ProviderKind::AzureOpenai => {
             if let Some(usage) = document
