@@ -7,10 +7,15 @@
 //! the fields metering reads become counts (the characters of a text, whether a choice is
 //! finished), everything else is skipped in place and nothing is allocated.
 //!
-//! It reads what the document-level reading read, exactly: each type below is lenient (a
-//! value of another JSON type reads as absent, never as an error), and a key named twice
-//! reads as its last occurrence, as in a `Value`. `fuzzing::usage` checks the two against
-//! each other on every SSE event and JSON body of its corpus.
+//! It reads what the document-level reading read, exactly, wherever that reading could parse
+//! the document: each type below is lenient (a value of another JSON type reads as absent,
+//! never as an error), and a key named twice reads as its last occurrence, as in a `Value`.
+//! `fuzzing::usage` checks the two against each other on every SSE event and JSON body of its
+//! corpus. Where a `Value` could not be built, it reads more: a value metering does not read
+//! is skipped unchecked (a lone surrogate escape, bytes that are not UTF-8, a number beyond
+//! `f64`, deep nesting), as the whole-body reading always skipped them. So a provider's usage
+//! event with such a value in, say, its `id` is metered as reported (and, when the gateway
+//! asked for it, the usage-only chunk is still taken out) rather than dropped unread.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -334,6 +339,78 @@ last_wins_struct! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Kind as Provider;
+    use crate::proxy::usage::{Format, UsageObserver};
+    use bytes::Bytes;
+
+    fn observe(
+        provider: Provider,
+        format: Format,
+        strip: bool,
+        bytes: &[u8],
+    ) -> (Vec<u8>, Option<(u64, u64)>) {
+        let mut observer = UsageObserver::new(provider, format, strip);
+        let mut out = observer.observe(Bytes::copy_from_slice(bytes)).to_vec();
+        out.extend_from_slice(&observer.finish());
+        let reported = observer
+            .observed
+            .reported
+            .map(|t| (t.input + t.cache_read, t.output));
+        (out, reported)
+    }
+
+    /// Found by the review of the typed reading: a whole body's choices or candidates, which
+    /// its billing never reads, must not be checked either, or one bad string in the answer's
+    /// text (a cut-off emoji escape) loses the reported usage.
+    #[test]
+    fn a_bodys_unread_members_are_skipped_unchecked() {
+        for (provider, body) in [
+            (
+                Provider::Gemini,
+                &br#"{"candidates":[{"content":{"parts":[{"text":"a\ud83d"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5}}"#[..],
+            ),
+            (
+                Provider::Gemini,
+                b"{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\xff\"}]}}],\"usageMetadata\":{\"promptTokenCount\":10,\"candidatesTokenCount\":5}}",
+            ),
+            (
+                Provider::Openai,
+                br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"\udc00"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#,
+            ),
+            (
+                Provider::Openai,
+                br#"{"choices":[1e400],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#,
+            ),
+            (
+                Provider::Anthropic,
+                br#"{"type":"message","delta":"\ud800","usage":{"input_tokens":10,"output_tokens":5}}"#,
+            ),
+        ] {
+            let (out, reported) = observe(provider, Format::Json, false, body);
+            assert_eq!(out, body, "passed on as it is");
+            assert_eq!(
+                reported,
+                Some((10, 5)),
+                "{provider} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// A stream event with a value no `Value` could hold, in a member metering does not read:
+    /// its usage is read, and the usage-only chunk the gateway asked for is still taken out.
+    #[test]
+    fn an_events_unread_members_are_skipped_unchecked() {
+        let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for odd in [r#""\ud800""#, "1e400", nested.as_str()] {
+            let stream = format!(
+                "data: {{\"id\":{odd},\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":4}}}}\n\ndata: [DONE]\n\n"
+            );
+            let (out, reported) = observe(Provider::Openai, Format::Sse, true, stream.as_bytes());
+            assert_eq!(out, b"data: [DONE]\n\n", "{odd}");
+            assert_eq!(reported, Some((3, 4)), "{odd}");
+        }
+    }
 
     #[test]
     fn choices_are_summed_and_odd_items_are_open() {
