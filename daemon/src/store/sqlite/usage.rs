@@ -10,13 +10,12 @@ use rusqlite::{Connection, Transaction, params};
 use super::keys::nanos_to_sql;
 use crate::store::usage::{self as shared, ROLLUP_SUMS, TOTALS, UsageRecord, sql_count};
 
-/// Rows per multi-row `INSERT`, largest first: a batch is written in statements of these
-/// sizes (a batch of 45 rows: 32 + 8 + 4 + 1), so a run of the statement, which opens its
-/// cursors, checks its transaction and halts (about 2,500 instructions, as much as binding
-/// and inserting a row), is paid a few times a batch, not once a row. Batches are small when
-/// the gateway is quiet (a lone request waits `writer::GATHER` for company), so the small
-/// sizes matter: callgrind counted 6.6k instructions a row for batches of ~15 one-row runs.
-const ROWS_PER_INSERT: [usize; 6] = [32, 16, 8, 4, 2, 1];
+/// Rows per multi-row `INSERT`: one statement run per this many rows instead of one per row
+/// (each run opens its cursors and checks its transaction again). The rest go one by one:
+/// statements of 16, 8, 4 and 2 rows for them were tried (issue #19) and cost as much as
+/// they saved: callgrind counted ~2.4k instructions a statement for handing it back to
+/// rusqlite's cache alone, and the usage rows' cost stayed at ~9k instructions a row.
+const ROWS_PER_INSERT: usize = 32;
 const COLUMNS: usize = 13;
 
 /// Appends `records` to the usage log and adds them to the per-day rollup the reports read.
@@ -31,40 +30,42 @@ pub fn insert_all(
     add_to_rollup(tx, records)
 }
 
-/// The log: one row per request, in statements of [`ROWS_PER_INSERT`] rows.
+/// The log: one row per request, in statements of [`ROWS_PER_INSERT`] rows, the rest one by
+/// one.
 ///
-/// With `yielding`, the thread yields its core between statements of the largest size: this
-/// runs on the usage writer's thread, which shares a core with the last event loop
-/// (`cpu_affinity`), and a batch of a thousand rows is a millisecond of work that would
-/// otherwise hold that loop's connections. With yields, JSON p99 at c16 stayed at or below
-/// the unyielding writer's, and throughput rose (see `writer::GATHER`). A yield with nothing
-/// else to run returns at once; with a busy loop beside it, it is a wait, which is why the
-/// writer yields only while it keeps up (`writer::YIELDING_BATCH_MAX`).
+/// With `yielding`, the thread yields its core between statements: this runs on the usage
+/// writer's thread, which shares a core with the last event loop (`cpu_affinity`), and a batch
+/// of a thousand rows is a millisecond of work that would otherwise hold that loop's
+/// connections. With yields, JSON p99 at c16 stayed at or below the unyielding writer's, and
+/// throughput rose (see `writer::GATHER`). A yield with nothing else to run returns at once;
+/// with a busy loop beside it, it is a wait, which is why the writer yields only while it
+/// keeps up (`writer::YIELDING_BATCH_MAX`).
 fn append_to_log(
     tx: &Transaction<'_>,
     records: &[UsageRecord],
     yielding: bool,
 ) -> anyhow::Result<()> {
-    static SQL: std::sync::LazyLock<[String; ROWS_PER_INSERT.len()]> =
-        std::sync::LazyLock::new(|| ROWS_PER_INSERT.map(insert_sql));
-    let mut rest = records;
-    for (size, sql) in ROWS_PER_INSERT.into_iter().zip(SQL.iter()) {
-        if rest.len() < size {
-            continue;
-        }
-        // Each statement is taken from the cache once per batch: a cache look-up hashes the
-        // SQL text (over a kilobyte for the 32-row one).
-        let mut statement = tx.prepare_cached(sql)?;
-        let mut chunks = rest.chunks_exact(size);
+    static MANY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+    // Each statement is taken from the cache once per batch: a cache look-up hashes the SQL
+    // text (over a kilobyte for the many-row one).
+    let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut many = tx.prepare_cached(&MANY)?;
         for chunk in &mut chunks {
-            insert_rows(&mut statement, chunk)?;
-            if yielding && size == ROWS_PER_INSERT[0] {
+            insert_rows(&mut many, chunk)?;
+            if yielding {
                 std::thread::yield_now();
             }
         }
-        rest = chunks.remainder();
     }
-    debug_assert!(rest.is_empty(), "the last size is one row");
+    if !chunks.remainder().is_empty() {
+        let mut one = tx.prepare_cached(&ONE)?;
+        for record in chunks.remainder() {
+            insert_rows(&mut one, std::slice::from_ref(record))?;
+        }
+    }
     Ok(())
 }
 
