@@ -130,7 +130,7 @@ impl KeyCache {
             // owner's, and every replica must name the same one.
             let mut runtime = KeyRuntime::new(&latest, Arc::clone(&self.clock));
             if let Some(first) = members.first() {
-                runtime.owner = Arc::from(first.as_str());
+                runtime.owner = compact_str::CompactString::from(first.as_str());
             }
             let runtime = Arc::new(runtime);
             for entry in entries {

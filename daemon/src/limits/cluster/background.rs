@@ -151,7 +151,7 @@ pub(super) fn revert_lost(redis: &RedisLimits, owner: Arc<str>, hold: HoldId, le
 /// away, a drain's deadline), the hold it may have taken is reverted by id.
 pub(super) struct Pending<'a> {
     redis: &'a RedisLimits,
-    owner: &'a Arc<str>,
+    owner: &'a str,
     hold: HoldId,
     lease: Duration,
     armed: bool,
@@ -160,7 +160,7 @@ pub(super) struct Pending<'a> {
 impl<'a> Pending<'a> {
     pub(super) fn new(
         redis: &'a RedisLimits,
-        owner: &'a Arc<str>,
+        owner: &'a str,
         hold: HoldId,
         lease: Duration,
     ) -> Pending<'a> {
@@ -182,7 +182,7 @@ impl<'a> Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed {
-            revert_lost(self.redis, Arc::clone(self.owner), self.hold, self.lease);
+            revert_lost(self.redis, Arc::from(self.owner), self.hold, self.lease);
         }
     }
 }

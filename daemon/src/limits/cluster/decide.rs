@@ -115,7 +115,7 @@ impl ClusterLimits {
             }
         };
         let shared = (lease_expires_ms > 0).then(|| {
-            let owner = Arc::clone(&key.runtime.owner);
+            let owner: Arc<str> = Arc::from(key.runtime.owner.as_str());
             engine
                 .settler
                 .open(Arc::clone(&owner), request.hold, spend.ask.worst().0);

@@ -228,7 +228,7 @@ impl ClusterLimits {
                     self.redis_failed(&error);
                     background::revert_lost(
                         &engine.redis,
-                        key.runtime.owner.clone(),
+                        Arc::from(key.runtime.owner.as_str()),
                         hold,
                         self.parts.lease,
                     );
@@ -359,7 +359,7 @@ impl ClusterLimits {
     /// replica admits under the old settings. Redis away: kept, and published when it
     /// answers (meanwhile limited keys are refused and the others check PostgreSQL).
     pub async fn publish_version(&self, key: &KeyEntry) {
-        let owner = key.runtime.owner.clone();
+        let owner: Arc<str> = Arc::from(key.runtime.owner.as_str());
         if let Some(engine) = self.engine.get() {
             // A moment's trouble (a timeout, a reconnection) is worth a few tries: until the
             // version is published, replicas whose own calls succeed admit under the old
