@@ -5,9 +5,11 @@
 //! for a model, stored in the usage table.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use gateway_shared::ErrorCode;
 use gateway_shared::key::{ADMIN_TOKEN_PREFIX, DISPLAY_CHARS, PROXY_KEY_PREFIX};
+use memchr::memmem::Finder;
 
 use crate::config::Kind;
 use crate::error::GatewayError;
@@ -151,11 +153,14 @@ fn secret_in_url_part(text: &str) -> Option<String> {
 /// The first proxy key or admin token prefix in `text`, shown as a display prefix
 /// (`sk-proxy-a1b2…`): never more of it.
 fn secret_in(text: &str) -> Option<String> {
-    [PROXY_KEY_PREFIX, ADMIN_TOKEN_PREFIX]
-        .into_iter()
-        .filter_map(|prefix| {
-            memchr::memmem::find(text.as_bytes(), prefix.as_bytes()).map(|at| (at, prefix))
-        })
+    // Searchers built once: `memmem::find` builds one per call, and this runs on every
+    // forwarded header and every model name (issue #19).
+    static PREFIXES: LazyLock<[(Finder<'static>, &'static str); 2]> = LazyLock::new(|| {
+        [PROXY_KEY_PREFIX, ADMIN_TOKEN_PREFIX].map(|prefix| (Finder::new(prefix), prefix))
+    });
+    PREFIXES
+        .iter()
+        .filter_map(|(finder, prefix)| finder.find(text.as_bytes()).map(|at| (at, *prefix)))
         .min()
         .map(|(at, prefix)| {
             let shown: String = text[at + prefix.len()..]

@@ -29,11 +29,12 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Client credential headers of every provider.
-const CREDENTIALS: [HeaderName; 3] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-];
+fn is_credential(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "x-api-key" | "x-goog-api-key"
+    )
+}
 
 /// What the gateway sets itself (host, length, `accept-encoding: identity`).
 fn is_set_by_gateway(name: &HeaderName) -> bool {
@@ -59,7 +60,7 @@ pub fn for_upstream(mut client: HeaderMap) -> HeaderMap {
 /// Whether `name` is dropped on the way upstream whatever its value (hop-by-hop, a client
 /// credential, or set by the gateway itself): every other request header is forwarded.
 pub fn is_dropped(name: &HeaderName) -> bool {
-    is_hop_by_hop(name) || CREDENTIALS.contains(name) || is_set_by_gateway(name)
+    is_hop_by_hop(name) || is_credential(name) || is_set_by_gateway(name)
 }
 
 /// Whether a response body is in a content coding (gzip, br, …): its usage cannot be read.
@@ -94,12 +95,12 @@ pub fn remove_where(headers: &mut HeaderMap, dropped: fn(&HeaderName) -> bool) {
 }
 
 /// Marks credential headers sensitive so `http`'s `Debug` prints `Sensitive`, never a key.
+/// One pass over the few headers a request has (a hashed look-up of each credential name
+/// cost ~600 instructions a request, callgrind).
 pub fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in CREDENTIALS {
-        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    for (name, value) in headers.iter_mut() {
+        if is_credential(name) {
+            value.set_sensitive(true);
         }
     }
 }
@@ -245,9 +246,19 @@ mod tests {
 
     #[test]
     fn sensitive_values_do_not_print() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", "sk-proxy-secret".parse().expect("value"));
+        let mut headers = headers_of(&[
+            ("x-api-key", "sk-proxy-secret1"),
+            ("authorization", "Bearer sk-proxy-secret2"),
+            ("x-goog-api-key", "sk-proxy-secret3"),
+            ("authorization", "Bearer sk-proxy-secret4"),
+            ("content-type", "application/json"),
+        ]);
         mark_sensitive(&mut headers);
-        assert!(!format!("{headers:?}").contains("secret"));
+        let printed = format!("{headers:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(
+            printed.contains("application/json"),
+            "only credentials are hidden"
+        );
     }
 }

@@ -121,8 +121,10 @@ pub struct PriceTable {
     prices: Vec<Price>,
     /// Every entry written without glob syntax, with the index of the first entry that
     /// matches it (an earlier glob can). Most requests name such a model: one hash look-up
-    /// instead of running the glob set.
-    exact: HashMap<Box<str>, usize>,
+    /// instead of running the glob set. Hashed with foldhash (seeded), not SipHash: only the
+    /// operator's and the shipped entries are ever inserted, and a look-up is on every
+    /// request.
+    exact: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     fallback: Option<Price>,
     /// The operator's entries that name a provider, a table per provider, searched first
     /// for that provider's requests. Empty unless some entry names one.
@@ -203,7 +205,7 @@ impl PriceTable {
             .transpose()
             .context("[spend.fallback_price]")?;
         let globs = builder.build().context("compiling price globs")?;
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::default();
         for entry in overrides.iter().copied().chain(shipped) {
             if !entry.model.contains(['*', '?', '[', ']', '{', '}', '\\'])
                 && let Some(first) = globs.matches(entry.model.as_str()).into_iter().min()
