@@ -241,7 +241,9 @@ fn render(rows: &[(Mode, Measured, Measured)], counts: Counts, options: &Options
             Mode::Sse | Mode::SseSplit => Some(MAX_RATIO_SSE),
         };
         let (writer, without) = gatewayd.writer.map_or_else(
-            || (String::new(), String::new()),
+            // No row for the writer's function (renamed, or inlined into its thread): said,
+            // not left blank.
+            || ("not found".to_owned(), String::new()),
             |writer| {
                 (
                     format!("{writer:.0}"),
