@@ -99,7 +99,9 @@ pub fn remove_where(headers: &mut HeaderMap, dropped: fn(&HeaderName) -> bool) {
 /// cost ~600 instructions a request, callgrind).
 pub fn mark_sensitive(headers: &mut HeaderMap) {
     for (name, value) in headers.iter_mut() {
-        if is_credential(name) {
+        // `proxy-authorization` is hop-by-hop (dropped on the way up) but a credential all
+        // the same: hidden too.
+        if is_credential(name) || name == header::PROXY_AUTHORIZATION {
             value.set_sensitive(true);
         }
     }
@@ -251,6 +253,7 @@ mod tests {
             ("authorization", "Bearer sk-proxy-secret2"),
             ("x-goog-api-key", "sk-proxy-secret3"),
             ("authorization", "Bearer sk-proxy-secret4"),
+            ("proxy-authorization", "Basic c2VjcmV0NQ== secret5"),
             ("content-type", "application/json"),
         ]);
         mark_sensitive(&mut headers);
