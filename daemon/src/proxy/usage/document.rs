@@ -89,13 +89,47 @@ fn read<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
 /// Defines a lenient type's `Deserialize`: any JSON value is read through `$visitor`, whose
 /// `visit_*` methods for the values it does not read return the type's default.
 macro_rules! deserialize_any_with {
-    ($name:ident, $visitor:ident) => {
+    ($name:ident, $visitor:expr) => {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 deserializer.deserialize_any($visitor)
             }
         }
     };
+}
+
+/// A JSON array of objects read into a running summary, item by item (`Choices`,
+/// `Candidates`, `Parts`): an item that is an object is read as `Item`, any other as `None`;
+/// a value that is no array is the empty summary.
+trait ArraySummary: Default {
+    type Item: serde::de::DeserializeOwned;
+
+    /// The summary of an empty array (which may differ from no array at all).
+    fn array() -> Self {
+        Self::default()
+    }
+
+    fn add(&mut self, item: Option<Self::Item>);
+}
+
+struct SummaryVisitor<S>(std::marker::PhantomData<S>);
+
+impl<'de, S: ArraySummary> Visitor<'de> for SummaryVisitor<S> {
+    type Value = S;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<S, A::Error> {
+        let mut summary = S::array();
+        while let Some(Object(item)) = seq.next_element::<Object<S::Item>>()? {
+            summary.add(item);
+        }
+        Ok(summary)
+    }
+
+    absent_otherwise!(S::default(); null, bool, u64, i64, f64, str, map);
 }
 
 /// The length of a string in characters; any other value is no text (0).
@@ -165,34 +199,26 @@ impl Choices {
     }
 }
 
-deserialize_any_with!(Choices, ChoicesVisitor);
+deserialize_any_with!(Choices, SummaryVisitor::<Choices>(std::marker::PhantomData));
 
-struct ChoicesVisitor;
+impl ArraySummary for Choices {
+    type Item = Choice;
 
-impl<'de> Visitor<'de> for ChoicesVisitor {
-    type Value = Choices;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("choices")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-        let mut choices = Choices {
+    fn array() -> Self {
+        Choices {
             array: true,
             ..Choices::default()
-        };
-        while let Some(Object(choice)) = seq.next_element::<Object<Choice>>()? {
-            let choice = choice.unwrap_or_default();
-            choices.len += 1;
-            choices.open += usize::from(!choice.finish_reason.0);
-            if let Some(delta) = choice.delta.0 {
-                choices.chars += delta.content.0 + delta.reasoning_content.0;
-            }
         }
-        Ok(choices)
     }
 
-    absent_otherwise!(Choices::default(); null, bool, u64, i64, f64, str, map);
+    fn add(&mut self, choice: Option<Choice>) {
+        let choice = choice.unwrap_or_default();
+        self.len += 1;
+        self.open += usize::from(!choice.finish_reason.0);
+        if let Some(delta) = choice.delta.0 {
+            self.chars += delta.content.0 + delta.reasoning_content.0;
+        }
+    }
 }
 
 last_wins_struct! {
@@ -265,30 +291,21 @@ pub struct Candidates {
     pub chars: u64,
 }
 
-deserialize_any_with!(Candidates, CandidatesVisitor);
+deserialize_any_with!(
+    Candidates,
+    SummaryVisitor::<Candidates>(std::marker::PhantomData)
+);
 
-struct CandidatesVisitor;
+impl ArraySummary for Candidates {
+    type Item = Candidate;
 
-impl<'de> Visitor<'de> for CandidatesVisitor {
-    type Value = Candidates;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("candidates")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Candidates, A::Error> {
-        let mut candidates = Candidates::default();
-        while let Some(Object(candidate)) = seq.next_element::<Object<Candidate>>()? {
-            let Some(candidate) = candidate else { continue };
-            candidates.finished |= candidate.finish_reason.0;
-            if let Some(content) = candidate.content.0 {
-                candidates.chars += content.parts.0;
-            }
+    fn add(&mut self, candidate: Option<Candidate>) {
+        let Some(candidate) = candidate else { return };
+        self.finished |= candidate.finish_reason.0;
+        if let Some(content) = candidate.content.0 {
+            self.chars += content.parts.0;
         }
-        Ok(candidates)
     }
-
-    absent_otherwise!(Candidates::default(); null, bool, u64, i64, f64, str, map);
 }
 
 last_wins_struct! {
@@ -308,26 +325,14 @@ last_wins_struct! {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Parts(u64);
 
-deserialize_any_with!(Parts, PartsVisitor);
+deserialize_any_with!(Parts, SummaryVisitor::<Parts>(std::marker::PhantomData));
 
-struct PartsVisitor;
+impl ArraySummary for Parts {
+    type Item = Part;
 
-impl<'de> Visitor<'de> for PartsVisitor {
-    type Value = Parts;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("parts")
+    fn add(&mut self, part: Option<Part>) {
+        self.0 += part.map_or(0, |part| part.text.0);
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parts, A::Error> {
-        let mut chars = 0;
-        while let Some(Object(part)) = seq.next_element::<Object<Part>>()? {
-            chars += part.map_or(0, |part| part.text.0);
-        }
-        Ok(Parts(chars))
-    }
-
-    absent_otherwise!(Parts(0); null, bool, u64, i64, f64, str, map);
 }
 
 last_wins_struct! {
