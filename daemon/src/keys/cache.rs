@@ -28,7 +28,7 @@ mod entry;
 mod index;
 mod remote;
 
-pub use entry::{KeyEntry, KeyRuntime};
+pub use entry::{KeyEntry, KeyRuntime, Live};
 use index::{ByHash, ById, Index};
 pub use remote::{Link, Restored};
 
@@ -128,17 +128,12 @@ impl KeyCache {
             // Named after the chain's first key whichever record gave the counts, as on a
             // replica that lived through the rotations: a cluster's shared ledger is the
             // owner's, and every replica must name the same one.
-            let mut runtime = KeyRuntime::new(&latest, Arc::clone(&self.clock));
-            if let Some(first) = members.first() {
-                runtime.owner = compact_str::CompactString::from(first.as_str());
-            }
-            let runtime = Arc::new(runtime);
+            let Some(first) = members.first() else {
+                continue;
+            };
+            let live = Live::chain(KeyRuntime::new(&latest, Arc::clone(&self.clock)), first);
             for entry in entries {
-                let shared = KeyEntry::new(
-                    entry.record(),
-                    Arc::clone(&entry.policy),
-                    Arc::clone(&runtime),
-                );
+                let shared = KeyEntry::new(entry.record(), Arc::clone(&entry.policy), live.clone());
                 index.put(Arc::new(shared));
             }
         }
@@ -235,17 +230,17 @@ impl KeyCache {
             let shared = Arc::new(KeyEntry::new(
                 current.record(),
                 Arc::clone(&current.policy),
-                Arc::clone(&predecessor.runtime),
+                predecessor.live(),
             ));
             index.put(Arc::clone(&shared));
             return shared;
         }
-        let runtime = match (&predecessor, &current) {
-            (Some(predecessor), _) => Arc::clone(&predecessor.runtime),
-            (None, Some(current)) => Arc::clone(&current.runtime),
-            (None, None) => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+        let live = match (&predecessor, &current) {
+            (Some(predecessor), _) => predecessor.live(),
+            (None, Some(current)) => current.live(),
+            (None, None) => Live::fresh(&record, Arc::clone(&self.clock)),
         };
-        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
+        let entry = Arc::new(KeyEntry::new(record, policy, live));
         index.put(Arc::clone(&entry));
         entry
     }
@@ -261,8 +256,8 @@ impl KeyCache {
     /// sort once all are in.
     fn push(&self, mut record: KeyRecord) {
         let policy = self.policy(&mut record);
-        let runtime = Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock)));
-        let entry = Arc::new(KeyEntry::new(record, policy, runtime));
+        let live = Live::fresh(&record, Arc::clone(&self.clock));
+        let entry = Arc::new(KeyEntry::new(record, policy, live));
         let mut index = self.write();
         index.by_id.insert(ById::new(&entry));
         index.by_hash.insert(ByHash::new(&entry));
@@ -290,7 +285,7 @@ impl KeyCache {
     /// rotated chain) and each successor in turn, as far as the table knows them.
     pub fn ledger_keys(&self, entry: &KeyEntry) -> Vec<String> {
         let index = self.read();
-        let mut ids = vec![entry.runtime.owner.to_string()];
+        let mut ids = vec![entry.owner().to_owned()];
         while let Some(next) = ids.last().and_then(|id| index.successors.get(id)) {
             if ids.contains(next) {
                 break;
@@ -441,11 +436,11 @@ mod tests {
             assert_eq!(entry(id).spend().total, Nanodollars(900), "{id}");
             // The ledger is the chain's first key's, as on a replica that saw the rotations
             // (a cluster's shared ledger in Redis is named after it).
-            assert_eq!(&*entry(id).runtime.owner, "first", "{id}");
+            assert_eq!(entry(id).owner(), "first", "{id}");
             assert_eq!(cache.ledger_keys(&entry(id)), ["first", "second", "third"]);
         }
         assert_eq!(entry("alone").spend().request_count, 1);
-        assert_eq!(&*entry("alone").runtime.owner, "alone");
+        assert_eq!(entry("alone").owner(), "alone");
         assert_eq!(
             cache.page(None, 10, |_| true).expect("page").0.len(),
             4,
@@ -500,6 +495,45 @@ mod tests {
             a,
             "the entry gives back the record it was made of"
         );
+    }
+
+    #[test]
+    fn a_rotated_chain_names_its_first_key_as_owner_through_edits_and_reloads() {
+        let cache = KeyCache::new([record("a", 1)], clock());
+        let a = cache.get("a").expect("a");
+        let b = cache.insert_successor(record("b", 2), &a);
+        let c = cache.insert_successor(record("c", 3), &b);
+        for id in ["a", "b", "c"] {
+            assert_eq!(cache.get(id).expect(id).owner(), "a", "{id}");
+        }
+        assert!(Arc::ptr_eq(&a.runtime, &c.runtime));
+        // An edit keeps the owner, as it keeps the state; so does the store's row put back.
+        let mut edited = record("c", 3);
+        edited.name = "renamed".into();
+        edited.version = 2;
+        assert_eq!(cache.upsert(edited).owner(), "a");
+        cache.put_stored(record("b", 2));
+        assert_eq!(cache.get("b").expect("b").owner(), "a");
+        // A rotation another replica made, linked here after both rows arrived.
+        let other = KeyCache::new([record("a", 1), record("b", 2), record("c", 3)], clock());
+        assert_eq!(other.link_successor("b", "a"), remote::Link::Linked);
+        assert_eq!(other.link_successor("c", "b"), remote::Link::Linked);
+        for id in ["a", "b", "c"] {
+            assert_eq!(other.get(id).expect(id).owner(), "a", "{id}");
+        }
+        // A key never rotated from another owns its ledger, and stores no owner of its own.
+        assert_eq!(cache.upsert(record("lone", 4)).owner(), "lone");
+    }
+
+    /// A 100,000-key table holds one entry and one runtime per key: a field that moves either
+    /// into a bigger malloc chunk costs 1.6 MiB or more there (the benchmark's `--scale-keys`
+    /// peak RSS target). glibc rounds a request up to a multiple of 16, 8 bytes of header
+    /// included; an `Arc` adds 16 bytes of counts.
+    #[test]
+    fn an_entry_and_its_runtime_stay_in_their_malloc_chunks() {
+        let chunk = |size: usize| (size + 16 + 8).next_multiple_of(16);
+        assert_eq!(chunk(std::mem::size_of::<KeyRuntime>()), 48);
+        assert!(chunk(std::mem::size_of::<KeyEntry>()) <= 240);
     }
 
     #[test]

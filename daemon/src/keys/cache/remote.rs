@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::{KeyCache, KeyEntry, KeyRecord, KeyRuntime};
+use super::{KeyCache, KeyEntry, KeyRecord, Live};
 
 /// What [`KeyCache::replace_stored`] changed beyond taking the store's rows.
 #[derive(Debug, Default)]
@@ -105,18 +105,18 @@ impl KeyCache {
         let policy = self.policy(&mut record);
         let mut index = self.write();
         let mut lost_revocation = None;
-        let runtime = match index.by_id.get(record.id.as_str()) {
+        let live = match index.by_id.get(record.id.as_str()) {
             Some(current) => {
                 let held = current.0.revoked_at();
                 if held.is_some_and(|held| record.revoked_at.is_none_or(|r| r > held)) {
                     record.revoked_at = held;
                     lost_revocation = Some(record.clone());
                 }
-                Arc::clone(&current.0.runtime)
+                current.0.live()
             }
-            None => Arc::new(KeyRuntime::new(&record, Arc::clone(&self.clock))),
+            None => Live::fresh(&record, Arc::clone(&self.clock)),
         };
-        index.put(Arc::new(KeyEntry::new(record, policy, runtime)));
+        index.put(Arc::new(KeyEntry::new(record, policy, live)));
         lost_revocation
     }
 
@@ -141,7 +141,7 @@ impl KeyCache {
         let shared = KeyEntry::new(
             successor.record(),
             Arc::clone(&successor.policy),
-            Arc::clone(&predecessor.runtime),
+            predecessor.live(),
         );
         index.put(Arc::new(shared));
         Link::Linked

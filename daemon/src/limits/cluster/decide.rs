@@ -115,7 +115,7 @@ impl ClusterLimits {
             }
         };
         let shared = (lease_expires_ms > 0).then(|| {
-            let owner: Arc<str> = Arc::from(key.runtime.owner.as_str());
+            let owner: Arc<str> = Arc::from(key.owner());
             engine
                 .settler
                 .open(Arc::clone(&owner), request.hold, spend.ask.worst().0);
@@ -167,7 +167,7 @@ impl ClusterLimits {
         match rebuild(
             &engine.redis,
             &self.parts.store,
-            &key.runtime.owner,
+            key.owner(),
             &versions,
             // A key without a spend limit counts its lifetime (no period to roll).
             key.spend_limit.and(key.spend_reset),

@@ -212,7 +212,7 @@ impl ClusterLimits {
             // Should this future be dropped while Redis decides (the client went away), the
             // hold the script may take is given back by its id.
             let pending =
-                background::Pending::new(&engine.redis, &key.runtime.owner, hold, self.parts.lease);
+                background::Pending::new(&engine.redis, key.owner(), hold, self.parts.lease);
             let answer = engine.redis.admit(&self.admission(&request, &spend)).await;
             pending.answered();
             self.parts
@@ -228,7 +228,7 @@ impl ClusterLimits {
                     self.redis_failed(&error);
                     background::revert_lost(
                         &engine.redis,
-                        Arc::from(key.runtime.owner.as_str()),
+                        Arc::from(key.owner()),
                         hold,
                         self.parts.lease,
                     );
@@ -248,7 +248,7 @@ impl ClusterLimits {
         let key = request.key;
         let worst = spend.ask.worst();
         Admission {
-            owner: &key.runtime.owner,
+            owner: key.owner(),
             key_id: &key.id,
             version: key.version,
             hold: request.hold,
@@ -359,7 +359,7 @@ impl ClusterLimits {
     /// replica admits under the old settings. Redis away: kept, and published when it
     /// answers (meanwhile limited keys are refused and the others check PostgreSQL).
     pub async fn publish_version(&self, key: &KeyEntry) {
-        let owner: Arc<str> = Arc::from(key.runtime.owner.as_str());
+        let owner: Arc<str> = Arc::from(key.owner());
         if let Some(engine) = self.engine.get() {
             // A moment's trouble (a timeout, a reconnection) is worth a few tries: until the
             // version is published, replicas whose own calls succeed admit under the old
@@ -401,7 +401,7 @@ impl ClusterLimits {
         let period_start_ms = since.map(|at| u64::try_from(at.as_millisecond()).unwrap_or(0));
         engine
             .redis
-            .restart_period(&key.runtime.owner, reset, period_start_ms, spent.0)
+            .restart_period(key.owner(), reset, period_start_ms, spent.0)
             .await?;
         Ok(())
     }
@@ -504,7 +504,7 @@ impl ClusterLimits {
         };
         match engine
             .redis
-            .peek(&key.runtime.owner, &key.id, Some(limit), key.spend_reset)
+            .peek(key.owner(), &key.id, Some(limit), key.spend_reset)
             .await
         {
             Ok(peek) => match peek.rate {

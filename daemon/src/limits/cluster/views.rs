@@ -96,7 +96,7 @@ impl ClusterLimits {
             let peek = engine
                 .redis
                 .peek(
-                    &key.runtime.owner,
+                    key.owner(),
                     &key.id,
                     key.rate_limit_rpm,
                     key.spend_reset,
