@@ -95,23 +95,23 @@ impl KeyCache {
         for (successor, predecessor) in &links {
             index
                 .successors
-                .insert(predecessor.id.clone(), successor.id.clone());
+                .insert(predecessor.id.to_string(), successor.id.to_string());
         }
         // Each key's chain, by the id of the chain's first key.
         let mut chain_of: HashMap<String, String> = HashMap::new();
         let mut chains: HashMap<String, Vec<String>> = HashMap::new();
         for (successor, predecessor) in &links {
             let root = chain_of
-                .get(&predecessor.id)
+                .get(predecessor.id.as_str())
                 .cloned()
-                .unwrap_or_else(|| predecessor.id.clone());
+                .unwrap_or_else(|| predecessor.id.to_string());
             let members = chains.entry(root.clone()).or_default();
             if members.is_empty() {
-                members.push(predecessor.id.clone());
-                chain_of.insert(predecessor.id.clone(), root.clone());
+                members.push(predecessor.id.to_string());
+                chain_of.insert(predecessor.id.to_string(), root.clone());
             }
-            members.push(successor.id.clone());
-            chain_of.insert(successor.id.clone(), root);
+            members.push(successor.id.to_string());
+            chain_of.insert(successor.id.to_string(), root);
         }
         for members in chains.values() {
             let entries: Vec<Arc<KeyEntry>> = members
@@ -158,7 +158,7 @@ impl KeyCache {
                     .unwrap_or_else(|p| p.into_inner())
                     .snapshot(now);
                 (!snapshot.is_empty() && seen.insert(Arc::as_ptr(&entry.runtime)))
-                    .then(|| (entry.id.clone(), snapshot))
+                    .then(|| (entry.id.to_string(), snapshot))
             })
             .collect()
     }
@@ -216,7 +216,7 @@ impl KeyCache {
         if let Some(predecessor) = &predecessor {
             index
                 .successors
-                .insert(predecessor.id.clone(), record.id.clone());
+                .insert(predecessor.id.to_string(), record.id.clone());
         }
         if let Some(current) = &current
             && current.version > record.version
@@ -248,7 +248,7 @@ impl KeyCache {
     /// `entry` as the management API shows it: its own view, and the key that replaced it.
     pub fn view(&self, entry: &KeyEntry, now: Timestamp) -> KeyView {
         let mut view = entry.view(now);
-        view.replaced_by = self.read().successors.get(&entry.id).cloned();
+        view.replaced_by = self.read().successors.get(entry.id.as_str()).cloned();
         view
     }
 
@@ -292,8 +292,8 @@ impl KeyCache {
             }
             ids.push(next.clone());
         }
-        if !ids.contains(&entry.id) {
-            ids.push(entry.id.clone());
+        if !ids.iter().any(|id| *id == entry.id) {
+            ids.push(entry.id.to_string());
         }
         ids
     }
@@ -330,7 +330,7 @@ impl KeyCache {
                 continue;
             }
             if out.len() == limit {
-                let cursor = out.last().map(|e: &Arc<KeyEntry>| e.id.clone());
+                let cursor = out.last().map(|e: &Arc<KeyEntry>| e.id.to_string());
                 return Some((out, cursor));
             }
             out.push(Arc::clone(entry));
@@ -534,6 +534,13 @@ mod tests {
         let chunk = |size: usize| (size + 16 + 8).next_multiple_of(16);
         assert_eq!(chunk(std::mem::size_of::<KeyRuntime>()), 48);
         assert!(chunk(std::mem::size_of::<KeyEntry>()) <= 240);
+        // And its id allocates nothing of its own.
+        let id = gateway_shared::key::new_key_id().expect("rng");
+        let cache = KeyCache::new([record(&id, 1)], clock());
+        assert!(
+            !cache.get(&id).expect("entry").id.is_heap_allocated(),
+            "{id}"
+        );
     }
 
     #[test]

@@ -316,11 +316,11 @@ impl KeyService {
         let first_day = TimeZone::UTC.to_datetime(reset.period_start(now)).date();
         let counted = self
             .store
-            .counted_spend(entry.id.clone(), first_day)
+            .counted_spend(entry.id.to_string(), first_day)
             .await?;
         let state = entry.runtime.ledger.restart_period(reset, now, counted);
         self.sync_usage().await?;
-        self.store.persist_spend(entry.id.clone(), state).await
+        self.store.persist_spend(entry.id.to_string(), state).await
     }
 
     /// The usage writer's sync, bounded: a database that started failing after the edit

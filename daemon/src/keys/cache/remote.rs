@@ -86,8 +86,8 @@ impl KeyCache {
         let gone: Vec<String> = index
             .order
             .iter()
-            .filter(|entry| !stored.contains(&entry.id))
-            .map(|entry| entry.id.clone())
+            .filter(|entry| !stored.contains(entry.id.as_str()))
+            .map(|entry| entry.id.to_string())
             .collect();
         for id in &gone {
             index.remove(id);
@@ -134,7 +134,7 @@ impl KeyCache {
         };
         index
             .successors
-            .insert(predecessor.id.clone(), successor.id.clone());
+            .insert(predecessor.id.to_string(), successor.id.to_string());
         if Arc::ptr_eq(&successor.runtime, &predecessor.runtime) {
             return Link::AlreadyShared;
         }

@@ -311,7 +311,7 @@ fn watch_versions(
         while !stop.is_cancelled() {
             for (table, seen) in tables.iter().zip(highest.iter_mut()) {
                 for entry in table.all() {
-                    let high = seen.entry(entry.id.clone()).or_default();
+                    let high = seen.entry(entry.id.to_string()).or_default();
                     if entry.version < *high {
                         eprintln!(
                             "key {} went back from version {high} to {}",

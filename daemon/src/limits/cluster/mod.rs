@@ -299,7 +299,7 @@ impl ClusterLimits {
     /// when it is not, or when PostgreSQL cannot tell (the change feed then is the only
     /// news of an edit).
     async fn newer_in_store(&self, key: &KeyEntry) -> Option<Arc<KeyEntry>> {
-        match self.parts.store.load_key(key.id.clone()).await {
+        match self.parts.store.load_key(key.id.to_string()).await {
             Ok(Some(record)) if record.version > key.version => {
                 Some(self.parts.cache.apply_stored(record, None))
             }
@@ -318,7 +318,7 @@ impl ClusterLimits {
         let record = self
             .parts
             .store
-            .load_key(key.id.clone())
+            .load_key(key.id.to_string())
             .await
             .map_err(|error| {
                 tracing::warn!(key_id = %key.id, error = format!("{error:#}"), "cannot reload a key that changed on another replica");
@@ -383,7 +383,7 @@ impl ClusterLimits {
         self.unpublished
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((owner, key.id.clone(), key.version));
+            .push((owner, key.id.to_string(), key.version));
     }
 
     /// After an edit that set a new spend limit or reset period: the shared ledger's period

@@ -64,12 +64,15 @@ impl ClusterLimits {
     async fn total(&self, key: &KeyEntry) -> Option<Nanodollars> {
         let read = async {
             self.parts.usage.sync().await;
-            self.parts.store.shared_totals(vec![key.id.clone()]).await
+            self.parts
+                .store
+                .shared_totals(vec![key.id.to_string()])
+                .await
         };
         match tokio::time::timeout(super::REDIS_TIMEOUT, read).await {
             Ok(Ok(Some(totals))) => Some(
                 totals
-                    .get(&key.id)
+                    .get(key.id.as_str())
                     .map_or(Nanodollars::ZERO, |t| t.spend_total),
             ),
             _ => None,
@@ -95,12 +98,7 @@ impl ClusterLimits {
         for _ in 0..2 {
             let peek = engine
                 .redis
-                .peek(
-                    key.owner(),
-                    &key.id,
-                    key.rate_limit_rpm,
-                    key.spend_reset,
-                )
+                .peek(key.owner(), &key.id, key.rate_limit_rpm, key.spend_reset)
                 .await
                 .map_err(|error| {
                     self.redis_failed(&error);
