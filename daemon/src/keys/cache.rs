@@ -522,7 +522,16 @@ mod tests {
             assert_eq!(other.get(id).expect(id).owner(), "a", "{id}");
         }
         // A key never rotated from another owns its ledger, and stores no owner of its own.
-        assert_eq!(cache.upsert(record("lone", 4)).owner(), "lone");
+        let lone = cache.upsert(record("lone", 4));
+        assert_eq!(lone.owner(), "lone");
+        let mut edited = record("lone", 4);
+        edited.version = 2;
+        let edited = cache.upsert(edited);
+        assert!(Arc::ptr_eq(&lone.runtime, &edited.runtime));
+        assert!(!lone.stores_owner() && !edited.stores_owner());
+        // The chain's first key stores none; its successors do.
+        assert!(!cache.get("a").expect("a").stores_owner());
+        assert!(cache.get("b").expect("b").stores_owner());
     }
 
     /// A 100,000-key table holds one entry and one runtime per key: a field that moves either

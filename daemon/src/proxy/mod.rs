@@ -377,7 +377,7 @@ impl Proxy {
         // a provider settles it at zero (`Outcome::NotSent`), with its usage record.
         let mut meter = Meter {
             id: record_id,
-            key_id: CompactString::new(&key.id),
+            key_id: key.id.clone(),
             provider: route.provider,
             model: model.as_deref().map(CompactString::new).unwrap_or_default(),
             price,

@@ -135,6 +135,13 @@ impl KeyEntry {
             .map_or(self.id.as_str(), CompactString::as_str)
     }
 
+    /// Whether this entry stores an owner of its own (a key never rotated from another
+    /// stores none).
+    #[cfg(test)]
+    pub(super) fn stores_owner(&self) -> bool {
+        self.owner.is_some()
+    }
+
     /// This key's live state, for an entry that takes it over: an edit of the key, or a
     /// successor rotated from it (which then draws on this key's owner's ledger).
     pub fn live(&self) -> Live {
