@@ -49,6 +49,7 @@
 //! which cuts anything shaped like a proxy key, admin token or provider key to its display
 //! prefix: a client that pastes its key into the path does not put it in the log.
 
+mod access;
 mod azure;
 pub(crate) mod client_ip;
 pub(crate) mod credential;
@@ -66,14 +67,14 @@ mod upload_url;
 pub(crate) mod upstream;
 pub mod usage;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compact_str::CompactString;
-use gateway_shared::{ErrorCode, ProxyKey};
+use gateway_shared::ErrorCode;
 use http::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -89,6 +90,7 @@ use crate::limits::{self, Admitted, Denied, Limits};
 use crate::metrics::Metrics;
 use crate::spend::price::{PriceTable, Tokens};
 use crate::store::writer::UsageWriter;
+use access::{check_access, missing_key};
 use idle_timeout::IdleTimeout;
 use meter::{Meter, MeteredBody, Outcome};
 use route::{ModelSource, ProviderRoute, Route};
@@ -530,48 +532,6 @@ impl Proxy {
         Ok(http::Response::from_parts(parts, body.boxed()))
     }
 
-    /// A revoked or expired key is refused as such on any request (the product page's
-    /// promise), a path that is no route included; any other request to such a path keeps
-    /// the route's own error.
-    fn revoked_first(&self, request: &http::Request<()>, err: GatewayError) -> GatewayError {
-        let dead = self
-            .any_credential(request)
-            .and_then(|presented| self.authenticate(presented).ok())
-            .and_then(|key| check_lifecycle(&key, self.clock.now()).err());
-        dead.unwrap_or(err)
-    }
-
-    /// The key presented in any provider's fashion, if any.
-    fn any_credential<'r>(&self, request: &'r http::Request<()>) -> Option<&'r str> {
-        Kind::ALL
-            .into_iter()
-            .find_map(|k| credential::presented(k, request.headers(), request.uri().query()))
-    }
-
-    /// Checksum first, so garbage never costs a look-up; then the table, by hash.
-    fn authenticate(&self, presented: &str) -> Result<Arc<KeyEntry>, GatewayError> {
-        let invalid = || {
-            GatewayError::new(
-                ErrorCode::InvalidKey,
-                "The API key is not a valid gateway key.",
-            )
-        };
-        let hash = ProxyKey::hash_of(presented).map_err(|_| invalid())?;
-        self.keys.by_hash(&hash).ok_or_else(invalid)
-    }
-
-    /// [`Proxy::authenticate`], and in a cluster a key created on another replica that this
-    /// one has not heard of yet (`Limits::newcomer`).
-    async fn authenticate_anywhere(&self, presented: &str) -> Result<Arc<KeyEntry>, GatewayError> {
-        match self.authenticate(presented) {
-            Ok(key) => Ok(key),
-            Err(err) => match ProxyKey::hash_of(presented) {
-                Ok(hash) => self.limits.newcomer(&hash).await.ok_or(err),
-                Err(_) => Err(err),
-            },
-        }
-    }
-
     /// `/healthz`: the backends (`crate::health`), and `draining` once shutdown began.
     fn health(&self) -> Response {
         self.health
@@ -628,65 +588,4 @@ fn unrewritable(err: &serde_json::Error) -> GatewayError {
         ErrorCode::InvalidRequest,
         format!("The request body could not be rewritten to fit the key's budget: {err}."),
     )
-}
-
-fn missing_key(route: &ProviderRoute) -> GatewayError {
-    let place = match route.kind {
-        Kind::Openai => "an Authorization: Bearer header",
-        Kind::Anthropic => "an x-api-key or Authorization: Bearer header",
-        Kind::Gemini => "an x-goog-api-key header or a key= query parameter",
-        Kind::AzureOpenai => "an api-key or Authorization: Bearer header",
-    };
-    GatewayError::new(
-        ErrorCode::MissingKey,
-        format!("No API key was presented; send a gateway key in {place}."),
-    )
-}
-
-/// Revoked and expired, in SPEC order. Exhaustion is judged at the spend step (9), after
-/// the restrictions, as SPEC §3 orders the checks (so the ledger is not read here).
-fn check_lifecycle(key: &KeyEntry, now: jiff::Timestamp) -> Result<(), GatewayError> {
-    if key.is_revoked_at(now) {
-        Err(GatewayError::new(
-            ErrorCode::KeyRevoked,
-            "This key has been revoked.",
-        ))
-    } else if key.expires_at().is_some_and(|at| at <= now) {
-        Err(GatewayError::new(
-            ErrorCode::KeyExpired,
-            "This key has expired.",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Steps 5 and 6 for a key: lifecycle, client address, provider. Run again on a key
-/// reloaded at admission (another replica changed it).
-fn check_access(
-    key: &KeyEntry,
-    now: jiff::Timestamp,
-    client_ip: Option<IpAddr>,
-    route: &ProviderRoute,
-) -> Result<(), GatewayError> {
-    check_lifecycle(key, now)?;
-    check_ip(key, client_ip)?;
-    if !key.policy.allows_provider(route.provider) {
-        return Err(GatewayError::new(
-            ErrorCode::ProviderNotAllowed,
-            format!("This key may not use {}.", route.provider),
-        ));
-    }
-    Ok(())
-}
-
-fn check_ip(key: &KeyEntry, client_ip: Option<IpAddr>) -> Result<(), GatewayError> {
-    if key.policy.allows_ip(client_ip) {
-        return Ok(());
-    }
-    let who = client_ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
-    Err(GatewayError::new(
-        ErrorCode::IpNotAllowed,
-        format!("This key may not be used from {who}."),
-    ))
 }

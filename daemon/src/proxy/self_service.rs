@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use gateway_shared::ErrorCode;
 use gateway_shared::api::SelfView;
 
-use super::{Proxy, check_ip, check_lifecycle, client_ip};
+use super::access::{check_ip, check_lifecycle};
+use super::{Proxy, client_ip};
 use crate::error::GatewayError;
 use crate::http_util::{self, Response};
 
