@@ -14,6 +14,7 @@ use super::{Admitted, SpendAsk, rate_refused, spend_refused};
 use crate::clock::Clock;
 use crate::error::GatewayError;
 use crate::keys::KeyEntry;
+use crate::spend::ledger::Reserve;
 use crate::store::usage::RecordId;
 
 pub struct MemoryLimits {
@@ -37,7 +38,6 @@ impl MemoryLimits {
         let rate = self.admit_rate(key)?;
         let reserved = spend().and_then(|spend| {
             key.runtime
-                .ledger
                 .reserve_at(now, key.spend_limit, key.spend_reset, &spend.ask)
                 .map(|reservation| (spend.price, reservation))
                 .map_err(|refusal| spend_refused(refusal, key.spend_limit))

@@ -14,7 +14,7 @@ use crate::keys::policy::Policy;
 use crate::keys::record::KeyRecord;
 use crate::keys::stamp::Stamp;
 use crate::limits::rate::RateWindow;
-use crate::spend::ledger::{Ledger, SpendState};
+use crate::spend::ledger::{Ledger, LedgerHome, SpendState};
 
 /// A key as the request path and the management API need it: its settings, its compiled
 /// restrictions, and the live state (rate window, spend ledger) that outlives edits.
@@ -77,12 +77,20 @@ impl Live {
 }
 
 /// Per-key state that changes on every request. Kept across edits: an edit replaces the
-/// entry, never the requests already counted against it.
+/// entry, never the requests already counted against it. The ledger is inline: a
+/// reservation keeps the whole runtime alive (`spend::ledger::LedgerHome`), so a key costs
+/// one allocation for both, not two.
 #[derive(Debug)]
 pub struct KeyRuntime {
     // Std mutex: held for a few comparisons per request, never across `.await`.
     pub rate: Mutex<RateWindow>,
-    pub ledger: Arc<Ledger>,
+    pub ledger: Ledger,
+}
+
+impl LedgerHome for KeyRuntime {
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
 }
 
 impl KeyRuntime {
@@ -98,7 +106,7 @@ impl KeyRuntime {
         };
         Self {
             rate: Mutex::new(RateWindow::default()),
-            ledger: Arc::new(Ledger::new(initial, clock)),
+            ledger: Ledger::new(initial, clock),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::limits::redis::{Outcome, RateInfo};
 use crate::limits::{Admitted, Denied, SpendAsk, rate_refused, spend_refused, unavailable};
+use crate::spend::ledger::Reserve;
 use crate::spend::ledger::SpendRefusal;
 
 impl ClusterLimits {
@@ -127,14 +128,9 @@ impl ClusterLimits {
                 settler: engine.settler.clone(),
             }
         });
-        let reservation = key.runtime.ledger.reserve_decided(
-            now,
-            key.spend_reset,
-            &spend.ask,
-            amount,
-            clamped,
-            shared,
-        );
+        let reservation =
+            key.runtime
+                .reserve_decided(now, key.spend_reset, &spend.ask, amount, clamped, shared);
         Ok(Some(Admitted {
             rate: rate.map(decision),
             price: spend.price,

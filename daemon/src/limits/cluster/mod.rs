@@ -51,6 +51,7 @@ use crate::health::{Health, LimitsStatus};
 use crate::keys::{KeyCache, KeyEntry};
 use crate::limits::redis::{self, Admission, HoldId, LimitsError, RedisLimits};
 use crate::metrics::Metrics;
+use crate::spend::ledger::Reserve;
 use crate::store::Store;
 use crate::store::usage::RecordId;
 use crate::store::writer::UsageWriter;
@@ -279,7 +280,7 @@ impl ClusterLimits {
         if let Some(fresh) = self.newer_in_store(key).await {
             return Err(Denied::Reloaded(fresh));
         }
-        let reservation = key.runtime.ledger.reserve_decided(
+        let reservation = key.runtime.reserve_decided(
             now,
             key.spend_reset,
             &spend.ask,

@@ -3,7 +3,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::proxy::usage::{Format, MAX_TOKENS_PER_REQUEST};
-use crate::spend::ledger::{Ask, Ledger, SpendState};
+use crate::spend::ledger::{Ask, Ledger, Reserve, SpendState};
 use std::collections::VecDeque;
 use std::task::Waker;
 
