@@ -100,6 +100,8 @@ mod remote;
 mod sdk;
 mod shutdown;
 mod spend;
+mod spend_periods;
+mod spend_settlement;
 mod startup;
 mod streaming;
 mod systemd;

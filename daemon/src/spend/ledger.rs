@@ -117,6 +117,7 @@ pub struct Ledger {
 /// or a key's runtime, which holds it inline beside the rate window (`keys::KeyRuntime`: one
 /// allocation a key for both, not two; 3.2 MiB of a 100,000-key table).
 pub trait LedgerHome: Send + Sync + std::fmt::Debug + 'static {
+    /// Always the same ledger: a reservation settles into the one it was made against.
     fn ledger(&self) -> &Ledger;
 }
 
