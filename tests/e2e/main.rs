@@ -95,6 +95,7 @@ mod operator;
 mod persistence;
 mod providers;
 mod proxy;
+mod proxy_key_rules;
 mod rate;
 mod remote;
 mod sdk;
