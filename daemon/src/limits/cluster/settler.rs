@@ -21,13 +21,18 @@
 //! in [`RedisLimits::renew`] calls of up to `batch` holds each, so a request running
 //! longer than the lease is never swept while its replica lives. A hold whose settlement
 //! is still queued is renewed too, with its actual cost as the estimate.
+//!
+//! Read-your-writes: [`Settler::flush`] answers once every settlement queued before it is
+//! confirmed by Redis, sent at once rather than after a gather window. The key views call
+//! it (bounded) before they read the shared ledger, so a view on the replica that served a
+//! request counts it, as one server's does; another replica's view may lag by the window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +141,9 @@ pub struct Leftover {
 #[derive(Clone)]
 pub struct Settler {
     commands: mpsc::UnboundedSender<Command>,
+    /// Flushes go apart from the commands: the task listens for them even while it
+    /// gathers commands (see [`Settler::flush`]).
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
     counters: Arc<Counters>,
 }
 
@@ -148,6 +156,7 @@ impl Settler {
         stop: CancellationToken,
     ) -> (Settler, JoinHandle<Leftover>) {
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (flushes, flush_receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let task = Task {
             redis,
@@ -158,9 +167,19 @@ impl Settler {
             retry_at: None,
             backoff: Backoff::new(config.first_retry, config.longest_retry),
             renew_at: Instant::now() + config.renew_every(),
+            queued: 0,
+            confirmed: 0,
+            flushes: Vec::new(),
         };
-        let handle = tokio::spawn(task.run(receiver, stop));
-        (Settler { commands, counters }, handle)
+        let handle = tokio::spawn(task.run(receiver, flush_receiver, stop));
+        (
+            Settler {
+                commands,
+                flushes,
+                counters,
+            },
+            handle,
+        )
     }
 
     /// A hold admitted: renewed until it settles. `estimate`: what it is charged if this
@@ -196,6 +215,16 @@ impl Settler {
                 admitted_ms,
             },
         );
+    }
+
+    /// Waits until every settlement queued before this call is confirmed by Redis (sent
+    /// without waiting for a gather window). Unbounded while Redis fails: callers bound it.
+    /// Returns at once if the settler has stopped.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.flushes.send(done).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     pub fn stats(&self) -> SettlerStats {
@@ -238,12 +267,19 @@ struct Task {
     retry_at: Option<Instant>,
     backoff: Backoff,
     renew_at: Instant,
+    /// Settlements ever queued, and ever confirmed (`pending` is sent from its front, so
+    /// the first `confirmed` of the `queued` are the confirmed ones).
+    queued: u64,
+    confirmed: u64,
+    /// Flushes waiting, each for `confirmed` to reach what was queued before it.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl Task {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
         stop: CancellationToken,
     ) -> Leftover {
         let mut closed = false;
@@ -294,6 +330,15 @@ impl Task {
             tokio::select! {
                 () = stop.cancelled(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + self.config.drain);
+                }
+                Some(flush) = flushes.recv() => {
+                    // Everything sent before the flush is in the channel now: taken, then
+                    // sent at once, not after the window.
+                    while let Ok(command) = commands.try_recv() {
+                        self.apply(command);
+                    }
+                    self.flush(flush);
+                    gather_until = None;
                 }
                 command = commands.recv(), if !closed && gather_until.is_none() => match command {
                     Some(command) => {
@@ -346,7 +391,32 @@ impl Task {
                     })
                     .settling = Some(actual);
                 self.pending.push_back((owner, hold, actual, admitted_ms));
+                self.queued += 1;
             }
+        }
+    }
+
+    /// Answers `done` once every settlement queued so far is confirmed (now, if they are).
+    fn flush(&mut self, done: oneshot::Sender<()>) {
+        if self.confirmed >= self.queued {
+            let _ = done.send(());
+        } else {
+            // Flushes whose callers gave up (a view bounds its wait) are not kept: while
+            // Redis fails, views would otherwise pile them up until it answers.
+            self.flushes.retain(|(_, waiting)| !waiting.is_closed());
+            self.flushes.push((self.queued, done));
+        }
+    }
+
+    /// Answers the flushes whose settlements are all confirmed.
+    fn answer_flushes(&mut self) {
+        let confirmed = self.confirmed;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(target, _)| *target <= confirmed);
+        self.flushes = waiting;
+        for (_, flush) in done {
+            let _ = flush.send(());
         }
     }
 
@@ -395,6 +465,8 @@ impl Task {
                 }
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.settled.fetch_add(n as u64, Ordering::Relaxed);
+                self.confirmed += n as u64;
+                self.answer_flushes();
                 self.succeeded();
             }
             Err(error) => self.failed("settling a batch", &error),

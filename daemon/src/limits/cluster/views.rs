@@ -90,11 +90,14 @@ impl ClusterLimits {
     }
 
     /// The owner's shared state; a ledger Redis lost is rebuilt first. `None` without Redis
-    /// (not connected, or known to be away: no view waits for it).
+    /// (not connected, or known to be away: no view waits for it). This replica's queued
+    /// settlements are sent first (bounded by [`super::REDIS_TIMEOUT`]), so the view counts
+    /// every request this replica has finished.
     async fn peek(&self, key: &KeyEntry) -> Result<Option<Peek>, GatewayError> {
         let Some(engine) = self.engine_up() else {
             return Ok(None);
         };
+        let _ = tokio::time::timeout(super::REDIS_TIMEOUT, engine.settler.flush()).await;
         for _ in 0..2 {
             let peek = engine
                 .redis

@@ -265,3 +265,55 @@ async fn open_holds_are_renewed_while_settlements_never_stop_coming() {
     stop.cancel();
     task.await.expect("task");
 }
+
+/// The key views' read-your-writes: a flush sends what is queued at once, not after the
+/// gather window, and answers once Redis confirmed it; while Redis does not answer, it
+/// waits (its callers bound it) and answers once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_sends_what_is_queued_at_once_and_answers_once_redis_confirmed_it() {
+    let redis = PrivateRedis::start().await;
+    let limits = redis.limits(Duration::from_millis(300)).await;
+    seeded(&limits, "k").await;
+    let lease = Duration::from_secs(60);
+    for seq in 0..2 {
+        admitted(&limits, &spending("k", hold(seq), LIMIT, 500, 100, lease)).await;
+    }
+    let stop = CancellationToken::new();
+    // A window far longer than the test: only a flush sends before it ends.
+    let config = SettlerConfig {
+        gather: Duration::from_secs(60),
+        drain: Duration::from_millis(200),
+        ..SettlerConfig::new(lease)
+    };
+    let (settler, task) = Settler::spawn(limits.clone(), config, stop.clone());
+    let owner: Arc<str> = "k".into();
+    tokio::time::timeout(Duration::from_secs(1), settler.flush())
+        .await
+        .expect("with nothing queued, a flush answers at once");
+
+    settler.open(owner.clone(), hold(0), 100);
+    settler.settle(owner.clone(), hold(0), 42, 0);
+    tokio::time::timeout(Duration::from_secs(2), settler.flush())
+        .await
+        .expect("the flush sent the settlement without waiting out the window");
+    let peek = limits.peek("k", "k", None, None).await.expect("peek");
+    assert_eq!((peek.spent, peek.held, peek.open_holds), (42, 500, 1));
+
+    redis.pause(true);
+    settler.open(owner.clone(), hold(1), 100);
+    settler.settle(owner.clone(), hold(1), 8, 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), settler.flush())
+            .await
+            .is_err(),
+        "answered before Redis confirmed"
+    );
+    redis.pause(false);
+    tokio::time::timeout(Duration::from_secs(10), settler.flush())
+        .await
+        .expect("answered once Redis is back");
+    let peek = limits.peek("k", "k", None, None).await.expect("peek");
+    assert_eq!((peek.spent, peek.held, peek.open_holds), (50, 0, 0));
+    stop.cancel();
+    assert_eq!(task.await.expect("task"), Leftover::default());
+}
