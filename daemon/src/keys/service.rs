@@ -448,6 +448,10 @@ impl KeyService {
         // The period's spend as the shared ledger counts it (Redis), the same on every
         // replica; this replica's ledger counts only what it served.
         if let Some(shared) = &self.shared {
+            if views.iter().any(|v| v.spend_limit_usd.is_some()) {
+                // Once for the page: what this replica served is counted.
+                shared.flush_settlements().await;
+            }
             for view in views.iter_mut().filter(|v| v.spend_limit_usd.is_some()) {
                 let Some(entry) = self.cache.get(&view.id) else {
                     continue;

@@ -38,6 +38,7 @@ impl ClusterLimits {
     /// The key's standing, from Redis. A key with limits is refused 503 while Redis is away
     /// (its requests are, too); one without is shown as this replica has it.
     pub async fn standing(&self, key: &KeyEntry) -> Result<Standing, GatewayError> {
+        self.flush_settlements().await;
         match self.peek(key).await {
             Ok(Some(peek)) => Ok(Standing {
                 rate: peek.rate.map(|rate| RateDecision {
@@ -79,8 +80,24 @@ impl ClusterLimits {
         }
     }
 
-    /// The period's spend across the cluster, for the management views; `None` when Redis
-    /// cannot say (the view keeps this replica's figure).
+    /// Sends this replica's queued settlements to Redis and waits until it confirmed them,
+    /// bounded by [`super::REDIS_TIMEOUT`], so a view read next counts every request this
+    /// replica has finished, as one server's does (another replica's view may trail it by
+    /// the settler's gather window). Once per view, or per page of views: a settler that
+    /// keeps failing costs a page one timeout, not one a key. Returns whether it answered
+    /// (true at once without Redis: there is nothing to wait for).
+    pub async fn flush_settlements(&self) -> bool {
+        let Some(engine) = self.engine_up() else {
+            return true;
+        };
+        tokio::time::timeout(super::REDIS_TIMEOUT, engine.settler.flush())
+            .await
+            .is_ok()
+    }
+
+    /// The period's spend across the cluster, for the management views (after
+    /// [`ClusterLimits::flush_settlements`]); `None` when Redis cannot say (the view keeps
+    /// this replica's figure).
     pub async fn shared_period(&self, key: &KeyEntry) -> Option<Nanodollars> {
         self.peek(key)
             .await
@@ -90,14 +107,11 @@ impl ClusterLimits {
     }
 
     /// The owner's shared state; a ledger Redis lost is rebuilt first. `None` without Redis
-    /// (not connected, or known to be away: no view waits for it). This replica's queued
-    /// settlements are sent first (bounded by [`super::REDIS_TIMEOUT`]), so the view counts
-    /// every request this replica has finished.
+    /// (not connected, or known to be away: no view waits for it).
     async fn peek(&self, key: &KeyEntry) -> Result<Option<Peek>, GatewayError> {
         let Some(engine) = self.engine_up() else {
             return Ok(None);
         };
-        let _ = tokio::time::timeout(super::REDIS_TIMEOUT, engine.settler.flush()).await;
         for _ in 0..2 {
             let peek = engine
                 .redis
