@@ -127,8 +127,15 @@ impl LedgerHome for Ledger {
     }
 }
 
-/// Reserving against the ledger in a home: each [`Reservation`] keeps the home alive.
+/// Reserving against the ledger in a home: each [`Reservation`] keeps the home alive. The
+/// methods are written once, here; a home only says where it is.
 pub trait Reserve {
+    /// The home, as a reservation keeps it.
+    fn home(&self) -> Arc<dyn LedgerHome>;
+
+    /// The ledger reserved against.
+    fn reserved_in(&self) -> &Ledger;
+
     /// Reserves the worst case of `ask` against `limit`, or a clamped output limit when
     /// that fits and clamping is allowed. Keys without a limit are always admitted (their
     /// reservation still tracks what is in flight).
@@ -137,7 +144,9 @@ pub trait Reserve {
         limit: Option<Nanodollars>,
         reset: Option<SpendReset>,
         ask: &Ask,
-    ) -> Result<Reservation, SpendRefusal>;
+    ) -> Result<Reservation, SpendRefusal> {
+        self.reserve_at(self.reserved_in().clock.now(), limit, reset, ask)
+    }
 
     /// [`Reserve::reserve`] as of `now`, read from the ledger's clock by the caller (the
     /// request pipeline reads it once for all its steps).
@@ -147,7 +156,16 @@ pub trait Reserve {
         limit: Option<Nanodollars>,
         reset: Option<SpendReset>,
         ask: &Ask,
-    ) -> Result<Reservation, SpendRefusal>;
+    ) -> Result<Reservation, SpendRefusal> {
+        let (amount, clamped_output) = self.reserved_in().update(|state| {
+            state.roll(reset, now);
+            let (amount, clamped_output) = admit(state, limit, ask)?;
+            state.reserved = state.reserved.saturating_add(amount);
+            state.open_reservations += 1;
+            Ok((amount, clamped_output))
+        })?;
+        Ok(reservation(self.home(), ask, amount, clamped_output, None))
+    }
 
     /// Records a reservation the cluster's shared ledger decided (`limits::cluster`): this
     /// ledger limits nothing there, it meters. `amount` is what the shared ledger holds,
@@ -161,51 +179,23 @@ pub trait Reserve {
         amount: Nanodollars,
         clamped_output: Option<u64>,
         shared: Option<SharedHold>,
-    ) -> Reservation;
-}
-
-impl<H: LedgerHome> Reserve for Arc<H> {
-    fn reserve(
-        &self,
-        limit: Option<Nanodollars>,
-        reset: Option<SpendReset>,
-        ask: &Ask,
-    ) -> Result<Reservation, SpendRefusal> {
-        self.reserve_at(self.ledger().clock.now(), limit, reset, ask)
-    }
-
-    fn reserve_at(
-        &self,
-        now: Timestamp,
-        limit: Option<Nanodollars>,
-        reset: Option<SpendReset>,
-        ask: &Ask,
-    ) -> Result<Reservation, SpendRefusal> {
-        let (amount, clamped_output) = self.ledger().update(|state| {
-            state.roll(reset, now);
-            let (amount, clamped_output) = admit(state, limit, ask)?;
-            state.reserved = state.reserved.saturating_add(amount);
-            state.open_reservations += 1;
-            Ok((amount, clamped_output))
-        })?;
-        Ok(reservation(self.clone(), ask, amount, clamped_output, None))
-    }
-
-    fn reserve_decided(
-        &self,
-        now: Timestamp,
-        reset: Option<SpendReset>,
-        ask: &Ask,
-        amount: Nanodollars,
-        clamped_output: Option<u64>,
-        shared: Option<SharedHold>,
     ) -> Reservation {
-        self.ledger().update(|state| {
+        self.reserved_in().update(|state| {
             state.roll(reset, now);
             state.reserved = state.reserved.saturating_add(amount);
             state.open_reservations += 1;
         });
-        reservation(self.clone(), ask, amount, clamped_output, shared)
+        reservation(self.home(), ask, amount, clamped_output, shared)
+    }
+}
+
+impl<H: LedgerHome> Reserve for Arc<H> {
+    fn home(&self) -> Arc<dyn LedgerHome> {
+        self.clone()
+    }
+
+    fn reserved_in(&self) -> &Ledger {
+        (**self).ledger()
     }
 }
 

@@ -1,3 +1,6 @@
+//! The management API's request bodies as clients send them: known fields read, unknown
+//! ones refused with the field named, patches that set, clear or leave a value.
+
 use super::*;
 use crate::error::ErrorCode;
 use serde_json::json;

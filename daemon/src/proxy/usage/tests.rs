@@ -1,3 +1,7 @@
+//! The usage observer on whole answers of each provider: bytes passed on unchanged, the
+//! injected usage chunk and only it stripped, usage read from JSON bodies and streams, and
+//! what an answer without usage leaves for the estimate.
+
 use super::*;
 use crate::spend::price::Tokens;
 

@@ -1,3 +1,6 @@
+//! The keep-alive pool against real sockets: connections reused and checked when taken, a
+//! request retried only when it could not have been sent, idle connections aged out.
+
 use super::*;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
