@@ -212,13 +212,10 @@ fn allowed_methods(route: &[&str]) -> Option<&'static str> {
 impl AdminApi {
     /// Gauges that are read rather than counted are set at scrape time.
     fn metrics_response(&self) -> Response {
-        let open: i64 = self
-            .cache
-            .all()
-            .iter()
-            .map(|k| i64::from(k.runtime.ledger.snapshot().open_reservations))
-            .sum();
-        self.metrics.open_reservations.set(open);
+        let open = self.cache.open_reservations();
+        self.metrics
+            .open_reservations
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
         let up = |is_up: bool| i64::from(is_up);
         self.metrics
             .backend_up

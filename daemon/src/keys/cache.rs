@@ -163,6 +163,22 @@ impl KeyCache {
             .collect()
     }
 
+    /// Requests in flight across the table, each live state counted once (a rotated key and
+    /// its successor share one, which counting per key showed twice): the
+    /// `gateway_open_reservations` gauge. Only states with requests in flight go in the set.
+    pub fn open_reservations(&self) -> u64 {
+        let index = self.read();
+        let mut seen = HashSet::new();
+        index
+            .order
+            .iter()
+            .filter_map(|entry| {
+                let open = entry.runtime.ledger.snapshot().open_reservations;
+                (open > 0 && seen.insert(Arc::as_ptr(&entry.runtime))).then_some(u64::from(open))
+            })
+            .sum()
+    }
+
     /// Puts back the windows a shutdown saved (`saved_at_ms`, Unix ms, per window), each into
     /// its key's live state; unknown keys are skipped.
     pub fn restore_rate_windows(&self, saved: &[crate::store::SavedWindow]) {
@@ -532,6 +548,38 @@ mod tests {
         // The chain's first key stores none; its successors do.
         assert!(!cache.get("a").expect("a").stores_owner());
         assert!(cache.get("b").expect("b").stores_owner());
+    }
+
+    #[test]
+    fn requests_in_flight_are_counted_once_per_live_state() {
+        use crate::spend::ledger::{Ask, Reserve};
+        let cache = KeyCache::new([record("a", 1), record("lone", 2)], clock());
+        let a = cache.get("a").expect("a");
+        cache.insert_successor(record("b", 3), &a);
+        let ask = Ask {
+            price: crate::spend::price::Price {
+                input: Nanodollars(1),
+                output: Nanodollars(1),
+                cache_read: Nanodollars::ZERO,
+                cache_write: Nanodollars::ZERO,
+                max_output_tokens: 100,
+            },
+            input_tokens_bound: 10,
+            output_tokens: 10,
+            answers: 1,
+            min_output_tokens: 1,
+            clamp: false,
+        };
+        let first = a.runtime.reserve(None, None, &ask).expect("no limit");
+        let lone = cache.get("lone").expect("lone");
+        let second = lone.runtime.reserve(None, None, &ask).expect("no limit");
+        assert_eq!(
+            cache.open_reservations(),
+            2,
+            "a and b share one state: counted once"
+        );
+        drop((first, second));
+        assert_eq!(cache.open_reservations(), 0);
     }
 
     /// A 100,000-key table holds one entry and one runtime per key: a field that moves either
