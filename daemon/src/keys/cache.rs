@@ -373,29 +373,7 @@ mod tests {
     }
 
     pub(super) fn record(id: &str, second: i64) -> KeyRecord {
-        let at = Timestamp::from_second(second).expect("ts");
-        KeyRecord {
-            id: id.into(),
-            hash: KeyHash::of(id),
-            prefix: "sk-proxy-abcd".into(),
-            name: id.into(),
-            allowed_providers: vec![],
-            allowed_models: vec![],
-            allowed_ips: vec![],
-            rate_limit_rpm: None,
-            spend_limit: None,
-            spend_reset: None,
-            expires_at: None,
-            created_at: at,
-            updated_at: at,
-            revoked_at: None,
-            last_used_at: None,
-            spend_total: Nanodollars::ZERO,
-            spend_period: Nanodollars::ZERO,
-            period_resets_at: None,
-            request_count: 0,
-            version: 1,
-        }
+        KeyRecord::plain(id, Timestamp::from_second(second).expect("ts"))
     }
 
     #[test]

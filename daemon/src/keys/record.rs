@@ -42,3 +42,34 @@ pub struct KeyRecord {
 
 /// A new key's version.
 pub const FIRST_VERSION: u64 = 1;
+
+#[cfg(test)]
+impl KeyRecord {
+    /// For tests: a key just created at `at` with `id` as its secret's stand-in (its hash,
+    /// prefix and name), no restriction, no limit, nothing spent. Fixtures override what
+    /// they test with `..KeyRecord::plain(id, at)`.
+    pub fn plain(id: &str, at: Timestamp) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            hash: KeyHash::of(id),
+            prefix: "sk-proxy-abcd".into(),
+            name: id.into(),
+            allowed_providers: vec![],
+            allowed_models: vec![],
+            allowed_ips: vec![],
+            rate_limit_rpm: None,
+            spend_limit: None,
+            spend_reset: None,
+            expires_at: None,
+            created_at: at,
+            updated_at: at,
+            revoked_at: None,
+            last_used_at: None,
+            spend_total: Nanodollars::ZERO,
+            spend_period: Nanodollars::ZERO,
+            period_resets_at: None,
+            request_count: 0,
+            version: FIRST_VERSION,
+        }
+    }
+}

@@ -8,7 +8,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use gateway_shared::Nanodollars;
-use gateway_shared::key::KeyHash;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
@@ -29,28 +28,10 @@ fn setup(records: Vec<KeyRecord>) -> Setup {
 }
 
 fn record(id: &str, rpm: Option<u32>, spend_limit_dollars: Option<u64>) -> KeyRecord {
-    let at = Timestamp::from_second(1_600_000_000).expect("ts");
     KeyRecord {
-        id: id.into(),
-        hash: KeyHash::of(id),
-        prefix: "sk-proxy-abcd".into(),
-        name: id.into(),
-        allowed_providers: vec![],
-        allowed_models: vec![],
-        allowed_ips: vec![],
         rate_limit_rpm: rpm,
         spend_limit: spend_limit_dollars.and_then(Nanodollars::from_dollars),
-        spend_reset: None,
-        expires_at: None,
-        created_at: at,
-        updated_at: at,
-        revoked_at: None,
-        last_used_at: None,
-        spend_total: Nanodollars::ZERO,
-        spend_period: Nanodollars::ZERO,
-        period_resets_at: None,
-        request_count: 0,
-        version: 1,
+        ..KeyRecord::plain(id, Timestamp::from_second(1_600_000_000).expect("ts"))
     }
 }
 

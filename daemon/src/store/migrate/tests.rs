@@ -2,8 +2,6 @@
 //! fresh PostgreSQL database, which then answers every read as SQLite did; a store that is
 //! not empty, a running daemon and a failure midway change nothing.
 
-use std::sync::{Arc, Mutex};
-
 use gateway_shared::{KeyHash, Nanodollars, Provider};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -13,7 +11,7 @@ use crate::admin_tokens::TokenRecord;
 use crate::keys::record::KeyRecord;
 use crate::spend::holds::JournaledHold;
 use crate::store::postgres::test_database::TestDatabase;
-use crate::store::tests::{at, audit, key, usage, with_running_spend, write};
+use crate::store::tests::{all_keys, at, audit, key, usage, with_running_spend, write};
 use crate::store::{AuditQuery, JournalChanges};
 
 /// A stopped single server's data directory.
@@ -165,18 +163,6 @@ async fn journal_a_hold(store: &Store, key_id: &str, cost: u64) {
     .join()
     .expect("thread")
     .expect("journal");
-}
-
-async fn all_keys(store: &Store) -> Vec<KeyRecord> {
-    let keys = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&keys);
-    store
-        .load_keys(move |record| sink.lock().expect("lock").push(record))
-        .await
-        .expect("load");
-    let mut keys = keys.lock().expect("lock").clone();
-    keys.sort_by(|a, b| a.id.cmp(&b.id));
-    keys
 }
 
 /// A key as a cluster loads it: periods are the limits engine's (not stored in PostgreSQL),

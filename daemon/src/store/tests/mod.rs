@@ -102,26 +102,15 @@ pub(crate) fn at(text: &str) -> Timestamp {
 
 pub(crate) fn key(id: &str) -> KeyRecord {
     KeyRecord {
-        id: id.into(),
-        hash: KeyHash::of(id),
         prefix: format!("gw-{id}"),
         name: format!("the {id} key"),
         allowed_providers: vec![Provider::Openai, Provider::Anthropic],
         allowed_models: vec!["gpt-*".into()],
         allowed_ips: vec!["10.0.0.0/8".into()],
-        rate_limit_rpm: None,
         spend_limit: Some(Nanodollars(5_000_000_000)),
         spend_reset: Some(SpendReset::Monthly),
         expires_at: Some(at("2027-01-01T00:00:00.123456789Z")),
-        created_at: at("2026-11-27T08:00:00.5Z"),
-        updated_at: at("2026-11-27T08:00:00.5Z"),
-        revoked_at: None,
-        last_used_at: None,
-        spend_total: Nanodollars::ZERO,
-        spend_period: Nanodollars::ZERO,
-        period_resets_at: None,
-        request_count: 0,
-        version: 1,
+        ..KeyRecord::plain(id, at("2026-11-27T08:00:00.5Z"))
     }
 }
 
@@ -135,7 +124,7 @@ pub(crate) fn audit(action: &'static str, key_id: &str) -> AuditRecord {
     }
 }
 
-async fn all_keys(store: &Store) -> Vec<KeyRecord> {
+pub(crate) async fn all_keys(store: &Store) -> Vec<KeyRecord> {
     let keys = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&keys);
     store

@@ -1,40 +1,36 @@
 //! The usage log and rollup's tests.
 
 use super::*;
-use crate::spend::ledger::SpendState;
 use crate::spend::price::Tokens;
-use crate::store::usage::{CostSource, RecordId, newest_spend};
-use gateway_shared::Provider;
+use crate::store::tests::usage;
+use crate::store::usage::{CostSource, newest_spend};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+/// Record `i`: one of three keys, an hour after the one before, its own token counts and
+/// cost, every tenth estimated (the shared fixture, `store::tests::usage`, otherwise).
 fn record(i: u64) -> UsageRecord {
+    let at = Timestamp::from_second(1_795_000_000 + i as i64 * 3_600).expect("time");
     UsageRecord {
-        id: RecordId {
-            instance: 7,
-            seq: i,
-        },
-        key_id: compact_str::format_compact!("key_{}", i % 3),
-        at: Timestamp::from_second(1_795_000_000 + i as i64 * 3_600).expect("time"),
-        provider: Provider::Openai,
-        model: "gpt-4o".into(),
-        status: 200,
         tokens: Tokens {
             input: i,
             output: 2 * i,
             cache_read: 0,
             cache_write: 0,
         },
-        cost: Nanodollars(1_000 + i),
         latency_ms: i,
         source: if i.is_multiple_of(10) {
             CostSource::Estimated
         } else {
             CostSource::Reported
         },
-        over_allowed: false,
-        spend: SpendState::default(),
-        journaled_hold: None,
+        ..usage(
+            &format!("key_{}", i % 3),
+            &at.to_string(),
+            "gpt-4o",
+            1_000 + i,
+            i,
+        )
     }
 }
 
