@@ -315,15 +315,7 @@ async fn keys_with_limits_share_one_window_and_one_ledger_across_replicas() {
             .expect("chat");
         assert_eq!(response.status().as_u16(), 200);
         response.text().await.expect("the whole answer");
-        served = client
-            .get(format!("{}/gateway/v1/key", b.proxy_url()))
-            .bearer_auth(&capped)
-            .send()
-            .await
-            .expect("self-service")
-            .json()
-            .await
-            .expect("json");
+        served = gateway_tests::requests::self_view_with(&client, &b.proxy_url(), &capped).await;
         assert_eq!(
             served["requests_in_flight"], 0,
             "a finished request still held: {served}"

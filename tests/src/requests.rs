@@ -64,7 +64,12 @@ pub async fn chat_gpt4o(base: &str, key: &str) -> reqwest::Response {
 
 /// The key's self-service view, `GET {base}/gateway/v1/key`.
 pub async fn self_view(base: &str, key: &str) -> Value {
-    reqwest::Client::new()
+    self_view_with(&reqwest::Client::new(), base, key).await
+}
+
+/// [`self_view`] through `client` (its keep-alive connections).
+pub async fn self_view_with(client: &reqwest::Client, base: &str, key: &str) -> Value {
+    client
         .get(format!("{base}/gateway/v1/key"))
         .bearer_auth(key)
         .send()

@@ -143,40 +143,52 @@ impl KeyCache {
     /// its successor share one) under one of its key ids: what a graceful shutdown saves.
     pub fn rate_windows(&self) -> Vec<(String, Vec<(u64, u32)>)> {
         let now = self.clock.monotonic();
-        let index = self.read();
-        // Only windows with admissions are remembered (a set over every key cost megabytes
-        // of peak memory with 100k keys, every few seconds: `save_rate_windows_now_and_then`).
-        let mut seen = HashSet::new();
-        index
-            .order
-            .iter()
-            .filter_map(|entry| {
-                let snapshot = entry
-                    .runtime
-                    .rate
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .snapshot(now);
-                (!snapshot.is_empty() && seen.insert(Arc::as_ptr(&entry.runtime)))
-                    .then(|| (entry.id.to_string(), snapshot))
-            })
-            .collect()
+        self.per_live_state(|entry| {
+            let snapshot = entry
+                .runtime
+                .rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot(now);
+            (!snapshot.is_empty()).then_some(snapshot)
+        })
+        .into_iter()
+        .map(|(id, snapshot)| (id.to_string(), snapshot))
+        .collect()
     }
 
     /// Requests in flight across the table, each live state counted once (a rotated key and
     /// its successor share one, which counting per key showed twice): the
-    /// `gateway_open_reservations` gauge. Only states with requests in flight go in the set.
+    /// `gateway_open_reservations` gauge.
     pub fn open_reservations(&self) -> u64 {
+        self.per_live_state(|entry| {
+            let open = entry.runtime.ledger.snapshot().open_reservations;
+            (open > 0).then_some(u64::from(open))
+        })
+        .into_iter()
+        .map(|(_, open)| open)
+        .sum()
+    }
+
+    /// What `read` finds in each live state, once per state, under the id of the first key
+    /// that has it. Only the states where it finds something go in the set of those seen: a
+    /// set over every key cost megabytes of peak memory with 100k keys, every few seconds
+    /// (`save_rate_windows_now_and_then`).
+    fn per_live_state<T>(
+        &self,
+        mut read: impl FnMut(&KeyEntry) -> Option<T>,
+    ) -> Vec<(compact_str::CompactString, T)> {
         let index = self.read();
         let mut seen = HashSet::new();
         index
             .order
             .iter()
             .filter_map(|entry| {
-                let open = entry.runtime.ledger.snapshot().open_reservations;
-                (open > 0 && seen.insert(Arc::as_ptr(&entry.runtime))).then_some(u64::from(open))
+                let found = read(entry)?;
+                seen.insert(Arc::as_ptr(&entry.runtime))
+                    .then(|| (entry.id.clone(), found))
             })
-            .sum()
+            .collect()
     }
 
     /// Puts back the windows a shutdown saved (`saved_at_ms`, Unix ms, per window), each into
